@@ -1,0 +1,40 @@
+//! Generates the C header with cbindgen. The header is written to OUT_DIR on
+//! every build (a test compares it with the committed include/libra.h), and
+//! over include/libra.h when LIBRA_UPDATE_HEADER is set.
+use std::env;
+use std::path::PathBuf;
+
+fn main() {
+    let crate_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
+    let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
+    println!("cargo:rerun-if-changed=src");
+    println!("cargo:rerun-if-changed=cbindgen.toml");
+    println!("cargo:rerun-if-env-changed=LIBRA_UPDATE_HEADER");
+
+    let config = cbindgen::Config::from_file(crate_dir.join("cbindgen.toml"))
+        .expect("cbindgen.toml is readable and valid");
+    let version_macros = format!(
+        "#define LIBRA_VERSION_MAJOR {}\n#define LIBRA_VERSION_MINOR {}\n#define LIBRA_VERSION_PATCH {}\n#define LIBRA_VERSION_STRING \"{}\"",
+        env::var("CARGO_PKG_VERSION_MAJOR").unwrap(),
+        env::var("CARGO_PKG_VERSION_MINOR").unwrap(),
+        env::var("CARGO_PKG_VERSION_PATCH").unwrap(),
+        env::var("CARGO_PKG_VERSION").unwrap(),
+    );
+    let bindings = match cbindgen::Builder::new()
+        .with_crate(&crate_dir)
+        .with_config(config)
+        .with_after_include(version_macros)
+        .generate()
+    {
+        Ok(b) => b,
+        Err(e) => {
+            // A syntax error in src/ is reported better by rustc than by cbindgen.
+            println!("cargo:warning=cbindgen could not generate the header: {e}");
+            return;
+        }
+    };
+    bindings.write_to_file(out_dir.join("libra.h"));
+    if env::var_os("LIBRA_UPDATE_HEADER").is_some() {
+        bindings.write_to_file(crate_dir.join("include/libra.h"));
+    }
+}

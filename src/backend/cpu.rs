@@ -1,0 +1,311 @@
+//! Host-memory backend: plain memory stands in for both tiers. It is the default backend and
+//! the one every test runs on. Copies run at submission, or, in deferred mode, when a test
+//! completes the batch (so tests can complete batches out of order or fail them).
+use super::{Backend, BatchId, BatchState, BlockMove, Direction, Segment, TierLayout};
+use crate::error::{Error, Result};
+use std::alloc::{alloc_zeroed, dealloc, Layout};
+use std::collections::HashMap;
+
+/// A zeroed, 256-byte aligned heap buffer with a stable address.
+pub struct AlignedBuf {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// The buffer is plain bytes owned by this value.
+unsafe impl Send for AlignedBuf {}
+
+impl AlignedBuf {
+    pub fn new(len: usize) -> Result<Self> {
+        if len == 0 {
+            return Ok(AlignedBuf { ptr: std::ptr::NonNull::dangling().as_ptr(), len: 0 });
+        }
+        let layout = Layout::from_size_align(len, 256)
+            .map_err(|_| Error::invalid(format!("buffer of {len} bytes is too large")))?;
+        // SAFETY: layout has non-zero size.
+        let ptr = unsafe { alloc_zeroed(layout) };
+        if ptr.is_null() {
+            return Err(Error::out_of_memory(format!("host allocation of {len} bytes failed")));
+        }
+        Ok(AlignedBuf { ptr, len })
+    }
+    pub fn addr(&self) -> u64 {
+        self.ptr as u64
+    }
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        if self.len != 0 {
+            // SAFETY: allocated in `new` with this exact layout.
+            unsafe { dealloc(self.ptr, Layout::from_size_align_unchecked(self.len, 256)) };
+        }
+    }
+}
+
+enum Op {
+    Moves(Direction, Vec<BlockMove>),
+    Upload(Vec<u8>, Vec<u32>),
+    DeviceCopies(Vec<(u32, u32)>),
+}
+
+/// The CPU backend.
+pub struct CpuBackend {
+    layout: TierLayout,
+    _gpu_arena: Option<AlignedBuf>,
+    host: AlignedBuf,
+    host_blocks: u32,
+    next_batch: BatchId,
+    deferred: bool,
+    pending: HashMap<BatchId, Op>,
+    finished: HashMap<BatchId, BatchState>,
+}
+
+impl CpuBackend {
+    /// Owns a GPU-tier arena of `gpu_blocks` x `block_bytes` and a host tier of `host_blocks`.
+    pub fn new(block_bytes: u64, gpu_blocks: u32, host_blocks: u32) -> Result<Self> {
+        let total = block_bytes
+            .checked_mul(gpu_blocks as u64)
+            .filter(|&t| t <= isize::MAX as u64)
+            .ok_or_else(|| Error::invalid("gpu_blocks x block_bytes overflows"))?;
+        let arena = AlignedBuf::new(total as usize)?;
+        let layout = TierLayout::contiguous(arena.addr().max(1), block_bytes, gpu_blocks)?;
+        Self::build(layout, Some(arena), host_blocks)
+    }
+
+    /// Adopts caller-owned memory as the GPU tier.
+    ///
+    /// # Safety
+    /// Every segment must describe readable and writable host memory for `gpu_blocks` blocks
+    /// that outlives the backend and is not resized.
+    pub unsafe fn adopt(segments: Vec<Segment>, gpu_blocks: u32, host_blocks: u32) -> Result<Self> {
+        let layout = TierLayout::new(segments, gpu_blocks)?;
+        Self::build(layout, None, host_blocks)
+    }
+
+    fn build(layout: TierLayout, arena: Option<AlignedBuf>, host_blocks: u32) -> Result<Self> {
+        let host_total = layout
+            .block_bytes()
+            .checked_mul(host_blocks as u64)
+            .filter(|&t| t <= isize::MAX as u64)
+            .ok_or_else(|| Error::invalid("host_blocks x block_bytes overflows"))?;
+        let host = AlignedBuf::new(host_total as usize)?;
+        Ok(CpuBackend {
+            layout,
+            _gpu_arena: arena,
+            host,
+            host_blocks,
+            next_batch: 1,
+            deferred: false,
+            pending: HashMap::new(),
+            finished: HashMap::new(),
+        })
+    }
+
+    /// In deferred mode nothing is copied until `complete` is called for the batch.
+    pub fn set_deferred(&mut self, deferred: bool) {
+        self.deferred = deferred;
+    }
+
+    /// Batches submitted but not yet completed (deferred mode).
+    pub fn pending_batches(&self) -> Vec<BatchId> {
+        let mut v: Vec<BatchId> = self.pending.keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Completes a deferred batch: copies its bytes when `success`, else marks it failed and
+    /// leaves every destination untouched.
+    pub fn complete(&mut self, batch: BatchId, success: bool) {
+        if let Some(op) = self.pending.remove(&batch) {
+            let state = if success {
+                self.execute(&op);
+                BatchState::Done
+            } else {
+                BatchState::Failed("copy failed (injected)".into())
+            };
+            self.finished.insert(batch, state);
+        }
+    }
+
+    fn gpu_piece(&self, block: u32, seg: usize) -> *mut u8 {
+        self.layout.segment_addr(block, seg) as *mut u8
+    }
+
+    fn host_ptr(&self, block: u32) -> *mut u8 {
+        (self.host.addr() + block as u64 * self.layout.block_bytes()) as *mut u8
+    }
+
+    fn execute(&self, op: &Op) {
+        let segs = self.layout.segments().len();
+        match op {
+            Op::Moves(dir, moves) => {
+                for m in moves {
+                    for s in 0..segs {
+                        let n = self.layout.segments()[s].bytes_per_block as usize;
+                        let g = self.gpu_piece(m.gpu_block, s);
+                        // SAFETY: ids were validated at submission; pieces lie inside the tiers.
+                        let h = unsafe {
+                            self.host_ptr(m.host_block).add(self.layout.segment_offset(s) as usize)
+                        };
+                        unsafe {
+                            match dir {
+                                Direction::GpuToHost => std::ptr::copy(g, h, n),
+                                Direction::HostToGpu => std::ptr::copy(h, g, n),
+                            }
+                        }
+                    }
+                }
+            }
+            Op::Upload(bytes, blocks) => {
+                let bb = self.layout.block_bytes() as usize;
+                for (i, &b) in blocks.iter().enumerate() {
+                    let chunk = &bytes[(i * bb).min(bytes.len())..((i + 1) * bb).min(bytes.len())];
+                    self.scatter_logical(b, chunk);
+                }
+            }
+            Op::DeviceCopies(pairs) => {
+                for &(src, dst) in pairs {
+                    for s in 0..segs {
+                        let n = self.layout.segments()[s].bytes_per_block as usize;
+                        // SAFETY: validated ids; distinct blocks never overlap.
+                        unsafe { std::ptr::copy(self.gpu_piece(src, s), self.gpu_piece(dst, s), n) };
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes `data` (at most one block's logical bytes) into a GPU block's segment pieces.
+    fn scatter_logical(&self, block: u32, data: &[u8]) {
+        for s in 0..self.layout.segments().len() {
+            let off = self.layout.segment_offset(s) as usize;
+            if off >= data.len() {
+                break;
+            }
+            let n = (self.layout.segments()[s].bytes_per_block as usize).min(data.len() - off);
+            // SAFETY: validated block id; n is within the piece.
+            unsafe { std::ptr::copy(data.as_ptr().add(off), self.gpu_piece(block, s), n) };
+        }
+    }
+
+    fn check_gpu(&self, block: u32) -> Result<()> {
+        if block >= self.layout.blocks() {
+            return Err(Error::invalid(format!("GPU block {block} is out of range")));
+        }
+        Ok(())
+    }
+
+    fn check_host(&self, block: u32) -> Result<()> {
+        if block >= self.host_blocks {
+            return Err(Error::invalid(format!("host block {block} is out of range")));
+        }
+        Ok(())
+    }
+
+    fn enqueue(&mut self, op: Op) -> BatchId {
+        let id = self.next_batch;
+        self.next_batch += 1;
+        if self.deferred {
+            self.pending.insert(id, op);
+        } else {
+            self.execute(&op);
+            self.finished.insert(id, BatchState::Done);
+        }
+        id
+    }
+}
+
+impl Backend for CpuBackend {
+    fn name(&self) -> &str {
+        "cpu"
+    }
+    fn gpu_layout(&self) -> &TierLayout {
+        &self.layout
+    }
+    fn host_blocks(&self) -> u32 {
+        self.host_blocks
+    }
+    fn host_block_addr(&self, block: u32) -> u64 {
+        self.host_ptr(block) as u64
+    }
+    fn submit_moves(&mut self, direction: Direction, moves: &[BlockMove]) -> Result<BatchId> {
+        for m in moves {
+            self.check_gpu(m.gpu_block)?;
+            self.check_host(m.host_block)?;
+        }
+        Ok(self.enqueue(Op::Moves(direction, moves.to_vec())))
+    }
+    fn submit_upload(&mut self, bytes: &[u8], blocks: &[u32]) -> Result<BatchId> {
+        for &b in blocks {
+            self.check_gpu(b)?;
+        }
+        let capacity = blocks.len() as u64 * self.layout.block_bytes();
+        if bytes.len() as u64 > capacity {
+            return Err(Error::invalid(format!(
+                "upload of {} bytes does not fit {} blocks",
+                bytes.len(),
+                blocks.len()
+            )));
+        }
+        Ok(self.enqueue(Op::Upload(bytes.to_vec(), blocks.to_vec())))
+    }
+    fn submit_device_copies(&mut self, pairs: &[(u32, u32)]) -> Result<BatchId> {
+        for &(a, b) in pairs {
+            self.check_gpu(a)?;
+            self.check_gpu(b)?;
+        }
+        Ok(self.enqueue(Op::DeviceCopies(pairs.to_vec())))
+    }
+    fn poll(&mut self, batch: BatchId) -> BatchState {
+        if self.pending.contains_key(&batch) {
+            return BatchState::Pending;
+        }
+        self.finished
+            .get(&batch)
+            .cloned()
+            .unwrap_or_else(|| BatchState::Failed(format!("unknown batch {batch}")))
+    }
+    fn wait(&mut self, batch: BatchId, _timeout_us: u64) -> BatchState {
+        // Deferred batches complete only when a test says so: waiting cannot help.
+        self.poll(batch)
+    }
+    fn retire(&mut self, batch: BatchId) {
+        self.finished.remove(&batch);
+        self.pending.remove(&batch);
+    }
+    fn read_gpu_block(&mut self, block: u32, out: &mut [u8]) -> Result<()> {
+        self.check_gpu(block)?;
+        for s in 0..self.layout.segments().len() {
+            let off = self.layout.segment_offset(s) as usize;
+            if off >= out.len() {
+                break;
+            }
+            let n = (self.layout.segments()[s].bytes_per_block as usize).min(out.len() - off);
+            // SAFETY: validated block id; n within the piece and within `out`.
+            unsafe { std::ptr::copy(self.gpu_piece(block, s), out.as_mut_ptr().add(off), n) };
+        }
+        Ok(())
+    }
+    fn write_gpu_block(&mut self, block: u32, data: &[u8]) -> Result<()> {
+        self.check_gpu(block)?;
+        if data.len() as u64 > self.layout.block_bytes() {
+            return Err(Error::invalid("data is larger than a block"));
+        }
+        self.scatter_logical(block, data);
+        Ok(())
+    }
+    fn read_host_block(&mut self, block: u32, out: &mut [u8]) -> Result<()> {
+        self.check_host(block)?;
+        let n = out.len().min(self.layout.block_bytes() as usize);
+        // SAFETY: validated block id; n within the block.
+        unsafe { std::ptr::copy(self.host_ptr(block), out.as_mut_ptr(), n) };
+        Ok(())
+    }
+}

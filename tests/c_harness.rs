@@ -1,0 +1,107 @@
+//! Builds the C test programs in ffi_tests/ with gcc against the static and the shared library,
+//! runs them, and checks that the committed header is what cbindgen generates.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn manifest_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// target/<profile>, where cargo puts liblibra.a and liblibra.so.
+fn artifact_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf()
+}
+
+fn c_compiler() -> PathBuf {
+    let tool = cc::Build::new()
+        .target("x86_64-unknown-linux-gnu")
+        .host("x86_64-unknown-linux-gnu")
+        .opt_level(0)
+        .cargo_metadata(false)
+        .get_compiler();
+    tool.path().to_path_buf()
+}
+
+fn run(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("could not run {cmd:?}: {e}"));
+    if !out.status.success() {
+        panic!(
+            "{cmd:?} failed with {}\n--- stdout\n{}\n--- stderr\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    out
+}
+
+fn c_sources() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(manifest_dir().join("ffi_tests"))
+        .expect("ffi_tests/")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "c"))
+        .collect();
+    v.sort();
+    v
+}
+
+const WARNINGS: &[&str] = &["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-g"];
+
+fn build_and_run(linkage: &str) {
+    let art = artifact_dir();
+    let staticlib = art.join("liblibra.a");
+    let shared = art.join("liblibra.so");
+    assert!(staticlib.exists() && shared.exists(), "libraries missing in {}", art.display());
+    let out_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("ffi_{linkage}"));
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let sources = c_sources();
+    assert!(!sources.is_empty(), "no C tests in ffi_tests/");
+    for src in sources {
+        let name = src.file_stem().unwrap().to_string_lossy().to_string();
+        let exe = out_dir.join(&name);
+        let mut cmd = Command::new(c_compiler());
+        cmd.args(WARNINGS).arg("-I").arg(manifest_dir().join("include")).arg(&src).arg("-o").arg(&exe);
+        if linkage == "static" {
+            cmd.arg(&staticlib).args(["-lpthread", "-ldl", "-lm"]);
+        } else {
+            cmd.arg(format!("-L{}", art.display()))
+                .arg("-llibra")
+                .arg(format!("-Wl,-rpath,{}", art.display()))
+                .args(["-lpthread"]);
+        }
+        run(&mut cmd);
+        let out = run(Command::new(&exe).current_dir(manifest_dir()));
+        print!("{name} ({linkage}): {}", String::from_utf8_lossy(&out.stdout));
+    }
+}
+
+#[test]
+fn c_harness_static() {
+    build_and_run("static");
+}
+
+#[test]
+fn c_harness_shared() {
+    build_and_run("shared");
+}
+
+#[test]
+fn header_compiles_as_cpp17() {
+    let gxx = c_compiler().with_file_name("g++");
+    let gxx = if gxx.exists() { gxx } else { PathBuf::from("g++") };
+    run(Command::new(gxx)
+        .args(["-std=c++17", "-Wall", "-Wextra", "-Werror", "-pedantic", "-fsyntax-only", "-x", "c++"])
+        .arg(manifest_dir().join("include/libra.h")));
+}
+
+#[test]
+fn committed_header_is_fresh() {
+    let generated = std::fs::read_to_string(Path::new(env!("OUT_DIR")).join("libra.h"))
+        .expect("build.rs generated the header");
+    let committed = std::fs::read_to_string(manifest_dir().join("include/libra.h")).expect("include/libra.h");
+    assert!(
+        generated == committed,
+        "include/libra.h is stale: run `LIBRA_UPDATE_HEADER=1 cargo build` and commit it"
+    );
+}
