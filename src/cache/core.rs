@@ -1,0 +1,765 @@
+//! The request lifecycle over the pool and the tree: register, match, allocate, commit,
+//! release, abort. Byte moves go through the backend handed to each call; decisions depend only
+//! on the call sequence and the `now` arguments.
+use super::config::{CacheConfig, MAX_TOKENS_PER_CALL};
+use super::cost::LoadStats;
+use super::events::{Event, EventKind, EventLog};
+use super::policy::PolicyKind;
+use super::pool::BlockPool;
+use super::tree::{Kind, Residency, Tree, NONE, ROOT};
+use crate::backend::{Backend, BatchId};
+use crate::error::{Error, Result, Status};
+use std::collections::{HashMap, HashSet};
+
+/// A registered adapter.
+pub(crate) struct Adapter {
+    pub id: u64,
+    /// The registered host copy: adapters are never lost, whatever the tiers do.
+    pub weights: Vec<u8>,
+    pub blocks_needed: u32,
+    /// GPU blocks while resident or uploading.
+    pub gpu_blocks: Vec<u32>,
+    pub node: u32,
+    pub chain_key: u128,
+}
+
+/// An open request.
+pub(crate) struct Request {
+    /// Pinned tree nodes (adapter node first).
+    pub pinned: Vec<u32>,
+    /// Node the next committed block hangs under, and its chain key.
+    pub tail_node: u32,
+    pub tail_key: u128,
+    /// Allocated blocks not yet committed, in order.
+    pub fresh: Vec<u32>,
+    pub fresh_pos: usize,
+    /// Blocks this request filled but the tree already had: freed at release.
+    pub spare: Vec<u32>,
+    /// Nodes this request inserted (dropped by abort).
+    pub inserted: Vec<u32>,
+    /// Batches this request waits for.
+    pub waits: HashSet<BatchId>,
+    pub failure: Option<String>,
+}
+
+/// What `match_prefix` found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MatchResult {
+    pub request: u64,
+    /// Tokens whose KV is cached (a multiple of the block size).
+    pub cached_tokens: usize,
+    /// Block ids of the cached prefix, one per `block_tokens` tokens.
+    pub kv_blocks: Vec<u32>,
+    /// Block ids holding the adapter's weights, in order.
+    pub adapter_blocks: Vec<u32>,
+    /// Whether every block above is already usable on the GPU.
+    pub ready: bool,
+    /// Tokens found only in the host tier that were not loaded because recomputing them is
+    /// faster than copying them (libra policy with cost hints). They are not in `kv_blocks`.
+    pub recompute_tokens: usize,
+}
+
+/// Readiness of a request's blocks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    Pending,
+    Failed(String),
+}
+
+/// Counters and gauges.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Stats {
+    pub gpu_blocks_total: u32,
+    pub gpu_blocks_used: u32,
+    pub host_blocks_total: u32,
+    pub host_blocks_used: u32,
+    pub kv_nodes_gpu: u64,
+    pub kv_nodes_host: u64,
+    pub adapters_registered: u32,
+    pub adapters_resident: u32,
+    /// GPU-resident KV blocks whose adapter is not resident (0 except under `vllm`).
+    pub invalid_kv_blocks: u64,
+    pub hit_tokens: u64,
+    pub miss_tokens: u64,
+    pub matches: u64,
+    pub swap_out_blocks: u64,
+    pub swap_in_blocks: u64,
+    pub dropped_blocks: u64,
+    pub pruned_host_blocks: u64,
+    pub adapter_loads: u64,
+    pub bytes_to_host: u64,
+    pub bytes_to_gpu: u64,
+    pub failed_batches: u64,
+    pub inflight_batches: u32,
+    pub open_requests: u32,
+    pub events_dropped: u64,
+}
+
+/// What a batch in flight carries.
+pub(crate) enum Flight {
+    ToHost(Vec<u32>),
+    ToGpu(Vec<u32>),
+    Upload(u32),
+}
+
+/// The cache core.
+pub struct CacheCore {
+    pub(crate) cfg: CacheConfig,
+    pub(crate) block_bytes: u64,
+    pub(crate) gpu: BlockPool,
+    pub(crate) host: BlockPool,
+    pub(crate) tree: Tree,
+    pub(crate) adapters: Vec<Option<Adapter>>,
+    pub(crate) adapter_slots: HashMap<u64, u32>,
+    pub(crate) requests: Vec<Option<Request>>,
+    pub(crate) request_gen: Vec<u32>,
+    pub(crate) free_requests: Vec<u32>,
+    pub(crate) inflight: HashMap<BatchId, Flight>,
+    pub(crate) waiters: HashMap<BatchId, Vec<u32>>,
+    pub(crate) load: LoadStats,
+    pub(crate) stats: Stats,
+    pub(crate) events: EventLog,
+    /// GPU blocks held by adapters (the vLLM baseline caps them).
+    pub(crate) adapter_gpu_blocks: u32,
+    pub(crate) last_now: u64,
+}
+
+fn request_id(slot: u32, generation: u32) -> u64 {
+    ((generation as u64) << 32) | slot as u64
+}
+
+impl CacheCore {
+    pub fn new(cfg: CacheConfig, block_bytes: u64, gpu_blocks: u32, host_blocks: u32) -> Result<Self> {
+        cfg.validate()?;
+        if block_bytes == 0 {
+            return Err(Error::invalid("`block_bytes` must be positive"));
+        }
+        if gpu_blocks == 0 {
+            return Err(Error::invalid("`gpu_blocks` must be at least 1"));
+        }
+        if gpu_blocks == u32::MAX || host_blocks == u32::MAX {
+            return Err(Error::invalid("block counts must be below 2^32 - 1"));
+        }
+        let events = EventLog::new(cfg.events, cfg.event_capacity);
+        Ok(CacheCore {
+            tree: Tree::new(cfg.hash_key),
+            load: LoadStats::new(cfg.popularity_window_us, 5_000_000),
+            cfg,
+            block_bytes,
+            gpu: BlockPool::new(gpu_blocks),
+            host: BlockPool::new(host_blocks),
+            adapters: Vec::new(),
+            adapter_slots: HashMap::new(),
+            requests: Vec::new(),
+            request_gen: Vec::new(),
+            free_requests: Vec::new(),
+            inflight: HashMap::new(),
+            waiters: HashMap::new(),
+            stats: Stats::default(),
+            events,
+            adapter_gpu_blocks: 0,
+            last_now: 0,
+        })
+    }
+
+    pub fn config(&self) -> &CacheConfig {
+        &self.cfg
+    }
+    pub fn block_tokens(&self) -> usize {
+        self.cfg.block_tokens as usize
+    }
+
+    /// The engine's clock may only move forward; an earlier `now` counts as the latest seen.
+    pub(crate) fn clock(&mut self, now: u64) -> u64 {
+        self.last_now = self.last_now.max(now);
+        self.last_now
+    }
+
+    pub(crate) fn adapter(&self, slot: u32) -> &Adapter {
+        self.adapters[slot as usize].as_ref().expect("live adapter slot")
+    }
+    pub(crate) fn adapter_mut(&mut self, slot: u32) -> &mut Adapter {
+        self.adapters[slot as usize].as_mut().expect("live adapter slot")
+    }
+
+    fn slot_of(&self, adapter_id: u64) -> Result<u32> {
+        self.adapter_slots
+            .get(&adapter_id)
+            .copied()
+            .ok_or_else(|| Error::not_found(format!("adapter {adapter_id} is not registered")))
+    }
+
+    pub(crate) fn request_slot(&self, request: u64) -> Result<u32> {
+        let slot = request as u32;
+        let generation = (request >> 32) as u32;
+        match (self.requests.get(slot as usize), self.request_gen.get(slot as usize)) {
+            (Some(Some(_)), Some(&g)) if g == generation => Ok(slot),
+            _ => Err(Error::not_found(format!("request {request} is not open (already released?)"))),
+        }
+    }
+
+    pub(crate) fn req(&self, slot: u32) -> &Request {
+        self.requests[slot as usize].as_ref().expect("open request")
+    }
+    pub(crate) fn req_mut(&mut self, slot: u32) -> &mut Request {
+        self.requests[slot as usize].as_mut().expect("open request")
+    }
+
+    pub(crate) fn emit(&mut self, kind: EventKind, node: u32) {
+        if !self.events.enabled() {
+            return;
+        }
+        let n = self.tree.node(node);
+        let adapter_id = if n.adapter == NONE { 0 } else { self.adapter(n.adapter).id };
+        let key = n.key;
+        let adapter_event = n.kind == Kind::Adapter;
+        self.events.push(Event { kind, block_hash: key, adapter_id, adapter: adapter_event });
+    }
+
+    // ---- adapters ---------------------------------------------------------------------
+
+    /// Registers an adapter: the library keeps its own copy of `weights`. The adapter is
+    /// loaded onto the GPU on first use.
+    pub fn register_adapter(&mut self, id: u64, weights: &[u8], rank: u32, now: u64) -> Result<()> {
+        let now = self.clock(now);
+        if self.adapter_slots.contains_key(&id) {
+            return Err(Error::new(
+                Status::LIBRA_ERR_ALREADY_EXISTS,
+                format!("adapter {id} is already registered"),
+            ));
+        }
+        if weights.is_empty() {
+            return Err(Error::invalid("`weights` is empty"));
+        }
+        if rank == 0 {
+            return Err(Error::invalid("`rank` must be positive"));
+        }
+        let blocks_needed = weights.len().div_ceil(self.block_bytes as usize);
+        let limit = self.adapter_block_limit();
+        if blocks_needed as u64 > limit as u64 {
+            return Err(Error::invalid(format!(
+                "adapter {id} needs {blocks_needed} blocks but at most {limit} can hold adapters"
+            )));
+        }
+        let slot = match self.adapters.iter().position(Option::is_none) {
+            Some(s) => s as u32,
+            None => {
+                self.adapters.push(None);
+                (self.adapters.len() - 1) as u32
+            }
+        };
+        let chain_key = self.tree.chain_root(id, 0);
+        let node = self.tree.add_adapter(slot, chain_key, now);
+        self.adapters[slot as usize] = Some(Adapter {
+            id,
+            weights: weights.to_vec(),
+            blocks_needed: blocks_needed as u32,
+            gpu_blocks: Vec::new(),
+            node,
+            chain_key,
+        });
+        self.adapter_slots.insert(id, slot);
+        self.stats.adapters_registered += 1;
+        Ok(())
+    }
+
+    /// Unregisters an adapter and drops every KV block under it. Fails with BUSY while a
+    /// request or an in-flight copy uses it.
+    pub fn unregister_adapter(&mut self, id: u64) -> Result<()> {
+        let slot = self.slot_of(id)?;
+        let anode = self.adapter(slot).node;
+        let members: Vec<u32> = self.tree.live_ids().filter(|&n| self.tree.node(n).adapter == slot).collect();
+        for &n in &members {
+            let node = self.tree.node(n);
+            if node.pins > 0 || matches!(node.residency, Residency::ToGpu | Residency::ToHost) {
+                return Err(Error::busy(format!("adapter {id} is in use by an open request or a copy")));
+            }
+        }
+        // Delete deepest first: a node goes once its children are gone.
+        let mut order = members.clone();
+        order.sort_by_key(|&n| std::cmp::Reverse(self.depth(n)));
+        for n in order {
+            if n == anode {
+                continue;
+            }
+            self.delete_node(n, EventKind::Removed);
+        }
+        let blocks = std::mem::take(&mut self.adapter_mut(slot).gpu_blocks);
+        for b in blocks {
+            self.free_gpu(b);
+        }
+        self.adapter_gpu_blocks -= self.adapter_gpu_blocks.min(self.adapter(slot).blocks_needed);
+        self.tree.set_residency(anode, Residency::Absent, NONE, NONE);
+        self.tree.remove(anode);
+        self.adapters[slot as usize] = None;
+        self.adapter_slots.remove(&id);
+        self.load.forget_adapter(slot);
+        self.stats.adapters_registered -= 1;
+        Ok(())
+    }
+
+    fn depth(&self, mut n: u32) -> u32 {
+        let mut d = 0;
+        while n != ROOT && n != NONE {
+            n = self.tree.node(n).parent;
+            d += 1;
+        }
+        d
+    }
+
+    pub(crate) fn adapter_block_limit(&self) -> u32 {
+        if self.cfg.policy == PolicyKind::Vllm {
+            ((self.gpu.capacity() as f64 * self.cfg.vllm_adapter_fraction).floor() as u32).max(1)
+        } else {
+            self.gpu.capacity()
+        }
+    }
+
+    pub(crate) fn kv_block_limit(&self) -> u32 {
+        if self.cfg.policy == PolicyKind::Vllm {
+            self.gpu.capacity() - self.adapter_block_limit()
+        } else {
+            self.gpu.capacity()
+        }
+    }
+
+    // ---- block helpers ------------------------------------------------------------------
+
+    pub(crate) fn free_gpu(&mut self, block: u32) {
+        self.gpu.free(block).expect("GPU block owned exactly once");
+    }
+    pub(crate) fn free_host(&mut self, block: u32) {
+        self.host.free(block).expect("host block owned exactly once");
+    }
+
+    /// Deletes a childless node, freeing whatever blocks it holds.
+    pub(crate) fn delete_node(&mut self, n: u32, why: EventKind) {
+        let node = self.tree.node(n).clone();
+        debug_assert!(node.kind == Kind::Kv);
+        if node.gpu_block != NONE {
+            self.free_gpu(node.gpu_block);
+        }
+        if node.host_block != NONE {
+            self.free_host(node.host_block);
+        }
+        self.emit(why, n);
+        self.tree.remove(n);
+    }
+
+    // ---- requests -----------------------------------------------------------------------
+
+    fn open_request(&mut self, req: Request) -> u64 {
+        let slot = match self.free_requests.pop() {
+            Some(s) => s,
+            None => {
+                self.requests.push(None);
+                self.request_gen.push(0);
+                (self.requests.len() - 1) as u32
+            }
+        };
+        self.requests[slot as usize] = Some(req);
+        self.stats.open_requests += 1;
+        request_id(slot, self.request_gen[slot as usize])
+    }
+
+    fn close_request(&mut self, slot: u32) -> Request {
+        let req = self.requests[slot as usize].take().expect("open request");
+        self.request_gen[slot as usize] = self.request_gen[slot as usize].wrapping_add(1);
+        self.free_requests.push(slot);
+        self.stats.open_requests -= 1;
+        for b in &req.waits {
+            if let Some(w) = self.waiters.get_mut(b) {
+                w.retain(|&s| s != slot);
+            }
+        }
+        req
+    }
+
+    /// Looks up the longest cached prefix of `tokens` for `adapter_id` in `namespace`, pins it
+    /// and the adapter, and starts whatever copies make them usable on the GPU.
+    pub fn match_prefix(
+        &mut self,
+        io: &mut dyn Backend,
+        adapter_id: u64,
+        namespace: u64,
+        tokens: &[u32],
+        now: u64,
+    ) -> Result<MatchResult> {
+        let now = self.clock(now);
+        if tokens.len() > MAX_TOKENS_PER_CALL {
+            return Err(Error::invalid(format!(
+                "`tokens` has {} entries; the limit is {MAX_TOKENS_PER_CALL}",
+                tokens.len()
+            )));
+        }
+        let slot = self.slot_of(adapter_id)?;
+        self.poll_inflight(io);
+        let bt = self.block_tokens();
+        let adapter_node = self.adapter(slot).node;
+        let root_key = if namespace == 0 {
+            self.adapter(slot).chain_key
+        } else {
+            self.tree.chain_root(adapter_id, namespace)
+        };
+
+        // Walk the chain: GPU-side nodes are hits; a run of host nodes may be loaded.
+        let mut path: Vec<u32> = Vec::new();
+        let mut key = root_key;
+        let mut parent = adapter_node;
+        let reuse = self.cfg.policy.keeps_finished_kv();
+        if reuse {
+            for chunk in tokens.chunks_exact(bt) {
+                let k = self.tree.chain_next(key, chunk);
+                match self.tree.lookup(k) {
+                    Some(n) if self.tree.node(n).parent == parent => {
+                        path.push(n);
+                        key = k;
+                        parent = n;
+                    }
+                    _ => break,
+                }
+            }
+        }
+        // Host-resident suffix of the path: load it, or advise recomputation.
+        let first_host =
+            path.iter().position(|&n| !self.tree.node(n).residency.gpu_side()).unwrap_or(path.len());
+        let host_run = path.len() - first_host;
+        let mut recompute_tokens = 0;
+        if host_run > 0 && self.should_recompute(host_run) {
+            recompute_tokens = host_run * bt;
+            path.truncate(first_host);
+            key = match path.last() {
+                Some(&n) => self.tree.node(n).key,
+                None => root_key,
+            };
+        }
+        let to_load: Vec<u32> = path[first_host.min(path.len())..].to_vec();
+
+        // Make room for the adapter and the swap-ins before touching anything else.
+        let adapter_missing = !self.tree.node(adapter_node).residency.gpu_side();
+        let adapter_need = if adapter_missing { self.adapter(slot).blocks_needed } else { 0 };
+        let need = adapter_need as usize + to_load.len();
+        // Pin what we will use first so making room cannot evict it.
+        self.tree.pin(adapter_node, now);
+        for &n in &path[..first_host.min(path.len())] {
+            self.tree.pin(n, now);
+        }
+        let protect: Vec<u32> = std::iter::once(adapter_node).chain(path.iter().copied()).collect();
+        if let Err(e) = self.make_room(io, need, adapter_need, now) {
+            self.tree.unpin(adapter_node, now);
+            for &n in &path[..first_host.min(path.len())] {
+                self.tree.unpin(n, now);
+            }
+            return Err(e);
+        }
+        let _ = protect;
+        let mut waits = HashSet::new();
+        if adapter_missing {
+            waits.insert(self.load_adapter(io, slot)?);
+        }
+        if !to_load.is_empty() {
+            for &n in &to_load {
+                self.tree.pin(n, now);
+            }
+            match self.swap_in(io, &to_load) {
+                Ok(b) => {
+                    waits.insert(b);
+                }
+                Err(e) => {
+                    for &n in path.iter() {
+                        self.tree.unpin(n, now);
+                    }
+                    self.tree.unpin(adapter_node, now);
+                    return Err(e);
+                }
+            }
+        }
+        self.load.record_request(slot, now);
+        let kv_blocks: Vec<u32> = path.iter().map(|&n| self.tree.node(n).gpu_block).collect();
+        let cached_tokens = path.len() * bt;
+        self.stats.matches += 1;
+        self.stats.hit_tokens += cached_tokens as u64;
+        self.stats.miss_tokens += (tokens.len() - cached_tokens) as u64;
+        for &n in &path {
+            self.tree.set_session_hot(n, false);
+        }
+        let mut pinned = vec![adapter_node];
+        pinned.extend(path.iter().copied());
+        let ready = waits.is_empty();
+        let adapter_blocks = self.adapter(slot).gpu_blocks.clone();
+        let req = Request {
+            pinned,
+            tail_node: path.last().copied().unwrap_or(adapter_node),
+            tail_key: key,
+            fresh: Vec::new(),
+            fresh_pos: 0,
+            spare: Vec::new(),
+            inserted: Vec::new(),
+            waits: waits.clone(),
+            failure: None,
+        };
+        let request = self.open_request(req);
+        let rslot = request as u32;
+        for b in waits {
+            self.waiters.entry(b).or_default().push(rslot);
+        }
+        Ok(MatchResult { request, cached_tokens, kv_blocks, adapter_blocks, ready, recompute_tokens })
+    }
+
+    /// Recompute-or-load (libra policy): loading `blocks` over the host link versus
+    /// recomputing their tokens, with the engine's cost hints.
+    fn should_recompute(&self, blocks: usize) -> bool {
+        if self.cfg.policy != PolicyKind::Libra || self.cfg.prefill_tokens_per_us <= 0.0 {
+            return false;
+        }
+        let load_us = blocks as f64 * self.block_bytes as f64 / self.cfg.link_bytes_per_us;
+        let recompute_us = (blocks * self.block_tokens()) as f64 / self.cfg.prefill_tokens_per_us;
+        recompute_us < load_us
+    }
+
+    /// Allocates GPU blocks for `n_tokens` more tokens of a request (ceil(n / block_tokens)
+    /// blocks), evicting or swapping out cached blocks when the tier is full.
+    pub fn allocate(
+        &mut self,
+        io: &mut dyn Backend,
+        request: u64,
+        n_tokens: usize,
+        now: u64,
+    ) -> Result<Vec<u32>> {
+        let now = self.clock(now);
+        let slot = self.request_slot(request)?;
+        if n_tokens > MAX_TOKENS_PER_CALL {
+            return Err(Error::invalid(format!(
+                "`n_tokens` is {n_tokens}; the limit is {MAX_TOKENS_PER_CALL}"
+            )));
+        }
+        let n = n_tokens.div_ceil(self.block_tokens());
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        self.poll_inflight(io);
+        self.make_room(io, n, 0, now)?;
+        let blocks = self.gpu.allocate_many(n).expect("make_room guarantees free blocks");
+        self.req_mut(slot).fresh.extend_from_slice(&blocks);
+        Ok(blocks)
+    }
+
+    /// Inserts the request's next filled blocks into the tree: `tokens` are the token ids of
+    /// those blocks, a whole number of blocks. Returns the blocks now shared through the tree.
+    pub fn commit(&mut self, request: u64, tokens: &[u32], now: u64) -> Result<usize> {
+        let now = self.clock(now);
+        let slot = self.request_slot(request)?;
+        let bt = self.block_tokens();
+        if tokens.len() % bt != 0 {
+            return Err(Error::invalid(format!(
+                "`tokens` has {} entries, not a multiple of the block size {bt}",
+                tokens.len()
+            )));
+        }
+        let n = tokens.len() / bt;
+        let (available, failed) = {
+            let r = self.req(slot);
+            (r.fresh.len() - r.fresh_pos, r.failure.clone())
+        };
+        if let Some(f) = failed {
+            return Err(Error::invalid(format!("request {request} failed and must be aborted: {f}")));
+        }
+        if n > available {
+            return Err(Error::invalid(format!(
+                "`tokens` covers {n} blocks but the request has {available} allocated, uncommitted blocks"
+            )));
+        }
+        if !self.cfg.policy.keeps_finished_kv() {
+            // S-LoRA keeps no prefix cache: blocks stay private to the request.
+            let r = self.req_mut(slot);
+            let moved: Vec<u32> = r.fresh[r.fresh_pos..r.fresh_pos + n].to_vec();
+            r.fresh_pos += n;
+            r.spare.extend(moved);
+            return Ok(0);
+        }
+        if !self.tree.node(self.req(slot).tail_node).residency.gpu_side() {
+            return Err(Error::invalid(format!("request {request}'s prefix is not on the GPU")));
+        }
+        let mut shared = 0;
+        for chunk in tokens.chunks_exact(bt) {
+            let (parent, pkey, block) = {
+                let r = self.req_mut(slot);
+                let b = r.fresh[r.fresh_pos];
+                r.fresh_pos += 1;
+                (r.tail_node, r.tail_key, b)
+            };
+            let key = self.tree.chain_next(pkey, chunk);
+            let node = match self.tree.lookup(key) {
+                Some(existing) => {
+                    let e = self.tree.node(existing).clone();
+                    if e.residency == Residency::Host {
+                        // Recomputed a block the host tier had: keep the fresh GPU copy.
+                        self.tree.set_residency(existing, Residency::Gpu, block, NONE);
+                        self.free_host(e.host_block);
+                        self.emit(EventKind::ToGpu, existing);
+                    } else {
+                        self.req_mut(slot).spare.push(block);
+                    }
+                    existing
+                }
+                None => {
+                    let id = self.tree.add_kv(parent, key, block, now);
+                    self.req_mut(slot).inserted.push(id);
+                    self.emit(EventKind::Stored, id);
+                    shared += 1;
+                    id
+                }
+            };
+            self.tree.pin(node, now);
+            let r = self.req_mut(slot);
+            r.pinned.push(node);
+            r.tail_node = node;
+            r.tail_key = key;
+        }
+        if self.cfg.policy == PolicyKind::Libra {
+            let tail = self.req(slot).tail_node;
+            self.tree.set_session_hot(tail, true);
+        }
+        Ok(shared)
+    }
+
+    /// Ends a request: unpins its blocks and frees those it did not share. Its committed
+    /// blocks stay cached (except under `slora`, which keeps no finished KV).
+    pub fn release(&mut self, io: &mut dyn Backend, request: u64, now: u64) -> Result<()> {
+        self.finish(io, request, now, false)
+    }
+
+    /// Ends a failed request: like release, and the blocks it inserted that nobody else uses
+    /// are dropped, since their contents may be incomplete.
+    pub fn abort(&mut self, io: &mut dyn Backend, request: u64, now: u64) -> Result<()> {
+        self.finish(io, request, now, true)
+    }
+
+    fn finish(&mut self, io: &mut dyn Backend, request: u64, now: u64, aborted: bool) -> Result<()> {
+        let now = self.clock(now);
+        let slot = self.request_slot(request)?;
+        self.poll_inflight(io);
+        let req = self.close_request(slot);
+        for &n in req.pinned.iter().rev() {
+            self.tree.unpin(n, now);
+        }
+        for &b in &req.fresh[req.fresh_pos..] {
+            self.free_gpu(b);
+        }
+        for &b in &req.spare {
+            self.free_gpu(b);
+        }
+        let drop_inserted = aborted || !self.cfg.policy.keeps_finished_kv();
+        if drop_inserted {
+            for &n in req.inserted.iter().rev() {
+                let node = self.tree.node(n);
+                if node.kind == Kind::Kv
+                    && node.pins == 0
+                    && node.children == 0
+                    && node.residency == Residency::Gpu
+                {
+                    self.delete_node(n, EventKind::Removed);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the request's blocks are usable; finishes completed copies first.
+    pub fn poll(&mut self, io: &mut dyn Backend, request: u64) -> Result<Readiness> {
+        let slot = self.request_slot(request)?;
+        self.poll_inflight(io);
+        let r = self.req(slot);
+        Ok(if let Some(f) = &r.failure {
+            Readiness::Failed(f.clone())
+        } else if r.waits.is_empty() {
+            Readiness::Ready
+        } else {
+            Readiness::Pending
+        })
+    }
+
+    /// Blocks (in the backend) until the request's copies complete or `timeout_us` passes.
+    pub fn wait(&mut self, io: &mut dyn Backend, request: u64, timeout_us: u64) -> Result<Readiness> {
+        let slot = self.request_slot(request)?;
+        let batches: Vec<BatchId> = self.req(slot).waits.iter().copied().collect();
+        for b in batches {
+            io.wait(b, timeout_us);
+        }
+        self.poll(io, request)
+    }
+
+    /// A handle (CUevent under CUDA) the engine's stream can wait on, or NULL when ready.
+    pub fn wait_event(&self, io: &dyn Backend, request: u64) -> Result<*mut std::ffi::c_void> {
+        let slot = self.request_slot(request)?;
+        Ok(self.req(slot).waits.iter().max().map(|&b| io.batch_event(b)).unwrap_or(std::ptr::null_mut()))
+    }
+
+    /// Counters and gauges, recomputed where cheap.
+    pub fn stats(&self) -> Stats {
+        let mut s = self.stats.clone();
+        s.gpu_blocks_total = self.gpu.capacity();
+        s.gpu_blocks_used = self.gpu.used_count();
+        s.host_blocks_total = self.host.capacity();
+        s.host_blocks_used = self.host.used_count();
+        s.inflight_batches = self.inflight.len() as u32;
+        s.events_dropped = self.events.dropped();
+        s.adapters_resident = self.resident_adapters() as u32;
+        let (mut gpu, mut host, mut invalid) = (0, 0, 0);
+        for id in self.tree.live_ids() {
+            let n = self.tree.node(id);
+            if n.kind != Kind::Kv {
+                continue;
+            }
+            if n.residency.gpu_side() {
+                gpu += 1;
+                let a = self.adapter(n.adapter).node;
+                if self.tree.node(a).residency != Residency::Gpu {
+                    invalid += 1;
+                }
+            } else if n.residency == Residency::Host {
+                host += 1;
+            }
+        }
+        s.kv_nodes_gpu = gpu;
+        s.kv_nodes_host = host;
+        s.invalid_kv_blocks = invalid;
+        s
+    }
+
+    pub(crate) fn resident_adapters(&self) -> usize {
+        self.adapters.iter().flatten().filter(|a| self.tree.node(a.node).residency == Residency::Gpu).count()
+    }
+
+    /// Metadata bytes per tree node (node, index entry, candidate sets).
+    pub fn metadata_bytes_per_node(&self) -> f64 {
+        self.tree.metadata_bytes_per_node()
+    }
+
+    pub fn live_nodes(&self) -> usize {
+        self.tree.live_nodes()
+    }
+
+    pub fn drain_events(&mut self, max: usize) -> Vec<Event> {
+        self.events.drain(max)
+    }
+}
+
+impl CacheCore {
+    /// GPU blocks holding an adapter's weights (empty while it is not resident).
+    pub fn adapter_gpu_blocks(&self, id: u64) -> Result<Vec<u32>> {
+        let slot = self.slot_of(id)?;
+        Ok(self.adapter(slot).gpu_blocks.clone())
+    }
+
+    /// Updates the engine's cost hints (0 prefill rate disables recompute-or-load).
+    pub fn set_cost_hints(&mut self, prefill_tokens_per_us: f64, link_bytes_per_us: f64) -> Result<()> {
+        let mut cfg = self.cfg.clone();
+        cfg.prefill_tokens_per_us = prefill_tokens_per_us;
+        cfg.link_bytes_per_us = link_bytes_per_us;
+        cfg.validate()?;
+        self.cfg = cfg;
+        Ok(())
+    }
+}

@@ -1,0 +1,17 @@
+//! The FastLibra core: pool, dependency tree, cost model, policies and swapper. Deterministic:
+//! time is an argument and no clock or thread is touched here; bytes move only through the
+//! backend handed to each call.
+pub mod config;
+pub mod core;
+pub mod cost;
+pub mod events;
+pub mod policy;
+pub mod pool;
+pub mod swapper;
+pub mod tree;
+
+pub use config::CacheConfig;
+pub use core::{CacheCore, MatchResult, Readiness, Stats};
+pub use events::{Event, EventKind};
+pub use policy::PolicyKind;
+pub use swapper::StepReport;

@@ -1,0 +1,160 @@
+//! Swap policies: the cost model, and the baselines it is compared to. A policy only ranks;
+//! the swapper decides what may legally move.
+use super::cost;
+use super::tree::{Kind, Node};
+
+/// Which policy drives eviction, swapping and reuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PolicyKind {
+    /// ELORA's unified cost model (Eq. 3-6) over one pool with the dependency tree.
+    Elora,
+    /// Same tree and tiers, least recently used instead of the cost model.
+    Lru,
+    /// vLLM: adapters and KV in separate, statically sized regions, each with its own LRU, no
+    /// coupling (an evicted adapter's KV stays and is wasted), no host tier for KV.
+    Vllm,
+    /// S-LoRA: one unified pool, adapters loaded on demand, finished requests' KV not kept.
+    Slora,
+    /// ELORA plus recompute-or-load, session-aware retention and adapter protection.
+    Libra,
+}
+
+impl PolicyKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            PolicyKind::Elora => "elora",
+            PolicyKind::Lru => "lru",
+            PolicyKind::Vllm => "vllm",
+            PolicyKind::Slora => "slora",
+            PolicyKind::Libra => "libra",
+        }
+    }
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "elora" => PolicyKind::Elora,
+            "lru" => PolicyKind::Lru,
+            "vllm" => PolicyKind::Vllm,
+            "slora" => PolicyKind::Slora,
+            "libra" => PolicyKind::Libra,
+            _ => return None,
+        })
+    }
+    pub const ALL: [PolicyKind; 5] =
+        [PolicyKind::Vllm, PolicyKind::Slora, PolicyKind::Lru, PolicyKind::Elora, PolicyKind::Libra];
+
+    /// Whether KV blocks move to the host tier instead of being dropped.
+    pub fn uses_host_tier(self) -> bool {
+        matches!(self, PolicyKind::Elora | PolicyKind::Lru | PolicyKind::Libra)
+    }
+    /// Whether finished requests' KV stays cached for reuse.
+    pub fn keeps_finished_kv(self) -> bool {
+        self != PolicyKind::Slora
+    }
+    /// Whether adapters may leave while their KV stays (vLLM's uncoupled pools).
+    pub fn uncoupled(self) -> bool {
+        self == PolicyKind::Vllm
+    }
+    pub fn uses_cost_model(self) -> bool {
+        matches!(self, PolicyKind::Elora | PolicyKind::Libra)
+    }
+}
+
+/// What the cost model needs to know beside the node itself.
+#[derive(Debug, Clone, Copy)]
+pub struct RankContext {
+    pub now: u64,
+    /// GPU-resident adapters now.
+    pub resident_adapters: f64,
+    /// Eq. 3 over the recent window.
+    pub low_lora: f64,
+    /// Transfer time of one block over the host link, microseconds.
+    pub block_cost_us: f64,
+}
+
+/// Retention value of a node: the lowest leaves first, the highest comes back first.
+/// `blocks` is how many blocks the node holds (an adapter holds several). `leaving` says
+/// whether the move considered takes the node off the GPU.
+pub fn retention_value(
+    policy: PolicyKind,
+    node: &Node,
+    blocks: u32,
+    leaving: bool,
+    ctx: &RankContext,
+) -> f64 {
+    match policy {
+        PolicyKind::Lru | PolicyKind::Vllm | PolicyKind::Slora => node.last_use as f64,
+        PolicyKind::Elora | PolicyKind::Libra => {
+            let is_adapter = node.kind == Kind::Adapter;
+            let now_lora = match (is_adapter, leaving) {
+                (true, true) => ctx.resident_adapters - 1.0,
+                (true, false) => ctx.resident_adapters + 1.0,
+                (false, _) => ctx.resident_adapters,
+            };
+            let mut lora_eval = cost::lora_eval(now_lora.max(0.0), ctx.low_lora);
+            if policy == PolicyKind::Libra && is_adapter && leaving && now_lora < ctx.low_lora {
+                // Read literally, Eq. 4 lowers an adapter's value exactly when losing it leaves
+                // fewer adapters than the batch needs. We invert the term for departures so
+                // that such an adapter is protected instead.
+                lora_eval = 1.0 / lora_eval.max(1e-6);
+            }
+            let since_s = ctx.now.saturating_sub(node.last_use) as f64 / 1e6;
+            let cost_us = ctx.block_cost_us * blocks.max(1) as f64;
+            let mut retain = cost::retain_eval(cost_us, node.visits.max(1) as f64, since_s);
+            if policy == PolicyKind::Libra && node.session_hot {
+                // The next turn of a conversation extends this prefix: keep it longest.
+                retain *= SESSION_BOOST;
+            }
+            cost::eval(lora_eval, retain)
+        }
+    }
+}
+
+/// How much a prefix a conversation will continue is favoured by the `libra` policy.
+pub const SESSION_BOOST: f64 = 16.0;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::tree::{Residency, NONE};
+
+    fn node(kind: Kind, last_use: u64, visits: u32) -> Node {
+        Node {
+            key: 0,
+            last_use,
+            parent: 0,
+            adapter: 0,
+            gpu_block: NONE,
+            host_block: NONE,
+            pins: 0,
+            visits,
+            gpu_children: 0,
+            children: 0,
+            residency: Residency::Gpu,
+            kind,
+            session_hot: false,
+        }
+    }
+
+    #[test]
+    fn elora_value_is_eq6() {
+        let ctx = RankContext { now: 2_000_000, resident_adapters: 3.0, low_lora: 4.0, block_cost_us: 10.0 };
+        // KV block: LoRA_Eval = 3/4, Retain = 10 x 2 x (1 - sigmoid(1 s)).
+        let v = retention_value(PolicyKind::Elora, &node(Kind::Kv, 1_000_000, 2), 1, true, &ctx);
+        let expect = 0.75 * 10.0 * 2.0 * (1.0 - cost::sigmoid(1.0));
+        assert!((v - expect).abs() < 1e-9);
+        // Adapter of 5 blocks leaving: LoRA_Eval = 2/4.
+        let a = retention_value(PolicyKind::Elora, &node(Kind::Adapter, 2_000_000, 1), 5, true, &ctx);
+        assert!((a - 0.5 * 50.0 * 0.5).abs() < 1e-9);
+        // libra protects the same adapter instead.
+        let l = retention_value(PolicyKind::Libra, &node(Kind::Adapter, 2_000_000, 1), 5, true, &ctx);
+        assert!(l > a);
+    }
+
+    #[test]
+    fn lru_orders_by_time() {
+        let ctx = RankContext { now: 0, resident_adapters: 0.0, low_lora: 0.0, block_cost_us: 1.0 };
+        let old = retention_value(PolicyKind::Lru, &node(Kind::Kv, 5, 100), 1, true, &ctx);
+        let new = retention_value(PolicyKind::Lru, &node(Kind::Kv, 6, 1), 1, true, &ctx);
+        assert!(old < new);
+    }
+}

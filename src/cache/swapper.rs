@@ -1,0 +1,591 @@
+//! Turns memory pressure and the policy's ranking into moves, and tracks the moves in flight.
+//! Only GPU leaves leave and only host nodes under a GPU-side parent come back, so a GPU-side
+//! block always has its parent (and adapter) on the GPU side. A GPU copy is freed only after
+//! its host copy completed, and a host copy only after the GPU copy it fed completed.
+use super::core::{CacheCore, Flight};
+use super::events::EventKind;
+use super::policy::{retention_value, PolicyKind, RankContext};
+use super::tree::{Kind, Residency, NONE, ROOT};
+use crate::backend::{Backend, BatchId, BatchState, BlockMove, Direction};
+use crate::error::{Error, Result};
+
+/// What one `step` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StepReport {
+    pub swapped_out: u32,
+    pub swapped_in: u32,
+    pub adapters_loaded: u32,
+    pub pruned: u32,
+    pub completed_batches: u32,
+}
+
+impl CacheCore {
+    fn rank_ctx(&self, now: u64) -> RankContext {
+        RankContext {
+            now,
+            resident_adapters: self.resident_adapters() as f64,
+            low_lora: self.load.low_lora(),
+            block_cost_us: self.block_bytes as f64 / self.cfg.link_bytes_per_us,
+        }
+    }
+
+    fn node_blocks(&self, n: u32) -> u32 {
+        let node = self.tree.node(n);
+        if node.kind == Kind::Adapter {
+            self.adapter(node.adapter).blocks_needed
+        } else {
+            1
+        }
+    }
+
+    /// Up to `k` nodes from `candidates`, lowest retention value first (ties by age, then id).
+    fn lowest<I: Iterator<Item = (u64, u32)>>(&self, candidates: I, k: usize, now: u64) -> Vec<u32> {
+        if k == 0 {
+            return Vec::new();
+        }
+        let policy = self.cfg.policy;
+        if !policy.uses_cost_model() {
+            // The candidate sets are already ordered by last use.
+            return candidates.take(k).map(|(_, n)| n).collect();
+        }
+        let ctx = self.rank_ctx(now);
+        let mut scored: Vec<(f64, u64, u32)> = candidates
+            .map(|(t, n)| (retention_value(policy, self.tree.node(n), self.node_blocks(n), true, &ctx), t, n))
+            .collect();
+        let cmp = |a: &(f64, u64, u32), b: &(f64, u64, u32)| {
+            a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2))
+        };
+        if scored.len() > k {
+            scored.select_nth_unstable_by(k, cmp);
+            scored.truncate(k);
+        }
+        scored.sort_unstable_by(cmp);
+        scored.into_iter().map(|(_, _, n)| n).collect()
+    }
+
+    /// Makes `need` GPU blocks free (of which `adapter_need` for an adapter, which the vLLM
+    /// baseline counts against its adapter region), by dropping, freeing or swapping out
+    /// unpinned GPU leaves.
+    pub(crate) fn make_room(
+        &mut self,
+        io: &mut dyn Backend,
+        need: usize,
+        adapter_need: u32,
+        now: u64,
+    ) -> Result<()> {
+        if self.cfg.policy == PolicyKind::Vllm {
+            return self.make_room_split(need, adapter_need, now);
+        }
+        let mut rounds = 0;
+        while (self.gpu.free_count() as usize) < need {
+            rounds += 1;
+            let short = need - self.gpu.free_count() as usize;
+            let victims = self.lowest(self.tree.gpu_leaves().iter().copied(), short, now);
+            if victims.is_empty() {
+                if self.inflight.is_empty() || rounds > 64 {
+                    return Err(Error::out_of_memory(format!(
+                        "{need} GPU blocks needed, {} free, and every cached block is pinned or in flight",
+                        self.gpu.free_count()
+                    )));
+                }
+                self.wait_all(io);
+                continue;
+            }
+            let mut outgoing = Vec::new();
+            for v in victims {
+                if self.tree.node(v).kind == Kind::Adapter {
+                    self.evict_adapter(self.tree.node(v).adapter);
+                } else if self.cfg.policy.uses_host_tier() && self.host_slot_available(now) {
+                    outgoing.push(v);
+                } else if self.tree.node(v).children == 0 {
+                    self.delete_node(v, EventKind::Removed);
+                    self.stats.dropped_blocks += 1;
+                } else {
+                    // A GPU leaf with host children and no room on the host: drop its host
+                    // subtree first, then the node itself.
+                    self.drop_subtree(v);
+                }
+            }
+            if !outgoing.is_empty() {
+                let batch = self.swap_out(io, &outgoing)?;
+                let state = io.wait(batch, self.cfg.swap_wait_us);
+                if state == BatchState::Pending {
+                    return Err(Error::busy(
+                        "swap-outs that would free GPU blocks are still in flight; retry after they complete",
+                    ));
+                }
+                self.poll_inflight(io);
+            }
+        }
+        Ok(())
+    }
+
+    /// vLLM's static split: adapters and KV each evict by LRU inside their own region, and an
+    /// adapter leaves without regard to the KV computed under it.
+    fn make_room_split(&mut self, need: usize, adapter_need: u32, now: u64) -> Result<()> {
+        let _ = now;
+        let kv_need = need - adapter_need as usize;
+        while self.adapter_gpu_blocks + adapter_need > self.adapter_block_limit() {
+            let victim = self
+                .adapters
+                .iter()
+                .flatten()
+                .filter(|a| {
+                    let n = self.tree.node(a.node);
+                    n.residency == Residency::Gpu && n.pins == 0
+                })
+                .min_by_key(|a| (self.tree.node(a.node).last_use, a.node))
+                .map(|a| self.tree.node(a.node).adapter);
+            match victim {
+                Some(slot) => self.evict_adapter(slot),
+                None => return Err(Error::out_of_memory("the adapter region is full of adapters in use")),
+            }
+        }
+        let kv_used = self.gpu.used_count() - self.adapter_gpu_blocks;
+        let mut over = (kv_used as usize + kv_need).saturating_sub(self.kv_block_limit() as usize);
+        while over > 0 {
+            let victim =
+                self.tree.gpu_leaves().iter().find(|&&(_, n)| self.tree.node(n).kind == Kind::Kv).copied();
+            match victim {
+                Some((_, n)) => {
+                    self.delete_node(n, EventKind::Removed);
+                    self.stats.dropped_blocks += 1;
+                    over -= 1;
+                }
+                None => return Err(Error::out_of_memory("the KV region is full of blocks in use")),
+            }
+        }
+        debug_assert!(self.gpu.free_count() as usize >= need);
+        Ok(())
+    }
+
+    /// Frees an unpinned resident adapter's GPU blocks; its registered host copy remains.
+    pub(crate) fn evict_adapter(&mut self, slot: u32) {
+        let node = self.adapter(slot).node;
+        let blocks = std::mem::take(&mut self.adapter_mut(slot).gpu_blocks);
+        self.adapter_gpu_blocks -= blocks.len() as u32;
+        for b in blocks {
+            self.free_gpu(b);
+        }
+        self.tree.set_residency(node, Residency::Absent, NONE, NONE);
+        self.emit(EventKind::Removed, node);
+    }
+
+    /// Deletes a GPU node and all of its (host-resident) descendants, deepest first.
+    fn drop_subtree(&mut self, top: u32) {
+        let mut members = vec![top];
+        let mut i = 0;
+        // Descendants are found by scanning parents: rare, and only when the host tier is full.
+        let all: Vec<u32> = self.tree.live_ids().collect();
+        while i < members.len() {
+            let p = members[i];
+            members.extend(all.iter().copied().filter(|&n| self.tree.node(n).parent == p));
+            i += 1;
+        }
+        for &n in members.iter().rev() {
+            self.delete_node(n, EventKind::Removed);
+            self.stats.dropped_blocks += 1;
+        }
+    }
+
+    /// Whether a host block is free now or after pruning one cold host leaf.
+    fn host_slot_available(&mut self, now: u64) -> bool {
+        if self.host.free_count() > 0 {
+            return true;
+        }
+        self.prune_host(1, now) > 0
+    }
+
+    /// Deletes up to `k` cold host leaves (lowest value first); returns how many.
+    pub(crate) fn prune_host(&mut self, k: usize, now: u64) -> u32 {
+        let mut pruned = 0;
+        while (pruned as usize) < k {
+            let victims = self.lowest(self.tree.host_leaves().iter().copied(), k - pruned as usize, now);
+            if victims.is_empty() {
+                break;
+            }
+            for v in victims {
+                self.delete_node(v, EventKind::Removed);
+                pruned += 1;
+            }
+        }
+        self.stats.pruned_host_blocks += pruned as u64;
+        pruned
+    }
+
+    /// Submits one batch that copies `nodes` (GPU leaves) to the host tier. Host blocks must be
+    /// available for all of them.
+    pub(crate) fn swap_out(&mut self, io: &mut dyn Backend, nodes: &[u32]) -> Result<BatchId> {
+        let host =
+            self.host.allocate_many(nodes.len()).ok_or_else(|| Error::out_of_memory("host tier is full"))?;
+        let moves: Vec<BlockMove> = nodes
+            .iter()
+            .zip(&host)
+            .map(|(&n, &h)| BlockMove { gpu_block: self.tree.node(n).gpu_block, host_block: h })
+            .collect();
+        let batch = match io.submit_moves(Direction::GpuToHost, &moves) {
+            Ok(b) => b,
+            Err(e) => {
+                for h in host {
+                    self.free_host(h);
+                }
+                self.stats.failed_batches += 1;
+                return Err(e);
+            }
+        };
+        for (&n, &h) in nodes.iter().zip(&host) {
+            let g = self.tree.node(n).gpu_block;
+            self.tree.set_residency(n, Residency::ToHost, g, h);
+        }
+        self.inflight.insert(batch, Flight::ToHost(nodes.to_vec()));
+        Ok(batch)
+    }
+
+    /// Submits one batch that copies host `nodes` back to the GPU, parents before children.
+    /// Free GPU blocks must be available.
+    pub(crate) fn swap_in(&mut self, io: &mut dyn Backend, nodes: &[u32]) -> Result<BatchId> {
+        let gpu =
+            self.gpu.allocate_many(nodes.len()).ok_or_else(|| Error::out_of_memory("GPU tier is full"))?;
+        let moves: Vec<BlockMove> = nodes
+            .iter()
+            .zip(&gpu)
+            .map(|(&n, &g)| BlockMove { gpu_block: g, host_block: self.tree.node(n).host_block })
+            .collect();
+        let batch = match io.submit_moves(Direction::HostToGpu, &moves) {
+            Ok(b) => b,
+            Err(e) => {
+                for g in gpu {
+                    self.free_gpu(g);
+                }
+                self.stats.failed_batches += 1;
+                return Err(e);
+            }
+        };
+        for (&n, &g) in nodes.iter().zip(&gpu) {
+            let h = self.tree.node(n).host_block;
+            self.tree.set_residency(n, Residency::ToGpu, g, h);
+        }
+        self.inflight.insert(batch, Flight::ToGpu(nodes.to_vec()));
+        Ok(batch)
+    }
+
+    /// Uploads an adapter's registered weights into fresh GPU blocks.
+    pub(crate) fn load_adapter(&mut self, io: &mut dyn Backend, slot: u32) -> Result<BatchId> {
+        let n = self.adapter(slot).blocks_needed as usize;
+        let blocks = self.gpu.allocate_many(n).ok_or_else(|| Error::out_of_memory("GPU tier is full"))?;
+        let submitted = {
+            let a = self.adapter(slot);
+            io.submit_upload(&a.weights, &blocks)
+        };
+        let batch = match submitted {
+            Ok(b) => b,
+            Err(e) => {
+                for b in blocks {
+                    self.free_gpu(b);
+                }
+                self.stats.failed_batches += 1;
+                return Err(e);
+            }
+        };
+        self.adapter_gpu_blocks += n as u32;
+        self.stats.adapter_loads += 1;
+        self.stats.bytes_to_gpu += self.adapter(slot).weights.len() as u64;
+        let node = self.adapter(slot).node;
+        self.adapter_mut(slot).gpu_blocks = blocks;
+        self.tree.set_residency(node, Residency::ToGpu, NONE, NONE);
+        self.inflight.insert(batch, Flight::Upload(slot));
+        Ok(batch)
+    }
+
+    /// Waits for every batch in flight (used when nothing else can free memory).
+    fn wait_all(&mut self, io: &mut dyn Backend) {
+        let mut ids: Vec<BatchId> = self.inflight.keys().copied().collect();
+        ids.sort_unstable();
+        for b in ids {
+            io.wait(b, self.cfg.swap_wait_us);
+        }
+        self.poll_inflight(io);
+    }
+
+    /// Finishes every batch the backend reports complete or failed, in submission order.
+    pub(crate) fn poll_inflight(&mut self, io: &mut dyn Backend) -> u32 {
+        if self.inflight.is_empty() {
+            return 0;
+        }
+        let mut ids: Vec<BatchId> = self.inflight.keys().copied().collect();
+        ids.sort_unstable();
+        let mut done = 0;
+        for b in ids {
+            match io.poll(b) {
+                BatchState::Pending => continue,
+                BatchState::Done => self.finish_batch(b, None),
+                BatchState::Failed(why) => self.finish_batch(b, Some(why)),
+            }
+            io.retire(b);
+            done += 1;
+        }
+        done
+    }
+
+    fn finish_batch(&mut self, batch: BatchId, failure: Option<String>) {
+        let flight = self.inflight.remove(&batch).expect("batch in flight");
+        if failure.is_some() {
+            self.stats.failed_batches += 1;
+        }
+        let bb = self.block_bytes;
+        match flight {
+            Flight::ToHost(nodes) => {
+                for n in nodes {
+                    let node = self.tree.node(n).clone();
+                    let keep_on_gpu = failure.is_some() || node.pins > 0 || node.gpu_children > 0;
+                    if keep_on_gpu {
+                        // Failed, or wanted again meanwhile: the GPU copy stays authoritative.
+                        self.tree.set_residency(n, Residency::Gpu, node.gpu_block, NONE);
+                        self.free_host(node.host_block);
+                    } else {
+                        self.tree.set_residency(n, Residency::Host, NONE, node.host_block);
+                        self.free_gpu(node.gpu_block);
+                        self.stats.swap_out_blocks += 1;
+                        self.stats.bytes_to_host += bb;
+                        self.emit(EventKind::ToHost, n);
+                    }
+                }
+            }
+            Flight::ToGpu(nodes) => {
+                // Children before parents on failure, so a parent never leaves a GPU-side child.
+                let order: Vec<u32> =
+                    if failure.is_some() { nodes.iter().rev().copied().collect() } else { nodes };
+                for n in order {
+                    let node = self.tree.node(n).clone();
+                    if failure.is_some() {
+                        self.tree.set_residency(n, Residency::Host, NONE, node.host_block);
+                        self.free_gpu(node.gpu_block);
+                    } else {
+                        self.tree.set_residency(n, Residency::Gpu, node.gpu_block, NONE);
+                        self.free_host(node.host_block);
+                        self.stats.swap_in_blocks += 1;
+                        self.stats.bytes_to_gpu += bb;
+                        self.emit(EventKind::ToGpu, n);
+                    }
+                }
+            }
+            Flight::Upload(slot) => {
+                if self.adapters.get(slot as usize).is_some_and(Option::is_some) {
+                    let node = self.adapter(slot).node;
+                    if failure.is_some() {
+                        let blocks = std::mem::take(&mut self.adapter_mut(slot).gpu_blocks);
+                        self.adapter_gpu_blocks -= blocks.len() as u32;
+                        for b in blocks {
+                            self.free_gpu(b);
+                        }
+                        self.tree.set_residency(node, Residency::Absent, NONE, NONE);
+                    } else {
+                        self.tree.set_residency(node, Residency::Gpu, NONE, NONE);
+                        self.emit(EventKind::ToGpu, node);
+                    }
+                }
+            }
+        }
+        if let Some(slots) = self.waiters.remove(&batch) {
+            for s in slots {
+                if let Some(Some(r)) = self.requests.get_mut(s as usize) {
+                    r.waits.remove(&batch);
+                    if let Some(why) = &failure {
+                        r.failure.get_or_insert_with(|| format!("a copy this request needs failed: {why}"));
+                    }
+                }
+            }
+        }
+    }
+
+    /// One scheduler iteration: finish completed copies, swap out above the high watermark,
+    /// prefetch below the idle mark when the engine is not prefill-bound, prune the host tier.
+    pub fn step(
+        &mut self,
+        io: &mut dyn Backend,
+        now: u64,
+        batch_size: u32,
+        prefill_bound: bool,
+    ) -> Result<StepReport> {
+        let now = self.clock(now);
+        self.load.record_batch(batch_size, now);
+        let mut report = StepReport { completed_batches: self.poll_inflight(io), ..Default::default() };
+        if !self.cfg.policy.uses_host_tier() {
+            return Ok(report);
+        }
+        let cap = self.gpu.capacity() as f64;
+        let used = self.gpu.used_count() as f64;
+        if used > self.cfg.swap_out_high * cap {
+            let target =
+                ((used - self.cfg.swap_out_low * cap).ceil() as usize).min(self.host.capacity() as usize);
+            report.swapped_out = self.swap_out_some(io, target, now)?;
+        } else if used < self.cfg.swap_in_idle * cap && !prefill_bound {
+            let budget = (self.cfg.swap_in_target * cap - used).floor().max(0.0) as usize;
+            let (kv, adapters) = self.prefetch(io, budget, now)?;
+            report.swapped_in = kv;
+            report.adapters_loaded = adapters;
+        }
+        let host_cap = self.host.capacity() as f64;
+        if host_cap > 0.0 && self.host.used_count() as f64 > self.cfg.host_high * host_cap {
+            let excess = (self.host.used_count() as f64 - self.cfg.host_low * host_cap).ceil() as usize;
+            report.pruned = self.prune_host(excess, now);
+        }
+        Ok(report)
+    }
+
+    /// Swaps out up to `blocks` blocks' worth of GPU leaves in one batch (adapters are freed,
+    /// their host copy being the registered one).
+    fn swap_out_some(&mut self, io: &mut dyn Backend, blocks: usize, now: u64) -> Result<u32> {
+        let victims = self.lowest(self.tree.gpu_leaves().iter().copied(), blocks, now);
+        let mut outgoing = Vec::new();
+        let mut freed = 0usize;
+        for v in victims {
+            if freed >= blocks {
+                break;
+            }
+            if self.tree.node(v).kind == Kind::Adapter {
+                freed += self.adapter(self.tree.node(v).adapter).blocks_needed as usize;
+                self.evict_adapter(self.tree.node(v).adapter);
+            } else if self.host_slot_available(now) {
+                // Reserve the slot now so the next availability check sees it taken.
+                outgoing.push(v);
+                freed += 1;
+                if self.host.free_count() as usize <= outgoing.len() {
+                    let batch_now = std::mem::take(&mut outgoing);
+                    self.swap_out(io, &batch_now)?;
+                }
+            }
+        }
+        let n = outgoing.len() as u32;
+        if !outgoing.is_empty() {
+            self.swap_out(io, &outgoing)?;
+        }
+        Ok(n.max(freed as u32))
+    }
+
+    /// Prefetches host subtree roots and recently popular adapters, highest value first, within
+    /// `budget` GPU blocks. Returns (KV blocks, adapters) started.
+    fn prefetch(&mut self, io: &mut dyn Backend, budget: usize, now: u64) -> Result<(u32, u32)> {
+        if budget == 0 {
+            return Ok((0, 0));
+        }
+        let policy = self.cfg.policy;
+        let ctx = self.rank_ctx(now);
+        let mut roots: Vec<(f64, u32)> = Vec::new();
+        for id in self.tree.live_ids() {
+            let n = self.tree.node(id);
+            let candidate = match n.kind {
+                Kind::Kv => {
+                    n.residency == Residency::Host && self.tree.node(n.parent).residency == Residency::Gpu
+                }
+                Kind::Adapter => n.residency == Residency::Absent && self.load.probability(n.adapter) > 0.0,
+                _ => false,
+            };
+            if candidate {
+                let value = if policy.uses_cost_model() {
+                    retention_value(policy, n, self.node_blocks(id), false, &ctx)
+                } else {
+                    n.last_use as f64
+                };
+                roots.push((value, id));
+            }
+        }
+        roots.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let mut left = budget;
+        let mut kv = Vec::new();
+        let mut adapters = 0;
+        for (_, id) in roots {
+            let blocks = self.node_blocks(id) as usize;
+            if blocks > left || self.gpu.free_count() as usize <= kv.len() + blocks {
+                continue;
+            }
+            if self.tree.node(id).kind == Kind::Adapter {
+                self.load_adapter(io, self.tree.node(id).adapter)?;
+                adapters += 1;
+            } else {
+                kv.push(id);
+            }
+            left -= blocks;
+        }
+        let n = kv.len() as u32;
+        if !kv.is_empty() {
+            self.swap_in(io, &kv)?;
+        }
+        Ok((n, adapters))
+    }
+
+    /// Checks every invariant: tree structure, each block owned exactly once, tier counts.
+    pub fn check_invariants(&self) -> std::result::Result<(), String> {
+        self.tree.check(self.cfg.policy.uncoupled())?;
+        let mut gpu_owner = vec![0u8; self.gpu.capacity() as usize];
+        let mut host_owner = vec![0u8; self.host.capacity() as usize];
+        let own = |v: &mut Vec<u8>, b: u32, what: &str| -> std::result::Result<(), String> {
+            let slot = v.get_mut(b as usize).ok_or(format!("{what} block {b} out of range"))?;
+            *slot += 1;
+            if *slot > 1 {
+                return Err(format!("{what} block {b} is owned twice"));
+            }
+            Ok(())
+        };
+        for id in self.tree.live_ids() {
+            let n = self.tree.node(id);
+            if n.kind != Kind::Kv {
+                continue;
+            }
+            match n.residency {
+                Residency::Gpu => own(&mut gpu_owner, n.gpu_block, "GPU")?,
+                Residency::Host => own(&mut host_owner, n.host_block, "host")?,
+                Residency::ToHost | Residency::ToGpu => {
+                    own(&mut gpu_owner, n.gpu_block, "GPU")?;
+                    own(&mut host_owner, n.host_block, "host")?;
+                }
+                Residency::Absent => return Err(format!("KV node {id} has no copy")),
+            }
+            if n.pins > 0 && matches!(n.residency, Residency::Host) {
+                return Err(format!("pinned node {id} is on the host"));
+            }
+        }
+        let mut adapter_blocks = 0;
+        for a in self.adapters.iter().flatten() {
+            let r = self.tree.node(a.node).residency;
+            if r.gpu_side() == a.gpu_blocks.is_empty() {
+                return Err(format!("adapter {} residency {r:?} disagrees with its blocks", a.id));
+            }
+            for &b in &a.gpu_blocks {
+                own(&mut gpu_owner, b, "GPU")?;
+            }
+            adapter_blocks += a.gpu_blocks.len() as u32;
+            if self.tree.node(a.node).pins > 0 && !r.gpu_side() {
+                return Err(format!("pinned adapter {} is not on the GPU", a.id));
+            }
+        }
+        if adapter_blocks != self.adapter_gpu_blocks {
+            return Err("adapter block count is stale".into());
+        }
+        for r in self.requests.iter().flatten() {
+            for &b in r.fresh[r.fresh_pos..].iter().chain(&r.spare) {
+                own(&mut gpu_owner, b, "GPU")?;
+            }
+        }
+        for (b, &c) in gpu_owner.iter().enumerate() {
+            if (c == 1) != self.gpu.is_used(b as u32) {
+                return Err(format!(
+                    "GPU block {b}: {c} owners but pool says used={}",
+                    self.gpu.is_used(b as u32)
+                ));
+            }
+        }
+        for (b, &c) in host_owner.iter().enumerate() {
+            if (c == 1) != self.host.is_used(b as u32) {
+                return Err(format!(
+                    "host block {b}: {c} owners but pool says used={}",
+                    self.host.is_used(b as u32)
+                ));
+            }
+        }
+        if self.tree.node(ROOT).kind != Kind::Root {
+            return Err("root lost".into());
+        }
+        Ok(())
+    }
+}

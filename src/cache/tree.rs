@@ -1,0 +1,433 @@
+//! The dependency tree: a root, one node per adapter, and under each adapter a prefix tree of KV
+//! blocks. A KV node's key is a keyed 128-bit SipHash chained over (adapter, namespace, every
+//! token of its prefix), so equal keys mean equal prefixes except with probability ~n^2 / 2^128
+//! for an adversary who does not know the key; tokens are not stored.
+//!
+//! Residency rule (the invariant the swapper keeps): a node that holds or is receiving a GPU
+//! block has a parent that holds or is receiving one too. Only GPU *leaves* (no child on the
+//! GPU side) may leave the GPU, and only host nodes whose parent is GPU-side may come back.
+use hashbrown::HashTable;
+use siphasher::sip128::{Hasher128, SipHasher13};
+use std::collections::BTreeSet;
+use std::hash::Hasher;
+
+pub const NONE: u32 = u32::MAX;
+pub const ROOT: u32 = 0;
+
+/// Where a node's data lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Residency {
+    /// No copy anywhere (the root, or an adapter whose weights are only in its registered copy).
+    Absent,
+    Gpu,
+    Host,
+    /// Being copied GPU -> host; the GPU copy stays valid and readable until completion.
+    ToHost,
+    /// Being copied host -> GPU (or an adapter upload); not readable until completion.
+    ToGpu,
+}
+
+impl Residency {
+    /// Holds or is receiving a GPU block.
+    pub fn gpu_side(self) -> bool {
+        matches!(self, Residency::Gpu | Residency::ToHost | Residency::ToGpu)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Kind {
+    Root,
+    Adapter,
+    Kv,
+    /// A recycled slot.
+    Vacant,
+}
+
+/// One tree node. 64 bytes; the prefix index adds one u32 and a control byte per node.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub key: u128,
+    pub last_use: u64,
+    pub parent: u32,
+    /// Adapter slot this node belongs to (its own slot for an adapter node).
+    pub adapter: u32,
+    pub gpu_block: u32,
+    pub host_block: u32,
+    pub pins: u32,
+    pub visits: u32,
+    /// Children on the GPU side.
+    pub gpu_children: u32,
+    pub children: u32,
+    pub residency: Residency,
+    pub kind: Kind,
+    /// Set when a conversation's next turn is expected to reuse this prefix.
+    pub session_hot: bool,
+}
+
+/// Ordering key of a candidate set: oldest first, node id breaks ties deterministically.
+type Candidate = (u64, u32);
+
+/// The tree arena, the prefix index and the candidate sets.
+pub struct Tree {
+    nodes: Vec<Node>,
+    vacant: Vec<u32>,
+    index: HashTable<u32>,
+    hash_key: (u64, u64),
+    /// GPU nodes that may leave the GPU: resident, unpinned, no GPU-side child.
+    gpu_leaves: BTreeSet<Candidate>,
+    /// Host nodes with no children at all: the only ones host pruning may delete.
+    host_leaves: BTreeSet<Candidate>,
+}
+
+impl Tree {
+    pub fn new(hash_key: (u64, u64)) -> Self {
+        let root = Node {
+            key: 0,
+            last_use: 0,
+            parent: NONE,
+            adapter: NONE,
+            gpu_block: NONE,
+            host_block: NONE,
+            pins: 0,
+            visits: 0,
+            gpu_children: 0,
+            children: 0,
+            residency: Residency::Gpu,
+            kind: Kind::Root,
+            session_hot: false,
+        };
+        Tree {
+            nodes: vec![root],
+            vacant: Vec::new(),
+            index: HashTable::new(),
+            hash_key,
+            gpu_leaves: BTreeSet::new(),
+            host_leaves: BTreeSet::new(),
+        }
+    }
+
+    pub fn node(&self, id: u32) -> &Node {
+        &self.nodes[id as usize]
+    }
+    fn node_mut(&mut self, id: u32) -> &mut Node {
+        &mut self.nodes[id as usize]
+    }
+    /// Slots in the arena (live + vacant), for scans.
+    pub fn slots(&self) -> u32 {
+        self.nodes.len() as u32
+    }
+    pub fn live_nodes(&self) -> usize {
+        self.nodes.len() - self.vacant.len()
+    }
+    pub fn gpu_leaves(&self) -> &BTreeSet<Candidate> {
+        &self.gpu_leaves
+    }
+    pub fn host_leaves(&self) -> &BTreeSet<Candidate> {
+        &self.host_leaves
+    }
+    /// Approximate metadata bytes per live node: the node, its index entry, its share of the
+    /// candidate sets.
+    pub fn metadata_bytes_per_node(&self) -> f64 {
+        let live = self.live_nodes().max(1) as f64;
+        let node = std::mem::size_of::<Node>() as f64 * self.nodes.capacity() as f64;
+        let index = (std::mem::size_of::<u32>() + 1) as f64 * self.index.capacity() as f64;
+        // A B-tree entry costs its key plus about a third of a node's overhead.
+        let sets = (self.gpu_leaves.len() + self.host_leaves.len()) as f64 * 24.0;
+        (node + index + sets) / live
+    }
+
+    /// The key of an adapter's namespace root: where its KV chains start.
+    pub fn chain_root(&self, adapter_id: u64, namespace: u64) -> u128 {
+        let mut h = SipHasher13::new_with_keys(self.hash_key.0, self.hash_key.1);
+        h.write(b"libra/adapter");
+        h.write_u64(adapter_id);
+        h.write_u64(namespace);
+        h.finish128().as_u128()
+    }
+
+    /// The key of the block that extends `parent_key` with `tokens`.
+    pub fn chain_next(&self, parent_key: u128, tokens: &[u32]) -> u128 {
+        let mut h = SipHasher13::new_with_keys(self.hash_key.0, self.hash_key.1);
+        h.write_u128(parent_key);
+        // Tokens as little-endian bytes in one write: the same key on every platform.
+        let mut buf = [0u8; 4 * 64];
+        for chunk in tokens.chunks(64) {
+            for (i, t) in chunk.iter().enumerate() {
+                buf[4 * i..4 * i + 4].copy_from_slice(&t.to_le_bytes());
+            }
+            h.write(&buf[..4 * chunk.len()]);
+        }
+        h.finish128().as_u128()
+    }
+
+    pub fn lookup(&self, key: u128) -> Option<u32> {
+        let nodes = &self.nodes;
+        self.index.find(key as u64, |&id| nodes[id as usize].key == key).copied()
+    }
+
+    fn alloc_node(&mut self, node: Node) -> u32 {
+        if let Some(id) = self.vacant.pop() {
+            self.nodes[id as usize] = node;
+            id
+        } else {
+            self.nodes.push(node);
+            (self.nodes.len() - 1) as u32
+        }
+    }
+
+    /// Adds an adapter node under the root, without GPU residency.
+    pub fn add_adapter(&mut self, slot: u32, key: u128, now: u64) -> u32 {
+        let id = self.alloc_node(Node {
+            key,
+            last_use: now,
+            parent: ROOT,
+            adapter: slot,
+            gpu_block: NONE,
+            host_block: NONE,
+            pins: 0,
+            visits: 0,
+            gpu_children: 0,
+            children: 0,
+            residency: Residency::Absent,
+            kind: Kind::Adapter,
+            session_hot: false,
+        });
+        self.node_mut(ROOT).children += 1;
+        id
+    }
+
+    /// Adds a GPU-resident KV node under `parent` and indexes it.
+    pub fn add_kv(&mut self, parent: u32, key: u128, gpu_block: u32, now: u64) -> u32 {
+        debug_assert!(self.node(parent).residency.gpu_side(), "parent must be GPU-side");
+        let adapter = self.node(parent).adapter;
+        let id = self.alloc_node(Node {
+            key,
+            last_use: now,
+            parent,
+            adapter,
+            gpu_block,
+            host_block: NONE,
+            pins: 0,
+            visits: 0,
+            gpu_children: 0,
+            children: 0,
+            residency: Residency::Gpu,
+            kind: Kind::Kv,
+            session_hot: false,
+        });
+        let nodes = &self.nodes;
+        self.index.insert_unique(key as u64, id, |&n| nodes[n as usize].key as u64);
+        let p = self.node_mut(parent);
+        p.children += 1;
+        p.gpu_children += 1;
+        self.refresh(parent);
+        self.refresh(id);
+        id
+    }
+
+    /// Deletes a node with no children. The caller has freed its blocks.
+    pub fn remove(&mut self, id: u32) {
+        let n = self.node(id).clone();
+        assert!(n.children == 0 && n.kind != Kind::Root && n.kind != Kind::Vacant, "remove of a non-leaf");
+        self.unlist(id);
+        if n.kind == Kind::Kv {
+            let nodes = &self.nodes;
+            if let Ok(entry) = self.index.find_entry(n.key as u64, |&x| nodes[x as usize].key == n.key) {
+                entry.remove();
+            }
+        }
+        let p = self.node_mut(n.parent);
+        p.children -= 1;
+        if n.residency.gpu_side() {
+            p.gpu_children -= 1;
+        }
+        self.refresh(n.parent);
+        let slot = self.node_mut(id);
+        slot.kind = Kind::Vacant;
+        slot.residency = Residency::Absent;
+        slot.pins = 0;
+        self.vacant.push(id);
+    }
+
+    /// Changes residency and blocks, keeping the parent's GPU-child count and the candidate
+    /// sets in step.
+    pub fn set_residency(&mut self, id: u32, residency: Residency, gpu_block: u32, host_block: u32) {
+        let before = self.node(id).residency.gpu_side();
+        self.unlist(id);
+        {
+            let n = self.node_mut(id);
+            n.residency = residency;
+            n.gpu_block = gpu_block;
+            n.host_block = host_block;
+        }
+        let after = residency.gpu_side();
+        let parent = self.node(id).parent;
+        if before != after && parent != NONE {
+            let p = self.node_mut(parent);
+            if after {
+                p.gpu_children += 1;
+            } else {
+                p.gpu_children -= 1;
+            }
+            self.refresh(parent);
+        }
+        self.refresh(id);
+    }
+
+    pub fn pin(&mut self, id: u32, now: u64) {
+        self.unlist(id);
+        let n = self.node_mut(id);
+        n.pins += 1;
+        n.visits = n.visits.saturating_add(1);
+        n.last_use = n.last_use.max(now);
+    }
+
+    pub fn unpin(&mut self, id: u32, now: u64) {
+        let n = self.node_mut(id);
+        debug_assert!(n.pins > 0, "unpin of an unpinned node");
+        n.pins = n.pins.saturating_sub(1);
+        n.last_use = n.last_use.max(now);
+        self.refresh(id);
+    }
+
+    pub fn touch(&mut self, id: u32, now: u64) {
+        self.unlist(id);
+        let n = self.node_mut(id);
+        n.last_use = n.last_use.max(now);
+        self.refresh(id);
+    }
+
+    pub fn set_session_hot(&mut self, id: u32, hot: bool) {
+        self.node_mut(id).session_hot = hot;
+    }
+
+    fn unlist(&mut self, id: u32) {
+        let n = self.node(id);
+        let c = (n.last_use, id);
+        self.gpu_leaves.remove(&c);
+        self.host_leaves.remove(&c);
+    }
+
+    /// Re-derives the node's candidate-set membership from its state.
+    fn refresh(&mut self, id: u32) {
+        let n = &self.nodes[id as usize];
+        if matches!(n.kind, Kind::Root | Kind::Vacant) {
+            return;
+        }
+        let c = (n.last_use, id);
+        let gpu_leaf = n.residency == Residency::Gpu && n.pins == 0 && n.gpu_children == 0;
+        let host_leaf = n.residency == Residency::Host && n.pins == 0 && n.children == 0;
+        if gpu_leaf {
+            self.gpu_leaves.insert(c);
+        } else {
+            self.gpu_leaves.remove(&c);
+        }
+        if host_leaf {
+            self.host_leaves.insert(c);
+        } else {
+            self.host_leaves.remove(&c);
+        }
+    }
+
+    /// Every live node id, in arena order.
+    pub fn live_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.nodes.iter().enumerate().filter(|(_, n)| n.kind != Kind::Vacant).map(|(i, _)| i as u32)
+    }
+
+    /// Checks the structural invariants; returns a description of the first violation.
+    /// `uncoupled` tolerates GPU KV under an adapter that left (the vLLM baseline).
+    pub fn check(&self, uncoupled: bool) -> Result<(), String> {
+        let mut children = vec![0u32; self.nodes.len()];
+        let mut gpu_children = vec![0u32; self.nodes.len()];
+        for id in self.live_ids() {
+            let n = self.node(id);
+            if n.kind == Kind::Root {
+                continue;
+            }
+            let p = self.node(n.parent);
+            if p.kind == Kind::Vacant {
+                return Err(format!("node {id} has a vacant parent {}", n.parent));
+            }
+            children[n.parent as usize] += 1;
+            if n.residency.gpu_side() {
+                gpu_children[n.parent as usize] += 1;
+                let tolerated = uncoupled && p.kind == Kind::Adapter;
+                if !p.residency.gpu_side() && !tolerated {
+                    return Err(format!(
+                        "node {id} is GPU-side ({:?}) but its parent {} is {:?}",
+                        n.residency, n.parent, p.residency
+                    ));
+                }
+            }
+            if n.kind == Kind::Kv && self.lookup(n.key) != Some(id) {
+                return Err(format!("node {id} is not indexed under its key"));
+            }
+            let c = (n.last_use, id);
+            let gpu_leaf = n.residency == Residency::Gpu && n.pins == 0 && n.gpu_children == 0;
+            if gpu_leaf != self.gpu_leaves.contains(&c) {
+                return Err(format!("node {id} GPU-leaf membership is stale"));
+            }
+            let host_leaf = n.residency == Residency::Host && n.pins == 0 && n.children == 0;
+            if host_leaf != self.host_leaves.contains(&c) {
+                return Err(format!("node {id} host-leaf membership is stale"));
+            }
+        }
+        for id in self.live_ids() {
+            let n = self.node(id);
+            if n.children != children[id as usize] || n.gpu_children != gpu_children[id as usize] {
+                return Err(format!(
+                    "node {id} counts {}/{} children, found {}/{}",
+                    n.children, n.gpu_children, children[id as usize], gpu_children[id as usize]
+                ));
+            }
+        }
+        if self.index.len() != self.live_ids().filter(|&i| self.node(i).kind == Kind::Kv).count() {
+            return Err("index size differs from the number of KV nodes".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_stays_small() {
+        assert!(std::mem::size_of::<Node>() <= 64, "Node is {} bytes", std::mem::size_of::<Node>());
+    }
+
+    #[test]
+    fn chain_keys_depend_on_everything() {
+        let t = Tree::new((1, 2));
+        let r = t.chain_root(7, 0);
+        assert_ne!(r, t.chain_root(8, 0), "adapter id");
+        assert_ne!(r, t.chain_root(7, 1), "namespace");
+        let a = t.chain_next(r, &[1, 2, 3, 4]);
+        assert_ne!(a, t.chain_next(r, &[1, 2, 3, 5]), "tokens");
+        assert_ne!(a, t.chain_next(t.chain_root(7, 1), &[1, 2, 3, 4]), "prefix");
+        assert_ne!(a, Tree::new((1, 3)).chain_next(Tree::new((1, 3)).chain_root(7, 0), &[1, 2, 3, 4]), "key");
+        assert_eq!(a, t.chain_next(r, &[1, 2, 3, 4]), "deterministic");
+    }
+
+    #[test]
+    fn leaves_follow_residency() {
+        let mut t = Tree::new((0, 0));
+        let a = t.add_adapter(0, 1, 0);
+        t.set_residency(a, Residency::Gpu, NONE, NONE);
+        let k1 = t.add_kv(a, 10, 0, 1);
+        let k2 = t.add_kv(k1, 11, 1, 2);
+        assert!(t.gpu_leaves().contains(&(2, k2)));
+        assert!(!t.gpu_leaves().contains(&(1, k1)));
+        t.set_residency(k2, Residency::Host, NONE, 0);
+        assert!(t.gpu_leaves().contains(&(1, k1)));
+        assert!(t.host_leaves().contains(&(2, k2)));
+        t.check(false).unwrap();
+        t.remove(k2);
+        t.check(false).unwrap();
+        assert_eq!(t.lookup(11), None);
+        assert_eq!(t.lookup(10), Some(k1));
+    }
+}

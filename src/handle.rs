@@ -1,0 +1,226 @@
+//! `Cache`: the core, its backend and one lock, so that one cache can be shared by threads.
+//! Every method takes the lock for the duration of the call; a panic inside poisons the cache
+//! and later calls report `LIBRA_ERR_POISONED`.
+use crate::backend::cpu::CpuBackend;
+use crate::backend::{cuda, Backend, Segment};
+use crate::cache::{CacheConfig, CacheCore, Event, MatchResult, Readiness, Stats, StepReport};
+use crate::error::{Error, Result, Status};
+use std::sync::{Mutex, MutexGuard};
+
+/// Which backend moves the bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendChoice {
+    Cpu,
+    Cuda,
+    /// CUDA when a device is usable, else CPU (the reason is kept for `backend_reason`).
+    Auto,
+}
+
+/// Geometry and backend of a new cache.
+#[derive(Debug, Clone)]
+pub struct CacheOptions {
+    pub config: CacheConfig,
+    /// Bytes per block when the cache owns its arena (ignored with `segments`).
+    pub block_bytes: u64,
+    pub gpu_blocks: u32,
+    pub host_blocks: u32,
+    pub backend: BackendChoice,
+    /// The engine's own KV memory, adopted as the GPU tier (None: the cache owns an arena).
+    pub segments: Option<Vec<Segment>>,
+}
+
+impl Default for CacheOptions {
+    fn default() -> Self {
+        CacheOptions {
+            config: CacheConfig::default(),
+            block_bytes: 1 << 16,
+            gpu_blocks: 1024,
+            host_blocks: 4096,
+            backend: BackendChoice::Cpu,
+            segments: None,
+        }
+    }
+}
+
+/// Largest arena one cache may allocate on the CPU backend, to reject absurd sizes up front.
+const MAX_CPU_ARENA_BYTES: u64 = 1 << 40;
+
+struct Inner {
+    core: CacheCore,
+    io: Box<dyn Backend>,
+}
+
+/// A thread-safe cache.
+pub struct Cache {
+    inner: Mutex<Inner>,
+    backend_reason: String,
+}
+
+impl Cache {
+    pub fn new(opts: CacheOptions) -> Result<Self> {
+        opts.config.validate()?;
+        let (io, reason): (Box<dyn Backend>, String) = match opts.backend {
+            BackendChoice::Cpu => (cpu_backend(&opts)?, "cpu backend requested".into()),
+            BackendChoice::Cuda => return Err(cuda::unavailable_reason()),
+            BackendChoice::Auto => {
+                let why = cuda::unavailable_reason();
+                (cpu_backend(&opts)?, format!("auto: fell back to cpu ({})", why.message))
+            }
+        };
+        Self::with_backend(opts.config, io, reason)
+    }
+
+    /// A cache over any backend (a custom one, a fault-injecting wrapper, a timing model).
+    pub fn with_backend(config: CacheConfig, io: Box<dyn Backend>, reason: String) -> Result<Self> {
+        let layout = io.gpu_layout();
+        let core = CacheCore::new(config, layout.block_bytes(), layout.blocks(), io.host_blocks())?;
+        Ok(Cache { inner: Mutex::new(Inner { core, io }), backend_reason: reason })
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Inner>> {
+        self.inner.lock().map_err(|_| {
+            Error::new(
+                Status::LIBRA_ERR_POISONED,
+                "an earlier call panicked inside this cache; free it and create a new one",
+            )
+        })
+    }
+
+    pub fn backend_name(&self) -> Result<String> {
+        Ok(self.lock()?.io.name().to_string())
+    }
+    pub fn backend_reason(&self) -> &str {
+        &self.backend_reason
+    }
+    pub fn block_tokens(&self) -> Result<usize> {
+        Ok(self.lock()?.core.block_tokens())
+    }
+    pub fn block_bytes(&self) -> Result<u64> {
+        Ok(self.lock()?.io.gpu_layout().block_bytes())
+    }
+
+    pub fn register_adapter(&self, id: u64, weights: &[u8], rank: u32, now: u64) -> Result<()> {
+        self.lock()?.core.register_adapter(id, weights, rank, now)
+    }
+    pub fn unregister_adapter(&self, id: u64) -> Result<()> {
+        self.lock()?.core.unregister_adapter(id)
+    }
+    pub fn adapter_blocks(&self, id: u64) -> Result<Vec<u32>> {
+        self.lock()?.core.adapter_gpu_blocks(id)
+    }
+    pub fn match_prefix(
+        &self,
+        adapter: u64,
+        namespace: u64,
+        tokens: &[u32],
+        now: u64,
+    ) -> Result<MatchResult> {
+        let mut g = self.lock()?;
+        let Inner { core, io } = &mut *g;
+        core.match_prefix(io.as_mut(), adapter, namespace, tokens, now)
+    }
+    pub fn allocate(&self, request: u64, n_tokens: usize, now: u64) -> Result<Vec<u32>> {
+        let mut g = self.lock()?;
+        let Inner { core, io } = &mut *g;
+        core.allocate(io.as_mut(), request, n_tokens, now)
+    }
+    pub fn commit(&self, request: u64, tokens: &[u32], now: u64) -> Result<usize> {
+        self.lock()?.core.commit(request, tokens, now)
+    }
+    pub fn release(&self, request: u64, now: u64) -> Result<()> {
+        let mut g = self.lock()?;
+        let Inner { core, io } = &mut *g;
+        core.release(io.as_mut(), request, now)
+    }
+    pub fn abort(&self, request: u64, now: u64) -> Result<()> {
+        let mut g = self.lock()?;
+        let Inner { core, io } = &mut *g;
+        core.abort(io.as_mut(), request, now)
+    }
+    pub fn poll(&self, request: u64) -> Result<Readiness> {
+        let mut g = self.lock()?;
+        let Inner { core, io } = &mut *g;
+        core.poll(io.as_mut(), request)
+    }
+    pub fn wait(&self, request: u64, timeout_us: u64) -> Result<Readiness> {
+        let mut g = self.lock()?;
+        let Inner { core, io } = &mut *g;
+        core.wait(io.as_mut(), request, timeout_us)
+    }
+    pub fn wait_event(&self, request: u64) -> Result<*mut std::ffi::c_void> {
+        let g = self.lock()?;
+        g.core.wait_event(g.io.as_ref(), request)
+    }
+    pub fn step(&self, now: u64, batch_size: u32, prefill_bound: bool) -> Result<StepReport> {
+        let mut g = self.lock()?;
+        let Inner { core, io } = &mut *g;
+        core.step(io.as_mut(), now, batch_size, prefill_bound)
+    }
+    pub fn stats(&self) -> Result<Stats> {
+        Ok(self.lock()?.core.stats())
+    }
+    pub fn drain_events(&self, max: usize) -> Result<Vec<Event>> {
+        Ok(self.lock()?.core.drain_events(max))
+    }
+    pub fn set_cost_hints(&self, prefill_tokens_per_us: f64, link_bytes_per_us: f64) -> Result<()> {
+        self.lock()?.core.set_cost_hints(prefill_tokens_per_us, link_bytes_per_us)
+    }
+    /// Address of a block's piece in one segment (segment 0 for an owned arena).
+    pub fn block_address(&self, block: u32, segment: usize) -> Result<u64> {
+        let g = self.lock()?;
+        let layout = g.io.gpu_layout();
+        if block >= layout.blocks() {
+            return Err(Error::invalid(format!(
+                "`block` {block} is out of range (the tier has {})",
+                layout.blocks()
+            )));
+        }
+        if segment >= layout.segments().len() {
+            return Err(Error::invalid(format!(
+                "`segment` {segment} is out of range (the tier has {})",
+                layout.segments().len()
+            )));
+        }
+        Ok(g.io.gpu_block_addr(block, segment))
+    }
+    pub fn check_invariants(&self) -> Result<()> {
+        self.lock()?.core.check_invariants().map_err(|m| Error::new(Status::LIBRA_ERR_PANIC, m))
+    }
+    pub fn metadata_bytes_per_node(&self) -> Result<f64> {
+        Ok(self.lock()?.core.metadata_bytes_per_node())
+    }
+    /// Runs `f` with the backend (tests write and read block patterns through it).
+    pub fn with_backend_mut<R>(&self, f: impl FnOnce(&mut dyn Backend) -> R) -> Result<R> {
+        let mut g = self.lock()?;
+        Ok(f(g.io.as_mut()))
+    }
+    /// Runs `f` with the core and the backend.
+    pub fn with_parts<R>(&self, f: impl FnOnce(&mut CacheCore, &mut dyn Backend) -> R) -> Result<R> {
+        let mut g = self.lock()?;
+        let Inner { core, io } = &mut *g;
+        Ok(f(core, io.as_mut()))
+    }
+}
+
+fn cpu_backend(opts: &CacheOptions) -> Result<Box<dyn Backend>> {
+    match &opts.segments {
+        Some(segs) => {
+            // SAFETY: the caller of the adopting constructor vouches for the memory (documented
+            // on `CacheOptions::segments` and in the C header).
+            let b = unsafe { CpuBackend::adopt(segs.clone(), opts.gpu_blocks, opts.host_blocks)? };
+            Ok(Box::new(b))
+        }
+        None => {
+            if opts.block_bytes == 0 {
+                return Err(Error::invalid("`block_bytes` must be positive"));
+            }
+            let total = (opts.block_bytes as u128) * (opts.gpu_blocks as u128 + opts.host_blocks as u128);
+            if total > MAX_CPU_ARENA_BYTES as u128 {
+                return Err(Error::invalid(format!(
+                    "block_bytes x (gpu_blocks + host_blocks) = {total} bytes exceeds the limit of {MAX_CPU_ARENA_BYTES}"
+                )));
+            }
+            Ok(Box::new(CpuBackend::new(opts.block_bytes, opts.gpu_blocks, opts.host_blocks)?))
+        }
+    }
+}
