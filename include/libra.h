@@ -82,9 +82,536 @@ typedef enum libra_status {
   LIBRA_ERR_PARSE = 12,
 } libra_status;
 
+/**
+ * Readiness of a request's blocks.
+ */
+enum libra_readiness
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  LIBRA_READY = 0,
+  LIBRA_PENDING = 1,
+  /**
+   * A copy failed: abort the request (and match again if wanted).
+   */
+  LIBRA_FAILED = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum libra_readiness libra_readiness;
+#else
+typedef uint32_t libra_readiness;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * Swap policy (`libra_cache_config.policy`).
+ */
+enum libra_policy
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * ELORA's unified cost model over the dependency tree (the default).
+   */
+  LIBRA_POLICY_ELORA = 0,
+  /**
+   * Same tree and tiers, least recently used.
+   */
+  LIBRA_POLICY_LRU = 1,
+  /**
+   * Baseline: vLLM's separate adapter/KV regions with independent LRU.
+   */
+  LIBRA_POLICY_VLLM = 2,
+  /**
+   * Baseline: S-LoRA's unified pool without reuse of finished requests' KV.
+   */
+  LIBRA_POLICY_SLORA = 3,
+  /**
+   * ELORA plus recompute-or-load, session-aware retention and adapter protection.
+   */
+  LIBRA_POLICY_LIBRA = 4,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum libra_policy libra_policy;
+#else
+typedef uint32_t libra_policy;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * Backend choice (`libra_cache_config.backend`).
+ */
+enum libra_backend
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * Host memory stands in for both tiers.
+   */
+  LIBRA_BACKEND_CPU = 0,
+  /**
+   * CUDA; creation fails with LIBRA_ERR_DEVICE when no device is usable.
+   */
+  LIBRA_BACKEND_CUDA = 1,
+  /**
+   * CUDA when usable, else CPU; `libra_cache_backend_name` says which and why.
+   */
+  LIBRA_BACKEND_AUTO = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum libra_backend libra_backend;
+#else
+typedef uint32_t libra_backend;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * Kind of a residency event.
+ */
+enum libra_event_kind
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  LIBRA_EVENT_STORED = 0,
+  LIBRA_EVENT_REMOVED = 1,
+  LIBRA_EVENT_TO_HOST = 2,
+  LIBRA_EVENT_TO_GPU = 3,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum libra_event_kind libra_event_kind;
+#else
+typedef uint32_t libra_event_kind;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * Which policy drives eviction, swapping and reuse.
+ */
+typedef struct PolicyKind PolicyKind;
+
+/**
+ * Opaque cache handle, created by `libra_cache_create` and released by `libra_cache_free`.
+ */
+typedef struct libra_cache libra_cache;
+
+/**
+ * One region of the engine's KV memory holding a piece of every block:
+ * piece of block b = base + b * stride, `bytes_per_block` long.
+ */
+typedef struct libra_segment {
+  uint64_t base;
+  uint64_t bytes_per_block;
+  uint64_t stride;
+} libra_segment;
+
+/**
+ * Cache configuration. Fill it with `libra_cache_config_default`, then change fields.
+ */
+typedef struct libra_cache_config {
+  /**
+   * sizeof(libra_cache_config), set by `libra_cache_config_default`.
+   */
+  size_t struct_size;
+  /**
+   * Tokens per KV block (default 16).
+   */
+  uint32_t block_tokens;
+  /**
+   * GPU-tier blocks.
+   */
+  uint32_t gpu_blocks;
+  /**
+   * Host-tier blocks (0: no host tier).
+   */
+  uint32_t host_blocks;
+  /**
+   * A `libra_policy` value.
+   */
+  uint32_t policy;
+  /**
+   * A `libra_backend` value.
+   */
+  uint32_t backend;
+  /**
+   * Bytes per block when the cache owns its arena (ignored when `segments` is set).
+   */
+  uint64_t block_bytes;
+  /**
+   * Optional: the engine's KV memory to adopt as the GPU tier, `segment_count` entries.
+   * Borrowed: copied during `libra_cache_create`; the memory it describes must outlive the
+   * cache. NULL: the cache allocates its own arena.
+   */
+  const struct libra_segment *segments;
+  size_t segment_count;
+  /**
+   * Swap out above this GPU use, down to `swap_out_low` (default 0.8 -> 0.7).
+   */
+  double swap_out_high;
+  double swap_out_low;
+  /**
+   * Prefetch below this GPU use, up to `swap_in_target` (default 0.6 -> 0.7).
+   */
+  double swap_in_idle;
+  double swap_in_target;
+  /**
+   * Prune the host tier above this use, down to `host_low` (default 0.8 -> 0.7).
+   */
+  double host_high;
+  double host_low;
+  /**
+   * vLLM baseline: share of GPU blocks reserved for adapters (default 0.2).
+   */
+  double vllm_adapter_fraction;
+  /**
+   * Key of the keyed 128-bit SipHash that names prefixes. Keep it secret and equal on every
+   * instance that must agree on block hashes.
+   */
+  uint64_t hash_key[2];
+  /**
+   * Host-link bandwidth in bytes per microsecond (default 50000, PCIe 5.0 x16).
+   */
+  double link_bytes_per_us;
+  /**
+   * Prefill throughput in tokens per microsecond; 0 disables recompute-or-load.
+   */
+  double prefill_tokens_per_us;
+  /**
+   * Adapter popularity window in microseconds (default 30 s).
+   */
+  uint64_t popularity_window_us;
+  /**
+   * Longest an allocation waits for its own swap-outs, microseconds (default 100 ms).
+   */
+  uint64_t swap_wait_us;
+  /**
+   * Keep a residency event log for `libra_cache_drain_events`.
+   */
+  bool events;
+  /**
+   * Events kept before the oldest are dropped (and counted in stats).
+   */
+  uint32_t event_capacity;
+} libra_cache_config;
+
+/**
+ * What `libra_cache_match` found.
+ */
+typedef struct libra_match {
+  /**
+   * The request handle for allocate / commit / release / abort / poll / wait.
+   */
+  uint64_t request;
+  /**
+   * Tokens whose KV is cached (a whole number of blocks).
+   */
+  size_t cached_tokens;
+  /**
+   * Blocks written to the caller's array: cached_tokens / block_tokens.
+   */
+  size_t cached_blocks;
+  /**
+   * Blocks holding the adapter's weights (see `libra_cache_adapter_blocks`).
+   */
+  size_t adapter_blocks;
+  /**
+   * Host-resident tokens left for recomputation because that is faster than loading them.
+   */
+  size_t recompute_tokens;
+  /**
+   * True when every block is usable now; else wait with poll, wait or wait_event.
+   */
+  bool ready;
+} libra_match;
+
+/**
+ * What one `libra_cache_step` did.
+ */
+typedef struct libra_step_report {
+  uint32_t swapped_out;
+  uint32_t swapped_in;
+  uint32_t adapters_loaded;
+  uint32_t pruned;
+  uint32_t completed_batches;
+} libra_step_report;
+
+/**
+ * Cache statistics. Set `struct_size` to sizeof(libra_cache_stats) before the call.
+ */
+typedef struct libra_cache_stats {
+  size_t struct_size;
+  uint32_t gpu_blocks_total;
+  uint32_t gpu_blocks_used;
+  uint32_t host_blocks_total;
+  uint32_t host_blocks_used;
+  uint64_t kv_blocks_gpu;
+  uint64_t kv_blocks_host;
+  uint32_t adapters_registered;
+  uint32_t adapters_resident;
+  /**
+   * GPU-resident KV blocks whose adapter is not resident: 0 except under the vLLM baseline.
+   */
+  uint64_t invalid_kv_blocks;
+  uint64_t hit_tokens;
+  uint64_t miss_tokens;
+  uint64_t matches;
+  uint64_t swap_out_blocks;
+  uint64_t swap_in_blocks;
+  uint64_t dropped_blocks;
+  uint64_t pruned_host_blocks;
+  uint64_t adapter_loads;
+  uint64_t bytes_to_host;
+  uint64_t bytes_to_gpu;
+  uint64_t failed_batches;
+  uint32_t inflight_batches;
+  uint32_t open_requests;
+  uint64_t events_dropped;
+} libra_cache_stats;
+
+/**
+ * One residency change.
+ */
+typedef struct libra_event {
+  /**
+   * A `libra_event_kind` value.
+   */
+  uint32_t kind;
+  /**
+   * True when the event concerns an adapter's weights rather than a KV block.
+   */
+  bool adapter;
+  uint64_t adapter_id;
+  /**
+   * The block's 128-bit prefix hash, low and high halves.
+   */
+  uint64_t block_hash_lo;
+  uint64_t block_hash_hi;
+} libra_event;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/**
+ * Fills `*config` with the defaults (ELORA policy, CPU backend, 16-token blocks, 1024 GPU and
+ * 4096 host blocks of 64 KiB). Returns LIBRA_ERR_NULL_ARGUMENT when `config` is NULL.
+ * Thread-safe.
+ */
+enum libra_status libra_cache_config_default(struct libra_cache_config *config);
+
+/**
+ * Creates a cache. `config` is borrowed for the call (its `segments` array is copied).
+ * On success `*out` receives a new handle owned by the caller, to be released with
+ * `libra_cache_free`. Fails with LIBRA_ERR_INVALID_ARGUMENT naming the bad field, or
+ * LIBRA_ERR_DEVICE when the CUDA backend was requested and is unavailable. Thread-safe.
+ */
+enum libra_status libra_cache_create(const struct libra_cache_config *config,
+                                     struct libra_cache **out);
+
+/**
+ * Releases a cache and everything it owns, including open requests and copies in flight
+ * (waited for first). NULL is a no-op. Must not race with any other call on this cache.
+ */
+void libra_cache_free(struct libra_cache *cache);
+
+/**
+ * Name of the backend moving the bytes ("cpu" or "cuda"), owned by the cache and valid until
+ * `libra_cache_free`. NULL when `cache` is NULL. Thread-safe.
+ */
+const char *libra_cache_backend_name(const struct libra_cache *cache);
+
+/**
+ * Why this backend was chosen (e.g. why `auto` fell back to CPU). Owned by the cache, valid
+ * until `libra_cache_free`. NULL when `cache` is NULL. Thread-safe.
+ */
+const char *libra_cache_backend_reason(const struct libra_cache *cache);
+
+/**
+ * Registers adapter `adapter_id`: the library copies `weights_len` bytes from `weights` (the
+ * caller keeps ownership) into its host store and loads them into pool blocks on first use.
+ * `rank` is the LoRA rank (positive). `now` is the engine clock in microseconds.
+ * Errors: LIBRA_ERR_ALREADY_EXISTS, LIBRA_ERR_INVALID_ARGUMENT (empty weights, zero rank,
+ * larger than the pool). Thread-safe.
+ */
+enum libra_status libra_cache_register_adapter(const struct libra_cache *cache,
+                                               uint64_t adapter_id,
+                                               const void *weights,
+                                               size_t weights_len,
+                                               uint32_t rank,
+                                               uint64_t now);
+
+/**
+ * Unregisters an adapter and drops every KV block computed under it. LIBRA_ERR_BUSY while
+ * an open request or a copy uses it; LIBRA_ERR_NOT_FOUND for an unknown id. Thread-safe.
+ */
+enum libra_status libra_cache_unregister_adapter(const struct libra_cache *cache,
+                                                 uint64_t adapter_id);
+
+/**
+ * Copies the GPU block ids holding `adapter_id`'s weights into `blocks_out` (capacity
+ * `capacity`) and their number into `*count_out`. Fails with LIBRA_ERR_INVALID_ARGUMENT when
+ * the capacity is too small (nothing written). Empty while the adapter is not resident.
+ * `blocks_out` may be NULL only when `capacity` is 0. Thread-safe.
+ */
+enum libra_status libra_cache_adapter_blocks(const struct libra_cache *cache,
+                                             uint64_t adapter_id,
+                                             uint32_t *blocks_out,
+                                             size_t capacity,
+                                             size_t *count_out);
+
+/**
+ * Looks up the longest cached prefix of `tokens` (`n_tokens` ids) for `adapter_id` in
+ * `namespace_id` (0: shared; another value salts the prefix keys, e.g. per tenant), pins it
+ * and the adapter, and starts the copies that make them usable. The cached prefix's block ids
+ * go to `blocks_out` (room for `blocks_capacity` ids; n_tokens / block_tokens always
+ * suffices; NULL only with capacity 0), the rest to `*out`. A request is opened: end it with
+ * `libra_cache_release` or `libra_cache_abort`. Errors: LIBRA_ERR_NOT_FOUND (unknown adapter),
+ * LIBRA_ERR_OUT_OF_MEMORY (no room for the adapter), LIBRA_ERR_INVALID_ARGUMENT (capacity too
+ * small: nothing changes). Thread-safe.
+ */
+enum libra_status libra_cache_match(const struct libra_cache *cache,
+                                    uint64_t adapter_id,
+                                    uint64_t namespace_id,
+                                    const uint32_t *tokens,
+                                    size_t n_tokens,
+                                    uint64_t now,
+                                    uint32_t *blocks_out,
+                                    size_t blocks_capacity,
+                                    struct libra_match *out);
+
+/**
+ * Allocates ceil(n_tokens / block_tokens) GPU blocks for `request`, evicting or swapping out
+ * unpinned cached blocks when the tier is full. Ids go to `blocks_out` (room for `capacity`),
+ * their number to `*count_out`. Errors: LIBRA_ERR_NOT_FOUND (request not open),
+ * LIBRA_ERR_OUT_OF_MEMORY (everything pinned: nothing allocated), LIBRA_ERR_BUSY (swap-outs
+ * still in flight; retry after `libra_cache_step`), LIBRA_ERR_INVALID_ARGUMENT (capacity too
+ * small: nothing allocated). Thread-safe.
+ */
+enum libra_status libra_cache_allocate(const struct libra_cache *cache,
+                                       uint64_t request,
+                                       size_t n_tokens,
+                                       uint64_t now,
+                                       uint32_t *blocks_out,
+                                       size_t capacity,
+                                       size_t *count_out);
+
+/**
+ * Shares the request's next filled blocks through the tree. `tokens` (`n_tokens` ids, a whole
+ * number of blocks) are the token ids those blocks hold, in order, continuing the request's
+ * prefix; they consume the request's allocated blocks in allocation order. `*shared_out`
+ * (may be NULL) receives how many became new cache entries. Errors:
+ * LIBRA_ERR_INVALID_ARGUMENT (not a whole number of blocks, or more blocks than allocated),
+ * LIBRA_ERR_NOT_FOUND (request not open). Thread-safe.
+ */
+enum libra_status libra_cache_commit(const struct libra_cache *cache,
+                                     uint64_t request,
+                                     const uint32_t *tokens,
+                                     size_t n_tokens,
+                                     uint64_t now,
+                                     size_t *shared_out);
+
+/**
+ * Ends a request: unpins its blocks, frees the ones it did not share; the request id becomes
+ * invalid (a second release gives LIBRA_ERR_NOT_FOUND). Thread-safe.
+ */
+enum libra_status libra_cache_release(const struct libra_cache *cache,
+                                      uint64_t request,
+                                      uint64_t now);
+
+/**
+ * Ends a failed request like `libra_cache_release`, and drops the blocks it shared that no
+ * other request uses, since their contents may be incomplete. Thread-safe.
+ */
+enum libra_status libra_cache_abort(const struct libra_cache *cache,
+                                    uint64_t request,
+                                    uint64_t now);
+
+/**
+ * Non-blocking: whether the request's blocks are usable. `*out` receives a libra_readiness.
+ * Thread-safe.
+ */
+enum libra_status libra_cache_poll(const struct libra_cache *cache,
+                                   uint64_t request,
+                                   libra_readiness *out);
+
+/**
+ * Blocks the calling thread until the request's copies complete or `timeout_us` passes;
+ * `*out` receives the readiness then (LIBRA_PENDING after a timeout). Holds the cache's lock
+ * while waiting: prefer `libra_cache_wait_event` on a GPU. Thread-safe.
+ */
+enum libra_status libra_cache_wait(const struct libra_cache *cache,
+                                   uint64_t request,
+                                   uint64_t timeout_us,
+                                   libra_readiness *out);
+
+/**
+ * `*event_out` receives a CUevent (as void *) that the engine's stream can wait on before
+ * using the request's blocks, or NULL when nothing is pending or the backend has no events
+ * (CPU). The event is owned by the cache and valid until the request is released.
+ * Thread-safe.
+ */
+enum libra_status libra_cache_wait_event(const struct libra_cache *cache,
+                                         uint64_t request,
+                                         void **event_out);
+
+/**
+ * One scheduler iteration: finishes completed copies, swaps out above the high watermark,
+ * prefetches below the idle mark unless `prefill_bound`, prunes the host tier. `batch_size` is
+ * the running batch. `report_out` may be NULL. Thread-safe.
+ */
+enum libra_status libra_cache_step(const struct libra_cache *cache,
+                                   uint64_t now,
+                                   uint32_t batch_size,
+                                   bool prefill_bound,
+                                   struct libra_step_report *report_out);
+
+/**
+ * Updates the engine's cost hints: prefill throughput (tokens per microsecond, 0 disables
+ * recompute-or-load) and host-link bandwidth (bytes per microsecond, positive). Thread-safe.
+ */
+enum libra_status libra_cache_set_cost_hints(const struct libra_cache *cache,
+                                             double prefill_tokens_per_us,
+                                             double link_bytes_per_us);
+
+/**
+ * Fills `*out` with statistics. Set `out->struct_size = sizeof(libra_cache_stats)` first; only
+ * that many bytes are written. Thread-safe.
+ */
+enum libra_status libra_cache_get_stats(const struct libra_cache *cache,
+                                        struct libra_cache_stats *out);
+
+/**
+ * `*addr_out` receives the address of block `block`'s piece in segment `segment` (0 for an
+ * owned arena): a device pointer under CUDA, a host pointer on the CPU backend. The memory is
+ * owned by the cache (or the engine, for adopted segments). Thread-safe.
+ */
+enum libra_status libra_cache_block_address(const struct libra_cache *cache,
+                                            uint32_t block,
+                                            size_t segment,
+                                            uint64_t *addr_out);
+
+/**
+ * Moves up to `capacity` of the oldest residency events into `events_out` and their number
+ * into `*count_out` (0 when the log is off). Thread-safe.
+ */
+enum libra_status libra_cache_drain_events(const struct libra_cache *cache,
+                                           struct libra_event *events_out,
+                                           size_t capacity,
+                                           size_t *count_out);
+
+/**
+ * Verifies every internal invariant (blocks owned once, tier counts, the dependency rule);
+ * LIBRA_ERR_PANIC with a description when one is broken. For tests and debug builds: O(n).
+ * Thread-safe.
+ */
+enum libra_status libra_cache_check(const struct libra_cache *cache);
 
 /**
  * Returns a static, NUL-terminated description of a status code. Unknown codes give

@@ -1,0 +1,807 @@
+//! C ABI of the cache: configuration, creation, the request lifecycle, stepping, stats and
+//! events. Thread safety: every function taking a `libra_cache *` may be called concurrently
+//! from several threads on the same cache (an internal lock serialises them), except
+//! `libra_cache_free`, which must not race with any other call on that cache.
+use super::boundary::{check_struct_size, deref, deref_mut, guard, null_arg, slice, write_out};
+use crate::backend::Segment;
+use crate::cache::{CacheConfig, EventKind, PolicyKind, Readiness};
+use crate::error::{libra_status, Error};
+use crate::handle::{BackendChoice, Cache, CacheOptions};
+use std::ffi::{c_char, c_void, CString};
+
+/// Opaque cache handle, created by `libra_cache_create` and released by `libra_cache_free`.
+pub struct libra_cache {
+    cache: Cache,
+    backend_name: CString,
+    backend_reason: CString,
+}
+
+/// Swap policy (`libra_cache_config.policy`).
+#[allow(non_camel_case_types)]
+#[repr(u32)]
+#[derive(Debug, Clone, Copy)]
+pub enum libra_policy {
+    /// ELORA's unified cost model over the dependency tree (the default).
+    LIBRA_POLICY_ELORA = 0,
+    /// Same tree and tiers, least recently used.
+    LIBRA_POLICY_LRU = 1,
+    /// Baseline: vLLM's separate adapter/KV regions with independent LRU.
+    LIBRA_POLICY_VLLM = 2,
+    /// Baseline: S-LoRA's unified pool without reuse of finished requests' KV.
+    LIBRA_POLICY_SLORA = 3,
+    /// ELORA plus recompute-or-load, session-aware retention and adapter protection.
+    LIBRA_POLICY_LIBRA = 4,
+}
+
+/// Backend choice (`libra_cache_config.backend`).
+#[allow(non_camel_case_types)]
+#[repr(u32)]
+#[derive(Debug, Clone, Copy)]
+pub enum libra_backend {
+    /// Host memory stands in for both tiers.
+    LIBRA_BACKEND_CPU = 0,
+    /// CUDA; creation fails with LIBRA_ERR_DEVICE when no device is usable.
+    LIBRA_BACKEND_CUDA = 1,
+    /// CUDA when usable, else CPU; `libra_cache_backend_name` says which and why.
+    LIBRA_BACKEND_AUTO = 2,
+}
+
+/// One region of the engine's KV memory holding a piece of every block:
+/// piece of block b = base + b * stride, `bytes_per_block` long.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct libra_segment {
+    pub base: u64,
+    pub bytes_per_block: u64,
+    pub stride: u64,
+}
+
+/// Cache configuration. Fill it with `libra_cache_config_default`, then change fields.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct libra_cache_config {
+    /// sizeof(libra_cache_config), set by `libra_cache_config_default`.
+    pub struct_size: usize,
+    /// Tokens per KV block (default 16).
+    pub block_tokens: u32,
+    /// GPU-tier blocks.
+    pub gpu_blocks: u32,
+    /// Host-tier blocks (0: no host tier).
+    pub host_blocks: u32,
+    /// A `libra_policy` value.
+    pub policy: u32,
+    /// A `libra_backend` value.
+    pub backend: u32,
+    /// Bytes per block when the cache owns its arena (ignored when `segments` is set).
+    pub block_bytes: u64,
+    /// Optional: the engine's KV memory to adopt as the GPU tier, `segment_count` entries.
+    /// Borrowed: copied during `libra_cache_create`; the memory it describes must outlive the
+    /// cache. NULL: the cache allocates its own arena.
+    pub segments: *const libra_segment,
+    pub segment_count: usize,
+    /// Swap out above this GPU use, down to `swap_out_low` (default 0.8 -> 0.7).
+    pub swap_out_high: f64,
+    pub swap_out_low: f64,
+    /// Prefetch below this GPU use, up to `swap_in_target` (default 0.6 -> 0.7).
+    pub swap_in_idle: f64,
+    pub swap_in_target: f64,
+    /// Prune the host tier above this use, down to `host_low` (default 0.8 -> 0.7).
+    pub host_high: f64,
+    pub host_low: f64,
+    /// vLLM baseline: share of GPU blocks reserved for adapters (default 0.2).
+    pub vllm_adapter_fraction: f64,
+    /// Key of the keyed 128-bit SipHash that names prefixes. Keep it secret and equal on every
+    /// instance that must agree on block hashes.
+    pub hash_key: [u64; 2],
+    /// Host-link bandwidth in bytes per microsecond (default 50000, PCIe 5.0 x16).
+    pub link_bytes_per_us: f64,
+    /// Prefill throughput in tokens per microsecond; 0 disables recompute-or-load.
+    pub prefill_tokens_per_us: f64,
+    /// Adapter popularity window in microseconds (default 30 s).
+    pub popularity_window_us: u64,
+    /// Longest an allocation waits for its own swap-outs, microseconds (default 100 ms).
+    pub swap_wait_us: u64,
+    /// Keep a residency event log for `libra_cache_drain_events`.
+    pub events: bool,
+    /// Events kept before the oldest are dropped (and counted in stats).
+    pub event_capacity: u32,
+}
+
+/// What `libra_cache_match` found.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct libra_match {
+    /// The request handle for allocate / commit / release / abort / poll / wait.
+    pub request: u64,
+    /// Tokens whose KV is cached (a whole number of blocks).
+    pub cached_tokens: usize,
+    /// Blocks written to the caller's array: cached_tokens / block_tokens.
+    pub cached_blocks: usize,
+    /// Blocks holding the adapter's weights (see `libra_cache_adapter_blocks`).
+    pub adapter_blocks: usize,
+    /// Host-resident tokens left for recomputation because that is faster than loading them.
+    pub recompute_tokens: usize,
+    /// True when every block is usable now; else wait with poll, wait or wait_event.
+    pub ready: bool,
+}
+
+/// Readiness of a request's blocks.
+#[allow(non_camel_case_types)]
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum libra_readiness {
+    LIBRA_READY = 0,
+    LIBRA_PENDING = 1,
+    /// A copy failed: abort the request (and match again if wanted).
+    LIBRA_FAILED = 2,
+}
+
+/// What one `libra_cache_step` did.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct libra_step_report {
+    pub swapped_out: u32,
+    pub swapped_in: u32,
+    pub adapters_loaded: u32,
+    pub pruned: u32,
+    pub completed_batches: u32,
+}
+
+/// Cache statistics. Set `struct_size` to sizeof(libra_cache_stats) before the call.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct libra_cache_stats {
+    pub struct_size: usize,
+    pub gpu_blocks_total: u32,
+    pub gpu_blocks_used: u32,
+    pub host_blocks_total: u32,
+    pub host_blocks_used: u32,
+    pub kv_blocks_gpu: u64,
+    pub kv_blocks_host: u64,
+    pub adapters_registered: u32,
+    pub adapters_resident: u32,
+    /// GPU-resident KV blocks whose adapter is not resident: 0 except under the vLLM baseline.
+    pub invalid_kv_blocks: u64,
+    pub hit_tokens: u64,
+    pub miss_tokens: u64,
+    pub matches: u64,
+    pub swap_out_blocks: u64,
+    pub swap_in_blocks: u64,
+    pub dropped_blocks: u64,
+    pub pruned_host_blocks: u64,
+    pub adapter_loads: u64,
+    pub bytes_to_host: u64,
+    pub bytes_to_gpu: u64,
+    pub failed_batches: u64,
+    pub inflight_batches: u32,
+    pub open_requests: u32,
+    pub events_dropped: u64,
+}
+
+/// Kind of a residency event.
+#[allow(non_camel_case_types)]
+#[repr(u32)]
+#[derive(Debug, Clone, Copy)]
+pub enum libra_event_kind {
+    LIBRA_EVENT_STORED = 0,
+    LIBRA_EVENT_REMOVED = 1,
+    LIBRA_EVENT_TO_HOST = 2,
+    LIBRA_EVENT_TO_GPU = 3,
+}
+
+/// One residency change.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct libra_event {
+    /// A `libra_event_kind` value.
+    pub kind: u32,
+    /// True when the event concerns an adapter's weights rather than a KV block.
+    pub adapter: bool,
+    pub adapter_id: u64,
+    /// The block's 128-bit prefix hash, low and high halves.
+    pub block_hash_lo: u64,
+    pub block_hash_hi: u64,
+}
+
+fn cache_ref<'a>(cache: *const libra_cache) -> Result<&'a libra_cache, Error> {
+    // SAFETY: the caller passes NULL or a handle from libra_cache_create that was not freed.
+    unsafe { deref(cache, "cache") }
+}
+
+fn policy_from(v: u32) -> Result<PolicyKind, Error> {
+    Ok(match v {
+        0 => PolicyKind::Elora,
+        1 => PolicyKind::Lru,
+        2 => PolicyKind::Vllm,
+        3 => PolicyKind::Slora,
+        4 => PolicyKind::Libra,
+        _ => return Err(Error::invalid(format!("`config.policy` is {v}, not a libra_policy value"))),
+    })
+}
+
+fn backend_from(v: u32) -> Result<BackendChoice, Error> {
+    Ok(match v {
+        0 => BackendChoice::Cpu,
+        1 => BackendChoice::Cuda,
+        2 => BackendChoice::Auto,
+        _ => return Err(Error::invalid(format!("`config.backend` is {v}, not a libra_backend value"))),
+    })
+}
+
+/// Fills `*config` with the defaults (ELORA policy, CPU backend, 16-token blocks, 1024 GPU and
+/// 4096 host blocks of 64 KiB). Returns LIBRA_ERR_NULL_ARGUMENT when `config` is NULL.
+/// Thread-safe.
+#[no_mangle]
+pub extern "C" fn libra_cache_config_default(config: *mut libra_cache_config) -> libra_status {
+    guard("libra_cache_config_default", || {
+        if config.is_null() {
+            return Err(null_arg("config"));
+        }
+        let d = CacheOptions::default();
+        let c = &d.config;
+        let value = libra_cache_config {
+            struct_size: std::mem::size_of::<libra_cache_config>(),
+            block_tokens: c.block_tokens,
+            gpu_blocks: d.gpu_blocks,
+            host_blocks: d.host_blocks,
+            policy: libra_policy::LIBRA_POLICY_ELORA as u32,
+            backend: libra_backend::LIBRA_BACKEND_CPU as u32,
+            block_bytes: d.block_bytes,
+            segments: std::ptr::null(),
+            segment_count: 0,
+            swap_out_high: c.swap_out_high,
+            swap_out_low: c.swap_out_low,
+            swap_in_idle: c.swap_in_idle,
+            swap_in_target: c.swap_in_target,
+            host_high: c.host_high,
+            host_low: c.host_low,
+            vllm_adapter_fraction: c.vllm_adapter_fraction,
+            hash_key: [c.hash_key.0, c.hash_key.1],
+            link_bytes_per_us: c.link_bytes_per_us,
+            prefill_tokens_per_us: c.prefill_tokens_per_us,
+            popularity_window_us: c.popularity_window_us,
+            swap_wait_us: c.swap_wait_us,
+            events: c.events,
+            event_capacity: c.event_capacity as u32,
+        };
+        // SAFETY: checked non-NULL; the caller provides a writable libra_cache_config.
+        unsafe { write_out(config, value) };
+        Ok(())
+    })
+}
+
+/// Creates a cache. `config` is borrowed for the call (its `segments` array is copied).
+/// On success `*out` receives a new handle owned by the caller, to be released with
+/// `libra_cache_free`. Fails with LIBRA_ERR_INVALID_ARGUMENT naming the bad field, or
+/// LIBRA_ERR_DEVICE when the CUDA backend was requested and is unavailable. Thread-safe.
+#[no_mangle]
+pub extern "C" fn libra_cache_create(
+    config: *const libra_cache_config,
+    out: *mut *mut libra_cache,
+) -> libra_status {
+    guard("libra_cache_create", || {
+        // SAFETY: NULL or a valid config, per the contract above.
+        let cfg = unsafe { deref(config, "config") }?;
+        if out.is_null() {
+            return Err(null_arg("out"));
+        }
+        check_struct_size(cfg.struct_size, std::mem::size_of::<libra_cache_config>(), "config")?;
+        if cfg.event_capacity == 0 && cfg.events {
+            return Err(Error::invalid(
+                "`config.event_capacity` must be positive when `config.events` is set",
+            ));
+        }
+        let segments = if cfg.segment_count > 0 || !cfg.segments.is_null() {
+            if cfg.segment_count > 4096 {
+                return Err(Error::invalid("`config.segment_count` must be at most 4096"));
+            }
+            // SAFETY: the caller passes `segment_count` readable segments.
+            let s = unsafe { slice(cfg.segments, cfg.segment_count, "config.segments") }?;
+            if s.is_empty() {
+                return Err(Error::invalid("`config.segments` is set but `config.segment_count` is 0"));
+            }
+            Some(
+                s.iter()
+                    .map(|x| Segment { base: x.base, bytes_per_block: x.bytes_per_block, stride: x.stride })
+                    .collect(),
+            )
+        } else {
+            None
+        };
+        let config = CacheConfig {
+            block_tokens: cfg.block_tokens,
+            policy: policy_from(cfg.policy)?,
+            swap_out_high: cfg.swap_out_high,
+            swap_out_low: cfg.swap_out_low,
+            swap_in_idle: cfg.swap_in_idle,
+            swap_in_target: cfg.swap_in_target,
+            host_high: cfg.host_high,
+            host_low: cfg.host_low,
+            vllm_adapter_fraction: cfg.vllm_adapter_fraction,
+            hash_key: (cfg.hash_key[0], cfg.hash_key[1]),
+            link_bytes_per_us: cfg.link_bytes_per_us,
+            prefill_tokens_per_us: cfg.prefill_tokens_per_us,
+            popularity_window_us: cfg.popularity_window_us,
+            swap_wait_us: cfg.swap_wait_us,
+            events: cfg.events,
+            event_capacity: cfg.event_capacity.max(1) as usize,
+        };
+        let opts = CacheOptions {
+            config,
+            block_bytes: cfg.block_bytes,
+            gpu_blocks: cfg.gpu_blocks,
+            host_blocks: cfg.host_blocks,
+            backend: backend_from(cfg.backend)?,
+            segments,
+        };
+        let cache = Cache::new(opts)?;
+        let backend_name = CString::new(cache.backend_name()?).unwrap_or_default();
+        let backend_reason = CString::new(cache.backend_reason()).unwrap_or_default();
+        let handle = Box::new(libra_cache { cache, backend_name, backend_reason });
+        // SAFETY: checked non-NULL.
+        unsafe { write_out(out, Box::into_raw(handle)) };
+        Ok(())
+    })
+}
+
+/// Releases a cache and everything it owns, including open requests and copies in flight
+/// (waited for first). NULL is a no-op. Must not race with any other call on this cache.
+#[no_mangle]
+pub extern "C" fn libra_cache_free(cache: *mut libra_cache) {
+    if cache.is_null() {
+        return;
+    }
+    let _ = guard("libra_cache_free", || {
+        // SAFETY: a handle from libra_cache_create, freed once, per the contract.
+        drop(unsafe { Box::from_raw(cache) });
+        Ok(())
+    });
+}
+
+/// Name of the backend moving the bytes ("cpu" or "cuda"), owned by the cache and valid until
+/// `libra_cache_free`. NULL when `cache` is NULL. Thread-safe.
+#[no_mangle]
+pub extern "C" fn libra_cache_backend_name(cache: *const libra_cache) -> *const c_char {
+    match cache_ref(cache) {
+        Ok(c) => c.backend_name.as_ptr(),
+        Err(_) => std::ptr::null(),
+    }
+}
+
+/// Why this backend was chosen (e.g. why `auto` fell back to CPU). Owned by the cache, valid
+/// until `libra_cache_free`. NULL when `cache` is NULL. Thread-safe.
+#[no_mangle]
+pub extern "C" fn libra_cache_backend_reason(cache: *const libra_cache) -> *const c_char {
+    match cache_ref(cache) {
+        Ok(c) => c.backend_reason.as_ptr(),
+        Err(_) => std::ptr::null(),
+    }
+}
+
+/// Registers adapter `adapter_id`: the library copies `weights_len` bytes from `weights` (the
+/// caller keeps ownership) into its host store and loads them into pool blocks on first use.
+/// `rank` is the LoRA rank (positive). `now` is the engine clock in microseconds.
+/// Errors: LIBRA_ERR_ALREADY_EXISTS, LIBRA_ERR_INVALID_ARGUMENT (empty weights, zero rank,
+/// larger than the pool). Thread-safe.
+#[no_mangle]
+pub extern "C" fn libra_cache_register_adapter(
+    cache: *const libra_cache,
+    adapter_id: u64,
+    weights: *const c_void,
+    weights_len: usize,
+    rank: u32,
+    now: u64,
+) -> libra_status {
+    guard("libra_cache_register_adapter", || {
+        let c = cache_ref(cache)?;
+        // SAFETY: the caller passes `weights_len` readable bytes.
+        let w = unsafe { slice(weights as *const u8, weights_len, "weights") }?;
+        c.cache.register_adapter(adapter_id, w, rank, now)
+    })
+}
+
+/// Unregisters an adapter and drops every KV block computed under it. LIBRA_ERR_BUSY while
+/// an open request or a copy uses it; LIBRA_ERR_NOT_FOUND for an unknown id. Thread-safe.
+#[no_mangle]
+pub extern "C" fn libra_cache_unregister_adapter(cache: *const libra_cache, adapter_id: u64) -> libra_status {
+    guard("libra_cache_unregister_adapter", || cache_ref(cache)?.cache.unregister_adapter(adapter_id))
+}
+
+/// Copies the GPU block ids holding `adapter_id`'s weights into `blocks_out` (capacity
+/// `capacity`) and their number into `*count_out`. Fails with LIBRA_ERR_INVALID_ARGUMENT when
+/// the capacity is too small (nothing written). Empty while the adapter is not resident.
+/// `blocks_out` may be NULL only when `capacity` is 0. Thread-safe.
+#[no_mangle]
+pub extern "C" fn libra_cache_adapter_blocks(
+    cache: *const libra_cache,
+    adapter_id: u64,
+    blocks_out: *mut u32,
+    capacity: usize,
+    count_out: *mut usize,
+) -> libra_status {
+    guard("libra_cache_adapter_blocks", || {
+        let c = cache_ref(cache)?;
+        if count_out.is_null() {
+            return Err(null_arg("count_out"));
+        }
+        let blocks = c.cache.adapter_blocks(adapter_id)?;
+        copy_blocks_out(&blocks, blocks_out, capacity, "blocks_out")?;
+        // SAFETY: checked non-NULL.
+        unsafe { write_out(count_out, blocks.len()) };
+        Ok(())
+    })
+}
+
+fn copy_blocks_out(blocks: &[u32], out: *mut u32, capacity: usize, name: &str) -> Result<(), Error> {
+    if blocks.len() > capacity {
+        return Err(Error::invalid(format!("`{name}` holds {capacity} ids but {} are needed", blocks.len())));
+    }
+    if blocks.is_empty() {
+        return Ok(());
+    }
+    if out.is_null() {
+        return Err(null_arg(name));
+    }
+    // SAFETY: the caller provides `capacity` writable ids; blocks.len() <= capacity.
+    unsafe { std::ptr::copy_nonoverlapping(blocks.as_ptr(), out, blocks.len()) };
+    Ok(())
+}
+
+/// Looks up the longest cached prefix of `tokens` (`n_tokens` ids) for `adapter_id` in
+/// `namespace_id` (0: shared; another value salts the prefix keys, e.g. per tenant), pins it
+/// and the adapter, and starts the copies that make them usable. The cached prefix's block ids
+/// go to `blocks_out` (room for `blocks_capacity` ids; n_tokens / block_tokens always
+/// suffices; NULL only with capacity 0), the rest to `*out`. A request is opened: end it with
+/// `libra_cache_release` or `libra_cache_abort`. Errors: LIBRA_ERR_NOT_FOUND (unknown adapter),
+/// LIBRA_ERR_OUT_OF_MEMORY (no room for the adapter), LIBRA_ERR_INVALID_ARGUMENT (capacity too
+/// small: nothing changes). Thread-safe.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn libra_cache_match(
+    cache: *const libra_cache,
+    adapter_id: u64,
+    namespace_id: u64,
+    tokens: *const u32,
+    n_tokens: usize,
+    now: u64,
+    blocks_out: *mut u32,
+    blocks_capacity: usize,
+    out: *mut libra_match,
+) -> libra_status {
+    guard("libra_cache_match", || {
+        let c = cache_ref(cache)?;
+        // SAFETY: the caller passes `n_tokens` readable ids.
+        let t = unsafe { slice(tokens, n_tokens, "tokens") }?;
+        if out.is_null() {
+            return Err(null_arg("out"));
+        }
+        let bt = c.cache.block_tokens()?;
+        if blocks_capacity < n_tokens / bt {
+            return Err(Error::invalid(format!(
+                "`blocks_capacity` is {blocks_capacity}; up to {} ids may be returned",
+                n_tokens / bt
+            )));
+        }
+        if blocks_out.is_null() && n_tokens / bt > 0 {
+            return Err(null_arg("blocks_out"));
+        }
+        let m = c.cache.match_prefix(adapter_id, namespace_id, t, now)?;
+        copy_blocks_out(&m.kv_blocks, blocks_out, blocks_capacity, "blocks_out")?;
+        let value = libra_match {
+            request: m.request,
+            cached_tokens: m.cached_tokens,
+            cached_blocks: m.kv_blocks.len(),
+            adapter_blocks: m.adapter_blocks.len(),
+            recompute_tokens: m.recompute_tokens,
+            ready: m.ready,
+        };
+        // SAFETY: checked non-NULL.
+        unsafe { write_out(out, value) };
+        Ok(())
+    })
+}
+
+/// Allocates ceil(n_tokens / block_tokens) GPU blocks for `request`, evicting or swapping out
+/// unpinned cached blocks when the tier is full. Ids go to `blocks_out` (room for `capacity`),
+/// their number to `*count_out`. Errors: LIBRA_ERR_NOT_FOUND (request not open),
+/// LIBRA_ERR_OUT_OF_MEMORY (everything pinned: nothing allocated), LIBRA_ERR_BUSY (swap-outs
+/// still in flight; retry after `libra_cache_step`), LIBRA_ERR_INVALID_ARGUMENT (capacity too
+/// small: nothing allocated). Thread-safe.
+#[no_mangle]
+pub extern "C" fn libra_cache_allocate(
+    cache: *const libra_cache,
+    request: u64,
+    n_tokens: usize,
+    now: u64,
+    blocks_out: *mut u32,
+    capacity: usize,
+    count_out: *mut usize,
+) -> libra_status {
+    guard("libra_cache_allocate", || {
+        let c = cache_ref(cache)?;
+        if count_out.is_null() {
+            return Err(null_arg("count_out"));
+        }
+        let need = n_tokens.div_ceil(c.cache.block_tokens()?);
+        if need > capacity {
+            return Err(Error::invalid(format!("`capacity` is {capacity} but {need} blocks are needed")));
+        }
+        if blocks_out.is_null() && need > 0 {
+            return Err(null_arg("blocks_out"));
+        }
+        let blocks = c.cache.allocate(request, n_tokens, now)?;
+        copy_blocks_out(&blocks, blocks_out, capacity, "blocks_out")?;
+        // SAFETY: checked non-NULL.
+        unsafe { write_out(count_out, blocks.len()) };
+        Ok(())
+    })
+}
+
+/// Shares the request's next filled blocks through the tree. `tokens` (`n_tokens` ids, a whole
+/// number of blocks) are the token ids those blocks hold, in order, continuing the request's
+/// prefix; they consume the request's allocated blocks in allocation order. `*shared_out`
+/// (may be NULL) receives how many became new cache entries. Errors:
+/// LIBRA_ERR_INVALID_ARGUMENT (not a whole number of blocks, or more blocks than allocated),
+/// LIBRA_ERR_NOT_FOUND (request not open). Thread-safe.
+#[no_mangle]
+pub extern "C" fn libra_cache_commit(
+    cache: *const libra_cache,
+    request: u64,
+    tokens: *const u32,
+    n_tokens: usize,
+    now: u64,
+    shared_out: *mut usize,
+) -> libra_status {
+    guard("libra_cache_commit", || {
+        let c = cache_ref(cache)?;
+        // SAFETY: the caller passes `n_tokens` readable ids.
+        let t = unsafe { slice(tokens, n_tokens, "tokens") }?;
+        let shared = c.cache.commit(request, t, now)?;
+        if !shared_out.is_null() {
+            // SAFETY: non-NULL, provided by the caller.
+            unsafe { write_out(shared_out, shared) };
+        }
+        Ok(())
+    })
+}
+
+/// Ends a request: unpins its blocks, frees the ones it did not share; the request id becomes
+/// invalid (a second release gives LIBRA_ERR_NOT_FOUND). Thread-safe.
+#[no_mangle]
+pub extern "C" fn libra_cache_release(cache: *const libra_cache, request: u64, now: u64) -> libra_status {
+    guard("libra_cache_release", || cache_ref(cache)?.cache.release(request, now))
+}
+
+/// Ends a failed request like `libra_cache_release`, and drops the blocks it shared that no
+/// other request uses, since their contents may be incomplete. Thread-safe.
+#[no_mangle]
+pub extern "C" fn libra_cache_abort(cache: *const libra_cache, request: u64, now: u64) -> libra_status {
+    guard("libra_cache_abort", || cache_ref(cache)?.cache.abort(request, now))
+}
+
+fn readiness(r: Readiness) -> libra_readiness {
+    match r {
+        Readiness::Ready => libra_readiness::LIBRA_READY,
+        Readiness::Pending => libra_readiness::LIBRA_PENDING,
+        Readiness::Failed(_) => libra_readiness::LIBRA_FAILED,
+    }
+}
+
+/// Non-blocking: whether the request's blocks are usable. `*out` receives a libra_readiness.
+/// Thread-safe.
+#[no_mangle]
+pub extern "C" fn libra_cache_poll(
+    cache: *const libra_cache,
+    request: u64,
+    out: *mut libra_readiness,
+) -> libra_status {
+    guard("libra_cache_poll", || {
+        let c = cache_ref(cache)?;
+        if out.is_null() {
+            return Err(null_arg("out"));
+        }
+        let r = c.cache.poll(request)?;
+        // SAFETY: checked non-NULL.
+        unsafe { write_out(out, readiness(r)) };
+        Ok(())
+    })
+}
+
+/// Blocks the calling thread until the request's copies complete or `timeout_us` passes;
+/// `*out` receives the readiness then (LIBRA_PENDING after a timeout). Holds the cache's lock
+/// while waiting: prefer `libra_cache_wait_event` on a GPU. Thread-safe.
+#[no_mangle]
+pub extern "C" fn libra_cache_wait(
+    cache: *const libra_cache,
+    request: u64,
+    timeout_us: u64,
+    out: *mut libra_readiness,
+) -> libra_status {
+    guard("libra_cache_wait", || {
+        let c = cache_ref(cache)?;
+        if out.is_null() {
+            return Err(null_arg("out"));
+        }
+        let r = c.cache.wait(request, timeout_us)?;
+        // SAFETY: checked non-NULL.
+        unsafe { write_out(out, readiness(r)) };
+        Ok(())
+    })
+}
+
+/// `*event_out` receives a CUevent (as void *) that the engine's stream can wait on before
+/// using the request's blocks, or NULL when nothing is pending or the backend has no events
+/// (CPU). The event is owned by the cache and valid until the request is released.
+/// Thread-safe.
+#[no_mangle]
+pub extern "C" fn libra_cache_wait_event(
+    cache: *const libra_cache,
+    request: u64,
+    event_out: *mut *mut c_void,
+) -> libra_status {
+    guard("libra_cache_wait_event", || {
+        let c = cache_ref(cache)?;
+        if event_out.is_null() {
+            return Err(null_arg("event_out"));
+        }
+        let e = c.cache.wait_event(request)?;
+        // SAFETY: checked non-NULL.
+        unsafe { write_out(event_out, e) };
+        Ok(())
+    })
+}
+
+/// One scheduler iteration: finishes completed copies, swaps out above the high watermark,
+/// prefetches below the idle mark unless `prefill_bound`, prunes the host tier. `batch_size` is
+/// the running batch. `report_out` may be NULL. Thread-safe.
+#[no_mangle]
+pub extern "C" fn libra_cache_step(
+    cache: *const libra_cache,
+    now: u64,
+    batch_size: u32,
+    prefill_bound: bool,
+    report_out: *mut libra_step_report,
+) -> libra_status {
+    guard("libra_cache_step", || {
+        let r = cache_ref(cache)?.cache.step(now, batch_size, prefill_bound)?;
+        if !report_out.is_null() {
+            let v = libra_step_report {
+                swapped_out: r.swapped_out,
+                swapped_in: r.swapped_in,
+                adapters_loaded: r.adapters_loaded,
+                pruned: r.pruned,
+                completed_batches: r.completed_batches,
+            };
+            // SAFETY: non-NULL, provided by the caller.
+            unsafe { write_out(report_out, v) };
+        }
+        Ok(())
+    })
+}
+
+/// Updates the engine's cost hints: prefill throughput (tokens per microsecond, 0 disables
+/// recompute-or-load) and host-link bandwidth (bytes per microsecond, positive). Thread-safe.
+#[no_mangle]
+pub extern "C" fn libra_cache_set_cost_hints(
+    cache: *const libra_cache,
+    prefill_tokens_per_us: f64,
+    link_bytes_per_us: f64,
+) -> libra_status {
+    guard("libra_cache_set_cost_hints", || {
+        cache_ref(cache)?.cache.set_cost_hints(prefill_tokens_per_us, link_bytes_per_us)
+    })
+}
+
+/// Fills `*out` with statistics. Set `out->struct_size = sizeof(libra_cache_stats)` first; only
+/// that many bytes are written. Thread-safe.
+#[no_mangle]
+pub extern "C" fn libra_cache_get_stats(
+    cache: *const libra_cache,
+    out: *mut libra_cache_stats,
+) -> libra_status {
+    guard("libra_cache_get_stats", || {
+        let c = cache_ref(cache)?;
+        // SAFETY: NULL or a caller-provided stats struct.
+        let o = unsafe { deref_mut(out, "out") }?;
+        check_struct_size(o.struct_size, std::mem::size_of::<libra_cache_stats>(), "out")?;
+        let s = c.cache.stats()?;
+        *o = libra_cache_stats {
+            struct_size: o.struct_size,
+            gpu_blocks_total: s.gpu_blocks_total,
+            gpu_blocks_used: s.gpu_blocks_used,
+            host_blocks_total: s.host_blocks_total,
+            host_blocks_used: s.host_blocks_used,
+            kv_blocks_gpu: s.kv_nodes_gpu,
+            kv_blocks_host: s.kv_nodes_host,
+            adapters_registered: s.adapters_registered,
+            adapters_resident: s.adapters_resident,
+            invalid_kv_blocks: s.invalid_kv_blocks,
+            hit_tokens: s.hit_tokens,
+            miss_tokens: s.miss_tokens,
+            matches: s.matches,
+            swap_out_blocks: s.swap_out_blocks,
+            swap_in_blocks: s.swap_in_blocks,
+            dropped_blocks: s.dropped_blocks,
+            pruned_host_blocks: s.pruned_host_blocks,
+            adapter_loads: s.adapter_loads,
+            bytes_to_host: s.bytes_to_host,
+            bytes_to_gpu: s.bytes_to_gpu,
+            failed_batches: s.failed_batches,
+            inflight_batches: s.inflight_batches,
+            open_requests: s.open_requests,
+            events_dropped: s.events_dropped,
+        };
+        Ok(())
+    })
+}
+
+/// `*addr_out` receives the address of block `block`'s piece in segment `segment` (0 for an
+/// owned arena): a device pointer under CUDA, a host pointer on the CPU backend. The memory is
+/// owned by the cache (or the engine, for adopted segments). Thread-safe.
+#[no_mangle]
+pub extern "C" fn libra_cache_block_address(
+    cache: *const libra_cache,
+    block: u32,
+    segment: usize,
+    addr_out: *mut u64,
+) -> libra_status {
+    guard("libra_cache_block_address", || {
+        let c = cache_ref(cache)?;
+        if addr_out.is_null() {
+            return Err(null_arg("addr_out"));
+        }
+        let a = c.cache.block_address(block, segment)?;
+        // SAFETY: checked non-NULL.
+        unsafe { write_out(addr_out, a) };
+        Ok(())
+    })
+}
+
+/// Moves up to `capacity` of the oldest residency events into `events_out` and their number
+/// into `*count_out` (0 when the log is off). Thread-safe.
+#[no_mangle]
+pub extern "C" fn libra_cache_drain_events(
+    cache: *const libra_cache,
+    events_out: *mut libra_event,
+    capacity: usize,
+    count_out: *mut usize,
+) -> libra_status {
+    guard("libra_cache_drain_events", || {
+        let c = cache_ref(cache)?;
+        if count_out.is_null() {
+            return Err(null_arg("count_out"));
+        }
+        if events_out.is_null() && capacity > 0 {
+            return Err(null_arg("events_out"));
+        }
+        let events = c.cache.drain_events(capacity)?;
+        for (i, e) in events.iter().enumerate() {
+            let kind = match e.kind {
+                EventKind::Stored => libra_event_kind::LIBRA_EVENT_STORED,
+                EventKind::Removed => libra_event_kind::LIBRA_EVENT_REMOVED,
+                EventKind::ToHost => libra_event_kind::LIBRA_EVENT_TO_HOST,
+                EventKind::ToGpu => libra_event_kind::LIBRA_EVENT_TO_GPU,
+            };
+            let v = libra_event {
+                kind: kind as u32,
+                adapter: e.adapter,
+                adapter_id: e.adapter_id,
+                block_hash_lo: e.block_hash as u64,
+                block_hash_hi: (e.block_hash >> 64) as u64,
+            };
+            // SAFETY: i < events.len() <= capacity writable slots.
+            unsafe { write_out(events_out.add(i), v) };
+        }
+        // SAFETY: checked non-NULL.
+        unsafe { write_out(count_out, events.len()) };
+        Ok(())
+    })
+}
+
+/// Verifies every internal invariant (blocks owned once, tier counts, the dependency rule);
+/// LIBRA_ERR_PANIC with a description when one is broken. For tests and debug builds: O(n).
+/// Thread-safe.
+#[no_mangle]
+pub extern "C" fn libra_cache_check(cache: *const libra_cache) -> libra_status {
+    guard("libra_cache_check", || cache_ref(cache)?.cache.check_invariants())
+}
