@@ -286,10 +286,10 @@ impl CacheCore {
             self.delete_node(n, EventKind::Removed);
         }
         let blocks = std::mem::take(&mut self.adapter_mut(slot).gpu_blocks);
+        self.adapter_gpu_blocks -= blocks.len() as u32;
         for b in blocks {
             self.free_gpu(b);
         }
-        self.adapter_gpu_blocks -= self.adapter_gpu_blocks.min(self.adapter(slot).blocks_needed);
         self.tree.set_residency(anode, Residency::Absent, NONE, NONE);
         self.tree.remove(anode);
         self.adapters[slot as usize] = None;
@@ -455,6 +455,14 @@ impl CacheCore {
         }
         let _ = protect;
         let mut waits = HashSet::new();
+        // Blocks already on their way to the GPU: wait for the copies that carry them.
+        for &n in std::iter::once(&adapter_node).chain(&path[..first_host.min(path.len())]) {
+            if self.tree.node(n).residency == Residency::ToGpu {
+                if let Some(b) = self.inflight_batch_of(n) {
+                    waits.insert(b);
+                }
+            }
+        }
         if adapter_missing {
             waits.insert(self.load_adapter(io, slot)?);
         }
@@ -505,6 +513,17 @@ impl CacheCore {
             self.waiters.entry(b).or_default().push(rslot);
         }
         Ok(MatchResult { request, cached_tokens, kv_blocks, adapter_blocks, ready, recompute_tokens })
+    }
+
+    /// The batch in flight that carries node `n`, if any.
+    pub(crate) fn inflight_batch_of(&self, n: u32) -> Option<BatchId> {
+        let adapter_slot = self.tree.node(n).adapter;
+        let is_adapter = self.tree.node(n).kind == Kind::Adapter;
+        self.inflight.iter().find_map(|(&b, f)| match f {
+            Flight::ToGpu(nodes) | Flight::ToHost(nodes) if nodes.contains(&n) => Some(b),
+            Flight::Upload(slot) if is_adapter && *slot == adapter_slot => Some(b),
+            _ => None,
+        })
     }
 
     /// Recompute-or-load (libra policy): loading `blocks` over the host link versus
@@ -564,6 +583,11 @@ impl CacheCore {
         };
         if let Some(f) = failed {
             return Err(Error::invalid(format!("request {request} failed and must be aborted: {f}")));
+        }
+        if !self.req(slot).waits.is_empty() {
+            return Err(Error::busy(format!(
+                "request {request} is not ready: wait until its adapter and prefix copies complete"
+            )));
         }
         if n > available {
             return Err(Error::invalid(format!(
@@ -715,7 +739,7 @@ impl CacheCore {
             if n.residency.gpu_side() {
                 gpu += 1;
                 let a = self.adapter(n.adapter).node;
-                if self.tree.node(a).residency != Residency::Gpu {
+                if !self.tree.node(a).residency.gpu_side() {
                     invalid += 1;
                 }
             } else if n.residency == Residency::Host {
@@ -761,5 +785,57 @@ impl CacheCore {
         cfg.validate()?;
         self.cfg = cfg;
         Ok(())
+    }
+}
+
+/// A KV node as seen from outside, for tests and debugging tools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvNodeInfo {
+    pub key: u128,
+    pub adapter_id: u64,
+    pub residency: super::tree::Residency,
+    pub gpu_block: u32,
+    pub host_block: u32,
+    pub pinned: bool,
+}
+
+impl CacheCore {
+    /// Chain keys of the full blocks of `tokens` for an adapter and namespace.
+    pub fn prefix_keys(&self, adapter_id: u64, namespace: u64, tokens: &[u32]) -> Vec<u128> {
+        let mut key = self.tree.chain_root(adapter_id, namespace);
+        tokens
+            .chunks_exact(self.block_tokens())
+            .map(|c| {
+                key = self.tree.chain_next(key, c);
+                key
+            })
+            .collect()
+    }
+
+    /// Every KV node, in arena order.
+    pub fn kv_nodes(&self) -> Vec<KvNodeInfo> {
+        self.tree
+            .live_ids()
+            .map(|id| self.tree.node(id))
+            .filter(|n| n.kind == Kind::Kv)
+            .map(|n| KvNodeInfo {
+                key: n.key,
+                adapter_id: self.adapter(n.adapter).id,
+                residency: n.residency,
+                gpu_block: n.gpu_block,
+                host_block: n.host_block,
+                pinned: n.pins > 0,
+            })
+            .collect()
+    }
+
+    /// (adapter id, GPU blocks) of every adapter whose upload completed.
+    pub fn resident_adapter_blocks(&self) -> Vec<(u64, Vec<u32>)> {
+        self.adapters
+            .iter()
+            .flatten()
+            .filter(|a| self.tree.node(a.node).residency == Residency::Gpu)
+            .map(|a| (a.id, a.gpu_blocks.clone()))
+            .collect()
     }
 }

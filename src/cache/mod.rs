@@ -11,7 +11,8 @@ pub mod swapper;
 pub mod tree;
 
 pub use config::CacheConfig;
-pub use core::{CacheCore, MatchResult, Readiness, Stats};
+pub use core::{CacheCore, KvNodeInfo, MatchResult, Readiness, Stats};
 pub use events::{Event, EventKind};
 pub use policy::PolicyKind;
 pub use swapper::StepReport;
+pub use tree::Residency;

@@ -541,9 +541,6 @@ impl CacheCore {
                 }
                 Residency::Absent => return Err(format!("KV node {id} has no copy")),
             }
-            if n.pins > 0 && matches!(n.residency, Residency::Host) {
-                return Err(format!("pinned node {id} is on the host"));
-            }
         }
         let mut adapter_blocks = 0;
         for a in self.adapters.iter().flatten() {
@@ -555,9 +552,6 @@ impl CacheCore {
                 own(&mut gpu_owner, b, "GPU")?;
             }
             adapter_blocks += a.gpu_blocks.len() as u32;
-            if self.tree.node(a.node).pins > 0 && !r.gpu_side() {
-                return Err(format!("pinned adapter {} is not on the GPU", a.id));
-            }
         }
         if adapter_blocks != self.adapter_gpu_blocks {
             return Err("adapter block count is stale".into());
