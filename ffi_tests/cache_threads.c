@@ -23,6 +23,11 @@ static void *worker(void *arg) {
         libra_status s = libra_cache_match(cache, adapter, 0, tokens, 32, now, ids, 8, &m);
         if (s == LIBRA_ERR_OUT_OF_MEMORY) continue;
         CHECK(s == LIBRA_OK);
+        if (!m.ready) {
+            libra_readiness r;
+            CHECK_OK(libra_cache_wait(cache, m.request, 1000000, &r));
+            CHECK(r == LIBRA_READY);
+        }
         size_t nb = 0;
         size_t rest = 32 - m.cached_tokens;
         s = libra_cache_allocate(cache, m.request, rest, now, blocks, 8, &nb);

@@ -494,8 +494,6 @@ impl CacheCore {
         }
         let mut pinned = vec![adapter_node];
         pinned.extend(path.iter().copied());
-        let ready = waits.is_empty();
-        let adapter_blocks = self.adapter(slot).gpu_blocks.clone();
         let req = Request {
             pinned,
             tail_node: path.last().copied().unwrap_or(adapter_node),
@@ -512,6 +510,13 @@ impl CacheCore {
         for b in waits {
             self.waiters.entry(b).or_default().push(rslot);
         }
+        // Synchronous backends finish at submission: report ready without another round trip.
+        self.poll_inflight(io);
+        let ready = {
+            let r = self.req(rslot);
+            r.waits.is_empty() && r.failure.is_none()
+        };
+        let adapter_blocks = self.adapter(slot).gpu_blocks.clone();
         Ok(MatchResult { request, cached_tokens, kv_blocks, adapter_blocks, ready, recompute_tokens })
     }
 
