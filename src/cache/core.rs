@@ -409,16 +409,33 @@ impl CacheCore {
         let mut parent = adapter_node;
         let reuse = self.cfg.policy.keeps_finished_kv();
         if reuse {
-            for chunk in tokens.chunks_exact(bt) {
-                let k = self.tree.chain_next(key, chunk);
-                match self.tree.lookup(k) {
-                    Some(n) if self.tree.node(n).parent == parent => {
-                        path.push(n);
-                        key = k;
-                        parent = n;
-                    }
-                    _ => break,
+            // Keys in groups, then independent probes, so the cache misses of a group overlap.
+            const GROUP: usize = 32;
+            let blocks = tokens.len() / bt;
+            let mut keys = [0u128; GROUP];
+            let mut found = [NONE; GROUP];
+            let mut chain = root_key;
+            let mut i = 0;
+            'walk: while i < blocks {
+                let g = (blocks - i).min(GROUP);
+                for (j, k) in keys[..g].iter_mut().enumerate() {
+                    let start = (i + j) * bt;
+                    chain = self.tree.chain_next(chain, &tokens[start..start + bt]);
+                    *k = chain;
                 }
+                for j in 0..g {
+                    found[j] = self.tree.lookup(keys[j]).unwrap_or(NONE);
+                }
+                for j in 0..g {
+                    let n = found[j];
+                    if n == NONE || self.tree.node(n).parent != parent {
+                        break 'walk;
+                    }
+                    path.push(n);
+                    key = keys[j];
+                    parent = n;
+                }
+                i += g;
             }
         }
         // Host-resident suffix of the path: load it, or advise recomputation.
@@ -621,6 +638,7 @@ impl CacheCore {
             let key = self.tree.chain_next(pkey, chunk);
             let node = match self.tree.lookup(key) {
                 Some(existing) => {
+                    self.tree.pin(existing, now);
                     let e = self.tree.node(existing).clone();
                     if e.residency == Residency::Host {
                         // Recomputed a block the host tier had: keep the fresh GPU copy.
@@ -633,14 +651,14 @@ impl CacheCore {
                     existing
                 }
                 None => {
-                    let id = self.tree.add_kv(parent, key, block, now);
+                    let id = self.tree.add_kv(parent, key, block, now, 1);
                     self.req_mut(slot).inserted.push(id);
                     self.emit(EventKind::Stored, id);
                     shared += 1;
                     id
                 }
             };
-            self.tree.pin(node, now);
+
             let r = self.req_mut(slot);
             r.pinned.push(node);
             r.tail_node = node;

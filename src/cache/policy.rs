@@ -132,6 +132,7 @@ mod tests {
             residency: Residency::Gpu,
             kind,
             session_hot: false,
+            listed: 0,
         }
     }
 

@@ -64,7 +64,13 @@ pub struct Node {
     pub kind: Kind,
     /// Set when a conversation's next turn is expected to reuse this prefix.
     pub session_hot: bool,
+    /// Which candidate set holds the node (IN_GPU_LEAVES / IN_HOST_LEAVES), so that pinning an
+    /// interior node costs no set operation.
+    pub listed: u8,
 }
+
+const IN_GPU_LEAVES: u8 = 1;
+const IN_HOST_LEAVES: u8 = 2;
 
 /// Ordering key of a candidate set: oldest first, node id breaks ties deterministically.
 type Candidate = (u64, u32);
@@ -97,6 +103,7 @@ impl Tree {
             residency: Residency::Gpu,
             kind: Kind::Root,
             session_hot: false,
+            listed: 0,
         };
         Tree {
             nodes: vec![root],
@@ -193,13 +200,15 @@ impl Tree {
             residency: Residency::Absent,
             kind: Kind::Adapter,
             session_hot: false,
+            listed: 0,
         });
         self.node_mut(ROOT).children += 1;
         id
     }
 
-    /// Adds a GPU-resident KV node under `parent` and indexes it.
-    pub fn add_kv(&mut self, parent: u32, key: u128, gpu_block: u32, now: u64) -> u32 {
+    /// Adds a GPU-resident KV node under `parent` and indexes it, with `pins` pins already
+    /// held (the committing request's), so it never enters a candidate set in between.
+    pub fn add_kv(&mut self, parent: u32, key: u128, gpu_block: u32, now: u64, pins: u32) -> u32 {
         debug_assert!(self.node(parent).residency.gpu_side(), "parent must be GPU-side");
         let adapter = self.node(parent).adapter;
         let id = self.alloc_node(Node {
@@ -209,13 +218,14 @@ impl Tree {
             adapter,
             gpu_block,
             host_block: NONE,
-            pins: 0,
-            visits: 0,
+            pins,
+            visits: pins,
             gpu_children: 0,
             children: 0,
             residency: Residency::Gpu,
             kind: Kind::Kv,
             session_hot: false,
+            listed: 0,
         });
         let nodes = &self.nodes;
         self.index.insert_unique(key as u64, id, |&n| nodes[n as usize].key as u64);
@@ -304,10 +314,15 @@ impl Tree {
     }
 
     fn unlist(&mut self, id: u32) {
-        let n = self.node(id);
+        let n = &mut self.nodes[id as usize];
         let c = (n.last_use, id);
-        self.gpu_leaves.remove(&c);
-        self.host_leaves.remove(&c);
+        if n.listed & IN_GPU_LEAVES != 0 {
+            self.gpu_leaves.remove(&c);
+        }
+        if n.listed & IN_HOST_LEAVES != 0 {
+            self.host_leaves.remove(&c);
+        }
+        n.listed = 0;
     }
 
     /// Re-derives the node's candidate-set membership from its state.
@@ -319,16 +334,26 @@ impl Tree {
         let c = (n.last_use, id);
         let gpu_leaf = n.residency == Residency::Gpu && n.pins == 0 && n.gpu_children == 0;
         let host_leaf = n.residency == Residency::Host && n.pins == 0 && n.children == 0;
-        if gpu_leaf {
-            self.gpu_leaves.insert(c);
-        } else {
-            self.gpu_leaves.remove(&c);
+        let want = if gpu_leaf { IN_GPU_LEAVES } else { 0 } | if host_leaf { IN_HOST_LEAVES } else { 0 };
+        let have = n.listed;
+        if want == have {
+            return;
         }
-        if host_leaf {
-            self.host_leaves.insert(c);
-        } else {
-            self.host_leaves.remove(&c);
+        if (have ^ want) & IN_GPU_LEAVES != 0 {
+            if gpu_leaf {
+                self.gpu_leaves.insert(c);
+            } else {
+                self.gpu_leaves.remove(&c);
+            }
         }
+        if (have ^ want) & IN_HOST_LEAVES != 0 {
+            if host_leaf {
+                self.host_leaves.insert(c);
+            } else {
+                self.host_leaves.remove(&c);
+            }
+        }
+        self.nodes[id as usize].listed = want;
     }
 
     /// Every live node id, in arena order.
@@ -372,6 +397,9 @@ impl Tree {
             let host_leaf = n.residency == Residency::Host && n.pins == 0 && n.children == 0;
             if host_leaf != self.host_leaves.contains(&c) {
                 return Err(format!("node {id} host-leaf membership is stale"));
+            }
+            if (n.listed & IN_GPU_LEAVES != 0) != gpu_leaf || (n.listed & IN_HOST_LEAVES != 0) != host_leaf {
+                return Err(format!("node {id} membership flags are stale"));
             }
         }
         for id in self.live_ids() {
@@ -417,8 +445,8 @@ mod tests {
         let mut t = Tree::new((0, 0));
         let a = t.add_adapter(0, 1, 0);
         t.set_residency(a, Residency::Gpu, NONE, NONE);
-        let k1 = t.add_kv(a, 10, 0, 1);
-        let k2 = t.add_kv(k1, 11, 1, 2);
+        let k1 = t.add_kv(a, 10, 0, 1, 0);
+        let k2 = t.add_kv(k1, 11, 1, 2, 0);
         assert!(t.gpu_leaves().contains(&(2, k2)));
         assert!(!t.gpu_leaves().contains(&(1, k1)));
         t.set_residency(k2, Residency::Host, NONE, 0);

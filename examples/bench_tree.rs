@@ -1,0 +1,151 @@
+//! Tree benchmark: match + pin of a 4,096-token prompt, commit, release and eviction with 10^5
+//! and 10^6 nodes in the tree, beside a plain HashMap lookup of the same number of keys.
+//!
+//! Run: cargo run --release --example bench_tree [-- --nodes 100000,1000000]
+use libra::backend::cpu::CpuBackend;
+use libra::cache::{CacheConfig, CacheCore, PolicyKind};
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::time::Instant;
+
+const BT: usize = 16;
+const PROMPT: usize = 4096;
+const BLOCKS: usize = PROMPT / BT;
+const ADAPTERS: u64 = 100;
+
+fn prompt(i: u64) -> Vec<u32> {
+    (0..PROMPT as u64).map(|t| (i.wrapping_mul(0x9E37_79B9) ^ t) as u32).collect()
+}
+
+fn ns_per(start: Instant, ops: usize) -> f64 {
+    start.elapsed().as_nanos() as f64 / ops as f64
+}
+
+fn run(nodes: usize) {
+    let prompts = nodes / BLOCKS;
+    let gpu_blocks = (prompts * BLOCKS + 2 * BLOCKS + ADAPTERS as usize + 64) as u32;
+    let cfg = CacheConfig { block_tokens: BT as u32, policy: PolicyKind::Lru, ..Default::default() };
+    // 16-byte blocks: the benchmark measures metadata, not copies.
+    let mut io = CpuBackend::new(16, gpu_blocks, 0).unwrap();
+    let mut core = CacheCore::new(cfg, 16, gpu_blocks, 0).unwrap();
+    for a in 0..ADAPTERS {
+        core.register_adapter(a, &[1u8; 16], 8, 0).unwrap();
+    }
+    let mut now = 1;
+    for p in 0..prompts as u64 {
+        let t = prompt(p);
+        let m = core.match_prefix(&mut io, p % ADAPTERS, 0, &t, now).unwrap();
+        core.allocate(&mut io, m.request, PROMPT, now).unwrap();
+        core.commit(m.request, &t, now).unwrap();
+        core.release(&mut io, m.request, now).unwrap();
+        now += 1;
+    }
+    let live = core.live_nodes();
+
+    // Match + pin of a cached 4,096-token prompt (256 lookups), then release (unpin).
+    let reps = 2000;
+    let mut match_ns = 0.0;
+    let mut release_ns = 0.0;
+    for r in 0..reps {
+        let p = (r as u64 * 7919) % prompts as u64;
+        let t = prompt(p);
+        let s = Instant::now();
+        let m = core.match_prefix(&mut io, p % ADAPTERS, 0, &t, now).unwrap();
+        match_ns += ns_per(s, 1);
+        assert_eq!(m.cached_tokens, PROMPT);
+        let s = Instant::now();
+        core.release(&mut io, m.request, now).unwrap();
+        release_ns += ns_per(s, 1);
+        now += 1;
+    }
+    match_ns /= reps as f64;
+    release_ns /= reps as f64;
+
+    // Commit of a new 4,096-token prompt (256 inserts), with eviction once the pool is full.
+    let commit_reps = 200;
+    let mut commit_ns = 0.0;
+    let mut alloc_ns = 0.0;
+    let dropped_before = core.stats().dropped_blocks;
+    for r in 0..commit_reps {
+        let p = prompts as u64 + 1_000_000 + r as u64;
+        let t = prompt(p);
+        let m = core.match_prefix(&mut io, p % ADAPTERS, 0, &t, now).unwrap();
+        let s = Instant::now();
+        core.allocate(&mut io, m.request, PROMPT, now).unwrap();
+        alloc_ns += ns_per(s, 1);
+        let s = Instant::now();
+        core.commit(m.request, &t, now).unwrap();
+        commit_ns += ns_per(s, 1);
+        core.release(&mut io, m.request, now).unwrap();
+        now += 1;
+    }
+    let evicted = core.stats().dropped_blocks - dropped_before;
+    commit_ns /= commit_reps as f64;
+    alloc_ns /= commit_reps as f64;
+
+    // Reference: a plain HashMap with as many keys as the tree has nodes; 256 lookups.
+    let mut map: HashMap<u128, u32> = HashMap::with_capacity(live);
+    for i in 0..live as u128 {
+        map.insert(i.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835), i as u32);
+    }
+    let keys: Vec<u128> = (0..BLOCKS as u128 * 64)
+        .map(|i| (i * 977 % live as u128).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835))
+        .collect();
+    let s = Instant::now();
+    let mut hits = 0u64;
+    for chunk in keys.chunks(BLOCKS) {
+        for k in chunk {
+            hits += black_box(map.get(k)).is_some() as u64;
+        }
+    }
+    let map_ns = ns_per(s, keys.len() / BLOCKS);
+    assert!(hits > 0);
+
+    // The keyed hash alone: the floor of a match.
+    let tree = libra::cache::tree::Tree::new((1, 2));
+    let t = prompt(3);
+    let s = Instant::now();
+    for _ in 0..reps {
+        let mut k = tree.chain_root(1, 0);
+        for c in t.chunks_exact(BT) {
+            k = tree.chain_next(k, c);
+        }
+        black_box(k);
+    }
+    let hash_ns = ns_per(s, reps);
+
+    let meta = core.metadata_bytes_per_node();
+    println!("nodes in tree: {live} ({prompts} prompts of {BLOCKS} blocks under {ADAPTERS} adapters)");
+    println!(
+        "  match + pin, 4,096 tokens (256 blocks): {:>10.0} ns  ({:.2} x HashMap)",
+        match_ns,
+        match_ns / map_ns
+    );
+    println!("  HashMap<u128,u32>, 256 lookups:         {:>10.0} ns  (reference)", map_ns);
+    println!("  keyed hash of 256 blocks alone:         {:>10.0} ns", hash_ns);
+    println!("  release (unpin 257 nodes):              {:>10.0} ns", release_ns);
+    println!(
+        "  commit, 256 new blocks:                 {:>10.0} ns  ({:.0} ns/block)",
+        commit_ns,
+        commit_ns / BLOCKS as f64
+    );
+    println!(
+        "  allocate 256 blocks with eviction:      {:>10.0} ns  ({} blocks evicted, {:.0} ns/block)",
+        alloc_ns,
+        evicted,
+        alloc_ns / BLOCKS as f64
+    );
+    println!("  metadata per node:                      {:>10.1} bytes (ELORA's prototype: 232 + 24)", meta);
+    core.check_invariants().unwrap();
+}
+
+fn main() {
+    let mut sizes = vec![100_000usize, 1_000_000];
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--nodes") {
+        sizes = args[i + 1].split(',').map(|s| s.parse().expect("--nodes takes numbers")).collect();
+    }
+    for n in sizes {
+        run(n);
+    }
+}
