@@ -3,6 +3,7 @@
 pub mod cpu;
 pub mod cuda;
 pub mod layout;
+pub mod reference;
 
 use crate::error::Result;
 pub use layout::{Segment, TierLayout};
