@@ -213,7 +213,7 @@ struct StreamBuf {
 impl StreamBuf {
     /// Device copy of `bytes`, enqueued on `stream`.
     fn upload(&mut self, stream: &CudaStream, bytes: &[u8]) -> Result<sys::CUdeviceptr> {
-        if self.buf.as_ref().is_none_or(|b| b.len < bytes.len()) {
+        if self.buf.as_ref().map_or(true, |b| b.len < bytes.len()) {
             // Growing: the old buffer may still be read by queued work.
             stream.synchronize().map_err(|e| dev_err("cuStreamSynchronize", e))?;
             self.buf = None;

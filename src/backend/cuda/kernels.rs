@@ -166,7 +166,8 @@ pub fn cache_file_name(arch: (i32, i32)) -> String {
 /// The swap kernels as a cubin for `arch`: from the process cache, else from `cache_dir`, else
 /// compiled by NVRTC (and then written to `cache_dir` when given).
 pub fn swap_cubin(arch: (i32, i32), cache_dir: Option<&Path>) -> Result<Arc<Vec<u8>>> {
-    static MEMORY: OnceLock<Mutex<HashMap<(i32, i32), Arc<Vec<u8>>>>> = OnceLock::new();
+    type Cache = Mutex<HashMap<(i32, i32), Arc<Vec<u8>>>>;
+    static MEMORY: OnceLock<Cache> = OnceLock::new();
     let memory = MEMORY.get_or_init(Default::default);
     if let Some(c) = memory.lock().unwrap_or_else(|p| p.into_inner()).get(&arch) {
         return Ok(c.clone());
