@@ -854,3 +854,36 @@ impl Backend for CudaBackend {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_policy_chooses_by_batch_shape() {
+        assert_eq!(CopyPolicy::default().choose(1, 1 << 30), CopyPath::Kernel);
+        assert_eq!(CopyPolicy::memcpy().choose(1 << 20, 1), CopyPath::Memcpy);
+        let p = CopyPolicy { memcpy_below_pieces: 128, memcpy_min_piece_bytes: 1 << 20 };
+        assert_eq!(p.choose(64, 4096), CopyPath::Memcpy);
+        assert_eq!(p.choose(128, 4096), CopyPath::Kernel);
+        assert_eq!(p.choose(4096, 1 << 20), CopyPath::Memcpy);
+    }
+
+    #[test]
+    fn cache_names_differ_per_architecture() {
+        let a = kernels::cache_file_name((8, 0));
+        let b = kernels::cache_file_name((9, 0));
+        assert_ne!(a, b);
+        assert!(a.starts_with("libra_swap_sm80_") && a.ends_with(".cubin"));
+    }
+
+    #[test]
+    fn without_a_driver_nothing_touches_cuda() {
+        if driver_present() {
+            return;
+        }
+        assert_eq!(device_count().unwrap_err().status, crate::Status::LIBRA_ERR_DEVICE);
+        let e = CudaBackend::new(4096, 1, 1, CudaOptions::default()).err().expect("no driver");
+        assert!(e.message.contains("libcuda"), "{}", e.message);
+    }
+}
