@@ -1,20 +1,889 @@
-//! CUDA backend (cudarc). Not yet implemented: asking for it reports LIBRA_ERR_DEVICE.
+//! CUDA backend (cudarc, loaded at run time). The GPU tier is one owned device arena or the
+//! engine's own KV tensors (segments); the host tier is pinned, mapped host memory, so the swap
+//! kernels address it directly. Every batch runs on one dedicated stream, is one kernel launch
+//! (or, where that is measured to be faster, a run of `cuMemcpyAsync` calls) and records one
+//! event, which an engine's compute stream can wait on.
+//!
+//! Nothing here touches the driver before [`driver_present`] says libcuda can be loaded:
+//! cudarc panics when it cannot find the library.
+pub mod kernels;
+
+use super::reference;
+use super::{Backend, BatchId, BatchState, BlockMove, Direction, Segment, TierLayout};
 use crate::error::{Error, Result};
+use cudarc::driver::result as cu;
+use cudarc::driver::sys;
+use cudarc::driver::{CudaContext, CudaEvent, CudaFunction, CudaStream, DriverError};
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use kernels::{nvrtc_present, nvrtc_version};
 
 /// Whether the CUDA driver library can be loaded on this machine.
 pub fn driver_present() -> bool {
     // SAFETY: probing only tries to dlopen the library.
-    unsafe { cudarc::driver::sys::is_culib_present() }
+    unsafe { sys::is_culib_present() }
 }
 
-/// Explains why the CUDA backend cannot be used here.
+/// Number of CUDA devices, or the reason there are none usable.
+pub fn device_count() -> Result<usize> {
+    if !driver_present() {
+        return Err(no_driver());
+    }
+    cu::init().map_err(|e| dev_err("cuInit", e))?;
+    let n = cu::device::get_count().map_err(|e| dev_err("cuDeviceGetCount", e))?;
+    if n <= 0 {
+        return Err(Error::device("the CUDA driver is loaded but reports no device"));
+    }
+    Ok(n as usize)
+}
+
+/// Explains why the CUDA backend cannot be used here (`LIBRA_ERR_DEVICE`).
 pub fn unavailable_reason() -> Error {
-    if driver_present() {
-        Error::device("the CUDA backend is not built into this version of libra")
-    } else {
-        Error::device("libcuda could not be loaded: no NVIDIA driver on this machine")
+    match device_count() {
+        Err(e) => e,
+        Ok(_) => Error::device("a CUDA device is present; the CUDA backend should be usable"),
     }
 }
 
-/// Result alias kept for the backend's future constructors.
-pub type CudaResult<T> = Result<T>;
+/// Whether a CUDA device is usable: what `auto` backend selection asks.
+pub fn usable() -> bool {
+    device_count().is_ok()
+}
+
+fn no_driver() -> Error {
+    Error::device("libcuda could not be loaded: no NVIDIA driver on this machine")
+}
+
+fn dev_err(what: &str, e: DriverError) -> Error {
+    Error::device(format!("{what} failed: {e}"))
+}
+
+/// How a batch's bytes are moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CopyPath {
+    /// One launch of libra's kernels for the whole batch.
+    Kernel,
+    /// One `cuMemcpyAsync` per block per segment (what engines usually do).
+    Memcpy,
+}
+
+/// When to use `cuMemcpyAsync` instead of the kernel. The default always uses the kernel; the
+/// copy benchmark measures where the crossover lies on a given machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopyPolicy {
+    /// Batches with fewer pieces (blocks x segments) than this use memcpy.
+    pub memcpy_below_pieces: u64,
+    /// Batches whose largest piece has at least this many bytes use memcpy (copy engines beat
+    /// SMs on large contiguous pieces, and leave the SMs to compute).
+    pub memcpy_min_piece_bytes: u64,
+}
+
+impl Default for CopyPolicy {
+    fn default() -> Self {
+        CopyPolicy { memcpy_below_pieces: 0, memcpy_min_piece_bytes: u64::MAX }
+    }
+}
+
+impl CopyPolicy {
+    /// Always the kernel.
+    pub fn kernel() -> Self {
+        Self::default()
+    }
+    /// Always memcpy.
+    pub fn memcpy() -> Self {
+        CopyPolicy { memcpy_below_pieces: u64::MAX, memcpy_min_piece_bytes: 0 }
+    }
+    /// The path for a batch of `pieces` pieces, the largest `max_piece_bytes` long.
+    pub fn choose(&self, pieces: u64, max_piece_bytes: u64) -> CopyPath {
+        if pieces < self.memcpy_below_pieces || max_piece_bytes >= self.memcpy_min_piece_bytes {
+            CopyPath::Memcpy
+        } else {
+            CopyPath::Kernel
+        }
+    }
+}
+
+/// Options of the CUDA backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CudaOptions {
+    /// Device ordinal.
+    pub device: usize,
+    /// Where compiled kernels are cached across processes (none: compile once per process).
+    pub kernel_cache_dir: Option<PathBuf>,
+    /// Kernel or memcpy, per batch shape.
+    pub copy_policy: CopyPolicy,
+    /// Largest range of a piece one CTA copies at a time (rounded down to a multiple of 16).
+    pub chunk_bytes: u64,
+}
+
+impl Default for CudaOptions {
+    fn default() -> Self {
+        CudaOptions {
+            device: 0,
+            kernel_cache_dir: None,
+            copy_policy: CopyPolicy::default(),
+            chunk_bytes: reference::DEFAULT_CHUNK_BYTES,
+        }
+    }
+}
+
+impl CudaOptions {
+    /// Defaults, with `kernel_cache_dir` taken from `LIBRA_KERNEL_CACHE_DIR` when it is set.
+    pub fn from_env() -> Self {
+        CudaOptions {
+            kernel_cache_dir: std::env::var_os("LIBRA_KERNEL_CACHE_DIR").map(PathBuf::from),
+            ..Self::default()
+        }
+    }
+}
+
+/// Device memory freed on drop.
+struct DeviceBuf {
+    ctx: Arc<CudaContext>,
+    ptr: sys::CUdeviceptr,
+    len: usize,
+}
+
+impl DeviceBuf {
+    fn new(ctx: &Arc<CudaContext>, len: usize) -> Result<Self> {
+        ctx.bind_to_thread().map_err(|e| dev_err("cuCtxSetCurrent", e))?;
+        // SAFETY: plain allocation; zero-length requests are rounded up.
+        let ptr = unsafe { cu::malloc_sync(len.max(1)) }
+            .map_err(|e| Error::out_of_memory(format!("device allocation of {len} bytes failed: {e}")))?;
+        Ok(DeviceBuf { ctx: ctx.clone(), ptr, len })
+    }
+}
+
+impl Drop for DeviceBuf {
+    fn drop(&mut self) {
+        let _ = self.ctx.bind_to_thread();
+        // SAFETY: allocated by malloc_sync; the owner synchronised the stream that used it.
+        let _ = unsafe { cu::free_sync(self.ptr) };
+    }
+}
+
+/// Pinned, mapped host memory freed on drop.
+struct PinnedBuf {
+    ctx: Arc<CudaContext>,
+    host: *mut u8,
+    dev: sys::CUdeviceptr,
+}
+
+// The buffer is plain bytes owned by this value.
+unsafe impl Send for PinnedBuf {}
+
+impl PinnedBuf {
+    fn new(ctx: &Arc<CudaContext>, len: usize) -> Result<Self> {
+        ctx.bind_to_thread().map_err(|e| dev_err("cuCtxSetCurrent", e))?;
+        let flags = sys::CU_MEMHOSTALLOC_PORTABLE | sys::CU_MEMHOSTALLOC_DEVICEMAP;
+        // SAFETY: plain allocation; the memory is zeroed below before anyone reads it.
+        let host = unsafe { cu::malloc_host(len.max(1), flags) }
+            .map_err(|e| Error::out_of_memory(format!("pinned host allocation of {len} bytes failed: {e}")))?
+            as *mut u8;
+        let mut buf = PinnedBuf { ctx: ctx.clone(), host, dev: 0 };
+        // SAFETY: `host` was just mapped by cuMemHostAlloc with DEVICEMAP.
+        unsafe {
+            sys::cuMemHostGetDevicePointer_v2(&mut buf.dev, host as *mut c_void, 0)
+                .result()
+                .map_err(|e| dev_err("cuMemHostGetDevicePointer", e))?;
+            std::ptr::write_bytes(host, 0, len);
+        }
+        Ok(buf)
+    }
+}
+
+impl Drop for PinnedBuf {
+    fn drop(&mut self) {
+        let _ = self.ctx.bind_to_thread();
+        // SAFETY: allocated by malloc_host; the owner synchronised the stream that used it.
+        let _ = unsafe { cu::free_host(self.host as *mut c_void) };
+    }
+}
+
+/// A device buffer reused by consecutive batches. All its users run on one stream, so a new
+/// batch's upload into it is ordered after the previous batch's kernel has read it.
+struct StreamBuf {
+    buf: Option<DeviceBuf>,
+}
+
+impl StreamBuf {
+    /// Device copy of `bytes`, enqueued on `stream`.
+    fn upload(&mut self, stream: &CudaStream, bytes: &[u8]) -> Result<sys::CUdeviceptr> {
+        if self.buf.as_ref().map_or(true, |b| b.len < bytes.len()) {
+            // Growing: the old buffer may still be read by queued work.
+            stream.synchronize().map_err(|e| dev_err("cuStreamSynchronize", e))?;
+            self.buf = None;
+            let cap = bytes.len().next_power_of_two().max(4096);
+            self.buf = Some(DeviceBuf::new(stream.context(), cap)?);
+        }
+        let dst = self.buf.as_ref().map(|b| b.ptr).unwrap_or(0);
+        if !bytes.is_empty() {
+            // SAFETY: dst holds at least bytes.len() bytes; pageable sources are staged by the
+            // driver before this returns.
+            unsafe {
+                sys::cuMemcpyHtoDAsync_v2(
+                    dst,
+                    bytes.as_ptr() as *const c_void,
+                    bytes.len(),
+                    stream.cu_stream(),
+                )
+                .result()
+                .map_err(|e| dev_err("cuMemcpyHtoDAsync", e))?;
+            }
+        }
+        Ok(dst)
+    }
+}
+
+fn as_bytes<T: Copy>(v: &[T]) -> &[u8] {
+    // SAFETY: only used on repr(C) plain-data types without padding holes that matter.
+    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) }
+}
+
+struct Kernels {
+    gather: CudaFunction,
+    scatter: CudaFunction,
+    copy_blocks: CudaFunction,
+    upload: CudaFunction,
+}
+
+enum KernelState {
+    NotLoaded,
+    Loaded(Kernels),
+    /// The kernels could not be built (e.g. no NVRTC and no cached cubin): memcpy only.
+    Unavailable(String),
+}
+
+/// The CUDA backend.
+pub struct CudaBackend {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    layout: TierLayout,
+    options: CudaOptions,
+    arch: (i32, i32),
+    sm_count: u32,
+    host: PinnedBuf,
+    host_blocks: u32,
+    /// Segment table and unit list, on the device, read by every launch.
+    dev_segments: DeviceBuf,
+    dev_units: DeviceBuf,
+    units_per_block: u32,
+    max_piece: u64,
+    pairs: StreamBuf,
+    staging: StreamBuf,
+    kernels: KernelState,
+    next_batch: BatchId,
+    batches: HashMap<BatchId, CudaEvent>,
+    spare_events: Vec<CudaEvent>,
+    /// Owned arena, when the GPU tier is not adopted. Declared last: freed after the rest.
+    _arena: Option<DeviceBuf>,
+}
+
+impl CudaBackend {
+    /// Owns a device arena of `gpu_blocks` x `block_bytes` and a pinned host tier of
+    /// `host_blocks` blocks. Fails with `LIBRA_ERR_DEVICE` when CUDA is unusable.
+    pub fn new(block_bytes: u64, gpu_blocks: u32, host_blocks: u32, options: CudaOptions) -> Result<Self> {
+        let total = block_bytes
+            .checked_mul(gpu_blocks as u64)
+            .filter(|&t| t <= isize::MAX as u64)
+            .ok_or_else(|| Error::invalid("gpu_blocks x block_bytes overflows"))?;
+        if block_bytes == 0 || gpu_blocks == 0 {
+            return Err(Error::invalid("`block_bytes` and `gpu_blocks` must be at least 1"));
+        }
+        let ctx = open_device(options.device)?;
+        let arena = DeviceBuf::new(&ctx, total as usize)?;
+        let layout = TierLayout::contiguous(arena.ptr, block_bytes, gpu_blocks)?;
+        Self::build(ctx, layout, Some(arena), host_blocks, options)
+    }
+
+    /// Adopts the engine's device memory as the GPU tier: `segments` hold device pointers in
+    /// the device's primary context (what the CUDA runtime and frameworks use).
+    ///
+    /// # Safety
+    /// Every segment must describe device memory valid for `gpu_blocks` blocks that outlives the
+    /// backend, and the engine must not write a block while a batch involving it is in flight.
+    pub unsafe fn adopt(
+        segments: Vec<Segment>,
+        gpu_blocks: u32,
+        host_blocks: u32,
+        options: CudaOptions,
+    ) -> Result<Self> {
+        let layout = TierLayout::new(segments, gpu_blocks)?;
+        let ctx = open_device(options.device)?;
+        for (i, s) in layout.segments().iter().enumerate() {
+            let last = s.base + s.stride * (gpu_blocks as u64 - 1) + s.bytes_per_block - 1;
+            for addr in [s.base, last] {
+                let mut dptr: sys::CUdeviceptr = 0;
+                let r = sys::cuPointerGetAttribute(
+                    &mut dptr as *mut _ as *mut c_void,
+                    sys::CUpointer_attribute::CU_POINTER_ATTRIBUTE_DEVICE_POINTER,
+                    addr,
+                );
+                if r != sys::CUresult::CUDA_SUCCESS {
+                    return Err(Error::invalid(format!(
+                        "`segments[{i}]`: address {addr:#x} is not memory this device can access ({:?})",
+                        r
+                    )));
+                }
+            }
+        }
+        Self::build(ctx, layout, None, host_blocks, options)
+    }
+
+    fn build(
+        ctx: Arc<CudaContext>,
+        layout: TierLayout,
+        arena: Option<DeviceBuf>,
+        host_blocks: u32,
+        options: CudaOptions,
+    ) -> Result<Self> {
+        let host_total = layout
+            .block_bytes()
+            .checked_mul(host_blocks as u64)
+            .filter(|&t| t <= isize::MAX as u64)
+            .ok_or_else(|| Error::invalid("host_blocks x block_bytes overflows"))?;
+        let major = ctx
+            .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)
+            .map_err(|e| dev_err("cuDeviceGetAttribute", e))?;
+        let minor = ctx
+            .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)
+            .map_err(|e| dev_err("cuDeviceGetAttribute", e))?;
+        let sm_count = ctx
+            .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map_err(|e| dev_err("cuDeviceGetAttribute", e))?;
+        let can_map = ctx
+            .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_CAN_MAP_HOST_MEMORY)
+            .map_err(|e| dev_err("cuDeviceGetAttribute", e))?;
+        let uva = ctx
+            .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_UNIFIED_ADDRESSING)
+            .map_err(|e| dev_err("cuDeviceGetAttribute", e))?;
+        if can_map == 0 || uva == 0 {
+            return Err(Error::device(
+                "the device cannot map pinned host memory with unified addressing, which the host tier needs",
+            ));
+        }
+        let stream = ctx.new_stream().map_err(|e| dev_err("cuStreamCreate", e))?;
+        let host = PinnedBuf::new(&ctx, host_total as usize)?;
+        let segs = reference::device_segments(&layout);
+        let units = reference::build_units(&layout, options.chunk_bytes);
+        let units_per_block = u32::try_from(units.len())
+            .map_err(|_| Error::invalid("too many units per block: raise `chunk_bytes`"))?;
+        let dev_segments = upload_sync(&ctx, &stream, as_bytes(&segs))?;
+        let dev_units = upload_sync(&ctx, &stream, as_bytes(&units))?;
+        let max_piece = layout.segments().iter().map(|s| s.bytes_per_block).max().unwrap_or(0);
+        Ok(CudaBackend {
+            ctx,
+            stream,
+            layout,
+            options,
+            arch: (major, minor),
+            sm_count: sm_count.max(1) as u32,
+            host,
+            host_blocks,
+            dev_segments,
+            dev_units,
+            units_per_block,
+            max_piece,
+            pairs: StreamBuf { buf: None },
+            staging: StreamBuf { buf: None },
+            kernels: KernelState::NotLoaded,
+            next_batch: 1,
+            batches: HashMap::new(),
+            spare_events: Vec::new(),
+            _arena: arena,
+        })
+    }
+
+    /// Compute capability of the device.
+    pub fn arch(&self) -> (i32, i32) {
+        self.arch
+    }
+
+    /// The swap stream (a `CUstream`), for engines that order their own work against it.
+    pub fn stream_handle(&self) -> *mut c_void {
+        self.stream.cu_stream() as *mut c_void
+    }
+
+    /// The context the backend runs in (the device's primary context).
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+
+    /// Device pointer of the host tier (equal to the host pointer under unified addressing).
+    pub fn host_tier_device_ptr(&self) -> u64 {
+        self.host.dev
+    }
+
+    /// Changes when batches use memcpy instead of the kernel.
+    pub fn set_copy_policy(&mut self, policy: CopyPolicy) {
+        self.options.copy_policy = policy;
+    }
+
+    /// The current copy policy.
+    pub fn copy_policy(&self) -> CopyPolicy {
+        self.options.copy_policy
+    }
+
+    /// Builds and loads the kernels now instead of at the first batch. On failure the backend
+    /// keeps working with memcpy only, and this returns why.
+    pub fn prepare_kernels(&mut self) -> Result<()> {
+        self.ensure_kernels();
+        match &self.kernels {
+            KernelState::Loaded(_) => Ok(()),
+            KernelState::Unavailable(why) => Err(Error::device(why.clone())),
+            KernelState::NotLoaded => unreachable!("ensure_kernels sets a state"),
+        }
+    }
+
+    /// "kernel" when the kernels are loaded, or why batches fall back to memcpy.
+    pub fn kernel_status(&self) -> String {
+        match &self.kernels {
+            KernelState::NotLoaded => "kernels not built yet (built on first use)".into(),
+            KernelState::Loaded(_) => format!("kernels loaded for sm_{}{}", self.arch.0, self.arch.1),
+            KernelState::Unavailable(why) => format!("memcpy only: {why}"),
+        }
+    }
+
+    fn ensure_kernels(&mut self) {
+        if !matches!(self.kernels, KernelState::NotLoaded) {
+            return;
+        }
+        self.kernels = match self.load_kernels() {
+            Ok(k) => KernelState::Loaded(k),
+            Err(e) => KernelState::Unavailable(e.message),
+        };
+    }
+
+    fn load_kernels(&self) -> Result<Kernels> {
+        let cubin = kernels::swap_cubin(self.arch, self.options.kernel_cache_dir.as_deref())?;
+        let module = self
+            .ctx
+            .load_module(cudarc::nvrtc::Ptx::from_binary(cubin.as_ref().clone()))
+            .map_err(|e| dev_err("cuModuleLoadData", e))?;
+        let f = |name: &str| module.load_function(name).map_err(|e| dev_err(&format!("loading {name}"), e));
+        Ok(Kernels {
+            gather: f("libra_gather")?,
+            scatter: f("libra_scatter")?,
+            copy_blocks: f("libra_copy_blocks")?,
+            upload: f("libra_upload")?,
+        })
+    }
+
+    /// The path a batch of `blocks` whole blocks takes.
+    pub fn path_for(&mut self, blocks: usize) -> CopyPath {
+        let pieces = blocks as u64 * self.layout.segments().len() as u64;
+        match self.options.copy_policy.choose(pieces, self.max_piece) {
+            CopyPath::Memcpy => CopyPath::Memcpy,
+            CopyPath::Kernel => {
+                self.ensure_kernels();
+                if matches!(self.kernels, KernelState::Loaded(_)) {
+                    CopyPath::Kernel
+                } else {
+                    CopyPath::Memcpy
+                }
+            }
+        }
+    }
+
+    fn bind(&self) -> Result<()> {
+        self.ctx.bind_to_thread().map_err(|e| dev_err("cuCtxSetCurrent", e))
+    }
+
+    fn check_gpu(&self, block: u32) -> Result<()> {
+        if block >= self.layout.blocks() {
+            return Err(Error::invalid(format!("GPU block {block} is out of range")));
+        }
+        Ok(())
+    }
+
+    fn check_host(&self, block: u32) -> Result<()> {
+        if block >= self.host_blocks {
+            return Err(Error::invalid(format!("host block {block} is out of range")));
+        }
+        Ok(())
+    }
+
+    fn launch(&self, f: &CudaFunction, work: u64, params: &mut [*mut c_void]) -> Result<()> {
+        let shape = reference::Launch::for_work(work, self.sm_count);
+        // SAFETY: the parameters match the kernel's signature and every address they lead to
+        // was validated at submission; the buffers stay alive until the stream has run them.
+        unsafe {
+            cu::launch_kernel(
+                f.cu_function(),
+                (shape.grid, 1, 1),
+                (shape.threads, 1, 1),
+                0,
+                self.stream.cu_stream(),
+                params,
+            )
+        }
+        .map_err(|e| dev_err("cuLaunchKernel", e))
+    }
+
+    fn memcpy(&self, dst: u64, src: u64, len: u64) -> Result<()> {
+        // SAFETY: both ranges were validated at submission (unified addressing: any direction).
+        unsafe { sys::cuMemcpyAsync(dst, src, len as usize, self.stream.cu_stream()) }
+            .result()
+            .map_err(|e| dev_err("cuMemcpyAsync", e))
+    }
+
+    /// Records a new batch's event after the work just enqueued.
+    fn finish_batch(&mut self) -> Result<BatchId> {
+        let event = match self.spare_events.pop() {
+            Some(e) => e,
+            None => self.ctx.new_event(None).map_err(|e| dev_err("cuEventCreate", e))?,
+        };
+        event.record(&self.stream).map_err(|e| dev_err("cuEventRecord", e))?;
+        let id = self.next_batch;
+        self.next_batch += 1;
+        self.batches.insert(id, event);
+        Ok(id)
+    }
+
+    fn enqueue_moves(&mut self, direction: Direction, moves: &[BlockMove]) -> Result<()> {
+        if moves.is_empty() {
+            return Ok(());
+        }
+        let bb = self.layout.block_bytes();
+        match self.path_for(moves.len()) {
+            CopyPath::Kernel => {
+                let pairs: Vec<[u32; 2]> = moves.iter().map(|m| [m.gpu_block, m.host_block]).collect();
+                let mut pairs_ptr = self.pairs.upload(&self.stream, as_bytes(&pairs))?;
+                let KernelState::Loaded(k) = &self.kernels else { unreachable!("path_for checked") };
+                let f = match direction {
+                    Direction::GpuToHost => &k.gather,
+                    Direction::HostToGpu => &k.scatter,
+                };
+                let mut segs = self.dev_segments.ptr;
+                let mut units = self.dev_units.ptr;
+                let mut upb = self.units_per_block;
+                let mut n = moves.len() as u32;
+                let mut flat = self.host.dev;
+                let mut bb_arg = bb;
+                let mut params = [
+                    &mut segs as *mut _ as *mut c_void,
+                    &mut units as *mut _ as *mut c_void,
+                    &mut upb as *mut _ as *mut c_void,
+                    &mut pairs_ptr as *mut _ as *mut c_void,
+                    &mut n as *mut _ as *mut c_void,
+                    &mut flat as *mut _ as *mut c_void,
+                    &mut bb_arg as *mut _ as *mut c_void,
+                ];
+                self.launch(f, moves.len() as u64 * upb as u64, &mut params)
+            }
+            CopyPath::Memcpy => {
+                for m in moves {
+                    for (s, seg) in self.layout.segments().iter().enumerate() {
+                        let g = self.layout.segment_addr(m.gpu_block, s);
+                        let h = self.host.dev + m.host_block as u64 * bb + self.layout.segment_offset(s);
+                        match direction {
+                            Direction::GpuToHost => self.memcpy(h, g, seg.bytes_per_block)?,
+                            Direction::HostToGpu => self.memcpy(g, h, seg.bytes_per_block)?,
+                        }
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn enqueue_upload(&mut self, bytes: &[u8], blocks: &[u32]) -> Result<()> {
+        if bytes.is_empty() || blocks.is_empty() {
+            return Ok(());
+        }
+        let bb = self.layout.block_bytes();
+        let mut flat = self.staging.upload(&self.stream, bytes)?;
+        match self.path_for(blocks.len()) {
+            CopyPath::Kernel => {
+                let mut blocks_ptr = self.pairs.upload(&self.stream, as_bytes(blocks))?;
+                let KernelState::Loaded(k) = &self.kernels else { unreachable!("path_for checked") };
+                let mut segs = self.dev_segments.ptr;
+                let mut units = self.dev_units.ptr;
+                let mut upb = self.units_per_block;
+                let mut n = blocks.len() as u32;
+                let mut bb_arg = bb;
+                let mut flat_len = bytes.len() as u64;
+                let mut params = [
+                    &mut segs as *mut _ as *mut c_void,
+                    &mut units as *mut _ as *mut c_void,
+                    &mut upb as *mut _ as *mut c_void,
+                    &mut blocks_ptr as *mut _ as *mut c_void,
+                    &mut n as *mut _ as *mut c_void,
+                    &mut flat as *mut _ as *mut c_void,
+                    &mut bb_arg as *mut _ as *mut c_void,
+                    &mut flat_len as *mut _ as *mut c_void,
+                ];
+                self.launch(&k.upload, blocks.len() as u64 * upb as u64, &mut params)
+            }
+            CopyPath::Memcpy => {
+                let len = bytes.len() as u64;
+                for (i, &b) in blocks.iter().enumerate() {
+                    for (s, seg) in self.layout.segments().iter().enumerate() {
+                        let logical = i as u64 * bb + self.layout.segment_offset(s);
+                        if logical >= len {
+                            break;
+                        }
+                        let n = seg.bytes_per_block.min(len - logical);
+                        self.memcpy(self.layout.segment_addr(b, s), flat + logical, n)?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn enqueue_device_copies(&mut self, pairs: &[(u32, u32)]) -> Result<()> {
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        match self.path_for(pairs.len()) {
+            CopyPath::Kernel => {
+                let flat: Vec<[u32; 2]> = pairs.iter().map(|&(a, b)| [a, b]).collect();
+                let mut pairs_ptr = self.pairs.upload(&self.stream, as_bytes(&flat))?;
+                let KernelState::Loaded(k) = &self.kernels else { unreachable!("path_for checked") };
+                let mut segs = self.dev_segments.ptr;
+                let mut units = self.dev_units.ptr;
+                let mut upb = self.units_per_block;
+                let mut n = pairs.len() as u32;
+                let mut params = [
+                    &mut segs as *mut _ as *mut c_void,
+                    &mut units as *mut _ as *mut c_void,
+                    &mut upb as *mut _ as *mut c_void,
+                    &mut pairs_ptr as *mut _ as *mut c_void,
+                    &mut n as *mut _ as *mut c_void,
+                ];
+                self.launch(&k.copy_blocks, pairs.len() as u64 * upb as u64, &mut params)
+            }
+            CopyPath::Memcpy => {
+                for &(src, dst) in pairs {
+                    for (s, seg) in self.layout.segments().iter().enumerate() {
+                        let a = self.layout.segment_addr(src, s);
+                        let b = self.layout.segment_addr(dst, s);
+                        self.memcpy(b, a, seg.bytes_per_block)?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn host_ptr(&self, block: u32) -> *mut u8 {
+        // SAFETY: callers validate `block`.
+        unsafe { self.host.host.add(block as usize * self.layout.block_bytes() as usize) }
+    }
+
+    fn sync(&self) -> Result<()> {
+        self.stream.synchronize().map_err(|e| dev_err("cuStreamSynchronize", e))
+    }
+}
+
+fn open_device(ordinal: usize) -> Result<Arc<CudaContext>> {
+    let n = device_count()?;
+    if ordinal >= n {
+        return Err(Error::invalid(format!("CUDA device {ordinal} does not exist ({n} present)")));
+    }
+    CudaContext::new(ordinal).map_err(|e| dev_err(&format!("opening CUDA device {ordinal}"), e))
+}
+
+fn upload_sync(ctx: &Arc<CudaContext>, stream: &CudaStream, bytes: &[u8]) -> Result<DeviceBuf> {
+    let buf = DeviceBuf::new(ctx, bytes.len())?;
+    // SAFETY: buf holds bytes.len() bytes.
+    unsafe {
+        sys::cuMemcpyHtoDAsync_v2(buf.ptr, bytes.as_ptr() as *const c_void, bytes.len(), stream.cu_stream())
+            .result()
+            .map_err(|e| dev_err("cuMemcpyHtoDAsync", e))?;
+    }
+    stream.synchronize().map_err(|e| dev_err("cuStreamSynchronize", e))?;
+    Ok(buf)
+}
+
+impl Drop for CudaBackend {
+    fn drop(&mut self) {
+        // Nothing may be freed while queued work can still touch it.
+        let _ = self.bind();
+        let _ = self.stream.synchronize();
+    }
+}
+
+impl Backend for CudaBackend {
+    fn name(&self) -> &str {
+        "cuda"
+    }
+    fn gpu_layout(&self) -> &TierLayout {
+        &self.layout
+    }
+    fn host_blocks(&self) -> u32 {
+        self.host_blocks
+    }
+    fn host_block_addr(&self, block: u32) -> u64 {
+        self.host_ptr(block) as u64
+    }
+    fn submit_moves(&mut self, direction: Direction, moves: &[BlockMove]) -> Result<BatchId> {
+        for m in moves {
+            self.check_gpu(m.gpu_block)?;
+            self.check_host(m.host_block)?;
+        }
+        self.bind()?;
+        self.enqueue_moves(direction, moves)?;
+        self.finish_batch()
+    }
+    fn submit_upload(&mut self, bytes: &[u8], blocks: &[u32]) -> Result<BatchId> {
+        for &b in blocks {
+            self.check_gpu(b)?;
+        }
+        let capacity = blocks.len() as u64 * self.layout.block_bytes();
+        if bytes.len() as u64 > capacity {
+            return Err(Error::invalid(format!(
+                "upload of {} bytes does not fit {} blocks",
+                bytes.len(),
+                blocks.len()
+            )));
+        }
+        self.bind()?;
+        self.enqueue_upload(bytes, blocks)?;
+        self.finish_batch()
+    }
+    fn submit_device_copies(&mut self, pairs: &[(u32, u32)]) -> Result<BatchId> {
+        for &(a, b) in pairs {
+            self.check_gpu(a)?;
+            self.check_gpu(b)?;
+        }
+        self.bind()?;
+        self.enqueue_device_copies(pairs)?;
+        self.finish_batch()
+    }
+    fn poll(&mut self, batch: BatchId) -> BatchState {
+        let Some(event) = self.batches.get(&batch) else {
+            return BatchState::Failed(format!("unknown batch {batch}"));
+        };
+        if self.bind().is_err() {
+            return BatchState::Failed("cuCtxSetCurrent failed".into());
+        }
+        match event.try_is_complete() {
+            Ok(true) => BatchState::Done,
+            Ok(false) => BatchState::Pending,
+            Err(e) => BatchState::Failed(format!("batch {batch} failed on the device: {e}")),
+        }
+    }
+    fn wait(&mut self, batch: BatchId, timeout_us: u64) -> BatchState {
+        let start = Instant::now();
+        let timeout = Duration::from_micros(timeout_us);
+        let mut spins = 0u32;
+        loop {
+            let state = self.poll(batch);
+            if state != BatchState::Pending || start.elapsed() >= timeout {
+                return state;
+            }
+            // Spin briefly (swaps are usually short), then sleep so a long wait costs no CPU.
+            spins += 1;
+            if spins < 64 {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(Duration::from_micros(20));
+            }
+        }
+    }
+    fn retire(&mut self, batch: BatchId) {
+        if let Some(event) = self.batches.remove(&batch) {
+            // Re-recording an event replaces its previous work, so it can serve a later batch.
+            self.spare_events.push(event);
+        }
+    }
+    fn batch_event(&self, batch: BatchId) -> *mut c_void {
+        self.batches.get(&batch).map_or(std::ptr::null_mut(), |e| e.cu_event() as *mut c_void)
+    }
+    fn read_gpu_block(&mut self, block: u32, out: &mut [u8]) -> Result<()> {
+        self.check_gpu(block)?;
+        self.bind()?;
+        for s in 0..self.layout.segments().len() {
+            let off = self.layout.segment_offset(s) as usize;
+            if off >= out.len() {
+                break;
+            }
+            let n = (self.layout.segments()[s].bytes_per_block as usize).min(out.len() - off);
+            // SAFETY: validated block id; n is within the piece and within `out`, which outlives
+            // the synchronisation below.
+            unsafe {
+                sys::cuMemcpyDtoHAsync_v2(
+                    out.as_mut_ptr().add(off) as *mut c_void,
+                    self.layout.segment_addr(block, s),
+                    n,
+                    self.stream.cu_stream(),
+                )
+                .result()
+                .map_err(|e| dev_err("cuMemcpyDtoHAsync", e))?;
+            }
+        }
+        self.sync()
+    }
+    fn write_gpu_block(&mut self, block: u32, data: &[u8]) -> Result<()> {
+        self.check_gpu(block)?;
+        if data.len() as u64 > self.layout.block_bytes() {
+            return Err(Error::invalid("data is larger than a block"));
+        }
+        self.bind()?;
+        for s in 0..self.layout.segments().len() {
+            let off = self.layout.segment_offset(s) as usize;
+            if off >= data.len() {
+                break;
+            }
+            let n = (self.layout.segments()[s].bytes_per_block as usize).min(data.len() - off);
+            // SAFETY: validated block id; n is within the piece and within `data`.
+            unsafe {
+                sys::cuMemcpyHtoDAsync_v2(
+                    self.layout.segment_addr(block, s),
+                    data.as_ptr().add(off) as *const c_void,
+                    n,
+                    self.stream.cu_stream(),
+                )
+                .result()
+                .map_err(|e| dev_err("cuMemcpyHtoDAsync", e))?;
+            }
+        }
+        self.sync()
+    }
+    fn read_host_block(&mut self, block: u32, out: &mut [u8]) -> Result<()> {
+        self.check_host(block)?;
+        let n = out.len().min(self.layout.block_bytes() as usize);
+        // SAFETY: validated block id; n within the block.
+        unsafe { std::ptr::copy(self.host_ptr(block), out.as_mut_ptr(), n) };
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_policy_chooses_by_batch_shape() {
+        assert_eq!(CopyPolicy::default().choose(1, 1 << 30), CopyPath::Kernel);
+        assert_eq!(CopyPolicy::memcpy().choose(1 << 20, 1), CopyPath::Memcpy);
+        let p = CopyPolicy { memcpy_below_pieces: 128, memcpy_min_piece_bytes: 1 << 20 };
+        assert_eq!(p.choose(64, 4096), CopyPath::Memcpy);
+        assert_eq!(p.choose(128, 4096), CopyPath::Kernel);
+        assert_eq!(p.choose(4096, 1 << 20), CopyPath::Memcpy);
+    }
+
+    #[test]
+    fn cache_names_differ_per_architecture() {
+        let a = kernels::cache_file_name((8, 0));
+        let b = kernels::cache_file_name((9, 0));
+        assert_ne!(a, b);
+        assert!(a.starts_with("libra_swap_sm80_") && a.ends_with(".cubin"));
+    }
+
+    #[test]
+    fn without_a_driver_nothing_touches_cuda() {
+        if driver_present() {
+            return;
+        }
+        assert_eq!(device_count().unwrap_err().status, crate::Status::LIBRA_ERR_DEVICE);
+        let e = CudaBackend::new(4096, 1, 1, CudaOptions::default()).err().expect("no driver");
+        assert!(e.message.contains("libcuda"), "{}", e.message);
+    }
+}

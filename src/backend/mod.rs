@@ -3,6 +3,10 @@
 pub mod cpu;
 pub mod cuda;
 pub mod layout;
+/// The swap kernels' index math on the CPU (Rust API only, not part of the C header).
+///
+/// cbindgen:ignore
+pub mod reference;
 
 use crate::error::Result;
 pub use layout::{Segment, TierLayout};

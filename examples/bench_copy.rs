@@ -1,0 +1,251 @@
+//! Copy benchmark for the swap path, on a Llama3-8B KV layout: 32 layers x (K, V) = 64
+//! segments, 16-token blocks, 8 KV heads x 128 dims in bf16, so 32 KiB per segment piece and
+//! 2 MiB per block. For batches of 1..1024 blocks, both directions, it times side by side:
+//! - `kernel`: libra's kernels, one launch per batch;
+//! - `memcpy`: one cudaMemcpyAsync per block per segment (how vLLM swaps);
+//! - `peak`:   one contiguous pinned memcpy of the same bytes (the link's practical peak).
+//!
+//! Prints a table and writes JSON (`--json PATH`, default bench_copy.json). Without a GPU it
+//! says why and exits 0. `--precompile DIR` only compiles the kernels for sm_80 and sm_90 into a
+//! cubin cache directory (needs NVRTC, not a GPU) and exits.
+use libra::backend::cuda::{self, kernels, CopyPolicy, CudaBackend, CudaOptions};
+use libra::backend::{Backend, BatchState, BlockMove, Direction, Segment};
+use std::time::Instant;
+
+const SEGMENTS: usize = 64;
+const PIECE: u64 = 16 * 8 * 128 * 2;
+
+struct Args {
+    json: String,
+    max_blocks: u32,
+    reps: usize,
+    precompile: Option<String>,
+}
+
+fn parse_args() -> Args {
+    let mut a = Args { json: "bench_copy.json".into(), max_blocks: 1024, reps: 5, precompile: None };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut val = || it.next().unwrap_or_else(|| panic!("{arg} needs a value"));
+        match arg.as_str() {
+            "--json" => a.json = val(),
+            "--max-blocks" => a.max_blocks = val().parse().expect("--max-blocks N"),
+            "--reps" => a.reps = val().parse().expect("--reps N"),
+            "--precompile" => a.precompile = Some(val()),
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    a
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// Median seconds of `reps` runs of `f` after one warm-up.
+fn time(reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    median(
+        (0..reps.max(1))
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64()
+            })
+            .collect(),
+    )
+}
+
+fn run_batch(b: &mut CudaBackend, dir: Direction, moves: &[BlockMove]) {
+    let id = b.submit_moves(dir, moves).expect("submit");
+    match b.wait(id, 60_000_000) {
+        BatchState::Done => b.retire(id),
+        other => panic!("batch failed: {other:?}"),
+    }
+}
+
+struct Row {
+    dir: &'static str,
+    blocks: u32,
+    bytes: u64,
+    kernel_s: f64,
+    memcpy_s: f64,
+    peak_s: f64,
+}
+
+fn main() {
+    let args = parse_args();
+    if let Some(dir) = &args.precompile {
+        for arch in [(8, 0), (9, 0)] {
+            match kernels::swap_cubin(arch, Some(std::path::Path::new(dir))) {
+                Ok(c) => println!(
+                    "sm_{}{}: {} bytes -> {dir}/{}",
+                    arch.0,
+                    arch.1,
+                    c.len(),
+                    kernels::cache_file_name(arch)
+                ),
+                Err(e) => {
+                    eprintln!("cannot precompile: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        return;
+    }
+    if let Err(e) = cuda::device_count() {
+        println!("bench_copy: no GPU benchmark here: {}", e.message);
+        return;
+    }
+    let n = args.max_blocks.max(1);
+    let block_bytes = PIECE * SEGMENTS as u64;
+
+    // The engine's KV tensors: one device tensor per layer and K/V, blocks contiguous in each.
+    let ctx = cudarc::driver::CudaContext::new(0).expect("device 0");
+    let tensors: Vec<u64> = (0..SEGMENTS)
+        .map(|_| {
+            unsafe { cudarc::driver::result::malloc_sync((PIECE * n as u64) as usize) }.expect("cuMemAlloc")
+        })
+        .collect();
+    let segs: Vec<Segment> =
+        tensors.iter().map(|&base| Segment { base, bytes_per_block: PIECE, stride: PIECE }).collect();
+    let mut b = unsafe { CudaBackend::adopt(segs, n, n, CudaOptions::from_env()) }.expect("CUDA backend");
+    if let Err(e) = b.prepare_kernels() {
+        println!("bench_copy: the swap kernels are unavailable: {}", e.message);
+        std::process::exit(1);
+    }
+    let scratch =
+        unsafe { cudarc::driver::result::malloc_sync((block_bytes * n as u64) as usize) }.expect("scratch");
+    let host = b.host_tier_device_ptr();
+    let stream = b.stream_handle() as cudarc::driver::sys::CUstream;
+    let device = ctx.name().unwrap_or_default();
+    println!(
+        "device: {device} (sm_{}{}), {SEGMENTS} segments x {} KiB = {} MiB per block; {}",
+        b.arch().0,
+        b.arch().1,
+        PIECE / 1024,
+        block_bytes >> 20,
+        b.kernel_status()
+    );
+
+    let mut sizes = vec![];
+    let mut s = 1;
+    while s <= n {
+        sizes.push(s);
+        s *= 2;
+    }
+    if *sizes.last().unwrap() != n {
+        sizes.push(n);
+    }
+    let mut rows = vec![];
+    for &k in &sizes {
+        // Scattered block ids on both sides, as a real swap batch has.
+        let moves: Vec<BlockMove> =
+            (0..k).map(|i| BlockMove { gpu_block: (i * 7 + 3) % n, host_block: (i * 13 + 1) % n }).collect();
+        let distinct = |f: fn(&BlockMove) -> u32| {
+            let mut v: Vec<u32> = moves.iter().map(f).collect();
+            v.sort_unstable();
+            v.dedup();
+            v.len() == moves.len()
+        };
+        // 7 and 13 are coprime with powers of two; other n can collide: then use identity.
+        let moves = if distinct(|m| m.gpu_block) && distinct(|m| m.host_block) {
+            moves
+        } else {
+            (0..k).map(|i| BlockMove { gpu_block: i, host_block: i }).collect()
+        };
+        let bytes = k as u64 * block_bytes;
+        for (dir, name) in [(Direction::GpuToHost, "gpu_to_host"), (Direction::HostToGpu, "host_to_gpu")] {
+            b.set_copy_policy(CopyPolicy::kernel());
+            let kernel_s = time(args.reps, || run_batch(&mut b, dir, &moves));
+            b.set_copy_policy(CopyPolicy::memcpy());
+            let memcpy_s = time(args.reps, || run_batch(&mut b, dir, &moves));
+            let peak_s = time(args.reps, || {
+                let (dst, src) = match dir {
+                    Direction::GpuToHost => (host, scratch),
+                    Direction::HostToGpu => (scratch, host),
+                };
+                unsafe {
+                    ctx.bind_to_thread().unwrap();
+                    cudarc::driver::sys::cuMemcpyAsync(dst, src, bytes as usize, stream).result().unwrap();
+                    cudarc::driver::sys::cuStreamSynchronize(stream).result().unwrap();
+                }
+            });
+            rows.push(Row { dir: name, blocks: k, bytes, kernel_s, memcpy_s, peak_s });
+        }
+    }
+
+    let gbps = |bytes: u64, s: f64| bytes as f64 / s / 1e9;
+    println!(
+        "{:<12} {:>6} {:>10} {:>10} {:>10} {:>9} {:>9}",
+        "direction", "blocks", "kernel", "memcpy", "peak", "%peak", "x memcpy"
+    );
+    println!("{:<12} {:>6} {:>10} {:>10} {:>10}", "", "", "GB/s", "GB/s", "GB/s");
+    for r in &rows {
+        println!(
+            "{:<12} {:>6} {:>10.2} {:>10.2} {:>10.2} {:>8.1}% {:>9.2}",
+            r.dir,
+            r.blocks,
+            gbps(r.bytes, r.kernel_s),
+            gbps(r.bytes, r.memcpy_s),
+            gbps(r.bytes, r.peak_s),
+            100.0 * r.peak_s / r.kernel_s,
+            r.memcpy_s / r.kernel_s
+        );
+    }
+    // Crossover: the smallest batch from which the kernel beats memcpy in both directions at
+    // every larger size; below it memcpy is the better path.
+    let mut crossover_blocks = 0u32;
+    for &k in sizes.iter().rev() {
+        if rows.iter().filter(|r| r.blocks == k).all(|r| r.kernel_s <= r.memcpy_s) {
+            crossover_blocks = k;
+        } else {
+            break;
+        }
+    }
+    let suggested = if crossover_blocks == 0 {
+        "memcpy wins at the largest size: use CopyPolicy::memcpy()".to_string()
+    } else {
+        format!("memcpy_below_pieces = {}", crossover_blocks as u64 * SEGMENTS as u64)
+    };
+    println!("kernel beats memcpy from {crossover_blocks} blocks up: {suggested}");
+
+    let mut json = String::new();
+    json.push_str(&format!(
+        "{{\n  \"device\": \"{}\",\n  \"arch\": \"sm_{}{}\",\n  \"segments\": {SEGMENTS},\n  \"piece_bytes\": {PIECE},\n  \"block_bytes\": {block_bytes},\n  \"reps\": {},\n  \"kernel_beats_memcpy_from_blocks\": {crossover_blocks},\n  \"suggested_policy\": \"{}\",\n  \"rows\": [\n",
+        device.replace('"', "'"),
+        b.arch().0,
+        b.arch().1,
+        args.reps,
+        suggested
+    ));
+    for (i, r) in rows.iter().enumerate() {
+        json.push_str(&format!(
+            "    {{\"direction\": \"{}\", \"blocks\": {}, \"bytes\": {}, \"kernel_s\": {:.9}, \"memcpy_s\": {:.9}, \"peak_s\": {:.9}, \"kernel_gbps\": {:.3}, \"memcpy_gbps\": {:.3}, \"peak_gbps\": {:.3}, \"kernel_pct_of_peak\": {:.2}, \"kernel_x_memcpy\": {:.3}}}{}\n",
+            r.dir,
+            r.blocks,
+            r.bytes,
+            r.kernel_s,
+            r.memcpy_s,
+            r.peak_s,
+            gbps(r.bytes, r.kernel_s),
+            gbps(r.bytes, r.memcpy_s),
+            gbps(r.bytes, r.peak_s),
+            100.0 * r.peak_s / r.kernel_s,
+            r.memcpy_s / r.kernel_s,
+            if i + 1 == rows.len() { "" } else { "," }
+        ));
+    }
+    json.push_str("  ]\n}\n");
+    std::fs::write(&args.json, json).expect("write JSON");
+    println!("wrote {}", args.json);
+
+    drop(b);
+    unsafe {
+        for t in tensors {
+            let _ = cudarc::driver::result::free_sync(t);
+        }
+        let _ = cudarc::driver::result::free_sync(scratch);
+    }
+}

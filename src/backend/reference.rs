@@ -1,0 +1,296 @@
+//! The swap kernels' index math, executed on the CPU. `kernels/swap.cu` and this file make the
+//! same decisions: the same unit list (a chunk of one segment's piece), the same walk of CTAs
+//! over (block, unit) work items, the same head / vector / tail split of every range and the
+//! same thread-to-vector mapping. Tests compare it byte for byte with plain copies, so a
+//! mistake in the shared math shows up on machines without a GPU.
+use super::TierLayout;
+
+/// Largest range one unit covers. A multiple of 16, so every chunk of a piece keeps the piece's
+/// alignment and gets the same vector width.
+pub const DEFAULT_CHUNK_BYTES: u64 = 32 * 1024;
+/// Threads per CTA.
+pub const THREADS_PER_CTA: u32 = 256;
+/// Vector loads each thread keeps in flight (LIBRA_UNROLL in the kernel).
+pub const UNROLL: u64 = 4;
+/// Resident CTAs per SM the launch aims for: 8 x 256 threads fills an SM on sm_80 / sm_90.
+pub const CTAS_PER_SM: u32 = 8;
+
+/// `LibraSegment` in the kernel.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DevSegment {
+    pub base: u64,
+    pub bytes: u64,
+    pub stride: u64,
+    /// Offset of this segment's piece in a block's logical bytes.
+    pub offset: u64,
+}
+
+/// `LibraUnit` in the kernel: bytes [start, start + len) of one segment's piece.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Unit {
+    pub segment: u32,
+    pub pad: u32,
+    pub start: u64,
+    pub len: u64,
+}
+
+/// The kernel's view of a layout's segments.
+pub fn device_segments(layout: &TierLayout) -> Vec<DevSegment> {
+    layout
+        .segments()
+        .iter()
+        .enumerate()
+        .map(|(i, s)| DevSegment {
+            base: s.base,
+            bytes: s.bytes_per_block,
+            stride: s.stride,
+            offset: layout.segment_offset(i),
+        })
+        .collect()
+}
+
+/// Splits every segment's piece into units of at most `chunk` bytes (rounded down to a multiple
+/// of 16, at least 16), in segment order: the unit list is the same for every block.
+pub fn build_units(layout: &TierLayout, chunk: u64) -> Vec<Unit> {
+    let chunk = (chunk & !15).max(16);
+    let mut units = Vec::new();
+    for (i, s) in layout.segments().iter().enumerate() {
+        let mut start = 0;
+        while start < s.bytes_per_block {
+            let len = chunk.min(s.bytes_per_block - start);
+            units.push(Unit { segment: i as u32, pad: 0, start, len });
+            start += len;
+        }
+    }
+    units
+}
+
+/// Grid size for `work` (block, unit) items: one CTA per item up to what the device keeps
+/// resident; a grid-stride loop takes the rest.
+pub fn grid_size(work: u64, sm_count: u32) -> u32 {
+    let cap = (sm_count.max(1) as u64) * CTAS_PER_SM as u64;
+    work.clamp(1, cap) as u32
+}
+
+/// How one range is copied: `head` bytes one at a time, `nvec` accesses of `width` bytes, then
+/// `tail` bytes one at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RangeSplit {
+    pub head: u64,
+    pub width: u64,
+    pub nvec: u64,
+    pub tail: u64,
+}
+
+/// The widest access both addresses allow (they must agree modulo the width), and the split.
+pub fn split_range(src: u64, dst: u64, len: u64) -> RangeSplit {
+    let rel = (src ^ dst) & 15;
+    let width = if rel == 0 {
+        16
+    } else if rel & 7 == 0 {
+        8
+    } else if rel & 3 == 0 {
+        4
+    } else if rel & 1 == 0 {
+        2
+    } else {
+        1
+    };
+    let head = ((width - (src & (width - 1))) & (width - 1)).min(len);
+    let nvec = (len - head) / width;
+    let tail = len - head - nvec * width;
+    RangeSplit { head, width, nvec, tail }
+}
+
+/// The vector indices thread `tid` of a CTA of `threads` touches, in the order it touches them.
+pub fn thread_vectors(tid: u64, threads: u64, nvec: u64) -> impl Iterator<Item = u64> {
+    let step = threads * UNROLL;
+    (tid..nvec)
+        .step_by(step as usize)
+        .flat_map(move |base| (0..UNROLL).map(move |j| base + j * threads).filter(move |&i| i < nvec))
+}
+
+/// `libra_copy_range`: every thread of the CTA does its share.
+///
+/// # Safety
+/// Both ranges must be valid for `len` bytes and must not overlap.
+unsafe fn copy_range(src: u64, dst: u64, len: u64, threads: u64) {
+    let sp = split_range(src, dst, len);
+    let s = src as *const u8;
+    let d = dst as *mut u8;
+    for tid in 0..threads {
+        for i in (tid..sp.head).step_by(threads as usize) {
+            *d.add(i as usize) = *s.add(i as usize);
+        }
+        for i in thread_vectors(tid, threads, sp.nvec) {
+            let off = (sp.head + i * sp.width) as usize;
+            debug_assert_eq!((src as usize + off) % sp.width as usize, 0);
+            debug_assert_eq!((dst as usize + off) % sp.width as usize, 0);
+            std::ptr::copy_nonoverlapping(s.add(off), d.add(off), sp.width as usize);
+        }
+        let t0 = sp.head + sp.nvec * sp.width;
+        for i in (tid..sp.tail).step_by(threads as usize) {
+            *d.add((t0 + i) as usize) = *s.add((t0 + i) as usize);
+        }
+    }
+}
+
+/// Launch shape of one simulated launch.
+#[derive(Debug, Clone, Copy)]
+pub struct Launch {
+    pub grid: u32,
+    pub threads: u32,
+}
+
+impl Launch {
+    /// The shape the CUDA backend uses for `work` items on a device with `sm_count` SMs.
+    pub fn for_work(work: u64, sm_count: u32) -> Self {
+        Launch { grid: grid_size(work, sm_count), threads: THREADS_PER_CTA }
+    }
+}
+
+/// The grid-stride walk over work items: CTA `cta` handles `cta`, `cta + grid`, ...
+fn for_each_item(launch: Launch, total: u64, mut f: impl FnMut(u64)) {
+    for cta in 0..launch.grid as u64 {
+        let mut w = cta;
+        while w < total {
+            f(w);
+            w += launch.grid as u64;
+        }
+    }
+}
+
+fn gpu_addr(seg: &DevSegment, block: u32, u: &Unit) -> u64 {
+    seg.base + block as u64 * seg.stride + u.start
+}
+
+fn flat_addr(flat_base: u64, block_bytes: u64, seg: &DevSegment, slot: u32, u: &Unit) -> u64 {
+    flat_base + slot as u64 * block_bytes + seg.offset + u.start
+}
+
+/// `libra_gather`: pairs are (GPU block, flat slot).
+///
+/// # Safety
+/// Every address the layout and pairs produce must be valid, and sources and destinations must
+/// not overlap.
+pub unsafe fn gather(
+    launch: Launch,
+    segs: &[DevSegment],
+    units: &[Unit],
+    pairs: &[[u32; 2]],
+    flat_base: u64,
+    block_bytes: u64,
+) {
+    let upb = units.len() as u64;
+    for_each_item(launch, pairs.len() as u64 * upb, |w| {
+        let p = pairs[(w / upb) as usize];
+        let u = &units[(w % upb) as usize];
+        let seg = &segs[u.segment as usize];
+        copy_range(
+            gpu_addr(seg, p[0], u),
+            flat_addr(flat_base, block_bytes, seg, p[1], u),
+            u.len,
+            launch.threads as u64,
+        );
+    });
+}
+
+/// `libra_scatter`: pairs are (GPU block, flat slot).
+///
+/// # Safety
+/// As for [`gather`].
+pub unsafe fn scatter(
+    launch: Launch,
+    segs: &[DevSegment],
+    units: &[Unit],
+    pairs: &[[u32; 2]],
+    flat_base: u64,
+    block_bytes: u64,
+) {
+    let upb = units.len() as u64;
+    for_each_item(launch, pairs.len() as u64 * upb, |w| {
+        let p = pairs[(w / upb) as usize];
+        let u = &units[(w % upb) as usize];
+        let seg = &segs[u.segment as usize];
+        copy_range(
+            flat_addr(flat_base, block_bytes, seg, p[1], u),
+            gpu_addr(seg, p[0], u),
+            u.len,
+            launch.threads as u64,
+        );
+    });
+}
+
+/// `libra_copy_blocks`: pairs are (source block, destination block).
+///
+/// # Safety
+/// As for [`gather`].
+pub unsafe fn copy_blocks(launch: Launch, segs: &[DevSegment], units: &[Unit], pairs: &[[u32; 2]]) {
+    let upb = units.len() as u64;
+    for_each_item(launch, pairs.len() as u64 * upb, |w| {
+        let p = pairs[(w / upb) as usize];
+        let u = &units[(w % upb) as usize];
+        let seg = &segs[u.segment as usize];
+        copy_range(gpu_addr(seg, p[0], u), gpu_addr(seg, p[1], u), u.len, launch.threads as u64);
+    });
+}
+
+/// `libra_upload`: `flat_len` bytes at `flat_base` fill `blocks` in logical order.
+///
+/// # Safety
+/// As for [`gather`].
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn upload(
+    launch: Launch,
+    segs: &[DevSegment],
+    units: &[Unit],
+    blocks: &[u32],
+    flat_base: u64,
+    block_bytes: u64,
+    flat_len: u64,
+) {
+    let upb = units.len() as u64;
+    for_each_item(launch, blocks.len() as u64 * upb, |w| {
+        let slot = (w / upb) as u32;
+        let u = &units[(w % upb) as usize];
+        let seg = &segs[u.segment as usize];
+        let logical = slot as u64 * block_bytes + seg.offset + u.start;
+        if logical >= flat_len {
+            return;
+        }
+        let len = u.len.min(flat_len - logical);
+        copy_range(flat_base + logical, gpu_addr(seg, blocks[slot as usize], u), len, launch.threads as u64);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_picks_the_widest_shared_alignment() {
+        assert_eq!(split_range(0, 16, 100), RangeSplit { head: 0, width: 16, nvec: 6, tail: 4 });
+        assert_eq!(split_range(3, 19, 100), RangeSplit { head: 13, width: 16, nvec: 5, tail: 7 });
+        assert_eq!(split_range(8, 16, 40), RangeSplit { head: 0, width: 8, nvec: 5, tail: 0 });
+        assert_eq!(split_range(1, 2, 5), RangeSplit { head: 0, width: 1, nvec: 5, tail: 0 });
+        assert_eq!(split_range(5, 21, 3), RangeSplit { head: 3, width: 16, nvec: 0, tail: 0 });
+        assert_eq!(split_range(6, 8, 9), RangeSplit { head: 0, width: 2, nvec: 4, tail: 1 });
+    }
+
+    #[test]
+    fn threads_cover_every_vector_once() {
+        for threads in [1u64, 3, 32, 256] {
+            for nvec in [0u64, 1, 5, 255, 256, 1023, 1024, 1025, 4097] {
+                let mut seen = vec![0u8; nvec as usize];
+                for tid in 0..threads {
+                    for i in thread_vectors(tid, threads, nvec) {
+                        seen[i as usize] += 1;
+                    }
+                }
+                assert!(seen.iter().all(|&c| c == 1), "threads {threads} nvec {nvec}");
+            }
+        }
+    }
+}

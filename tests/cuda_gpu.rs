@@ -1,0 +1,298 @@
+//! GPU tests of the CUDA backend. Each compares the CUDA backend with the CPU backend (the
+//! reference semantics) after the same operations, byte for byte. They skip with a printed
+//! reason when there is no libcuda or no device.
+//!
+//! Kernels come from NVRTC, or from the cubin cache in `LIBRA_KERNEL_CACHE_DIR` (how a machine
+//! without NVRTC runs them: see scripts/gpu_check.sh).
+use libra::backend::cpu::CpuBackend;
+use libra::backend::cuda::{self, CopyPath, CopyPolicy, CudaBackend, CudaOptions};
+use libra::backend::{Backend, BatchState, BlockMove, Direction, Segment};
+use libra::Status;
+
+fn gpu_or_skip(test: &str) -> bool {
+    match cuda::device_count() {
+        Ok(_) => true,
+        Err(e) => {
+            println!("skipped {test}: {}", e.message);
+            false
+        }
+    }
+}
+
+fn options(policy: CopyPolicy) -> CudaOptions {
+    CudaOptions { copy_policy: policy, ..CudaOptions::from_env() }
+}
+
+/// Kernel-path tests must run the kernels, not silently fall back to memcpy.
+fn require_kernels(b: &mut CudaBackend) {
+    if let Err(e) = b.prepare_kernels() {
+        panic!("the swap kernels could not be loaded: {e} (provide NVRTC or LIBRA_KERNEL_CACHE_DIR)");
+    }
+}
+
+fn pattern(block: u32, len: usize, salt: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| ((i as u32).wrapping_mul(2654435761) >> 13) as u8 ^ (block as u8).wrapping_mul(29) ^ salt)
+        .collect()
+}
+
+fn wait_done(b: &mut dyn Backend, batch: u64) {
+    match b.wait(batch, 20_000_000) {
+        BatchState::Done => {}
+        other => panic!("batch {batch}: {other:?}"),
+    }
+    b.retire(batch);
+}
+
+/// Every GPU and host block of both backends, byte for byte.
+fn assert_same(cpu: &mut CpuBackend, gpu: &mut CudaBackend, what: &str) {
+    let bb = cpu.gpu_layout().block_bytes() as usize;
+    let (mut a, mut b) = (vec![0u8; bb], vec![0u8; bb]);
+    for blk in 0..cpu.gpu_layout().blocks() {
+        cpu.read_gpu_block(blk, &mut a).unwrap();
+        gpu.read_gpu_block(blk, &mut b).unwrap();
+        assert!(a == b, "{what}: GPU block {blk} differs");
+    }
+    for blk in 0..cpu.host_blocks() {
+        cpu.read_host_block(blk, &mut a).unwrap();
+        gpu.read_host_block(blk, &mut b).unwrap();
+        assert!(a == b, "{what}: host block {blk} differs");
+    }
+}
+
+/// Runs the same swap-out / swap-in / copy / upload sequence on both backends.
+fn exercise(cpu: &mut CpuBackend, gpu: &mut CudaBackend, batch_sizes: &[usize], what: &str) {
+    let bb = cpu.gpu_layout().block_bytes() as usize;
+    let gpu_blocks = cpu.gpu_layout().blocks();
+    let host_blocks = cpu.host_blocks();
+    for blk in 0..gpu_blocks {
+        let p = pattern(blk, bb, 1);
+        cpu.write_gpu_block(blk, &p).unwrap();
+        gpu.write_gpu_block(blk, &p).unwrap();
+    }
+    assert_same(cpu, gpu, &format!("{what}: after writes"));
+    for (round, &n) in batch_sizes.iter().enumerate() {
+        let n = n.min(gpu_blocks as usize).min(host_blocks as usize);
+        let moves: Vec<BlockMove> = (0..n as u32)
+            .map(|i| BlockMove {
+                gpu_block: (i * 7 + round as u32) % gpu_blocks,
+                host_block: (i * 5 + 3 * round as u32) % host_blocks,
+            })
+            .collect();
+        // Distinct destinations keep the result independent of copy order.
+        let mut moves_out = moves.clone();
+        moves_out.sort_by_key(|m| m.host_block);
+        moves_out.dedup_by_key(|m| m.host_block);
+        let mut moves_in = moves.clone();
+        moves_in.sort_by_key(|m| m.gpu_block);
+        moves_in.dedup_by_key(|m| m.gpu_block);
+        for (dir, moves) in [(Direction::GpuToHost, &moves_out), (Direction::HostToGpu, &moves_in)] {
+            let c = cpu.submit_moves(dir, moves).unwrap();
+            let g = gpu.submit_moves(dir, moves).unwrap();
+            wait_done(cpu, c);
+            wait_done(gpu, g);
+            assert_same(cpu, gpu, &format!("{what}: {dir:?} of {} blocks", moves.len()));
+        }
+        // Device copies: low blocks onto distinct high blocks (sources never overwritten).
+        let k = (n / 2).max(1).min(gpu_blocks as usize / 2);
+        let srcs: Vec<u32> = (0..k as u32).collect();
+        let dsts: Vec<u32> =
+            (0..k as u32).map(|i| gpu_blocks - 1 - ((i + round as u32) % (gpu_blocks - k as u32))).collect();
+        let mut seen = std::collections::HashSet::new();
+        let pairs: Vec<(u32, u32)> =
+            srcs.into_iter().zip(dsts).filter(|&(s, d)| d >= k as u32 && s != d && seen.insert(d)).collect();
+        let c = cpu.submit_device_copies(&pairs).unwrap();
+        let g = gpu.submit_device_copies(&pairs).unwrap();
+        wait_done(cpu, c);
+        wait_done(gpu, g);
+        assert_same(cpu, gpu, &format!("{what}: {} device copies", pairs.len()));
+        // Upload of an odd number of bytes: the last block is partly filled.
+        let blocks: Vec<u32> = (0..n.min(4) as u32).map(|i| (i * 11 + round as u32) % gpu_blocks).collect();
+        let mut uniq = blocks.clone();
+        uniq.sort_unstable();
+        uniq.dedup();
+        let len = (uniq.len() * bb).saturating_sub(bb / 3 + 1).max(1);
+        let data = pattern(round as u32, len, 0x77);
+        let c = cpu.submit_upload(&data, &uniq).unwrap();
+        let g = gpu.submit_upload(&data, &uniq).unwrap();
+        wait_done(cpu, c);
+        wait_done(gpu, g);
+        assert_same(cpu, gpu, &format!("{what}: upload of {len} bytes"));
+    }
+}
+
+const SIZES: &[usize] = &[1, 2, 3, 7, 16, 31, 64, 100];
+
+#[test]
+fn owned_arena_round_trips_on_both_paths() {
+    if !gpu_or_skip("owned_arena_round_trips_on_both_paths") {
+        return;
+    }
+    for (policy, name) in [(CopyPolicy::kernel(), "kernel"), (CopyPolicy::memcpy(), "memcpy")] {
+        // An odd block size: vectors plus a ragged tail in every block.
+        let bb = 4096 + 13;
+        let mut cpu = CpuBackend::new(bb, 64, 48).unwrap();
+        let mut gpu = CudaBackend::new(bb, 64, 48, options(policy)).unwrap();
+        if policy == CopyPolicy::kernel() {
+            require_kernels(&mut gpu);
+            assert_eq!(gpu.path_for(8), CopyPath::Kernel);
+        } else {
+            assert_eq!(gpu.path_for(8), CopyPath::Memcpy);
+        }
+        exercise(&mut cpu, &mut gpu, SIZES, name);
+    }
+}
+
+/// Device buffers standing in for an engine's KV tensors.
+struct EngineTensors {
+    ptrs: Vec<u64>,
+}
+
+impl EngineTensors {
+    fn alloc(ctx: &std::sync::Arc<cudarc::driver::CudaContext>, sizes: &[usize]) -> Self {
+        ctx.bind_to_thread().unwrap();
+        let ptrs =
+            sizes.iter().map(|&n| unsafe { cudarc::driver::result::malloc_sync(n) }.unwrap()).collect();
+        EngineTensors { ptrs }
+    }
+}
+
+impl Drop for EngineTensors {
+    fn drop(&mut self) {
+        for &p in &self.ptrs {
+            unsafe { cudarc::driver::result::free_sync(p) }.unwrap();
+        }
+    }
+}
+
+#[test]
+fn adopted_segments_round_trip_on_both_paths() {
+    if !gpu_or_skip("adopted_segments_round_trip_on_both_paths") {
+        return;
+    }
+    let ctx = cudarc::driver::CudaContext::new(0).unwrap();
+    let blocks = 40u32;
+    // K and V of 3 layers with different shapes: aligned, odd-sized, misaligned, and one pair
+    // interleaved inside a shared stride.
+    let t = EngineTensors::alloc(&ctx, &[1 << 20, 1 << 20, 1 << 20, 1 << 20]);
+    // (tensor, offset of the first piece, bytes per block, stride)
+    let shape: [(usize, u64, u64, u64); 5] =
+        [(0, 0, 2048, 2048), (1, 3, 1000, 1003), (2, 8, 512, 1040), (2, 8 + 520, 512, 1040), (3, 1, 77, 96)];
+    let segs: Vec<Segment> = shape
+        .iter()
+        .map(|&(t_i, off, bytes, stride)| Segment { base: t.ptrs[t_i] + off, bytes_per_block: bytes, stride })
+        .collect();
+    for (policy, name) in [(CopyPolicy::kernel(), "kernel"), (CopyPolicy::memcpy(), "memcpy")] {
+        // The same shapes in host memory, for the CPU backend.
+        let mut host_mem: Vec<Vec<u8>> = vec![vec![0u8; 1 << 20]; 4];
+        let host_segs: Vec<Segment> = shape
+            .iter()
+            .map(|&(t_i, off, bytes, stride)| Segment {
+                base: host_mem[t_i].as_mut_ptr() as u64 + off,
+                bytes_per_block: bytes,
+                stride,
+            })
+            .collect();
+        let mut cpu = unsafe { CpuBackend::adopt(host_segs, blocks, 24) }.unwrap();
+        let mut gpu = unsafe { CudaBackend::adopt(segs.clone(), blocks, 24, options(policy)) }.unwrap();
+        if policy == CopyPolicy::kernel() {
+            require_kernels(&mut gpu);
+        }
+        exercise(&mut cpu, &mut gpu, SIZES, name);
+        drop(gpu);
+        drop(cpu);
+        drop(host_mem);
+    }
+}
+
+#[test]
+fn adopt_rejects_host_pointers() {
+    if !gpu_or_skip("adopt_rejects_host_pointers") {
+        return;
+    }
+    let mut v = vec![0u8; 4096];
+    let segs = vec![Segment { base: v.as_mut_ptr() as u64, bytes_per_block: 64, stride: 64 }];
+    let e = unsafe { CudaBackend::adopt(segs, 8, 8, CudaOptions::from_env()) }.err().expect("must fail");
+    assert_eq!(e.status, Status::LIBRA_ERR_INVALID_ARGUMENT, "{e}");
+}
+
+#[test]
+fn batch_events_order_another_stream() {
+    if !gpu_or_skip("batch_events_order_another_stream") {
+        return;
+    }
+    let bb = 64 * 1024;
+    let mut gpu = CudaBackend::new(bb, 32, 32, CudaOptions::from_env()).unwrap();
+    require_kernels(&mut gpu);
+    for blk in 0..32 {
+        gpu.write_gpu_block(blk, &pattern(blk, bb as usize, 3)).unwrap();
+    }
+    let moves: Vec<BlockMove> = (0..32).map(|i| BlockMove { gpu_block: i, host_block: 31 - i }).collect();
+    let batch = gpu.submit_moves(Direction::GpuToHost, &moves).unwrap();
+    let ev = gpu.batch_event(batch);
+    assert!(!ev.is_null());
+    // An engine's stream waits on the event, then its own work sees the copied bytes.
+    let ctx = gpu.context().clone();
+    let other = ctx.new_stream().unwrap();
+    unsafe {
+        cudarc::driver::sys::cuStreamWaitEvent(other.cu_stream(), ev as cudarc::driver::sys::CUevent, 0)
+            .result()
+            .unwrap()
+    };
+    other.synchronize().unwrap();
+    assert_eq!(gpu.poll(batch), BatchState::Done, "the waiting stream finished, so the batch did");
+    let mut out = vec![0u8; bb as usize];
+    for i in 0..32 {
+        gpu.read_host_block(31 - i, &mut out).unwrap();
+        assert!(out == pattern(i, bb as usize, 3), "host block {}", 31 - i);
+    }
+    gpu.retire(batch);
+    assert!(gpu.batch_event(batch).is_null());
+    assert!(matches!(gpu.poll(batch), BatchState::Failed(_)));
+    // Many small batches in flight at once, completing in order.
+    let ids: Vec<u64> = (0..200)
+        .map(|i| {
+            gpu.submit_moves(Direction::HostToGpu, &[BlockMove { gpu_block: i % 32, host_block: i % 32 }])
+                .unwrap()
+        })
+        .collect();
+    let last = *ids.last().unwrap();
+    assert_eq!(gpu.wait(last, 20_000_000), BatchState::Done);
+    for id in ids {
+        assert_eq!(gpu.poll(id), BatchState::Done);
+        gpu.retire(id);
+    }
+}
+
+#[test]
+fn empty_batches_complete_and_bad_ids_are_rejected() {
+    if !gpu_or_skip("empty_batches_complete_and_bad_ids_are_rejected") {
+        return;
+    }
+    let mut gpu = CudaBackend::new(4096, 4, 4, CudaOptions::from_env()).unwrap();
+    let b = gpu.submit_moves(Direction::GpuToHost, &[]).unwrap();
+    assert_eq!(gpu.wait(b, 1_000_000), BatchState::Done);
+    let e = gpu.submit_moves(Direction::GpuToHost, &[BlockMove { gpu_block: 4, host_block: 0 }]).unwrap_err();
+    assert_eq!(e.status, Status::LIBRA_ERR_INVALID_ARGUMENT);
+    let e = gpu.submit_upload(&[0u8; 4097], &[0]).unwrap_err();
+    assert_eq!(e.status, Status::LIBRA_ERR_INVALID_ARGUMENT);
+    assert_eq!(gpu.name(), "cuda");
+}
+
+/// Runs everywhere: without a device the constructors fail with LIBRA_ERR_DEVICE and say why.
+#[test]
+fn constructors_report_a_missing_device() {
+    if cuda::device_count().is_ok() {
+        println!("a device is present: nothing to check here");
+        return;
+    }
+    let e = CudaBackend::new(4096, 4, 4, CudaOptions::default()).err().expect("no device");
+    assert_eq!(e.status, Status::LIBRA_ERR_DEVICE);
+    assert!(!e.message.is_empty());
+    println!("without a device: {}", e.message);
+    let segs = vec![Segment { base: 0x1000, bytes_per_block: 64, stride: 64 }];
+    let e = unsafe { CudaBackend::adopt(segs, 4, 4, CudaOptions::default()) }.err().expect("no device");
+    assert_eq!(e.status, Status::LIBRA_ERR_DEVICE);
+    assert_eq!(cuda::unavailable_reason().status, Status::LIBRA_ERR_DEVICE);
+    assert!(!cuda::usable());
+}
