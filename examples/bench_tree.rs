@@ -102,7 +102,7 @@ fn run(nodes: usize) {
     assert!(hits > 0);
 
     // The keyed hash alone: the floor of a match.
-    let tree = libra::cache::tree::Tree::new((1, 2));
+    let tree = libra::cache::tree::Tree::new((1, 2), libra::cache::tree::CandidateOrder::LastUse);
     let t = prompt(3);
     let s = Instant::now();
     for _ in 0..reps {

@@ -143,7 +143,7 @@ impl CacheCore {
         }
         let events = EventLog::new(cfg.events, cfg.event_capacity);
         Ok(CacheCore {
-            tree: Tree::new(cfg.hash_key),
+            tree: Tree::new(cfg.hash_key, super::policy::candidate_order(cfg.policy)),
             load: LoadStats::new(cfg.popularity_window_us, 5_000_000),
             cfg,
             block_bytes,

@@ -1,7 +1,7 @@
 //! Swap policies: the cost model, and the baselines it is compared to. A policy only ranks;
 //! the swapper decides what may legally move.
 use super::cost;
-use super::tree::{Kind, Node};
+use super::tree::{CandidateOrder, Kind, Node};
 
 /// Which policy drives eviction, swapping and reuse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -111,6 +111,15 @@ pub fn retention_value(
 
 /// How much a prefix a conversation will continue is favoured by the `libra` policy.
 pub const SESSION_BOOST: f64 = 16.0;
+
+/// How the tree should keep its candidate sets for `policy`.
+pub fn candidate_order(policy: PolicyKind) -> CandidateOrder {
+    match policy {
+        PolicyKind::Elora => CandidateOrder::Value { session_boost_ln: 0.0 },
+        PolicyKind::Libra => CandidateOrder::Value { session_boost_ln: SESSION_BOOST.ln() },
+        _ => CandidateOrder::LastUse,
+    }
+}
 
 #[cfg(test)]
 mod tests {

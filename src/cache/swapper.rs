@@ -3,11 +3,39 @@
 //! block always has its parent (and adapter) on the GPU side. A GPU copy is freed only after
 //! its host copy completed, and a host copy only after the GPU copy it fed completed.
 use super::core::{CacheCore, Flight};
+use super::cost;
 use super::events::EventKind;
 use super::policy::{retention_value, PolicyKind, RankContext};
-use super::tree::{Kind, Residency, NONE, ROOT};
+use super::tree::{Candidate, Kind, Residency, NONE, ROOT};
 use crate::backend::{Backend, BatchId, BatchState, BlockMove, Direction};
 use crate::error::{Error, Result};
+use std::cmp::Ordering;
+use std::collections::{BTreeSet, BinaryHeap};
+
+/// A candidate with its exact value; ordered by (value, set key, id).
+#[derive(Debug, Clone, Copy)]
+struct Scored {
+    value: f64,
+    key: u64,
+    node: u32,
+}
+
+impl PartialEq for Scored {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o) == Ordering::Equal
+    }
+}
+impl Eq for Scored {}
+impl PartialOrd for Scored {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Scored {
+    fn cmp(&self, o: &Self) -> Ordering {
+        self.value.total_cmp(&o.value).then(self.key.cmp(&o.key)).then(self.node.cmp(&o.node))
+    }
+}
 
 /// What one `step` did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -38,29 +66,64 @@ impl CacheCore {
         }
     }
 
-    /// Up to `k` nodes from `candidates`, lowest retention value first (ties by age, then id).
-    fn lowest<I: Iterator<Item = (u64, u32)>>(&self, candidates: I, k: usize, now: u64) -> Vec<u32> {
+    /// Up to `k` nodes of a candidate set, lowest retention value first (ties by set order).
+    ///
+    /// Under the cost model the set is ordered by a key from which a KV block's log value
+    /// differs by `-now - eps`, eps in (0, ln 2] (see `CandidateOrder::Value`), so the walk stops
+    /// once no later block can beat the k-th best: exact, and it touches about k entries plus
+    /// the ln 2 band instead of every leaf. Adapters have other constants and are scored apart.
+    fn lowest(&self, set: &BTreeSet<Candidate>, k: usize, now: u64) -> Vec<u32> {
         if k == 0 {
             return Vec::new();
         }
         let policy = self.cfg.policy;
         if !policy.uses_cost_model() {
             // The candidate sets are already ordered by last use.
-            return candidates.take(k).map(|(_, n)| n).collect();
+            return set.iter().take(k).map(|&(_, n)| n).collect();
         }
         let ctx = self.rank_ctx(now);
-        let mut scored: Vec<(f64, u64, u32)> = candidates
-            .map(|(t, n)| (retention_value(policy, self.tree.node(n), self.node_blocks(n), true, &ctx), t, n))
-            .collect();
-        let cmp = |a: &(f64, u64, u32), b: &(f64, u64, u32)| {
-            a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2))
-        };
-        if scored.len() > k {
-            scored.select_nth_unstable_by(k, cmp);
-            scored.truncate(k);
+        let now_s = now as f64 / 1e6;
+        let kv_log_const = (cost::lora_eval(ctx.resident_adapters, ctx.low_lora) * ctx.block_cost_us).ln();
+        let mut best: BinaryHeap<Scored> = BinaryHeap::with_capacity(k + 1);
+        for &(key, n) in set {
+            let node = self.tree.node(n);
+            if node.kind == Kind::Adapter {
+                continue;
+            }
+            if best.len() == k {
+                let worst_kept = best.peek().expect("k > 0").value;
+                let bound = kv_log_const + f64::from_bits(key) - now_s - std::f64::consts::LN_2 - 1e-9;
+                if !kv_log_const.is_finite() || bound > worst_kept.ln() {
+                    break;
+                }
+            }
+            let value = retention_value(policy, node, 1, true, &ctx);
+            best.push(Scored { value, key, node: n });
+            if best.len() > k {
+                best.pop();
+            }
         }
-        scored.sort_unstable_by(cmp);
-        scored.into_iter().map(|(_, _, n)| n).collect()
+        // The walk may stop before reaching an adapter: score adapter leaves exactly.
+        let gpu_set = std::ptr::eq(set, self.tree.gpu_leaves());
+        let adapters: Vec<u32> = self
+            .adapters
+            .iter()
+            .flatten()
+            .map(|a| a.node)
+            .filter(|&n| {
+                let node = self.tree.node(n);
+                gpu_set && node.residency == Residency::Gpu && node.pins == 0 && node.gpu_children == 0
+            })
+            .collect();
+        let mut all: Vec<Scored> = best.into_vec();
+        for n in adapters {
+            let node = self.tree.node(n);
+            let value = retention_value(policy, node, self.node_blocks(n), true, &ctx);
+            all.push(Scored { value, key: self.tree.order_key(node), node: n });
+        }
+        all.sort_unstable();
+        all.truncate(k);
+        all.into_iter().map(|s| s.node).collect()
     }
 
     /// Makes `need` GPU blocks free (of which `adapter_need` for an adapter, which the vLLM
@@ -80,7 +143,7 @@ impl CacheCore {
         while (self.gpu.free_count() as usize) < need {
             rounds += 1;
             let short = need - self.gpu.free_count() as usize;
-            let victims = self.lowest(self.tree.gpu_leaves().iter().copied(), short, now);
+            let victims = self.lowest(self.tree.gpu_leaves(), short, now);
             if victims.is_empty() {
                 if self.inflight.is_empty() || rounds > 64 {
                     return Err(Error::out_of_memory(format!(
@@ -200,7 +263,7 @@ impl CacheCore {
     pub(crate) fn prune_host(&mut self, k: usize, now: u64) -> u32 {
         let mut pruned = 0;
         while (pruned as usize) < k {
-            let victims = self.lowest(self.tree.host_leaves().iter().copied(), k - pruned as usize, now);
+            let victims = self.lowest(self.tree.host_leaves(), k - pruned as usize, now);
             if victims.is_empty() {
                 break;
             }
@@ -436,7 +499,7 @@ impl CacheCore {
     /// Swaps out up to `blocks` blocks' worth of GPU leaves in one batch (adapters are freed,
     /// their host copy being the registered one).
     fn swap_out_some(&mut self, io: &mut dyn Backend, blocks: usize, now: u64) -> Result<u32> {
-        let victims = self.lowest(self.tree.gpu_leaves().iter().copied(), blocks, now);
+        let victims = self.lowest(self.tree.gpu_leaves(), blocks, now);
         let mut outgoing = Vec::new();
         let mut freed = 0usize;
         for v in victims {
@@ -581,5 +644,88 @@ impl CacheCore {
             return Err("root lost".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cpu::CpuBackend;
+    use crate::cache::CacheConfig;
+
+    /// The banded walk must pick exactly what scoring every leaf would.
+    #[test]
+    fn banded_selection_equals_brute_force() {
+        for policy in [PolicyKind::Elora, PolicyKind::Libra] {
+            let cfg = CacheConfig { block_tokens: 1, policy, ..Default::default() };
+            let mut io = CpuBackend::new(8, 600, 0).unwrap();
+            let mut core = CacheCore::new(cfg, 8, 600, 0).unwrap();
+            for a in 0..4u64 {
+                core.register_adapter(a, &[0u8; 16], 4, 0).unwrap();
+            }
+            let mut x: u64 = 12345;
+            let mut rnd = || {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x
+            };
+            // Prompts of 1-3 blocks at scattered times, some matched again to raise visits.
+            for i in 0..150u64 {
+                let now = (rnd() % 2_000_000) + i * 1_000;
+                let len = 1 + (rnd() % 3) as usize;
+                let toks: Vec<u32> = (0..len as u32).map(|t| (rnd() % 40) as u32 + t * 100).collect();
+                let a = rnd() % 4;
+                let m = core.match_prefix(&mut io, a, 0, &toks, now).unwrap();
+                let rest = toks.len() - m.cached_tokens;
+                core.allocate(&mut io, m.request, rest, now).unwrap();
+                core.commit(m.request, &toks[m.cached_tokens..], now).unwrap();
+                core.release(&mut io, m.request, now).unwrap();
+            }
+            let now = core.last_now + 100_000;
+            let ctx = core.rank_ctx(now);
+            let mut brute: Vec<Scored> = core
+                .tree
+                .gpu_leaves()
+                .iter()
+                .map(|&(key, n)| Scored {
+                    value: retention_value(policy, core.tree.node(n), core.node_blocks(n), true, &ctx),
+                    key,
+                    node: n,
+                })
+                .collect();
+            brute.sort_unstable();
+            for k in [1, 5, 17, 60, brute.len()] {
+                let want: Vec<u32> = brute.iter().take(k).map(|s| s.node).collect();
+                assert_eq!(core.lowest(core.tree.gpu_leaves(), k, now), want, "{policy:?} k={k}");
+            }
+        }
+    }
+
+    /// A block used twice long ago can be worth more than one used once just now, although
+    /// it comes first in set order: the walk must look past it (the ln 2 band).
+    #[test]
+    fn band_catches_recent_low_value_block() {
+        let cfg = CacheConfig { block_tokens: 1, policy: PolicyKind::Elora, ..Default::default() };
+        let mut io = CpuBackend::new(8, 64, 0).unwrap();
+        let mut core = CacheCore::new(cfg, 8, 64, 0).unwrap();
+        core.register_adapter(1, &[0u8; 8], 4, 0).unwrap();
+        let mut run = |core: &mut CacheCore, tok: u32, now: u64| {
+            let m = core.match_prefix(&mut io, 1, 0, &[tok], now).unwrap();
+            if m.cached_tokens == 0 {
+                core.allocate(&mut io, m.request, 1, now).unwrap();
+                core.commit(m.request, &[tok], now).unwrap();
+            }
+            core.release(&mut io, m.request, now).unwrap();
+        };
+        run(&mut core, 10, 0);
+        run(&mut core, 10, 0); // visits 2 at t = 0 s
+        run(&mut core, 20, 900_000); // visits 1 at t = 0.9 s
+        let old = core.tree.lookup(core.prefix_keys(1, 0, &[10])[0]).unwrap();
+        let recent = core.tree.lookup(core.prefix_keys(1, 0, &[20])[0]).unwrap();
+        let first_in_set = core.tree.gpu_leaves().iter().next().unwrap().1;
+        assert_eq!(first_in_set, old, "set order puts the old block first");
+        // 2 x (1 - sigmoid(0.9)) = 0.578 > 1 x (1 - sigmoid(0)) = 0.5.
+        assert_eq!(core.lowest(core.tree.gpu_leaves(), 1, 900_000), vec![recent]);
     }
 }

@@ -72,8 +72,19 @@ pub struct Node {
 const IN_GPU_LEAVES: u8 = 1;
 const IN_HOST_LEAVES: u8 = 2;
 
-/// Ordering key of a candidate set: oldest first, node id breaks ties deterministically.
-type Candidate = (u64, u32);
+/// Ordering key of a candidate set and the node id (ties broken deterministically).
+pub type Candidate = (u64, u32);
+
+/// How candidate sets are ordered.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum CandidateOrder {
+    /// By last use: least recently used first.
+    LastUse,
+    /// By `ln(visits) + last_use_seconds (+ ln(session boost))`. Under ELORA's Eq. 5 a block's
+    /// log value is this key minus `now` minus a term in (0, ln 2], so walking the set in key
+    /// order finds the lowest values exactly after a short band (see the swapper).
+    Value { session_boost_ln: f64 },
+}
 
 /// The tree arena, the prefix index and the candidate sets.
 pub struct Tree {
@@ -85,10 +96,11 @@ pub struct Tree {
     gpu_leaves: BTreeSet<Candidate>,
     /// Host nodes with no children at all: the only ones host pruning may delete.
     host_leaves: BTreeSet<Candidate>,
+    order: CandidateOrder,
 }
 
 impl Tree {
-    pub fn new(hash_key: (u64, u64)) -> Self {
+    pub fn new(hash_key: (u64, u64), order: CandidateOrder) -> Self {
         let root = Node {
             key: 0,
             last_use: 0,
@@ -112,7 +124,26 @@ impl Tree {
             hash_key,
             gpu_leaves: BTreeSet::new(),
             host_leaves: BTreeSet::new(),
+            order,
         }
+    }
+
+    /// The node's position key in the candidate sets. Depends only on fields that do not change
+    /// while the node is listed.
+    pub fn order_key(&self, n: &Node) -> u64 {
+        match self.order {
+            CandidateOrder::LastUse => n.last_use,
+            CandidateOrder::Value { session_boost_ln } => {
+                let boost = if n.session_hot { session_boost_ln } else { 0.0 };
+                let key = (n.visits.max(1) as f64).ln() + n.last_use as f64 / 1e6 + boost;
+                // Non-negative floats order like their bit patterns.
+                key.max(0.0).to_bits()
+            }
+        }
+    }
+
+    pub fn order(&self) -> CandidateOrder {
+        self.order
     }
 
     pub fn node(&self, id: u32) -> &Node {
@@ -314,8 +345,8 @@ impl Tree {
     }
 
     fn unlist(&mut self, id: u32) {
+        let c = (self.order_key(&self.nodes[id as usize]), id);
         let n = &mut self.nodes[id as usize];
-        let c = (n.last_use, id);
         if n.listed & IN_GPU_LEAVES != 0 {
             self.gpu_leaves.remove(&c);
         }
@@ -331,7 +362,7 @@ impl Tree {
         if matches!(n.kind, Kind::Root | Kind::Vacant) {
             return;
         }
-        let c = (n.last_use, id);
+        let c = (self.order_key(n), id);
         let gpu_leaf = n.residency == Residency::Gpu && n.pins == 0 && n.gpu_children == 0;
         let host_leaf = n.residency == Residency::Host && n.pins == 0 && n.children == 0;
         let want = if gpu_leaf { IN_GPU_LEAVES } else { 0 } | if host_leaf { IN_HOST_LEAVES } else { 0 };
@@ -389,7 +420,7 @@ impl Tree {
             if n.kind == Kind::Kv && self.lookup(n.key) != Some(id) {
                 return Err(format!("node {id} is not indexed under its key"));
             }
-            let c = (n.last_use, id);
+            let c = (self.order_key(n), id);
             let gpu_leaf = n.residency == Residency::Gpu && n.pins == 0 && n.gpu_children == 0;
             if gpu_leaf != self.gpu_leaves.contains(&c) {
                 return Err(format!("node {id} GPU-leaf membership is stale"));
@@ -429,20 +460,25 @@ mod tests {
 
     #[test]
     fn chain_keys_depend_on_everything() {
-        let t = Tree::new((1, 2));
+        let t = Tree::new((1, 2), CandidateOrder::LastUse);
         let r = t.chain_root(7, 0);
         assert_ne!(r, t.chain_root(8, 0), "adapter id");
         assert_ne!(r, t.chain_root(7, 1), "namespace");
         let a = t.chain_next(r, &[1, 2, 3, 4]);
         assert_ne!(a, t.chain_next(r, &[1, 2, 3, 5]), "tokens");
         assert_ne!(a, t.chain_next(t.chain_root(7, 1), &[1, 2, 3, 4]), "prefix");
-        assert_ne!(a, Tree::new((1, 3)).chain_next(Tree::new((1, 3)).chain_root(7, 0), &[1, 2, 3, 4]), "key");
+        assert_ne!(
+            a,
+            Tree::new((1, 3), CandidateOrder::LastUse)
+                .chain_next(Tree::new((1, 3), CandidateOrder::LastUse).chain_root(7, 0), &[1, 2, 3, 4]),
+            "key"
+        );
         assert_eq!(a, t.chain_next(r, &[1, 2, 3, 4]), "deterministic");
     }
 
     #[test]
     fn leaves_follow_residency() {
-        let mut t = Tree::new((0, 0));
+        let mut t = Tree::new((0, 0), CandidateOrder::LastUse);
         let a = t.add_adapter(0, 1, 0);
         t.set_residency(a, Residency::Gpu, NONE, NONE);
         let k1 = t.add_kv(a, 10, 0, 1, 0);
