@@ -3,5 +3,6 @@
 pub mod backend;
 pub mod error;
 pub mod ffi;
+pub mod topo;
 
 pub use error::{Error, Result, Status};

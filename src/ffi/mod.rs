@@ -2,3 +2,4 @@
 //! panics and maps errors to status codes. One file per area.
 pub mod boundary;
 pub mod common;
+pub mod topo;
