@@ -261,6 +261,12 @@ fn validate_spec(net: &Network, spec: &OptimizeSpec) -> Result<()> {
             ));
         }
     }
+    let capped = (0..d).all(|k| spec.upper.get(k).is_some_and(|u| u.is_finite()));
+    if spec.total_bandwidth.is_none() && spec.dollar_budget.is_none() && !capped && spec.linear.is_empty() {
+        return Err(Error::invalid(
+            "unbounded: give `total_bandwidth`, `dollar_budget`, finite `upper` bounds or `linear` constraints",
+        ));
+    }
     if spec.objective == Objective::TimeCost && net.cost_coefficients().iter().all(|&c| c == 0.0) {
         return Err(Error::invalid("objective time x cost needs cost parameters: every `dims[].cost` is zero"));
     }

@@ -152,3 +152,36 @@ fn resnet50(batch: u64) -> Vec<Layer> {
         })
         .collect()
 }
+
+/// A deterministic sweep of asymmetric 2D-4D networks (sizes and bandwidths not matched to the
+/// hierarchical all-reduce's traffic), for comparing scheduling policies.
+pub fn asymmetric_sweep() -> Vec<Network> {
+    let shapes: [&[u32]; 9] =
+        [&[8, 8], &[4, 16], &[16, 4], &[4, 8, 8], &[8, 4, 16], &[16, 8, 4], &[4, 4, 4, 4], &[2, 8, 4, 8], &[8, 4, 2, 16]];
+    let kinds = [DimKind::Ring, DimKind::FullyConnected, DimKind::Ring, DimKind::Switch];
+    // A small linear congruential generator keeps the sweep reproducible without a dependency.
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (state >> 33) as f64 / (1u64 << 31) as f64
+    };
+    let mut out = Vec::new();
+    for shape in shapes {
+        let n = shape.len();
+        let mut patterns: Vec<Vec<f64>> = vec![
+            (0..n).map(|d| 400.0 / 2f64.powi(d as i32)).collect(),
+            (0..n).map(|d| 50.0 * 2f64.powi(d as i32)).collect(),
+            (0..n).map(|d| if d % 2 == 0 { 50.0 } else { 400.0 }).collect(),
+        ];
+        for _ in 0..3 {
+            patterns.push((0..n).map(|_| (25.0 * 16f64.powf(next())).round()).collect());
+        }
+        for bw in patterns {
+            let dims = (0..n)
+                .map(|d| Dimension::new(kinds[d + 4 - n], shape[d], bw[d]).with_latency(50.0 * (d + 1) as f64))
+                .collect();
+            out.push(Network::new(dims).expect("sweep networks are valid"));
+        }
+    }
+    out
+}
