@@ -5,7 +5,10 @@ use libra::topo::*;
 use libra::Status;
 
 fn cases() -> Vec<(NetworkPreset, WorkloadPreset)> {
-    NetworkPreset::ALL.iter().flat_map(|&n| WorkloadPreset::ALL.iter().map(move |&w| (n, w))).collect()
+    NetworkPreset::all()
+        .into_iter()
+        .flat_map(|n| WorkloadPreset::all().into_iter().map(move |w| (n, w)))
+        .collect()
 }
 
 #[test]
@@ -20,7 +23,13 @@ fn optimum_matches_grid_search_on_every_preset() {
             let steps = if net.num_dims() == 3 { 150 } else { 40 };
             let (_, grid) = grid_search(&cw, net.num_dims(), np.budget(), steps, 24);
             let err = (a.time - grid) / grid;
-            assert!(err.abs() <= 0.005, "{} {} {model:?}: optimiser {} grid {grid} ({err:+e})", np.name(), wp.name(), a.time);
+            assert!(
+                err.abs() <= 0.005,
+                "{} {} {model:?}: optimiser {} grid {grid} ({err:+e})",
+                np.name(),
+                wp.name(),
+                a.time
+            );
             // The grid cannot beat the global optimum beyond solver tolerance.
             assert!(err <= 1e-6, "{} {}: grid {grid} beats optimiser {}", np.name(), wp.name(), a.time);
             assert!(a.speedup_vs_equal() >= 1.0 - 1e-6);
@@ -71,8 +80,12 @@ fn dollar_budget_and_perf_per_cost() {
         ..Default::default()
     };
     let ppc = optimize(&net, &wl, &spec).unwrap();
-    let fastest = optimize(&net, &wl, &OptimizeSpec { lower: vec![5.0; 3], ..OptimizeSpec::bandwidth_budget(np.budget()) })
-        .unwrap();
+    let fastest = optimize(
+        &net,
+        &wl,
+        &OptimizeSpec { lower: vec![5.0; 3], ..OptimizeSpec::bandwidth_budget(np.budget()) },
+    )
+    .unwrap();
     assert!(ppc.time * ppc.cost <= fastest.time * fastest.cost * (1.0 + 1e-6));
     assert!(ppc.cost <= fastest.cost * (1.0 + 1e-6));
 }
@@ -81,8 +94,9 @@ fn dollar_budget_and_perf_per_cost() {
 fn infeasible_and_bad_inputs_are_reported() {
     let np = NetworkPreset::ThreeD;
     let (net, wl) = (np.network(), WorkloadPreset::Gpt3.workload(np));
-    let e = optimize(&net, &wl, &OptimizeSpec { lower: vec![100.0; 3], ..OptimizeSpec::bandwidth_budget(200.0) })
-        .unwrap_err();
+    let e =
+        optimize(&net, &wl, &OptimizeSpec { lower: vec![100.0; 3], ..OptimizeSpec::bandwidth_budget(200.0) })
+            .unwrap_err();
     assert_eq!(e.status, Status::LIBRA_ERR_INFEASIBLE);
     assert!(e.message.contains("total_bandwidth"), "{}", e.message);
     let spec = OptimizeSpec {

@@ -9,7 +9,12 @@ use proptest::prelude::*;
 fn network(sizes: &[u32], bw: &[f64]) -> Network {
     let kinds = [DimKind::Ring, DimKind::FullyConnected, DimKind::Switch, DimKind::Ring];
     Network::new(
-        sizes.iter().zip(bw).enumerate().map(|(d, (&s, &b))| Dimension::new(kinds[d], s, b).with_latency(10.0)).collect(),
+        sizes
+            .iter()
+            .zip(bw)
+            .enumerate()
+            .map(|(d, (&s, &b))| Dimension::new(kinds[d], s, b).with_latency(10.0))
+            .collect(),
     )
     .unwrap()
 }
@@ -19,8 +24,9 @@ fn check(net: &Network, groups: &[u32], kind: CollectiveKind, count: usize, chun
     let cfg = ScheduleConfig { policy, chunks, elem_size: 8 };
     let s = Schedule::new(net, kind, count, Some(groups), &cfg).unwrap();
     let ranks = s.ranks();
-    let input: Vec<Vec<i64>> =
-        (0..ranks).map(|r| (0..count).map(|i| ((r * 7919 + i * 104729) % 1000) as i64 - 500).collect()).collect();
+    let input: Vec<Vec<i64>> = (0..ranks)
+        .map(|r| (0..count).map(|i| ((r * 7919 + i * 104729) % 1000) as i64 - 500).collect())
+        .collect();
     let mut bufs = input.clone();
     // Steps are in a valid order: dependencies come first.
     for (i, st) in s.steps.iter().enumerate() {
@@ -134,7 +140,10 @@ fn themis_gain_over_baseline_on_asymmetric_networks() {
     let avg = gains.iter().sum::<f64>() / gains.len() as f64;
     let max = gains.iter().cloned().fold(0.0, f64::max);
     let min = gains.iter().cloned().fold(f64::INFINITY, f64::min);
-    println!("themis/baseline all-reduce gain over {} networks: avg {avg:.3}x max {max:.3}x min {min:.3}x", gains.len());
+    println!(
+        "themis/baseline all-reduce gain over {} networks: avg {avg:.3}x max {max:.3}x min {min:.3}x",
+        gains.len()
+    );
     assert!(min >= 0.97, "themis is never much worse: {min}");
     assert!(avg >= 1.5, "average gain {avg}");
 }
@@ -148,7 +157,8 @@ fn bad_schedule_inputs() {
     assert!(e.message.contains("groups[1]"), "{}", e.message);
     let e = Schedule::new(&net, CollectiveKind::AllReduce, 0, None, &cfg).unwrap_err();
     assert!(e.message.contains("count"));
-    let e = Schedule::new(&net, CollectiveKind::AllReduce, 5, None, &ScheduleConfig { chunks: 0, ..cfg }).unwrap_err();
+    let e = Schedule::new(&net, CollectiveKind::AllReduce, 5, None, &ScheduleConfig { chunks: 0, ..cfg })
+        .unwrap_err();
     assert!(e.message.contains("chunks"));
     let s = Schedule::new(&net, CollectiveKind::AllReduce, 5, None, &ScheduleConfig::default()).unwrap();
     let mut bad = vec![vec![0i64; 5]; 3];

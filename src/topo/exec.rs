@@ -11,10 +11,17 @@ use std::ops::Add;
 pub fn execute<T: Copy + Add<Output = T>>(sched: &Schedule, buffers: &mut [Vec<T>]) -> Result<()> {
     let ranks = sched.ranks();
     if buffers.len() != ranks {
-        return Err(Error::invalid(format!("`buffers` has {} ranks, the schedule has {ranks}", buffers.len())));
+        return Err(Error::invalid(format!(
+            "`buffers` has {} ranks, the schedule has {ranks}",
+            buffers.len()
+        )));
     }
     if let Some((r, b)) = buffers.iter().enumerate().find(|(_, b)| b.len() != sched.count) {
-        return Err(Error::invalid(format!("`buffers[{r}]` has {} elements, expected {}", b.len(), sched.count)));
+        return Err(Error::invalid(format!(
+            "`buffers[{r}]` has {} elements, expected {}",
+            b.len(),
+            sched.count
+        )));
     }
     let mut tmp: Vec<T> = Vec::new();
     for (si, step) in sched.steps.iter().enumerate() {

@@ -2,6 +2,8 @@
 //! message shrinks across dimensions for reduce-scatter/all-reduce, grows for all-gather, stays
 //! for all-to-all) and take the max over dimensions, since chunks pipeline across dimensions.
 //! The alpha-beta model adds `steps · latency` per dimension. Units: bytes, GB/s, ns.
+// Per-dimension quantities live in parallel arrays; indexing by dimension reads clearer.
+#![allow(clippy::needless_range_loop)]
 use crate::error::Result;
 use crate::topo::network::{check_len, DimKind, Network};
 use crate::topo::workload::{Collective, CollectiveKind, Overlap, Workload};

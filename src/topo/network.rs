@@ -29,11 +29,20 @@ pub struct CostParams {
 }
 
 impl CostParams {
-    /// LIBRA's reference values for the four packaging levels.
-    pub const CHIPLET: CostParams = CostParams { link: 2.0, switch: 0.0, nic: 0.0 };
-    pub const PACKAGE: CostParams = CostParams { link: 4.0, switch: 13.0, nic: 0.0 };
-    pub const NODE: CostParams = CostParams { link: 4.0, switch: 13.0, nic: 0.0 };
-    pub const POD: CostParams = CostParams { link: 7.8, switch: 18.0, nic: 31.6 };
+    // LIBRA's reference values for the four packaging levels. (Functions rather than associated
+    // constants, which the header generator would export.)
+    pub fn chiplet() -> CostParams {
+        CostParams { link: 2.0, switch: 0.0, nic: 0.0 }
+    }
+    pub fn package() -> CostParams {
+        CostParams { link: 4.0, switch: 13.0, nic: 0.0 }
+    }
+    pub fn node() -> CostParams {
+        CostParams { link: 4.0, switch: 13.0, nic: 0.0 }
+    }
+    pub fn pod() -> CostParams {
+        CostParams { link: 7.8, switch: 18.0, nic: 31.6 }
+    }
 }
 
 /// One network dimension.
@@ -175,8 +184,8 @@ mod tests {
     #[test]
     fn cost_is_npus_times_unit_cost_times_bandwidth() {
         let net = Network::new(vec![
-            Dimension::new(DimKind::Ring, 4, 100.0).with_cost(CostParams::CHIPLET),
-            Dimension::new(DimKind::Switch, 8, 50.0).with_cost(CostParams::POD),
+            Dimension::new(DimKind::Ring, 4, 100.0).with_cost(CostParams::chiplet()),
+            Dimension::new(DimKind::Switch, 8, 50.0).with_cost(CostParams::pod()),
         ])
         .unwrap();
         assert_eq!(net.npus(), 32);
@@ -190,8 +199,9 @@ mod tests {
         assert!(e.message.contains("dims"));
         let e = Network::new(vec![Dimension::new(DimKind::Ring, 4, 0.0)]).unwrap_err();
         assert!(e.message.contains("dims[0].bandwidth"));
-        let e = Network::new(vec![Dimension::new(DimKind::Ring, 4, 1.0), Dimension::new(DimKind::Ring, 1, 1.0)])
-            .unwrap_err();
+        let e =
+            Network::new(vec![Dimension::new(DimKind::Ring, 4, 1.0), Dimension::new(DimKind::Ring, 1, 1.0)])
+                .unwrap_err();
         assert!(e.message.contains("dims[1].size"));
         let e = Network::new(vec![Dimension::new(DimKind::Ring, 4, -3.0)]).unwrap_err();
         assert!(e.message.contains("bandwidth"));

@@ -3,6 +3,8 @@
 //! `x_d · B_d >= 1` is a rotated second-order cone. So one conic solve (clarabel) gives the
 //! global optimum under a bandwidth budget, a dollar budget, bounds and linear constraints.
 //! Perf-per-cost (time × cost) is a one-dimensional search over the dollar budget of such solves.
+// Per-dimension quantities live in parallel arrays; indexing by dimension reads clearer.
+#![allow(clippy::needless_range_loop)]
 use crate::error::{Error, Result, Status};
 use crate::topo::model::{collective_terms, traffic_per_dim, CollectiveTerms, TimeModel};
 use crate::topo::network::{check_len, check_non_negative, check_positive, Network};
@@ -117,7 +119,9 @@ impl CompiledWorkload {
         for p in &wl.phases {
             let terms = match &p.collective {
                 Some(c) => collective_terms(c, net, model)?,
-                None => CollectiveTerms { bytes: vec![0.0; net.num_dims()], latency: vec![0.0; net.num_dims()] },
+                None => {
+                    CollectiveTerms { bytes: vec![0.0; net.num_dims()], latency: vec![0.0; net.num_dims()] }
+                }
             };
             let compute = match wl.overlap {
                 Overlap::None => {
@@ -194,7 +198,8 @@ pub fn optimize(net: &Network, wl: &Workload, spec: &OptimizeSpec) -> Result<All
         }
     };
     let equal_split = scale_to(&vec![1.0; d]);
-    let proportional_split = if traffic.iter().sum::<f64>() > 0.0 { scale_to(&traffic) } else { equal_split.clone() };
+    let proportional_split =
+        if traffic.iter().sum::<f64>() > 0.0 { scale_to(&traffic) } else { equal_split.clone() };
     Ok(Allocation {
         time,
         cost,
@@ -268,13 +273,20 @@ fn validate_spec(net: &Network, spec: &OptimizeSpec) -> Result<()> {
         ));
     }
     if spec.objective == Objective::TimeCost && net.cost_coefficients().iter().all(|&c| c == 0.0) {
-        return Err(Error::invalid("objective time x cost needs cost parameters: every `dims[].cost` is zero"));
+        return Err(Error::invalid(
+            "objective time x cost needs cost parameters: every `dims[].cost` is zero",
+        ));
     }
     Ok(())
 }
 
 /// Minimises time; `max_cost` adds a cost cap (for the perf-per-cost search).
-fn solve_time(net: &Network, cw: &CompiledWorkload, spec: &OptimizeSpec, max_cost: Option<f64>) -> Result<(Vec<f64>, u32)> {
+fn solve_time(
+    net: &Network,
+    cw: &CompiledWorkload,
+    spec: &OptimizeSpec,
+    max_cost: Option<f64>,
+) -> Result<(Vec<f64>, u32)> {
     let d = net.num_dims();
     let coef = net.cost_coefficients();
     let active = cw.active_dims(d);
@@ -306,7 +318,17 @@ fn solve_time(net: &Network, cw: &CompiledWorkload, spec: &OptimizeSpec, max_cos
     // Variables: b̂ (d), x̂ (one per active dim), t̂ (one per group).
     let x_index: Vec<Option<usize>> = {
         let mut next = d;
-        active.iter().map(|&a| if a { next += 1; Some(next - 1) } else { None }).collect()
+        active
+            .iter()
+            .map(|&a| {
+                if a {
+                    next += 1;
+                    Some(next - 1)
+                } else {
+                    None
+                }
+            })
+            .collect()
     };
     let nx = active.iter().filter(|&&a| a).count();
     let t0 = d + nx;
@@ -354,7 +376,10 @@ fn solve_time(net: &Network, cw: &CompiledWorkload, spec: &OptimizeSpec, max_cos
         for k in 0..d {
             if terms.bytes[k] > 0.0 {
                 let xk = x_index[k].expect("active dimension has an x variable");
-                rows.push(vec![(xk, terms.bytes[k] / (b_ref * t_ref)), (tk, -1.0)], -terms.latency[k] / t_ref);
+                rows.push(
+                    vec![(xk, terms.bytes[k] / (b_ref * t_ref)), (tk, -1.0)],
+                    -terms.latency[k] / t_ref,
+                );
             } else if terms.latency[k] > 0.0 {
                 rows.push(vec![(tk, -1.0)], -terms.latency[k] / t_ref);
             }
@@ -417,7 +442,12 @@ fn solve_time(net: &Network, cw: &CompiledWorkload, spec: &OptimizeSpec, max_cos
 
 /// min over cost c of c · T*(c), where T*(c) is the least time at cost <= c: a golden-section
 /// search over c between the cheapest feasible network and the time optimum's cost.
-fn solve_time_cost(net: &Network, cw: &CompiledWorkload, spec: &OptimizeSpec, coef: &[f64]) -> Result<(Vec<f64>, u32)> {
+fn solve_time_cost(
+    net: &Network,
+    cw: &CompiledWorkload,
+    spec: &OptimizeSpec,
+    coef: &[f64],
+) -> Result<(Vec<f64>, u32)> {
     let (best_time_bw, _) = solve_time(net, cw, spec, None)?;
     let c_hi: f64 = coef.iter().zip(&best_time_bw).map(|(c, b)| c * b).sum();
     let c_lo = min_cost(net, spec, coef)?;
@@ -556,7 +586,13 @@ impl Rows {
 
 /// Reference brute force for tests and reports: the best time over a grid of splits of
 /// `total` (all of it used) with `steps` units, refined `rounds` times around the best point.
-pub fn grid_search(cw: &CompiledWorkload, dims: usize, total: f64, steps: usize, rounds: usize) -> (Vec<f64>, f64) {
+pub fn grid_search(
+    cw: &CompiledWorkload,
+    dims: usize,
+    total: f64,
+    steps: usize,
+    rounds: usize,
+) -> (Vec<f64>, f64) {
     let mut best_units = vec![0.0; dims];
     let mut best_t = f64::INFINITY;
     let mut parts = vec![0usize; dims];

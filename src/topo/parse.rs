@@ -56,7 +56,9 @@ pub fn parse_yaml(text: &str) -> Result<Yaml> {
 
 fn unquote(s: &str) -> String {
     let s = s.trim();
-    if s.len() >= 2 && ((s.starts_with('"') && s.ends_with('"')) || (s.starts_with('\'') && s.ends_with('\''))) {
+    if s.len() >= 2
+        && ((s.starts_with('"') && s.ends_with('"')) || (s.starts_with('\'') && s.ends_with('\'')))
+    {
         s[1..s.len() - 1].to_string()
     } else {
         s.to_string()
@@ -81,7 +83,8 @@ fn parse_block(lines: &[(usize, usize, String)], pos: &mut usize, indent: usize)
         if ind > indent {
             return Err(parse_err(format!("line {no}: unexpected indentation")));
         }
-        let colon = content.find(':').ok_or_else(|| parse_err(format!("line {no}: expected `key: value`")))?;
+        let colon =
+            content.find(':').ok_or_else(|| parse_err(format!("line {no}: expected `key: value`")))?;
         let key = unquote(&content[..colon]);
         if key.is_empty() {
             return Err(parse_err(format!("line {no}: empty key")));
@@ -94,8 +97,9 @@ fn parse_block(lines: &[(usize, usize, String)], pos: &mut usize, indent: usize)
                 _ => Yaml::Scalar(String::new()),
             }
         } else if let Some(inner) = rest.strip_prefix('[') {
-            let inner =
-                inner.strip_suffix(']').ok_or_else(|| parse_err(format!("line {no}: `[` without a closing `]`")))?;
+            let inner = inner
+                .strip_suffix(']')
+                .ok_or_else(|| parse_err(format!("line {no}: `[` without a closing `]`")))?;
             Yaml::List(inner.split(',').map(unquote).filter(|s| !s.is_empty()).collect())
         } else {
             Yaml::Scalar(unquote(rest))
@@ -127,7 +131,8 @@ fn number(s: &str, what: &str) -> Result<f64> {
 pub fn parse_network(network_yaml: &str, cost_yaml: Option<&str>) -> Result<Network> {
     let doc = parse_yaml(network_yaml)?;
     let topo = list(&doc, "Topology", "network")?.ok_or_else(|| parse_err("network: missing `Topology`"))?;
-    let npus = list(&doc, "NpusCount", "network")?.ok_or_else(|| parse_err("network: missing `NpusCount`"))?;
+    let npus =
+        list(&doc, "NpusCount", "network")?.ok_or_else(|| parse_err("network: missing `NpusCount`"))?;
     if topo.len() != npus.len() {
         return Err(parse_err(format!(
             "network: `Topology` has {} entries but `NpusCount` has {}",
@@ -138,10 +143,14 @@ pub fn parse_network(network_yaml: &str, cost_yaml: Option<&str>) -> Result<Netw
     let per_dim = |key: &str, default: f64| -> Result<Vec<f64>> {
         match list(&doc, key, "network")? {
             None => Ok(vec![default; topo.len()]),
-            Some(v) if v.len() != topo.len() => {
-                Err(parse_err(format!("network: `{key}` has {} entries, `Topology` has {}", v.len(), topo.len())))
+            Some(v) if v.len() != topo.len() => Err(parse_err(format!(
+                "network: `{key}` has {} entries, `Topology` has {}",
+                v.len(),
+                topo.len()
+            ))),
+            Some(v) => {
+                v.iter().enumerate().map(|(i, s)| number(s, &format!("network: `{key}[{i}]`"))).collect()
             }
-            Some(v) => v.iter().enumerate().map(|(i, s)| number(s, &format!("network: `{key}[{i}]`"))).collect(),
         }
     };
     let bandwidth = per_dim("Bandwidth", 100.0)?;
@@ -149,7 +158,11 @@ pub fn parse_network(network_yaml: &str, cost_yaml: Option<&str>) -> Result<Netw
     let cost_dims = list(&doc, "CostDimension", "network")?;
     if let Some(c) = cost_dims {
         if c.len() != topo.len() {
-            return Err(parse_err(format!("network: `CostDimension` has {} entries, `Topology` has {}", c.len(), topo.len())));
+            return Err(parse_err(format!(
+                "network: `CostDimension` has {} entries, `Topology` has {}",
+                c.len(),
+                topo.len()
+            )));
         }
     }
     let cost_doc = cost_yaml.map(parse_yaml).transpose()?;
@@ -159,16 +172,20 @@ pub fn parse_network(network_yaml: &str, cost_yaml: Option<&str>) -> Result<Netw
             "ring" => DimKind::Ring,
             "fullyconnected" | "fc" => DimKind::FullyConnected,
             "switch" => DimKind::Switch,
-            other => return Err(parse_err(format!("network: `Topology[{i}]` is `{other}`, expected Ring, FullyConnected or Switch"))),
+            other => {
+                return Err(parse_err(format!(
+                    "network: `Topology[{i}]` is `{other}`, expected Ring, FullyConnected or Switch"
+                )))
+            }
         };
-        let size: u32 = npus[i]
-            .trim()
-            .parse()
-            .map_err(|_| parse_err(format!("network: `NpusCount[{i}]` is `{}`, expected a positive integer", npus[i])))?;
+        let size: u32 = npus[i].trim().parse().map_err(|_| {
+            parse_err(format!("network: `NpusCount[{i}]` is `{}`, expected a positive integer", npus[i]))
+        })?;
         let mut cost = CostParams::default();
         if let (Some(names), Some(cd)) = (cost_dims, &cost_doc) {
             let name = &names[i];
-            let entry = cd.get(name).ok_or_else(|| parse_err(format!("cost model: no entry for `{name}`")))?;
+            let entry =
+                cd.get(name).ok_or_else(|| parse_err(format!("cost model: no entry for `{name}`")))?;
             let field = |k: &str| -> Result<f64> {
                 match entry.get(k) {
                     None => Ok(0.0),
@@ -188,20 +205,30 @@ pub fn parse_network(network_yaml: &str, cost_yaml: Option<&str>) -> Result<Netw
 pub fn parse_communicator(yaml: &str, dims: usize) -> Result<Communicator> {
     let doc = parse_yaml(yaml)?;
     let phase = |key: &str| -> Result<Vec<u32>> {
-        let v = list(&doc, key, "communicator")?.ok_or_else(|| parse_err(format!("communicator: missing `{key}`")))?;
+        let v = list(&doc, key, "communicator")?
+            .ok_or_else(|| parse_err(format!("communicator: missing `{key}`")))?;
         if v.len() != dims {
-            return Err(parse_err(format!("communicator: `{key}` has {} entries, the network has {dims} dimensions", v.len())));
+            return Err(parse_err(format!(
+                "communicator: `{key}` has {} entries, the network has {dims} dimensions",
+                v.len()
+            )));
         }
         v.iter()
             .enumerate()
             .map(|(i, s)| match s.trim().parse::<i64>() {
                 Ok(-1) => Ok(1),
                 Ok(g) if g >= 1 && g <= u32::MAX as i64 => Ok(g as u32),
-                _ => Err(parse_err(format!("communicator: `{key}[{i}]` is `{s}`, expected -1 or a positive group size"))),
+                _ => Err(parse_err(format!(
+                    "communicator: `{key}[{i}]` is `{s}`, expected -1 or a positive group size"
+                ))),
             })
             .collect()
     };
-    Ok(Communicator { forward: phase("Forward")?, input_grad: phase("InputGrad")?, weight_grad: phase("WeightGrad")? })
+    Ok(Communicator {
+        forward: phase("Forward")?,
+        input_grad: phase("InputGrad")?,
+        weight_grad: phase("WeightGrad")?,
+    })
 }
 
 fn collective_kind(name: &str) -> Option<Option<CollectiveKind>> {
@@ -227,12 +254,12 @@ pub fn parse_astra_layers(text: &str) -> Result<Vec<Layer>> {
         .collect();
     let mut start = 0;
     let mut expected: Option<usize> = None;
-    if lines.first().is_some_and(|(_, f)| f.len() != 12) {
-        // Header: the parallelism line, then the number of layers.
-        let (no, f) = lines.get(1).ok_or_else(|| parse_err("workload: header without a layer count"))?;
-        let n = f[0]
-            .parse::<usize>()
-            .map_err(|_| parse_err(format!("workload: line {no}: expected the layer count, found `{}`", f[0])))?;
+    // Header: a parallelism line, then a line holding only the number of layers.
+    if lines.len() >= 2 && lines[1].1.len() == 1 && lines[0].1.len() != 12 {
+        let (no, f) = &lines[1];
+        let n = f[0].parse::<usize>().map_err(|_| {
+            parse_err(format!("workload: line {no}: expected the layer count, found `{}`", f[0]))
+        })?;
         expected = Some(n);
         start = 2;
     }
@@ -254,7 +281,10 @@ pub fn parse_astra_layers(text: &str) -> Result<Vec<Layer>> {
             })?;
             let size = number(f[base + 2], &format!("workload: line {no}: communication size"))?;
             if !(size.is_finite() && size >= 0.0) {
-                return Err(parse_err(format!("workload: line {no}: negative communication size `{}`", f[base + 2])));
+                return Err(parse_err(format!(
+                    "workload: line {no}: negative communication size `{}`",
+                    f[base + 2]
+                )));
             }
             comm[p] = kind.map(|k| (k, size));
         }
@@ -272,7 +302,12 @@ pub fn parse_astra_layers(text: &str) -> Result<Vec<Layer>> {
 }
 
 /// Parses an ASTRA-sim 1.0 workload and a LIBRA communicator into one training iteration.
-pub fn parse_workload(workload_text: &str, communicator_yaml: &str, dims: usize, overlap: Overlap) -> Result<Workload> {
+pub fn parse_workload(
+    workload_text: &str,
+    communicator_yaml: &str,
+    dims: usize,
+    overlap: Overlap,
+) -> Result<Workload> {
     let layers = parse_astra_layers(workload_text)?;
     let comm = parse_communicator(communicator_yaml, dims)?;
     Ok(training_iteration(&layers, &comm, overlap))

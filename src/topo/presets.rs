@@ -27,7 +27,9 @@ pub enum WorkloadPreset {
 }
 
 impl NetworkPreset {
-    pub const ALL: [NetworkPreset; 2] = [NetworkPreset::ThreeD, NetworkPreset::FourD];
+    pub fn all() -> [NetworkPreset; 2] {
+        [NetworkPreset::ThreeD, NetworkPreset::FourD]
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -41,15 +43,19 @@ impl NetworkPreset {
     pub fn network(self) -> Network {
         let dims = match self {
             NetworkPreset::ThreeD => vec![
-                Dimension::new(DimKind::Ring, 16, 200.0).with_latency(20.0).with_cost(CostParams::CHIPLET),
-                Dimension::new(DimKind::FullyConnected, 8, 100.0).with_latency(50.0).with_cost(CostParams::NODE),
-                Dimension::new(DimKind::Switch, 32, 50.0).with_latency(500.0).with_cost(CostParams::POD),
+                Dimension::new(DimKind::Ring, 16, 200.0).with_latency(20.0).with_cost(CostParams::chiplet()),
+                Dimension::new(DimKind::FullyConnected, 8, 100.0)
+                    .with_latency(50.0)
+                    .with_cost(CostParams::node()),
+                Dimension::new(DimKind::Switch, 32, 50.0).with_latency(500.0).with_cost(CostParams::pod()),
             ],
             NetworkPreset::FourD => vec![
-                Dimension::new(DimKind::Ring, 4, 250.0).with_latency(20.0).with_cost(CostParams::CHIPLET),
-                Dimension::new(DimKind::FullyConnected, 8, 150.0).with_latency(50.0).with_cost(CostParams::PACKAGE),
-                Dimension::new(DimKind::Ring, 4, 75.0).with_latency(100.0).with_cost(CostParams::NODE),
-                Dimension::new(DimKind::Switch, 32, 25.0).with_latency(500.0).with_cost(CostParams::POD),
+                Dimension::new(DimKind::Ring, 4, 250.0).with_latency(20.0).with_cost(CostParams::chiplet()),
+                Dimension::new(DimKind::FullyConnected, 8, 150.0)
+                    .with_latency(50.0)
+                    .with_cost(CostParams::package()),
+                Dimension::new(DimKind::Ring, 4, 75.0).with_latency(100.0).with_cost(CostParams::node()),
+                Dimension::new(DimKind::Switch, 32, 25.0).with_latency(500.0).with_cost(CostParams::pod()),
             ],
         };
         Network::new(dims).expect("preset networks are valid")
@@ -62,8 +68,9 @@ impl NetworkPreset {
 }
 
 impl WorkloadPreset {
-    pub const ALL: [WorkloadPreset; 4] =
-        [WorkloadPreset::Gpt3, WorkloadPreset::Msft1T, WorkloadPreset::TuringNlg, WorkloadPreset::ResNet50];
+    pub fn all() -> [WorkloadPreset; 4] {
+        [WorkloadPreset::Gpt3, WorkloadPreset::Msft1T, WorkloadPreset::TuringNlg, WorkloadPreset::ResNet50]
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -148,7 +155,11 @@ fn resnet50(batch: u64) -> Vec<Layer> {
         .map(|(name, k, ci, co, side)| {
             let params = (k * k * ci * co) as f64;
             let t = 2.0 * params * (side * side) as f64 * batch as f64 / FLOP_PER_NS;
-            Layer { name, compute: [t, t, t], comm: [None, None, Some((CollectiveKind::AllReduce, 4.0 * params))] }
+            Layer {
+                name,
+                compute: [t, t, t],
+                comm: [None, None, Some((CollectiveKind::AllReduce, 4.0 * params))],
+            }
         })
         .collect()
 }
@@ -156,8 +167,17 @@ fn resnet50(batch: u64) -> Vec<Layer> {
 /// A deterministic sweep of asymmetric 2D-4D networks (sizes and bandwidths not matched to the
 /// hierarchical all-reduce's traffic), for comparing scheduling policies.
 pub fn asymmetric_sweep() -> Vec<Network> {
-    let shapes: [&[u32]; 9] =
-        [&[8, 8], &[4, 16], &[16, 4], &[4, 8, 8], &[8, 4, 16], &[16, 8, 4], &[4, 4, 4, 4], &[2, 8, 4, 8], &[8, 4, 2, 16]];
+    let shapes: [&[u32]; 9] = [
+        &[8, 8],
+        &[4, 16],
+        &[16, 4],
+        &[4, 8, 8],
+        &[8, 4, 16],
+        &[16, 8, 4],
+        &[4, 4, 4, 4],
+        &[2, 8, 4, 8],
+        &[8, 4, 2, 16],
+    ];
     let kinds = [DimKind::Ring, DimKind::FullyConnected, DimKind::Ring, DimKind::Switch];
     // A small linear congruential generator keeps the sweep reproducible without a dependency.
     let mut state: u64 = 0x2545_f491_4f6c_dd1d;
@@ -178,7 +198,9 @@ pub fn asymmetric_sweep() -> Vec<Network> {
         }
         for bw in patterns {
             let dims = (0..n)
-                .map(|d| Dimension::new(kinds[d + 4 - n], shape[d], bw[d]).with_latency(50.0 * (d + 1) as f64))
+                .map(|d| {
+                    Dimension::new(kinds[d + 4 - n], shape[d], bw[d]).with_latency(50.0 * (d + 1) as f64)
+                })
                 .collect();
             out.push(Network::new(dims).expect("sweep networks are valid"));
         }

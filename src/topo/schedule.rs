@@ -169,7 +169,9 @@ impl Schedule {
                         let sq: f64 = new.iter().map(|v| v * v).sum();
                         let better = match best {
                             None => true,
-                            Some((bm, bs, _)) => max < bm * (1.0 - 1e-12) || (max <= bm * (1.0 + 1e-12) && sq < bs),
+                            Some((bm, bs, _)) => {
+                                max < bm * (1.0 - 1e-12) || (max <= bm * (1.0 + 1e-12) && sq < bs)
+                            }
                         };
                         if better {
                             best = Some((max, sq, p));
@@ -249,7 +251,17 @@ impl Schedule {
             dim_busy[k] += dur;
         }
         let finish_time = steps.iter().map(|s| s.finish).fold(0.0, f64::max);
-        Ok(Schedule { kind, count, elem_size: cfg.elem_size, groups, steps, orders, chunks, finish_time, dim_busy })
+        Ok(Schedule {
+            kind,
+            count,
+            elem_size: cfg.elem_size,
+            groups,
+            steps,
+            orders,
+            chunks,
+            finish_time,
+            dim_busy,
+        })
     }
 
     /// Ranks in the communicator.
