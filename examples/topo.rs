@@ -114,7 +114,13 @@ fn main() {
     let count = 32 << 20;
     for (i, np) in NetworkPreset::all().into_iter().enumerate() {
         let (b, t) = allreduce_times(&np.network(), count);
-        println!("{:>2} preset bandwidths: baseline {:.1} us  themis {:.1} us  gain x{:.3}", np.name(), b / 1e3, t / 1e3, b / t);
+        println!(
+            "{:>2} preset bandwidths: baseline {:.1} us  themis {:.1} us  gain x{:.3}",
+            np.name(),
+            b / 1e3,
+            t / 1e3,
+            b / t
+        );
         let _ = write!(
             json,
             "{}    {{\"network\": \"{}\", \"baseline_ns\": {b}, \"themis_ns\": {t}, \"gain\": {}}}",

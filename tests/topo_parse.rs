@@ -51,7 +51,10 @@ fn communicator_and_workload() {
     assert_eq!(comm.forward, vec![16, 1, 1]);
     assert_eq!(comm.weight_grad, vec![1, 8, 32]);
     assert!(parse_communicator(&data("communicator_3d.yml"), 4).unwrap_err().message.contains("Forward"));
-    assert!(parse_communicator("Forward: [0]\nInputGrad: [1]\nWeightGrad: [1]\n", 1).unwrap_err().message.contains("Forward[0]"));
+    assert!(parse_communicator("Forward: [0]\nInputGrad: [1]\nWeightGrad: [1]\n", 1)
+        .unwrap_err()
+        .message
+        .contains("Forward[0]"));
 
     let layers = parse_astra_layers(&data("toy_transformer.txt")).unwrap();
     assert_eq!(layers.len(), 4);
@@ -61,7 +64,8 @@ fn communicator_and_workload() {
     assert_eq!(bare[1].comm[0], Some((CollectiveKind::AllToAll, 2097152.0)));
 
     let net = parse_network(&data("network_3d.yml"), None).unwrap();
-    let wl = parse_workload(&data("toy_transformer.txt"), &data("communicator_3d.yml"), 3, Overlap::None).unwrap();
+    let wl =
+        parse_workload(&data("toy_transformer.txt"), &data("communicator_3d.yml"), 3, Overlap::None).unwrap();
     // Forward of every layer, then input/weight gradients from the last layer back.
     assert_eq!(wl.phases.len(), 12);
     assert_eq!(wl.phases[0].name, "attn0.forward");
