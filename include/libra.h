@@ -203,6 +203,21 @@ typedef struct PolicyKind PolicyKind;
 typedef struct libra_cache libra_cache;
 
 /**
+ * A multi-dimensional network (opaque).
+ */
+typedef struct libra_network libra_network;
+
+/**
+ * A chunked collective schedule (opaque).
+ */
+typedef struct libra_schedule libra_schedule;
+
+/**
+ * A workload: phases with compute times and collectives (opaque).
+ */
+typedef struct libra_workload libra_workload;
+
+/**
  * One region of the engine's KV memory holding a piece of every block:
  * piece of block b = base + b * stride, `bytes_per_block` long.
  */
@@ -394,6 +409,303 @@ typedef struct libra_event {
   uint64_t block_hash_lo;
   uint64_t block_hash_hi;
 } libra_event;
+
+/**
+ * Kind of a network dimension: one of the LIBRA_DIM_* constants.
+ */
+typedef int32_t libra_dim_kind;
+
+/**
+ * One network dimension. Fill with libra_dim_desc_default() first.
+ */
+typedef struct libra_dim_desc {
+  /**
+   * sizeof(libra_dim_desc), set by libra_dim_desc_default().
+   */
+  size_t struct_size;
+  libra_dim_kind kind;
+  /**
+   * NPUs along the dimension (at least 2).
+   */
+  uint32_t size;
+  /**
+   * Bandwidth per NPU in GB/s (positive).
+   */
+  double bandwidth;
+  /**
+   * Latency per algorithm step in ns.
+   */
+  double latency;
+  /**
+   * Cost in $ per GB/s: link, switch and NIC (the last two count for switch dimensions).
+   */
+  double link_cost;
+  double switch_cost;
+  double nic_cost;
+} libra_dim_desc;
+
+/**
+ * Preset networks: one of the LIBRA_NETWORK_PRESET_* constants.
+ */
+typedef int32_t libra_network_preset;
+
+/**
+ * How a phase's compute and communication combine: one of the LIBRA_OVERLAP_* constants.
+ */
+typedef int32_t libra_overlap;
+
+/**
+ * A collective operation: one of the LIBRA_COLLECTIVE_* constants.
+ */
+typedef int32_t libra_collective;
+
+/**
+ * Preset workloads: one of the LIBRA_WORKLOAD_PRESET_* constants.
+ */
+typedef int32_t libra_workload_preset;
+
+/**
+ * Time model: one of the LIBRA_MODEL_* constants.
+ */
+typedef int32_t libra_time_model;
+
+/**
+ * Optimisation objective: one of the LIBRA_OBJECTIVE_* constants.
+ */
+typedef int32_t libra_objective;
+
+/**
+ * Comparison of a linear constraint: one of the LIBRA_CMP_* constants.
+ */
+typedef int32_t libra_cmp;
+
+/**
+ * One linear constraint `sum(coeffs[d] * B_d) (cmp) rhs` over per-NPU bandwidths.
+ */
+typedef struct libra_linear_constraint {
+  /**
+   * One coefficient per dimension; borrowed for the duration of the call.
+   */
+  const double *coeffs;
+  size_t num_coeffs;
+  libra_cmp cmp;
+  double rhs;
+} libra_linear_constraint;
+
+/**
+ * Optimiser settings. Fill with libra_optimize_config_default() first.
+ */
+typedef struct libra_optimize_config {
+  /**
+   * sizeof(libra_optimize_config), set by libra_optimize_config_default().
+   */
+  size_t struct_size;
+  libra_objective objective;
+  libra_time_model model;
+  /**
+   * Budget on the sum of per-NPU bandwidths (GB/s); 0 = none; negative is an error.
+   */
+  double total_bandwidth;
+  /**
+   * Budget on the network cost ($); 0 = none; negative is an error.
+   */
+  double dollar_budget;
+  /**
+   * Per-dimension lower bounds (num_dims entries) or NULL for 0.
+   */
+  const double *lower;
+  /**
+   * Per-dimension upper bounds (num_dims entries, INFINITY allowed) or NULL for none.
+   */
+  const double *upper;
+  /**
+   * Entries in `lower` / `upper` (the network's dimension count when either is set).
+   */
+  size_t num_bounds;
+  /**
+   * Extra linear constraints, or NULL when num_constraints is 0.
+   */
+  const struct libra_linear_constraint *constraints;
+  size_t num_constraints;
+} libra_optimize_config;
+
+/**
+ * The optimiser's summary. Set `struct_size = sizeof(libra_optimize_result)` before the call.
+ */
+typedef struct libra_optimize_result {
+  size_t struct_size;
+  /**
+   * Iteration time at the optimum, ns.
+   */
+  double time_ns;
+  /**
+   * Network cost at the optimum, $.
+   */
+  double cost;
+  /**
+   * Iteration time with the same total bandwidth split equally, ns.
+   */
+  double equal_split_time_ns;
+  /**
+   * Iteration time with the same total bandwidth split in proportion to traffic, ns.
+   */
+  double proportional_split_time_ns;
+  double speedup_vs_equal;
+  double speedup_vs_proportional;
+} libra_optimize_result;
+
+/**
+ * Scheduling settings. Fill with libra_schedule_config_default() first.
+ */
+typedef struct libra_schedule_config {
+  /**
+   * sizeof(libra_schedule_config), set by libra_schedule_config_default().
+   */
+  size_t struct_size;
+  libra_policy policy;
+  /**
+   * Number of chunks (default 64; fewer when the collective has fewer elements).
+   */
+  size_t chunks;
+  /**
+   * Bytes per element (default 4).
+   */
+  size_t elem_size;
+} libra_schedule_config;
+
+/**
+ * Operation of a schedule step: one of the LIBRA_STEP_* constants.
+ */
+typedef int32_t libra_step_op;
+
+/**
+ * One schedule step. Set `struct_size = sizeof(libra_step)` before libra_schedule_step().
+ */
+typedef struct libra_step {
+  size_t struct_size;
+  size_t chunk;
+  /**
+   * Position within the chunk's stages.
+   */
+  size_t stage;
+  /**
+   * Network dimension whose groups run this step.
+   */
+  size_t dim;
+  libra_step_op op;
+  /**
+   * Group size along `dim`.
+   */
+  uint32_t group;
+  /**
+   * Bytes each rank sends.
+   */
+  double bytes;
+  /**
+   * The chunk's element range.
+   */
+  size_t chunk_offset;
+  size_t chunk_count;
+  /**
+   * Earlier steps this one waits for (see libra_schedule_step_dep()), besides the previous
+   * step on the same dimension.
+   */
+  size_t num_deps;
+  /**
+   * Predicted start and finish, ns.
+   */
+  double start_ns;
+  double finish_ns;
+} libra_step;
+
+
+
+#define LIBRA_DIM_RING 0
+
+#define LIBRA_DIM_FULLY_CONNECTED 1
+
+#define LIBRA_DIM_SWITCH 2
+
+/**
+ * No collective (a compute-only phase).
+ */
+#define LIBRA_COLLECTIVE_NONE 0
+
+#define LIBRA_COLLECTIVE_ALL_REDUCE 1
+
+#define LIBRA_COLLECTIVE_REDUCE_SCATTER 2
+
+#define LIBRA_COLLECTIVE_ALL_GATHER 3
+
+#define LIBRA_COLLECTIVE_ALL_TO_ALL 4
+
+/**
+ * Phase time = compute + communication.
+ */
+#define LIBRA_OVERLAP_NONE 0
+
+/**
+ * Phase time = max(compute, communication).
+ */
+#define LIBRA_OVERLAP_FULL 1
+
+/**
+ * LIBRA's bandwidth-only model.
+ */
+#define LIBRA_MODEL_LIBRA 0
+
+/**
+ * Alpha-beta: adds per-step latency (ring, direct, halving-doubling by dimension kind).
+ */
+#define LIBRA_MODEL_ALPHA_BETA 1
+
+/**
+ * Minimise iteration time.
+ */
+#define LIBRA_OBJECTIVE_TIME 0
+
+/**
+ * Minimise iteration time x network cost.
+ */
+#define LIBRA_OBJECTIVE_TIME_COST 1
+
+#define LIBRA_CMP_LE 0
+
+#define LIBRA_CMP_GE 1
+
+#define LIBRA_CMP_EQ 2
+
+/**
+ * Every chunk crosses the dimensions in ascending order.
+ */
+#define LIBRA_POLICY_BASELINE 0
+
+/**
+ * Per chunk, the order that best balances per-dimension load (Themis).
+ */
+#define LIBRA_POLICY_THEMIS 1
+
+#define LIBRA_STEP_REDUCE_SCATTER 0
+
+#define LIBRA_STEP_ALL_GATHER 1
+
+/**
+ * [ring, fully-connected, switch] of [16, 8, 32] NPUs.
+ */
+#define LIBRA_NETWORK_PRESET_3D 0
+
+/**
+ * [ring, fully-connected, ring, switch] of [4, 8, 4, 32] NPUs.
+ */
+#define LIBRA_NETWORK_PRESET_4D 1
+
+#define LIBRA_WORKLOAD_PRESET_GPT3 0
+
+#define LIBRA_WORKLOAD_PRESET_MSFT_1T 1
+
+#define LIBRA_WORKLOAD_PRESET_TURING_NLG 2
+
+#define LIBRA_WORKLOAD_PRESET_RESNET50 3
 
 #ifdef __cplusplus
 extern "C" {
@@ -632,6 +944,335 @@ const char *libra_last_error_message(void);
  * LIBRA_VERSION_STRING to detect a header/library mismatch. Never NULL. Thread-safe.
  */
 const char *libra_version(void);
+
+/**
+ * Returns a libra_dim_desc with struct_size set, a ring of 2 NPUs at 1 GB/s, no latency and
+ * no cost. Thread-safe.
+ */
+struct libra_dim_desc libra_dim_desc_default(void);
+
+/**
+ * Builds a network from `num_dims` dimension descriptions (dimension 0 first; NPU coordinates
+ * are mixed-radix with dimension 0 fastest). `dims` is borrowed for the call; its elements are
+ * `dims[0].struct_size` bytes apart. On success `*out` receives a new network that the caller
+ * frees with libra_network_free(). Fails with LIBRA_ERR_INVALID_ARGUMENT naming the field for
+ * an empty network, a size below 2 or a zero, negative or non-finite bandwidth.
+ * Thread-safe.
+ *
+ * # Safety
+ * `dims` must point to `num_dims` descriptions; `out` must be writable.
+ */
+enum libra_status libra_network_new(const struct libra_dim_desc *dims,
+                                    size_t num_dims,
+                                    struct libra_network **out);
+
+/**
+ * Builds a preset network (LIBRA_NETWORK_PRESET_*), with a starting bandwidth split, per-step
+ * latencies and LIBRA's reference costs. `*out` is freed with libra_network_free().
+ * Thread-safe.
+ *
+ * # Safety
+ * `out` must be writable.
+ */
+enum libra_status libra_network_preset_new(libra_network_preset preset, struct libra_network **out);
+
+/**
+ * Parses a LIBRA network YAML file's text (`Topology`, `NpusCount`, optional
+ * `CostDimension`, `Bandwidth` in GB/s (default 100) and `Latency` in ns) and, if
+ * `cost_yaml` is not NULL, a LIBRA cost-model YAML text. Both strings are borrowed,
+ * NUL-terminated UTF-8. Fails with LIBRA_ERR_PARSE and a message naming the key or line.
+ * `*out` is freed with libra_network_free(). Thread-safe.
+ *
+ * # Safety
+ * `network_yaml` must be a NUL-terminated string; `cost_yaml` NULL or one; `out` writable.
+ */
+enum libra_status libra_network_parse(const char *network_yaml,
+                                      const char *cost_yaml,
+                                      struct libra_network **out);
+
+/**
+ * Frees a network. NULL is a no-op. The network must not be in use by another thread.
+ *
+ * # Safety
+ * `network` must be NULL or a handle from a libra_network_* constructor, not yet freed.
+ */
+void libra_network_free(struct libra_network *network);
+
+/**
+ * Writes the number of dimensions to `*out`. Thread-safe on a const network.
+ *
+ * # Safety
+ * `network` must be a valid handle or NULL; `out` writable or NULL.
+ */
+enum libra_status libra_network_num_dims(const struct libra_network *network, size_t *out);
+
+/**
+ * Writes the total number of NPUs to `*out`. Thread-safe on a const network.
+ *
+ * # Safety
+ * `network` must be a valid handle or NULL; `out` writable or NULL.
+ */
+enum libra_status libra_network_npus(const struct libra_network *network, uint64_t *out);
+
+/**
+ * Copies dimension `index` into `*out`, whose `struct_size` the caller sets (e.g. from
+ * libra_dim_desc_default()); LIBRA_ERR_INVALID_ARGUMENT if `index` is out of range.
+ * Thread-safe on a const network.
+ *
+ * # Safety
+ * `network` must be a valid handle or NULL; `out` writable or NULL.
+ */
+enum libra_status libra_network_dim(const struct libra_network *network,
+                                    size_t index,
+                                    struct libra_dim_desc *out);
+
+/**
+ * Writes LIBRA's network cost ($) of `bandwidths` (`num_dims` per-NPU GB/s values), or of
+ * the network's own bandwidths when `bandwidths` is NULL, to `*out`. Thread-safe on a const
+ * network.
+ *
+ * # Safety
+ * `network` valid or NULL; `bandwidths` NULL or `num_dims` values; `out` writable or NULL.
+ */
+enum libra_status libra_network_cost(const struct libra_network *network,
+                                     const double *bandwidths,
+                                     size_t num_dims,
+                                     double *out);
+
+/**
+ * Replaces the network's per-NPU bandwidths (`num_dims` positive GB/s values, e.g. an
+ * optimiser's answer). On error the network is unchanged. Not thread-safe: needs exclusive
+ * access to `network`.
+ *
+ * # Safety
+ * `network` valid or NULL; `bandwidths` NULL or `num_dims` values.
+ */
+enum libra_status libra_network_set_bandwidths(struct libra_network *network,
+                                               const double *bandwidths,
+                                               size_t num_dims);
+
+/**
+ * Creates an empty workload with an overlap mode (LIBRA_OVERLAP_*). `*out` is freed with
+ * libra_workload_free(). Thread-safe.
+ *
+ * # Safety
+ * `out` must be writable.
+ */
+enum libra_status libra_workload_new(libra_overlap overlap_mode, struct libra_workload **out);
+
+/**
+ * Appends a phase: `compute_ns` of compute and a collective of `kind` (LIBRA_COLLECTIVE_NONE
+ * for none; then `bytes` and `groups` are ignored and `groups` may be NULL) of `bytes` per
+ * NPU over a communicator with `groups[d]` NPUs along dimension d (-1 or 1 = not involved).
+ * `name` may be NULL. The communicator is checked against a network when the workload is used
+ * (a group size must divide its dimension). Not thread-safe: needs exclusive access.
+ *
+ * # Safety
+ * `workload` valid or NULL; `name` NULL or a NUL-terminated string; `groups` NULL or
+ * `num_groups` values.
+ */
+enum libra_status libra_workload_add_phase(struct libra_workload *workload,
+                                           const char *name,
+                                           double compute_ns,
+                                           libra_collective kind,
+                                           double bytes,
+                                           const int32_t *groups,
+                                           size_t num_groups);
+
+/**
+ * Builds a preset training iteration (LIBRA_WORKLOAD_PRESET_*) laid out for a preset network
+ * (LIBRA_NETWORK_PRESET_*), with no compute/communication overlap. `*out` is freed with
+ * libra_workload_free(). Thread-safe.
+ *
+ * # Safety
+ * `out` must be writable.
+ */
+enum libra_status libra_workload_preset_new(libra_workload_preset preset,
+                                            libra_network_preset network,
+                                            struct libra_workload **out);
+
+/**
+ * Parses an ASTRA-sim 1.0 workload text and a LIBRA communicator YAML text for a network of
+ * `num_dims` dimensions into one training iteration (forward of every layer, then input- and
+ * weight-gradient from the last layer back). Strings are borrowed, NUL-terminated UTF-8.
+ * Fails with LIBRA_ERR_PARSE naming the line or key. `*out` is freed with
+ * libra_workload_free(). Thread-safe.
+ *
+ * # Safety
+ * Both strings must be NUL-terminated; `out` writable.
+ */
+enum libra_status libra_workload_parse(const char *workload_text,
+                                       const char *communicator_yaml,
+                                       size_t num_dims,
+                                       libra_overlap overlap_mode,
+                                       struct libra_workload **out);
+
+/**
+ * Frees a workload. NULL is a no-op. The workload must not be in use by another thread.
+ *
+ * # Safety
+ * `workload` must be NULL or a handle from a libra_workload_* constructor, not yet freed.
+ */
+void libra_workload_free(struct libra_workload *workload);
+
+/**
+ * Writes the number of phases to `*out`. Thread-safe on a const workload.
+ *
+ * # Safety
+ * `workload` valid or NULL; `out` writable or NULL.
+ */
+enum libra_status libra_workload_num_phases(const struct libra_workload *workload, size_t *out);
+
+/**
+ * Writes the iteration time (ns) of `workload` on `network` with its own bandwidths under
+ * `model` (LIBRA_MODEL_*) to `*out_ns`. Fails with LIBRA_ERR_INVALID_ARGUMENT naming the phase
+ * and field when a communicator does not fit the network. Thread-safe on const handles.
+ *
+ * # Safety
+ * Handles valid or NULL; `out_ns` writable or NULL.
+ */
+enum libra_status libra_iteration_time(const struct libra_network *network,
+                                       const struct libra_workload *workload,
+                                       libra_time_model model,
+                                       double *out_ns);
+
+/**
+ * Returns a libra_optimize_config with struct_size set: minimise time under the LIBRA model,
+ * no budget, bounds or constraints (set `total_bandwidth` or `dollar_budget`). Thread-safe.
+ */
+struct libra_optimize_config libra_optimize_config_default(void);
+
+/**
+ * Finds the per-NPU bandwidths that minimise the objective for `workload` on `network` (the
+ * network's own bandwidths are ignored) under `config`'s budgets, bounds and constraints,
+ * exactly (a conic solve). Writes `num_dims` bandwidths (GB/s) to `bandwidths_out` and the
+ * summary to `*out` (whose `struct_size` the caller sets), only on success. Fails with
+ * LIBRA_ERR_INFEASIBLE when no allocation satisfies the constraints (e.g. a budget below the
+ * lower bounds) and LIBRA_ERR_INVALID_ARGUMENT naming the field for bad input. Thread-safe on
+ * const handles.
+ *
+ * # Safety
+ * Handles valid or NULL; `config` valid or NULL, with its pointers valid for their counts;
+ * `bandwidths_out` NULL or `num_dims` writable values; `out` writable or NULL.
+ */
+enum libra_status libra_optimize(const struct libra_network *network,
+                                 const struct libra_workload *workload,
+                                 const struct libra_optimize_config *config,
+                                 double *bandwidths_out,
+                                 size_t num_dims,
+                                 struct libra_optimize_result *out);
+
+/**
+ * Returns a libra_schedule_config with struct_size set: Themis, 64 chunks, 4-byte elements.
+ * Thread-safe.
+ */
+struct libra_schedule_config libra_schedule_config_default(void);
+
+/**
+ * Schedules a collective `kind` (all-reduce, reduce-scatter or all-gather) of `count`
+ * elements per rank over the communicator `groups` (`num_groups` = the network's dimension
+ * count, -1 or 1 = not involved; NULL = every NPU) on `network`. `config` may be NULL for the
+ * defaults. Ranks of the communicator are numbered mixed-radix over the group sizes, dimension
+ * 0 fastest. `*out` is freed with libra_schedule_free(). Thread-safe on a const network.
+ *
+ * # Safety
+ * `network` valid or NULL; `groups` NULL or `num_groups` values; `config` NULL or valid;
+ * `out` writable or NULL.
+ */
+enum libra_status libra_schedule_new(const struct libra_network *network,
+                                     libra_collective kind,
+                                     size_t count,
+                                     const int32_t *groups,
+                                     size_t num_groups,
+                                     const struct libra_schedule_config *config,
+                                     struct libra_schedule **out);
+
+/**
+ * Frees a schedule. NULL is a no-op. The schedule must not be in use by another thread.
+ *
+ * # Safety
+ * `schedule` must be NULL or a handle from libra_schedule_new(), not yet freed.
+ */
+void libra_schedule_free(struct libra_schedule *schedule);
+
+/**
+ * Writes the number of steps to `*out`. Steps are numbered in a valid issue order: every
+ * step's dependencies come before it, and steps on one dimension are in start order.
+ * Thread-safe on a const schedule.
+ *
+ * # Safety
+ * `schedule` valid or NULL; `out` writable or NULL.
+ */
+enum libra_status libra_schedule_num_steps(const struct libra_schedule *schedule, size_t *out);
+
+/**
+ * Writes the number of ranks in the schedule's communicator to `*out`. Thread-safe on a const
+ * schedule.
+ *
+ * # Safety
+ * `schedule` valid or NULL; `out` writable or NULL.
+ */
+enum libra_status libra_schedule_num_ranks(const struct libra_schedule *schedule, size_t *out);
+
+/**
+ * Writes the predicted completion time (ns) to `*out_ns`. Thread-safe on a const schedule.
+ *
+ * # Safety
+ * `schedule` valid or NULL; `out_ns` writable or NULL.
+ */
+enum libra_status libra_schedule_finish_time(const struct libra_schedule *schedule, double *out_ns);
+
+/**
+ * Copies step `index` into `*out` (whose `struct_size` the caller sets to
+ * sizeof(libra_step)). Thread-safe on a const schedule.
+ *
+ * # Safety
+ * `schedule` valid or NULL; `out` writable or NULL.
+ */
+enum libra_status libra_schedule_step(const struct libra_schedule *schedule,
+                                      size_t index,
+                                      struct libra_step *out);
+
+/**
+ * Writes the index of dependency `dep` (0 <= dep < num_deps) of step `index` to `*out`.
+ * Thread-safe on a const schedule.
+ *
+ * # Safety
+ * `schedule` valid or NULL; `out` writable or NULL.
+ */
+enum libra_status libra_schedule_step_dep(const struct libra_schedule *schedule,
+                                          size_t index,
+                                          size_t dep,
+                                          size_t *out);
+
+/**
+ * Writes the element range (`*offset`, `*count`) that `rank` passes to step `index`: the
+ * reduce-scatter's input or the all-gather's output. The rank's own part of it is part
+ * `coordinate along step.dim` of `step.group` parts, the first `count % group` parts one
+ * element longer. Thread-safe on a const schedule.
+ *
+ * # Safety
+ * `schedule` valid or NULL; `offset` and `count` writable or NULL.
+ */
+enum libra_status libra_schedule_step_segment(const struct libra_schedule *schedule,
+                                              size_t index,
+                                              size_t rank,
+                                              size_t *offset,
+                                              size_t *count);
+
+/**
+ * Runs the schedule on host buffers: `buffers[r]` is rank r's `count` doubles (count = the
+ * schedule's element count), updated in place with the reference executor. All-reduce leaves
+ * the element-wise sum in every buffer. Buffers must not overlap. Thread-safe on a const
+ * schedule; the buffers need exclusive access.
+ *
+ * # Safety
+ * `buffers` NULL or `num_ranks` pointers, each to `count` writable doubles.
+ */
+enum libra_status libra_schedule_execute_f64(const struct libra_schedule *schedule,
+                                             double *const *buffers,
+                                             size_t num_ranks,
+                                             size_t count);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -60,6 +60,7 @@ impl Default for CacheConfig {
 }
 
 /// Largest token count one call accepts: bounds work done for untrusted input.
+/// cbindgen:ignore
 pub const MAX_TOKENS_PER_CALL: usize = 1 << 24;
 
 impl CacheConfig {

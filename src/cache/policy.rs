@@ -110,6 +110,7 @@ pub fn retention_value(
 }
 
 /// How much a prefix a conversation will continue is favoured by the `libra` policy.
+/// cbindgen:ignore
 pub const SESSION_BOOST: f64 = 16.0;
 
 /// How the tree should keep its candidate sets for `policy`.

@@ -11,7 +11,9 @@ use siphasher::sip128::{Hasher128, SipHasher13};
 use std::collections::BTreeSet;
 use std::hash::Hasher;
 
+/// cbindgen:ignore
 pub const NONE: u32 = u32::MAX;
+/// cbindgen:ignore
 pub const ROOT: u32 = 0;
 
 /// Where a node's data lives.

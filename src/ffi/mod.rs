@@ -7,3 +7,4 @@
 pub mod boundary;
 pub mod cache;
 pub mod common;
+pub mod topo;

@@ -1,0 +1,159 @@
+//! Runs LIBRA's presets through the optimiser and Themis's scheduler and prints what they buy.
+//!
+//!     cargo run --release --example topo [-- --json FILE]
+//!
+//! For each preset network and workload: the optimal bandwidth split under the preset's total
+//! bandwidth, its speedup over an equal split and over a traffic-proportional split, its gap to
+//! a brute-force grid search, the solve time, and the perf-per-cost optimum. Then Themis vs the
+//! fixed-order baseline for one all-reduce, on the presets and on a sweep of asymmetric
+//! networks. Times are measured in this run on this machine.
+use libra::topo::optimize::{grid_search, CompiledWorkload};
+use libra::topo::presets::{asymmetric_sweep, NetworkPreset, WorkloadPreset};
+use libra::topo::*;
+use std::fmt::Write as _;
+use std::time::Instant;
+
+fn fmt_vec(v: &[f64]) -> String {
+    let items: Vec<String> = v.iter().map(|x| format!("{x:.3}")).collect();
+    format!("[{}]", items.join(", "))
+}
+
+fn median_solve_us(net: &Network, wl: &Workload, spec: &OptimizeSpec, runs: usize) -> f64 {
+    let mut t: Vec<f64> = (0..runs)
+        .map(|_| {
+            let start = Instant::now();
+            optimize(net, wl, spec).expect("preset solves");
+            start.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[runs / 2]
+}
+
+fn allreduce_times(net: &Network, count: usize) -> (f64, f64) {
+    let base = ScheduleConfig { policy: Policy::Baseline, chunks: 64, elem_size: 2 };
+    let themis = ScheduleConfig { policy: Policy::Themis, ..base.clone() };
+    let b = Schedule::new(net, CollectiveKind::AllReduce, count, None, &base).expect("schedules");
+    let t = Schedule::new(net, CollectiveKind::AllReduce, count, None, &themis).expect("schedules");
+    (b.finish_time, t.finish_time)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let json_path = args.iter().position(|a| a == "--json").and_then(|i| args.get(i + 1)).cloned();
+    let mut json = String::from("{\n  \"optimizer\": [\n");
+    let mut first = true;
+    let mut worst_grid_gap: f64 = 0.0;
+
+    println!("== LIBRA bandwidth optimiser (budget = the preset's total GB/s per NPU) ==");
+    for np in NetworkPreset::all() {
+        let net = np.network();
+        let budget = np.budget();
+        for wp in WorkloadPreset::all() {
+            let wl = wp.workload(np);
+            let spec = OptimizeSpec::bandwidth_budget(budget);
+            let a = optimize(&net, &wl, &spec).expect("preset solves");
+            let us = median_solve_us(&net, &wl, &spec, 21);
+            let cw = CompiledWorkload::new(&wl, &net, &TimeModel::Libra).expect("valid");
+            let steps = if net.num_dims() == 3 { 150 } else { 40 };
+            let (_, grid) = grid_search(&cw, net.num_dims(), budget, steps, 24);
+            let gap = (a.time - grid) / grid;
+            worst_grid_gap = worst_grid_gap.max(gap.abs());
+            let ppc_spec = OptimizeSpec {
+                objective: Objective::TimeCost,
+                lower: vec![1.0; net.num_dims()],
+                ..OptimizeSpec::bandwidth_budget(budget)
+            };
+            let ppc = optimize(&net, &wl, &ppc_spec).expect("preset solves");
+            println!(
+                "{:>2} {:<10} split {}  time {:.3} ms  x{:.3} vs equal  x{:.3} vs traffic-proportional  grid gap {:+.4}%  solve {:.0} us",
+                np.name(),
+                wp.name(),
+                fmt_vec(&a.bandwidths),
+                a.time / 1e6,
+                a.speedup_vs_equal(),
+                a.speedup_vs_proportional(),
+                gap * 100.0,
+                us
+            );
+            println!(
+                "   {:<10} perf-per-cost split {}  time {:.3} ms  cost ${:.3}M (time-optimal ${:.3}M)  time x cost {:.3} of time-optimal",
+                "",
+                fmt_vec(&ppc.bandwidths),
+                ppc.time / 1e6,
+                ppc.cost / 1e6,
+                a.cost / 1e6,
+                ppc.time * ppc.cost / (a.time * a.cost)
+            );
+            if !first {
+                json.push_str(",\n");
+            }
+            first = false;
+            let _ = write!(
+                json,
+                "    {{\"network\": \"{}\", \"workload\": \"{}\", \"bandwidths\": {}, \"time_ns\": {}, \"cost\": {}, \"speedup_vs_equal\": {}, \"speedup_vs_proportional\": {}, \"grid_gap\": {}, \"solve_us\": {}, \"ppc_bandwidths\": {}, \"ppc_time_ns\": {}, \"ppc_cost\": {}}}",
+                np.name(),
+                wp.name(),
+                fmt_vec(&a.bandwidths),
+                a.time,
+                a.cost,
+                a.speedup_vs_equal(),
+                a.speedup_vs_proportional(),
+                gap,
+                us,
+                fmt_vec(&ppc.bandwidths),
+                ppc.time,
+                ppc.cost
+            );
+        }
+    }
+    println!("worst |optimiser - grid| / grid: {:.4}%", worst_grid_gap * 100.0);
+
+    println!("\n== Themis vs baseline, one 64 MiB all-reduce over every NPU, 64 chunks ==");
+    json.push_str("\n  ],\n  \"themis_presets\": [\n");
+    let count = 32 << 20;
+    for (i, np) in NetworkPreset::all().into_iter().enumerate() {
+        let (b, t) = allreduce_times(&np.network(), count);
+        println!(
+            "{:>2} preset bandwidths: baseline {:.1} us  themis {:.1} us  gain x{:.3}",
+            np.name(),
+            b / 1e3,
+            t / 1e3,
+            b / t
+        );
+        let _ = write!(
+            json,
+            "{}    {{\"network\": \"{}\", \"baseline_ns\": {b}, \"themis_ns\": {t}, \"gain\": {}}}",
+            if i > 0 { ",\n" } else { "" },
+            np.name(),
+            b / t
+        );
+    }
+    let sweep = asymmetric_sweep();
+    let mut gains = Vec::new();
+    for net in &sweep {
+        let (b, t) = allreduce_times(net, count);
+        gains.push(b / t);
+    }
+    let avg = gains.iter().sum::<f64>() / gains.len() as f64;
+    let max = gains.iter().cloned().fold(0.0, f64::max);
+    let min = gains.iter().cloned().fold(f64::INFINITY, f64::min);
+    let mut sorted = gains.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    let geo = (gains.iter().map(|g| g.ln()).sum::<f64>() / gains.len() as f64).exp();
+    println!(
+        "sweep of {} asymmetric 2D-4D networks: bandwidth-utilisation gain avg x{avg:.3}  geomean x{geo:.3}  median x{median:.3}  max x{max:.3}  min x{min:.3}",
+        gains.len()
+    );
+    let _ = write!(
+        json,
+        "\n  ],\n  \"themis_sweep\": {{\"networks\": {}, \"avg_gain\": {avg}, \"geomean_gain\": {geo}, \"median_gain\": {median}, \"max_gain\": {max}, \"min_gain\": {min}}}\n}}\n",
+        gains.len()
+    );
+
+    if let Some(path) = json_path {
+        std::fs::write(&path, json).expect("write the JSON file");
+        println!("\nwrote {path}");
+    }
+}

@@ -1,0 +1,655 @@
+//! Bandwidth allocation. Minimising iteration time over per-NPU bandwidths `B_d` is convex in
+//! `x_d = 1/B_d`: each collective's time is a max of affine functions of `x`, and the link
+//! `x_d · B_d >= 1` is a rotated second-order cone. So one conic solve (clarabel) gives the
+//! global optimum under a bandwidth budget, a dollar budget, bounds and linear constraints.
+//! Perf-per-cost (time × cost) is a one-dimensional search over the dollar budget of such solves.
+// Per-dimension quantities live in parallel arrays; indexing by dimension reads clearer.
+#![allow(clippy::needless_range_loop)]
+use crate::error::{Error, Result, Status};
+use crate::topo::model::{collective_terms, traffic_per_dim, CollectiveTerms, TimeModel};
+use crate::topo::network::{check_len, check_non_negative, check_positive, Network};
+use crate::topo::workload::{Overlap, Workload};
+use clarabel::algebra::CscMatrix;
+use clarabel::solver::{
+    DefaultSettings, DefaultSolver, IPSolver, SolverStatus, SupportedConeT,
+    SupportedConeT::{NonnegativeConeT, SecondOrderConeT, ZeroConeT},
+};
+use std::collections::HashMap;
+
+/// Comparison of a linear constraint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Cmp {
+    Le,
+    Ge,
+    Eq,
+}
+
+/// `Σ coeffs[d] · B_d (cmp) rhs`, e.g. `B0 - B1 >= 0` or `B2 + B3 = 200`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinearConstraint {
+    pub coeffs: Vec<f64>,
+    pub cmp: Cmp,
+    pub rhs: f64,
+}
+
+impl LinearConstraint {
+    pub fn new(coeffs: Vec<f64>, cmp: Cmp, rhs: f64) -> Self {
+        LinearConstraint { coeffs, cmp, rhs }
+    }
+}
+
+/// What to minimise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Objective {
+    /// Iteration time.
+    #[default]
+    Time,
+    /// Iteration time × network cost (perf-per-cost).
+    TimeCost,
+}
+
+/// The optimisation problem besides the network and the workload.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct OptimizeSpec {
+    pub objective: Objective,
+    pub model: TimeModel,
+    /// `Σ B_d <= total_bandwidth` (GB/s per NPU).
+    pub total_bandwidth: Option<f64>,
+    /// Network cost `<=` this many dollars.
+    pub dollar_budget: Option<f64>,
+    /// Per-dimension lower bounds; empty = 0.
+    pub lower: Vec<f64>,
+    /// Per-dimension upper bounds; empty or infinite = none.
+    pub upper: Vec<f64>,
+    pub linear: Vec<LinearConstraint>,
+}
+
+impl OptimizeSpec {
+    pub fn bandwidth_budget(total: f64) -> Self {
+        OptimizeSpec { total_bandwidth: Some(total), ..Default::default() }
+    }
+
+    pub fn dollar_budget(dollars: f64) -> Self {
+        OptimizeSpec { dollar_budget: Some(dollars), ..Default::default() }
+    }
+}
+
+/// The optimiser's answer, with the two baselines it is compared to. The baselines use the
+/// same total bandwidth as the optimum (the same cost when only a dollar budget is given).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Allocation {
+    pub bandwidths: Vec<f64>,
+    /// Iteration time in ns.
+    pub time: f64,
+    /// Network cost in dollars.
+    pub cost: f64,
+    pub equal_split: Vec<f64>,
+    pub equal_split_time: f64,
+    pub proportional_split: Vec<f64>,
+    pub proportional_split_time: f64,
+    /// Interior-point iterations of the final solve.
+    pub iterations: u32,
+}
+
+impl Allocation {
+    pub fn speedup_vs_equal(&self) -> f64 {
+        self.equal_split_time / self.time
+    }
+    pub fn speedup_vs_proportional(&self) -> f64 {
+        self.proportional_split_time / self.time
+    }
+}
+
+/// A workload reduced to distinct collectives with multiplicities: iteration time =
+/// `constant + Σ weight · phase_time(group)`.
+#[derive(Debug, Clone)]
+pub struct CompiledWorkload {
+    pub overlap: Overlap,
+    pub constant: f64,
+    /// (weight, compute of the phase (full overlap only), terms)
+    pub groups: Vec<(f64, f64, CollectiveTerms)>,
+}
+
+impl CompiledWorkload {
+    pub fn new(wl: &Workload, net: &Network, model: &TimeModel) -> Result<Self> {
+        wl.validate(net)?;
+        let mut constant = 0.0;
+        let mut index: HashMap<Vec<u64>, usize> = HashMap::new();
+        let mut groups: Vec<(f64, f64, CollectiveTerms)> = Vec::new();
+        for p in &wl.phases {
+            let terms = match &p.collective {
+                Some(c) => collective_terms(c, net, model)?,
+                None => {
+                    CollectiveTerms { bytes: vec![0.0; net.num_dims()], latency: vec![0.0; net.num_dims()] }
+                }
+            };
+            let compute = match wl.overlap {
+                Overlap::None => {
+                    constant += p.compute;
+                    0.0
+                }
+                Overlap::Full => p.compute,
+            };
+            if terms.is_empty() {
+                constant += compute;
+                continue;
+            }
+            let mut key: Vec<u64> = terms.bytes.iter().chain(&terms.latency).map(|v| v.to_bits()).collect();
+            key.push(compute.to_bits());
+            match index.get(&key) {
+                Some(&i) => groups[i].0 += 1.0,
+                None => {
+                    index.insert(key, groups.len());
+                    groups.push((1.0, compute, terms));
+                }
+            }
+        }
+        Ok(CompiledWorkload { overlap: wl.overlap, constant, groups })
+    }
+
+    /// Iteration time with bandwidths `bw` (no validation: for inner loops).
+    pub fn time(&self, bw: &[f64]) -> f64 {
+        let mut t = self.constant;
+        for (w, compute, terms) in &self.groups {
+            let comm = terms.time(bw);
+            t += w * match self.overlap {
+                Overlap::None => comm,
+                Overlap::Full => comm.max(*compute),
+            };
+        }
+        t
+    }
+
+    /// Dimensions that carry traffic (or latency) in some phase.
+    pub fn active_dims(&self, dims: usize) -> Vec<bool> {
+        let mut a = vec![false; dims];
+        for (_, _, t) in &self.groups {
+            for d in 0..dims {
+                a[d] |= t.bytes[d] > 0.0;
+            }
+        }
+        a
+    }
+}
+
+/// Solves the allocation problem exactly.
+pub fn optimize(net: &Network, wl: &Workload, spec: &OptimizeSpec) -> Result<Allocation> {
+    let cw = CompiledWorkload::new(wl, net, &spec.model)?;
+    validate_spec(net, spec)?;
+    let coef = net.cost_coefficients();
+    let (bandwidths, iterations) = match spec.objective {
+        Objective::Time => solve_time(net, &cw, spec, None)?,
+        Objective::TimeCost => solve_time_cost(net, &cw, spec, &coef)?,
+    };
+    let time = cw.time(&bandwidths);
+    let cost: f64 = coef.iter().zip(&bandwidths).map(|(c, b)| c * b).sum();
+
+    // Baselines at the same total bandwidth, or at the same cost for a pure dollar budget.
+    let d = net.num_dims();
+    let traffic = traffic_per_dim(wl, d);
+    let scale_to = |shape: &[f64]| -> Vec<f64> {
+        if spec.total_bandwidth.is_none() && spec.dollar_budget.is_some() {
+            let c: f64 = coef.iter().zip(shape).map(|(c, b)| c * b).sum();
+            shape.iter().map(|b| b * cost / c).collect()
+        } else {
+            let total: f64 = bandwidths.iter().sum();
+            let s: f64 = shape.iter().sum();
+            shape.iter().map(|b| b * total / s).collect()
+        }
+    };
+    let equal_split = scale_to(&vec![1.0; d]);
+    let proportional_split =
+        if traffic.iter().sum::<f64>() > 0.0 { scale_to(&traffic) } else { equal_split.clone() };
+    Ok(Allocation {
+        time,
+        cost,
+        equal_split_time: cw.time(&equal_split),
+        proportional_split_time: cw.time(&proportional_split),
+        equal_split,
+        proportional_split,
+        bandwidths,
+        iterations,
+    })
+}
+
+fn validate_spec(net: &Network, spec: &OptimizeSpec) -> Result<()> {
+    let d = net.num_dims();
+    if let Some(t) = spec.total_bandwidth {
+        check_positive(t, "total_bandwidth")?;
+    }
+    if let Some(t) = spec.dollar_budget {
+        check_positive(t, "dollar_budget")?;
+    }
+    if !spec.lower.is_empty() {
+        check_len(spec.lower.len(), d, "lower")?;
+        for (i, &l) in spec.lower.iter().enumerate() {
+            check_non_negative(l, &format!("lower[{i}]"))?;
+        }
+    }
+    if !spec.upper.is_empty() {
+        check_len(spec.upper.len(), d, "upper")?;
+        for (i, &u) in spec.upper.iter().enumerate() {
+            if u.is_nan() || u <= 0.0 {
+                return Err(Error::invalid(format!("`upper[{i}]` is {u}, must be positive (or infinite)")));
+            }
+            if let Some(&l) = spec.lower.get(i) {
+                if l > u {
+                    return Err(Error::new(
+                        Status::LIBRA_ERR_INFEASIBLE,
+                        format!("`lower[{i}]` ({l}) exceeds `upper[{i}]` ({u})"),
+                    ));
+                }
+            }
+        }
+    }
+    for (i, c) in spec.linear.iter().enumerate() {
+        check_len(c.coeffs.len(), d, &format!("linear[{i}].coeffs"))?;
+        if !c.rhs.is_finite() || c.coeffs.iter().any(|v| !v.is_finite()) {
+            return Err(Error::invalid(format!("`linear[{i}]` has a non-finite coefficient")));
+        }
+    }
+    let lower_sum: f64 = spec.lower.iter().sum();
+    if let Some(t) = spec.total_bandwidth {
+        if lower_sum > t * (1.0 + 1e-12) {
+            return Err(Error::new(
+                Status::LIBRA_ERR_INFEASIBLE,
+                format!("`total_bandwidth` ({t}) is below the sum of `lower` ({lower_sum})"),
+            ));
+        }
+    }
+    if let Some(b) = spec.dollar_budget {
+        let min_cost: f64 = net.cost_coefficients().iter().zip(&spec.lower).map(|(c, l)| c * l).sum();
+        if min_cost > b * (1.0 + 1e-12) {
+            return Err(Error::new(
+                Status::LIBRA_ERR_INFEASIBLE,
+                format!("`dollar_budget` ({b}) is below the cost of `lower` ({min_cost})"),
+            ));
+        }
+    }
+    let capped = (0..d).all(|k| spec.upper.get(k).is_some_and(|u| u.is_finite()));
+    if spec.total_bandwidth.is_none() && spec.dollar_budget.is_none() && !capped && spec.linear.is_empty() {
+        return Err(Error::invalid(
+            "unbounded: give `total_bandwidth`, `dollar_budget`, finite `upper` bounds or `linear` constraints",
+        ));
+    }
+    if spec.objective == Objective::TimeCost && net.cost_coefficients().iter().all(|&c| c == 0.0) {
+        return Err(Error::invalid(
+            "objective time x cost needs cost parameters: every `dims[].cost` is zero",
+        ));
+    }
+    Ok(())
+}
+
+/// Minimises time; `max_cost` adds a cost cap (for the perf-per-cost search).
+fn solve_time(
+    net: &Network,
+    cw: &CompiledWorkload,
+    spec: &OptimizeSpec,
+    max_cost: Option<f64>,
+) -> Result<(Vec<f64>, u32)> {
+    let d = net.num_dims();
+    let coef = net.cost_coefficients();
+    let active = cw.active_dims(d);
+    let dollars = match (spec.dollar_budget, max_cost) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    // Scale bandwidths and times to O(1) for the interior-point method.
+    let finite_upper: Vec<f64> = spec.upper.iter().copied().filter(|u| u.is_finite()).collect();
+    let b_ref = if let Some(t) = spec.total_bandwidth {
+        t / d as f64
+    } else if let Some(c) = dollars {
+        c / coef.iter().sum::<f64>().max(f64::MIN_POSITIVE)
+    } else if !finite_upper.is_empty() {
+        finite_upper.iter().sum::<f64>() / finite_upper.len() as f64
+    } else {
+        1.0
+    };
+    let b_ref = if b_ref.is_finite() && b_ref > 0.0 { b_ref } else { 1.0 };
+    let mut t_ref: f64 = 0.0;
+    for (_, compute, t) in &cw.groups {
+        t_ref = t_ref.max(*compute);
+        for k in 0..d {
+            t_ref = t_ref.max(t.latency[k] + t.bytes[k] / b_ref);
+        }
+    }
+    let t_ref = if t_ref > 0.0 { t_ref } else { 1.0 };
+
+    // Variables: b̂ (d), x̂ (one per active dim), t̂ (one per group).
+    let x_index: Vec<Option<usize>> = {
+        let mut next = d;
+        active
+            .iter()
+            .map(|&a| {
+                if a {
+                    next += 1;
+                    Some(next - 1)
+                } else {
+                    None
+                }
+            })
+            .collect()
+    };
+    let nx = active.iter().filter(|&&a| a).count();
+    let t0 = d + nx;
+    let n = t0 + cw.groups.len();
+    let weight_sum: f64 = cw.groups.iter().map(|g| g.0).sum::<f64>().max(1.0);
+    let mut q = vec![0.0; n];
+    for (k, g) in cw.groups.iter().enumerate() {
+        q[t0 + k] = g.0 / weight_sum;
+    }
+    // Idle dimensions get the least bandwidth the constraints allow.
+    for k in 0..d {
+        if !active[k] {
+            q[k] = 1e-6;
+        }
+    }
+
+    let mut rows = Rows::default();
+    // Equalities first (zero cone).
+    for c in spec.linear.iter().filter(|c| c.cmp == Cmp::Eq) {
+        rows.push_linear(c.coeffs.iter().map(|a| a * b_ref).enumerate().collect(), c.rhs);
+    }
+    let n_eq = rows.len();
+    // Then inequalities `a·z <= b` (non-negative cone).
+    for c in spec.linear.iter().filter(|c| c.cmp != Cmp::Eq) {
+        let sign = if c.cmp == Cmp::Le { 1.0 } else { -1.0 };
+        rows.push_linear(c.coeffs.iter().map(|a| sign * a * b_ref).enumerate().collect(), sign * c.rhs);
+    }
+    if let Some(total) = spec.total_bandwidth {
+        rows.push((0..d).map(|k| (k, 1.0)).collect(), total / b_ref);
+    }
+    if let Some(c) = dollars {
+        rows.push_linear(coef.iter().map(|a| a * b_ref).enumerate().collect(), c);
+    }
+    for k in 0..d {
+        let lb = spec.lower.get(k).copied().unwrap_or(0.0);
+        rows.push(vec![(k, -1.0)], -lb / b_ref);
+        if let Some(&ub) = spec.upper.get(k) {
+            if ub.is_finite() {
+                rows.push(vec![(k, 1.0)], ub / b_ref);
+            }
+        }
+    }
+    for (g, (_, compute, terms)) in cw.groups.iter().enumerate() {
+        let tk = t0 + g;
+        for k in 0..d {
+            if terms.bytes[k] > 0.0 {
+                let xk = x_index[k].expect("active dimension has an x variable");
+                rows.push(
+                    vec![(xk, terms.bytes[k] / (b_ref * t_ref)), (tk, -1.0)],
+                    -terms.latency[k] / t_ref,
+                );
+            } else if terms.latency[k] > 0.0 {
+                rows.push(vec![(tk, -1.0)], -terms.latency[k] / t_ref);
+            }
+        }
+        if cw.overlap == Overlap::Full && *compute > 0.0 {
+            rows.push(vec![(tk, -1.0)], -compute / t_ref);
+        }
+    }
+    let n_le = rows.len() - n_eq;
+    // x̂_k · b̂_k >= 1  <=>  (x̂ + b̂, x̂ - b̂, 2) in the second-order cone.
+    for k in 0..d {
+        if let Some(xk) = x_index[k] {
+            rows.push(vec![(xk, -1.0), (k, -1.0)], 0.0);
+            rows.push(vec![(xk, -1.0), (k, 1.0)], 0.0);
+            rows.push(vec![], 2.0);
+        }
+    }
+    let mut cones: Vec<SupportedConeT<f64>> = Vec::new();
+    if n_eq > 0 {
+        cones.push(ZeroConeT(n_eq));
+    }
+    if n_le > 0 {
+        cones.push(NonnegativeConeT(n_le));
+    }
+    cones.extend((0..nx).map(|_| SecondOrderConeT(3)));
+
+    let p = CscMatrix::zeros((n, n));
+    let a = CscMatrix::new_from_triplets(rows.len(), n, rows.i, rows.j, rows.v);
+    let settings = DefaultSettings { verbose: false, max_iter: 200, ..DefaultSettings::default() };
+    let mut solver = DefaultSolver::new(&p, &q, &a, &rows.b, &cones, settings)
+        .map_err(|e| Error::invalid(format!("the conic problem was rejected: {e}")))?;
+    solver.solve();
+    let sol = &solver.solution;
+    match sol.status {
+        SolverStatus::Solved | SolverStatus::AlmostSolved => {}
+        SolverStatus::PrimalInfeasible | SolverStatus::AlmostPrimalInfeasible => {
+            return Err(Error::new(
+                Status::LIBRA_ERR_INFEASIBLE,
+                "no bandwidths satisfy `total_bandwidth`, `dollar_budget`, `lower`, `upper` and `linear` together",
+            ))
+        }
+        SolverStatus::DualInfeasible | SolverStatus::AlmostDualInfeasible => {
+            return Err(Error::invalid(
+                "unbounded: give `total_bandwidth`, `dollar_budget` or `upper` bounds so bandwidth is limited",
+            ))
+        }
+        s => return Err(Error::new(Status::LIBRA_ERR_INFEASIBLE, format!("the solver stopped without an optimum ({s:?})"))),
+    }
+    let mut bw: Vec<f64> = sol.x[..d].iter().map(|v| v * b_ref).collect();
+    for (k, b) in bw.iter_mut().enumerate() {
+        // The interior point sits strictly inside the bounds; clip round-off.
+        let lb = spec.lower.get(k).copied().unwrap_or(0.0);
+        *b = b.max(lb);
+        if let Some(&ub) = spec.upper.get(k) {
+            *b = b.min(ub);
+        }
+    }
+    Ok((bw, sol.iterations))
+}
+
+/// min over cost c of c · T*(c), where T*(c) is the least time at cost <= c: a golden-section
+/// search over c between the cheapest feasible network and the time optimum's cost.
+fn solve_time_cost(
+    net: &Network,
+    cw: &CompiledWorkload,
+    spec: &OptimizeSpec,
+    coef: &[f64],
+) -> Result<(Vec<f64>, u32)> {
+    let (best_time_bw, _) = solve_time(net, cw, spec, None)?;
+    let c_hi: f64 = coef.iter().zip(&best_time_bw).map(|(c, b)| c * b).sum();
+    let c_lo = min_cost(net, spec, coef)?;
+    let f = |c: f64| -> Result<(f64, Vec<f64>, u32)> {
+        let (bw, it) = solve_time(net, cw, spec, Some(c))?;
+        let cost: f64 = coef.iter().zip(&bw).map(|(c, b)| c * b).sum();
+        Ok((cw.time(&bw) * cost, bw, it))
+    };
+    let mut best = (cw.time(&best_time_bw) * c_hi, best_time_bw, 0);
+    if c_hi - c_lo <= 1e-9 * c_hi.max(1.0) {
+        return Ok((best.1, best.2));
+    }
+    // Coarse scan (the product need not be unimodal far from the optimum), then golden section.
+    let samples = 12;
+    let mut values = Vec::with_capacity(samples);
+    for i in 1..=samples {
+        let c = c_lo + (c_hi - c_lo) * i as f64 / samples as f64;
+        let r = f(c)?;
+        values.push((c, r.0));
+        if r.0 < best.0 {
+            best = r;
+        }
+    }
+    let i_best = (0..samples).min_by(|&a, &b| values[a].1.total_cmp(&values[b].1)).unwrap_or(0);
+    let mut lo = if i_best == 0 { c_lo + (c_hi - c_lo) * 1e-6 } else { values[i_best - 1].0 };
+    let mut hi = if i_best + 1 < samples { values[i_best + 1].0 } else { c_hi };
+    let g = (5f64.sqrt() - 1.0) / 2.0;
+    let mut m1 = hi - g * (hi - lo);
+    let mut m2 = lo + g * (hi - lo);
+    let mut f1 = f(m1)?;
+    let mut f2 = f(m2)?;
+    for _ in 0..30 {
+        if (hi - lo) <= 1e-7 * hi {
+            break;
+        }
+        if f1.0 < f2.0 {
+            hi = m2;
+            m2 = m1;
+            f2 = f1;
+            m1 = hi - g * (hi - lo);
+            f1 = f(m1)?;
+        } else {
+            lo = m1;
+            m1 = m2;
+            f1 = f2;
+            m2 = lo + g * (hi - lo);
+            f2 = f(m2)?;
+        }
+    }
+    for r in [f1, f2] {
+        if r.0 < best.0 {
+            best = r;
+        }
+    }
+    Ok((best.1, best.2))
+}
+
+/// The cheapest network the constraints allow (a linear program).
+fn min_cost(net: &Network, spec: &OptimizeSpec, coef: &[f64]) -> Result<f64> {
+    let d = net.num_dims();
+    let scale = coef.iter().cloned().fold(0.0, f64::max).max(f64::MIN_POSITIVE);
+    let q: Vec<f64> = coef.iter().map(|c| c / scale).collect();
+    let mut rows = Rows::default();
+    for c in spec.linear.iter().filter(|c| c.cmp == Cmp::Eq) {
+        rows.push_linear(c.coeffs.iter().copied().enumerate().collect(), c.rhs);
+    }
+    let n_eq = rows.len();
+    for c in spec.linear.iter().filter(|c| c.cmp != Cmp::Eq) {
+        let sign = if c.cmp == Cmp::Le { 1.0 } else { -1.0 };
+        rows.push_linear(c.coeffs.iter().map(|a| sign * a).enumerate().collect(), sign * c.rhs);
+    }
+    if let Some(t) = spec.total_bandwidth {
+        rows.push_linear((0..d).map(|k| (k, 1.0)).collect(), t);
+    }
+    for k in 0..d {
+        rows.push(vec![(k, -1.0)], -spec.lower.get(k).copied().unwrap_or(0.0));
+        if let Some(&ub) = spec.upper.get(k) {
+            if ub.is_finite() {
+                rows.push_linear(vec![(k, 1.0)], ub);
+            }
+        }
+    }
+    let n_le = rows.len() - n_eq;
+    let mut cones = Vec::new();
+    if n_eq > 0 {
+        cones.push(ZeroConeT(n_eq));
+    }
+    cones.push(NonnegativeConeT(n_le));
+    let p = CscMatrix::zeros((d, d));
+    let a = CscMatrix::new_from_triplets(rows.len(), d, rows.i, rows.j, rows.v);
+    let settings = DefaultSettings { verbose: false, ..DefaultSettings::default() };
+    let mut solver = DefaultSolver::new(&p, &q, &a, &rows.b, &cones, settings)
+        .map_err(|e| Error::invalid(format!("the cost problem was rejected: {e}")))?;
+    solver.solve();
+    match solver.solution.status {
+        SolverStatus::Solved | SolverStatus::AlmostSolved => {
+            Ok(coef.iter().zip(&solver.solution.x).map(|(c, b)| c * b.max(0.0)).sum())
+        }
+        _ => Err(Error::new(Status::LIBRA_ERR_INFEASIBLE, "no bandwidths satisfy the constraints")),
+    }
+}
+
+/// Sparse rows of `A z + s = b`.
+#[derive(Default)]
+struct Rows {
+    i: Vec<usize>,
+    j: Vec<usize>,
+    v: Vec<f64>,
+    b: Vec<f64>,
+}
+
+impl Rows {
+    fn len(&self) -> usize {
+        self.b.len()
+    }
+
+    fn push(&mut self, entries: Vec<(usize, f64)>, rhs: f64) {
+        let r = self.b.len();
+        for (col, val) in entries {
+            if val != 0.0 {
+                self.i.push(r);
+                self.j.push(col);
+                self.v.push(val);
+            }
+        }
+        self.b.push(rhs);
+    }
+
+    /// A user row, normalised so its largest coefficient is 1 (conditioning).
+    fn push_linear(&mut self, entries: Vec<(usize, f64)>, rhs: f64) {
+        let s = entries.iter().map(|e| e.1.abs()).fold(rhs.abs(), f64::max);
+        let s = if s > 0.0 { s } else { 1.0 };
+        self.push(entries.into_iter().map(|(c, v)| (c, v / s)).collect(), rhs / s);
+    }
+}
+
+/// Reference brute force for tests and reports: the best time over a grid of splits of
+/// `total` (all of it used) with `steps` units, refined `rounds` times around the best point.
+pub fn grid_search(
+    cw: &CompiledWorkload,
+    dims: usize,
+    total: f64,
+    steps: usize,
+    rounds: usize,
+) -> (Vec<f64>, f64) {
+    let mut best_units = vec![0.0; dims];
+    let mut best_t = f64::INFINITY;
+    let mut parts = vec![0usize; dims];
+    fn compose(k: usize, left: usize, parts: &mut Vec<usize>, visit: &mut dyn FnMut(&[usize])) {
+        if k + 1 == parts.len() {
+            if left >= 1 {
+                parts[k] = left;
+                visit(parts);
+            }
+            return;
+        }
+        for v in 1..left {
+            parts[k] = v;
+            compose(k + 1, left - v, parts, visit);
+        }
+    }
+    let unit = total / steps as f64;
+    let mut bw = vec![0.0; dims];
+    compose(0, steps, &mut parts, &mut |p| {
+        for (b, &u) in bw.iter_mut().zip(p) {
+            *b = u as f64 * unit;
+        }
+        let t = cw.time(&bw);
+        if t < best_t {
+            best_t = t;
+            best_units.copy_from_slice(&bw);
+        }
+    });
+    // Local refinement: a (2r+1)^(dims-1) box around the best point with a shrinking step.
+    let mut step = unit;
+    let r: i64 = 3;
+    for _ in 0..rounds {
+        step /= 2.0;
+        let center = best_units.clone();
+        let span = (2 * r + 1) as usize;
+        let count = span.pow(dims as u32 - 1);
+        for idx in 0..count {
+            let mut rest = idx;
+            let mut sum = 0.0;
+            let mut ok = true;
+            for k in 0..dims - 1 {
+                let off = (rest % span) as i64 - r;
+                rest /= span;
+                bw[k] = center[k] + off as f64 * step;
+                ok &= bw[k] > 0.0;
+                sum += bw[k];
+            }
+            bw[dims - 1] = total - sum;
+            if !ok || bw[dims - 1] <= 0.0 {
+                continue;
+            }
+            let t = cw.time(&bw);
+            if t < best_t {
+                best_t = t;
+                best_units.copy_from_slice(&bw);
+            }
+        }
+    }
+    (best_units, best_t)
+}

@@ -1,0 +1,89 @@
+//! LIBRA input files: network, cost model, communicator and ASTRA-sim 1.0 workloads.
+use libra::topo::parse::{parse_astra_layers, parse_communicator, parse_network, parse_workload};
+use libra::topo::*;
+use libra::Status;
+
+fn data(name: &str) -> String {
+    std::fs::read_to_string(format!("{}/tests/data/topo/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+#[test]
+fn network_and_cost_model() {
+    let net = parse_network(&data("network_3d.yml"), Some(&data("cost_3d.yml"))).unwrap();
+    let kinds: Vec<DimKind> = net.dims().iter().map(|d| d.kind).collect();
+    assert_eq!(kinds, vec![DimKind::Ring, DimKind::FullyConnected, DimKind::Switch]);
+    assert_eq!(net.npus(), 4096);
+    assert_eq!(net.bandwidths(), vec![200.0, 100.0, 50.0]);
+    assert_eq!(net.dims()[2].latency, 500.0);
+    // Same costs as the preset.
+    let preset = presets::NetworkPreset::ThreeD.network();
+    assert!((net.cost() - preset.cost()).abs() < 1e-6 * preset.cost());
+    // Without the optional keys: default bandwidth, no latency, no cost.
+    let bare = parse_network("Topology: [ Ring, Switch ]\nNpusCount: [ 4, 8 ]\n", None).unwrap();
+    assert_eq!(bare.bandwidths(), vec![100.0, 100.0]);
+    assert_eq!(bare.cost(), 0.0);
+}
+
+#[test]
+fn network_errors_name_the_key() {
+    let cases = [
+        ("NpusCount: [ 4 ]\n", "Topology"),
+        ("Topology: [ Ring ]\nNpusCount: [ 4, 4 ]\n", "NpusCount"),
+        ("Topology: [ Mesh ]\nNpusCount: [ 4 ]\n", "Topology[0]"),
+        ("Topology: [ Ring ]\nNpusCount: [ four ]\n", "NpusCount[0]"),
+        ("Topology: [ Ring ]\nNpusCount: [ 4 ]\nBandwidth: [ x ]\n", "Bandwidth[0]"),
+    ];
+    for (text, field) in cases {
+        let e = parse_network(text, None).unwrap_err();
+        assert_eq!(e.status, Status::LIBRA_ERR_PARSE, "{text}");
+        assert!(e.message.contains(field), "{text}: {}", e.message);
+    }
+    // A parsed value that is out of range is an invalid argument.
+    let e = parse_network("Topology: [ Ring ]\nNpusCount: [ 4 ]\nBandwidth: [ 0 ]\n", None).unwrap_err();
+    assert_eq!(e.status, Status::LIBRA_ERR_INVALID_ARGUMENT);
+    let e = parse_network(&data("network_3d.yml"), Some("Chiplet:\n  Link: 2\n")).unwrap_err();
+    assert!(e.message.contains("Node"), "{}", e.message);
+}
+
+#[test]
+fn communicator_and_workload() {
+    let comm = parse_communicator(&data("communicator_3d.yml"), 3).unwrap();
+    assert_eq!(comm.forward, vec![16, 1, 1]);
+    assert_eq!(comm.weight_grad, vec![1, 8, 32]);
+    assert!(parse_communicator(&data("communicator_3d.yml"), 4).unwrap_err().message.contains("Forward"));
+    assert!(parse_communicator("Forward: [0]\nInputGrad: [1]\nWeightGrad: [1]\n", 1)
+        .unwrap_err()
+        .message
+        .contains("Forward[0]"));
+
+    let layers = parse_astra_layers(&data("toy_transformer.txt")).unwrap();
+    assert_eq!(layers.len(), 4);
+    assert_eq!(layers[3].comm[1], Some((CollectiveKind::AllGather, 3145728.0)));
+    assert_eq!(layers[3].comm[0], None);
+    let bare = parse_astra_layers(&data("bare_layers.txt")).unwrap();
+    assert_eq!(bare[1].comm[0], Some((CollectiveKind::AllToAll, 2097152.0)));
+
+    let net = parse_network(&data("network_3d.yml"), None).unwrap();
+    let wl =
+        parse_workload(&data("toy_transformer.txt"), &data("communicator_3d.yml"), 3, Overlap::None).unwrap();
+    // Forward of every layer, then input/weight gradients from the last layer back.
+    assert_eq!(wl.phases.len(), 12);
+    assert_eq!(wl.phases[0].name, "attn0.forward");
+    assert_eq!(wl.phases[4].name, "mlp1.input_grad");
+    assert_eq!(wl.phases[5].name, "mlp1.weight_grad");
+    let t = model::iteration_time(&wl, &net, &TimeModel::Libra, None).unwrap();
+    // By hand: compute 3·(2·1.2e6 + 2·2.4e6) = 21.6e6 ns; TP all-reduces on the 16-ring at
+    // 200 GB/s move 2·m·15/16; the weight-gradient all-reduces span dims 1 and 2.
+    let tp = |m: f64| 2.0 * m * 15.0 / 16.0 / 200.0;
+    let dp = |m: f64| f64::max(2.0 * m * 7.0 / 8.0 / 100.0, 2.0 * (m / 8.0) * 31.0 / 32.0 / 50.0);
+    let ag = 3145728.0 * 15.0 / 200.0;
+    let rs = f64::max(56623104.0 * 7.0 / 8.0 / 100.0, 56623104.0 / 8.0 * 31.0 / 32.0 / 50.0);
+    let expect = 21.6e6 + 6.0 * tp(50331648.0) + 2.0 * dp(28311552.0) + dp(56623104.0) + ag + rs;
+    assert!((t - expect).abs() < 1e-6 * expect, "{t} vs {expect}");
+
+    let e = parse_astra_layers("DATA\n3\nl -1 1 NONE 0 1 NONE 0 1 NONE 0 1\n").unwrap_err();
+    assert!(e.message.contains("3 layers"), "{}", e.message);
+    let e = parse_astra_layers("l -1 1 BROADCAST 0 1 NONE 0 1 NONE 0 1\n").unwrap_err();
+    assert!(e.message.contains("BROADCAST"));
+    assert_eq!(parse_astra_layers("").unwrap_err().status, Status::LIBRA_ERR_PARSE);
+}

@@ -1,0 +1,166 @@
+//! Schedules: the reference executor gives exactly the naive result for every policy on random
+//! networks, and Themis balances dimensions better than the fixed-order baseline.
+use libra::topo::exec::execute;
+use libra::topo::presets::asymmetric_sweep;
+use libra::topo::*;
+use libra::Status;
+use proptest::prelude::*;
+
+fn network(sizes: &[u32], bw: &[f64]) -> Network {
+    let kinds = [DimKind::Ring, DimKind::FullyConnected, DimKind::Switch, DimKind::Ring];
+    Network::new(
+        sizes
+            .iter()
+            .zip(bw)
+            .enumerate()
+            .map(|(d, (&s, &b))| Dimension::new(kinds[d], s, b).with_latency(10.0))
+            .collect(),
+    )
+    .unwrap()
+}
+
+/// Runs `kind` with `policy` and checks the buffers against the naive result.
+fn check(net: &Network, groups: &[u32], kind: CollectiveKind, count: usize, chunks: usize, policy: Policy) {
+    let cfg = ScheduleConfig { policy, chunks, elem_size: 8 };
+    let s = Schedule::new(net, kind, count, Some(groups), &cfg).unwrap();
+    let ranks = s.ranks();
+    let input: Vec<Vec<i64>> = (0..ranks)
+        .map(|r| (0..count).map(|i| ((r * 7919 + i * 104729) % 1000) as i64 - 500).collect())
+        .collect();
+    let mut bufs = input.clone();
+    // Steps are in a valid order: dependencies come first.
+    for (i, st) in s.steps.iter().enumerate() {
+        assert!(st.deps.iter().all(|&d| d < i));
+    }
+    let sum: Vec<i64> = (0..count).map(|i| input.iter().map(|b| b[i]).sum()).collect();
+    // Which rank owns each element after reduce-scatter / before all-gather.
+    let mut owner = vec![usize::MAX; count];
+    for c in 0..s.chunks.len() {
+        for r in 0..ranks {
+            let (o, l) = s.owned(c, r);
+            for slot in &mut owner[o..o + l] {
+                assert_eq!(*slot, usize::MAX, "element owned twice");
+                *slot = r;
+            }
+        }
+    }
+    assert!(owner.iter().all(|&o| o != usize::MAX), "every element has an owner");
+    match kind {
+        CollectiveKind::AllReduce => {
+            execute(&s, &mut bufs).unwrap();
+            assert!(bufs.iter().all(|b| *b == sum));
+        }
+        CollectiveKind::ReduceScatter => {
+            execute(&s, &mut bufs).unwrap();
+            for i in 0..count {
+                assert_eq!(bufs[owner[i]][i], sum[i]);
+            }
+        }
+        CollectiveKind::AllGather => {
+            // Each rank starts with only its own parts; the rest is poison.
+            for (r, b) in bufs.iter_mut().enumerate() {
+                for i in 0..count {
+                    if owner[i] != r {
+                        b[i] = i64::MIN;
+                    }
+                }
+            }
+            execute(&s, &mut bufs).unwrap();
+            let gathered: Vec<i64> = (0..count).map(|i| input[owner[i]][i]).collect();
+            assert!(bufs.iter().all(|b| *b == gathered));
+        }
+        CollectiveKind::AllToAll => unreachable!(),
+    }
+}
+
+fn arb_case() -> impl Strategy<Value = (Vec<u32>, Vec<f64>, Vec<u32>)> {
+    prop::collection::vec((2u32..=16, 1.0f64..400.0, 0u32..3), 1..=4).prop_map(|dims| {
+        let mut sizes: Vec<u32> = dims.iter().map(|d| d.0).collect();
+        // Keep the rank count modest so the suite stays fast.
+        while sizes.iter().product::<u32>() > 256 {
+            let i = (0..sizes.len()).max_by_key(|&i| sizes[i]).unwrap();
+            sizes[i] = (sizes[i] / 2).max(2);
+        }
+        let groups = sizes
+            .iter()
+            .zip(&dims)
+            .map(|(&s, d)| {
+                let divisors: Vec<u32> = (1..=s).filter(|g| s % g == 0).collect();
+                // Mostly the full dimension; sometimes a proper divisor or not involved.
+                match d.2 {
+                    0 => divisors[divisors.len() / 2],
+                    _ => s,
+                }
+            })
+            .collect();
+        (sizes, dims.iter().map(|d| d.1).collect(), groups)
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+    #[test]
+    fn every_policy_gives_the_naive_result(
+        (sizes, bw, groups) in arb_case(),
+        count in 1usize..120,
+        chunks in 1usize..9,
+        kind in prop::sample::select(vec![CollectiveKind::AllReduce, CollectiveKind::ReduceScatter, CollectiveKind::AllGather]),
+    ) {
+        let net = network(&sizes, &bw);
+        for policy in [Policy::Baseline, Policy::Themis] {
+            check(&net, &groups, kind, count, chunks, policy);
+        }
+    }
+}
+
+#[test]
+fn awkward_sizes_by_hand() {
+    let net = network(&[3, 5, 7], &[10.0, 20.0, 30.0]);
+    for kind in [CollectiveKind::AllReduce, CollectiveKind::ReduceScatter, CollectiveKind::AllGather] {
+        for policy in [Policy::Baseline, Policy::Themis] {
+            for count in [1, 2, 104, 211] {
+                check(&net, &[3, 5, 7], kind, count, 13, policy);
+                check(&net, &[1, 5, 7], kind, count, 4, policy);
+            }
+        }
+    }
+}
+
+#[test]
+fn themis_gain_over_baseline_on_asymmetric_networks() {
+    let mut gains = Vec::new();
+    for net in asymmetric_sweep() {
+        let base = ScheduleConfig { policy: Policy::Baseline, chunks: 64, elem_size: 2 };
+        let themis = ScheduleConfig { policy: Policy::Themis, ..base.clone() };
+        let count = 32 << 20;
+        let b = Schedule::new(&net, CollectiveKind::AllReduce, count, None, &base).unwrap();
+        let t = Schedule::new(&net, CollectiveKind::AllReduce, count, None, &themis).unwrap();
+        gains.push(b.finish_time / t.finish_time);
+    }
+    let avg = gains.iter().sum::<f64>() / gains.len() as f64;
+    let max = gains.iter().cloned().fold(0.0, f64::max);
+    let min = gains.iter().cloned().fold(f64::INFINITY, f64::min);
+    println!(
+        "themis/baseline all-reduce gain over {} networks: avg {avg:.3}x max {max:.3}x min {min:.3}x",
+        gains.len()
+    );
+    assert!(min >= 0.97, "themis is never much worse: {min}");
+    assert!(avg >= 1.5, "average gain {avg}");
+}
+
+#[test]
+fn bad_schedule_inputs() {
+    let net = network(&[4, 6], &[10.0, 10.0]);
+    let cfg = ScheduleConfig::default();
+    let e = Schedule::new(&net, CollectiveKind::AllReduce, 10, Some(&[4, 4]), &cfg).unwrap_err();
+    assert_eq!(e.status, Status::LIBRA_ERR_INVALID_ARGUMENT);
+    assert!(e.message.contains("groups[1]"), "{}", e.message);
+    let e = Schedule::new(&net, CollectiveKind::AllReduce, 0, None, &cfg).unwrap_err();
+    assert!(e.message.contains("count"));
+    let e = Schedule::new(&net, CollectiveKind::AllReduce, 5, None, &ScheduleConfig { chunks: 0, ..cfg })
+        .unwrap_err();
+    assert!(e.message.contains("chunks"));
+    let s = Schedule::new(&net, CollectiveKind::AllReduce, 5, None, &ScheduleConfig::default()).unwrap();
+    let mut bad = vec![vec![0i64; 5]; 3];
+    assert!(execute(&s, &mut bad).unwrap_err().message.contains("buffers"));
+}
