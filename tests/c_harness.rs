@@ -46,12 +46,32 @@ fn c_sources() -> Vec<PathBuf> {
     v
 }
 
+/// `cargo test` builds the library as an rlib for the tests; the C programs need the static
+/// and shared libraries, so build them (same profile and target directory) once.
+fn ensure_c_libraries(art: &Path) {
+    static BUILD: std::sync::Once = std::sync::Once::new();
+    BUILD.call_once(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let target_dir = art.parent().expect("target dir");
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--lib", "--manifest-path"])
+            .arg(manifest_dir().join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(target_dir);
+        if art.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        run(&mut cmd);
+    });
+}
+
 const WARNINGS: &[&str] = &["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-g"];
 
 fn build_and_run(linkage: &str) {
     let art = artifact_dir();
     let staticlib = art.join("liblibra.a");
     let shared = art.join("liblibra.so");
+    ensure_c_libraries(&art);
     assert!(staticlib.exists() && shared.exists(), "libraries missing in {}", art.display());
     let out_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("ffi_{linkage}"));
     std::fs::create_dir_all(&out_dir).unwrap();
