@@ -26,6 +26,8 @@ pub struct CacheOptions {
     pub host_blocks: u32,
     pub backend: BackendChoice,
     /// The engine's own KV memory, adopted as the GPU tier (None: the cache owns an arena).
+    /// The memory must stay valid and unmoved for the cache's lifetime: device pointers for the
+    /// CUDA backend, host pointers for the CPU backend.
     pub segments: Option<Vec<Segment>>,
 }
 
@@ -61,11 +63,15 @@ impl Cache {
         opts.config.validate()?;
         let (io, reason): (Box<dyn Backend>, String) = match opts.backend {
             BackendChoice::Cpu => (cpu_backend(&opts)?, "cpu backend requested".into()),
-            BackendChoice::Cuda => return Err(cuda::unavailable_reason()),
-            BackendChoice::Auto => {
-                let why = cuda::unavailable_reason();
-                (cpu_backend(&opts)?, format!("auto: fell back to cpu ({})", why.message))
-            }
+            BackendChoice::Cuda => (cuda_backend(&opts)?, "cuda backend requested".into()),
+            BackendChoice::Auto => match cuda::device_count() {
+                Ok(n) if n > 0 => match cuda_backend(&opts) {
+                    Ok(b) => (b, format!("auto: {n} CUDA device(s) found")),
+                    Err(e) => (cpu_backend(&opts)?, format!("auto: fell back to cpu ({})", e.message)),
+                },
+                Ok(_) => (cpu_backend(&opts)?, "auto: fell back to cpu (no CUDA device)".into()),
+                Err(e) => (cpu_backend(&opts)?, format!("auto: fell back to cpu ({})", e.message)),
+            },
         };
         Self::with_backend(opts.config, io, reason)
     }
@@ -199,6 +205,17 @@ impl Cache {
         let mut g = self.lock()?;
         let Inner { core, io } = &mut *g;
         Ok(f(core, io.as_mut()))
+    }
+}
+
+fn cuda_backend(opts: &CacheOptions) -> Result<Box<dyn Backend>> {
+    let options = cuda::CudaOptions::from_env();
+    match &opts.segments {
+        // SAFETY: the caller vouches for the adopted device memory (see `CacheOptions::segments`).
+        Some(segs) => Ok(Box::new(unsafe {
+            cuda::CudaBackend::adopt(segs.clone(), opts.gpu_blocks, opts.host_blocks, options)?
+        })),
+        None => Ok(Box::new(cuda::CudaBackend::new(opts.block_bytes, opts.gpu_blocks, opts.host_blocks, options)?)),
     }
 }
 
