@@ -6,7 +6,13 @@ use libra::{Cache, CacheConfig, CacheOptions, PolicyKind};
 
 fn main() -> Result<(), libra::Error> {
     let config = CacheConfig { block_tokens: 16, policy: PolicyKind::Elora, ..Default::default() };
-    let cache = Cache::new(CacheOptions { config, block_bytes: 4096, gpu_blocks: 256, host_blocks: 512, ..Default::default() })?;
+    let cache = Cache::new(CacheOptions {
+        config,
+        block_bytes: 4096,
+        gpu_blocks: 256,
+        host_blocks: 512,
+        ..Default::default()
+    })?;
     cache.register_adapter(1, &vec![1u8; 3 * 4096], 16, 0)?;
     cache.register_adapter(2, &vec![2u8; 3 * 4096], 16, 0)?;
 
@@ -33,7 +39,12 @@ fn main() -> Result<(), libra::Error> {
     let s = cache.stats()?;
     println!(
         "hit tokens {} / miss tokens {}; GPU blocks {}/{}; adapters resident {}; invalid KV blocks {}",
-        s.hit_tokens, s.miss_tokens, s.gpu_blocks_used, s.gpu_blocks_total, s.adapters_resident, s.invalid_kv_blocks
+        s.hit_tokens,
+        s.miss_tokens,
+        s.gpu_blocks_used,
+        s.gpu_blocks_total,
+        s.adapters_resident,
+        s.invalid_kv_blocks
     );
     cache.check_invariants()?;
     Ok(())

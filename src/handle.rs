@@ -215,7 +215,12 @@ fn cuda_backend(opts: &CacheOptions) -> Result<Box<dyn Backend>> {
         Some(segs) => Ok(Box::new(unsafe {
             cuda::CudaBackend::adopt(segs.clone(), opts.gpu_blocks, opts.host_blocks, options)?
         })),
-        None => Ok(Box::new(cuda::CudaBackend::new(opts.block_bytes, opts.gpu_blocks, opts.host_blocks, options)?)),
+        None => Ok(Box::new(cuda::CudaBackend::new(
+            opts.block_bytes,
+            opts.gpu_blocks,
+            opts.host_blocks,
+            options,
+        )?)),
     }
 }
 

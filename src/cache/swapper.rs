@@ -79,28 +79,37 @@ impl CacheCore {
         let policy = self.cfg.policy;
         if !policy.uses_cost_model() {
             // The candidate sets are already ordered by last use.
-            return set.iter().take(k).map(|&(_, n)| n).collect();
+            return set.iter().take(k).map(|c| c.id).collect();
         }
         let ctx = self.rank_ctx(now);
         let now_s = now as f64 / 1e6;
         let kv_log_const = (cost::lora_eval(ctx.resident_adapters, ctx.low_lora) * ctx.block_cost_us).ln();
-        let mut best: BinaryHeap<Scored> = BinaryHeap::with_capacity(k + 1);
-        for &(key, n) in set {
-            let node = self.tree.node(n);
-            if node.kind == Kind::Adapter {
-                continue;
-            }
-            if best.len() == k {
-                let worst_kept = best.peek().expect("k > 0").value;
-                let bound = kv_log_const + f64::from_bits(key) - now_s - std::f64::consts::LN_2 - 1e-9;
-                if !kv_log_const.is_finite() || bound > worst_kept.ln() {
+        let kv_lora_eval = cost::lora_eval(ctx.resident_adapters, ctx.low_lora);
+        let kv_value = |c: &Candidate| -> f64 {
+            // visits x boost = exp(key - t): the same quantity retention_value reads off the node.
+            let t_s = c.last_use as f64 / 1e6;
+            let weight = (f64::from_bits(c.key) - t_s).exp();
+            let since_s = now.saturating_sub(c.last_use) as f64 / 1e6;
+            cost::eval(kv_lora_eval, cost::retain_eval(ctx.block_cost_us, weight, since_s))
+        };
+        let mut walk = set.iter().filter(|c| !c.adapter);
+        // The first k in set order fill the heap at once (O(k)); the band after them may
+        // displace some.
+        let mut best: BinaryHeap<Scored> =
+            walk.by_ref().take(k).map(|c| Scored { value: kv_value(c), key: c.key, node: c.id }).collect();
+        if best.len() == k && kv_log_const.is_finite() {
+            let mut worst_ln = best.peek().expect("k > 0").value.ln();
+            for c in walk {
+                let bound = kv_log_const + f64::from_bits(c.key) - now_s - std::f64::consts::LN_2 - 1e-9;
+                if bound > worst_ln {
                     break;
                 }
-            }
-            let value = retention_value(policy, node, 1, true, &ctx);
-            best.push(Scored { value, key, node: n });
-            if best.len() > k {
-                best.pop();
+                let candidate = Scored { value: kv_value(c), key: c.key, node: c.id };
+                if candidate < *best.peek().expect("k > 0") {
+                    best.pop();
+                    best.push(candidate);
+                    worst_ln = best.peek().expect("k > 0").value.ln();
+                }
             }
         }
         // The walk may stop before reaching an adapter: score adapter leaves exactly.
@@ -207,11 +216,10 @@ impl CacheCore {
         let kv_used = self.gpu.used_count() - self.adapter_gpu_blocks;
         let mut over = (kv_used as usize + kv_need).saturating_sub(self.kv_block_limit() as usize);
         while over > 0 {
-            let victim =
-                self.tree.gpu_leaves().iter().find(|&&(_, n)| self.tree.node(n).kind == Kind::Kv).copied();
+            let victim = self.tree.gpu_leaves().iter().find(|c| !c.adapter).copied();
             match victim {
-                Some((_, n)) => {
-                    self.delete_node(n, EventKind::Removed);
+                Some(c) => {
+                    self.delete_node(c.id, EventKind::Removed);
                     self.stats.dropped_blocks += 1;
                     over -= 1;
                 }
@@ -498,8 +506,14 @@ impl CacheCore {
 
     /// Swaps out up to `blocks` blocks' worth of GPU leaves in one batch (adapters are freed,
     /// their host copy being the registered one).
+    /// The GPU leaves the policy would move out first to free `blocks` blocks, lowest value
+    /// first (a plan only: nothing moves).
+    pub fn plan_swap_out(&self, blocks: usize, now: u64) -> Vec<u32> {
+        self.lowest(self.tree.gpu_leaves(), blocks, now)
+    }
+
     fn swap_out_some(&mut self, io: &mut dyn Backend, blocks: usize, now: u64) -> Result<u32> {
-        let victims = self.lowest(self.tree.gpu_leaves(), blocks, now);
+        let victims = self.plan_swap_out(blocks, now);
         let mut outgoing = Vec::new();
         let mut freed = 0usize;
         for v in victims {
@@ -688,10 +702,10 @@ mod tests {
                 .tree
                 .gpu_leaves()
                 .iter()
-                .map(|&(key, n)| Scored {
-                    value: retention_value(policy, core.tree.node(n), core.node_blocks(n), true, &ctx),
-                    key,
-                    node: n,
+                .map(|c| Scored {
+                    value: retention_value(policy, core.tree.node(c.id), core.node_blocks(c.id), true, &ctx),
+                    key: c.key,
+                    node: c.id,
                 })
                 .collect();
             brute.sort_unstable();
@@ -723,7 +737,7 @@ mod tests {
         run(&mut core, 20, 900_000); // visits 1 at t = 0.9 s
         let old = core.tree.lookup(core.prefix_keys(1, 0, &[10])[0]).unwrap();
         let recent = core.tree.lookup(core.prefix_keys(1, 0, &[20])[0]).unwrap();
-        let first_in_set = core.tree.gpu_leaves().iter().next().unwrap().1;
+        let first_in_set = core.tree.gpu_leaves().iter().next().unwrap().id;
         assert_eq!(first_in_set, old, "set order puts the old block first");
         // 2 x (1 - sigmoid(0.9)) = 0.578 > 1 x (1 - sigmoid(0)) = 0.5.
         assert_eq!(core.lowest(core.tree.gpu_leaves(), 1, 900_000), vec![recent]);

@@ -74,8 +74,15 @@ pub struct Node {
 const IN_GPU_LEAVES: u8 = 1;
 const IN_HOST_LEAVES: u8 = 2;
 
-/// Ordering key of a candidate set and the node id (ties broken deterministically).
-pub type Candidate = (u64, u32);
+/// An entry of a candidate set: ordered by key, then age and id (ties broken
+/// deterministically). Carries what ranking needs so a walk of the set touches no node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Candidate {
+    pub key: u64,
+    pub last_use: u64,
+    pub id: u32,
+    pub adapter: bool,
+}
 
 /// How candidate sets are ordered.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -142,6 +149,12 @@ impl Tree {
                 key.max(0.0).to_bits()
             }
         }
+    }
+
+    /// The node's entry in a candidate set.
+    pub fn candidate(&self, id: u32) -> Candidate {
+        let n = &self.nodes[id as usize];
+        Candidate { key: self.order_key(n), last_use: n.last_use, id, adapter: n.kind == Kind::Adapter }
     }
 
     pub fn order(&self) -> CandidateOrder {
@@ -347,7 +360,7 @@ impl Tree {
     }
 
     fn unlist(&mut self, id: u32) {
-        let c = (self.order_key(&self.nodes[id as usize]), id);
+        let c = self.candidate(id);
         let n = &mut self.nodes[id as usize];
         if n.listed & IN_GPU_LEAVES != 0 {
             self.gpu_leaves.remove(&c);
@@ -364,7 +377,7 @@ impl Tree {
         if matches!(n.kind, Kind::Root | Kind::Vacant) {
             return;
         }
-        let c = (self.order_key(n), id);
+        let c = self.candidate(id);
         let gpu_leaf = n.residency == Residency::Gpu && n.pins == 0 && n.gpu_children == 0;
         let host_leaf = n.residency == Residency::Host && n.pins == 0 && n.children == 0;
         let want = if gpu_leaf { IN_GPU_LEAVES } else { 0 } | if host_leaf { IN_HOST_LEAVES } else { 0 };
@@ -422,7 +435,7 @@ impl Tree {
             if n.kind == Kind::Kv && self.lookup(n.key) != Some(id) {
                 return Err(format!("node {id} is not indexed under its key"));
             }
-            let c = (self.order_key(n), id);
+            let c = self.candidate(id);
             let gpu_leaf = n.residency == Residency::Gpu && n.pins == 0 && n.gpu_children == 0;
             if gpu_leaf != self.gpu_leaves.contains(&c) {
                 return Err(format!("node {id} GPU-leaf membership is stale"));
@@ -485,11 +498,11 @@ mod tests {
         t.set_residency(a, Residency::Gpu, NONE, NONE);
         let k1 = t.add_kv(a, 10, 0, 1, 0);
         let k2 = t.add_kv(k1, 11, 1, 2, 0);
-        assert!(t.gpu_leaves().contains(&(2, k2)));
-        assert!(!t.gpu_leaves().contains(&(1, k1)));
+        assert!(t.gpu_leaves().contains(&t.candidate(k2)));
+        assert!(!t.gpu_leaves().contains(&t.candidate(k1)));
         t.set_residency(k2, Residency::Host, NONE, 0);
-        assert!(t.gpu_leaves().contains(&(1, k1)));
-        assert!(t.host_leaves().contains(&(2, k2)));
+        assert!(t.gpu_leaves().contains(&t.candidate(k1)));
+        assert!(t.host_leaves().contains(&t.candidate(k2)));
         t.check(false).unwrap();
         t.remove(k2);
         t.check(false).unwrap();

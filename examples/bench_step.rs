@@ -1,0 +1,87 @@
+//! Swap planning benchmark: one `step` that must choose 10^4 swap-outs among the leaves of a
+//! tree with 10^6 GPU-resident nodes, beside sorting the same number of floats.
+//!
+//! Run: cargo run --release --example bench_step
+use libra::backend::cpu::CpuBackend;
+use libra::cache::{CacheConfig, CacheCore, PolicyKind};
+use std::hint::black_box;
+use std::time::Instant;
+
+const BT: usize = 16;
+const PROMPT_BLOCKS: usize = 8;
+const RESIDENT: usize = 1_000_000;
+const MOVES: usize = 10_000;
+
+fn main() {
+    let capacity = 1_240_000u32;
+    for policy in [PolicyKind::Elora, PolicyKind::Libra, PolicyKind::Lru] {
+        let adapters = 100u64;
+        // Watermarks put exactly MOVES blocks between the current use and the low mark.
+        let used_after_fill = RESIDENT + adapters as usize;
+        let low = (used_after_fill - MOVES) as f64 / capacity as f64;
+        let cfg = CacheConfig {
+            block_tokens: BT as u32,
+            policy,
+            swap_out_high: 0.8,
+            swap_out_low: low,
+            swap_in_idle: 0.0,
+            swap_in_target: low,
+            ..Default::default()
+        };
+        let mut io = CpuBackend::new(16, capacity, 2 * MOVES as u32).unwrap();
+        let mut core = CacheCore::new(cfg, 16, capacity, 2 * MOVES as u32).unwrap();
+        for a in 0..adapters {
+            core.register_adapter(a, &[0u8; 16], 8, 0).unwrap();
+        }
+        let prompts = RESIDENT / PROMPT_BLOCKS;
+        let mut x = 88172645463325252u64;
+        for p in 0..prompts {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let toks: Vec<u32> = (0..(PROMPT_BLOCKS * BT) as u32).map(|t| (p as u32) << 8 ^ t).collect();
+            // Engine clock spread over 10 minutes, so the leaves' ages and values differ.
+            let now = p as u64 * 4_800 + x % 1_000;
+            let m = core.match_prefix(&mut io, x % adapters, 0, &toks, now).unwrap();
+            core.allocate(&mut io, m.request, toks.len(), now).unwrap();
+            core.commit(m.request, &toks, now).unwrap();
+            core.release(&mut io, m.request, now).unwrap();
+        }
+        let before = core.stats();
+        assert!(before.gpu_blocks_used as f64 > 0.8 * capacity as f64, "fill reaches the high watermark");
+        let now = prompts as u64 * 4_800 + 1_000_000;
+        let s = Instant::now();
+        let plan = core.plan_swap_out(MOVES, now);
+        let plan_us = s.elapsed().as_secs_f64() * 1e6;
+        assert_eq!(plan.len(), MOVES);
+        let s = Instant::now();
+        let report = core.step(&mut io, now, 32, false).unwrap();
+        let step_us = s.elapsed().as_secs_f64() * 1e6;
+        assert_eq!(report.swapped_out as usize, MOVES, "{report:?}");
+
+        // References: sorting as many floats as moves, and as many as resident nodes.
+        let mut small: Vec<f64> = (0..MOVES).map(|i| ((i * 7919) % 10007) as f64 * 0.37).collect();
+        let mut large: Vec<f64> = (0..RESIDENT).map(|i| ((i * 7919) % 1_000_003) as f64 * 0.37).collect();
+        let s = Instant::now();
+        small.sort_unstable_by(f64::total_cmp);
+        let sort_small_us = s.elapsed().as_secs_f64() * 1e6;
+        let s = Instant::now();
+        large.sort_unstable_by(f64::total_cmp);
+        let sort_large_us = s.elapsed().as_secs_f64() * 1e6;
+        black_box((&small, &large));
+        println!(
+            "{:>5}: plan {MOVES} swap-outs among {} leaves ({} nodes): {:>6.0} us ({:.2}x sort); whole step {:>6.0} us | sort {MOVES} floats {:>6.0} us ({:.2}x) | sort {RESIDENT} floats {:>7.0} us ({:.3}x)",
+            policy.name(),
+            prompts,
+            core.live_nodes(),
+            plan_us,
+            plan_us / sort_small_us,
+            step_us,
+            sort_small_us,
+            step_us / sort_small_us,
+            sort_large_us,
+            step_us / sort_large_us
+        );
+        core.check_invariants().unwrap();
+    }
+}
