@@ -5,6 +5,7 @@ pub mod config;
 pub mod core;
 pub mod cost;
 pub mod events;
+pub mod keyhash;
 pub mod policy;
 pub mod pool;
 pub mod swapper;

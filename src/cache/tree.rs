@@ -202,17 +202,7 @@ impl Tree {
 
     /// The key of the block that extends `parent_key` with `tokens`.
     pub fn chain_next(&self, parent_key: u128, tokens: &[u32]) -> u128 {
-        let mut h = SipHasher13::new_with_keys(self.hash_key.0, self.hash_key.1);
-        h.write_u128(parent_key);
-        // Tokens as little-endian bytes in one write: the same key on every platform.
-        let mut buf = [0u8; 4 * 64];
-        for chunk in tokens.chunks(64) {
-            for (i, t) in chunk.iter().enumerate() {
-                buf[4 * i..4 * i + 4].copy_from_slice(&t.to_le_bytes());
-            }
-            h.write(&buf[..4 * chunk.len()]);
-        }
-        h.finish128().as_u128()
+        super::keyhash::chain_hash(self.hash_key, parent_key, tokens)
     }
 
     pub fn lookup(&self, key: u128) -> Option<u32> {
