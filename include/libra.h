@@ -307,6 +307,11 @@ typedef struct libra_cache_config {
    */
   uint64_t swap_wait_us;
   /**
+   * Least time between two prefetch passes, microseconds (default 50 ms; a pass scans the
+   * tree).
+   */
+  uint64_t prefetch_interval_us;
+  /**
    * Keep a residency event log for `libra_cache_drain_events`.
    */
   bool events;

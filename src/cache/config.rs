@@ -30,6 +30,8 @@ pub struct CacheConfig {
     pub popularity_window_us: u64,
     /// Longest a blocking allocation waits for its swap-outs, microseconds.
     pub swap_wait_us: u64,
+    /// Least engine time between two prefetch passes, microseconds (a pass scans the tree).
+    pub prefetch_interval_us: u64,
     /// Keep a log of residency changes for `drain_events`.
     pub events: bool,
     /// Most events kept before the oldest are dropped (and counted).
@@ -53,6 +55,7 @@ impl Default for CacheConfig {
             prefill_tokens_per_us: 0.0,
             popularity_window_us: 30_000_000,
             swap_wait_us: 100_000,
+            prefetch_interval_us: 50_000,
             events: false,
             event_capacity: 1 << 16,
         }

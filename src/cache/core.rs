@@ -123,6 +123,7 @@ pub struct CacheCore {
     /// GPU blocks held by adapters (the vLLM baseline caps them).
     pub(crate) adapter_gpu_blocks: u32,
     pub(crate) last_now: u64,
+    pub(crate) last_prefetch: Option<u64>,
 }
 
 fn request_id(slot: u32, generation: u32) -> u64 {
@@ -160,6 +161,7 @@ impl CacheCore {
             events,
             adapter_gpu_blocks: 0,
             last_now: 0,
+            last_prefetch: None,
         })
     }
 

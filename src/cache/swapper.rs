@@ -490,7 +490,13 @@ impl CacheCore {
             let target =
                 ((used - self.cfg.swap_out_low * cap).ceil() as usize).min(self.host.capacity() as usize);
             report.swapped_out = self.swap_out_some(io, target, now)?;
-        } else if used < self.cfg.swap_in_idle * cap && !prefill_bound {
+        } else if used < self.cfg.swap_in_idle * cap
+            && !prefill_bound
+            && (self.last_prefetch.is_none()
+                || now.saturating_sub(self.last_prefetch.unwrap_or(0)) >= self.cfg.prefetch_interval_us)
+        {
+            // Finding host roots scans the tree, so it runs at most once per interval.
+            self.last_prefetch = Some(now);
             let budget = (self.cfg.swap_in_target * cap - used).floor().max(0.0) as usize;
             let (kv, adapters) = self.prefetch(io, budget, now)?;
             report.swapped_in = kv;

@@ -101,6 +101,9 @@ pub struct libra_cache_config {
     pub popularity_window_us: u64,
     /// Longest an allocation waits for its own swap-outs, microseconds (default 100 ms).
     pub swap_wait_us: u64,
+    /// Least time between two prefetch passes, microseconds (default 50 ms; a pass scans the
+    /// tree).
+    pub prefetch_interval_us: u64,
     /// Keep a residency event log for `libra_cache_drain_events`.
     pub events: bool,
     /// Events kept before the oldest are dropped (and counted in stats).
@@ -261,6 +264,7 @@ pub extern "C" fn libra_cache_config_default(config: *mut libra_cache_config) ->
             prefill_tokens_per_us: c.prefill_tokens_per_us,
             popularity_window_us: c.popularity_window_us,
             swap_wait_us: c.swap_wait_us,
+            prefetch_interval_us: c.prefetch_interval_us,
             events: c.events,
             event_capacity: c.event_capacity as u32,
         };
@@ -323,6 +327,7 @@ pub extern "C" fn libra_cache_create(
             prefill_tokens_per_us: cfg.prefill_tokens_per_us,
             popularity_window_us: cfg.popularity_window_us,
             swap_wait_us: cfg.swap_wait_us,
+            prefetch_interval_us: cfg.prefetch_interval_us,
             events: cfg.events,
             event_capacity: cfg.event_capacity.max(1) as usize,
         };
