@@ -5,6 +5,7 @@ pub mod cache;
 pub mod error;
 pub mod ffi;
 pub mod handle;
+pub mod sim;
 
 pub use cache::{CacheConfig, MatchResult, PolicyKind, Readiness, Stats, StepReport};
 pub use error::{Error, Result, Status};
