@@ -16,7 +16,7 @@ serve_sim: replay a trace through libra's cache under every policy and compare T
 USAGE: cargo run --release --example serve_sim -- [OPTIONS]
 
 Workload
-  --scenario LIST      chatbot, translation, agent, many-adapters, or all [chatbot]
+  --scenario LIST      chatbot, translation, agent, many-adapters, or all [all]
                        chatbot: 50 adapters, Zipf 1.0, follow-up p=0.5, 256-token persona prompt
                        translation: 768-token few-shot instruction per adapter, single turns
                        agent: 1536-token tool descriptions, follow-up p=0.8, 2 s think time
@@ -27,7 +27,8 @@ Workload
   --poisson RATE       Poisson arrivals at RATE req/s instead of the trace
   --prompt-mean N      Poisson: mean prompt tokens (log-normal) [1155]
   --output-mean N      Poisson: mean output tokens (log-normal) [211]
-  --rate-mult X        divide arrival times by X (load multiplier) [4]
+  --rate-mult X        divide arrival times by X (load multiplier) [chatbot 2.5,
+                       translation 4, agent 2, many-adapters 2]
   --adapters N         number of LoRA adapters [scenario]
   --zipf S             Zipf exponent of adapter popularity [scenario]
   --ranks LIST         adapter ranks, assigned round-robin [32,64]
@@ -72,7 +73,7 @@ struct Args {
     poisson: Option<f64>,
     prompt_mean: f64,
     output_mean: f64,
-    rate_mult: f64,
+    rate_mult: Option<f64>,
     adapters: Option<u32>,
     zipf: Option<f64>,
     ranks: Option<Vec<u32>>,
@@ -104,14 +105,14 @@ struct Args {
 
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
-        scenarios: vec!["chatbot".into()],
+        scenarios: WorkloadSpec::PRESETS.iter().map(|s| s.to_string()).collect(),
         trace: concat!(env!("CARGO_MANIFEST_DIR"), "/data/traces/azure_llm_2023_conv.csv").into(),
         start: 0.0,
         duration: 900.0,
         poisson: None,
         prompt_mean: 1155.0,
         output_mean: 211.0,
-        rate_mult: 4.0,
+        rate_mult: None,
         adapters: None,
         zipf: None,
         ranks: None,
@@ -145,7 +146,10 @@ fn parse_args() -> Result<Args, String> {
         let v = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         v.parse().map_err(|_| format!("{flag}: cannot parse {v:?}"))
     }
-    fn list<T: std::str::FromStr>(it: &mut impl Iterator<Item = String>, flag: &str) -> Result<Vec<T>, String> {
+    fn list<T: std::str::FromStr>(
+        it: &mut impl Iterator<Item = String>,
+        flag: &str,
+    ) -> Result<Vec<T>, String> {
         let v: String = val(it, flag)?;
         v.split(',').map(|x| x.trim().parse().map_err(|_| format!("{flag}: cannot parse {x:?}"))).collect()
     }
@@ -170,7 +174,7 @@ fn parse_args() -> Result<Args, String> {
             "--poisson" => a.poisson = Some(val(&mut it, f)?),
             "--prompt-mean" => a.prompt_mean = val(&mut it, f)?,
             "--output-mean" => a.output_mean = val(&mut it, f)?,
-            "--rate-mult" => a.rate_mult = val(&mut it, f)?,
+            "--rate-mult" => a.rate_mult = Some(val(&mut it, f)?),
             "--adapters" => a.adapters = Some(val(&mut it, f)?),
             "--zipf" => a.zipf = Some(val(&mut it, f)?),
             "--ranks" => a.ranks = Some(list(&mut it, f)?),
@@ -244,7 +248,11 @@ fn engine_config(a: &Args) -> Result<EngineConfig, String> {
     Ok(ec)
 }
 
-fn workload_spec(a: &Args, name: &str, rows: &Option<Arc<Vec<sim::TraceRow>>>) -> Result<WorkloadSpec, String> {
+fn workload_spec(
+    a: &Args,
+    name: &str,
+    rows: &Option<Arc<Vec<sim::TraceRow>>>,
+) -> Result<WorkloadSpec, String> {
     let source = match (a.poisson, rows) {
         (Some(rate), _) => Source::Poisson {
             rate,
@@ -254,7 +262,9 @@ fn workload_spec(a: &Args, name: &str, rows: &Option<Arc<Vec<sim::TraceRow>>>) -
         },
         (None, Some(rows)) => Source::Trace {
             rows: rows.clone(),
-            label: std::path::Path::new(&a.trace).file_name().map_or(a.trace.clone(), |f| f.to_string_lossy().into()),
+            label: std::path::Path::new(&a.trace)
+                .file_name()
+                .map_or(a.trace.clone(), |f| f.to_string_lossy().into()),
             start_s: a.start,
             duration_s: a.duration,
         },
@@ -262,7 +272,9 @@ fn workload_spec(a: &Args, name: &str, rows: &Option<Arc<Vec<sim::TraceRow>>>) -
     };
     let mut s = WorkloadSpec::preset(name, source, a.seed)
         .ok_or_else(|| format!("unknown scenario {name:?}; one of {:?}", WorkloadSpec::PRESETS))?;
-    s.rate_mult = a.rate_mult;
+    if let Some(v) = a.rate_mult {
+        s.rate_mult = v;
+    }
     if let Some(v) = a.adapters {
         s.adapters = v.max(1);
     }

@@ -29,9 +29,16 @@ impl CacheCore {
     }
 
     /// Up to `k` candidates, farthest next use first (ties: oldest last use, then id).
-    fn farthest<I: Iterator<Item = (u64, u32)>>(&self, candidates: I, k: usize, hints: &dyn NextUse) -> Vec<(u64, u32)> {
-        let mut v: Vec<(u64, u64, u32)> = candidates.map(|(t, n)| (self.next_use_of(n, hints), t, n)).collect();
-        let cmp = |a: &(u64, u64, u32), b: &(u64, u64, u32)| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2));
+    fn farthest<I: Iterator<Item = (u64, u32)>>(
+        &self,
+        candidates: I,
+        k: usize,
+        hints: &dyn NextUse,
+    ) -> Vec<(u64, u32)> {
+        let mut v: Vec<(u64, u64, u32)> =
+            candidates.map(|(t, n)| (self.next_use_of(n, hints), t, n)).collect();
+        let cmp =
+            |a: &(u64, u64, u32), b: &(u64, u64, u32)| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2));
         if v.len() > k {
             v.select_nth_unstable_by(k, cmp);
             v.truncate(k);
@@ -43,7 +50,13 @@ impl CacheCore {
     /// Frees GPU blocks until `need` are free, choosing victims by farthest next use. Blocks that
     /// will be used again go to the host tier (displacing host blocks needed later than them);
     /// the others are dropped. Waits for its swap-outs like allocation does.
-    pub fn oracle_make_room(&mut self, io: &mut dyn Backend, need: usize, now: u64, hints: &dyn NextUse) -> Result<()> {
+    pub fn oracle_make_room(
+        &mut self,
+        io: &mut dyn Backend,
+        need: usize,
+        now: u64,
+        hints: &dyn NextUse,
+    ) -> Result<()> {
         let now = self.clock(now);
         self.poll_inflight(io);
         let mut rounds = 0;
@@ -98,7 +111,9 @@ impl CacheCore {
                 self.evict_adapter(node.adapter);
                 continue;
             }
-            let keep = next != u64::MAX && self.cfg.policy.uses_host_tier() && self.oracle_host_slot(next, outgoing.len(), hints);
+            let keep = next != u64::MAX
+                && self.cfg.policy.uses_host_tier()
+                && self.oracle_host_slot(next, outgoing.len(), hints);
             if keep {
                 outgoing.push(v);
             } else if self.tree.node(v).children == 0 {
@@ -158,7 +173,9 @@ impl CacheCore {
             for id in self.tree.live_ids() {
                 let n = self.tree.node(id);
                 let candidate = match n.kind {
-                    Kind::Kv => n.residency == Residency::Host && self.tree.node(n.parent).residency == Residency::Gpu,
+                    Kind::Kv => {
+                        n.residency == Residency::Host && self.tree.node(n.parent).residency == Residency::Gpu
+                    }
                     Kind::Adapter => n.residency == Residency::Absent,
                     _ => false,
                 };
@@ -174,7 +191,11 @@ impl CacheCore {
             let mut kv = Vec::new();
             for (_, id) in roots {
                 let node = self.tree.node(id);
-                let blocks = if node.kind == Kind::Adapter { self.adapter(node.adapter).blocks_needed as usize } else { 1 };
+                let blocks = if node.kind == Kind::Adapter {
+                    self.adapter(node.adapter).blocks_needed as usize
+                } else {
+                    1
+                };
                 if blocks > left || self.gpu.free_count() as usize <= kv.len() + blocks {
                     continue;
                 }

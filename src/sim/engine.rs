@@ -328,6 +328,9 @@ struct Rec {
     admitted: bool,
 }
 
+/// Waiting requests passed over per step when the head cannot be admitted.
+const ADMIT_LOOKAHEAD: usize = 16;
+
 fn adapter_id(a: u32) -> u64 {
     a as u64 + 1
 }
@@ -360,7 +363,8 @@ pub fn run(
     for a in 0..spec.adapters.max(1) {
         let blocks = (hw.adapter_bytes(spec.rank_of(a)) / real_bb).ceil().max(1.0) as usize;
         adapter_blocks.push(blocks as u32);
-        core.register_adapter(adapter_id(a), &vec![0u8; blocks], spec.rank_of(a), 0).map_err(|e| e.to_string())?;
+        core.register_adapter(adapter_id(a), &vec![0u8; blocks], spec.rank_of(a), 0)
+            .map_err(|e| e.to_string())?;
     }
     let reqs = &wl.requests;
     let n = reqs.len();
@@ -447,12 +451,20 @@ pub fn run(
 
         let decoding = running.iter().filter(|s| s.phase == Phase::Decode).count() as u32;
         let mut budget = ec.max_batch_tokens.saturating_sub(decoding);
-        let mut prefill_demand: u32 =
-            running.iter().filter(|s| s.phase == Phase::Prefill).map(|s| s.target - s.computed.min(s.target)).sum();
+        let mut prefill_demand: u32 = running
+            .iter()
+            .filter(|s| s.phase == Phase::Prefill)
+            .map(|s| s.target - s.computed.min(s.target))
+            .sum();
 
-        // Admission, first come first served, while the step has prefill budget left.
-        while let Some(&idx) = waiting.front() {
-            if running.len() >= ec.max_seqs as usize || prefill_demand >= budget {
+        // Admission, first come first served, while the step has prefill budget left. A request
+        // that cannot get memory (or, under a static split, an adapter slot) is passed over for
+        // a few later ones, as vLLM's scheduler skips requests whose LoRA cannot be scheduled.
+        let mut pos = 0usize;
+        let mut skipped = 0usize;
+        while let Some(&idx) = waiting.get(pos) {
+            if running.len() >= ec.max_seqs as usize || prefill_demand >= budget || skipped > ADMIT_LOOKAHEAD
+            {
                 break;
             }
             let r = &reqs[idx as usize];
@@ -464,7 +476,9 @@ pub fn run(
                 let need = target.div_ceil(bt) + if absent { adapter_blocks[r.adapter as usize] } else { 0 };
                 let now = io.now;
                 if core.oracle_make_room(&mut io, need as usize, now, f).is_err() {
-                    break;
+                    pos += 1;
+                    skipped += 1;
+                    continue;
                 }
             }
             let h2d_before = io.kv_blocks_to_gpu;
@@ -474,12 +488,14 @@ pub fn run(
                 Err(_) => {
                     if running.is_empty() && io.next_completion().is_none() {
                         // Cannot fit even on an idle engine.
-                        waiting.pop_front();
+                        waiting.remove(pos);
                         res.rejected += 1;
                         done += 1;
                         continue;
                     }
-                    break;
+                    pos += 1;
+                    skipped += 1;
+                    continue;
                 }
             };
             let loaded = ((io.kv_blocks_to_gpu - h2d_before) * bt as u64).min(m.cached_tokens as u64);
@@ -491,15 +507,17 @@ pub fn run(
                     let now = io.now;
                     core.release(&mut io, m.request, now).map_err(err)?;
                     if running.is_empty() && io.next_completion().is_none() {
-                        waiting.pop_front();
+                        waiting.remove(pos);
                         res.rejected += 1;
                         done += 1;
                         continue;
                     }
-                    break;
+                    pos += 1;
+                    skipped += 1;
+                    continue;
                 }
             };
-            waiting.pop_front();
+            waiting.remove(pos);
             let rec = &mut recs[idx as usize];
             if !rec.admitted {
                 rec.admitted = true;

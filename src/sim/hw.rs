@@ -209,7 +209,8 @@ impl Hardware {
     }
     /// GPU blocks left for adapters and KV after weights and the activation reserve.
     pub fn gpu_blocks(&self, block_tokens: u32) -> u32 {
-        let free = self.gpu.mem_bytes * self.mem_util - self.weight_bytes_per_gpu() - self.activation_reserve_bytes;
+        let free =
+            self.gpu.mem_bytes * self.mem_util - self.weight_bytes_per_gpu() - self.activation_reserve_bytes;
         (free / self.kv_block_bytes(block_tokens)).floor().max(1.0) as u32
     }
     pub fn host_blocks(&self, block_tokens: u32) -> u32 {
@@ -234,7 +235,8 @@ impl Hardware {
         let prefill_attn: f64 =
             load.prefill.iter().map(|&(n, c)| attn_unit * n as f64 * (c as f64 + n as f64 / 2.0)).sum();
         let decode_attn = attn_unit * load.decode_context as f64;
-        let flops = (2.0 * m.params * tokens + 2.0 * load.lora_param_tokens + prefill_attn + decode_attn) / tp;
+        let flops =
+            (2.0 * m.params * tokens + 2.0 * load.lora_param_tokens + prefill_attn + decode_attn) / tp;
         let kv_read_tokens: f64 =
             load.prefill.iter().map(|&(n, c)| (n + c) as f64).sum::<f64>() + load.decode_context as f64;
         let bytes = self.weight_bytes_per_gpu()
@@ -310,7 +312,8 @@ impl Hardware {
             self.host_bytes_per_gpu / 1e9
         );
         let p1k = self.step_time_s(&StepLoad { prefill: vec![(1024, 0)], ..Default::default() });
-        let d32 = self.step_time_s(&StepLoad { decode_seqs: 32, decode_context: 32 * 1024, ..Default::default() });
+        let d32 =
+            self.step_time_s(&StepLoad { decode_seqs: 32, decode_context: 32 * 1024, ..Default::default() });
         let _ = writeln!(
             s,
             "step model: max(FLOPs / eff. peak, bytes / eff. HBM) + 2 all-reduces/layer + {:.1} ms; \

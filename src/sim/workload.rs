@@ -86,7 +86,8 @@ impl WorkloadSpec {
         let mut s = WorkloadSpec {
             name: name.to_string(),
             source,
-            rate_mult: 1.0,
+            // Four times the trace's request rate: a busy but not overloaded engine for elora.
+            rate_mult: 4.0,
             adapters: 50,
             zipf_s: 1.0,
             ranks: vec![32, 64],
@@ -98,8 +99,9 @@ impl WorkloadSpec {
             seed,
         };
         match name {
-            // Conversations with a persona per adapter, frequent follow-ups.
-            "chatbot" => {}
+            // Conversations with a persona per adapter, frequent follow-ups. Follow-ups grow the
+            // prompts past the trace's, so the load is lower than translation's.
+            "chatbot" => s.rate_mult = 2.5,
             // One long instruction with few-shot examples per language pair, single turns.
             "translation" => {
                 s.follow_prob = 0.05;
@@ -112,11 +114,14 @@ impl WorkloadSpec {
                 s.system_tokens = 1536;
                 s.min_gap_s = 2.0;
                 s.session_timeout_s = 300.0;
+                // Prompts three times longer than a chat's: half the chatbot's request rate.
+                s.rate_mult = 2.0;
             }
-            // Many small adapters with a long tail of rare ones.
+            // Many adapters with a long tail of rare ones.
             "many-adapters" => {
                 s.adapters = 1000;
                 s.zipf_s = 0.9;
+                s.rate_mult = 2.0;
             }
             _ => return None,
         }
@@ -240,8 +245,9 @@ pub fn generate(spec: &WorkloadSpec) -> Workload {
         let j = rng.below(i as u64 + 1) as usize;
         perm.swap(i, j);
     }
-    let system: Vec<Vec<u32>> =
-        (0..spec.adapters.max(1)).map(|_| (0..spec.system_tokens).map(|_| rng.next_u64() as u32).collect()).collect();
+    let system: Vec<Vec<u32>> = (0..spec.adapters.max(1))
+        .map(|_| (0..spec.system_tokens).map(|_| rng.next_u64() as u32).collect())
+        .collect();
     let mut sessions: Vec<Vec<u32>> = Vec::new();
     let mut open: Vec<OpenSession> = Vec::new();
     let mut requests = Vec::with_capacity(rows.len());
