@@ -5,6 +5,7 @@ pub mod cache;
 pub mod error;
 pub mod ffi;
 pub mod handle;
+pub mod sim;
 pub mod topo;
 
 pub use cache::{CacheConfig, MatchResult, PolicyKind, Readiness, Stats, StepReport};

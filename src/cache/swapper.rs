@@ -243,7 +243,7 @@ impl CacheCore {
     }
 
     /// Deletes a GPU node and all of its (host-resident) descendants, deepest first.
-    fn drop_subtree(&mut self, top: u32) {
+    pub(crate) fn drop_subtree(&mut self, top: u32) {
         let mut members = vec![top];
         let mut i = 0;
         // Descendants are found by scanning parents: rare, and only when the host tier is full.

@@ -1,0 +1,711 @@
+//! The engine: continuous batching with chunked prefill over `CacheCore`. Every cache decision
+//! (what is cached, what is evicted, swapped, prefetched or loaded) is the library's; this file
+//! only schedules requests, charges step times and moves the clock. Copies complete when the
+//! simulated host link finishes them.
+use super::hw::{Hardware, StepLoad};
+use super::workload::{Workload, WorkloadSpec};
+use crate::backend::{Backend, BatchId, BatchState, BlockMove, Direction, TierLayout};
+use crate::cache::{CacheConfig, CacheCore, NextUse, PolicyKind, Readiness};
+use crate::error::Result as LibResult;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+/// A policy under test: one of the library's, or the clairvoyant bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimPolicy {
+    Lib(PolicyKind),
+    Oracle,
+}
+
+impl SimPolicy {
+    pub fn name(self) -> &'static str {
+        match self {
+            SimPolicy::Lib(k) => k.name(),
+            SimPolicy::Oracle => "oracle",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        if s == "oracle" {
+            Some(SimPolicy::Oracle)
+        } else {
+            PolicyKind::parse(s).map(SimPolicy::Lib)
+        }
+    }
+    pub const ALL: [SimPolicy; 6] = [
+        SimPolicy::Lib(PolicyKind::Vllm),
+        SimPolicy::Lib(PolicyKind::Slora),
+        SimPolicy::Lib(PolicyKind::Lru),
+        SimPolicy::Lib(PolicyKind::Elora),
+        SimPolicy::Lib(PolicyKind::Libra),
+        SimPolicy::Oracle,
+    ];
+    /// The library policy that runs underneath (the oracle places blocks itself on top of the
+    /// tiers of `lru`).
+    fn kind(self) -> PolicyKind {
+        match self {
+            SimPolicy::Lib(k) => k,
+            SimPolicy::Oracle => PolicyKind::Lru,
+        }
+    }
+}
+
+/// Engine knobs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineConfig {
+    pub hw: Hardware,
+    pub block_tokens: u32,
+    /// Tokens one step may process (decode tokens + prefill chunks).
+    pub max_batch_tokens: u32,
+    /// Most sequences admitted at once.
+    pub max_seqs: u32,
+    /// How often the invalid-KV fraction is sampled, microseconds.
+    pub sample_every_us: u64,
+    /// Overrides of the pool sizes derived from the hardware (tests).
+    pub gpu_blocks: Option<u32>,
+    pub host_blocks: Option<u32>,
+}
+
+impl EngineConfig {
+    pub fn new(hw: Hardware) -> Self {
+        EngineConfig {
+            hw,
+            block_tokens: 16,
+            max_batch_tokens: 4096,
+            max_seqs: 256,
+            sample_every_us: 5_000_000,
+            gpu_blocks: None,
+            host_blocks: None,
+        }
+    }
+    pub fn gpu_blocks(&self) -> u32 {
+        self.gpu_blocks.unwrap_or_else(|| self.hw.gpu_blocks(self.block_tokens))
+    }
+    pub fn host_blocks(&self) -> u32 {
+        self.host_blocks.unwrap_or_else(|| self.hw.host_blocks(self.block_tokens))
+    }
+}
+
+/// A backend that moves no bytes: each block stands for `real_block_bytes` on one GPU, and a
+/// batch completes when the host link, one FIFO queue shared by every transfer, has carried it.
+/// Blocking waits advance the engine clock (the engine thread is stalled meanwhile).
+pub struct TimingBackend {
+    layout: TierLayout,
+    host_blocks: u32,
+    real_block_bytes: f64,
+    link_bytes_per_us: f64,
+    batch_latency_us: f64,
+    /// The engine clock, microseconds.
+    pub now: u64,
+    link_free_at: u64,
+    next: BatchId,
+    pending: BTreeMap<BatchId, u64>,
+    pub bytes_to_gpu: u64,
+    pub bytes_to_host: u64,
+    /// KV blocks copied host -> GPU (adapter uploads excluded).
+    pub kv_blocks_to_gpu: u64,
+    /// Microseconds the engine spent blocked in `wait`.
+    pub stalled_us: u64,
+}
+
+impl TimingBackend {
+    pub fn new(gpu_blocks: u32, host_blocks: u32, real_block_bytes: f64, hw: &Hardware) -> Self {
+        TimingBackend {
+            // One logical byte per block: the cache keeps no real data, only ids.
+            layout: TierLayout::contiguous(1 << 20, 1, gpu_blocks).expect("valid layout"),
+            host_blocks,
+            real_block_bytes,
+            link_bytes_per_us: hw.gpu.link_bytes_per_s / 1e6,
+            batch_latency_us: hw.link_batch_latency_s * 1e6,
+            now: 0,
+            link_free_at: 0,
+            next: 1,
+            pending: BTreeMap::new(),
+            bytes_to_gpu: 0,
+            bytes_to_host: 0,
+            kv_blocks_to_gpu: 0,
+            stalled_us: 0,
+        }
+    }
+    fn enqueue(&mut self, blocks: usize) -> BatchId {
+        let bytes = blocks as f64 * self.real_block_bytes;
+        let start = self.now.max(self.link_free_at);
+        let done = start + (self.batch_latency_us + bytes / self.link_bytes_per_us).ceil() as u64;
+        self.link_free_at = done;
+        let id = self.next;
+        self.next += 1;
+        self.pending.insert(id, done);
+        id
+    }
+    /// When the next copy in flight completes.
+    pub fn next_completion(&self) -> Option<u64> {
+        self.pending.values().copied().filter(|&t| t > self.now).min()
+    }
+}
+
+impl Backend for TimingBackend {
+    fn name(&self) -> &str {
+        "timing"
+    }
+    fn gpu_layout(&self) -> &TierLayout {
+        &self.layout
+    }
+    fn host_blocks(&self) -> u32 {
+        self.host_blocks
+    }
+    fn host_block_addr(&self, block: u32) -> u64 {
+        block as u64
+    }
+    fn submit_moves(&mut self, direction: Direction, moves: &[BlockMove]) -> LibResult<BatchId> {
+        let bytes = (moves.len() as f64 * self.real_block_bytes) as u64;
+        match direction {
+            Direction::GpuToHost => self.bytes_to_host += bytes,
+            Direction::HostToGpu => {
+                self.bytes_to_gpu += bytes;
+                self.kv_blocks_to_gpu += moves.len() as u64;
+            }
+        }
+        Ok(self.enqueue(moves.len()))
+    }
+    fn submit_upload(&mut self, bytes: &[u8], blocks: &[u32]) -> LibResult<BatchId> {
+        let _ = bytes;
+        self.bytes_to_gpu += (blocks.len() as f64 * self.real_block_bytes) as u64;
+        Ok(self.enqueue(blocks.len()))
+    }
+    fn submit_device_copies(&mut self, pairs: &[(u32, u32)]) -> LibResult<BatchId> {
+        // Device-local copies are not on the host link: done at once.
+        let _ = pairs;
+        let id = self.next;
+        self.next += 1;
+        self.pending.insert(id, self.now);
+        Ok(id)
+    }
+    fn poll(&mut self, batch: BatchId) -> BatchState {
+        match self.pending.get(&batch) {
+            Some(&t) if t <= self.now => BatchState::Done,
+            Some(_) => BatchState::Pending,
+            None => BatchState::Failed(format!("unknown batch {batch}")),
+        }
+    }
+    fn wait(&mut self, batch: BatchId, timeout_us: u64) -> BatchState {
+        if let Some(&t) = self.pending.get(&batch) {
+            let until = t.min(self.now + timeout_us);
+            if until > self.now {
+                self.stalled_us += until - self.now;
+                self.now = until;
+            }
+        }
+        self.poll(batch)
+    }
+    fn retire(&mut self, batch: BatchId) {
+        self.pending.remove(&batch);
+    }
+    fn read_gpu_block(&mut self, _block: u32, out: &mut [u8]) -> LibResult<()> {
+        out.fill(0);
+        Ok(())
+    }
+    fn write_gpu_block(&mut self, _block: u32, _data: &[u8]) -> LibResult<()> {
+        Ok(())
+    }
+    fn read_host_block(&mut self, _block: u32, out: &mut [u8]) -> LibResult<()> {
+        out.fill(0);
+        Ok(())
+    }
+}
+
+/// What one policy's run measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunResult {
+    pub policy: String,
+    /// TTFT of every completed request, microseconds, in request order.
+    pub ttft_us: Vec<u64>,
+    pub tpot_mean_ms: f64,
+    pub completed: u64,
+    pub rejected: u64,
+    pub throughput_rps: f64,
+    pub prompt_tokens: u64,
+    /// Prompt tokens found on the GPU side at match time.
+    pub gpu_hit_tokens: u64,
+    /// Prompt tokens loaded from the host tier.
+    pub host_hit_tokens: u64,
+    pub invalid_kv_fraction: f64,
+    pub host_link_bytes: u64,
+    pub adapter_loads: u64,
+    pub swap_out_blocks: u64,
+    pub swap_in_blocks: u64,
+    pub preemptions: u64,
+    pub stalled_ms: f64,
+    /// Simulated time from the first arrival to the last completion, seconds.
+    pub sim_s: f64,
+}
+
+impl RunResult {
+    pub fn ttft_ms_sorted(&self) -> Vec<f64> {
+        let mut v: Vec<f64> = self.ttft_us.iter().map(|&t| t as f64 / 1e3).collect();
+        v.sort_by(f64::total_cmp);
+        v
+    }
+    pub fn ttft_mean_ms(&self) -> f64 {
+        if self.ttft_us.is_empty() {
+            return 0.0;
+        }
+        self.ttft_us.iter().sum::<u64>() as f64 / self.ttft_us.len() as f64 / 1e3
+    }
+    /// Nearest-rank percentile of TTFT, milliseconds.
+    pub fn ttft_pct_ms(&self, p: f64) -> f64 {
+        let v = self.ttft_ms_sorted();
+        if v.is_empty() {
+            return 0.0;
+        }
+        let rank = ((p / 100.0) * v.len() as f64).ceil().max(1.0) as usize;
+        v[rank.min(v.len()) - 1]
+    }
+    pub fn gpu_hit_ratio(&self) -> f64 {
+        ratio(self.gpu_hit_tokens, self.prompt_tokens)
+    }
+    pub fn host_hit_ratio(&self) -> f64 {
+        ratio(self.host_hit_tokens, self.prompt_tokens)
+    }
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        a as f64 / b as f64
+    }
+}
+
+/// Future knowledge for the oracle: which requests read each prefix block and adapter.
+struct Future {
+    kv: HashMap<u128, Vec<u32>>,
+    adapter: Vec<Vec<u32>>,
+    arrival: Vec<u64>,
+    /// Requests before this index have all been admitted (or are being served).
+    cursor: u32,
+}
+
+impl Future {
+    fn next(&self, list: &[u32]) -> u64 {
+        let i = list.partition_point(|&r| r < self.cursor);
+        list.get(i).map_or(u64::MAX, |&r| self.arrival[r as usize])
+    }
+}
+
+impl NextUse for Future {
+    fn kv_next_use(&self, key: u128) -> u64 {
+        self.kv.get(&key).map_or(u64::MAX, |l| self.next(l))
+    }
+    fn adapter_next_use(&self, adapter_id: u64) -> u64 {
+        self.adapter.get(adapter_id as usize - 1).map_or(u64::MAX, |l| self.next(l))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Loading,
+    Prefill,
+    Decode,
+}
+
+struct Seq {
+    idx: u32,
+    cache_req: u64,
+    phase: Phase,
+    /// Tokens to prefill (prompt, plus the output produced before a preemption).
+    target: u32,
+    /// Tokens whose KV exists.
+    computed: u32,
+    committed: u32,
+    /// Tokens the allocated blocks can hold.
+    cap: u32,
+    order: u64,
+}
+
+#[derive(Default, Clone)]
+struct Rec {
+    first_token: Option<u64>,
+    finish: Option<u64>,
+    generated: u32,
+    admitted: bool,
+}
+
+/// Waiting requests passed over per step when the head cannot be admitted.
+const ADMIT_LOOKAHEAD: usize = 16;
+
+fn adapter_id(a: u32) -> u64 {
+    a as u64 + 1
+}
+
+/// Runs one policy over the workload. `progress` is called now and then with the simulated
+/// time in seconds.
+pub fn run(
+    wl: &Workload,
+    spec: &WorkloadSpec,
+    ec: &EngineConfig,
+    policy: SimPolicy,
+    progress: &mut dyn FnMut(f64),
+) -> Result<RunResult, String> {
+    let hw = &ec.hw;
+    let bt = ec.block_tokens;
+    let real_bb = hw.kv_block_bytes(bt);
+    let gpu_blocks = ec.gpu_blocks();
+    let host_blocks = ec.host_blocks();
+    let cfg = CacheConfig {
+        block_tokens: bt,
+        policy: policy.kind(),
+        // Cost hints in the cache's units, where a block is one logical byte.
+        link_bytes_per_us: hw.gpu.link_bytes_per_s / 1e6 / real_bb,
+        prefill_tokens_per_us: hw.prefill_tokens_per_us(ec.max_batch_tokens),
+        ..CacheConfig::default()
+    };
+    let mut core = CacheCore::new(cfg, 1, gpu_blocks, host_blocks).map_err(|e| e.to_string())?;
+    let mut io = TimingBackend::new(gpu_blocks, host_blocks, real_bb, hw);
+    let mut adapter_blocks = Vec::new();
+    for a in 0..spec.adapters.max(1) {
+        let blocks = (hw.adapter_bytes(spec.rank_of(a)) / real_bb).ceil().max(1.0) as usize;
+        adapter_blocks.push(blocks as u32);
+        core.register_adapter(adapter_id(a), &vec![0u8; blocks], spec.rank_of(a), 0)
+            .map_err(|e| e.to_string())?;
+    }
+    let reqs = &wl.requests;
+    let n = reqs.len();
+    let mut future = if policy == SimPolicy::Oracle {
+        let mut kv: HashMap<u128, Vec<u32>> = HashMap::new();
+        let mut adapter = vec![Vec::new(); spec.adapters.max(1) as usize];
+        for (i, r) in reqs.iter().enumerate() {
+            let toks = &wl.tokens(r)[..r.prompt as usize];
+            for k in core.prefix_keys(adapter_id(r.adapter), 0, toks) {
+                kv.entry(k).or_default().push(i as u32);
+            }
+            adapter[r.adapter as usize].push(i as u32);
+        }
+        Some(Future { kv, adapter, arrival: reqs.iter().map(|r| r.arrival_us).collect(), cursor: 0 })
+    } else {
+        None
+    };
+
+    let mut recs = vec![Rec::default(); n];
+    let mut waiting: VecDeque<u32> = VecDeque::new();
+    let mut running: Vec<Seq> = Vec::new();
+    let mut next_arrival = 0usize;
+    let mut done = 0usize;
+    let mut order = 0u64;
+    let mut res = RunResult {
+        policy: policy.name().to_string(),
+        ttft_us: Vec::new(),
+        tpot_mean_ms: 0.0,
+        completed: 0,
+        rejected: 0,
+        throughput_rps: 0.0,
+        prompt_tokens: 0,
+        gpu_hit_tokens: 0,
+        host_hit_tokens: 0,
+        invalid_kv_fraction: 0.0,
+        host_link_bytes: 0,
+        adapter_loads: 0,
+        swap_out_blocks: 0,
+        swap_in_blocks: 0,
+        preemptions: 0,
+        stalled_ms: 0.0,
+        sim_s: 0.0,
+    };
+    let (mut invalid_sum, mut invalid_n) = (0.0, 0u64);
+    let mut next_sample = 0u64;
+    let mut iter = 0u64;
+    let err = |e: crate::error::Error| e.to_string();
+
+    while done < n {
+        iter += 1;
+        if iter % 512 == 0 {
+            progress(io.now as f64 / 1e6);
+        }
+        while next_arrival < n && reqs[next_arrival].arrival_us <= io.now {
+            waiting.push_back(next_arrival as u32);
+            next_arrival += 1;
+        }
+        if let Some(f) = future.as_mut() {
+            f.cursor = waiting.iter().copied().min().unwrap_or(next_arrival as u32);
+        }
+        if io.now >= next_sample {
+            let st = core.stats();
+            if st.kv_nodes_gpu > 0 {
+                invalid_sum += st.invalid_kv_blocks as f64 / st.kv_nodes_gpu as f64;
+                invalid_n += 1;
+            }
+            next_sample = io.now + ec.sample_every_us;
+        }
+        let prefill_bound = !waiting.is_empty() || running.iter().any(|s| s.phase == Phase::Prefill);
+        let now = io.now;
+        match future.as_ref() {
+            Some(f) => core.oracle_step(&mut io, now, running.len() as u32, prefill_bound, f).map_err(err)?,
+            None => core.step(&mut io, now, running.len() as u32, prefill_bound).map_err(err)?,
+        };
+
+        // Copies that completed make their requests ready.
+        for s in running.iter_mut().filter(|s| s.phase == Phase::Loading) {
+            match core.poll(&mut io, s.cache_req).map_err(err)? {
+                Readiness::Ready => s.phase = Phase::Prefill,
+                Readiness::Pending => {}
+                Readiness::Failed(why) => return Err(format!("a copy failed in the timing backend: {why}")),
+            }
+        }
+
+        let decoding = running.iter().filter(|s| s.phase == Phase::Decode).count() as u32;
+        let mut budget = ec.max_batch_tokens.saturating_sub(decoding);
+        let mut prefill_demand: u32 = running
+            .iter()
+            .filter(|s| s.phase == Phase::Prefill)
+            .map(|s| s.target - s.computed.min(s.target))
+            .sum();
+
+        // Admission, first come first served, while the step has prefill budget left. A request
+        // that cannot get memory (or, under a static split, an adapter slot) is passed over for
+        // a few later ones, as vLLM's scheduler skips requests whose LoRA cannot be scheduled.
+        let mut pos = 0usize;
+        let mut skipped = 0usize;
+        while let Some(&idx) = waiting.get(pos) {
+            if running.len() >= ec.max_seqs as usize || prefill_demand >= budget || skipped > ADMIT_LOOKAHEAD
+            {
+                break;
+            }
+            let r = &reqs[idx as usize];
+            let rec = &recs[idx as usize];
+            let target = r.prompt + rec.generated;
+            let toks = &wl.tokens(r)[..target as usize];
+            if let Some(f) = future.as_ref() {
+                let absent = core.adapter_gpu_blocks(adapter_id(r.adapter)).map_err(err)?.is_empty();
+                let need = target.div_ceil(bt) + if absent { adapter_blocks[r.adapter as usize] } else { 0 };
+                let now = io.now;
+                if core.oracle_make_room(&mut io, need as usize, now, f).is_err() {
+                    pos += 1;
+                    skipped += 1;
+                    continue;
+                }
+            }
+            let h2d_before = io.kv_blocks_to_gpu;
+            let now = io.now;
+            let m = match core.match_prefix(&mut io, adapter_id(r.adapter), 0, toks, now) {
+                Ok(m) => m,
+                Err(_) => {
+                    if running.is_empty() && io.next_completion().is_none() {
+                        // Cannot fit even on an idle engine.
+                        waiting.remove(pos);
+                        res.rejected += 1;
+                        done += 1;
+                        continue;
+                    }
+                    pos += 1;
+                    skipped += 1;
+                    continue;
+                }
+            };
+            let loaded = ((io.kv_blocks_to_gpu - h2d_before) * bt as u64).min(m.cached_tokens as u64);
+            let cached = m.cached_tokens as u32;
+            let now = io.now;
+            let blocks = match core.allocate(&mut io, m.request, (target - cached) as usize, now) {
+                Ok(b) => b,
+                Err(_) => {
+                    let now = io.now;
+                    core.release(&mut io, m.request, now).map_err(err)?;
+                    if running.is_empty() && io.next_completion().is_none() {
+                        waiting.remove(pos);
+                        res.rejected += 1;
+                        done += 1;
+                        continue;
+                    }
+                    pos += 1;
+                    skipped += 1;
+                    continue;
+                }
+            };
+            waiting.remove(pos);
+            let rec = &mut recs[idx as usize];
+            if !rec.admitted {
+                rec.admitted = true;
+                res.prompt_tokens += r.prompt as u64;
+                let hit = (cached.min(r.prompt)) as u64;
+                res.host_hit_tokens += loaded.min(hit);
+                res.gpu_hit_tokens += hit - loaded.min(hit);
+            }
+            // A fully cached prompt still recomputes its last token to get logits.
+            let computed = cached.min(target - 1);
+            order += 1;
+            let seq = Seq {
+                idx,
+                cache_req: m.request,
+                phase: if m.ready { Phase::Prefill } else { Phase::Loading },
+                target,
+                computed,
+                committed: cached,
+                cap: cached + blocks.len() as u32 * bt,
+                order,
+            };
+            if m.ready {
+                prefill_demand += target - computed;
+            }
+            running.push(seq);
+        }
+
+        // Decode slots: a sequence crossing a block boundary needs a new block; when none can
+        // be had, the youngest sequence is preempted (vLLM's recompute preemption).
+        let mut i = 0;
+        running.sort_by_key(|s| s.order);
+        while i < running.len() {
+            if running[i].phase != Phase::Decode || running[i].computed < running[i].cap {
+                i += 1;
+                continue;
+            }
+            if let Some(f) = future.as_ref() {
+                let now = io.now;
+                let _ = core.oracle_make_room(&mut io, 1, now, f);
+            }
+            let now = io.now;
+            match core.allocate(&mut io, running[i].cache_req, bt as usize, now) {
+                Ok(_) => {
+                    running[i].cap += bt;
+                    i += 1;
+                }
+                Err(_) => {
+                    let victim = running.len() - 1;
+                    let s = running.remove(victim);
+                    let now = io.now;
+                    core.release(&mut io, s.cache_req, now).map_err(err)?;
+                    waiting.push_front(s.idx);
+                    res.preemptions += 1;
+                    if victim == i {
+                        continue;
+                    }
+                }
+            }
+        }
+
+        // Build the step: every decoding sequence, then prefill chunks in admission order.
+        let mut load = StepLoad::default();
+        let mut chunks: Vec<(usize, u32)> = Vec::new();
+        let mut adapters_in_batch: Vec<u32> = Vec::new();
+        for (k, s) in running.iter().enumerate() {
+            let r = &reqs[s.idx as usize];
+            let rank = spec.rank_of(r.adapter);
+            match s.phase {
+                Phase::Decode => {
+                    load.decode_seqs += 1;
+                    load.decode_context += s.computed as u64;
+                    load.lora_param_tokens += hw.model.lora_params(rank);
+                    adapters_in_batch.push(r.adapter);
+                }
+                Phase::Prefill if budget > 0 => {
+                    let c = (s.target - s.computed).min(budget);
+                    budget -= c;
+                    load.prefill.push((c, s.computed));
+                    load.lora_param_tokens += c as f64 * hw.model.lora_params(rank);
+                    adapters_in_batch.push(r.adapter);
+                    chunks.push((k, c));
+                }
+                _ => {}
+            }
+        }
+        if load.decode_seqs == 0 && chunks.is_empty() {
+            // Idle: jump to the next arrival or copy completion.
+            let mut next = u64::MAX;
+            if next_arrival < n {
+                next = next.min(reqs[next_arrival].arrival_us);
+            }
+            if let Some(t) = io.next_completion() {
+                next = next.min(t);
+            }
+            if next == u64::MAX {
+                if waiting.is_empty() && running.is_empty() {
+                    break;
+                }
+                return Err(format!(
+                    "{} policy stalled at {:.3} s with {} waiting and {} running requests",
+                    policy.name(),
+                    io.now as f64 / 1e6,
+                    waiting.len(),
+                    running.len()
+                ));
+            }
+            io.now = next.max(io.now + 1);
+            continue;
+        }
+        adapters_in_batch.sort_unstable();
+        adapters_in_batch.dedup();
+        load.adapter_bytes = adapters_in_batch.iter().map(|&a| hw.adapter_bytes(spec.rank_of(a))).sum();
+        let dt = (hw.step_time_s(&load) * 1e6).ceil() as u64;
+        io.now += dt.max(1);
+        let t_end = io.now;
+
+        for (k, c) in chunks {
+            running[k].computed += c;
+        }
+        for s in running.iter_mut() {
+            match s.phase {
+                Phase::Decode => {
+                    s.computed += 1;
+                    recs[s.idx as usize].generated += 1;
+                }
+                Phase::Prefill if s.computed >= s.target => {
+                    s.computed = s.target;
+                    s.phase = Phase::Decode;
+                    let rec = &mut recs[s.idx as usize];
+                    rec.generated += 1;
+                    rec.first_token.get_or_insert(t_end);
+                }
+                _ => {}
+            }
+        }
+        // Commit filled blocks so later requests can share them; finish completed requests.
+        let mut k = 0;
+        while k < running.len() {
+            let s = &mut running[k];
+            if s.phase == Phase::Loading {
+                k += 1;
+                continue;
+            }
+            let r = &reqs[s.idx as usize];
+            let fill = s.computed / bt * bt;
+            if fill > s.committed {
+                let toks = &wl.tokens(r)[s.committed as usize..fill as usize];
+                core.commit(s.cache_req, toks, t_end).map_err(err)?;
+                s.committed = fill;
+            }
+            let rec = &mut recs[s.idx as usize];
+            if rec.generated >= r.output {
+                rec.finish = Some(t_end);
+                let s = running.remove(k);
+                core.release(&mut io, s.cache_req, t_end).map_err(err)?;
+                done += 1;
+            } else {
+                k += 1;
+            }
+        }
+    }
+    progress(io.now as f64 / 1e6);
+
+    let st = core.stats();
+    let mut tpot_sum = 0.0;
+    let mut tpot_n = 0u64;
+    let mut last_finish = 0u64;
+    for (i, rec) in recs.iter().enumerate() {
+        let (Some(ft), Some(fin)) = (rec.first_token, rec.finish) else { continue };
+        let r = &reqs[i];
+        res.ttft_us.push(ft - r.arrival_us);
+        res.completed += 1;
+        last_finish = last_finish.max(fin);
+        if r.output > 1 {
+            tpot_sum += (fin - ft) as f64 / (r.output - 1) as f64 / 1e3;
+            tpot_n += 1;
+        }
+    }
+    let first = reqs.first().map_or(0, |r| r.arrival_us);
+    res.sim_s = last_finish.saturating_sub(first) as f64 / 1e6;
+    res.tpot_mean_ms = if tpot_n > 0 { tpot_sum / tpot_n as f64 } else { 0.0 };
+    res.throughput_rps = if res.sim_s > 0.0 { res.completed as f64 / res.sim_s } else { 0.0 };
+    res.invalid_kv_fraction = if invalid_n > 0 { invalid_sum / invalid_n as f64 } else { 0.0 };
+    res.host_link_bytes = io.bytes_to_gpu + io.bytes_to_host;
+    res.adapter_loads = st.adapter_loads;
+    res.swap_out_blocks = st.swap_out_blocks;
+    res.swap_in_blocks = st.swap_in_blocks;
+    res.stalled_ms = io.stalled_us as f64 / 1e3;
+    core.check_invariants().map_err(|e| format!("{} policy broke an invariant: {e}", policy.name()))?;
+    Ok(res)
+}

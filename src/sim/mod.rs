@@ -1,0 +1,12 @@
+//! A discrete-event simulator of a continuous-batching multi-LoRA engine driving `CacheCore`.
+//! Every cache decision is the library's; the simulator supplies the clock, the request
+//! schedule, step times from a roofline model and a host link that completes copies in order.
+pub mod engine;
+pub mod hw;
+pub mod report;
+pub mod rng;
+pub mod workload;
+
+pub use engine::{run, EngineConfig, RunResult, SimPolicy, TimingBackend};
+pub use hw::{Gpu, Hardware, ModelShape, StepLoad};
+pub use workload::{generate, parse_azure_csv, Source, TraceRow, Workload, WorkloadSpec};
