@@ -303,6 +303,11 @@ typedef struct libra_cache_config {
    */
   uint64_t popularity_window_us;
   /**
+   * Unit of idle time in the cost model, microseconds; 0 = the policy's default (1 s for
+   * ELORA, 30 s for LIBRA).
+   */
+  uint64_t value_time_unit_us;
+  /**
    * Longest an allocation waits for its own swap-outs, microseconds (default 100 ms).
    */
   uint64_t swap_wait_us;

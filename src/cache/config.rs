@@ -28,6 +28,10 @@ pub struct CacheConfig {
     pub prefill_tokens_per_us: f64,
     /// Adapter popularity window, microseconds.
     pub popularity_window_us: u64,
+    /// Unit of `t` in Eq. 5's `1 - sigmoid(t)`, microseconds: a block's retention value decays
+    /// by about e per unit of idle time. 0 picks the policy's default (1 s for `elora`, 30 s
+    /// for `libra`).
+    pub value_time_unit_us: u64,
     /// Longest a blocking allocation waits for its swap-outs, microseconds.
     pub swap_wait_us: u64,
     /// Least engine time between two prefetch passes, microseconds (a pass scans the tree).
@@ -54,6 +58,7 @@ impl Default for CacheConfig {
             link_bytes_per_us: 50_000.0,
             prefill_tokens_per_us: 0.0,
             popularity_window_us: 30_000_000,
+            value_time_unit_us: 0,
             swap_wait_us: 100_000,
             prefetch_interval_us: 50_000,
             events: false,
@@ -67,6 +72,15 @@ impl Default for CacheConfig {
 pub const MAX_TOKENS_PER_CALL: usize = 1 << 24;
 
 impl CacheConfig {
+    /// The unit of idle time in the cost model, after applying the policy default.
+    pub fn time_unit_us(&self) -> f64 {
+        match (self.value_time_unit_us, self.policy) {
+            (0, PolicyKind::Libra) => 30_000_000.0,
+            (0, _) => 1_000_000.0,
+            (u, _) => u as f64,
+        }
+    }
+
     pub fn validate(&self) -> Result<()> {
         if self.block_tokens == 0 || self.block_tokens > 1 << 16 {
             return Err(Error::invalid("`block_tokens` must be in 1..=65536"));
@@ -98,6 +112,9 @@ impl CacheConfig {
         }
         if !self.prefill_tokens_per_us.is_finite() || self.prefill_tokens_per_us < 0.0 {
             return Err(Error::invalid("`prefill_tokens_per_us` must be zero or positive"));
+        }
+        if self.value_time_unit_us > 1 << 40 {
+            return Err(Error::invalid("`value_time_unit_us` must be at most 2^40"));
         }
         if self.event_capacity > 1 << 24 {
             return Err(Error::invalid("`event_capacity` must be at most 16777216"));

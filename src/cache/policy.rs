@@ -69,6 +69,8 @@ pub struct RankContext {
     pub low_lora: f64,
     /// Transfer time of one block over the host link, microseconds.
     pub block_cost_us: f64,
+    /// Unit of idle time in Eq. 5, microseconds.
+    pub time_unit_us: f64,
 }
 
 /// Retention value of a node: the lowest leaves first, the highest comes back first.
@@ -97,7 +99,7 @@ pub fn retention_value(
                 // that such an adapter is protected instead.
                 lora_eval = 1.0 / lora_eval.max(1e-6);
             }
-            let since_s = ctx.now.saturating_sub(node.last_use) as f64 / 1e6;
+            let since_s = ctx.now.saturating_sub(node.last_use) as f64 / ctx.time_unit_us;
             let cost_us = ctx.block_cost_us * blocks.max(1) as f64;
             let mut retain = cost::retain_eval(cost_us, node.visits.max(1) as f64, since_s);
             if policy == PolicyKind::Libra && node.session_hot {
@@ -114,10 +116,10 @@ pub fn retention_value(
 pub const SESSION_BOOST: f64 = 16.0;
 
 /// How the tree should keep its candidate sets for `policy`.
-pub fn candidate_order(policy: PolicyKind) -> CandidateOrder {
+pub fn candidate_order(policy: PolicyKind, time_unit_us: f64) -> CandidateOrder {
     match policy {
-        PolicyKind::Elora => CandidateOrder::Value { session_boost_ln: 0.0 },
-        PolicyKind::Libra => CandidateOrder::Value { session_boost_ln: SESSION_BOOST.ln() },
+        PolicyKind::Elora => CandidateOrder::Value { session_boost_ln: 0.0, time_unit_us },
+        PolicyKind::Libra => CandidateOrder::Value { session_boost_ln: SESSION_BOOST.ln(), time_unit_us },
         _ => CandidateOrder::LastUse,
     }
 }
@@ -148,7 +150,13 @@ mod tests {
 
     #[test]
     fn elora_value_is_eq6() {
-        let ctx = RankContext { now: 2_000_000, resident_adapters: 3.0, low_lora: 4.0, block_cost_us: 10.0 };
+        let ctx = RankContext {
+            now: 2_000_000,
+            resident_adapters: 3.0,
+            low_lora: 4.0,
+            block_cost_us: 10.0,
+            time_unit_us: 1e6,
+        };
         // KV block: LoRA_Eval = 3/4, Retain = 10 x 2 x (1 - sigmoid(1 s)).
         let v = retention_value(PolicyKind::Elora, &node(Kind::Kv, 1_000_000, 2), 1, true, &ctx);
         let expect = 0.75 * 10.0 * 2.0 * (1.0 - cost::sigmoid(1.0));
@@ -163,7 +171,13 @@ mod tests {
 
     #[test]
     fn lru_orders_by_time() {
-        let ctx = RankContext { now: 0, resident_adapters: 0.0, low_lora: 0.0, block_cost_us: 1.0 };
+        let ctx = RankContext {
+            now: 0,
+            resident_adapters: 0.0,
+            low_lora: 0.0,
+            block_cost_us: 1.0,
+            time_unit_us: 1e6,
+        };
         let old = retention_value(PolicyKind::Lru, &node(Kind::Kv, 5, 100), 1, true, &ctx);
         let new = retention_value(PolicyKind::Lru, &node(Kind::Kv, 6, 1), 1, true, &ctx);
         assert!(old < new);

@@ -54,6 +54,7 @@ impl CacheCore {
             resident_adapters: self.resident_adapters() as f64,
             low_lora: self.load.low_lora(),
             block_cost_us: self.block_bytes as f64 / self.cfg.link_bytes_per_us,
+            time_unit_us: self.cfg.time_unit_us(),
         }
     }
 
@@ -82,14 +83,14 @@ impl CacheCore {
             return set.iter().take(k).map(|c| c.id).collect();
         }
         let ctx = self.rank_ctx(now);
-        let now_s = now as f64 / 1e6;
+        let now_s = now as f64 / ctx.time_unit_us;
         let kv_log_const = (cost::lora_eval(ctx.resident_adapters, ctx.low_lora) * ctx.block_cost_us).ln();
         let kv_lora_eval = cost::lora_eval(ctx.resident_adapters, ctx.low_lora);
         let kv_value = |c: &Candidate| -> f64 {
             // visits x boost = exp(key - t): the same quantity retention_value reads off the node.
-            let t_s = c.last_use as f64 / 1e6;
+            let t_s = c.last_use as f64 / ctx.time_unit_us;
             let weight = (f64::from_bits(c.key) - t_s).exp();
-            let since_s = now.saturating_sub(c.last_use) as f64 / 1e6;
+            let since_s = now.saturating_sub(c.last_use) as f64 / ctx.time_unit_us;
             cost::eval(kv_lora_eval, cost::retain_eval(ctx.block_cost_us, weight, since_s))
         };
         let mut walk = set.iter().filter(|c| !c.adapter);

@@ -89,10 +89,10 @@ pub struct Candidate {
 pub enum CandidateOrder {
     /// By last use: least recently used first.
     LastUse,
-    /// By `ln(visits) + last_use_seconds (+ ln(session boost))`. Under ELORA's Eq. 5 a block's
+    /// By `ln(visits) + last_use / time_unit (+ ln(session boost))`. Under ELORA's Eq. 5 a block's
     /// log value is this key minus `now` minus a term in (0, ln 2], so walking the set in key
     /// order finds the lowest values exactly after a short band (see the swapper).
-    Value { session_boost_ln: f64 },
+    Value { session_boost_ln: f64, time_unit_us: f64 },
 }
 
 /// The tree arena, the prefix index and the candidate sets.
@@ -142,9 +142,9 @@ impl Tree {
     pub fn order_key(&self, n: &Node) -> u64 {
         match self.order {
             CandidateOrder::LastUse => n.last_use,
-            CandidateOrder::Value { session_boost_ln } => {
+            CandidateOrder::Value { session_boost_ln, time_unit_us } => {
                 let boost = if n.session_hot { session_boost_ln } else { 0.0 };
-                let key = (n.visits.max(1) as f64).ln() + n.last_use as f64 / 1e6 + boost;
+                let key = (n.visits.max(1) as f64).ln() + n.last_use as f64 / time_unit_us + boost;
                 // Non-negative floats order like their bit patterns.
                 key.max(0.0).to_bits()
             }

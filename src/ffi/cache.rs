@@ -99,6 +99,9 @@ pub struct libra_cache_config {
     pub prefill_tokens_per_us: f64,
     /// Adapter popularity window in microseconds (default 30 s).
     pub popularity_window_us: u64,
+    /// Unit of idle time in the cost model, microseconds; 0 = the policy's default (1 s for
+    /// ELORA, 30 s for LIBRA).
+    pub value_time_unit_us: u64,
     /// Longest an allocation waits for its own swap-outs, microseconds (default 100 ms).
     pub swap_wait_us: u64,
     /// Least time between two prefetch passes, microseconds (default 50 ms; a pass scans the
@@ -263,6 +266,7 @@ pub extern "C" fn libra_cache_config_default(config: *mut libra_cache_config) ->
             link_bytes_per_us: c.link_bytes_per_us,
             prefill_tokens_per_us: c.prefill_tokens_per_us,
             popularity_window_us: c.popularity_window_us,
+            value_time_unit_us: c.value_time_unit_us,
             swap_wait_us: c.swap_wait_us,
             prefetch_interval_us: c.prefetch_interval_us,
             events: c.events,
@@ -326,6 +330,7 @@ pub extern "C" fn libra_cache_create(
             link_bytes_per_us: cfg.link_bytes_per_us,
             prefill_tokens_per_us: cfg.prefill_tokens_per_us,
             popularity_window_us: cfg.popularity_window_us,
+            value_time_unit_us: cfg.value_time_unit_us,
             swap_wait_us: cfg.swap_wait_us,
             prefetch_interval_us: cfg.prefetch_interval_us,
             events: cfg.events,
