@@ -4,6 +4,7 @@
 use super::config::{CacheConfig, MAX_TOKENS_PER_CALL};
 use super::cost::LoadStats;
 use super::events::{Event, EventKind, EventLog};
+use super::keyhash::PrefixHasher;
 use super::policy::PolicyKind;
 use super::pool::BlockPool;
 use super::tree::{Kind, Residency, Tree, NONE, ROOT};
@@ -29,7 +30,7 @@ pub(crate) struct Request {
     pub pinned: Vec<u32>,
     /// Node the next committed block hangs under, and its chain key.
     pub tail_node: u32,
-    pub tail_key: u128,
+    pub tail_hash: PrefixHasher,
     /// Allocated blocks not yet committed, in order.
     pub fresh: Vec<u32>,
     pub fresh_pos: usize,
@@ -407,26 +408,27 @@ impl CacheCore {
 
         // Walk the chain: GPU-side nodes are hits; a run of host nodes may be loaded.
         let mut path: Vec<u32> = Vec::new();
-        let mut key = root_key;
+        let root_hash = self.tree.prefix_hasher(root_key);
+        let mut tail_hash = root_hash;
         let mut parent = adapter_node;
         let reuse = self.cfg.policy.keeps_finished_kv();
         if reuse {
             // Keys in groups, then independent probes, so the cache misses of a group overlap.
             const GROUP: usize = 32;
             let blocks = tokens.len() / bt;
-            let mut keys = [0u128; GROUP];
+            let mut states = [root_hash; GROUP];
             let mut found = [NONE; GROUP];
-            let mut chain = root_key;
+            let mut running = root_hash;
             let mut i = 0;
             'walk: while i < blocks {
                 let g = (blocks - i).min(GROUP);
-                for (j, k) in keys[..g].iter_mut().enumerate() {
+                for (j, state) in states[..g].iter_mut().enumerate() {
                     let start = (i + j) * bt;
-                    chain = self.tree.chain_next(chain, &tokens[start..start + bt]);
-                    *k = chain;
+                    running.extend(&tokens[start..start + bt]);
+                    *state = running;
                 }
                 for j in 0..g {
-                    found[j] = self.tree.lookup(keys[j]).unwrap_or(NONE);
+                    found[j] = self.tree.lookup(states[j].key()).unwrap_or(NONE);
                 }
                 for j in 0..g {
                     let n = found[j];
@@ -434,7 +436,7 @@ impl CacheCore {
                         break 'walk;
                     }
                     path.push(n);
-                    key = keys[j];
+                    tail_hash = states[j];
                     parent = n;
                 }
                 i += g;
@@ -448,10 +450,8 @@ impl CacheCore {
         if host_run > 0 && self.should_recompute(host_run) {
             recompute_tokens = host_run * bt;
             path.truncate(first_host);
-            key = match path.last() {
-                Some(&n) => self.tree.node(n).key,
-                None => root_key,
-            };
+            tail_hash = root_hash;
+            tail_hash.extend(&tokens[..path.len() * bt]);
         }
         let to_load: Vec<u32> = path[first_host.min(path.len())..].to_vec();
 
@@ -516,7 +516,7 @@ impl CacheCore {
         let req = Request {
             pinned,
             tail_node: path.last().copied().unwrap_or(adapter_node),
-            tail_key: key,
+            tail_hash,
             fresh: Vec::new(),
             fresh_pos: 0,
             spare: Vec::new(),
@@ -635,9 +635,11 @@ impl CacheCore {
                 let r = self.req_mut(slot);
                 let b = r.fresh[r.fresh_pos];
                 r.fresh_pos += 1;
-                (r.tail_node, r.tail_key, b)
+                (r.tail_node, r.tail_hash, b)
             };
-            let key = self.tree.chain_next(pkey, chunk);
+            let mut hash = pkey;
+            hash.extend(chunk);
+            let key = hash.key();
             let node = match self.tree.lookup(key) {
                 Some(existing) => {
                     self.tree.pin(existing, now);
@@ -664,7 +666,7 @@ impl CacheCore {
             let r = self.req_mut(slot);
             r.pinned.push(node);
             r.tail_node = node;
-            r.tail_key = key;
+            r.tail_hash = hash;
         }
         if self.cfg.policy == PolicyKind::Libra {
             let tail = self.req(slot).tail_node;
@@ -827,12 +829,12 @@ pub struct KvNodeInfo {
 impl CacheCore {
     /// Chain keys of the full blocks of `tokens` for an adapter and namespace.
     pub fn prefix_keys(&self, adapter_id: u64, namespace: u64, tokens: &[u32]) -> Vec<u128> {
-        let mut key = self.tree.chain_root(adapter_id, namespace);
+        let mut hash = self.tree.prefix_hasher(self.tree.chain_root(adapter_id, namespace));
         tokens
             .chunks_exact(self.block_tokens())
             .map(|c| {
-                key = self.tree.chain_next(key, c);
-                key
+                hash.extend(c);
+                hash.key()
             })
             .collect()
     }

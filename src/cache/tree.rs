@@ -6,6 +6,7 @@
 //! Residency rule (the invariant the swapper keeps): a node that holds or is receiving a GPU
 //! block has a parent that holds or is receiving one too. Only GPU *leaves* (no child on the
 //! GPU side) may leave the GPU, and only host nodes whose parent is GPU-side may come back.
+use super::keyhash::PrefixHasher;
 use hashbrown::HashTable;
 use siphasher::sip128::{Hasher128, SipHasher13};
 use std::collections::BTreeSet;
@@ -200,9 +201,10 @@ impl Tree {
         h.finish128().as_u128()
     }
 
-    /// The key of the block that extends `parent_key` with `tokens`.
-    pub fn chain_next(&self, parent_key: u128, tokens: &[u32]) -> u128 {
-        super::keyhash::chain_hash(self.hash_key, parent_key, tokens)
+    /// A running hash for prefixes under `root` (see `keyhash`): after absorbing the tokens
+    /// of blocks 0..=i, its key is block i's key.
+    pub fn prefix_hasher(&self, root: u128) -> PrefixHasher {
+        PrefixHasher::new(self.hash_key, root)
     }
 
     pub fn lookup(&self, key: u128) -> Option<u32> {
@@ -466,19 +468,20 @@ mod tests {
     #[test]
     fn chain_keys_depend_on_everything() {
         let t = Tree::new((1, 2), CandidateOrder::LastUse);
+        let key = |tree: &Tree, adapter: u64, ns: u64, tokens: &[u32]| {
+            let mut h = tree.prefix_hasher(tree.chain_root(adapter, ns));
+            h.extend(tokens);
+            h.key()
+        };
         let r = t.chain_root(7, 0);
         assert_ne!(r, t.chain_root(8, 0), "adapter id");
         assert_ne!(r, t.chain_root(7, 1), "namespace");
-        let a = t.chain_next(r, &[1, 2, 3, 4]);
-        assert_ne!(a, t.chain_next(r, &[1, 2, 3, 5]), "tokens");
-        assert_ne!(a, t.chain_next(t.chain_root(7, 1), &[1, 2, 3, 4]), "prefix");
-        assert_ne!(
-            a,
-            Tree::new((1, 3), CandidateOrder::LastUse)
-                .chain_next(Tree::new((1, 3), CandidateOrder::LastUse).chain_root(7, 0), &[1, 2, 3, 4]),
-            "key"
-        );
-        assert_eq!(a, t.chain_next(r, &[1, 2, 3, 4]), "deterministic");
+        let a = key(&t, 7, 0, &[1, 2, 3, 4]);
+        assert_ne!(a, key(&t, 7, 0, &[1, 2, 3, 5]), "tokens");
+        assert_ne!(a, key(&t, 7, 1, &[1, 2, 3, 4]), "namespace of the prefix");
+        assert_ne!(a, key(&t, 8, 0, &[1, 2, 3, 4]), "adapter of the prefix");
+        assert_ne!(a, key(&Tree::new((1, 3), CandidateOrder::LastUse), 7, 0, &[1, 2, 3, 4]), "hash key");
+        assert_eq!(a, key(&t, 7, 0, &[1, 2, 3, 4]), "deterministic");
     }
 
     #[test]
