@@ -164,11 +164,16 @@ impl CacheCore {
                 self.wait_all(io);
                 continue;
             }
+            let to_host = self.cfg.policy.uses_host_tier() && self.host_copy_pays();
+            if to_host {
+                let kv = victims.iter().filter(|&&v| self.tree.node(v).kind == Kind::Kv).count();
+                self.prepare_host_room(kv, now);
+            }
             let mut outgoing = Vec::new();
             for v in victims {
                 if self.tree.node(v).kind == Kind::Adapter {
                     self.evict_adapter(self.tree.node(v).adapter);
-                } else if self.cfg.policy.uses_host_tier() && self.host_slot_available(now) {
+                } else if to_host && self.host_slot_available(outgoing.len(), now) {
                     outgoing.push(v);
                 } else if self.tree.node(v).children == 0 {
                     self.delete_node(v, EventKind::Removed);
@@ -260,12 +265,25 @@ impl CacheCore {
         }
     }
 
-    /// Whether a host block is free now or after pruning one cold host leaf.
-    fn host_slot_available(&mut self, now: u64) -> bool {
-        if self.host.free_count() > 0 {
+    /// Whether a host block beyond the `reserved` ones already promised is free now, or after
+    /// pruning one cold host leaf.
+    fn host_slot_available(&mut self, reserved: usize, now: u64) -> bool {
+        if self.host.free_count() as usize > reserved {
             return true;
         }
         self.prune_host(1, now) > 0
+    }
+
+    /// Under a policy that keeps the host tier full, prunes in one pass the cold host leaves that
+    /// `blocks` swap-outs will displace, so that they go out as one batch.
+    fn prepare_host_room(&mut self, blocks: usize, now: u64) {
+        if !self.cfg.policy.fills_host_tier() {
+            return;
+        }
+        let free = self.host.free_count() as usize;
+        if blocks > free {
+            self.prune_host(blocks - free, now);
+        }
     }
 
     /// Deletes up to `k` cold host leaves (lowest value first); returns how many.
@@ -504,23 +522,31 @@ impl CacheCore {
             report.adapters_loaded = adapters;
         }
         let host_cap = self.host.capacity() as f64;
-        if host_cap > 0.0 && self.host.used_count() as f64 > self.cfg.host_high * host_cap {
+        if host_cap > 0.0
+            && !self.cfg.policy.fills_host_tier()
+            && self.host.used_count() as f64 > self.cfg.host_high * host_cap
+        {
             let excess = (self.host.used_count() as f64 - self.cfg.host_low * host_cap).ceil() as usize;
             report.pruned = self.prune_host(excess, now);
         }
         Ok(report)
     }
 
-    /// Swaps out up to `blocks` blocks' worth of GPU leaves in one batch (adapters are freed,
-    /// their host copy being the registered one).
     /// The GPU leaves the policy would move out first to free `blocks` blocks, lowest value
     /// first (a plan only: nothing moves).
     pub fn plan_swap_out(&self, blocks: usize, now: u64) -> Vec<u32> {
         self.lowest(self.tree.gpu_leaves(), blocks, now)
     }
 
+    /// Swaps out up to `blocks` blocks' worth of GPU leaves in one batch (adapters are freed,
+    /// their host copy being the registered one; KV blocks not worth a host copy are dropped).
     fn swap_out_some(&mut self, io: &mut dyn Backend, blocks: usize, now: u64) -> Result<u32> {
         let victims = self.plan_swap_out(blocks, now);
+        let to_host = self.host_copy_pays();
+        if to_host {
+            let kv = victims.iter().filter(|&&v| self.tree.node(v).kind == Kind::Kv).count();
+            self.prepare_host_room(kv.min(blocks), now);
+        }
         let mut outgoing = Vec::new();
         let mut freed = 0usize;
         for v in victims {
@@ -530,7 +556,15 @@ impl CacheCore {
             if self.tree.node(v).kind == Kind::Adapter {
                 freed += self.adapter(self.tree.node(v).adapter).blocks_needed as usize;
                 self.evict_adapter(self.tree.node(v).adapter);
-            } else if self.host_slot_available(now) {
+            } else if !to_host {
+                if self.tree.node(v).children == 0 {
+                    self.delete_node(v, EventKind::Removed);
+                    self.stats.dropped_blocks += 1;
+                } else {
+                    self.drop_subtree(v);
+                }
+                freed += 1;
+            } else if self.host_slot_available(outgoing.len(), now) {
                 // Reserve the slot now so the next availability check sees it taken.
                 outgoing.push(v);
                 freed += 1;
