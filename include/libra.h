@@ -130,7 +130,8 @@ enum libra_policy
    */
   LIBRA_POLICY_SLORA = 3,
   /**
-   * ELORA plus recompute-or-load, session-aware retention and adapter protection.
+   * ELORA's cost model with the host tier kept full (pruned only for room) and
+   * recompute-or-load from the cost hints (blocks not worth loading are not copied out).
    */
   LIBRA_POLICY_LIBRA = 4,
 };

@@ -84,7 +84,11 @@ fn check_data(core: &CacheCore, io: &mut CpuBackend) -> Result<(), TestCaseError
 }
 
 fn run(policy: PolicyKind, ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let cfg = CacheConfig { block_tokens: BT as u32, policy, swap_wait_us: 0, ..Default::default() };
+    run_with(CacheConfig { block_tokens: BT as u32, policy, swap_wait_us: 0, ..Default::default() }, ops)
+}
+
+fn run_with(cfg: CacheConfig, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let policy = cfg.policy;
     let mut io = CpuBackend::new(BLOCK_BYTES, 24, 12).unwrap();
     io.set_deferred(true);
     let mut core = CacheCore::new(cfg, BLOCK_BYTES, 24, 12).unwrap();
@@ -200,6 +204,19 @@ proptest! {
     fn elora_sequences(ops in prop::collection::vec(op(), 1..120)) { run(PolicyKind::Elora, ops)?; }
     #[test]
     fn libra_sequences(ops in prop::collection::vec(op(), 1..120)) { run(PolicyKind::Libra, ops)?; }
+    /// Cost hints under which recomputing beats loading: host prefixes are recomputed and
+    /// blocks leaving the GPU are dropped instead of copied.
+    #[test]
+    fn libra_recompute_sequences(ops in prop::collection::vec(op(), 1..120)) {
+        let cfg = CacheConfig {
+            block_tokens: BT as u32,
+            policy: PolicyKind::Libra,
+            swap_wait_us: 0,
+            prefill_tokens_per_us: 1e6,
+            ..Default::default()
+        };
+        run_with(cfg, ops)?;
+    }
     #[test]
     fn lru_sequences(ops in prop::collection::vec(op(), 1..120)) { run(PolicyKind::Lru, ops)?; }
     #[test]

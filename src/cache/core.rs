@@ -459,20 +459,19 @@ impl CacheCore {
         let adapter_missing = !self.tree.node(adapter_node).residency.gpu_side();
         let adapter_need = if adapter_missing { self.adapter(slot).blocks_needed } else { 0 };
         let need = adapter_need as usize + to_load.len();
-        // Pin what we will use first so making room cannot evict it.
+        // Pin what we will use first, the host part too, so that making room can neither evict
+        // the GPU part nor prune the host part.
         self.tree.pin(adapter_node, now);
-        for &n in &path[..first_host.min(path.len())] {
+        for &n in &path {
             self.tree.pin(n, now);
         }
-        let protect: Vec<u32> = std::iter::once(adapter_node).chain(path.iter().copied()).collect();
         if let Err(e) = self.make_room(io, need, adapter_need, now) {
             self.tree.unpin(adapter_node, now);
-            for &n in &path[..first_host.min(path.len())] {
+            for &n in &path {
                 self.tree.unpin(n, now);
             }
             return Err(e);
         }
-        let _ = protect;
         let mut waits = HashSet::new();
         // Blocks already on their way to the GPU: wait for the copies that carry them.
         for &n in std::iter::once(&adapter_node).chain(&path[..first_host.min(path.len())]) {
@@ -482,25 +481,23 @@ impl CacheCore {
                 }
             }
         }
+        let mut submitted = Ok(());
         if adapter_missing {
-            waits.insert(self.load_adapter(io, slot)?);
+            submitted = self.load_adapter(io, slot).map(|b| {
+                waits.insert(b);
+            });
         }
-        if !to_load.is_empty() {
-            for &n in &to_load {
-                self.tree.pin(n, now);
+        if submitted.is_ok() && !to_load.is_empty() {
+            submitted = self.swap_in(io, &to_load).map(|b| {
+                waits.insert(b);
+            });
+        }
+        if let Err(e) = submitted {
+            for &n in path.iter() {
+                self.tree.unpin(n, now);
             }
-            match self.swap_in(io, &to_load) {
-                Ok(b) => {
-                    waits.insert(b);
-                }
-                Err(e) => {
-                    for &n in path.iter() {
-                        self.tree.unpin(n, now);
-                    }
-                    self.tree.unpin(adapter_node, now);
-                    return Err(e);
-                }
-            }
+            self.tree.unpin(adapter_node, now);
+            return Err(e);
         }
         self.load.record_request(slot, now);
         let kv_blocks: Vec<u32> = path.iter().map(|&n| self.tree.node(n).gpu_block).collect();
@@ -508,9 +505,6 @@ impl CacheCore {
         self.stats.matches += 1;
         self.stats.hit_tokens += cached_tokens as u64;
         self.stats.miss_tokens += (tokens.len() - cached_tokens) as u64;
-        for &n in &path {
-            self.tree.set_session_hot(n, false);
-        }
         let mut pinned = vec![adapter_node];
         pinned.extend(path.iter().copied());
         let req = Request {
@@ -548,6 +542,13 @@ impl CacheCore {
             Flight::Upload(slot) if is_adapter && *slot == adapter_slot => Some(b),
             _ => None,
         })
+    }
+
+    /// Whether a block copied to the host tier could ever be worth loading back: not when the
+    /// cost hints say recomputing it is faster (recompute-or-load would never load it), so the
+    /// copy would only spend link time and host room.
+    pub(crate) fn host_copy_pays(&self) -> bool {
+        !self.should_recompute(1)
     }
 
     /// Recompute-or-load (libra policy): loading `blocks` over the host link versus
@@ -667,10 +668,6 @@ impl CacheCore {
             r.pinned.push(node);
             r.tail_node = node;
             r.tail_hash = hash;
-        }
-        if self.cfg.policy == PolicyKind::Libra {
-            let tail = self.req(slot).tail_node;
-            self.tree.set_session_hot(tail, true);
         }
         Ok(shared)
     }

@@ -15,7 +15,8 @@ pub enum PolicyKind {
     Vllm,
     /// S-LoRA: one unified pool, adapters loaded on demand, finished requests' KV not kept.
     Slora,
-    /// ELORA plus recompute-or-load, session-aware retention and adapter protection.
+    /// ELORA's cost model plus a host tier kept full (pruned only when a swap-out needs the
+    /// room) and recompute-or-load from the engine's cost hints.
     Libra,
 }
 
@@ -53,6 +54,11 @@ impl PolicyKind {
     /// Whether adapters may leave while their KV stays (vLLM's uncoupled pools).
     pub fn uncoupled(self) -> bool {
         self == PolicyKind::Vllm
+    }
+    /// Whether the host tier is kept full and pruned only when a swap-out needs the room,
+    /// instead of being pruned from a high to a low watermark.
+    pub fn fills_host_tier(self) -> bool {
+        self == PolicyKind::Libra
     }
     pub fn uses_cost_model(self) -> bool {
         matches!(self, PolicyKind::Elora | PolicyKind::Libra)
@@ -92,35 +98,21 @@ pub fn retention_value(
                 (true, false) => ctx.resident_adapters + 1.0,
                 (false, _) => ctx.resident_adapters,
             };
-            let mut lora_eval = cost::lora_eval(now_lora.max(0.0), ctx.low_lora);
-            if policy == PolicyKind::Libra && is_adapter && leaving && now_lora < ctx.low_lora {
-                // Read literally, Eq. 4 lowers an adapter's value exactly when losing it leaves
-                // fewer adapters than the batch needs. We invert the term for departures so
-                // that such an adapter is protected instead.
-                lora_eval = 1.0 / lora_eval.max(1e-6);
-            }
+            let lora_eval = cost::lora_eval(now_lora.max(0.0), ctx.low_lora);
             let since_s = ctx.now.saturating_sub(node.last_use) as f64 / ctx.time_unit_us;
             let cost_us = ctx.block_cost_us * blocks.max(1) as f64;
-            let mut retain = cost::retain_eval(cost_us, node.visits.max(1) as f64, since_s);
-            if policy == PolicyKind::Libra && node.session_hot {
-                // The next turn of a conversation extends this prefix: keep it longest.
-                retain *= SESSION_BOOST;
-            }
+            let retain = cost::retain_eval(cost_us, node.visits.max(1) as f64, since_s);
             cost::eval(lora_eval, retain)
         }
     }
 }
 
-/// How much a prefix a conversation will continue is favoured by the `libra` policy.
-/// cbindgen:ignore
-pub const SESSION_BOOST: f64 = 16.0;
-
 /// How the tree should keep its candidate sets for `policy`.
 pub fn candidate_order(policy: PolicyKind, time_unit_us: f64) -> CandidateOrder {
-    match policy {
-        PolicyKind::Elora => CandidateOrder::Value { session_boost_ln: 0.0, time_unit_us },
-        PolicyKind::Libra => CandidateOrder::Value { session_boost_ln: SESSION_BOOST.ln(), time_unit_us },
-        _ => CandidateOrder::LastUse,
+    if policy.uses_cost_model() {
+        CandidateOrder::Value { time_unit_us }
+    } else {
+        CandidateOrder::LastUse
     }
 }
 
@@ -143,7 +135,6 @@ mod tests {
             children: 0,
             residency: Residency::Gpu,
             kind,
-            session_hot: false,
             listed: 0,
         }
     }
@@ -164,9 +155,9 @@ mod tests {
         // Adapter of 5 blocks leaving: LoRA_Eval = 2/4.
         let a = retention_value(PolicyKind::Elora, &node(Kind::Adapter, 2_000_000, 1), 5, true, &ctx);
         assert!((a - 0.5 * 50.0 * 0.5).abs() < 1e-9);
-        // libra protects the same adapter instead.
+        // libra ranks with the same equations.
         let l = retention_value(PolicyKind::Libra, &node(Kind::Adapter, 2_000_000, 1), 5, true, &ctx);
-        assert!(l > a);
+        assert_eq!(l, a);
     }
 
     #[test]

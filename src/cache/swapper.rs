@@ -164,11 +164,16 @@ impl CacheCore {
                 self.wait_all(io);
                 continue;
             }
+            let to_host = self.cfg.policy.uses_host_tier() && self.host_copy_pays();
+            if to_host {
+                let kv = victims.iter().filter(|&&v| self.tree.node(v).kind == Kind::Kv).count();
+                self.prepare_host_room(kv, now);
+            }
             let mut outgoing = Vec::new();
             for v in victims {
                 if self.tree.node(v).kind == Kind::Adapter {
                     self.evict_adapter(self.tree.node(v).adapter);
-                } else if self.cfg.policy.uses_host_tier() && self.host_slot_available(now) {
+                } else if to_host && self.host_slot_available(outgoing.len(), now) {
                     outgoing.push(v);
                 } else if self.tree.node(v).children == 0 {
                     self.delete_node(v, EventKind::Removed);
@@ -260,12 +265,25 @@ impl CacheCore {
         }
     }
 
-    /// Whether a host block is free now or after pruning one cold host leaf.
-    fn host_slot_available(&mut self, now: u64) -> bool {
-        if self.host.free_count() > 0 {
+    /// Whether a host block beyond the `reserved` ones already promised is free now, or after
+    /// pruning one cold host leaf.
+    fn host_slot_available(&mut self, reserved: usize, now: u64) -> bool {
+        if self.host.free_count() as usize > reserved {
             return true;
         }
         self.prune_host(1, now) > 0
+    }
+
+    /// Under a policy that keeps the host tier full, prunes in one pass the cold host leaves that
+    /// `blocks` swap-outs will displace, so that they go out as one batch.
+    fn prepare_host_room(&mut self, blocks: usize, now: u64) {
+        if !self.cfg.policy.fills_host_tier() {
+            return;
+        }
+        let free = self.host.free_count() as usize;
+        if blocks > free {
+            self.prune_host(blocks - free, now);
+        }
     }
 
     /// Deletes up to `k` cold host leaves (lowest value first); returns how many.
@@ -504,23 +522,31 @@ impl CacheCore {
             report.adapters_loaded = adapters;
         }
         let host_cap = self.host.capacity() as f64;
-        if host_cap > 0.0 && self.host.used_count() as f64 > self.cfg.host_high * host_cap {
+        if host_cap > 0.0
+            && !self.cfg.policy.fills_host_tier()
+            && self.host.used_count() as f64 > self.cfg.host_high * host_cap
+        {
             let excess = (self.host.used_count() as f64 - self.cfg.host_low * host_cap).ceil() as usize;
             report.pruned = self.prune_host(excess, now);
         }
         Ok(report)
     }
 
-    /// Swaps out up to `blocks` blocks' worth of GPU leaves in one batch (adapters are freed,
-    /// their host copy being the registered one).
     /// The GPU leaves the policy would move out first to free `blocks` blocks, lowest value
     /// first (a plan only: nothing moves).
     pub fn plan_swap_out(&self, blocks: usize, now: u64) -> Vec<u32> {
         self.lowest(self.tree.gpu_leaves(), blocks, now)
     }
 
+    /// Swaps out up to `blocks` blocks' worth of GPU leaves in one batch (adapters are freed,
+    /// their host copy being the registered one; KV blocks not worth a host copy are dropped).
     fn swap_out_some(&mut self, io: &mut dyn Backend, blocks: usize, now: u64) -> Result<u32> {
         let victims = self.plan_swap_out(blocks, now);
+        let to_host = self.host_copy_pays();
+        if to_host {
+            let kv = victims.iter().filter(|&&v| self.tree.node(v).kind == Kind::Kv).count();
+            self.prepare_host_room(kv.min(blocks), now);
+        }
         let mut outgoing = Vec::new();
         let mut freed = 0usize;
         for v in victims {
@@ -530,7 +556,15 @@ impl CacheCore {
             if self.tree.node(v).kind == Kind::Adapter {
                 freed += self.adapter(self.tree.node(v).adapter).blocks_needed as usize;
                 self.evict_adapter(self.tree.node(v).adapter);
-            } else if self.host_slot_available(now) {
+            } else if !to_host {
+                if self.tree.node(v).children == 0 {
+                    self.delete_node(v, EventKind::Removed);
+                    self.stats.dropped_blocks += 1;
+                } else {
+                    self.drop_subtree(v);
+                }
+                freed += 1;
+            } else if self.host_slot_available(outgoing.len(), now) {
                 // Reserve the slot now so the next availability check sees it taken.
                 outgoing.push(v);
                 freed += 1;
@@ -748,5 +782,126 @@ mod tests {
         assert_eq!(first_in_set, old, "set order puts the old block first");
         // 2 x (1 - sigmoid(0.9)) = 0.578 > 1 x (1 - sigmoid(0)) = 0.5.
         assert_eq!(core.lowest(core.tree.gpu_leaves(), 1, 900_000), vec![recent]);
+    }
+}
+
+#[cfg(test)]
+mod policy_tests {
+    use super::*;
+    use crate::backend::cpu::CpuBackend;
+    use crate::cache::CacheConfig;
+
+    /// Inserts one single-block prompt and releases it.
+    fn put(core: &mut CacheCore, io: &mut CpuBackend, toks: &[u32], now: u64) -> usize {
+        let m = core.match_prefix(io, 1, 0, toks, now).unwrap();
+        let rest = toks.len() - m.cached_tokens;
+        core.allocate(io, m.request, rest, now).unwrap();
+        core.commit(m.request, &toks[m.cached_tokens..], now).unwrap();
+        core.release(io, m.request, now).unwrap();
+        m.cached_tokens
+    }
+
+    /// `elora` prunes the host tier from 0.8 down to 0.7 of its 10 blocks; `libra` keeps it
+    /// full and prunes only what swap-outs displace.
+    #[test]
+    fn libra_keeps_the_host_tier_full() {
+        for (policy, host_after) in [(PolicyKind::Elora, 7..=8), (PolicyKind::Libra, 10..=10)] {
+            let cfg = CacheConfig { block_tokens: 1, policy, ..Default::default() };
+            let mut io = CpuBackend::new(8, 20, 10).unwrap();
+            let mut core = CacheCore::new(cfg, 8, 20, 10).unwrap();
+            core.register_adapter(1, &[0u8; 8], 4, 0).unwrap();
+            for i in 0..60u32 {
+                let now = i as u64 * 1_000;
+                put(&mut core, &mut io, &[1000 + i], now);
+                core.step(&mut io, now, 1, false).unwrap();
+                core.check_invariants().unwrap();
+            }
+            let s = core.stats();
+            assert!(host_after.contains(&s.host_blocks_used), "{policy:?}: host {}", s.host_blocks_used);
+            // Every block that left the GPU went to the host; the host sheds what it cannot hold.
+            assert_eq!(s.dropped_blocks, 0, "{policy:?}");
+            assert_eq!(s.swap_out_blocks, s.host_blocks_used as u64 + s.pruned_host_blocks, "{policy:?}");
+        }
+    }
+
+    /// Loading a block costs 8 B / 0.5 B/us = 16 us; recomputing its 16 tokens costs 16 / 2 = 8 us
+    /// at 2 tokens/us but 32 us at 0.5 tokens/us. Only in the first case is a host copy useless,
+    /// and `libra` then drops what leaves the GPU instead of copying it.
+    #[test]
+    fn libra_drops_instead_of_copying_when_recompute_is_cheaper() {
+        for (prefill, policy, pays) in
+            [(2.0, PolicyKind::Libra, false), (0.5, PolicyKind::Libra, true), (2.0, PolicyKind::Elora, true)]
+        {
+            let cfg = CacheConfig {
+                block_tokens: 16,
+                policy,
+                link_bytes_per_us: 0.5,
+                prefill_tokens_per_us: prefill,
+                swap_out_high: 0.0,
+                swap_out_low: 0.0,
+                ..Default::default()
+            };
+            let mut io = CpuBackend::new(8, 8, 8).unwrap();
+            let mut core = CacheCore::new(cfg, 8, 8, 8).unwrap();
+            core.register_adapter(1, &[0u8; 8], 4, 0).unwrap();
+            assert_eq!(core.host_copy_pays(), pays, "{policy:?} at {prefill} tokens/us");
+            let toks: Vec<u32> = (0..32).collect();
+            put(&mut core, &mut io, &toks, 0);
+            for t in 1..4 {
+                core.step(&mut io, t, 1, false).unwrap();
+                core.check_invariants().unwrap();
+            }
+            let s = core.stats();
+            assert_eq!(s.kv_nodes_gpu, 0, "{policy:?}: everything left the GPU");
+            if pays {
+                assert_eq!(
+                    (s.swap_out_blocks, s.host_blocks_used, s.dropped_blocks),
+                    (2, 2, 0),
+                    "{policy:?}"
+                );
+            } else {
+                assert_eq!(
+                    (s.swap_out_blocks, s.host_blocks_used, s.dropped_blocks),
+                    (0, 0, 2),
+                    "{policy:?}"
+                );
+            }
+        }
+    }
+
+    /// A match whose prefix is on a full host tier must make room without pruning that prefix.
+    #[test]
+    fn making_room_for_a_match_keeps_its_host_prefix() {
+        for policy in [PolicyKind::Elora, PolicyKind::Libra] {
+            let cfg = CacheConfig {
+                block_tokens: 1,
+                policy,
+                swap_out_high: 0.0,
+                swap_out_low: 0.0,
+                // No watermark pruning: the host tier is full when the match comes.
+                host_high: 1.0,
+                host_low: 1.0,
+                ..Default::default()
+            };
+            let mut io = CpuBackend::new(8, 6, 2).unwrap();
+            let mut core = CacheCore::new(cfg, 8, 6, 2).unwrap();
+            core.register_adapter(1, &[0u8; 8], 4, 0).unwrap();
+            put(&mut core, &mut io, &[1, 2], 0);
+            for t in 1..4 {
+                core.step(&mut io, t, 1, false).unwrap();
+            }
+            assert_eq!(core.stats().host_blocks_used, 2, "{policy:?}: the prefix fills the host tier");
+            // Fill the GPU (adapter + 5 blocks) without another step.
+            put(&mut core, &mut io, &[10, 11, 12, 13, 14], 10);
+            assert_eq!(core.stats().gpu_blocks_used, 6);
+            let m = core.match_prefix(&mut io, 1, 0, &[1, 2, 3], 20).unwrap();
+            assert_eq!(m.cached_tokens, 2, "{policy:?}");
+            core.check_invariants().unwrap();
+            core.wait(&mut io, m.request, 0).unwrap();
+            core.allocate(&mut io, m.request, 1, 20).unwrap();
+            core.commit(m.request, &[3], 20).unwrap();
+            core.release(&mut io, m.request, 20).unwrap();
+            core.check_invariants().unwrap();
+        }
     }
 }

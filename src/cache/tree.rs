@@ -65,8 +65,6 @@ pub struct Node {
     pub children: u32,
     pub residency: Residency,
     pub kind: Kind,
-    /// Set when a conversation's next turn is expected to reuse this prefix.
-    pub session_hot: bool,
     /// Which candidate set holds the node (IN_GPU_LEAVES / IN_HOST_LEAVES), so that pinning an
     /// interior node costs no set operation.
     pub listed: u8,
@@ -90,10 +88,10 @@ pub struct Candidate {
 pub enum CandidateOrder {
     /// By last use: least recently used first.
     LastUse,
-    /// By `ln(visits) + last_use / time_unit (+ ln(session boost))`. Under ELORA's Eq. 5 a block's
+    /// By `ln(visits) + last_use / time_unit`. Under ELORA's Eq. 5 a block's
     /// log value is this key minus `now` minus a term in (0, ln 2], so walking the set in key
     /// order finds the lowest values exactly after a short band (see the swapper).
-    Value { session_boost_ln: f64, time_unit_us: f64 },
+    Value { time_unit_us: f64 },
 }
 
 /// The tree arena, the prefix index and the candidate sets.
@@ -124,7 +122,6 @@ impl Tree {
             children: 0,
             residency: Residency::Gpu,
             kind: Kind::Root,
-            session_hot: false,
             listed: 0,
         };
         Tree {
@@ -143,9 +140,8 @@ impl Tree {
     pub fn order_key(&self, n: &Node) -> u64 {
         match self.order {
             CandidateOrder::LastUse => n.last_use,
-            CandidateOrder::Value { session_boost_ln, time_unit_us } => {
-                let boost = if n.session_hot { session_boost_ln } else { 0.0 };
-                let key = (n.visits.max(1) as f64).ln() + n.last_use as f64 / time_unit_us + boost;
+            CandidateOrder::Value { time_unit_us } => {
+                let key = (n.visits.max(1) as f64).ln() + n.last_use as f64 / time_unit_us;
                 // Non-negative floats order like their bit patterns.
                 key.max(0.0).to_bits()
             }
@@ -237,7 +233,6 @@ impl Tree {
             children: 0,
             residency: Residency::Absent,
             kind: Kind::Adapter,
-            session_hot: false,
             listed: 0,
         });
         self.node_mut(ROOT).children += 1;
@@ -262,7 +257,6 @@ impl Tree {
             children: 0,
             residency: Residency::Gpu,
             kind: Kind::Kv,
-            session_hot: false,
             listed: 0,
         });
         let nodes = &self.nodes;
@@ -345,10 +339,6 @@ impl Tree {
         let n = self.node_mut(id);
         n.last_use = n.last_use.max(now);
         self.refresh(id);
-    }
-
-    pub fn set_session_hot(&mut self, id: u32, hot: bool) {
-        self.node_mut(id).session_hot = hot;
     }
 
     fn unlist(&mut self, id: u32) {
