@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use std::cmp::Ordering;
 use std::collections::{BTreeSet, BinaryHeap};
 
-/// A candidate with its exact value; ordered by (value, set key, id).
+/// A candidate with its exact log-value; ordered by (value, set key, id).
 #[derive(Debug, Clone, Copy)]
 struct Scored {
     value: f64,
@@ -85,31 +85,35 @@ impl CacheCore {
         let ctx = self.rank_ctx(now);
         let now_s = now as f64 / ctx.time_unit_us;
         let kv_log_const = (cost::lora_eval(ctx.resident_adapters, ctx.low_lora) * ctx.block_cost_us).ln();
-        let kv_lora_eval = cost::lora_eval(ctx.resident_adapters, ctx.low_lora);
-        let kv_value = |c: &Candidate| -> f64 {
-            // visits x boost = exp(key - t): the same quantity retention_value reads off the node.
-            let t_s = c.last_use as f64 / ctx.time_unit_us;
-            let weight = (f64::from_bits(c.key) - t_s).exp();
-            let since_s = now.saturating_sub(c.last_use) as f64 / ctx.time_unit_us;
-            cost::eval(kv_lora_eval, cost::retain_eval(ctx.block_cost_us, weight, since_s))
+        // Scores are log-values: the same order as Eq. 6, no underflow for long-idle blocks,
+        // and no exponential at all once a block has been idle for more than ~36 units.
+        let kv_log_value = |c: &Candidate| -> f64 {
+            let t = c.last_use as f64 / ctx.time_unit_us;
+            let idle = now.saturating_sub(c.last_use) as f64 / ctx.time_unit_us;
+            // ln(visits) = key - t; ln(1 - sigmoid(idle)) = -softplus(idle).
+            let softplus = if idle > 36.0 { idle } else { idle.exp().ln_1p() };
+            kv_log_const + (f64::from_bits(c.key) - t) - softplus
         };
         let mut walk = set.iter().filter(|c| !c.adapter);
         // The first k in set order fill the heap at once (O(k)); the band after them may
         // displace some.
-        let mut best: BinaryHeap<Scored> =
-            walk.by_ref().take(k).map(|c| Scored { value: kv_value(c), key: c.key, node: c.id }).collect();
+        let mut best: BinaryHeap<Scored> = walk
+            .by_ref()
+            .take(k)
+            .map(|c| Scored { value: kv_log_value(c), key: c.key, node: c.id })
+            .collect();
         if best.len() == k && kv_log_const.is_finite() {
-            let mut worst_ln = best.peek().expect("k > 0").value.ln();
+            let mut worst = best.peek().expect("k > 0").value;
             for c in walk {
                 let bound = kv_log_const + f64::from_bits(c.key) - now_s - std::f64::consts::LN_2 - 1e-9;
-                if bound > worst_ln {
+                if bound > worst {
                     break;
                 }
-                let candidate = Scored { value: kv_value(c), key: c.key, node: c.id };
+                let candidate = Scored { value: kv_log_value(c), key: c.key, node: c.id };
                 if candidate < *best.peek().expect("k > 0") {
                     best.pop();
                     best.push(candidate);
-                    worst_ln = best.peek().expect("k > 0").value.ln();
+                    worst = best.peek().expect("k > 0").value;
                 }
             }
         }
@@ -128,7 +132,7 @@ impl CacheCore {
         let mut all: Vec<Scored> = best.into_vec();
         for n in adapters {
             let node = self.tree.node(n);
-            let value = retention_value(policy, node, self.node_blocks(n), true, &ctx);
+            let value = retention_value(policy, node, self.node_blocks(n), true, &ctx).ln();
             all.push(Scored { value, key: self.tree.order_key(node), node: n });
         }
         all.sort_unstable();
