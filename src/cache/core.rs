@@ -117,6 +117,9 @@ pub struct CacheCore {
     pub(crate) free_requests: Vec<u32>,
     pub(crate) inflight: HashMap<BatchId, Flight>,
     pub(crate) waiters: HashMap<BatchId, Vec<u32>>,
+    /// GPU blocks still being written by a batch in flight whose node went back to the host
+    /// tier (its parent's copy failed): freed when that batch finishes, not before.
+    pub(crate) orphans: HashMap<BatchId, Vec<u32>>,
     pub(crate) load: LoadStats,
     pub(crate) stats: Stats,
     pub(crate) events: EventLog,
@@ -156,6 +159,7 @@ impl CacheCore {
             free_requests: Vec::new(),
             inflight: HashMap::new(),
             waiters: HashMap::new(),
+            orphans: HashMap::new(),
             stats: Stats::default(),
             events,
             adapter_gpu_blocks: 0,
@@ -457,20 +461,22 @@ impl CacheCore {
         let adapter_missing = !self.tree.node(adapter_node).residency.gpu_side();
         let adapter_need = if adapter_missing { self.adapter(slot).blocks_needed } else { 0 };
         let need = adapter_need as usize + to_load.len();
-        // Pin what we will use first so making room cannot evict it.
+        // Pin what we will use first, the host-resident run included, so that making room
+        // can neither evict nor prune it.
         self.tree.pin(adapter_node, now);
-        for &n in &path[..first_host.min(path.len())] {
+        for &n in &path {
             self.tree.pin(n, now);
         }
-        let protect: Vec<u32> = std::iter::once(adapter_node).chain(path.iter().copied()).collect();
-        if let Err(e) = self.make_room(io, need, adapter_need, now) {
-            self.tree.unpin(adapter_node, now);
-            for &n in &path[..first_host.min(path.len())] {
-                self.tree.unpin(n, now);
+        let unpin_all = |core: &mut Self| {
+            core.tree.unpin(adapter_node, now);
+            for &n in &path {
+                core.tree.unpin(n, now);
             }
+        };
+        if let Err(e) = self.make_room(io, need, adapter_need, now) {
+            unpin_all(self);
             return Err(e);
         }
-        let _ = protect;
         let mut waits = HashSet::new();
         // Blocks already on their way to the GPU: wait for the copies that carry them.
         for &n in std::iter::once(&adapter_node).chain(&path[..first_host.min(path.len())]) {
@@ -481,21 +487,25 @@ impl CacheCore {
             }
         }
         if adapter_missing {
-            waits.insert(self.load_adapter(io, slot)?);
+            match self.load_adapter(io, slot) {
+                Ok(b) => {
+                    waits.insert(b);
+                }
+                Err(e) => {
+                    // No request will own these pins: drop them, or the prefix and the
+                    // adapter stay pinned for good.
+                    unpin_all(self);
+                    return Err(e);
+                }
+            }
         }
         if !to_load.is_empty() {
-            for &n in &to_load {
-                self.tree.pin(n, now);
-            }
             match self.swap_in(io, &to_load) {
                 Ok(b) => {
                     waits.insert(b);
                 }
                 Err(e) => {
-                    for &n in path.iter() {
-                        self.tree.unpin(n, now);
-                    }
-                    self.tree.unpin(adapter_node, now);
+                    unpin_all(self);
                     return Err(e);
                 }
             }
@@ -642,6 +652,24 @@ impl CacheCore {
                     let e = self.tree.node(existing).clone();
                     if e.residency == Residency::Host {
                         // Recomputed a block the host tier had: keep the fresh GPU copy.
+                        self.tree.set_residency(existing, Residency::Gpu, block, NONE);
+                        self.free_host(e.host_block);
+                        self.emit(EventKind::ToGpu, existing);
+                    } else if e.residency == Residency::ToGpu {
+                        // A copy is still bringing this block in while the request computed
+                        // it: keep the computed one, usable now. Hanging the next blocks
+                        // under a node whose copy may still fail would leave them on the GPU
+                        // under a parent that is not there. The copy's destination is freed
+                        // once the copy finishes writing it.
+                        match self.inflight_batch_of(existing) {
+                            Some(b) => {
+                                if let Some(Flight::ToGpu(nodes)) = self.inflight.get_mut(&b) {
+                                    nodes.retain(|&x| x != existing);
+                                }
+                                self.orphans.entry(b).or_default().push(e.gpu_block);
+                            }
+                            None => self.free_gpu(e.gpu_block),
+                        }
                         self.tree.set_residency(existing, Residency::Gpu, block, NONE);
                         self.free_host(e.host_block);
                         self.emit(EventKind::ToGpu, existing);
