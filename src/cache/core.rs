@@ -1,7 +1,7 @@
 //! The request lifecycle over the pool and the tree: register, match, allocate, commit,
 //! release, abort. Byte moves go through the backend handed to each call; decisions depend only
 //! on the call sequence and the `now` arguments.
-use super::config::{CacheConfig, MAX_TOKENS_PER_CALL};
+use super::config::{CacheConfig, MAX_ADAPTERS, MAX_BLOCKS_PER_TIER, MAX_OPEN_REQUESTS, MAX_TOKENS_PER_CALL};
 use super::cost::LoadStats;
 use super::events::{Event, EventKind, EventLog};
 use super::policy::PolicyKind;
@@ -141,8 +141,16 @@ impl CacheCore {
         if gpu_blocks == 0 {
             return Err(Error::invalid("`gpu_blocks` must be at least 1"));
         }
-        if gpu_blocks == u32::MAX || host_blocks == u32::MAX {
-            return Err(Error::invalid("block counts must be below 2^32 - 1"));
+        if gpu_blocks > MAX_BLOCKS_PER_TIER || host_blocks > MAX_BLOCKS_PER_TIER {
+            return Err(Error::invalid(format!(
+                "`gpu_blocks` ({gpu_blocks}) and `host_blocks` ({host_blocks}) must each be at most {MAX_BLOCKS_PER_TIER}"
+            )));
+        }
+        let bytes = |blocks: u32| block_bytes.checked_mul(blocks as u64);
+        if bytes(gpu_blocks).is_none() || bytes(host_blocks).is_none() {
+            return Err(Error::invalid(format!(
+                "`block_bytes` ({block_bytes}) x the block count overflows 64 bits"
+            )));
         }
         let events = EventLog::new(cfg.events, cfg.event_capacity);
         Ok(CacheCore {
@@ -238,6 +246,9 @@ impl CacheCore {
         }
         if rank == 0 {
             return Err(Error::invalid("`rank` must be positive"));
+        }
+        if self.adapter_slots.len() >= MAX_ADAPTERS as usize {
+            return Err(Error::invalid(format!("at most {MAX_ADAPTERS} adapters may be registered")));
         }
         let blocks_needed = weights.len().div_ceil(self.block_bytes as usize);
         let limit = self.adapter_block_limit();
@@ -398,6 +409,11 @@ impl CacheCore {
             )));
         }
         let slot = self.slot_of(adapter_id)?;
+        if self.stats.open_requests >= MAX_OPEN_REQUESTS {
+            return Err(Error::busy(format!(
+                "{MAX_OPEN_REQUESTS} requests are open: release or abort some first"
+            )));
+        }
         self.poll_inflight(io);
         let bt = self.block_tokens();
         let adapter_node = self.adapter(slot).node;
@@ -588,6 +604,13 @@ impl CacheCore {
         let n = n_tokens.div_ceil(self.block_tokens());
         if n == 0 {
             return Ok(Vec::new());
+        }
+        // Never satisfiable: refuse before evicting anything for it.
+        if n > self.gpu.capacity() as usize {
+            return Err(Error::invalid(format!(
+                "`n_tokens` ({n_tokens}) needs {n} blocks, more than the GPU tier's {}",
+                self.gpu.capacity()
+            )));
         }
         self.poll_inflight(io);
         self.make_room(io, n, 0, now)?;

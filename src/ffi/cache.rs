@@ -272,8 +272,9 @@ pub extern "C" fn libra_cache_config_default(config: *mut libra_cache_config) ->
 
 /// Creates a cache. `config` is borrowed for the call (its `segments` array is copied).
 /// On success `*out` receives a new handle owned by the caller, to be released with
-/// `libra_cache_free`. Fails with LIBRA_ERR_INVALID_ARGUMENT naming the bad field, or
-/// LIBRA_ERR_DEVICE when the CUDA backend was requested and is unavailable. Thread-safe.
+/// `libra_cache_free`. Fails with LIBRA_ERR_INVALID_ARGUMENT naming the bad field (including
+/// more than 2^26 blocks in a tier, or an owned arena over 2^40 bytes), or LIBRA_ERR_DEVICE
+/// when the CUDA backend was requested and is unavailable. Thread-safe.
 #[no_mangle]
 pub extern "C" fn libra_cache_create(
     config: *const libra_cache_config,
@@ -382,7 +383,7 @@ pub extern "C" fn libra_cache_backend_reason(cache: *const libra_cache) -> *cons
 /// caller keeps ownership) into its host store and loads them into pool blocks on first use.
 /// `rank` is the LoRA rank (positive). `now` is the engine clock in microseconds.
 /// Errors: LIBRA_ERR_ALREADY_EXISTS, LIBRA_ERR_INVALID_ARGUMENT (empty weights, zero rank,
-/// larger than the pool). Thread-safe.
+/// larger than the pool, or 2^20 adapters already registered). Thread-safe.
 #[no_mangle]
 pub extern "C" fn libra_cache_register_adapter(
     cache: *const libra_cache,
@@ -454,7 +455,8 @@ fn copy_blocks_out(blocks: &[u32], out: *mut u32, capacity: usize, name: &str) -
 /// suffices; NULL only with capacity 0), the rest to `*out`. A request is opened: end it with
 /// `libra_cache_release` or `libra_cache_abort`. Errors: LIBRA_ERR_NOT_FOUND (unknown adapter),
 /// LIBRA_ERR_OUT_OF_MEMORY (no room for the adapter), LIBRA_ERR_INVALID_ARGUMENT (capacity too
-/// small: nothing changes). Thread-safe.
+/// small, or more than 2^24 tokens: nothing changes), LIBRA_ERR_BUSY (2^22 requests already
+/// open). Thread-safe.
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
 pub extern "C" fn libra_cache_match(
@@ -506,7 +508,7 @@ pub extern "C" fn libra_cache_match(
 /// their number to `*count_out`. Errors: LIBRA_ERR_NOT_FOUND (request not open),
 /// LIBRA_ERR_OUT_OF_MEMORY (everything pinned: nothing allocated), LIBRA_ERR_BUSY (swap-outs
 /// still in flight; retry after `libra_cache_step`), LIBRA_ERR_INVALID_ARGUMENT (capacity too
-/// small: nothing allocated). Thread-safe.
+/// small, or more blocks than the whole GPU tier: nothing allocated). Thread-safe.
 #[no_mangle]
 pub extern "C" fn libra_cache_allocate(
     cache: *const libra_cache,
