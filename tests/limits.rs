@@ -38,7 +38,8 @@ fn create(c: &libra_cache_config) -> Result<*mut libra_cache, (Status, String)> 
 fn cache_geometry_that_overflows_is_refused() {
     // block count x block size beyond 64 bits, beyond the arena limit, and block counts whose
     // metadata alone would be gigabytes.
-    let cases: [(&str, fn(&mut libra_cache_config)); 5] = [
+    type Case = (&'static str, fn(&mut libra_cache_config));
+    let cases: [Case; 5] = [
         ("block_bytes", |c| c.block_bytes = u64::MAX / 2),
         ("exceeds the limit", |c| {
             c.block_bytes = 1 << 30;
