@@ -3,6 +3,7 @@
 //! and later calls report `LIBRA_ERR_POISONED`.
 use crate::backend::cpu::CpuBackend;
 use crate::backend::{cuda, Backend, Segment};
+use crate::cache::config::MAX_BLOCKS_PER_TIER;
 use crate::cache::{CacheConfig, CacheCore, Event, MatchResult, Readiness, Stats, StepReport};
 use crate::error::{Error, Result, Status};
 use std::sync::{Mutex, MutexGuard};
@@ -59,6 +60,13 @@ pub struct Cache {
 impl Cache {
     pub fn new(opts: CacheOptions) -> Result<Self> {
         opts.config.validate()?;
+        // Checked before the backend allocates its tiers, not only by the core after.
+        if opts.gpu_blocks > MAX_BLOCKS_PER_TIER || opts.host_blocks > MAX_BLOCKS_PER_TIER {
+            return Err(Error::invalid(format!(
+                "`gpu_blocks` ({}) and `host_blocks` ({}) must each be at most {MAX_BLOCKS_PER_TIER}",
+                opts.gpu_blocks, opts.host_blocks
+            )));
+        }
         let (io, reason): (Box<dyn Backend>, String) = match opts.backend {
             BackendChoice::Cpu => (cpu_backend(&opts)?, "cpu backend requested".into()),
             BackendChoice::Cuda => return Err(cuda::unavailable_reason()),

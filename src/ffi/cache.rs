@@ -203,6 +203,18 @@ pub struct libra_event {
     pub block_hash_hi: u64,
 }
 
+impl libra_cache {
+    /// Wraps a cache built in Rust (over any backend) in a C handle for `libra_cache_*`.
+    pub(crate) fn from_cache(cache: Cache) -> Result<Box<Self>, Error> {
+        let backend_name = CString::new(cache.backend_name()?).unwrap_or_default();
+        let backend_reason = CString::new(cache.backend_reason()).unwrap_or_default();
+        Ok(Box::new(libra_cache { cache, backend_name, backend_reason }))
+    }
+    pub(crate) fn cache(&self) -> &Cache {
+        &self.cache
+    }
+}
+
 fn cache_ref<'a>(cache: *const libra_cache) -> Result<&'a libra_cache, Error> {
     // SAFETY: the caller passes NULL or a handle from libra_cache_create that was not freed.
     unsafe { deref(cache, "cache") }
@@ -335,10 +347,7 @@ pub extern "C" fn libra_cache_create(
             backend: backend_from(cfg.backend)?,
             segments,
         };
-        let cache = Cache::new(opts)?;
-        let backend_name = CString::new(cache.backend_name()?).unwrap_or_default();
-        let backend_reason = CString::new(cache.backend_reason()).unwrap_or_default();
-        let handle = Box::new(libra_cache { cache, backend_name, backend_reason });
+        let handle = libra_cache::from_cache(Cache::new(opts)?)?;
         // SAFETY: checked non-NULL.
         unsafe { write_out(out, Box::into_raw(handle)) };
         Ok(())
