@@ -268,8 +268,10 @@ pub fn cache_ops(data: &[u8]) {
                     let full = (o.tokens.len() / bt * bt).saturating_sub(o.covered) / bt;
                     let n = full.min(o.fresh.len());
                     let junk = inp.u8() % 8 == 0;
+                    // Junk: one block more than the request has allocated, never accepted.
+                    let junk_tokens = vec![7u32; (o.fresh.len() + 1) * bt];
                     let (ptr, len) = if junk {
-                        (o.tokens.as_ptr(), o.tokens.len().min(bt + 1))
+                        (junk_tokens.as_ptr(), junk_tokens.len())
                     } else {
                         let keys = c
                             .cache()
@@ -286,7 +288,8 @@ pub fn cache_ops(data: &[u8]) {
                     let mut shared = 0usize;
                     let s = libra_cache_commit(handle, o.id, ptr, len, now, &mut shared);
                     ok_or_expected(s, "commit");
-                    if s == Status::LIBRA_OK && !junk {
+                    assert!(!(junk && s == Status::LIBRA_OK), "commit beyond the allocated blocks accepted");
+                    if s == Status::LIBRA_OK {
                         o.covered += n * bt;
                         o.fresh.drain(..n);
                     }

@@ -12,7 +12,6 @@ use libra::cache::{CacheConfig, PolicyKind, Readiness, Residency};
 use libra::ffi::cache::*;
 use libra::{Cache, Status};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 
 const THREADS: u64 = 8;
 const OPS_PER_THREAD: u64 = 1500;
