@@ -62,6 +62,11 @@ fn ensure_c_libraries(art: &Path) {
             cmd.arg("--release");
         }
         run(&mut cmd);
+        // The library's soname is liblibra.so.<major>: programs linked against it look for
+        // that name at run time, as they would in an installed prefix.
+        let link = art.join(format!("liblibra.so.{}", env!("CARGO_PKG_VERSION_MAJOR")));
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink("liblibra.so", &link).expect("soname symlink");
     });
 }
 
