@@ -188,7 +188,8 @@ fn completer(ctl: &FaultControl, stop: &AtomicBool) {
         for b in ctl.held() {
             ctl.complete(b, rng.below(50) != 0);
         }
-        std::thread::yield_now();
+        // Sleep rather than spin: the lock is not fair, and a spinning thread starves workers.
+        std::thread::sleep(std::time::Duration::from_micros(200));
     }
 }
 
@@ -244,7 +245,7 @@ fn eight_threads_share_one_cache() {
             s.spawn(|| {
                 while !stop.load(Ordering::Relaxed) {
                     cache.check_invariants().unwrap();
-                    std::thread::yield_now();
+                    std::thread::sleep(std::time::Duration::from_millis(2));
                 }
             });
             for h in handles {
