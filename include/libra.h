@@ -822,7 +822,9 @@ enum libra_status libra_cache_allocate(const struct libra_cache *cache,
  * prefix; they consume the request's allocated blocks in allocation order. `*shared_out`
  * (may be NULL) receives how many became new cache entries. Errors:
  * LIBRA_ERR_INVALID_ARGUMENT (not a whole number of blocks, or more blocks than allocated),
- * LIBRA_ERR_NOT_FOUND (request not open). Thread-safe.
+ * LIBRA_ERR_NOT_FOUND (request not open), LIBRA_ERR_BUSY (the request's own copies have not
+ * completed, or a block it would share is still being copied in for another request: nothing
+ * changed; retry after `libra_cache_step`). Thread-safe.
  */
 enum libra_status libra_cache_commit(const struct libra_cache *cache,
                                      uint64_t request,

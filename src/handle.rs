@@ -133,7 +133,11 @@ impl Cache {
         core.allocate(io.as_mut(), request, n_tokens, now)
     }
     pub fn commit(&self, request: u64, tokens: &[u32], now: u64) -> Result<usize> {
-        self.lock()?.core.commit(request, tokens, now)
+        let mut g = self.lock()?;
+        let Inner { core, io } = &mut *g;
+        // Finish completed copies first, so a block that has arrived does not make it busy.
+        core.poll_inflight(io.as_mut());
+        core.commit(request, tokens, now)
     }
     pub fn release(&self, request: u64, now: u64) -> Result<()> {
         let mut g = self.lock()?;

@@ -262,6 +262,12 @@ fn run(policy: PolicyKind, seed: u64, ops: usize, plan: FaultPlan) -> Tally {
         if let Err(e) = check_data(&core, &mut io) {
             panic!("{}: {e}", ctx(what, i));
         }
+        // Block ids handed to a ready request stay valid until it ends, whatever happens.
+        for o in open.iter().filter(|o| o.verified) {
+            if let Err(e) = check_ready(&core, &mut io, o) {
+                panic!("{}: later: {e}", ctx(what, i));
+            }
+        }
         tally.survived += after.faults() - before.faults();
     }
 

@@ -248,10 +248,12 @@ fn eight_threads_share_one_cache() {
                     std::thread::sleep(std::time::Duration::from_millis(2));
                 }
             });
-            for h in handles {
-                h.join().unwrap();
-            }
+            let results: Vec<_> = handles.into_iter().map(|h| h.join()).collect();
+            // Stop the helpers before reporting a worker's panic, or the scope never ends.
             stop.store(true, Ordering::Relaxed);
+            for r in results {
+                r.unwrap();
+            }
         });
         finish(&cache, &ctl, &counts, &format!("{policy:?} (Rust API)"));
     }

@@ -660,6 +660,21 @@ impl CacheCore {
         if !self.tree.node(self.req(slot).tail_node).residency.gpu_side() {
             return Err(Error::invalid(format!("request {request}'s prefix is not on the GPU")));
         }
+        // A block this commit would share may still be on its way in from the host tier for
+        // another request. Blocks hung below it could outlive a failure of that copy, and its
+        // block id is already in that request's hands: refuse, before changing anything, until
+        // the copy finishes.
+        let mut key = self.req(slot).tail_key;
+        for chunk in tokens.chunks_exact(bt) {
+            key = self.tree.chain_next(key, chunk);
+            if let Some(n) = self.tree.lookup(key) {
+                if self.tree.node(n).residency == Residency::ToGpu {
+                    return Err(Error::busy(format!(
+                        "a block of request {request} is still being copied in for another request; retry after libra_cache_step"
+                    )));
+                }
+            }
+        }
         let mut shared = 0;
         for chunk in tokens.chunks_exact(bt) {
             let (parent, pkey, block) = {
@@ -675,24 +690,6 @@ impl CacheCore {
                     let e = self.tree.node(existing).clone();
                     if e.residency == Residency::Host {
                         // Recomputed a block the host tier had: keep the fresh GPU copy.
-                        self.tree.set_residency(existing, Residency::Gpu, block, NONE);
-                        self.free_host(e.host_block);
-                        self.emit(EventKind::ToGpu, existing);
-                    } else if e.residency == Residency::ToGpu {
-                        // A copy is still bringing this block in while the request computed
-                        // it: keep the computed one, usable now. Hanging the next blocks
-                        // under a node whose copy may still fail would leave them on the GPU
-                        // under a parent that is not there. The copy's destination is freed
-                        // once the copy finishes writing it.
-                        match self.inflight_batch_of(existing) {
-                            Some(b) => {
-                                if let Some(Flight::ToGpu(nodes)) = self.inflight.get_mut(&b) {
-                                    nodes.retain(|&x| x != existing);
-                                }
-                                self.orphans.entry(b).or_default().push(e.gpu_block);
-                            }
-                            None => self.free_gpu(e.gpu_block),
-                        }
                         self.tree.set_residency(existing, Residency::Gpu, block, NONE);
                         self.free_host(e.host_block);
                         self.emit(EventKind::ToGpu, existing);

@@ -553,7 +553,9 @@ pub extern "C" fn libra_cache_allocate(
 /// prefix; they consume the request's allocated blocks in allocation order. `*shared_out`
 /// (may be NULL) receives how many became new cache entries. Errors:
 /// LIBRA_ERR_INVALID_ARGUMENT (not a whole number of blocks, or more blocks than allocated),
-/// LIBRA_ERR_NOT_FOUND (request not open). Thread-safe.
+/// LIBRA_ERR_NOT_FOUND (request not open), LIBRA_ERR_BUSY (the request's own copies have not
+/// completed, or a block it would share is still being copied in for another request: nothing
+/// changed; retry after `libra_cache_step`). Thread-safe.
 #[no_mangle]
 pub extern "C" fn libra_cache_commit(
     cache: *const libra_cache,
