@@ -11,6 +11,13 @@ fn main() {
     println!("cargo:rerun-if-changed=cbindgen.toml");
     println!("cargo:rerun-if-env-changed=LIBRA_UPDATE_HEADER");
 
+    // A versioned soname, so that installed programs load a compatible major version
+    // (liblibra.so.0) and an install can keep several side by side.
+    if env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
+        let major = env::var("CARGO_PKG_VERSION_MAJOR").unwrap();
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,liblibra.so.{major}");
+    }
+
     let config = cbindgen::Config::from_file(crate_dir.join("cbindgen.toml"))
         .expect("cbindgen.toml is readable and valid");
     let version_macros = format!(

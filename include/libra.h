@@ -732,8 +732,9 @@ enum libra_status libra_cache_config_default(struct libra_cache_config *config);
 /**
  * Creates a cache. `config` is borrowed for the call (its `segments` array is copied).
  * On success `*out` receives a new handle owned by the caller, to be released with
- * `libra_cache_free`. Fails with LIBRA_ERR_INVALID_ARGUMENT naming the bad field, or
- * LIBRA_ERR_DEVICE when the CUDA backend was requested and is unavailable. Thread-safe.
+ * `libra_cache_free`. Fails with LIBRA_ERR_INVALID_ARGUMENT naming the bad field (including
+ * more than 2^26 blocks in a tier, or an owned arena over 2^40 bytes), or LIBRA_ERR_DEVICE
+ * when the CUDA backend was requested and is unavailable. Thread-safe.
  */
 enum libra_status libra_cache_create(const struct libra_cache_config *config,
                                      struct libra_cache **out);
@@ -761,7 +762,7 @@ const char *libra_cache_backend_reason(const struct libra_cache *cache);
  * caller keeps ownership) into its host store and loads them into pool blocks on first use.
  * `rank` is the LoRA rank (positive). `now` is the engine clock in microseconds.
  * Errors: LIBRA_ERR_ALREADY_EXISTS, LIBRA_ERR_INVALID_ARGUMENT (empty weights, zero rank,
- * larger than the pool). Thread-safe.
+ * larger than the pool, or 2^20 adapters already registered). Thread-safe.
  */
 enum libra_status libra_cache_register_adapter(const struct libra_cache *cache,
                                                uint64_t adapter_id,
@@ -797,7 +798,8 @@ enum libra_status libra_cache_adapter_blocks(const struct libra_cache *cache,
  * suffices; NULL only with capacity 0), the rest to `*out`. A request is opened: end it with
  * `libra_cache_release` or `libra_cache_abort`. Errors: LIBRA_ERR_NOT_FOUND (unknown adapter),
  * LIBRA_ERR_OUT_OF_MEMORY (no room for the adapter), LIBRA_ERR_INVALID_ARGUMENT (capacity too
- * small: nothing changes). Thread-safe.
+ * small, or more than 2^24 tokens: nothing changes), LIBRA_ERR_BUSY (2^22 requests already
+ * open). Thread-safe.
  */
 enum libra_status libra_cache_match(const struct libra_cache *cache,
                                     uint64_t adapter_id,
@@ -815,7 +817,7 @@ enum libra_status libra_cache_match(const struct libra_cache *cache,
  * their number to `*count_out`. Errors: LIBRA_ERR_NOT_FOUND (request not open),
  * LIBRA_ERR_OUT_OF_MEMORY (everything pinned: nothing allocated), LIBRA_ERR_BUSY (swap-outs
  * still in flight; retry after `libra_cache_step`), LIBRA_ERR_INVALID_ARGUMENT (capacity too
- * small: nothing allocated). Thread-safe.
+ * small, or more blocks than the whole GPU tier: nothing allocated). Thread-safe.
  */
 enum libra_status libra_cache_allocate(const struct libra_cache *cache,
                                        uint64_t request,
@@ -831,7 +833,9 @@ enum libra_status libra_cache_allocate(const struct libra_cache *cache,
  * prefix; they consume the request's allocated blocks in allocation order. `*shared_out`
  * (may be NULL) receives how many became new cache entries. Errors:
  * LIBRA_ERR_INVALID_ARGUMENT (not a whole number of blocks, or more blocks than allocated),
- * LIBRA_ERR_NOT_FOUND (request not open). Thread-safe.
+ * LIBRA_ERR_NOT_FOUND (request not open), LIBRA_ERR_BUSY (the request's own copies have not
+ * completed, or a block it would share is still being copied in for another request: nothing
+ * changed; retry after `libra_cache_step`). Thread-safe.
  */
 enum libra_status libra_cache_commit(const struct libra_cache *cache,
                                      uint64_t request,

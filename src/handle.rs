@@ -3,6 +3,7 @@
 //! and later calls report `LIBRA_ERR_POISONED`.
 use crate::backend::cpu::CpuBackend;
 use crate::backend::{cuda, Backend, Segment};
+use crate::cache::config::MAX_BLOCKS_PER_TIER;
 use crate::cache::{CacheConfig, CacheCore, Event, MatchResult, Readiness, Stats, StepReport};
 use crate::error::{Error, Result, Status};
 use std::sync::{Mutex, MutexGuard};
@@ -61,6 +62,13 @@ pub struct Cache {
 impl Cache {
     pub fn new(opts: CacheOptions) -> Result<Self> {
         opts.config.validate()?;
+        // Checked before the backend allocates its tiers, not only by the core after.
+        if opts.gpu_blocks > MAX_BLOCKS_PER_TIER || opts.host_blocks > MAX_BLOCKS_PER_TIER {
+            return Err(Error::invalid(format!(
+                "`gpu_blocks` ({}) and `host_blocks` ({}) must each be at most {MAX_BLOCKS_PER_TIER}",
+                opts.gpu_blocks, opts.host_blocks
+            )));
+        }
         let (io, reason): (Box<dyn Backend>, String) = match opts.backend {
             BackendChoice::Cpu => (cpu_backend(&opts)?, "cpu backend requested".into()),
             BackendChoice::Cuda => (cuda_backend(&opts)?, "cuda backend requested".into()),
@@ -131,7 +139,11 @@ impl Cache {
         core.allocate(io.as_mut(), request, n_tokens, now)
     }
     pub fn commit(&self, request: u64, tokens: &[u32], now: u64) -> Result<usize> {
-        self.lock()?.core.commit(request, tokens, now)
+        let mut g = self.lock()?;
+        let Inner { core, io } = &mut *g;
+        // Finish completed copies first, so a block that has arrived does not make it busy.
+        core.poll_inflight(io.as_mut());
+        core.commit(request, tokens, now)
     }
     pub fn release(&self, request: u64, now: u64) -> Result<()> {
         let mut g = self.lock()?;

@@ -21,6 +21,9 @@ pub mod backend;
 pub mod cache;
 pub mod error;
 pub mod ffi;
+/// Harnesses shared by the fuzz targets and the corpus replay test.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handle;
 pub mod sim;
 pub mod topo;

@@ -62,6 +62,11 @@ fn ensure_c_libraries(art: &Path) {
             cmd.arg("--release");
         }
         run(&mut cmd);
+        // The library's soname is liblibra.so.<major>: programs linked against it look for
+        // that name at run time, as they would in an installed prefix.
+        let link = art.join(format!("liblibra.so.{}", env!("CARGO_PKG_VERSION_MAJOR")));
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink("liblibra.so", &link).expect("soname symlink");
     });
 }
 
@@ -93,6 +98,87 @@ fn build_and_run(linkage: &str) {
         run(&mut cmd);
         let out = run(Command::new(&exe).current_dir(manifest_dir()));
         print!("{name} ({linkage}): {}", String::from_utf8_lossy(&out.stdout));
+    }
+}
+
+/// Builds every C test with AddressSanitizer and UndefinedBehaviorSanitizer against the static
+/// library and runs it with leak detection: any leak, bad access or undefined behaviour in the
+/// C programs or at the boundary fails the test.
+#[test]
+fn c_harness_sanitizers() {
+    let art = artifact_dir();
+    ensure_c_libraries(&art);
+    let out_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ffi_asan");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    // Probe: a compiler without the sanitizer runtimes cannot run this test.
+    let probe = out_dir.join("probe");
+    let probe_src = out_dir.join("probe.c");
+    std::fs::write(&probe_src, "int main(void) { return 0; }\n").unwrap();
+    let ok = Command::new(c_compiler())
+        .args(["-fsanitize=address,undefined"])
+        .arg(&probe_src)
+        .arg("-o")
+        .arg(&probe)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        println!("skipped: the C compiler cannot build with -fsanitize=address,undefined");
+        return;
+    }
+    for src in c_sources() {
+        let name = src.file_stem().unwrap().to_string_lossy().to_string();
+        let exe = out_dir.join(&name);
+        run(Command::new(c_compiler())
+            .args(WARNINGS)
+            .args(["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"])
+            .arg("-I")
+            .arg(manifest_dir().join("include"))
+            .arg(&src)
+            .arg("-o")
+            .arg(&exe)
+            .arg(art.join("liblibra.a"))
+            .args(["-lpthread", "-ldl", "-lm"]));
+        let out = run(Command::new(&exe)
+            .current_dir(manifest_dir())
+            .env("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:halt_on_error=1:exitcode=23")
+            .env("UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1"));
+        print!("{name} (asan+ubsan): {}", String::from_utf8_lossy(&out.stdout));
+    }
+}
+
+/// Runs every C test, linked against the shared library, under valgrind memcheck with full
+/// leak checking; skips with a reason when valgrind is not installed.
+#[test]
+fn c_harness_valgrind() {
+    let has_valgrind = Command::new("valgrind").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !has_valgrind {
+        println!("skipped: valgrind is not installed (.ci/run installs it)");
+        return;
+    }
+    let art = artifact_dir();
+    ensure_c_libraries(&art);
+    let out_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ffi_valgrind");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    for src in c_sources() {
+        let name = src.file_stem().unwrap().to_string_lossy().to_string();
+        let exe = out_dir.join(&name);
+        run(Command::new(c_compiler())
+            .args(WARNINGS)
+            .arg("-I")
+            .arg(manifest_dir().join("include"))
+            .arg(&src)
+            .arg("-o")
+            .arg(&exe)
+            .arg(format!("-L{}", art.display()))
+            .arg("-llibra")
+            .arg(format!("-Wl,-rpath,{}", art.display()))
+            .arg("-lpthread"));
+        let out = run(Command::new("valgrind")
+            .args(["--error-exitcode=1", "--leak-check=full", "--show-leak-kinds=definite,indirect,possible"])
+            .args(["--errors-for-leak-kinds=definite,indirect,possible", "--quiet"])
+            .arg(&exe)
+            .current_dir(manifest_dir()));
+        print!("{name} (valgrind): {}", String::from_utf8_lossy(&out.stdout));
     }
 }
 

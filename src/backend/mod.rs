@@ -2,6 +2,7 @@
 //! or policies: the cache hands them batches of block moves and polls for completion.
 pub mod cpu;
 pub mod cuda;
+pub mod faulty;
 pub mod layout;
 /// The swap kernels' index math on the CPU (Rust API only, not part of the C header).
 ///

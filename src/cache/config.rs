@@ -71,6 +71,19 @@ impl Default for CacheConfig {
 /// cbindgen:ignore
 pub const MAX_TOKENS_PER_CALL: usize = 1 << 24;
 
+/// Most blocks in one tier: bounds the per-block metadata a config can make the cache allocate
+/// (about 6 bytes per block, plus the invariant checker's scratch) to well under a gigabyte.
+/// cbindgen:ignore
+pub const MAX_BLOCKS_PER_TIER: u32 = 1 << 26;
+
+/// Most requests open at once: each holds a slot, so a caller that never releases is stopped.
+/// cbindgen:ignore
+pub const MAX_OPEN_REQUESTS: u32 = 1 << 22;
+
+/// Most adapters registered at once.
+/// cbindgen:ignore
+pub const MAX_ADAPTERS: u32 = 1 << 20;
+
 impl CacheConfig {
     /// The unit of idle time in the cost model, after applying the policy default.
     pub fn time_unit_us(&self) -> f64 {

@@ -1,7 +1,7 @@
 //! The request lifecycle over the pool and the tree: register, match, allocate, commit,
 //! release, abort. Byte moves go through the backend handed to each call; decisions depend only
 //! on the call sequence and the `now` arguments.
-use super::config::{CacheConfig, MAX_TOKENS_PER_CALL};
+use super::config::{CacheConfig, MAX_ADAPTERS, MAX_BLOCKS_PER_TIER, MAX_OPEN_REQUESTS, MAX_TOKENS_PER_CALL};
 use super::cost::LoadStats;
 use super::events::{Event, EventKind, EventLog};
 use super::keyhash::PrefixHasher;
@@ -118,6 +118,9 @@ pub struct CacheCore {
     pub(crate) free_requests: Vec<u32>,
     pub(crate) inflight: HashMap<BatchId, Flight>,
     pub(crate) waiters: HashMap<BatchId, Vec<u32>>,
+    /// GPU blocks still being written by a batch in flight whose node went back to the host
+    /// tier (its parent's copy failed): freed when that batch finishes, not before.
+    pub(crate) orphans: HashMap<BatchId, Vec<u32>>,
     pub(crate) load: LoadStats,
     pub(crate) stats: Stats,
     pub(crate) events: EventLog,
@@ -140,8 +143,16 @@ impl CacheCore {
         if gpu_blocks == 0 {
             return Err(Error::invalid("`gpu_blocks` must be at least 1"));
         }
-        if gpu_blocks == u32::MAX || host_blocks == u32::MAX {
-            return Err(Error::invalid("block counts must be below 2^32 - 1"));
+        if gpu_blocks > MAX_BLOCKS_PER_TIER || host_blocks > MAX_BLOCKS_PER_TIER {
+            return Err(Error::invalid(format!(
+                "`gpu_blocks` ({gpu_blocks}) and `host_blocks` ({host_blocks}) must each be at most {MAX_BLOCKS_PER_TIER}"
+            )));
+        }
+        let bytes = |blocks: u32| block_bytes.checked_mul(blocks as u64);
+        if bytes(gpu_blocks).is_none() || bytes(host_blocks).is_none() {
+            return Err(Error::invalid(format!(
+                "`block_bytes` ({block_bytes}) x the block count overflows 64 bits"
+            )));
         }
         let events = EventLog::new(cfg.events, cfg.event_capacity);
         Ok(CacheCore {
@@ -158,6 +169,7 @@ impl CacheCore {
             free_requests: Vec::new(),
             inflight: HashMap::new(),
             waiters: HashMap::new(),
+            orphans: HashMap::new(),
             stats: Stats::default(),
             events,
             adapter_gpu_blocks: 0,
@@ -237,6 +249,9 @@ impl CacheCore {
         }
         if rank == 0 {
             return Err(Error::invalid("`rank` must be positive"));
+        }
+        if self.adapter_slots.len() >= MAX_ADAPTERS as usize {
+            return Err(Error::invalid(format!("at most {MAX_ADAPTERS} adapters may be registered")));
         }
         let blocks_needed = weights.len().div_ceil(self.block_bytes as usize);
         let limit = self.adapter_block_limit();
@@ -397,6 +412,11 @@ impl CacheCore {
             )));
         }
         let slot = self.slot_of(adapter_id)?;
+        if self.stats.open_requests >= MAX_OPEN_REQUESTS {
+            return Err(Error::busy(format!(
+                "{MAX_OPEN_REQUESTS} requests are open: release or abort some first"
+            )));
+        }
         self.poll_inflight(io);
         let bt = self.block_tokens();
         let adapter_node = self.adapter(slot).node;
@@ -459,17 +479,20 @@ impl CacheCore {
         let adapter_missing = !self.tree.node(adapter_node).residency.gpu_side();
         let adapter_need = if adapter_missing { self.adapter(slot).blocks_needed } else { 0 };
         let need = adapter_need as usize + to_load.len();
-        // Pin what we will use first, the host part too, so that making room can neither evict
-        // the GPU part nor prune the host part.
+        // Pin what we will use first, the host-resident run included, so that making room
+        // can neither evict nor prune it.
         self.tree.pin(adapter_node, now);
         for &n in &path {
             self.tree.pin(n, now);
         }
-        if let Err(e) = self.make_room(io, need, adapter_need, now) {
-            self.tree.unpin(adapter_node, now);
+        let unpin_all = |core: &mut Self| {
+            core.tree.unpin(adapter_node, now);
             for &n in &path {
-                self.tree.unpin(n, now);
+                core.tree.unpin(n, now);
             }
+        };
+        if let Err(e) = self.make_room(io, need, adapter_need, now) {
+            unpin_all(self);
             return Err(e);
         }
         let mut waits = HashSet::new();
@@ -481,23 +504,29 @@ impl CacheCore {
                 }
             }
         }
-        let mut submitted = Ok(());
         if adapter_missing {
-            submitted = self.load_adapter(io, slot).map(|b| {
-                waits.insert(b);
-            });
-        }
-        if submitted.is_ok() && !to_load.is_empty() {
-            submitted = self.swap_in(io, &to_load).map(|b| {
-                waits.insert(b);
-            });
-        }
-        if let Err(e) = submitted {
-            for &n in path.iter() {
-                self.tree.unpin(n, now);
+            match self.load_adapter(io, slot) {
+                Ok(b) => {
+                    waits.insert(b);
+                }
+                Err(e) => {
+                    // No request will own these pins: drop them, or the prefix and the
+                    // adapter stay pinned for good.
+                    unpin_all(self);
+                    return Err(e);
+                }
             }
-            self.tree.unpin(adapter_node, now);
-            return Err(e);
+        }
+        if !to_load.is_empty() {
+            match self.swap_in(io, &to_load) {
+                Ok(b) => {
+                    waits.insert(b);
+                }
+                Err(e) => {
+                    unpin_all(self);
+                    return Err(e);
+                }
+            }
         }
         self.load.record_request(slot, now);
         let kv_blocks: Vec<u32> = path.iter().map(|&n| self.tree.node(n).gpu_block).collect();
@@ -582,6 +611,13 @@ impl CacheCore {
         if n == 0 {
             return Ok(Vec::new());
         }
+        // Never satisfiable: refuse before evicting anything for it.
+        if n > self.gpu.capacity() as usize {
+            return Err(Error::invalid(format!(
+                "`n_tokens` ({n_tokens}) needs {n} blocks, more than the GPU tier's {}",
+                self.gpu.capacity()
+            )));
+        }
         self.poll_inflight(io);
         self.make_room(io, n, 0, now)?;
         let blocks = self.gpu.allocate_many(n).expect("make_room guarantees free blocks");
@@ -630,17 +666,35 @@ impl CacheCore {
         if !self.tree.node(self.req(slot).tail_node).residency.gpu_side() {
             return Err(Error::invalid(format!("request {request}'s prefix is not on the GPU")));
         }
+        // A block this commit would share may still be on its way in from the host tier for
+        // another request. Blocks hung below it could outlive a failure of that copy, and its
+        // block id is already in that request's hands: refuse, before changing anything, until
+        // the copy finishes.
+        let mut running = self.req(slot).tail_hash;
+        let states: Vec<(PrefixHasher, u128)> = tokens
+            .chunks_exact(bt)
+            .map(|chunk| {
+                running.extend(chunk);
+                (running, running.key())
+            })
+            .collect();
+        for &(_, key) in &states {
+            if let Some(n) = self.tree.lookup(key) {
+                if self.tree.node(n).residency == Residency::ToGpu {
+                    return Err(Error::busy(format!(
+                        "a block of request {request} is still being copied in for another request; retry after libra_cache_step"
+                    )));
+                }
+            }
+        }
         let mut shared = 0;
-        for chunk in tokens.chunks_exact(bt) {
-            let (parent, pkey, block) = {
+        for (hash, key) in states {
+            let (parent, block) = {
                 let r = self.req_mut(slot);
                 let b = r.fresh[r.fresh_pos];
                 r.fresh_pos += 1;
-                (r.tail_node, r.tail_hash, b)
+                (r.tail_node, b)
             };
-            let mut hash = pkey;
-            hash.extend(chunk);
-            let key = hash.key();
             let node = match self.tree.lookup(key) {
                 Some(existing) => {
                     self.tree.pin(existing, now);

@@ -275,7 +275,7 @@ impl CacheCore {
         if self.host.free_count() as usize > reserved {
             return true;
         }
-        self.prune_host(1, now) > 0
+        self.prune_host(1, now) > 0 && self.host.free_count() as usize > reserved
     }
 
     /// Under a policy that keeps the host tier full, prunes in one pass the cold host leaves that
@@ -412,6 +412,9 @@ impl CacheCore {
         for b in ids {
             match io.poll(b) {
                 BatchState::Pending => continue,
+                // A swap-in is accepted only after its parents' copies: were a parent's copy
+                // to fail later, a GPU block would sit under a parent that is not there.
+                BatchState::Done if self.waits_for_parent(b) => continue,
                 BatchState::Done => self.finish_batch(b, None),
                 BatchState::Failed(why) => self.finish_batch(b, Some(why)),
             }
@@ -419,6 +422,50 @@ impl CacheCore {
             done += 1;
         }
         done
+    }
+
+    /// Whether a swap-in batch carries a node whose parent is still on its way to the GPU in
+    /// another batch.
+    fn waits_for_parent(&self, batch: BatchId) -> bool {
+        match self.inflight.get(&batch) {
+            Some(Flight::ToGpu(nodes)) => nodes.iter().any(|&n| {
+                let p = self.tree.node(n).parent;
+                self.tree.node(p).residency == Residency::ToGpu && !nodes.contains(&p)
+            }),
+            _ => false,
+        }
+    }
+
+    /// After a copy to the GPU failed, nodes below it that other batches are still copying
+    /// to the GPU go back to their host copy; their GPU blocks stay reserved until those
+    /// batches finish writing them.
+    fn strand_orphans(&mut self) {
+        loop {
+            let mut stranded: Vec<(BatchId, u32)> = Vec::new();
+            for (&b, f) in &self.inflight {
+                if let Flight::ToGpu(nodes) = f {
+                    for &n in nodes {
+                        let node = self.tree.node(n);
+                        if node.residency == Residency::ToGpu
+                            && !self.tree.node(node.parent).residency.gpu_side()
+                        {
+                            stranded.push((b, n));
+                        }
+                    }
+                }
+            }
+            if stranded.is_empty() {
+                return;
+            }
+            for (b, n) in stranded {
+                let node = self.tree.node(n).clone();
+                self.tree.set_residency(n, Residency::Host, NONE, node.host_block);
+                self.orphans.entry(b).or_default().push(node.gpu_block);
+                if let Some(Flight::ToGpu(nodes)) = self.inflight.get_mut(&b) {
+                    nodes.retain(|&x| x != n);
+                }
+            }
+        }
     }
 
     fn finish_batch(&mut self, batch: BatchId, failure: Option<String>) {
@@ -480,13 +527,29 @@ impl CacheCore {
                 }
             }
         }
+        if failure.is_some() {
+            self.strand_orphans();
+        }
+        for b in self.orphans.remove(&batch).unwrap_or_default() {
+            self.free_gpu(b);
+        }
         if let Some(slots) = self.waiters.remove(&batch) {
             for s in slots {
+                let mut unpin = Vec::new();
                 if let Some(Some(r)) = self.requests.get_mut(s as usize) {
                     r.waits.remove(&batch);
                     if let Some(why) = &failure {
-                        r.failure.get_or_insert_with(|| format!("a copy this request needs failed: {why}"));
+                        if r.failure.is_none() {
+                            r.failure = Some(format!("a copy this request needs failed: {why}"));
+                            // The request can only be aborted now: its pins go at once, so a
+                            // node that went back to the host tier is never left pinned there.
+                            unpin = std::mem::take(&mut r.pinned);
+                        }
                     }
+                }
+                let now = self.last_now;
+                for n in unpin.into_iter().rev() {
+                    self.tree.unpin(n, now);
                 }
             }
         }
@@ -678,9 +741,25 @@ impl CacheCore {
         if adapter_blocks != self.adapter_gpu_blocks {
             return Err("adapter block count is stale".into());
         }
+        // Every pin belongs to an open request: a pin left by a failed call would keep a
+        // block on the GPU (and its adapter registered) forever.
+        let mut pins: std::collections::HashMap<u32, u32> = std::collections::HashMap::new();
+        for b in self.orphans.values().flatten() {
+            own(&mut gpu_owner, *b, "GPU")?;
+        }
         for r in self.requests.iter().flatten() {
             for &b in r.fresh[r.fresh_pos..].iter().chain(&r.spare) {
                 own(&mut gpu_owner, b, "GPU")?;
+            }
+            for &n in &r.pinned {
+                *pins.entry(n).or_default() += 1;
+            }
+        }
+        for id in self.tree.live_ids() {
+            let n = self.tree.node(id);
+            let want = pins.get(&id).copied().unwrap_or(0);
+            if n.kind != Kind::Root && n.pins != want {
+                return Err(format!("node {id} has {} pins but open requests hold {want}", n.pins));
             }
         }
         for (b, &c) in gpu_owner.iter().enumerate() {

@@ -210,6 +210,18 @@ pub struct libra_event {
     pub block_hash_hi: u64,
 }
 
+impl libra_cache {
+    /// Wraps a cache built in Rust (over any backend) in a C handle for `libra_cache_*`.
+    pub(crate) fn from_cache(cache: Cache) -> Result<Box<Self>, Error> {
+        let backend_name = CString::new(cache.backend_name()?).unwrap_or_default();
+        let backend_reason = CString::new(cache.backend_reason()).unwrap_or_default();
+        Ok(Box::new(libra_cache { cache, backend_name, backend_reason }))
+    }
+    pub(crate) fn cache(&self) -> &Cache {
+        &self.cache
+    }
+}
+
 fn cache_ref<'a>(cache: *const libra_cache) -> Result<&'a libra_cache, Error> {
     // SAFETY: the caller passes NULL or a handle from libra_cache_create that was not freed.
     unsafe { deref(cache, "cache") }
@@ -281,8 +293,9 @@ pub extern "C" fn libra_cache_config_default(config: *mut libra_cache_config) ->
 
 /// Creates a cache. `config` is borrowed for the call (its `segments` array is copied).
 /// On success `*out` receives a new handle owned by the caller, to be released with
-/// `libra_cache_free`. Fails with LIBRA_ERR_INVALID_ARGUMENT naming the bad field, or
-/// LIBRA_ERR_DEVICE when the CUDA backend was requested and is unavailable. Thread-safe.
+/// `libra_cache_free`. Fails with LIBRA_ERR_INVALID_ARGUMENT naming the bad field (including
+/// more than 2^26 blocks in a tier, or an owned arena over 2^40 bytes), or LIBRA_ERR_DEVICE
+/// when the CUDA backend was requested and is unavailable. Thread-safe.
 #[no_mangle]
 pub extern "C" fn libra_cache_create(
     config: *const libra_cache_config,
@@ -345,10 +358,7 @@ pub extern "C" fn libra_cache_create(
             backend: backend_from(cfg.backend)?,
             segments,
         };
-        let cache = Cache::new(opts)?;
-        let backend_name = CString::new(cache.backend_name()?).unwrap_or_default();
-        let backend_reason = CString::new(cache.backend_reason()).unwrap_or_default();
-        let handle = Box::new(libra_cache { cache, backend_name, backend_reason });
+        let handle = libra_cache::from_cache(Cache::new(opts)?)?;
         // SAFETY: checked non-NULL.
         unsafe { write_out(out, Box::into_raw(handle)) };
         Ok(())
@@ -393,7 +403,7 @@ pub extern "C" fn libra_cache_backend_reason(cache: *const libra_cache) -> *cons
 /// caller keeps ownership) into its host store and loads them into pool blocks on first use.
 /// `rank` is the LoRA rank (positive). `now` is the engine clock in microseconds.
 /// Errors: LIBRA_ERR_ALREADY_EXISTS, LIBRA_ERR_INVALID_ARGUMENT (empty weights, zero rank,
-/// larger than the pool). Thread-safe.
+/// larger than the pool, or 2^20 adapters already registered). Thread-safe.
 #[no_mangle]
 pub extern "C" fn libra_cache_register_adapter(
     cache: *const libra_cache,
@@ -465,7 +475,8 @@ fn copy_blocks_out(blocks: &[u32], out: *mut u32, capacity: usize, name: &str) -
 /// suffices; NULL only with capacity 0), the rest to `*out`. A request is opened: end it with
 /// `libra_cache_release` or `libra_cache_abort`. Errors: LIBRA_ERR_NOT_FOUND (unknown adapter),
 /// LIBRA_ERR_OUT_OF_MEMORY (no room for the adapter), LIBRA_ERR_INVALID_ARGUMENT (capacity too
-/// small: nothing changes). Thread-safe.
+/// small, or more than 2^24 tokens: nothing changes), LIBRA_ERR_BUSY (2^22 requests already
+/// open). Thread-safe.
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
 pub extern "C" fn libra_cache_match(
@@ -517,7 +528,7 @@ pub extern "C" fn libra_cache_match(
 /// their number to `*count_out`. Errors: LIBRA_ERR_NOT_FOUND (request not open),
 /// LIBRA_ERR_OUT_OF_MEMORY (everything pinned: nothing allocated), LIBRA_ERR_BUSY (swap-outs
 /// still in flight; retry after `libra_cache_step`), LIBRA_ERR_INVALID_ARGUMENT (capacity too
-/// small: nothing allocated). Thread-safe.
+/// small, or more blocks than the whole GPU tier: nothing allocated). Thread-safe.
 #[no_mangle]
 pub extern "C" fn libra_cache_allocate(
     cache: *const libra_cache,
@@ -553,7 +564,9 @@ pub extern "C" fn libra_cache_allocate(
 /// prefix; they consume the request's allocated blocks in allocation order. `*shared_out`
 /// (may be NULL) receives how many became new cache entries. Errors:
 /// LIBRA_ERR_INVALID_ARGUMENT (not a whole number of blocks, or more blocks than allocated),
-/// LIBRA_ERR_NOT_FOUND (request not open). Thread-safe.
+/// LIBRA_ERR_NOT_FOUND (request not open), LIBRA_ERR_BUSY (the request's own copies have not
+/// completed, or a block it would share is still being copied in for another request: nothing
+/// changed; retry after `libra_cache_step`). Thread-safe.
 #[no_mangle]
 pub extern "C" fn libra_cache_commit(
     cache: *const libra_cache,

@@ -15,6 +15,11 @@ use crate::topo::workload::{Collective, CollectiveKind, Overlap, Workload};
 use std::ffi::CStr;
 use std::os::raw::c_char;
 
+/// Most dimensions a network can have (2^32 NPUs of at least 2 per dimension).
+const MAX_DIMS: usize = 32;
+/// Most extra linear constraints one optimisation accepts.
+const MAX_CONSTRAINTS: usize = 4096;
+
 /// Kind of a network dimension: one of the LIBRA_DIM_* constants.
 pub type libra_dim_kind = i32;
 pub const LIBRA_DIM_RING: libra_dim_kind = 0;
@@ -311,6 +316,11 @@ pub unsafe extern "C" fn libra_network_new(
         }
         if num_dims == 0 {
             return Err(Error::invalid("`num_dims` is 0: a network needs at least one dimension"));
+        }
+        // Every dimension has at least 2 NPUs and a network at most 2^32: more is never valid,
+        // and `num_dims` must not size an allocation unchecked.
+        if num_dims > MAX_DIMS {
+            return Err(Error::invalid(format!("`num_dims` is {num_dims}; at most {MAX_DIMS} dimensions")));
         }
         let first = deref(dims, "dims")?;
         let stride = first.struct_size;
@@ -757,6 +767,12 @@ pub unsafe extern "C" fn libra_optimize(
                 )))
             }
         };
+        if cfg.num_constraints > MAX_CONSTRAINTS {
+            return Err(Error::invalid(format!(
+                "`config.num_constraints` is {}; at most {MAX_CONSTRAINTS}",
+                cfg.num_constraints
+            )));
+        }
         let mut linear = Vec::with_capacity(cfg.num_constraints);
         for (i, c) in slice(cfg.constraints, cfg.num_constraints, "config.constraints")?.iter().enumerate() {
             let cmp = match c.cmp {

@@ -29,8 +29,24 @@ fn parse_err(msg: impl Into<String>) -> Error {
     Error::new(Status::LIBRA_ERR_PARSE, msg)
 }
 
+/// Largest text a parser accepts: these files are a few kilobytes, and the parsed form takes
+/// a multiple of the text's size.
+/// cbindgen:ignore
+pub const MAX_TEXT_BYTES: usize = 16 << 20;
+
+fn check_size(text: &str, what: &str) -> Result<()> {
+    if text.len() > MAX_TEXT_BYTES {
+        return Err(parse_err(format!(
+            "{what}: the text is {} bytes; at most {MAX_TEXT_BYTES} are accepted",
+            text.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Parses the YAML subset; the top level must be a mapping.
 pub fn parse_yaml(text: &str) -> Result<Yaml> {
+    check_size(text, "YAML")?;
     let mut lines = Vec::new();
     for (no, raw) in text.lines().enumerate() {
         let content = match raw.find('#') {
@@ -246,6 +262,7 @@ fn collective_kind(name: &str) -> Option<Option<CollectiveKind>> {
 /// ig_compute ig_comm ig_size wg_compute wg_comm wg_size update_time` (compute in ns, sizes in
 /// bytes). The optional ASTRA-sim header (a parallelism line, then the layer count) is accepted.
 pub fn parse_astra_layers(text: &str) -> Result<Vec<Layer>> {
+    check_size(text, "workload")?;
     let lines: Vec<(usize, Vec<&str>)> = text
         .lines()
         .enumerate()

@@ -15,6 +15,10 @@ use crate::topo::model::Algorithm;
 use crate::topo::network::Network;
 use crate::topo::workload::CollectiveKind;
 
+/// Most chunks one collective is split into.
+/// cbindgen:ignore
+pub const MAX_CHUNKS: usize = 1 << 20;
+
 /// How chunks choose their dimension order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Policy {
@@ -122,6 +126,10 @@ impl Schedule {
         }
         if cfg.chunks == 0 {
             return Err(Error::invalid("`config.chunks` is 0"));
+        }
+        // Steps and per-chunk state grow with the chunk count: bound it.
+        if cfg.chunks > MAX_CHUNKS {
+            return Err(Error::invalid(format!("`config.chunks` is {}; at most {MAX_CHUNKS}", cfg.chunks)));
         }
         if cfg.elem_size == 0 {
             return Err(Error::invalid("`config.elem_size` is 0"));

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Installs libra under a prefix:
+#   PREFIX/lib/liblibra.a
+#   PREFIX/lib/liblibra.so.X.Y.Z, liblibra.so.X -> it, liblibra.so -> liblibra.so.X
+#   PREFIX/include/libra.h
+#   PREFIX/lib/pkgconfig/libra.pc
+#   PREFIX/lib/cmake/libra/libraConfig.cmake, libraConfigVersion.cmake
+#
+# Usage: scripts/install.sh PREFIX [--from DIR]
+#   Builds the release libraries first, unless --from names a directory that already holds
+#   liblibra.a and liblibra.so (e.g. target/debug).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+
+if [ $# -lt 1 ]; then
+    echo "usage: $0 PREFIX [--from DIR]" >&2
+    exit 2
+fi
+prefix="$1"
+shift
+from=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --from) from="$2"; shift 2 ;;
+        *) echo "unknown argument: $1" >&2; exit 2 ;;
+    esac
+done
+
+if [ -z "${from}" ]; then
+    cargo build --release --lib --manifest-path "${root}/Cargo.toml"
+    from="${CARGO_TARGET_DIR:-${root}/target}/release"
+fi
+for f in liblibra.a liblibra.so; do
+    [ -f "${from}/${f}" ] || { echo "error: ${from}/${f} not found" >&2; exit 1; }
+done
+
+version="$(sed -n 's/^version = "\(.*\)"/\1/p' "${root}/Cargo.toml" | head -n1)"
+major="${version%%.*}"
+minor="$(echo "${version}" | cut -d. -f2)"
+
+mkdir -p "${prefix}/lib/pkgconfig" "${prefix}/lib/cmake/libra" "${prefix}/include"
+prefix="$(cd "${prefix}" && pwd)"
+install -m 644 "${from}/liblibra.a" "${prefix}/lib/liblibra.a"
+install -m 755 "${from}/liblibra.so" "${prefix}/lib/liblibra.so.${version}"
+ln -sf "liblibra.so.${version}" "${prefix}/lib/liblibra.so.${major}"
+ln -sf "liblibra.so.${major}" "${prefix}/lib/liblibra.so"
+install -m 644 "${root}/include/libra.h" "${prefix}/include/libra.h"
+
+subst() {
+    sed -e "s|@VERSION@|${version}|g" -e "s|@MAJOR@|${major}|g" -e "s|@MINOR@|${minor}|g" "$1" > "$2"
+}
+subst "${root}/packaging/libra.pc.in" "${prefix}/lib/pkgconfig/libra.pc"
+subst "${root}/packaging/libraConfig.cmake.in" "${prefix}/lib/cmake/libra/libraConfig.cmake"
+subst "${root}/packaging/libraConfigVersion.cmake.in" "${prefix}/lib/cmake/libra/libraConfigVersion.cmake"
+
+echo "installed libra ${version} under ${prefix}"
