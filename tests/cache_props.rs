@@ -3,7 +3,7 @@
 //! written for its prefix, in whichever tier it lives.
 use libra::backend::cpu::CpuBackend;
 use libra::backend::Backend;
-use libra::cache::{CacheConfig, CacheCore, PolicyKind, Residency};
+use libra::cache::{CacheConfig, CacheCore, PolicyKind};
 use proptest::prelude::*;
 
 const BT: usize = 4;
@@ -63,24 +63,7 @@ fn tokens_for(family: u32, len: usize) -> Vec<u32> {
 }
 
 fn check_data(core: &CacheCore, io: &mut CpuBackend) -> Result<(), TestCaseError> {
-    let mut buf = vec![0u8; BLOCK_BYTES as usize];
-    for n in core.kv_nodes() {
-        match n.residency {
-            Residency::Gpu | Residency::ToHost => io.read_gpu_block(n.gpu_block, &mut buf).unwrap(),
-            Residency::Host | Residency::ToGpu => io.read_host_block(n.host_block, &mut buf).unwrap(),
-            Residency::Absent => return Err(TestCaseError::fail("KV node without data")),
-        }
-        prop_assert_eq!(&buf, &pattern(n.key), "node {:?} lost its data", n);
-    }
-    for (adapter, blocks) in core.resident_adapter_blocks() {
-        let w = weights(adapter);
-        for (i, &b) in blocks.iter().enumerate() {
-            io.read_gpu_block(b, &mut buf).unwrap();
-            let part = &w[i * BLOCK_BYTES as usize..((i + 1) * BLOCK_BYTES as usize).min(w.len())];
-            prop_assert_eq!(&buf[..part.len()], part, "adapter {} block {} corrupted", adapter, i);
-        }
-    }
-    Ok(())
+    core.verify_contents(io, &mut |key, bytes| bytes == pattern(key)).map_err(TestCaseError::fail)
 }
 
 fn run(policy: PolicyKind, ops: Vec<Op>) -> Result<(), TestCaseError> {

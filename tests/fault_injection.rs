@@ -6,7 +6,7 @@
 use libra::backend::cpu::CpuBackend;
 use libra::backend::faulty::{FaultCounters, FaultPlan, FaultyBackend};
 use libra::backend::Backend;
-use libra::cache::{CacheConfig, CacheCore, PolicyKind, Readiness, Residency};
+use libra::cache::{CacheConfig, CacheCore, PolicyKind, Readiness};
 use libra::{Cache, Status};
 use std::collections::BTreeSet;
 
@@ -58,21 +58,7 @@ struct Open {
 
 /// Every KV node's bytes in the tier that holds its valid copy, and every resident adapter.
 fn check_data(core: &CacheCore, io: &mut Io) -> Result<(), String> {
-    let mut buf = vec![0u8; BLOCK_BYTES as usize];
-    for n in core.kv_nodes() {
-        match n.residency {
-            Residency::Gpu | Residency::ToHost => io.read_gpu_block(n.gpu_block, &mut buf).unwrap(),
-            Residency::Host | Residency::ToGpu => io.read_host_block(n.host_block, &mut buf).unwrap(),
-            Residency::Absent => return Err(format!("KV node {n:?} has no copy")),
-        }
-        if buf != pattern(n.key) {
-            return Err(format!("KV node {n:?} lost its data"));
-        }
-    }
-    for (adapter, blocks) in core.resident_adapter_blocks() {
-        check_adapter(io, adapter, &blocks)?;
-    }
-    Ok(())
+    core.verify_contents(io, &mut |key, bytes| bytes == pattern(key))
 }
 
 fn check_adapter(io: &mut Io, adapter: u64, blocks: &[u32]) -> Result<(), String> {

@@ -8,7 +8,7 @@
 //! functions the header documents as thread-safe), on a handle shared by raw pointer.
 use libra::backend::cpu::CpuBackend;
 use libra::backend::faulty::{FaultControl, FaultPlan, FaultyBackend};
-use libra::cache::{CacheConfig, PolicyKind, Readiness, Residency};
+use libra::cache::{CacheConfig, PolicyKind, Readiness};
 use libra::ffi::cache::*;
 use libra::{Cache, Status};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -43,25 +43,8 @@ impl Rng {
 
 fn check_data(cache: &Cache) {
     cache
-        .with_parts(|core, io| {
-            let mut buf = vec![0u8; BLOCK_BYTES as usize];
-            for n in core.kv_nodes() {
-                match n.residency {
-                    Residency::Gpu | Residency::ToHost => io.read_gpu_block(n.gpu_block, &mut buf).unwrap(),
-                    Residency::Host | Residency::ToGpu => io.read_host_block(n.host_block, &mut buf).unwrap(),
-                    Residency::Absent => panic!("KV node without a copy"),
-                }
-                assert_eq!(buf, pattern(n.key), "block {n:?} lost its bytes");
-            }
-            for (a, blocks) in core.resident_adapter_blocks() {
-                let w = weights(a);
-                for (i, &b) in blocks.iter().enumerate() {
-                    io.read_gpu_block(b, &mut buf).unwrap();
-                    let part = &w[i * BLOCK_BYTES as usize..((i + 1) * BLOCK_BYTES as usize).min(w.len())];
-                    assert_eq!(&buf[..part.len()], part, "adapter {a} corrupted");
-                }
-            }
-        })
+        .with_parts(|core, io| core.verify_contents(io, &mut |key, bytes| bytes == pattern(key)))
+        .unwrap()
         .unwrap();
 }
 

@@ -11,6 +11,7 @@ pub mod policy;
 pub mod pool;
 pub mod swapper;
 pub mod tree;
+pub mod verify;
 
 pub use config::CacheConfig;
 pub use core::{CacheCore, KvNodeInfo, MatchResult, Readiness, Stats};
