@@ -195,20 +195,6 @@ impl CpuBackend {
         }
     }
 
-    fn check_gpu(&self, block: u32) -> Result<()> {
-        if block >= self.layout.blocks() {
-            return Err(Error::invalid(format!("GPU block {block} is out of range")));
-        }
-        Ok(())
-    }
-
-    fn check_host(&self, block: u32) -> Result<()> {
-        if block >= self.host_blocks {
-            return Err(Error::invalid(format!("host block {block} is out of range")));
-        }
-        Ok(())
-    }
-
     fn enqueue(&mut self, op: Op) -> BatchId {
         let id = self.next_batch;
         self.next_batch += 1;
@@ -237,14 +223,14 @@ impl Backend for CpuBackend {
     }
     fn submit_moves(&mut self, direction: Direction, moves: &[BlockMove]) -> Result<BatchId> {
         for m in moves {
-            self.check_gpu(m.gpu_block)?;
-            self.check_host(m.host_block)?;
+            self.check_gpu_block(m.gpu_block)?;
+            self.check_host_block(m.host_block)?;
         }
         Ok(self.enqueue(Op::Moves(direction, moves.to_vec())))
     }
     fn submit_upload(&mut self, bytes: &[u8], blocks: &[u32]) -> Result<BatchId> {
         for &b in blocks {
-            self.check_gpu(b)?;
+            self.check_gpu_block(b)?;
         }
         let capacity = blocks.len() as u64 * self.layout.block_bytes();
         if bytes.len() as u64 > capacity {
@@ -258,8 +244,8 @@ impl Backend for CpuBackend {
     }
     fn submit_device_copies(&mut self, pairs: &[(u32, u32)]) -> Result<BatchId> {
         for &(a, b) in pairs {
-            self.check_gpu(a)?;
-            self.check_gpu(b)?;
+            self.check_gpu_block(a)?;
+            self.check_gpu_block(b)?;
         }
         Ok(self.enqueue(Op::DeviceCopies(pairs.to_vec())))
     }
@@ -281,7 +267,7 @@ impl Backend for CpuBackend {
         self.pending.remove(&batch);
     }
     fn read_gpu_block(&mut self, block: u32, out: &mut [u8]) -> Result<()> {
-        self.check_gpu(block)?;
+        self.check_gpu_block(block)?;
         for s in 0..self.layout.segments().len() {
             let off = self.layout.segment_offset(s) as usize;
             if off >= out.len() {
@@ -294,7 +280,7 @@ impl Backend for CpuBackend {
         Ok(())
     }
     fn write_gpu_block(&mut self, block: u32, data: &[u8]) -> Result<()> {
-        self.check_gpu(block)?;
+        self.check_gpu_block(block)?;
         if data.len() as u64 > self.layout.block_bytes() {
             return Err(Error::invalid("data is larger than a block"));
         }
@@ -302,7 +288,7 @@ impl Backend for CpuBackend {
         Ok(())
     }
     fn read_host_block(&mut self, block: u32, out: &mut [u8]) -> Result<()> {
-        self.check_host(block)?;
+        self.check_host_block(block)?;
         let n = out.len().min(self.layout.block_bytes() as usize);
         // SAFETY: validated block id; n within the block.
         unsafe { std::ptr::copy(self.host_ptr(block), out.as_mut_ptr(), n) };

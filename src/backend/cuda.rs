@@ -493,20 +493,6 @@ impl CudaBackend {
         self.ctx.bind_to_thread().map_err(|e| dev_err("cuCtxSetCurrent", e))
     }
 
-    fn check_gpu(&self, block: u32) -> Result<()> {
-        if block >= self.layout.blocks() {
-            return Err(Error::invalid(format!("GPU block {block} is out of range")));
-        }
-        Ok(())
-    }
-
-    fn check_host(&self, block: u32) -> Result<()> {
-        if block >= self.host_blocks {
-            return Err(Error::invalid(format!("host block {block} is out of range")));
-        }
-        Ok(())
-    }
-
     fn launch(&self, f: &CudaFunction, work: u64, params: &mut [*mut c_void]) -> Result<()> {
         let shape = reference::Launch::for_work(work, self.sm_count);
         // SAFETY: the parameters match the kernel's signature and every address they lead to
@@ -724,8 +710,8 @@ impl Backend for CudaBackend {
     }
     fn submit_moves(&mut self, direction: Direction, moves: &[BlockMove]) -> Result<BatchId> {
         for m in moves {
-            self.check_gpu(m.gpu_block)?;
-            self.check_host(m.host_block)?;
+            self.check_gpu_block(m.gpu_block)?;
+            self.check_host_block(m.host_block)?;
         }
         self.bind()?;
         self.enqueue_moves(direction, moves)?;
@@ -733,7 +719,7 @@ impl Backend for CudaBackend {
     }
     fn submit_upload(&mut self, bytes: &[u8], blocks: &[u32]) -> Result<BatchId> {
         for &b in blocks {
-            self.check_gpu(b)?;
+            self.check_gpu_block(b)?;
         }
         let capacity = blocks.len() as u64 * self.layout.block_bytes();
         if bytes.len() as u64 > capacity {
@@ -749,8 +735,8 @@ impl Backend for CudaBackend {
     }
     fn submit_device_copies(&mut self, pairs: &[(u32, u32)]) -> Result<BatchId> {
         for &(a, b) in pairs {
-            self.check_gpu(a)?;
-            self.check_gpu(b)?;
+            self.check_gpu_block(a)?;
+            self.check_gpu_block(b)?;
         }
         self.bind()?;
         self.enqueue_device_copies(pairs)?;
@@ -797,7 +783,7 @@ impl Backend for CudaBackend {
         self.batches.get(&batch).map_or(std::ptr::null_mut(), |e| e.cu_event() as *mut c_void)
     }
     fn read_gpu_block(&mut self, block: u32, out: &mut [u8]) -> Result<()> {
-        self.check_gpu(block)?;
+        self.check_gpu_block(block)?;
         self.bind()?;
         for s in 0..self.layout.segments().len() {
             let off = self.layout.segment_offset(s) as usize;
@@ -821,7 +807,7 @@ impl Backend for CudaBackend {
         self.sync()
     }
     fn write_gpu_block(&mut self, block: u32, data: &[u8]) -> Result<()> {
-        self.check_gpu(block)?;
+        self.check_gpu_block(block)?;
         if data.len() as u64 > self.layout.block_bytes() {
             return Err(Error::invalid("data is larger than a block"));
         }
@@ -847,7 +833,7 @@ impl Backend for CudaBackend {
         self.sync()
     }
     fn read_host_block(&mut self, block: u32, out: &mut [u8]) -> Result<()> {
-        self.check_host(block)?;
+        self.check_host_block(block)?;
         let n = out.len().min(self.layout.block_bytes() as usize);
         // SAFETY: validated block id; n within the block.
         unsafe { std::ptr::copy(self.host_ptr(block), out.as_mut_ptr(), n) };

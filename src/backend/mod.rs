@@ -60,6 +60,21 @@ pub trait Backend: Send {
     /// Address of a host-tier block.
     fn host_block_addr(&self, block: u32) -> u64;
 
+    /// Refuses a GPU-tier block id outside the tier.
+    fn check_gpu_block(&self, block: u32) -> Result<()> {
+        if block >= self.gpu_layout().blocks() {
+            return Err(crate::Error::invalid(format!("GPU block {block} is out of range")));
+        }
+        Ok(())
+    }
+    /// Refuses a host-tier block id outside the tier.
+    fn check_host_block(&self, block: u32) -> Result<()> {
+        if block >= self.host_blocks() {
+            return Err(crate::Error::invalid(format!("host block {block} is out of range")));
+        }
+        Ok(())
+    }
+
     /// Starts copying a batch of blocks between the tiers, all segments, in one submission.
     fn submit_moves(&mut self, direction: Direction, moves: &[BlockMove]) -> Result<BatchId>;
     /// Starts writing `bytes` (e.g. adapter weights) into GPU `blocks`, filling each block's
