@@ -1,12 +1,14 @@
 //! `Cache`: the core, its backend and one lock, so that one cache can be shared by threads.
-//! Every method takes the lock for the duration of the call; a panic inside poisons the cache
-//! and later calls report `LIBRA_ERR_POISONED`.
+//! Every method takes the lock for the duration of the call, except `wait`, which releases it
+//! while it blocks; a panic inside poisons the cache and later calls report
+//! `LIBRA_ERR_POISONED`.
 use crate::backend::cpu::CpuBackend;
-use crate::backend::{cuda, Backend, Segment};
+use crate::backend::{cuda, deadline_after, Backend, Segment};
 use crate::cache::config::MAX_BLOCKS_PER_TIER;
 use crate::cache::{CacheConfig, CacheCore, Event, MatchResult, Readiness, Stats, StepReport};
 use crate::error::{Error, Result, Status};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
 
 /// Which backend moves the bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,10 +162,33 @@ impl Cache {
         let Inner { core, io } = &mut *g;
         core.poll(io.as_mut(), request)
     }
+    /// Blocks until the request's copies complete or `timeout_us` passes, with the lock
+    /// released while it blocks, so other threads keep using the cache meanwhile.
     pub fn wait(&self, request: u64, timeout_us: u64) -> Result<Readiness> {
-        let mut g = self.lock()?;
-        let Inner { core, io } = &mut *g;
-        core.wait(io.as_mut(), request, timeout_us)
+        let deadline = deadline_after(timeout_us);
+        loop {
+            let waiters = {
+                let mut g = self.lock()?;
+                let Inner { core, io } = &mut *g;
+                let readiness = core.poll(io.as_mut(), request)?;
+                if readiness != Readiness::Pending || Instant::now() >= deadline {
+                    return Ok(readiness);
+                }
+                let waiters = core.request_waiters(io.as_ref(), request)?;
+                if waiters.is_empty() {
+                    // Nothing completes these copies but a later call on this cache.
+                    return Ok(readiness);
+                }
+                waiters
+            };
+            // A copy that finishes lets the loop re-poll: the request may be released or
+            // aborted meanwhile by another thread, which poll then reports.
+            for w in &waiters {
+                if !w.wait_until(deadline) {
+                    break;
+                }
+            }
+        }
     }
     pub fn wait_event(&self, request: u64) -> Result<*mut std::ffi::c_void> {
         let g = self.lock()?;

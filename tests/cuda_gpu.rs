@@ -264,6 +264,33 @@ fn batch_events_order_another_stream() {
     }
 }
 
+/// A waiter outlives its batch's retirement: its event is not recycled for a later batch while
+/// the waiter holds it, and it reports completion without the backend.
+#[test]
+fn waiters_keep_their_event() {
+    if !gpu_or_skip("waiters_keep_their_event") {
+        return;
+    }
+    let bb = 64 * 1024;
+    let mut gpu = CudaBackend::new(bb, 16, 16, CudaOptions::from_env()).unwrap();
+    let moves: Vec<BlockMove> = (0..16).map(|i| BlockMove { gpu_block: i, host_block: i }).collect();
+    let first = gpu.submit_moves(Direction::GpuToHost, &moves).unwrap();
+    let held_event = gpu.batch_event(first);
+    let waiter = gpu.waiter(first).expect("a pending or finished CUDA batch has a waiter");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    assert!(waiter.wait_until(deadline), "the batch completes");
+    assert_eq!(gpu.poll(first), BatchState::Done);
+    gpu.retire(first);
+    assert!(gpu.waiter(first).is_none(), "a retired batch has nothing to wait for");
+    let second = gpu.submit_moves(Direction::HostToGpu, &moves).unwrap();
+    assert_ne!(gpu.batch_event(second), held_event, "an event still held by a waiter is not reused");
+    wait_done(&mut gpu, second);
+    drop(waiter);
+    let third = gpu.submit_moves(Direction::HostToGpu, &moves).unwrap();
+    assert!(!gpu.batch_event(third).is_null());
+    wait_done(&mut gpu, third);
+}
+
 #[test]
 fn empty_batches_complete_and_bad_ids_are_rejected() {
     if !gpu_or_skip("empty_batches_complete_and_bad_ids_are_rejected") {

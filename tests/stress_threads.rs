@@ -93,8 +93,13 @@ fn worker(cache: &Cache, id: u64, counts: &Counts, clock: &AtomicU64) {
         };
         counts.matches.fetch_add(1, Ordering::Relaxed);
         counts.hits.fetch_add(m.cached_tokens as u64, Ordering::Relaxed);
-        // Wait for the copies by polling (another thread completes them), as a scheduler would.
+        // Wait for the copies (another thread completes them), by polling as a scheduler would,
+        // or blocked in `wait`, which lets the other threads use the cache meanwhile.
         let mut state = if m.ready { Readiness::Ready } else { Readiness::Pending };
+        if state == Readiness::Pending && rng.below(2) == 0 {
+            state = cache.wait(m.request, 50_000).unwrap();
+            i += 1;
+        }
         for _ in 0..200 {
             if state != Readiness::Pending {
                 break;
@@ -240,6 +245,46 @@ fn eight_threads_share_one_cache() {
         });
         finish(&cache, &ctl, &counts, &format!("{policy:?} (Rust API)"));
     }
+}
+
+/// A thread blocked in `wait` leaves the cache to the other threads, and wakes when its copy
+/// lands: were the lock held, the calls below would block until the wait timed out.
+#[test]
+fn wait_lets_other_threads_in() {
+    let io = FaultyBackend::new(CpuBackend::new(BLOCK_BYTES, 64, 64).unwrap(), FaultPlan::default());
+    let ctl = io.control();
+    let cfg = CacheConfig { block_tokens: BT as u32, ..Default::default() };
+    let cache = Cache::with_backend(cfg, Box::new(io), "held".into()).unwrap();
+    cache.register_adapter(1, &weights(1), 8, 0).unwrap();
+    cache.register_adapter(2, &weights(2), 8, 0).unwrap();
+    ctl.set_hold(true);
+    let m = cache.match_prefix(1, 0, &tokens(1, 16), 1).unwrap();
+    assert!(!m.ready, "the adapter upload is held");
+    // A short wait on a held copy times out in all, not per copy.
+    assert_eq!(cache.wait(m.request, 2_000).unwrap(), Readiness::Pending);
+    let waiting = AtomicBool::new(true);
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| {
+            let r = cache.wait(m.request, 60_000_000).unwrap();
+            waiting.store(false, Ordering::SeqCst);
+            r
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        // Other threads' calls go through while the wait is blocked.
+        let other = cache.match_prefix(2, 0, &tokens(2, 16), 2).unwrap();
+        cache.stats().unwrap();
+        cache.step(3, 1, false).unwrap();
+        assert_eq!(cache.poll(m.request).unwrap(), Readiness::Pending);
+        assert!(waiting.load(Ordering::SeqCst), "nothing completed the copy yet");
+        for b in ctl.held() {
+            ctl.complete(b, true);
+        }
+        assert_eq!(waiter.join().unwrap(), Readiness::Ready);
+        assert_eq!(cache.wait(other.request, 1_000_000).unwrap(), Readiness::Ready);
+        cache.release(other.request, 4).unwrap();
+    });
+    cache.release(m.request, 5).unwrap();
+    cache.check_invariants().unwrap();
 }
 
 /// A handle shared by raw pointer, as C threads would share it.

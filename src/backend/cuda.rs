@@ -9,7 +9,9 @@
 pub mod kernels;
 
 use super::reference;
-use super::{Backend, BatchId, BatchState, BlockMove, Direction, Segment, TierLayout};
+use super::{
+    poll_until, Backend, BatchId, BatchState, BatchWaiter, BlockMove, Direction, Segment, TierLayout,
+};
 use crate::error::{Error, Result};
 use cudarc::driver::result as cu;
 use cudarc::driver::sys;
@@ -18,7 +20,7 @@ use std::collections::HashMap;
 use std::ffi::c_void;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 pub use kernels::{nvrtc_present, nvrtc_version};
 
@@ -258,6 +260,22 @@ enum KernelState {
     Unavailable(String),
 }
 
+/// Waits on one batch's event without the backend. An error counts as finished: the backend's
+/// `poll` reports it.
+struct EventWaiter {
+    ctx: Arc<CudaContext>,
+    event: Arc<CudaEvent>,
+}
+
+impl BatchWaiter for EventWaiter {
+    fn wait_until(&self, deadline: Instant) -> bool {
+        if self.ctx.bind_to_thread().is_err() {
+            return true;
+        }
+        poll_until(deadline, || self.event.try_is_complete().unwrap_or(true))
+    }
+}
+
 /// The CUDA backend.
 pub struct CudaBackend {
     ctx: Arc<CudaContext>,
@@ -277,8 +295,11 @@ pub struct CudaBackend {
     staging: StreamBuf,
     kernels: KernelState,
     next_batch: BatchId,
-    batches: HashMap<BatchId, CudaEvent>,
-    spare_events: Vec<CudaEvent>,
+    /// Shared with waiters, which wait on an event with the cache unlocked.
+    batches: HashMap<BatchId, Arc<CudaEvent>>,
+    /// Events of retired batches. Never destroyed before the backend, so a CUevent handed to an
+    /// engine stays a valid handle; reused only when no waiter still holds it.
+    spare_events: Vec<Arc<CudaEvent>>,
     /// Owned arena, when the GPU tier is not adopted. Declared last: freed after the rest.
     _arena: Option<DeviceBuf>,
 }
@@ -519,9 +540,10 @@ impl CudaBackend {
 
     /// Records a new batch's event after the work just enqueued.
     fn finish_batch(&mut self) -> Result<BatchId> {
-        let event = match self.spare_events.pop() {
-            Some(e) => e,
-            None => self.ctx.new_event(None).map_err(|e| dev_err("cuEventCreate", e))?,
+        let free_spare = self.spare_events.iter().position(|e| Arc::strong_count(e) == 1);
+        let event = match free_spare {
+            Some(i) => self.spare_events.swap_remove(i),
+            None => Arc::new(self.ctx.new_event(None).map_err(|e| dev_err("cuEventCreate", e))?),
         };
         event.record(&self.stream).map_err(|e| dev_err("cuEventRecord", e))?;
         let id = self.next_batch;
@@ -756,22 +778,13 @@ impl Backend for CudaBackend {
         }
     }
     fn wait(&mut self, batch: BatchId, timeout_us: u64) -> BatchState {
-        let start = Instant::now();
-        let timeout = Duration::from_micros(timeout_us);
-        let mut spins = 0u32;
-        loop {
-            let state = self.poll(batch);
-            if state != BatchState::Pending || start.elapsed() >= timeout {
-                return state;
-            }
-            // Spin briefly (swaps are usually short), then sleep so a long wait costs no CPU.
-            spins += 1;
-            if spins < 64 {
-                std::thread::yield_now();
-            } else {
-                std::thread::sleep(Duration::from_micros(20));
-            }
-        }
+        let deadline = super::deadline_after(timeout_us);
+        let mut state = BatchState::Pending;
+        poll_until(deadline, || {
+            state = self.poll(batch);
+            state != BatchState::Pending
+        });
+        state
     }
     fn retire(&mut self, batch: BatchId) {
         if let Some(event) = self.batches.remove(&batch) {
@@ -781,6 +794,10 @@ impl Backend for CudaBackend {
     }
     fn batch_event(&self, batch: BatchId) -> *mut c_void {
         self.batches.get(&batch).map_or(std::ptr::null_mut(), |e| e.cu_event() as *mut c_void)
+    }
+    fn waiter(&self, batch: BatchId) -> Option<Box<dyn BatchWaiter>> {
+        let event = self.batches.get(&batch)?.clone();
+        Some(Box::new(EventWaiter { ctx: self.ctx.clone(), event }))
     }
     fn read_gpu_block(&mut self, block: u32, out: &mut [u8]) -> Result<()> {
         self.check_gpu_block(block)?;

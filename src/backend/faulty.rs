@@ -5,10 +5,11 @@
 //!
 //! A failed batch never touches its destination, so a destination keeps whatever stale bytes it
 //! held: if the cache ever trusted a failed copy, the data checks in the tests would see it.
-use super::{Backend, BatchId, BatchState, BlockMove, Direction, TierLayout};
+use super::{Backend, BatchId, BatchState, BatchWaiter, BlockMove, Direction, TierLayout};
 use crate::error::{Error, Result};
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Instant;
 
 /// Which submissions fail, and how.
 #[derive(Debug, Clone, Default)]
@@ -87,17 +88,56 @@ impl Shared {
     }
 }
 
+/// The state shared by a backend, its controls and its waiters; `decided` wakes waiters when a
+/// held batch is decided.
+#[derive(Debug, Default)]
+struct SharedCell {
+    state: Mutex<Shared>,
+    decided: Condvar,
+}
+
+impl SharedCell {
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        // A test that panicked while holding it already failed; keep reading the counters.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Blocks until a held batch is decided.
+struct HeldWaiter {
+    shared: Arc<SharedCell>,
+    batch: BatchId,
+}
+
+impl BatchWaiter for HeldWaiter {
+    fn wait_until(&self, deadline: Instant) -> bool {
+        let mut s = self.shared.lock();
+        loop {
+            if !s.held.contains(&self.batch) || s.decisions.iter().any(|d| d.0 == self.batch) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            s = match self.shared.decided.wait_timeout(s, deadline - now) {
+                Ok((guard, _)) => guard,
+                Err(p) => p.into_inner().0,
+            };
+        }
+    }
+}
+
 /// A handle to a `FaultyBackend` that stays usable after the backend is boxed into a cache:
 /// it reads the counters, lists held batches and decides them.
 #[derive(Debug, Clone)]
 pub struct FaultControl {
-    shared: Arc<Mutex<Shared>>,
+    shared: Arc<SharedCell>,
 }
 
 impl FaultControl {
     fn lock(&self) -> MutexGuard<'_, Shared> {
-        // A test that panicked while holding it already failed; keep reading the counters.
-        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+        self.shared.lock()
     }
     pub fn counters(&self) -> FaultCounters {
         self.lock().counters
@@ -113,6 +153,7 @@ impl FaultControl {
         let mut s = self.lock();
         if s.held.contains(&batch) && !s.decisions.iter().any(|d| d.0 == batch) {
             s.decisions.push((batch, ok));
+            self.shared.decided.notify_all();
         }
     }
     /// Starts or stops holding new batches (held ones stay held until decided).
@@ -137,7 +178,7 @@ impl FaultControl {
 /// Wraps a backend and injects faults into its submissions and completions.
 pub struct FaultyBackend<B: Backend> {
     inner: B,
-    shared: Arc<Mutex<Shared>>,
+    shared: Arc<SharedCell>,
     batches: HashMap<BatchId, Slot>,
     next: BatchId,
 }
@@ -153,7 +194,8 @@ impl<B: Backend> FaultyBackend<B> {
             fail_completions: plan.fail_completions,
             ..Default::default()
         };
-        FaultyBackend { inner, shared: Arc::new(Mutex::new(shared)), batches: HashMap::new(), next: 1 }
+        let shared = Arc::new(SharedCell { state: Mutex::new(shared), decided: Condvar::new() });
+        FaultyBackend { inner, shared, batches: HashMap::new(), next: 1 }
     }
     pub fn control(&self) -> FaultControl {
         FaultControl { shared: self.shared.clone() }
@@ -166,7 +208,7 @@ impl<B: Backend> FaultyBackend<B> {
     }
 
     fn lock(&self) -> MutexGuard<'_, Shared> {
-        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+        self.shared.lock()
     }
 
     fn run(&mut self, work: &Work) -> Result<BatchId> {
@@ -218,7 +260,7 @@ impl<B: Backend> FaultyBackend<B> {
 
     fn submit(&mut self, work: Work) -> Result<BatchId> {
         let (number, refuse, fail_later, hold) = {
-            let mut s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+            let mut s = self.lock();
             let number = s.counters.submissions;
             s.counters.submissions += 1;
             let rate = s.submit_fail_rate;
@@ -340,6 +382,13 @@ impl<B: Backend> Backend for FaultyBackend<B> {
         match self.batches.get(&batch) {
             Some(&Slot::Inner(b)) => self.inner.batch_event(b),
             _ => std::ptr::null_mut(),
+        }
+    }
+    fn waiter(&self, batch: BatchId) -> Option<Box<dyn BatchWaiter>> {
+        match self.batches.get(&batch)? {
+            &Slot::Inner(b) => self.inner.waiter(b),
+            Slot::Held(..) => Some(Box::new(HeldWaiter { shared: self.shared.clone(), batch })),
+            Slot::Failed(_) => None,
         }
     }
     fn read_gpu_block(&mut self, block: u32, out: &mut [u8]) -> Result<()> {

@@ -11,6 +11,7 @@ pub mod reference;
 
 use crate::error::Result;
 pub use layout::{Segment, TierLayout};
+use std::time::{Duration, Instant};
 
 /// Which way a batch copies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -38,6 +39,40 @@ pub enum BatchState {
     Done,
     /// The copy failed; the destination holds no valid data, the source is untouched.
     Failed(String),
+}
+
+/// Blocks until one batch may have finished. The backend's `poll` gives the verdict after.
+pub trait BatchWaiter: Send {
+    /// Returns true when the batch may have finished, false when `deadline` passed first.
+    fn wait_until(&self, deadline: Instant) -> bool;
+}
+
+/// Calls `finished` until it returns true or `deadline` passes (then false): spins briefly,
+/// since swaps are usually short, then sleeps so a long wait costs no CPU.
+pub(crate) fn poll_until(deadline: Instant, mut finished: impl FnMut() -> bool) -> bool {
+    let mut spins = 0u32;
+    loop {
+        if finished() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        spins += 1;
+        if spins < 64 {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(Duration::from_micros(20));
+        }
+    }
+}
+
+/// `timeout_us` from now, saturating far in the future instead of overflowing.
+pub(crate) fn deadline_after(timeout_us: u64) -> Instant {
+    let now = Instant::now();
+    now.checked_add(Duration::from_micros(timeout_us))
+        .or_else(|| now.checked_add(Duration::from_secs(1 << 32)))
+        .unwrap_or(now)
 }
 
 /// Moves bytes. Implementations: `cpu` (host memory stands in for both tiers) and `cuda`.
@@ -91,6 +126,12 @@ pub trait Backend: Send {
     /// A handle an engine's stream can wait on (a CUevent under CUDA), or NULL.
     fn batch_event(&self, _batch: BatchId) -> *mut std::ffi::c_void {
         std::ptr::null_mut()
+    }
+    /// Something that blocks until `batch` may have finished without borrowing the backend, so
+    /// a cache can wait with its lock released. None when waiting cannot help: the batch has
+    /// already finished (or is unknown), or the backend completes batches only when called.
+    fn waiter(&self, _batch: BatchId) -> Option<Box<dyn BatchWaiter>> {
+        None
     }
 
     /// Reads a GPU block's logical bytes into `out` (tests, checksums). Synchronous.

@@ -8,7 +8,7 @@ use super::keyhash::PrefixHasher;
 use super::policy::PolicyKind;
 use super::pool::BlockPool;
 use super::tree::{Kind, Residency, Tree, NONE, ROOT};
-use crate::backend::{Backend, BatchId};
+use crate::backend::{Backend, BatchId, BatchWaiter};
 use crate::error::{Error, Result, Status};
 use std::collections::{HashMap, HashSet};
 
@@ -782,14 +782,24 @@ impl CacheCore {
         })
     }
 
-    /// Blocks (in the backend) until the request's copies complete or `timeout_us` passes.
+    /// Blocks (in the backend) until the request's copies complete or `timeout_us` passes, in
+    /// all (not per copy).
     pub fn wait(&mut self, io: &mut dyn Backend, request: u64, timeout_us: u64) -> Result<Readiness> {
         let slot = self.request_slot(request)?;
+        let deadline = crate::backend::deadline_after(timeout_us);
         let batches: Vec<BatchId> = self.req(slot).waits.iter().copied().collect();
         for b in batches {
-            io.wait(b, timeout_us);
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            io.wait(b, left.as_micros().min(u64::MAX as u128) as u64);
         }
         self.poll(io, request)
+    }
+
+    /// Waiters for the copies a request still waits on, for waiting without the core borrowed.
+    /// Empty when none can help (see `Backend::waiter`).
+    pub fn request_waiters(&self, io: &dyn Backend, request: u64) -> Result<Vec<Box<dyn BatchWaiter>>> {
+        let slot = self.request_slot(request)?;
+        Ok(self.req(slot).waits.iter().filter_map(|&b| io.waiter(b)).collect())
     }
 
     /// A handle (CUevent under CUDA) the engine's stream can wait on, or NULL when ready.

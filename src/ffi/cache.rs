@@ -631,9 +631,11 @@ pub extern "C" fn libra_cache_poll(
     })
 }
 
-/// Blocks the calling thread until the request's copies complete or `timeout_us` passes;
-/// `*out` receives the readiness then (LIBRA_PENDING after a timeout). Holds the cache's lock
-/// while waiting: prefer `libra_cache_wait_event` on a GPU. Thread-safe.
+/// Blocks the calling thread until the request's copies complete or `timeout_us` passes in
+/// all; `*out` receives the readiness then (LIBRA_PENDING after a timeout). The cache's lock is
+/// released while the thread blocks, so other threads keep calling the cache. Returns at once
+/// with LIBRA_PENDING when nothing but a later call could complete the copies. On a GPU,
+/// `libra_cache_wait_event` avoids blocking the CPU at all. Thread-safe.
 #[no_mangle]
 pub extern "C" fn libra_cache_wait(
     cache: *const libra_cache,
@@ -655,8 +657,9 @@ pub extern "C" fn libra_cache_wait(
 
 /// `*event_out` receives a CUevent (as void *) that the engine's stream can wait on before
 /// using the request's blocks, or NULL when nothing is pending or the backend has no events
-/// (CPU). The event is owned by the cache and valid until the request is released.
-/// Thread-safe.
+/// (CPU). The event is owned by the cache and stays a valid CUevent until the cache is freed;
+/// once the request's copies have completed the cache may record later copies on it, so make
+/// the stream wait on it right away rather than keeping it. Thread-safe.
 #[no_mangle]
 pub extern "C" fn libra_cache_wait_event(
     cache: *const libra_cache,
