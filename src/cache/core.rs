@@ -808,7 +808,7 @@ impl CacheCore {
         Ok(self.req(slot).waits.iter().max().map(|&b| io.batch_event(b)).unwrap_or(std::ptr::null_mut()))
     }
 
-    /// Counters and gauges, recomputed where cheap.
+    /// Counters and gauges; O(adapters), independent of the tree's size.
     pub fn stats(&self) -> Stats {
         let mut s = self.stats.clone();
         s.gpu_blocks_total = self.gpu.capacity();
@@ -818,25 +818,10 @@ impl CacheCore {
         s.inflight_batches = self.inflight.len() as u32;
         s.events_dropped = self.events.dropped();
         s.adapters_resident = self.resident_adapters() as u32;
-        let (mut gpu, mut host, mut invalid) = (0, 0, 0);
-        for id in self.tree.live_ids() {
-            let n = self.tree.node(id);
-            if n.kind != Kind::Kv {
-                continue;
-            }
-            if n.residency.gpu_side() {
-                gpu += 1;
-                let a = self.adapter(n.adapter).node;
-                if !self.tree.node(a).residency.gpu_side() {
-                    invalid += 1;
-                }
-            } else if n.residency == Residency::Host {
-                host += 1;
-            }
-        }
-        s.kv_nodes_gpu = gpu;
-        s.kv_nodes_host = host;
-        s.invalid_kv_blocks = invalid;
+        let kv = self.tree.kv_counts();
+        s.kv_nodes_gpu = kv.gpu;
+        s.kv_nodes_host = kv.host;
+        s.invalid_kv_blocks = kv.invalid;
         s
     }
 

@@ -94,6 +94,18 @@ pub enum CandidateOrder {
     Value { time_unit_us: f64 },
 }
 
+/// KV gauges kept in step with every residency change, so reading them costs nothing under the
+/// cache's lock however large the tree.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KvCounts {
+    /// KV nodes holding or receiving a GPU block.
+    pub gpu: u64,
+    /// KV nodes whose only copy is on the host tier.
+    pub host: u64,
+    /// GPU-side KV nodes whose adapter is not GPU-side (only the uncoupled vLLM baseline).
+    pub invalid: u64,
+}
+
 /// The tree arena, the prefix index and the candidate sets.
 pub struct Tree {
     nodes: Vec<Node>,
@@ -105,6 +117,11 @@ pub struct Tree {
     /// Host nodes with no children at all: the only ones host pruning may delete.
     host_leaves: BTreeSet<Candidate>,
     order: CandidateOrder,
+    counts: KvCounts,
+    /// Per adapter slot: its node, and its GPU-side KV nodes (to update `counts.invalid` when
+    /// the adapter itself moves).
+    adapter_nodes: Vec<u32>,
+    gpu_kv_per_adapter: Vec<u64>,
 }
 
 impl Tree {
@@ -132,6 +149,54 @@ impl Tree {
             gpu_leaves: BTreeSet::new(),
             host_leaves: BTreeSet::new(),
             order,
+            counts: KvCounts::default(),
+            adapter_nodes: Vec::new(),
+            gpu_kv_per_adapter: Vec::new(),
+        }
+    }
+
+    pub fn kv_counts(&self) -> KvCounts {
+        self.counts
+    }
+
+    fn adapter_gpu_side(&self, slot: u32) -> bool {
+        let node = self.adapter_nodes[slot as usize];
+        node != NONE && self.nodes[node as usize].residency.gpu_side()
+    }
+
+    /// Updates `counts` for node `id` going from `before` to `after` (Absent for a node being
+    /// created or deleted).
+    fn count_move(&mut self, id: u32, before: Residency, after: Residency) {
+        let n = &self.nodes[id as usize];
+        let (kind, slot) = (n.kind, n.adapter);
+        match kind {
+            Kind::Kv => {
+                let (was, is) = (before.gpu_side(), after.gpu_side());
+                if was != is {
+                    let invalid = !self.adapter_gpu_side(slot);
+                    let per = &mut self.gpu_kv_per_adapter[slot as usize];
+                    if is {
+                        *per += 1;
+                        self.counts.gpu += 1;
+                        self.counts.invalid += invalid as u64;
+                    } else {
+                        *per -= 1;
+                        self.counts.gpu -= 1;
+                        self.counts.invalid -= invalid as u64;
+                    }
+                }
+                self.counts.host += (after == Residency::Host) as u64;
+                self.counts.host -= (before == Residency::Host) as u64;
+            }
+            Kind::Adapter if before.gpu_side() != after.gpu_side() => {
+                let kv = self.gpu_kv_per_adapter[slot as usize];
+                if after.gpu_side() {
+                    self.counts.invalid -= kv;
+                } else {
+                    self.counts.invalid += kv;
+                }
+            }
+            _ => {}
         }
     }
 
@@ -236,6 +301,13 @@ impl Tree {
             listed: 0,
         });
         self.node_mut(ROOT).children += 1;
+        let i = slot as usize;
+        if self.adapter_nodes.len() <= i {
+            self.adapter_nodes.resize(i + 1, NONE);
+            self.gpu_kv_per_adapter.resize(i + 1, 0);
+        }
+        self.adapter_nodes[i] = id;
+        debug_assert_eq!(self.gpu_kv_per_adapter[i], 0, "a reused adapter slot starts empty");
         id
     }
 
@@ -261,6 +333,7 @@ impl Tree {
         });
         let nodes = &self.nodes;
         self.index.insert_unique(key as u64, id, |&n| nodes[n as usize].key as u64);
+        self.count_move(id, Residency::Absent, Residency::Gpu);
         let p = self.node_mut(parent);
         p.children += 1;
         p.gpu_children += 1;
@@ -274,6 +347,10 @@ impl Tree {
         let n = self.node(id).clone();
         assert!(n.children == 0 && n.kind != Kind::Root && n.kind != Kind::Vacant, "remove of a non-leaf");
         self.unlist(id);
+        self.count_move(id, n.residency, Residency::Absent);
+        if n.kind == Kind::Adapter {
+            self.adapter_nodes[n.adapter as usize] = NONE;
+        }
         if n.kind == Kind::Kv {
             let nodes = &self.nodes;
             if let Ok(entry) = self.index.find_entry(n.key as u64, |&x| nodes[x as usize].key == n.key) {
@@ -296,8 +373,10 @@ impl Tree {
     /// Changes residency and blocks, keeping the parent's GPU-child count and the candidate
     /// sets in step.
     pub fn set_residency(&mut self, id: u32, residency: Residency, gpu_block: u32, host_block: u32) {
-        let before = self.node(id).residency.gpu_side();
+        let old = self.node(id).residency;
+        let before = old.gpu_side();
         self.unlist(id);
+        self.count_move(id, old, residency);
         {
             let n = self.node_mut(id);
             n.residency = residency;
@@ -442,7 +521,29 @@ impl Tree {
         if self.index.len() != self.live_ids().filter(|&i| self.node(i).kind == Kind::Kv).count() {
             return Err("index size differs from the number of KV nodes".into());
         }
+        let recount = self.recount();
+        if recount != self.counts {
+            return Err(format!("KV gauges are stale: kept {:?}, counted {recount:?}", self.counts));
+        }
         Ok(())
+    }
+
+    /// The KV gauges counted from scratch.
+    fn recount(&self) -> KvCounts {
+        let mut c = KvCounts::default();
+        for id in self.live_ids() {
+            let n = self.node(id);
+            if n.kind != Kind::Kv {
+                continue;
+            }
+            if n.residency.gpu_side() {
+                c.gpu += 1;
+                c.invalid += !self.adapter_gpu_side(n.adapter) as u64;
+            } else if n.residency == Residency::Host {
+                c.host += 1;
+            }
+        }
+        c
     }
 }
 
