@@ -371,7 +371,9 @@ static void test_schedule(void) {
     CHECK(s == NULL);
     CHECK_STATUS(libra_schedule_new(net, LIBRA_COLLECTIVE_ALL_REDUCE, 0, NULL, 0, NULL, &s), LIBRA_ERR_INVALID_ARGUMENT);
     CHECK_STATUS(libra_schedule_new(net, LIBRA_COLLECTIVE_NONE, 10, NULL, 0, NULL, &s), LIBRA_ERR_INVALID_ARGUMENT);
+    /* An all-to-all moves equal blocks: 10 elements do not split over 24 ranks. */
     CHECK_STATUS(libra_schedule_new(net, LIBRA_COLLECTIVE_ALL_TO_ALL, 10, NULL, 0, NULL, &s), LIBRA_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(libra_last_error_message(), "count") != NULL);
     cfg.policy = 9;
     CHECK_STATUS(libra_schedule_new(net, LIBRA_COLLECTIVE_ALL_REDUCE, 10, NULL, 0, &cfg, &s), LIBRA_ERR_INVALID_ARGUMENT);
     cfg = libra_schedule_config_default();
@@ -388,9 +390,48 @@ static void test_schedule(void) {
     libra_network_free(net);
 }
 
+/* An all-to-all of 5-element blocks over both dimensions: rank r ends with block j of rank j's
+ * input block r; every step is an all-to-all step whose range lies within one block. */
+static void test_all_to_all(void) {
+    libra_network *net = two_dim_network(25.0, 200.0);
+    libra_schedule *s = NULL;
+    libra_schedule_config cfg = libra_schedule_config_default();
+    libra_step st;
+    size_t steps = 0, i, r, j, off = 0, cnt = 0;
+    enum { RANKS = 24, BLOCK = 5, COUNT = RANKS * BLOCK };
+    double *bufs[RANKS];
+
+    cfg.chunks = 3;
+    CHECK_OK(libra_schedule_new(net, LIBRA_COLLECTIVE_ALL_TO_ALL, COUNT, NULL, 0, &cfg, &s));
+    CHECK_OK(libra_schedule_num_steps(s, &steps));
+    CHECK(steps == 3 * 2);
+    memset(&st, 0, sizeof st);
+    st.struct_size = sizeof st;
+    for (i = 0; i < steps; i++) {
+        CHECK_OK(libra_schedule_step(s, i, &st));
+        CHECK(st.op == LIBRA_STEP_ALL_TO_ALL && st.bytes > 0.0);
+        CHECK(st.chunk_offset + st.chunk_count <= BLOCK);
+        CHECK_OK(libra_schedule_step_segment(s, i, 7, &off, &cnt));
+        CHECK(off == st.chunk_offset && cnt == st.chunk_count);
+    }
+    for (r = 0; r < RANKS; r++) {
+        bufs[r] = (double *)malloc(COUNT * sizeof(double));
+        CHECK(bufs[r] != NULL);
+        for (i = 0; i < COUNT; i++) bufs[r][i] = (double)(r * 1000 + i);
+    }
+    CHECK_OK(libra_schedule_execute_f64(s, bufs, RANKS, COUNT));
+    for (r = 0; r < RANKS; r++)
+        for (j = 0; j < RANKS; j++)
+            for (i = 0; i < BLOCK; i++) CHECK(bufs[r][j * BLOCK + i] == (double)(j * 1000 + r * BLOCK + i));
+    for (r = 0; r < RANKS; r++) free(bufs[r]);
+    libra_schedule_free(s);
+    libra_network_free(net);
+}
+
 int main(void) {
     test_network();
     test_workload_and_optimizer();
     test_schedule();
+    test_all_to_all();
     PASS();
 }

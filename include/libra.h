@@ -613,7 +613,8 @@ typedef struct libra_step {
    */
   double bytes;
   /**
-   * The chunk's element range.
+   * The chunk's element range; for an all-to-all, its range within each of the
+   * communicator's equal blocks.
    */
   size_t chunk_offset;
   size_t chunk_count;
@@ -699,6 +700,15 @@ typedef struct libra_step {
 #define LIBRA_STEP_REDUCE_SCATTER 0
 
 #define LIBRA_STEP_ALL_GATHER 1
+
+/**
+ * Every group along the step's dimension exchanges the chunk's range of every block: a rank
+ * with coordinate `a` sends block position `p` to the peer whose coordinate is `p`'s along
+ * the dimension, which stores it at `p` with that coordinate replaced by `a` (positions are
+ * numbered like ranks). After every dimension, block `j` of rank `r` holds what block `r` of
+ * rank `j` held.
+ */
+#define LIBRA_STEP_ALL_TO_ALL 2
 
 /**
  * [ring, fully-connected, switch] of [16, 8, 32] NPUs.
@@ -1188,8 +1198,9 @@ enum libra_status libra_optimize(const struct libra_network *network,
 struct libra_schedule_config libra_schedule_config_default(void);
 
 /**
- * Schedules a collective `kind` (all-reduce, reduce-scatter or all-gather) of `count`
- * elements per rank over the communicator `groups` (`num_groups` = the network's dimension
+ * Schedules a collective `kind` (all-reduce, reduce-scatter, all-gather, or all-to-all, whose
+ * `count` must be a multiple of the communicator's rank count) of `count` elements per rank
+ * over the communicator `groups` (`num_groups` = the network's dimension
  * count, -1 or 1 = not involved; NULL = every NPU) on `network`. `config` may be NULL for the
  * defaults. Ranks of the communicator are numbered mixed-radix over the group sizes, dimension
  * 0 fastest. `*out` is freed with libra_schedule_free(). Thread-safe on a const network.
@@ -1268,7 +1279,8 @@ enum libra_status libra_schedule_step_dep(const struct libra_schedule *schedule,
  * Writes the element range (`*offset`, `*count`) that `rank` passes to step `index`: the
  * reduce-scatter's input or the all-gather's output. The rank's own part of it is part
  * `coordinate along step.dim` of `step.group` parts, the first `count % group` parts one
- * element longer. Thread-safe on a const schedule.
+ * element longer. For an all-to-all step: the range within each block that the step moves
+ * (see LIBRA_STEP_ALL_TO_ALL), the same for every rank. Thread-safe on a const schedule.
  *
  * # Safety
  * `schedule` valid or NULL; `offset` and `count` writable or NULL.

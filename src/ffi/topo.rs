@@ -73,6 +73,12 @@ pub const LIBRA_POLICY_THEMIS: libra_policy = 1;
 pub type libra_step_op = i32;
 pub const LIBRA_STEP_REDUCE_SCATTER: libra_step_op = 0;
 pub const LIBRA_STEP_ALL_GATHER: libra_step_op = 1;
+/// Every group along the step's dimension exchanges the chunk's range of every block: a rank
+/// with coordinate `a` sends block position `p` to the peer whose coordinate is `p`'s along
+/// the dimension, which stores it at `p` with that coordinate replaced by `a` (positions are
+/// numbered like ranks). After every dimension, block `j` of rank `r` holds what block `r` of
+/// rank `j` held.
+pub const LIBRA_STEP_ALL_TO_ALL: libra_step_op = 2;
 
 /// Preset networks: one of the LIBRA_NETWORK_PRESET_* constants.
 pub type libra_network_preset = i32;
@@ -201,7 +207,8 @@ pub struct libra_step {
     pub group: u32,
     /// Bytes each rank sends.
     pub bytes: f64,
-    /// The chunk's element range.
+    /// The chunk's element range; for an all-to-all, its range within each of the
+    /// communicator's equal blocks.
     pub chunk_offset: usize,
     pub chunk_count: usize,
     /// Earlier steps this one waits for (see libra_schedule_step_dep()), besides the previous
@@ -833,8 +840,9 @@ pub extern "C" fn libra_schedule_config_default() -> libra_schedule_config {
     }
 }
 
-/// Schedules a collective `kind` (all-reduce, reduce-scatter or all-gather) of `count`
-/// elements per rank over the communicator `groups` (`num_groups` = the network's dimension
+/// Schedules a collective `kind` (all-reduce, reduce-scatter, all-gather, or all-to-all, whose
+/// `count` must be a multiple of the communicator's rank count) of `count` elements per rank
+/// over the communicator `groups` (`num_groups` = the network's dimension
 /// count, -1 or 1 = not involved; NULL = every NPU) on `network`. `config` may be NULL for the
 /// defaults. Ranks of the communicator are numbered mixed-radix over the group sizes, dimension
 /// 0 fastest. `*out` is freed with libra_schedule_free(). Thread-safe on a const network.
@@ -979,6 +987,7 @@ pub unsafe extern "C" fn libra_schedule_step(
             op: match st.op {
                 StepOp::ReduceScatter => LIBRA_STEP_REDUCE_SCATTER,
                 StepOp::AllGather => LIBRA_STEP_ALL_GATHER,
+                StepOp::AllToAll => LIBRA_STEP_ALL_TO_ALL,
             },
             group: st.group,
             bytes: st.bytes,
@@ -1019,7 +1028,8 @@ pub unsafe extern "C" fn libra_schedule_step_dep(
 /// Writes the element range (`*offset`, `*count`) that `rank` passes to step `index`: the
 /// reduce-scatter's input or the all-gather's output. The rank's own part of it is part
 /// `coordinate along step.dim` of `step.group` parts, the first `count % group` parts one
-/// element longer. Thread-safe on a const schedule.
+/// element longer. For an all-to-all step: the range within each block that the step moves
+/// (see LIBRA_STEP_ALL_TO_ALL), the same for every rank. Thread-safe on a const schedule.
 ///
 /// # Safety
 /// `schedule` valid or NULL; `offset` and `count` writable or NULL.

@@ -7,6 +7,16 @@
 //! chunk; `themis` picks, chunk by chunk, the order that keeps the accumulated per-dimension
 //! load (latency steps plus bytes over bandwidth) most balanced, so no dimension idles.
 //!
+//! An all-to-all sends block `j` of every rank's buffer (`count / ranks` elements) to rank `j`.
+//! It crosses each involved dimension once, as a transpose along that dimension: position `p`
+//! of a rank with coordinate `a` goes to the peer whose coordinate is `p`'s along the
+//! dimension, into the position whose coordinate there becomes `a`. After every dimension,
+//! rank `r`'s block `j` holds rank `j`'s block `r`. The volume does not shrink between stages,
+//! so every order loads the dimensions alike and ordering can only shorten the pipeline's fill
+//! and drain: `themis` picks, chunk by chunk, the order that finishes the chunk earliest given
+//! when each dimension frees up (on uniform or strictly layered networks that is the ascending
+//! order, and both policies agree).
+//!
 //! Ranks of the communicator are numbered mixed-radix over the group sizes, dimension 0
 //! fastest. Uneven sizes are split as evenly as possible: part `i` of `L` elements over `g`
 //! gets `L / g` elements plus one if `i < L % g`.
@@ -34,6 +44,8 @@ pub enum Policy {
 pub enum StepOp {
     ReduceScatter,
     AllGather,
+    /// Transpose along the step's dimension of the chunk's range of every block.
+    AllToAll,
 }
 
 /// Scheduling parameters.
@@ -65,7 +77,8 @@ pub struct Step {
     pub group: u32,
     /// Bytes each rank sends in this step.
     pub bytes: f64,
-    /// The chunk's range in the buffer (elements).
+    /// The chunk's range in the buffer (elements); for an all-to-all, its range within each of
+    /// the `ranks` blocks.
     pub chunk_offset: usize,
     pub chunk_count: usize,
     /// Indices of earlier steps this one waits for (besides the previous step on `dim`).
@@ -86,7 +99,7 @@ pub struct Schedule {
     pub steps: Vec<Step>,
     /// Per chunk: the split order `π` (reduce-scatter order; all-gather runs it reversed).
     pub orders: Vec<Vec<usize>>,
-    /// Per chunk: (offset, count).
+    /// Per chunk: (offset, count); for an all-to-all, within each block.
     pub chunks: Vec<(usize, usize)>,
     /// Predicted completion time in ns.
     pub finish_time: f64,
@@ -116,13 +129,15 @@ impl Schedule {
             None => net.dims().iter().map(|d| d.size).collect(),
         };
         crate::topo::workload::Collective::new(kind, 0.0, groups.clone()).validate(net, "collective")?;
-        if kind == CollectiveKind::AllToAll {
-            return Err(Error::invalid(
-                "`kind`: all-to-all is not scheduled; use all-reduce, reduce-scatter or all-gather",
-            ));
-        }
         if count == 0 {
             return Err(Error::invalid("`count` is 0"));
+        }
+        let ranks: usize = groups.iter().map(|&g| g as usize).product();
+        let all_to_all = kind == CollectiveKind::AllToAll;
+        if all_to_all && count % ranks != 0 {
+            return Err(Error::invalid(format!(
+                "`count` is {count}: an all-to-all needs a multiple of the communicator's {ranks} ranks"
+            )));
         }
         if cfg.chunks == 0 {
             return Err(Error::invalid("`config.chunks` is 0"));
@@ -136,8 +151,10 @@ impl Schedule {
         }
         let d = net.num_dims();
         let active: Vec<usize> = (0..d).filter(|&k| groups[k] > 1).collect();
-        let nchunks = cfg.chunks.min(count);
-        let chunks: Vec<(usize, usize)> = (0..nchunks).map(|c| split_part(count, nchunks, c)).collect();
+        // Chunks split the buffer, or for an all-to-all each block alike.
+        let (span, blocks) = if all_to_all { (count / ranks, ranks) } else { (count, 1) };
+        let nchunks = cfg.chunks.min(span);
+        let chunks: Vec<(usize, usize)> = (0..nchunks).map(|c| split_part(span, nchunks, c)).collect();
         let es = cfg.elem_size as f64;
         // Per-step cost on dimension k for a segment of `len` elements (one pass).
         let step_cost = |k: usize, len: f64| -> (f64, f64) {
@@ -150,24 +167,33 @@ impl Schedule {
         let passes: &[StepOp] = match kind {
             CollectiveKind::AllReduce => &[StepOp::ReduceScatter, StepOp::AllGather],
             CollectiveKind::ReduceScatter => &[StepOp::ReduceScatter],
-            _ => &[StepOp::AllGather],
+            CollectiveKind::AllGather => &[StepOp::AllGather],
+            CollectiveKind::AllToAll => &[StepOp::AllToAll],
         };
+        // Elements a rank holds of a chunk before the split on dimension `k`.
+        let shrink = |k: usize| if all_to_all { 1.0 } else { groups[k] as f64 };
         // Load each order adds per dimension for a chunk of `len` elements.
         let order_load = |order: &[usize], len: f64| -> Vec<f64> {
             let mut add = vec![0.0; d];
             let mut l = len;
             for &k in order {
                 add[k] += passes.len() as f64 * step_cost(k, l).1;
-                l /= groups[k] as f64;
+                l /= shrink(k);
             }
             add
         };
         let perms = permutations(&active);
         let mut load = vec![0.0; d];
+        // When each dimension frees up, as chunks are placed (all-to-all under themis).
+        let mut free = vec![0.0; d];
         let mut orders = Vec::with_capacity(nchunks);
         for &(_, len) in &chunks {
+            let len = len * blocks;
             let order = match cfg.policy {
                 Policy::Baseline => active.clone(),
+                Policy::Themis if all_to_all => {
+                    earliest_finish(&perms, &mut free, |k| step_cost(k, len as f64).1)
+                }
                 Policy::Themis => {
                     let mut best: Option<(f64, f64, &Vec<usize>)> = None;
                     for p in &perms {
@@ -200,12 +226,15 @@ impl Schedule {
             .zip(&orders)
             .map(|(&(_, len), order)| {
                 let mut full = Vec::with_capacity(order.len());
-                let mut l = len as f64;
+                let mut l = (len * blocks) as f64;
                 for &k in order {
                     full.push(l);
-                    l /= groups[k] as f64;
+                    l /= shrink(k);
                 }
                 let mut st = Vec::new();
+                if all_to_all {
+                    st.extend(order.iter().zip(&full).map(|(&k, &l)| (k, StepOp::AllToAll, l)));
+                }
                 if passes.contains(&StepOp::ReduceScatter) {
                     st.extend(order.iter().zip(&full).map(|(&k, &l)| (k, StepOp::ReduceScatter, l)));
                 }
@@ -285,9 +314,13 @@ impl Schedule {
 
     /// The segment (offset, count) of `rank` that step `step` works on: the reduce-scatter's
     /// input, or the all-gather's output. The rank's own part of it is
-    /// `split_part(count, group, coord(rank, dim))`.
+    /// `split_part(count, group, coord(rank, dim))`. For an all-to-all step: the chunk's range
+    /// within each of the `ranks()` blocks (the same for every rank).
     pub fn segment(&self, step: usize, rank: usize) -> (usize, usize) {
         let s = &self.steps[step];
+        if s.op == StepOp::AllToAll {
+            return self.chunks[s.chunk];
+        }
         let (mut off, mut len) = self.chunks[s.chunk];
         for &k in self.orders[s.chunk].iter().take_while(|&&k| k != s.dim) {
             let (o, l) = split_part(len, self.groups[k] as usize, self.coord(rank, k));
@@ -319,6 +352,36 @@ impl Schedule {
             1.0
         }
     }
+}
+
+/// The order among `perms` that finishes a chunk earliest when its stage on dimension `k` takes
+/// `dur(k)` and dimension `k` is free from `free[k]` (ties: the one that leaves the dimensions
+/// free earliest in sum, then the first); updates `free` with it.
+fn earliest_finish(perms: &[Vec<usize>], free: &mut [f64], dur: impl Fn(usize) -> f64) -> Vec<usize> {
+    let place = |order: &[usize], free: &mut [f64]| -> f64 {
+        let mut t = 0.0f64;
+        for &k in order {
+            t = t.max(free[k]) + dur(k);
+            free[k] = t;
+        }
+        t
+    };
+    let mut best: Option<(f64, f64, &Vec<usize>)> = None;
+    for p in perms {
+        let mut trial = free.to_vec();
+        let finish = place(p, &mut trial);
+        let sum: f64 = trial.iter().sum();
+        let better = match best {
+            None => true,
+            Some((bf, bs, _)) => finish < bf * (1.0 - 1e-12) || (finish <= bf * (1.0 + 1e-12) && sum < bs),
+        };
+        if better {
+            best = Some((finish, sum, p));
+        }
+    }
+    let order = best.map(|b| b.2.clone()).unwrap_or_default();
+    place(&order, free);
+    order
 }
 
 trait PickExt {
