@@ -19,7 +19,8 @@ Workload
   --scenario LIST      chatbot, translation, agent, many-adapters, or all [all]
                        chatbot: 50 adapters, Zipf 1.0, follow-up p=0.5, 256-token persona prompt
                        translation: 768-token few-shot instruction per adapter, single turns
-                       agent: 1536-token tool descriptions, follow-up p=0.8, 2 s think time
+                       agent: 1536-token tool descriptions, follow-up p=0.8, 8 s mean think
+                       time (at least 2 trace s)
                        many-adapters: chatbot with 1000 adapters, Zipf 0.9
   --trace PATH         Azure LLM trace CSV [data/traces/azure_llm_2023_conv.csv]
   --start S            trace window start, seconds [0]
@@ -33,6 +34,14 @@ Workload
   --zipf S             Zipf exponent of adapter popularity [scenario]
   --ranks LIST         adapter ranks, assigned round-robin [32,64]
   --follow P           probability that a request continues an open conversation [scenario]
+  --followup-pick M    which open conversation a follow-up continues [think-time]
+                       think-time: after each turn the user leaves (p = 1 - follow-up p) or
+                       comes back after a log-normal think time (sigma 1); an arrival is the
+                       user whose think time ended first, or a new one when nobody is due
+                       uniform: a follow-up (probability --follow) continues any open
+                       conversation, uniformly (idle time says nothing)
+  --think-mean S       think-time: mean time between a turn and the user's next, served
+                       seconds, not scaled by --rate-mult [30; agent 8]
   --think S            shortest time between turns of a conversation, trace seconds [scenario]
   --session-timeout S  a conversation idle this long ends, trace seconds [scenario]
   --system-tokens N    shared system-prompt tokens per adapter [scenario]
@@ -79,6 +88,8 @@ struct Args {
     ranks: Option<Vec<u32>>,
     follow: Option<f64>,
     think: Option<f64>,
+    followup_pick: Option<sim::FollowupPick>,
+    think_mean: Option<f64>,
     session_timeout: Option<f64>,
     system_tokens: Option<u32>,
     max_context: Option<u32>,
@@ -118,6 +129,8 @@ fn parse_args() -> Result<Args, String> {
         ranks: None,
         follow: None,
         think: None,
+        followup_pick: None,
+        think_mean: None,
         session_timeout: None,
         system_tokens: None,
         max_context: None,
@@ -180,6 +193,14 @@ fn parse_args() -> Result<Args, String> {
             "--ranks" => a.ranks = Some(list(&mut it, f)?),
             "--follow" => a.follow = Some(val(&mut it, f)?),
             "--think" => a.think = Some(val(&mut it, f)?),
+            "--followup-pick" => {
+                let v: String = val(&mut it, f)?;
+                a.followup_pick = Some(
+                    sim::FollowupPick::parse(&v)
+                        .ok_or_else(|| format!("{f}: {v:?} is not uniform or think-time"))?,
+                );
+            }
+            "--think-mean" => a.think_mean = Some(val(&mut it, f)?),
             "--session-timeout" => a.session_timeout = Some(val(&mut it, f)?),
             "--system-tokens" => a.system_tokens = Some(val(&mut it, f)?),
             "--max-context" => a.max_context = Some(val(&mut it, f)?),
@@ -289,6 +310,12 @@ fn workload_spec(
     }
     if let Some(v) = a.think {
         s.min_gap_s = v;
+    }
+    if let Some(v) = a.followup_pick {
+        s.followup_pick = v;
+    }
+    if let Some(v) = a.think_mean {
+        s.think_mean_s = v;
     }
     if let Some(v) = a.session_timeout {
         s.session_timeout_s = v;
@@ -478,6 +505,7 @@ fn real_main(a: Args) -> Result<(), String> {
             wl.sessions.len(),
             wl.duration_s()
         );
+        print!("{}", wl.describe_turns());
         let mut peaks: Vec<Option<f64>> = vec![None; res.len()];
         let mut load_series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
         if a.sweep {

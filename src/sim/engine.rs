@@ -665,8 +665,14 @@ pub fn run(
             let fill = s.computed / bt * bt;
             if fill > s.committed {
                 let toks = &wl.tokens(r)[s.committed as usize..fill as usize];
-                core.commit(s.cache_req, toks, t_end).map_err(err)?;
-                s.committed = fill;
+                match core.commit(s.cache_req, toks, t_end) {
+                    Ok(_) => s.committed = fill,
+                    // A block it would share is still being copied in for another request,
+                    // which will hold the same tokens: commit after a later step, or never if
+                    // this request ends first.
+                    Err(e) if e.status == crate::error::Status::LIBRA_ERR_BUSY => {}
+                    Err(e) => return Err(err(e)),
+                }
             }
             let rec = &mut recs[s.idx as usize];
             if rec.generated >= r.output {

@@ -9,4 +9,4 @@ pub mod workload;
 
 pub use engine::{run, EngineConfig, RunResult, SimPolicy, TimingBackend};
 pub use hw::{Gpu, Hardware, ModelShape, StepLoad};
-pub use workload::{generate, parse_azure_csv, Source, TraceRow, Workload, WorkloadSpec};
+pub use workload::{generate, parse_azure_csv, FollowupPick, Source, TraceRow, Workload, WorkloadSpec};

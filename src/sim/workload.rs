@@ -1,6 +1,12 @@
 //! Workloads: arrivals and lengths from a trace (or a Poisson process), plus what a trace lacks,
 //! generated from a seed: adapter popularity (Zipf), multi-turn sessions whose later turns
 //! extend the previous turn's prompt and answer, and a shared system prompt per adapter.
+//!
+//! Which conversation a follow-up continues is a model of the users behind the trace. By
+//! default each user, after a turn, either leaves (probability `1 - follow_prob`) or comes back
+//! after a think time (reading the answer and typing the next message); an arrival is the user
+//! whose think time ended first, or a new user when nobody is due. The older model, a uniform
+//! pick among every open conversation, stays available as `FollowupPick::Uniform`.
 use super::rng::{Rng, Zipf};
 use std::fmt::Write;
 
@@ -56,6 +62,38 @@ pub enum Source {
     Poisson { rate: f64, duration_s: f64, prompt_mean: f64, output_mean: f64 },
 }
 
+/// How a follow-up arrival chooses the conversation it continues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FollowupPick {
+    /// Uniformly among the open conversations that fit and have waited `min_gap_s`: how long a
+    /// conversation has been idle says nothing about whether it continues.
+    Uniform,
+    /// After each turn the conversation continues with probability `follow_prob`, after a
+    /// log-normal think time; an arrival continues the conversation whose think time ended
+    /// first, and starts a new one when none has ended.
+    ThinkTime,
+}
+
+impl FollowupPick {
+    pub fn name(self) -> &'static str {
+        match self {
+            FollowupPick::Uniform => "uniform",
+            FollowupPick::ThinkTime => "think-time",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "uniform" => Some(FollowupPick::Uniform),
+            "think-time" => Some(FollowupPick::ThinkTime),
+            _ => None,
+        }
+    }
+}
+
+/// Spread of the log-normal think time (sigma of its log): a median of 0.6 x the mean and a
+/// tail of a few minutes at a 30 s mean. Log-normal is the usual shape of human response times.
+pub const THINK_SIGMA: f64 = 1.0;
+
 /// Everything that shapes the requests. Printed in the output and written to the JSON.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkloadSpec {
@@ -69,8 +107,13 @@ pub struct WorkloadSpec {
     pub ranks: Vec<u32>,
     /// Probability that a request continues an open conversation instead of starting one.
     pub follow_prob: f64,
-    /// Shortest think time between a turn's arrival and the next turn's, seconds.
+    /// Shortest think time between a turn's arrival and the next turn's, trace seconds.
     pub min_gap_s: f64,
+    pub followup_pick: FollowupPick,
+    /// `ThinkTime`: mean time from a turn's arrival to the same user's next turn, in seconds of
+    /// served time (not scaled by `rate_mult`: more load means more users, not faster ones).
+    /// It includes generating the answer, a few seconds.
+    pub think_mean_s: f64,
     /// A conversation idle longer than this is closed, seconds.
     pub session_timeout_s: f64,
     /// Tokens of the system prompt every conversation of an adapter starts with.
@@ -93,6 +136,11 @@ impl WorkloadSpec {
             ranks: vec![32, 64],
             follow_prob: 0.5,
             min_gap_s: 10.0,
+            followup_pick: FollowupPick::ThinkTime,
+            // The trace's mean answer (211 tokens, about 160 words) takes 40 s to read at the
+            // 238 words/min of silent reading (Brysbaert 2019), a short reply 10-20 s to type,
+            // and many users skim: tens of seconds, 30 s on average.
+            think_mean_s: 30.0,
             session_timeout_s: 900.0,
             system_tokens: 256,
             max_context: 12_000,
@@ -113,6 +161,8 @@ impl WorkloadSpec {
                 s.follow_prob = 0.8;
                 s.system_tokens = 1536;
                 s.min_gap_s = 2.0;
+                // The answer, then a tool call of a few seconds.
+                s.think_mean_s = 8.0;
                 s.session_timeout_s = 300.0;
                 // Prompts three times longer than a chat's: half the chatbot's request rate.
                 s.rate_mult = 2.0;
@@ -169,6 +219,21 @@ impl WorkloadSpec {
             self.max_context,
             self.seed
         );
+        let _ = match self.followup_pick {
+            FollowupPick::Uniform => writeln!(
+                s,
+                "follow-up pick uniform: a follow-up continues an open conversation chosen uniformly"
+            ),
+            FollowupPick::ThinkTime => writeln!(
+                s,
+                "follow-up pick think-time: a conversation continues with p={:.2} after a log-normal \
+                 think time (mean {:.1} s served = {:.1} trace s, sigma {THINK_SIGMA}); an arrival \
+                 continues the one due first, else starts one",
+                self.follow_prob,
+                self.think_mean_s,
+                self.think_mean_s * self.rate_mult
+            ),
+        };
         s
     }
 }
@@ -203,6 +268,35 @@ impl Workload {
     pub fn duration_s(&self) -> f64 {
         self.requests.last().map_or(0.0, |r| r.arrival_us as f64 / 1e6)
     }
+    /// Served seconds between each follow-up and the previous turn of its conversation, in
+    /// request order.
+    pub fn turn_gaps_s(&self) -> Vec<f64> {
+        let mut last: Vec<Option<u64>> = vec![None; self.sessions.len()];
+        let mut gaps = Vec::new();
+        for r in &self.requests {
+            if let Some(t) = last[r.session as usize].replace(r.arrival_us) {
+                gaps.push((r.arrival_us - t) as f64 / 1e6);
+            }
+        }
+        gaps
+    }
+    /// One line: how far apart the turns of a conversation are.
+    pub fn describe_turns(&self) -> String {
+        let mut g = self.turn_gaps_s();
+        if g.is_empty() {
+            return "no follow-ups\n".into();
+        }
+        g.sort_by(f64::total_cmp);
+        let pct = |p: f64| g[((g.len() - 1) as f64 * p).round() as usize];
+        format!(
+            "{} follow-ups ({:.1}%), served s since the previous turn: mean {:.1}, P50 {:.1}, P90 {:.1}\n",
+            g.len(),
+            100.0 * g.len() as f64 / self.requests.len() as f64,
+            g.iter().sum::<f64>() / g.len() as f64,
+            pct(0.5),
+            pct(0.9)
+        )
+    }
 }
 
 struct OpenSession {
@@ -210,6 +304,8 @@ struct OpenSession {
     adapter: u32,
     last_t: f64,
     turn: u32,
+    /// `ThinkTime`: trace time at which the user sends the next turn.
+    due_t: f64,
 }
 
 /// Builds the workload. Deterministic in the spec.
@@ -255,18 +351,44 @@ pub fn generate(spec: &WorkloadSpec) -> Workload {
         let t = row.t_s;
         open.retain(|s| t - s.last_t <= spec.session_timeout_s);
         let mut chosen = None;
-        if !open.is_empty() && rng.f64() < spec.follow_prob {
-            // A few random draws: a follow-up needs a conversation whose history fits under the
-            // trace's prompt length (the trace counts history in the prompt) and whose user
-            // has had time to read the answer.
-            for _ in 0..8 {
-                let k = rng.below(open.len() as u64) as usize;
-                let s = &open[k];
-                let hist = sessions[s.id as usize].len() as u32;
-                let want = row.prompt.max(hist + 16);
-                if t - s.last_t >= spec.min_gap_s && want <= spec.max_context {
-                    chosen = Some((k, want));
-                    break;
+        // A follow-up needs a conversation whose history fits under the trace's prompt length
+        // (the trace counts history in the prompt) and whose user has had time to read the
+        // answer.
+        let want_of = |s: &OpenSession| row.prompt.max(sessions[s.id as usize].len() as u32 + 16);
+        match spec.followup_pick {
+            FollowupPick::Uniform => {
+                if !open.is_empty() && rng.f64() < spec.follow_prob {
+                    // A few random draws.
+                    for _ in 0..8 {
+                        let k = rng.below(open.len() as u64) as usize;
+                        let s = &open[k];
+                        let want = want_of(s);
+                        if t - s.last_t >= spec.min_gap_s && want <= spec.max_context {
+                            chosen = Some((k, want));
+                            break;
+                        }
+                    }
+                }
+            }
+            FollowupPick::ThinkTime => {
+                // The arrival is the user whose think time ended first (ties: the older
+                // conversation); with nobody due, a new conversation. The arrival itself is not
+                // a coin flip: an independent coin would make the supply of due users and the
+                // demand for them two processes of equal rate, and one would run ahead.
+                while let Some(k) = (0..open.len()).filter(|&k| open[k].due_t <= t).min_by(|&a, &b| {
+                    open[a].due_t.total_cmp(&open[b].due_t).then(open[a].id.cmp(&open[b].id))
+                }) {
+                    let want = want_of(&open[k]);
+                    if want <= spec.max_context {
+                        chosen = Some((k, want));
+                        break;
+                    }
+                    if row.prompt > spec.max_context {
+                        // This arrival fits no history; the user stays due.
+                        break;
+                    }
+                    // Too long to continue: the user starts over, as a new conversation.
+                    open.swap_remove(k);
                 }
             }
         }
@@ -275,7 +397,12 @@ pub fn generate(spec: &WorkloadSpec) -> Workload {
                 let s = &mut open[k];
                 s.last_t = t;
                 s.turn += 1;
-                (s.id, s.adapter, s.turn, want)
+                let v = (s.id, s.adapter, s.turn, want);
+                if spec.followup_pick == FollowupPick::ThinkTime {
+                    // Whether and when this user comes back is decided below, after this turn.
+                    open.swap_remove(k);
+                }
+                v
             }
             None => {
                 let adapter = perm[zipf.sample(&mut rng)];
@@ -283,10 +410,22 @@ pub fn generate(spec: &WorkloadSpec) -> Workload {
                 let prompt = row.prompt.min(spec.max_context);
                 let sys = spec.system_tokens.min(prompt.saturating_sub(16));
                 sessions.push(system[adapter as usize][..sys as usize].to_vec());
-                open.push(OpenSession { id, adapter, last_t: t, turn: 0 });
+                if spec.followup_pick == FollowupPick::Uniform {
+                    open.push(OpenSession { id, adapter, last_t: t, turn: 0, due_t: t });
+                }
                 (id, adapter, 0, prompt)
             }
         };
+        if spec.followup_pick == FollowupPick::ThinkTime && rng.f64() < spec.follow_prob {
+            // Log-normal with the given mean: exp(mu + sigma^2 / 2) = mean. Served seconds to
+            // trace seconds: arrivals are divided by `rate_mult`.
+            let think = (spec.think_mean_s.max(1e-9).ln() - THINK_SIGMA * THINK_SIGMA / 2.0
+                + THINK_SIGMA * rng.normal())
+            .exp()
+                * spec.rate_mult;
+            let due_t = t + think.max(spec.min_gap_s);
+            open.push(OpenSession { id: sid, adapter, last_t: t, turn, due_t });
+        }
         let stream = &mut sessions[sid as usize];
         // The user's new message, then the answer the model will give.
         while (stream.len() as u32) < prompt + row.output {
