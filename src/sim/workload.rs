@@ -92,6 +92,8 @@ impl FollowupPick {
 
 /// Spread of the log-normal think time (sigma of its log): a median of 0.6 x the mean and a
 /// tail of a few minutes at a 30 s mean. Log-normal is the usual shape of human response times.
+///
+/// cbindgen:ignore
 pub const THINK_SIGMA: f64 = 1.0;
 
 /// Everything that shapes the requests. Printed in the output and written to the JSON.
