@@ -744,7 +744,9 @@ enum libra_status libra_cache_config_default(struct libra_cache_config *config);
  * On success `*out` receives a new handle owned by the caller, to be released with
  * `libra_cache_free`. Fails with LIBRA_ERR_INVALID_ARGUMENT naming the bad field (including
  * more than 2^26 blocks in a tier, or an owned arena over 2^40 bytes), or LIBRA_ERR_DEVICE
- * when the CUDA backend was requested and is unavailable. Thread-safe.
+ * when the CUDA backend was requested and is unavailable. Under CUDA the cache works in the
+ * device's primary context, and no call changes the calling thread's current context.
+ * Thread-safe.
  */
 enum libra_status libra_cache_create(const struct libra_cache_config *config,
                                      struct libra_cache **out);

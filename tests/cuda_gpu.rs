@@ -291,6 +291,39 @@ fn waiters_keep_their_event() {
     wait_done(&mut gpu, third);
 }
 
+/// No call leaves the backend's context current on the calling thread, so an engine that
+/// drives several devices from one thread keeps the device it selected.
+#[test]
+fn calls_keep_the_callers_context() {
+    if !gpu_or_skip("calls_keep_the_callers_context") {
+        return;
+    }
+    use cudarc::driver::sys;
+    let current = || {
+        let mut c: sys::CUcontext = std::ptr::null_mut();
+        unsafe { sys::cuCtxGetCurrent(&mut c).result().unwrap() };
+        c
+    };
+    unsafe { sys::cuCtxSetCurrent(std::ptr::null_mut()).result().unwrap() };
+    let mut gpu = CudaBackend::new(4096, 8, 8, CudaOptions::from_env()).unwrap();
+    assert!(current().is_null(), "after new");
+    gpu.write_gpu_block(0, &[7u8; 4096]).unwrap();
+    assert!(current().is_null(), "after write_gpu_block");
+    let b = gpu.submit_moves(Direction::GpuToHost, &[BlockMove { gpu_block: 0, host_block: 3 }]).unwrap();
+    assert!(current().is_null(), "after submit_moves");
+    let w = gpu.waiter(b).unwrap();
+    assert!(w.wait_until(std::time::Instant::now() + std::time::Duration::from_secs(20)));
+    assert!(current().is_null(), "after a waiter");
+    wait_done(&mut gpu, b);
+    assert!(current().is_null(), "after wait and retire");
+    let mut out = vec![0u8; 4096];
+    gpu.read_host_block(3, &mut out).unwrap();
+    assert_eq!(out, vec![7u8; 4096]);
+    drop(w);
+    drop(gpu);
+    assert!(current().is_null(), "after drop");
+}
+
 #[test]
 fn empty_batches_complete_and_bad_ids_are_rejected() {
     if !gpu_or_skip("empty_batches_complete_and_bad_ids_are_rejected") {

@@ -143,6 +143,37 @@ impl CudaOptions {
     }
 }
 
+/// The calling thread's current context, made current again on drop. Every entry point that
+/// touches the driver holds one, so no call changes which context (and so which device the
+/// CUDA runtime targets) the engine's thread has current. Only made once the driver is loaded.
+struct KeepCurrent {
+    /// The caller's `CUcontext` (null: none), as an integer so the backend stays `Send`.
+    previous: usize,
+}
+
+impl KeepCurrent {
+    fn save() -> Result<Self> {
+        let mut current: sys::CUcontext = std::ptr::null_mut();
+        // SAFETY: writes one handle; the driver is loaded (callers checked `device_count`).
+        unsafe { sys::cuCtxGetCurrent(&mut current) }.result().map_err(|e| dev_err("cuCtxGetCurrent", e))?;
+        Ok(KeepCurrent { previous: current as usize })
+    }
+}
+
+impl Drop for KeepCurrent {
+    fn drop(&mut self) {
+        let mut current: sys::CUcontext = std::ptr::null_mut();
+        // SAFETY: restores the handle the caller had current; nothing is done when it still is.
+        unsafe {
+            if sys::cuCtxGetCurrent(&mut current) == sys::CUresult::CUDA_SUCCESS
+                && current as usize != self.previous
+            {
+                let _ = sys::cuCtxSetCurrent(self.previous as sys::CUcontext);
+            }
+        }
+    }
+}
+
 /// Device memory freed on drop.
 struct DeviceBuf {
     ctx: Arc<CudaContext>,
@@ -269,6 +300,7 @@ struct EventWaiter {
 
 impl BatchWaiter for EventWaiter {
     fn wait_until(&self, deadline: Instant) -> bool {
+        let Ok(_keep) = KeepCurrent::save() else { return true };
         if self.ctx.bind_to_thread().is_err() {
             return true;
         }
@@ -300,8 +332,11 @@ pub struct CudaBackend {
     /// Events of retired batches. Never destroyed before the backend, so a CUevent handed to an
     /// engine stays a valid handle; reused only when no waiter still holds it.
     spare_events: Vec<Arc<CudaEvent>>,
-    /// Owned arena, when the GPU tier is not adopted. Declared last: freed after the rest.
+    /// Owned arena, when the GPU tier is not adopted. Freed after the rest.
     _arena: Option<DeviceBuf>,
+    /// Set when the backend is dropped: restores the caller's context after every field has
+    /// been freed (fields drop in declaration order, this one last).
+    restore_on_drop: Option<KeepCurrent>,
 }
 
 impl CudaBackend {
@@ -315,6 +350,8 @@ impl CudaBackend {
         if block_bytes == 0 || gpu_blocks == 0 {
             return Err(Error::invalid("`block_bytes` and `gpu_blocks` must be at least 1"));
         }
+        device_count()?;
+        let _keep = KeepCurrent::save()?;
         let ctx = open_device(options.device)?;
         let arena = DeviceBuf::new(&ctx, total as usize)?;
         let layout = TierLayout::contiguous(arena.ptr, block_bytes, gpu_blocks)?;
@@ -334,6 +371,8 @@ impl CudaBackend {
         options: CudaOptions,
     ) -> Result<Self> {
         let layout = TierLayout::new(segments, gpu_blocks)?;
+        device_count()?;
+        let _keep = KeepCurrent::save()?;
         let ctx = open_device(options.device)?;
         for (i, s) in layout.segments().iter().enumerate() {
             let last = s.base + s.stride * (gpu_blocks as u64 - 1) + s.bytes_per_block - 1;
@@ -416,6 +455,7 @@ impl CudaBackend {
             batches: HashMap::new(),
             spare_events: Vec::new(),
             _arena: arena,
+            restore_on_drop: None,
         })
     }
 
@@ -452,6 +492,7 @@ impl CudaBackend {
     /// Builds and loads the kernels now instead of at the first batch. On failure the backend
     /// keeps working with memcpy only, and this returns why.
     pub fn prepare_kernels(&mut self) -> Result<()> {
+        let _keep = self.enter()?;
         self.ensure_kernels();
         match &self.kernels {
             KernelState::Loaded(_) => Ok(()),
@@ -496,6 +537,7 @@ impl CudaBackend {
 
     /// The path a batch of `blocks` whole blocks takes.
     pub fn path_for(&mut self, blocks: usize) -> CopyPath {
+        let _keep = self.enter().ok();
         let pieces = blocks as u64 * self.layout.segments().len() as u64;
         match self.options.copy_policy.choose(pieces, self.max_piece) {
             CopyPath::Memcpy => CopyPath::Memcpy,
@@ -510,8 +552,11 @@ impl CudaBackend {
         }
     }
 
-    fn bind(&self) -> Result<()> {
-        self.ctx.bind_to_thread().map_err(|e| dev_err("cuCtxSetCurrent", e))
+    /// Makes the backend's context current until the returned value drops.
+    fn enter(&self) -> Result<KeepCurrent> {
+        let keep = KeepCurrent::save()?;
+        self.ctx.bind_to_thread().map_err(|e| dev_err("cuCtxSetCurrent", e))?;
+        Ok(keep)
     }
 
     fn launch(&self, f: &CudaFunction, work: u64, params: &mut [*mut c_void]) -> Result<()> {
@@ -711,8 +756,9 @@ fn upload_sync(ctx: &Arc<CudaContext>, stream: &CudaStream, bytes: &[u8]) -> Res
 
 impl Drop for CudaBackend {
     fn drop(&mut self) {
+        self.restore_on_drop = KeepCurrent::save().ok();
         // Nothing may be freed while queued work can still touch it.
-        let _ = self.bind();
+        let _ = self.ctx.bind_to_thread();
         let _ = self.stream.synchronize();
     }
 }
@@ -735,7 +781,7 @@ impl Backend for CudaBackend {
             self.check_gpu_block(m.gpu_block)?;
             self.check_host_block(m.host_block)?;
         }
-        self.bind()?;
+        let _keep = self.enter()?;
         self.enqueue_moves(direction, moves)?;
         self.finish_batch()
     }
@@ -751,7 +797,7 @@ impl Backend for CudaBackend {
                 blocks.len()
             )));
         }
-        self.bind()?;
+        let _keep = self.enter()?;
         self.enqueue_upload(bytes, blocks)?;
         self.finish_batch()
     }
@@ -760,7 +806,7 @@ impl Backend for CudaBackend {
             self.check_gpu_block(a)?;
             self.check_gpu_block(b)?;
         }
-        self.bind()?;
+        let _keep = self.enter()?;
         self.enqueue_device_copies(pairs)?;
         self.finish_batch()
     }
@@ -768,9 +814,9 @@ impl Backend for CudaBackend {
         let Some(event) = self.batches.get(&batch) else {
             return BatchState::Failed(format!("unknown batch {batch}"));
         };
-        if self.bind().is_err() {
+        let Ok(_keep) = self.enter() else {
             return BatchState::Failed("cuCtxSetCurrent failed".into());
-        }
+        };
         match event.try_is_complete() {
             Ok(true) => BatchState::Done,
             Ok(false) => BatchState::Pending,
@@ -801,7 +847,7 @@ impl Backend for CudaBackend {
     }
     fn read_gpu_block(&mut self, block: u32, out: &mut [u8]) -> Result<()> {
         self.check_gpu_block(block)?;
-        self.bind()?;
+        let _keep = self.enter()?;
         for s in 0..self.layout.segments().len() {
             let off = self.layout.segment_offset(s) as usize;
             if off >= out.len() {
@@ -828,7 +874,7 @@ impl Backend for CudaBackend {
         if data.len() as u64 > self.layout.block_bytes() {
             return Err(Error::invalid("data is larger than a block"));
         }
-        self.bind()?;
+        let _keep = self.enter()?;
         for s in 0..self.layout.segments().len() {
             let off = self.layout.segment_offset(s) as usize;
             if off >= data.len() {

@@ -295,7 +295,9 @@ pub extern "C" fn libra_cache_config_default(config: *mut libra_cache_config) ->
 /// On success `*out` receives a new handle owned by the caller, to be released with
 /// `libra_cache_free`. Fails with LIBRA_ERR_INVALID_ARGUMENT naming the bad field (including
 /// more than 2^26 blocks in a tier, or an owned arena over 2^40 bytes), or LIBRA_ERR_DEVICE
-/// when the CUDA backend was requested and is unavailable. Thread-safe.
+/// when the CUDA backend was requested and is unavailable. Under CUDA the cache works in the
+/// device's primary context, and no call changes the calling thread's current context.
+/// Thread-safe.
 #[no_mangle]
 pub extern "C" fn libra_cache_create(
     config: *const libra_cache_config,
