@@ -1,6 +1,9 @@
 //! Tree benchmark: match + pin of a 4,096-token prompt, commit, release and eviction with 10^5
 //! and 10^6 nodes in the tree, beside a plain HashMap lookup of the same number of keys.
 //!
+//! Match and the HashMap reference report the median of many timed repetitions, as single
+//! timings on a shared machine are noisy.
+//!
 //! Run: cargo run --release --example bench_tree [-- --nodes 100000,1000000]
 use libra::backend::cpu::CpuBackend;
 use libra::cache::{CacheConfig, CacheCore, PolicyKind};
@@ -19,6 +22,11 @@ fn prompt(i: u64) -> Vec<u32> {
 
 fn ns_per(start: Instant, ops: usize) -> f64 {
     start.elapsed().as_nanos() as f64 / ops as f64
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_unstable_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 fn run(nodes: usize) {
@@ -44,22 +52,22 @@ fn run(nodes: usize) {
 
     // Match + pin of a cached 4,096-token prompt (256 lookups), then release (unpin).
     let reps = 2000;
-    let mut match_ns = 0.0;
-    let mut release_ns = 0.0;
+    let mut match_ns = Vec::with_capacity(reps);
+    let mut release_ns = Vec::with_capacity(reps);
     for r in 0..reps {
         let p = (r as u64 * 7919) % prompts as u64;
         let t = prompt(p);
         let s = Instant::now();
         let m = core.match_prefix(&mut io, p % ADAPTERS, 0, &t, now).unwrap();
-        match_ns += ns_per(s, 1);
+        match_ns.push(ns_per(s, 1));
         assert_eq!(m.cached_tokens, PROMPT);
         let s = Instant::now();
         core.release(&mut io, m.request, now).unwrap();
-        release_ns += ns_per(s, 1);
+        release_ns.push(ns_per(s, 1));
         now += 1;
     }
-    match_ns /= reps as f64;
-    release_ns /= reps as f64;
+    let match_ns = median(match_ns);
+    let release_ns = median(release_ns);
 
     // Commit of a new 4,096-token prompt (256 inserts), with eviction once the pool is full.
     let commit_reps = 200;
@@ -88,36 +96,41 @@ fn run(nodes: usize) {
     for i in 0..live as u128 {
         map.insert(i.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835), i as u32);
     }
-    let keys: Vec<u128> = (0..BLOCKS as u128 * 64)
+    // As many chunks as matches, spread over the whole map like the prompts over the tree.
+    let keys: Vec<u128> = (0..(BLOCKS * reps) as u128)
         .map(|i| (i * 977 % live as u128).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835))
         .collect();
-    let s = Instant::now();
     let mut hits = 0u64;
+    let mut map_ns = Vec::with_capacity(reps);
     for chunk in keys.chunks(BLOCKS) {
+        let s = Instant::now();
         for k in chunk {
             hits += black_box(map.get(k)).is_some() as u64;
         }
+        map_ns.push(ns_per(s, 1));
     }
-    let map_ns = ns_per(s, keys.len() / BLOCKS);
+    let map_ns = median(map_ns);
     assert!(hits > 0);
 
     // The keyed hash alone: the floor of a match.
     let tree = libra::cache::tree::Tree::new((1, 2), libra::cache::tree::CandidateOrder::LastUse);
     let t = prompt(3);
-    let s = Instant::now();
+    let mut hash_ns = Vec::with_capacity(reps);
     for _ in 0..reps {
+        let s = Instant::now();
         let mut h = tree.prefix_hasher(tree.chain_root(1, 0));
         for c in t.chunks_exact(BT) {
             h.extend(c);
             black_box(h.key());
         }
+        hash_ns.push(ns_per(s, 1));
     }
-    let hash_ns = ns_per(s, reps);
+    let hash_ns = median(hash_ns);
 
     let meta = core.metadata_bytes_per_node();
     println!("nodes in tree: {live} ({prompts} prompts of {BLOCKS} blocks under {ADAPTERS} adapters)");
     println!(
-        "  match + pin, 4,096 tokens (256 blocks): {:>10.0} ns  ({:.2} x HashMap)",
+        "  match + pin, 4,096 tokens (256 blocks): {:>10.0} ns  ({:.2} x HashMap; medians)",
         match_ns,
         match_ns / map_ns
     );

@@ -433,10 +433,12 @@ impl CacheCore {
         let mut parent = adapter_node;
         let reuse = self.cfg.policy.keeps_finished_kv();
         if reuse {
-            // Keys in groups, then independent probes, so the cache misses of a group overlap.
+            // Keys in groups, then independent probes in a tight loop (no hashing between
+            // them), so that the cache misses of a group overlap.
             const GROUP: usize = 32;
             let blocks = tokens.len() / bt;
             let mut states = [root_hash; GROUP];
+            let mut keys = [0u128; GROUP];
             let mut found = [NONE; GROUP];
             let mut running = root_hash;
             let mut i = 0;
@@ -447,8 +449,11 @@ impl CacheCore {
                     running.extend(&tokens[start..start + bt]);
                     *state = running;
                 }
-                for j in 0..g {
-                    found[j] = self.tree.lookup(states[j].key()).unwrap_or(NONE);
+                for (key, state) in keys[..g].iter_mut().zip(&states[..g]) {
+                    *key = state.key();
+                }
+                for (n, &key) in found[..g].iter_mut().zip(&keys[..g]) {
+                    *n = self.tree.lookup(key).unwrap_or(NONE);
                 }
                 for j in 0..g {
                     let n = found[j];
