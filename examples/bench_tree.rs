@@ -112,16 +112,23 @@ fn run(nodes: usize) {
     let map_ns = median(map_ns);
     assert!(hits > 0);
 
-    // The keyed hash alone: the floor of a match.
+    // The keyed hash alone, computed as a match does (states of 32 blocks, then their keys
+    // together): the floor of a match.
     let tree = libra::cache::tree::Tree::new((1, 2), libra::cache::tree::CandidateOrder::LastUse);
     let t = prompt(3);
     let mut hash_ns = Vec::with_capacity(reps);
+    let mut keys = [0u128; 32];
     for _ in 0..reps {
         let s = Instant::now();
         let mut h = tree.prefix_hasher(tree.chain_root(1, 0));
-        for c in t.chunks_exact(BT) {
-            h.extend(c);
-            black_box(h.key());
+        for group in t.chunks_exact(BT * 32) {
+            let mut states = [h; 32];
+            for (state, c) in states.iter_mut().zip(group.chunks_exact(BT)) {
+                h.extend(c);
+                *state = h;
+            }
+            libra::cache::keyhash::keys_of(&states, &mut keys);
+            black_box(&keys);
         }
         hash_ns.push(ns_per(s, 1));
     }

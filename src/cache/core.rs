@@ -4,7 +4,7 @@
 use super::config::{CacheConfig, MAX_ADAPTERS, MAX_BLOCKS_PER_TIER, MAX_OPEN_REQUESTS, MAX_TOKENS_PER_CALL};
 use super::cost::LoadStats;
 use super::events::{Event, EventKind, EventLog};
-use super::keyhash::PrefixHasher;
+use super::keyhash::{self, PrefixHasher};
 use super::policy::PolicyKind;
 use super::pool::BlockPool;
 use super::tree::{Kind, Residency, Tree, NONE, ROOT};
@@ -449,9 +449,7 @@ impl CacheCore {
                     running.extend(&tokens[start..start + bt]);
                     *state = running;
                 }
-                for (key, state) in keys[..g].iter_mut().zip(&states[..g]) {
-                    *key = state.key();
-                }
+                keyhash::keys_of(&states[..g], &mut keys[..g]);
                 for (n, &key) in found[..g].iter_mut().zip(&keys[..g]) {
                     *n = self.tree.lookup(key).unwrap_or(NONE);
                 }
