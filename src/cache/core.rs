@@ -433,8 +433,8 @@ impl CacheCore {
         let mut parent = adapter_node;
         let reuse = self.cfg.policy.keeps_finished_kv();
         if reuse {
-            // Keys in groups, then independent probes in a tight loop (no hashing between
-            // them), so that the cache misses of a group overlap.
+            // Keys in groups, then the group's probes together, so that their cache misses
+            // overlap.
             const GROUP: usize = 32;
             let blocks = tokens.len() / bt;
             let mut states = [root_hash; GROUP];
@@ -450,9 +450,7 @@ impl CacheCore {
                     *state = running;
                 }
                 keyhash::keys_of(&states[..g], &mut keys[..g]);
-                for (n, &key) in found[..g].iter_mut().zip(&keys[..g]) {
-                    *n = self.tree.lookup(key).unwrap_or(NONE);
-                }
+                self.tree.lookup_many(&keys[..g], &mut found[..g]);
                 for j in 0..g {
                     let n = found[j];
                     if n == NONE || self.tree.node(n).parent != parent {

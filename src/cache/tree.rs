@@ -6,8 +6,8 @@
 //! Residency rule (the invariant the swapper keeps): a node that holds or is receiving a GPU
 //! block has a parent that holds or is receiving one too. Only GPU *leaves* (no child on the
 //! GPU side) may leave the GPU, and only host nodes whose parent is GPU-side may come back.
+use super::index::{prefetch, PrefixIndex};
 use super::keyhash::PrefixHasher;
-use hashbrown::HashTable;
 use siphasher::sip128::{Hasher128, SipHasher13};
 use std::collections::BTreeSet;
 use std::hash::Hasher;
@@ -48,7 +48,7 @@ pub enum Kind {
     Vacant,
 }
 
-/// One tree node. 64 bytes; the prefix index adds one u32 and a control byte per node.
+/// One tree node. 64 bytes; the prefix index adds an 8-byte slot per node, at most 7/8 full.
 #[derive(Debug, Clone)]
 pub struct Node {
     pub key: u128,
@@ -98,7 +98,7 @@ pub enum CandidateOrder {
 pub struct Tree {
     nodes: Vec<Node>,
     vacant: Vec<u32>,
-    index: HashTable<u32>,
+    index: PrefixIndex,
     hash_key: (u64, u64),
     /// GPU nodes that may leave the GPU: resident, unpinned, no GPU-side child.
     gpu_leaves: BTreeSet<Candidate>,
@@ -127,7 +127,7 @@ impl Tree {
         Tree {
             nodes: vec![root],
             vacant: Vec::new(),
-            index: HashTable::new(),
+            index: PrefixIndex::new(),
             hash_key,
             gpu_leaves: BTreeSet::new(),
             host_leaves: BTreeSet::new(),
@@ -182,7 +182,7 @@ impl Tree {
     pub fn metadata_bytes_per_node(&self) -> f64 {
         let live = self.live_nodes().max(1) as f64;
         let node = std::mem::size_of::<Node>() as f64 * self.nodes.capacity() as f64;
-        let index = (std::mem::size_of::<u32>() + 1) as f64 * self.index.capacity() as f64;
+        let index = (PrefixIndex::SLOT_BYTES * self.index.slot_count()) as f64;
         // A B-tree entry costs its key plus about a third of a node's overhead.
         let sets = (self.gpu_leaves.len() + self.host_leaves.len()) as f64 * 24.0;
         (node + index + sets) / live
@@ -206,6 +206,31 @@ impl Tree {
     pub fn lookup(&self, key: u128) -> Option<u32> {
         let nodes = &self.nodes;
         self.index.find(key as u64, |&id| nodes[id as usize].key == key).copied()
+    }
+
+    /// `found[i] = lookup(keys[i])` (`NONE` when absent), with the memory accesses of all the
+    /// keys in flight together: home slots are prefetched, then probed by tag, then the nodes
+    /// found are prefetched, then confirmed by their keys.
+    pub fn lookup_many(&self, keys: &[u128], found: &mut [u32]) {
+        assert_eq!(keys.len(), found.len(), "one result per key");
+        for &key in keys {
+            self.index.prefetch(key as u64);
+        }
+        for (f, &key) in found.iter_mut().zip(keys) {
+            *f = self.index.first_tag_match(key as u64);
+            if let Some(n) = self.nodes.get(*f as usize) {
+                // A node may straddle two cache lines.
+                let p: *const Node = n;
+                prefetch(p);
+                prefetch(p.cast::<u8>().wrapping_add(std::mem::size_of::<Node>() - 1));
+            }
+        }
+        for (f, &key) in found.iter_mut().zip(keys) {
+            if *f != NONE && self.nodes[*f as usize].key != key {
+                // Another key with the same tag came first on the probe path.
+                *f = self.lookup(key).unwrap_or(NONE);
+            }
+        }
     }
 
     fn alloc_node(&mut self, node: Node) -> u32 {
