@@ -4,7 +4,7 @@
 //! Match and the HashMap reference report the median of many timed repetitions, as single
 //! timings on a shared machine are noisy.
 //!
-//! Run: cargo run --release --example bench_tree [-- --nodes 100000,1000000]
+//! Run: cargo run --release --example bench_tree [-- --nodes 100000,1000000] [--policy lru]
 use libra::backend::cpu::CpuBackend;
 use libra::cache::{CacheConfig, CacheCore, PolicyKind};
 use std::collections::HashMap;
@@ -29,10 +29,10 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn run(nodes: usize) {
+fn run(nodes: usize, policy: PolicyKind) {
     let prompts = nodes / BLOCKS;
     let gpu_blocks = (prompts * BLOCKS + 2 * BLOCKS + ADAPTERS as usize + 64) as u32;
-    let cfg = CacheConfig { block_tokens: BT as u32, policy: PolicyKind::Lru, ..Default::default() };
+    let cfg = CacheConfig { block_tokens: BT as u32, policy, ..Default::default() };
     // 16-byte blocks: the benchmark measures metadata, not copies.
     let mut io = CpuBackend::new(16, gpu_blocks, 0).unwrap();
     let mut core = CacheCore::new(cfg, 16, gpu_blocks, 0).unwrap();
@@ -135,7 +135,10 @@ fn run(nodes: usize) {
     let hash_ns = median(hash_ns);
 
     let meta = core.metadata_bytes_per_node();
-    println!("nodes in tree: {live} ({prompts} prompts of {BLOCKS} blocks under {ADAPTERS} adapters)");
+    println!(
+        "nodes in tree: {live} ({prompts} prompts of {BLOCKS} blocks under {ADAPTERS} adapters), policy {}",
+        policy.name()
+    );
     println!(
         "  match + pin, 4,096 tokens (256 blocks): {:>10.0} ns  ({:.2} x HashMap; medians)",
         match_ns,
@@ -165,7 +168,11 @@ fn main() {
     if let Some(i) = args.iter().position(|a| a == "--nodes") {
         sizes = args[i + 1].split(',').map(|s| s.parse().expect("--nodes takes numbers")).collect();
     }
+    let policy = match args.iter().position(|a| a == "--policy") {
+        Some(i) => PolicyKind::parse(&args[i + 1]).expect("--policy takes a policy name"),
+        None => PolicyKind::Lru,
+    };
     for n in sizes {
-        run(n);
+        run(n, policy);
     }
 }

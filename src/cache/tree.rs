@@ -208,28 +208,37 @@ impl Tree {
         self.index.find(key as u64, |&id| nodes[id as usize].key == key).copied()
     }
 
-    /// `found[i] = lookup(keys[i])` (`NONE` when absent), with the memory accesses of all the
-    /// keys in flight together: home slots are prefetched, then probed by tag, then the nodes
-    /// found are prefetched, then confirmed by their keys.
-    pub fn lookup_many(&self, keys: &[u128], found: &mut [u32]) {
-        assert_eq!(keys.len(), found.len(), "one result per key");
+    /// A lookup in steps whose memory accesses can be in flight for many keys together:
+    /// `prefetch_slots`, then `probe` (the index slots only), then `confirm` (the node).
+    /// `confirm(probe(key), key)` equals `lookup(key)`, with `NONE` for absent.
+    pub fn prefetch_slots(&self, keys: &[u128]) {
         for &key in keys {
             self.index.prefetch(key as u64);
         }
-        for (f, &key) in found.iter_mut().zip(keys) {
-            *f = self.index.first_tag_match(key as u64);
-            if let Some(n) = self.nodes.get(*f as usize) {
-                // A node may straddle two cache lines.
-                let p: *const Node = n;
-                prefetch(p);
-                prefetch(p.cast::<u8>().wrapping_add(std::mem::size_of::<Node>() - 1));
-            }
+    }
+
+    /// The node the index holds under `key`'s tag (`NONE` when the key is absent), whose
+    /// cache lines are then prefetched. Touches no node.
+    #[inline]
+    pub fn probe(&self, key: u128) -> u32 {
+        let id = self.index.first_tag_match(key as u64);
+        if let Some(n) = self.nodes.get(id as usize) {
+            // A node may straddle two cache lines.
+            let p: *const Node = n;
+            prefetch(p);
+            prefetch(p.cast::<u8>().wrapping_add(std::mem::size_of::<Node>() - 1));
         }
-        for (f, &key) in found.iter_mut().zip(keys) {
-            if *f != NONE && self.nodes[*f as usize].key != key {
-                // Another key with the same tag came first on the probe path.
-                *f = self.lookup(key).unwrap_or(NONE);
-            }
+        id
+    }
+
+    /// The probed node if its key is `key`; otherwise (another key with the same tag came
+    /// first on the probe path, or none) the full lookup.
+    #[inline]
+    pub fn confirm(&self, probed: u32, key: u128) -> u32 {
+        match self.nodes.get(probed as usize) {
+            Some(n) if n.key == key => probed,
+            Some(_) => self.lookup(key).unwrap_or(NONE),
+            None => NONE,
         }
     }
 
@@ -367,15 +376,19 @@ impl Tree {
     }
 
     fn unlist(&mut self, id: u32) {
+        let listed = self.nodes[id as usize].listed;
+        // Most pinned nodes are interior and unlisted: no set entry (and no logarithm) to make.
+        if listed == 0 {
+            return;
+        }
         let c = self.candidate(id);
-        let n = &mut self.nodes[id as usize];
-        if n.listed & IN_GPU_LEAVES != 0 {
+        if listed & IN_GPU_LEAVES != 0 {
             self.gpu_leaves.remove(&c);
         }
-        if n.listed & IN_HOST_LEAVES != 0 {
+        if listed & IN_HOST_LEAVES != 0 {
             self.host_leaves.remove(&c);
         }
-        n.listed = 0;
+        self.nodes[id as usize].listed = 0;
     }
 
     /// Re-derives the node's candidate-set membership from its state.
@@ -384,7 +397,6 @@ impl Tree {
         if matches!(n.kind, Kind::Root | Kind::Vacant) {
             return;
         }
-        let c = self.candidate(id);
         let gpu_leaf = n.residency == Residency::Gpu && n.pins == 0 && n.gpu_children == 0;
         let host_leaf = n.residency == Residency::Host && n.pins == 0 && n.children == 0;
         let want = if gpu_leaf { IN_GPU_LEAVES } else { 0 } | if host_leaf { IN_HOST_LEAVES } else { 0 };
@@ -392,6 +404,7 @@ impl Tree {
         if want == have {
             return;
         }
+        let c = self.candidate(id);
         if (have ^ want) & IN_GPU_LEAVES != 0 {
             if gpu_leaf {
                 self.gpu_leaves.insert(c);
