@@ -428,7 +428,7 @@ impl CacheCore {
 
         // Walk the chain: GPU-side nodes are hits; a run of host nodes may be loaded.
         let reuse = self.cfg.policy.keeps_finished_kv();
-        let mut path: Vec<u32> = Vec::with_capacity(if reuse { tokens.len() / bt } else { 0 });
+        let mut path: Vec<u32> = Vec::with_capacity(if reuse { tokens.len() / bt + 1 } else { 1 });
         let root_hash = self.tree.prefix_hasher(root_key);
         let mut tail_hash = root_hash;
         let mut parent = adapter_node;
@@ -557,11 +557,13 @@ impl CacheCore {
         self.stats.matches += 1;
         self.stats.hit_tokens += cached_tokens as u64;
         self.stats.miss_tokens += (tokens.len() - cached_tokens) as u64;
-        let mut pinned = vec![adapter_node];
-        pinned.extend(path.iter().copied());
+        let tail_node = path.last().copied().unwrap_or(adapter_node);
+        // The pinned list is the path behind the adapter: reuse its buffer.
+        let mut pinned = path;
+        pinned.insert(0, adapter_node);
         let req = Request {
             pinned,
-            tail_node: path.last().copied().unwrap_or(adapter_node),
+            tail_node,
             tail_hash,
             fresh: Vec::new(),
             fresh_pos: 0,
