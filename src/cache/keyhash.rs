@@ -115,24 +115,28 @@ pub fn keys_of(states: &[PrefixHasher], out: &mut [u128]) {
     }
 }
 
+/// Every function here needs AVX2; only `keys_of` is called from outside, once it is detected.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::PrefixHasher;
     use std::arch::x86_64::*;
 
-    #[inline(always)]
+    #[inline]
+    #[target_feature(enable = "avx2")]
     unsafe fn rotl<const L: i32, const R: i32>(x: __m256i) -> __m256i {
         _mm256_or_si256(_mm256_slli_epi64::<L>(x), _mm256_srli_epi64::<R>(x))
     }
 
     /// Swaps the 32-bit halves of each lane: a rotation by 32 in one instruction.
-    #[inline(always)]
+    #[inline]
+    #[target_feature(enable = "avx2")]
     unsafe fn rotl32(x: __m256i) -> __m256i {
         _mm256_shuffle_epi32::<0b10_11_00_01>(x)
     }
 
     /// The scalar `round`, lane by lane.
-    #[inline(always)]
+    #[inline]
+    #[target_feature(enable = "avx2")]
     unsafe fn round(v: &mut [__m256i; 4]) {
         v[0] = _mm256_add_epi64(v[0], v[1]);
         v[1] = _mm256_xor_si256(rotl::<13, 51>(v[1]), v[0]);
