@@ -51,13 +51,15 @@ impl Occupied<'_> {
             if s.id == NONE {
                 break;
             }
-            let home = ix.home(s.tag);
-            // The entry stays where it is when its home lies cyclically in (hole, j].
-            let stays = if hole <= j { hole < home && home <= j } else { hole < home || home <= j };
-            if !stays {
-                ix.slots[hole] = s;
-                hole = j;
-            }
+            // The entry moves into the hole unless its home lies cyclically in (hole, j],
+            // that is, unless it is nearer its home than the hole is. Without branches: the
+            // outcome is unpredictable.
+            let from_home = j.wrapping_sub(ix.home(s.tag)) & mask;
+            let from_hole = j.wrapping_sub(hole) & mask;
+            let moves = from_home >= from_hole;
+            let target = if moves { hole } else { j };
+            ix.slots[target] = s;
+            hole = if moves { j } else { hole };
         }
         ix.slots[hole] = EMPTY;
         ix.len -= 1;
