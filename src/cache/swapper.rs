@@ -155,7 +155,9 @@ impl CacheCore {
     /// handed out k: exact, already in order, and it touches about k entries plus a band instead
     /// of every leaf. Adapters have other constants and are scored apart.
     fn lowest(&self, set: &BTreeSet<Candidate>, k: usize, now: u64) -> Vec<u32> {
-        if k == 0 {
+        // An empty set has no adapter leaves either (they are listed like KV leaves), and the
+        // ranking context costs a power per adapter: a full host tier asks for every victim.
+        if k == 0 || set.is_empty() {
             return Vec::new();
         }
         let policy = self.cfg.policy;
