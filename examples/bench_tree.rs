@@ -1,7 +1,10 @@
 //! Tree benchmark: match + pin of a 4,096-token prompt, commit, release and eviction with 10^5
 //! and 10^6 nodes in the tree, beside a plain HashMap lookup of the same number of keys.
 //!
-//! Run: cargo run --release --example bench_tree [-- --nodes 100000,1000000]
+//! Match and the HashMap reference report the median of many timed repetitions, as single
+//! timings on a shared machine are noisy.
+//!
+//! Run: cargo run --release --example bench_tree [-- --nodes 100000,1000000] [--policy lru]
 use libra::backend::cpu::CpuBackend;
 use libra::cache::{CacheConfig, CacheCore, PolicyKind};
 use std::collections::HashMap;
@@ -21,10 +24,15 @@ fn ns_per(start: Instant, ops: usize) -> f64 {
     start.elapsed().as_nanos() as f64 / ops as f64
 }
 
-fn run(nodes: usize) {
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_unstable_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn run(nodes: usize, policy: PolicyKind) {
     let prompts = nodes / BLOCKS;
     let gpu_blocks = (prompts * BLOCKS + 2 * BLOCKS + ADAPTERS as usize + 64) as u32;
-    let cfg = CacheConfig { block_tokens: BT as u32, policy: PolicyKind::Lru, ..Default::default() };
+    let cfg = CacheConfig { block_tokens: BT as u32, policy, ..Default::default() };
     // 16-byte blocks: the benchmark measures metadata, not copies.
     let mut io = CpuBackend::new(16, gpu_blocks, 0).unwrap();
     let mut core = CacheCore::new(cfg, 16, gpu_blocks, 0).unwrap();
@@ -44,22 +52,22 @@ fn run(nodes: usize) {
 
     // Match + pin of a cached 4,096-token prompt (256 lookups), then release (unpin).
     let reps = 2000;
-    let mut match_ns = 0.0;
-    let mut release_ns = 0.0;
+    let mut match_ns = Vec::with_capacity(reps);
+    let mut release_ns = Vec::with_capacity(reps);
     for r in 0..reps {
         let p = (r as u64 * 7919) % prompts as u64;
         let t = prompt(p);
         let s = Instant::now();
         let m = core.match_prefix(&mut io, p % ADAPTERS, 0, &t, now).unwrap();
-        match_ns += ns_per(s, 1);
+        match_ns.push(ns_per(s, 1));
         assert_eq!(m.cached_tokens, PROMPT);
         let s = Instant::now();
         core.release(&mut io, m.request, now).unwrap();
-        release_ns += ns_per(s, 1);
+        release_ns.push(ns_per(s, 1));
         now += 1;
     }
-    match_ns /= reps as f64;
-    release_ns /= reps as f64;
+    let match_ns = median(match_ns);
+    let release_ns = median(release_ns);
 
     // Commit of a new 4,096-token prompt (256 inserts), with eviction once the pool is full.
     let commit_reps = 200;
@@ -88,36 +96,51 @@ fn run(nodes: usize) {
     for i in 0..live as u128 {
         map.insert(i.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835), i as u32);
     }
-    let keys: Vec<u128> = (0..BLOCKS as u128 * 64)
+    // As many chunks as matches, spread over the whole map like the prompts over the tree.
+    let keys: Vec<u128> = (0..(BLOCKS * reps) as u128)
         .map(|i| (i * 977 % live as u128).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835))
         .collect();
-    let s = Instant::now();
     let mut hits = 0u64;
+    let mut map_ns = Vec::with_capacity(reps);
     for chunk in keys.chunks(BLOCKS) {
+        let s = Instant::now();
         for k in chunk {
             hits += black_box(map.get(k)).is_some() as u64;
         }
+        map_ns.push(ns_per(s, 1));
     }
-    let map_ns = ns_per(s, keys.len() / BLOCKS);
+    let map_ns = median(map_ns);
     assert!(hits > 0);
 
-    // The keyed hash alone: the floor of a match.
+    // The keyed hash alone, computed as a match does (states of 32 blocks, then their keys
+    // together): the floor of a match.
     let tree = libra::cache::tree::Tree::new((1, 2), libra::cache::tree::CandidateOrder::LastUse);
     let t = prompt(3);
-    let s = Instant::now();
+    let mut hash_ns = Vec::with_capacity(reps);
+    let mut keys = [0u128; 32];
     for _ in 0..reps {
+        let s = Instant::now();
         let mut h = tree.prefix_hasher(tree.chain_root(1, 0));
-        for c in t.chunks_exact(BT) {
-            h.extend(c);
-            black_box(h.key());
+        for group in t.chunks_exact(BT * 32) {
+            let mut states = [h; 32];
+            for (state, c) in states.iter_mut().zip(group.chunks_exact(BT)) {
+                h.extend(c);
+                *state = h;
+            }
+            libra::cache::keyhash::keys_of(&states, &mut keys);
+            black_box(&keys);
         }
+        hash_ns.push(ns_per(s, 1));
     }
-    let hash_ns = ns_per(s, reps);
+    let hash_ns = median(hash_ns);
 
     let meta = core.metadata_bytes_per_node();
-    println!("nodes in tree: {live} ({prompts} prompts of {BLOCKS} blocks under {ADAPTERS} adapters)");
     println!(
-        "  match + pin, 4,096 tokens (256 blocks): {:>10.0} ns  ({:.2} x HashMap)",
+        "nodes in tree: {live} ({prompts} prompts of {BLOCKS} blocks under {ADAPTERS} adapters), policy {}",
+        policy.name()
+    );
+    println!(
+        "  match + pin, 4,096 tokens (256 blocks): {:>10.0} ns  ({:.2} x HashMap; medians)",
         match_ns,
         match_ns / map_ns
     );
@@ -145,7 +168,11 @@ fn main() {
     if let Some(i) = args.iter().position(|a| a == "--nodes") {
         sizes = args[i + 1].split(',').map(|s| s.parse().expect("--nodes takes numbers")).collect();
     }
+    let policy = match args.iter().position(|a| a == "--policy") {
+        Some(i) => PolicyKind::parse(&args[i + 1]).expect("--policy takes a policy name"),
+        None => PolicyKind::Lru,
+    };
     for n in sizes {
-        run(n);
+        run(n, policy);
     }
 }

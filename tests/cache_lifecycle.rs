@@ -165,3 +165,58 @@ fn bad_input_is_refused_without_change() {
     assert_eq!(c.stats().unwrap().gpu_blocks_used, 0);
     c.check_invariants().unwrap();
 }
+
+/// Long prompts span several groups of the match walk: a prompt that follows a cached chain
+/// for any number of blocks, then leaves it (or ends, with or without a partial block), is
+/// matched exactly that far, with that chain's blocks; a chain cached under another branch
+/// point is not followed.
+#[test]
+fn long_prompts_match_exactly_as_far_as_cached() {
+    for policy in [PolicyKind::Lru, PolicyKind::Elora] {
+        let config = CacheConfig { block_tokens: 2, policy, ..Default::default() };
+        let c = Cache::new(CacheOptions { config, block_bytes: 16, gpu_blocks: 600, ..Default::default() })
+            .unwrap();
+        c.register_adapter(1, &[1u8; 16], 8, 0).unwrap();
+        let put = |prompt: &[u32], now: u64| -> Vec<u32> {
+            let m = c.match_prefix(1, 0, prompt, now).unwrap();
+            let rest = prompt.len() - m.cached_tokens;
+            let fresh = c.allocate(m.request, rest, now).unwrap();
+            c.commit(m.request, &prompt[m.cached_tokens..], now).unwrap();
+            c.release(m.request, now).unwrap();
+            [m.kv_blocks, fresh].concat()
+        };
+        // A 70-block chain, and a branch that leaves it after 33 blocks for 20 blocks.
+        let base = toks(1, 140);
+        let base_blocks = put(&base, 1);
+        let branch = [&base[..66], &toks(2, 40)[..]].concat();
+        let branch_blocks = put(&branch, 2);
+        assert_eq!(branch_blocks[..33], base_blocks[..33]);
+        let mut now = 3;
+        for cut in 0..=72usize {
+            for extra in [0usize, 1, 5, 17, 40] {
+                for odd in [0usize, 1] {
+                    // Follow the base chain for `cut` blocks, then leave it.
+                    let follow = (2 * cut).min(base.len());
+                    let len = follow + 2 * extra + odd;
+                    let prompt: Vec<u32> =
+                        (0..len).map(|i| if i < follow { base[i] } else { 900_000 + i as u32 }).collect();
+                    let m = c.match_prefix(1, 0, &prompt, now).unwrap();
+                    let want = cut.min(70);
+                    assert_eq!(m.cached_tokens, 2 * want, "{policy:?} cut {cut} extra {extra} odd {odd}");
+                    assert_eq!(m.kv_blocks, base_blocks[..want]);
+                    c.release(m.request, now).unwrap();
+                    now += 1;
+                }
+            }
+            // The branch's tokens after the base's first `cut` blocks: only the shared part and,
+            // past block 33, the branch itself are cached.
+            let mixed = [&base[..(2 * cut).min(140)], &branch[(2 * cut).min(branch.len())..]].concat();
+            let m = c.match_prefix(1, 0, &mixed, now).unwrap();
+            let want = if cut <= 33 { branch.len() / 2 } else { cut.min(70) };
+            assert_eq!(m.cached_tokens, 2 * want, "{policy:?} mixed at {cut}");
+            c.release(m.request, now).unwrap();
+            now += 1;
+        }
+        c.check_invariants().unwrap();
+    }
+}

@@ -4,7 +4,7 @@
 use super::config::{CacheConfig, MAX_ADAPTERS, MAX_BLOCKS_PER_TIER, MAX_OPEN_REQUESTS, MAX_TOKENS_PER_CALL};
 use super::cost::LoadStats;
 use super::events::{Event, EventKind, EventLog};
-use super::keyhash::PrefixHasher;
+use super::keyhash::{self, PrefixHasher};
 use super::policy::PolicyKind;
 use super::pool::BlockPool;
 use super::tree::{Kind, Residency, Tree, NONE, ROOT};
@@ -427,39 +427,62 @@ impl CacheCore {
         };
 
         // Walk the chain: GPU-side nodes are hits; a run of host nodes may be loaded.
-        let mut path: Vec<u32> = Vec::new();
+        let reuse = self.cfg.policy.keeps_finished_kv();
+        let mut path: Vec<u32> = Vec::with_capacity(if reuse { tokens.len() / bt + 1 } else { 1 });
         let root_hash = self.tree.prefix_hasher(root_key);
         let mut tail_hash = root_hash;
         let mut parent = adapter_node;
-        let reuse = self.cfg.policy.keeps_finished_kv();
         if reuse {
-            // Keys in groups, then independent probes, so the cache misses of a group overlap.
-            const GROUP: usize = 32;
+            // A software pipeline over groups of blocks: while the running hash absorbs group
+            // g + 1 (a serial chain of rounds, bound by latency), the index probes of group g
+            // use the idle issue slots. A group's keys are finalised together and their index
+            // slots prefetched a group before they are probed.
+            const GROUP: usize = 16;
             let blocks = tokens.len() / bt;
-            let mut states = [root_hash; GROUP];
-            let mut found = [NONE; GROUP];
+            let groups = blocks.div_ceil(GROUP);
+            let group_len = |g: usize| (blocks - g * GROUP).min(GROUP);
+            let mut states = [[root_hash; GROUP]; 2];
+            let mut keys = [[0u128; GROUP]; 2];
+            let mut probed = [NONE; GROUP];
             let mut running = root_hash;
-            let mut i = 0;
-            'walk: while i < blocks {
-                let g = (blocks - i).min(GROUP);
-                for (j, state) in states[..g].iter_mut().enumerate() {
-                    let start = (i + j) * bt;
-                    running.extend(&tokens[start..start + bt]);
-                    *state = running;
+            let absorb = |running: &mut PrefixHasher, block: usize| {
+                running.extend(&tokens[block * bt..(block + 1) * bt]);
+                *running
+            };
+            if groups > 0 {
+                let n = group_len(0);
+                for (j, state) in states[0][..n].iter_mut().enumerate() {
+                    *state = absorb(&mut running, j);
                 }
-                for j in 0..g {
-                    found[j] = self.tree.lookup(states[j].key()).unwrap_or(NONE);
+                keyhash::keys_of(&states[0][..n], &mut keys[0][..n]);
+                self.tree.prefetch_slots(&keys[0][..n]);
+            }
+            'walk: for g in 0..groups {
+                let (cur, next) = (g % 2, (g + 1) % 2);
+                let n = group_len(g);
+                let next_n = if g + 1 < groups { group_len(g + 1) } else { 0 };
+                for j in 0..n.max(next_n) {
+                    if j < next_n {
+                        states[next][j] = absorb(&mut running, (g + 1) * GROUP + j);
+                    }
+                    if j < n {
+                        probed[j] = self.tree.probe(keys[cur][j]);
+                    }
                 }
-                for j in 0..g {
-                    let n = found[j];
-                    if n == NONE || self.tree.node(n).parent != parent {
+                if next_n > 0 {
+                    let (k, s) = (&mut keys[next][..next_n], &states[next][..next_n]);
+                    keyhash::keys_of(s, k);
+                    self.tree.prefetch_slots(k);
+                }
+                for j in 0..n {
+                    let node = self.tree.confirm(probed[j], keys[cur][j]);
+                    if node == NONE || self.tree.node(node).parent != parent {
                         break 'walk;
                     }
-                    path.push(n);
-                    tail_hash = states[j];
-                    parent = n;
+                    path.push(node);
+                    tail_hash = states[cur][j];
+                    parent = node;
                 }
-                i += g;
             }
         }
         // Host-resident suffix of the path: load it, or advise recomputation.
@@ -534,11 +557,13 @@ impl CacheCore {
         self.stats.matches += 1;
         self.stats.hit_tokens += cached_tokens as u64;
         self.stats.miss_tokens += (tokens.len() - cached_tokens) as u64;
-        let mut pinned = vec![adapter_node];
-        pinned.extend(path.iter().copied());
+        let tail_node = path.last().copied().unwrap_or(adapter_node);
+        // The pinned list is the path behind the adapter: reuse its buffer.
+        let mut pinned = path;
+        pinned.insert(0, adapter_node);
         let req = Request {
             pinned,
-            tail_node: path.last().copied().unwrap_or(adapter_node),
+            tail_node,
             tail_hash,
             fresh: Vec::new(),
             fresh_pos: 0,

@@ -5,6 +5,7 @@ pub mod config;
 pub mod core;
 pub mod cost;
 pub mod events;
+pub mod index;
 pub mod keyhash;
 pub mod oracle;
 pub mod policy;

@@ -9,7 +9,7 @@ use super::policy::{retention_value, PolicyKind, RankContext};
 use super::tree::{Candidate, Kind, Residency, NONE, ROOT};
 use crate::backend::{Backend, BatchId, BatchState, BlockMove, Direction};
 use crate::error::{Error, Result};
-use std::cmp::Ordering;
+use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeSet, BinaryHeap};
 
 /// A candidate with its exact log-value; ordered by (value, set key, id).
@@ -35,6 +35,86 @@ impl Ord for Scored {
     fn cmp(&self, o: &Self) -> Ordering {
         self.value.total_cmp(&o.value).then(self.key.cmp(&o.key)).then(self.node.cmp(&o.node))
     }
+}
+
+/// A KV block's log retention value: the same order as Eq. 6, no underflow for long-idle
+/// blocks, and no exponential at all once a block has been idle for more than ~36 units.
+struct KvLogValue {
+    now: u64,
+    time_unit_us: f64,
+    /// ln(LoRA_Eval x cost), shared by every KV block.
+    log_const: f64,
+}
+
+impl KvLogValue {
+    fn new(ctx: &RankContext) -> Self {
+        let log_const = (cost::lora_eval(ctx.resident_adapters, ctx.low_lora) * ctx.block_cost_us).ln();
+        KvLogValue { now: ctx.now, time_unit_us: ctx.time_unit_us, log_const }
+    }
+
+    #[inline]
+    fn of(&self, c: &Candidate) -> f64 {
+        let t = c.last_use as f64 / self.time_unit_us;
+        let idle = self.now.saturating_sub(c.last_use) as f64 / self.time_unit_us;
+        // ln(visits) = key - t; ln(1 - sigmoid(idle)) = -softplus(idle).
+        let softplus = if idle > 36.0 { idle } else { idle.exp().ln_1p() };
+        self.log_const + (f64::from_bits(c.key) - t) - softplus
+    }
+}
+
+/// The (up to) `k` lowest KV entries of a value-ordered candidate set, in order, for a finite
+/// `log_const` (the log-value terms shared by every KV block).
+///
+/// Why a walk in set order may hand entries out early: an entry's log value is
+/// `log_const + key - now_s - eps` (with `key - t = ln(visits) >= 0` and `t + idle = now_s`),
+/// where `eps = ln(1 + e^(-idle)) <= ln 2` shrinks as idle time grows and
+/// `idle >= now_s - key`. So every entry with key at most `y` has
+/// `eps <= ln(1 + e^(min(y - now_s, 0)))`, and since `y - ln(1 + e^(min(y - now_s, 0)))` grows
+/// with `y`, the same bound holds, for entries past `y`, with `y`'s eps. A pending entry whose
+/// value is below the bound for the current entry therefore precedes it and everything after
+/// it, and can be handed out.
+fn lowest_in_order(
+    set: &BTreeSet<Candidate>,
+    k: usize,
+    now_s: f64,
+    log_const: f64,
+    score: impl Fn(&Candidate) -> Scored,
+) -> Vec<Scored> {
+    // The eps bound is refreshed once per unit of key, so the exponential is rarely taken.
+    const SEGMENT: f64 = 1.0;
+    let mut out: Vec<Scored> = Vec::with_capacity(k.min(set.len()));
+    let mut pending: BinaryHeap<Reverse<Scored>> = BinaryHeap::new();
+    let mut segment_end = f64::NEG_INFINITY;
+    let mut eps = std::f64::consts::LN_2;
+    let mut slack = 0.0;
+    'walk: for c in set.iter().filter(|c| !c.adapter) {
+        let key = f64::from_bits(c.key);
+        if key > segment_end {
+            segment_end = key + SEGMENT;
+            eps = (segment_end - now_s).min(0.0).exp().ln_1p();
+            // Rounding of sums of this magnitude, with a wide margin.
+            slack = 1e-9 + 1e-13 * (log_const.abs() + now_s.abs() + segment_end.abs());
+        }
+        let bound = log_const + key - now_s - eps - slack;
+        while let Some(&Reverse(top)) = pending.peek() {
+            if top.value >= bound {
+                break;
+            }
+            pending.pop();
+            out.push(top);
+            if out.len() == k {
+                break 'walk;
+            }
+        }
+        pending.push(Reverse(score(c)));
+    }
+    while out.len() < k {
+        match pending.pop() {
+            Some(Reverse(s)) => out.push(s),
+            None => break,
+        }
+    }
+    out
 }
 
 /// What one `step` did.
@@ -70,11 +150,14 @@ impl CacheCore {
     /// Up to `k` nodes of a candidate set, lowest retention value first (ties by set order).
     ///
     /// Under the cost model the set is ordered by a key from which a KV block's log value
-    /// differs by `-now - eps`, eps in (0, ln 2] (see `CandidateOrder::Value`), so the walk stops
-    /// once no later block can beat the k-th best: exact, and it touches about k entries plus
-    /// the ln 2 band instead of every leaf. Adapters have other constants and are scored apart.
+    /// differs by `-now - eps`, eps in (0, ln 2] (see `CandidateOrder::Value`), so a walk in set
+    /// order can hand out a block as soon as no later entry can beat it, and stops once it has
+    /// handed out k: exact, already in order, and it touches about k entries plus a band instead
+    /// of every leaf. Adapters have other constants and are scored apart.
     fn lowest(&self, set: &BTreeSet<Candidate>, k: usize, now: u64) -> Vec<u32> {
-        if k == 0 {
+        // An empty set has no adapter leaves either (they are listed like KV leaves), and the
+        // ranking context costs a power per adapter: a full host tier asks for every victim.
+        if k == 0 || set.is_empty() {
             return Vec::new();
         }
         let policy = self.cfg.policy;
@@ -83,61 +166,42 @@ impl CacheCore {
             return set.iter().take(k).map(|c| c.id).collect();
         }
         let ctx = self.rank_ctx(now);
-        let now_s = now as f64 / ctx.time_unit_us;
-        let kv_log_const = (cost::lora_eval(ctx.resident_adapters, ctx.low_lora) * ctx.block_cost_us).ln();
-        // Scores are log-values: the same order as Eq. 6, no underflow for long-idle blocks,
-        // and no exponential at all once a block has been idle for more than ~36 units.
-        let kv_log_value = |c: &Candidate| -> f64 {
-            let t = c.last_use as f64 / ctx.time_unit_us;
-            let idle = now.saturating_sub(c.last_use) as f64 / ctx.time_unit_us;
-            // ln(visits) = key - t; ln(1 - sigmoid(idle)) = -softplus(idle).
-            let softplus = if idle > 36.0 { idle } else { idle.exp().ln_1p() };
-            kv_log_const + (f64::from_bits(c.key) - t) - softplus
+        let kv_log = KvLogValue::new(&ctx);
+        let score = |c: &Candidate| Scored { value: kv_log.of(c), key: c.key, node: c.id };
+        let kv = if kv_log.log_const.is_finite() {
+            lowest_in_order(set, k, now as f64 / ctx.time_unit_us, kv_log.log_const, score)
+        } else {
+            // Every KV value is the same infinity: the first k in set order, by key and id.
+            let mut first: Vec<Scored> = set.iter().filter(|c| !c.adapter).take(k).map(score).collect();
+            first.sort_unstable();
+            first
         };
-        let mut walk = set.iter().filter(|c| !c.adapter);
-        // The first k in set order fill the heap at once (O(k)); the band after them may
-        // displace some.
-        let mut best: BinaryHeap<Scored> = walk
-            .by_ref()
-            .take(k)
-            .map(|c| Scored { value: kv_log_value(c), key: c.key, node: c.id })
-            .collect();
-        if best.len() == k && kv_log_const.is_finite() {
-            let mut worst = best.peek().expect("k > 0").value;
-            for c in walk {
-                let bound = kv_log_const + f64::from_bits(c.key) - now_s - std::f64::consts::LN_2 - 1e-9;
-                if bound > worst {
-                    break;
-                }
-                let candidate = Scored { value: kv_log_value(c), key: c.key, node: c.id };
-                if candidate < *best.peek().expect("k > 0") {
-                    best.pop();
-                    best.push(candidate);
-                    worst = best.peek().expect("k > 0").value;
-                }
-            }
-        }
         // The walk may stop before reaching an adapter: score adapter leaves exactly.
         let gpu_set = std::ptr::eq(set, self.tree.gpu_leaves());
-        let adapters: Vec<u32> = self
-            .adapters
-            .iter()
-            .flatten()
-            .map(|a| a.node)
-            .filter(|&n| {
-                let node = self.tree.node(n);
-                gpu_set && node.residency == Residency::Gpu && node.pins == 0 && node.gpu_children == 0
-            })
-            .collect();
-        let mut all: Vec<Scored> = best.into_vec();
-        for n in adapters {
-            let node = self.tree.node(n);
-            let value = retention_value(policy, node, self.node_blocks(n), true, &ctx).ln();
-            all.push(Scored { value, key: self.tree.order_key(node), node: n });
+        let mut adapters: Vec<Scored> = Vec::new();
+        if gpu_set {
+            for a in self.adapters.iter().flatten() {
+                let node = self.tree.node(a.node);
+                if node.residency == Residency::Gpu && node.pins == 0 && node.gpu_children == 0 {
+                    let value = retention_value(policy, node, self.node_blocks(a.node), true, &ctx).ln();
+                    adapters.push(Scored { value, key: self.tree.order_key(node), node: a.node });
+                }
+            }
+            adapters.sort_unstable();
         }
-        all.sort_unstable();
-        all.truncate(k);
-        all.into_iter().map(|s| s.node).collect()
+        // Merge the two ordered lists.
+        let mut out = Vec::with_capacity(k.min(kv.len() + adapters.len()));
+        let (mut i, mut j) = (0, 0);
+        while out.len() < k && (i < kv.len() || j < adapters.len()) {
+            if j == adapters.len() || (i < kv.len() && kv[i] < adapters[j]) {
+                out.push(kv[i].node);
+                i += 1;
+            } else {
+                out.push(adapters[j].node);
+                j += 1;
+            }
+        }
+        out
     }
 
     /// Makes `need` GPU blocks free (of which `adapter_need` for an adapter, which the vLLM
@@ -836,6 +900,168 @@ mod tests {
             for k in [1, 5, 17, 60, brute.len()] {
                 let want: Vec<u32> = brute.iter().take(k).map(|s| s.node).collect();
                 assert_eq!(core.lowest(core.tree.gpu_leaves(), k, now), want, "{policy:?} k={k}");
+            }
+        }
+    }
+
+    /// The selection as it was before the ordered walk, kept to show that no decision changed.
+    fn lowest_before(core: &CacheCore, set: &BTreeSet<Candidate>, k: usize, now: u64) -> Vec<u32> {
+        if k == 0 {
+            return Vec::new();
+        }
+        let policy = core.cfg.policy;
+        if !policy.uses_cost_model() {
+            // The candidate sets are already ordered by last use.
+            return set.iter().take(k).map(|c| c.id).collect();
+        }
+        let ctx = core.rank_ctx(now);
+        let now_s = now as f64 / ctx.time_unit_us;
+        let kv_log_const = (cost::lora_eval(ctx.resident_adapters, ctx.low_lora) * ctx.block_cost_us).ln();
+        // Scores are log-values: the same order as Eq. 6, no underflow for long-idle blocks,
+        // and no exponential at all once a block has been idle for more than ~36 units.
+        let kv_log_value = |c: &Candidate| -> f64 {
+            let t = c.last_use as f64 / ctx.time_unit_us;
+            let idle = now.saturating_sub(c.last_use) as f64 / ctx.time_unit_us;
+            // ln(visits) = key - t; ln(1 - sigmoid(idle)) = -softplus(idle).
+            let softplus = if idle > 36.0 { idle } else { idle.exp().ln_1p() };
+            kv_log_const + (f64::from_bits(c.key) - t) - softplus
+        };
+        let mut walk = set.iter().filter(|c| !c.adapter);
+        // The first k in set order fill the heap at once (O(k)); the band after them may
+        // displace some.
+        let mut best: BinaryHeap<Scored> = walk
+            .by_ref()
+            .take(k)
+            .map(|c| Scored { value: kv_log_value(c), key: c.key, node: c.id })
+            .collect();
+        if best.len() == k && kv_log_const.is_finite() {
+            let mut worst = best.peek().expect("k > 0").value;
+            for c in walk {
+                let bound = kv_log_const + f64::from_bits(c.key) - now_s - std::f64::consts::LN_2 - 1e-9;
+                if bound > worst {
+                    break;
+                }
+                let candidate = Scored { value: kv_log_value(c), key: c.key, node: c.id };
+                if candidate < *best.peek().expect("k > 0") {
+                    best.pop();
+                    best.push(candidate);
+                    worst = best.peek().expect("k > 0").value;
+                }
+            }
+        }
+        // The walk may stop before reaching an adapter: score adapter leaves exactly.
+        let gpu_set = std::ptr::eq(set, core.tree.gpu_leaves());
+        let adapters: Vec<u32> = core
+            .adapters
+            .iter()
+            .flatten()
+            .map(|a| a.node)
+            .filter(|&n| {
+                let node = core.tree.node(n);
+                gpu_set && node.residency == Residency::Gpu && node.pins == 0 && node.gpu_children == 0
+            })
+            .collect();
+        let mut all: Vec<Scored> = best.into_vec();
+        for n in adapters {
+            let node = core.tree.node(n);
+            let value = retention_value(policy, node, core.node_blocks(n), true, &ctx).ln();
+            all.push(Scored { value, key: core.tree.order_key(node), node: n });
+        }
+        all.sort_unstable();
+        all.truncate(k);
+        all.into_iter().map(|s| s.node).collect()
+    }
+
+    /// Brute force: score every entry of the set (and every adapter leaf) exactly, then sort.
+    fn brute_force(core: &CacheCore, gpu_set: bool, k: usize, now: u64) -> Vec<u32> {
+        let ctx = core.rank_ctx(now);
+        let policy = core.cfg.policy;
+        let set = if gpu_set { core.tree.gpu_leaves() } else { core.tree.host_leaves() };
+        let kv_log = KvLogValue::new(&ctx);
+        let mut all: Vec<Scored> = set
+            .iter()
+            .map(|c| {
+                let node = core.tree.node(c.id);
+                let value = if c.adapter {
+                    retention_value(policy, node, core.node_blocks(c.id), true, &ctx).ln()
+                } else {
+                    kv_log.of(c)
+                };
+                Scored { value, key: c.key, node: c.id }
+            })
+            .collect();
+        all.sort_unstable();
+        all.iter().take(k).map(|s| s.node).collect()
+    }
+
+    /// Trees whose leaves span idle times from zero to far past the ln 2 band, with visits
+    /// from 1 to dozens and runs of equal last-use times; each with and without a host tier.
+    #[test]
+    fn ordered_walk_equals_brute_force_across_idle_times() {
+        for (policy, unit) in [
+            (PolicyKind::Elora, 0),
+            (PolicyKind::Libra, 0),
+            (PolicyKind::Elora, 50_000),
+            (PolicyKind::Libra, 3_000_000),
+        ] {
+            for seed in 1..=6u64 {
+                let cfg = CacheConfig {
+                    block_tokens: 1,
+                    policy,
+                    value_time_unit_us: unit,
+                    swap_out_high: 0.6,
+                    swap_out_low: 0.5,
+                    ..Default::default()
+                };
+                let mut io = CpuBackend::new(8, 400, 120).unwrap();
+                let mut core = CacheCore::new(cfg, 8, 400, 120).unwrap();
+                for a in 0..3u64 {
+                    core.register_adapter(a, &[0u8; 16], 2, 0).unwrap();
+                }
+                let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                let mut rnd = move || {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x
+                };
+                let mut now = 1_000u64;
+                for i in 0..260u64 {
+                    // Mostly small steps (dense, equal or close last uses), sometimes long gaps.
+                    now += match rnd() % 10 {
+                        0 => 0,
+                        1 => rnd() % 40_000_000,
+                        _ => rnd() % 300_000,
+                    };
+                    let len = 1 + (rnd() % 4) as usize;
+                    let family = (rnd() % 90) as u32;
+                    let toks: Vec<u32> = (0..len as u32).map(|t| family * 10 + t).collect();
+                    let Ok(m) = core.match_prefix(&mut io, rnd() % 3, 0, &toks, now) else { continue };
+                    let rest = toks.len() - m.cached_tokens;
+                    if core.allocate(&mut io, m.request, rest, now).is_ok() {
+                        core.commit(m.request, &toks[m.cached_tokens..], now).unwrap();
+                    }
+                    core.release(&mut io, m.request, now).unwrap();
+                    if i % 16 == 15 {
+                        core.step(&mut io, now, 4, false).unwrap();
+                    }
+                }
+                core.check_invariants().unwrap();
+                for later in [0, 200_000, 5_000_000, 90_000_000] {
+                    let at = core.last_now + later;
+                    for gpu_set in [true, false] {
+                        let set = if gpu_set { core.tree.gpu_leaves() } else { core.tree.host_leaves() };
+                        let n = set.len();
+                        for k in [1, 2, 7, 30, n / 2, n, n + 5] {
+                            let got = core.lowest(set, k, at);
+                            let what = format!(
+                                "{policy:?} unit {unit} seed {seed} +{later} gpu {gpu_set} k {k} of {n}"
+                            );
+                            assert_eq!(got, brute_force(&core, gpu_set, k, at), "{what}");
+                            assert_eq!(got, lowest_before(&core, set, k, at), "{what}");
+                        }
+                    }
+                }
             }
         }
     }

@@ -6,8 +6,8 @@
 //! Residency rule (the invariant the swapper keeps): a node that holds or is receiving a GPU
 //! block has a parent that holds or is receiving one too. Only GPU *leaves* (no child on the
 //! GPU side) may leave the GPU, and only host nodes whose parent is GPU-side may come back.
+use super::index::{prefetch, PrefixIndex};
 use super::keyhash::PrefixHasher;
-use hashbrown::HashTable;
 use siphasher::sip128::{Hasher128, SipHasher13};
 use std::collections::BTreeSet;
 use std::hash::Hasher;
@@ -48,7 +48,7 @@ pub enum Kind {
     Vacant,
 }
 
-/// One tree node. 64 bytes; the prefix index adds one u32 and a control byte per node.
+/// One tree node. 64 bytes; the prefix index adds an 8-byte slot per node, at most 7/8 full.
 #[derive(Debug, Clone)]
 pub struct Node {
     pub key: u128,
@@ -110,7 +110,7 @@ pub struct KvCounts {
 pub struct Tree {
     nodes: Vec<Node>,
     vacant: Vec<u32>,
-    index: HashTable<u32>,
+    index: PrefixIndex,
     hash_key: (u64, u64),
     /// GPU nodes that may leave the GPU: resident, unpinned, no GPU-side child.
     gpu_leaves: BTreeSet<Candidate>,
@@ -144,7 +144,7 @@ impl Tree {
         Tree {
             nodes: vec![root],
             vacant: Vec::new(),
-            index: HashTable::new(),
+            index: PrefixIndex::new(),
             hash_key,
             gpu_leaves: BTreeSet::new(),
             host_leaves: BTreeSet::new(),
@@ -247,7 +247,7 @@ impl Tree {
     pub fn metadata_bytes_per_node(&self) -> f64 {
         let live = self.live_nodes().max(1) as f64;
         let node = std::mem::size_of::<Node>() as f64 * self.nodes.capacity() as f64;
-        let index = (std::mem::size_of::<u32>() + 1) as f64 * self.index.capacity() as f64;
+        let index = (PrefixIndex::SLOT_BYTES * self.index.slot_count()) as f64;
         // A B-tree entry costs its key plus about a third of a node's overhead.
         let sets = (self.gpu_leaves.len() + self.host_leaves.len()) as f64 * 24.0;
         (node + index + sets) / live
@@ -271,6 +271,40 @@ impl Tree {
     pub fn lookup(&self, key: u128) -> Option<u32> {
         let nodes = &self.nodes;
         self.index.find(key as u64, |&id| nodes[id as usize].key == key).copied()
+    }
+
+    /// A lookup in steps whose memory accesses can be in flight for many keys together:
+    /// `prefetch_slots`, then `probe` (the index slots only), then `confirm` (the node).
+    /// `confirm(probe(key), key)` equals `lookup(key)`, with `NONE` for absent.
+    pub fn prefetch_slots(&self, keys: &[u128]) {
+        for &key in keys {
+            self.index.prefetch(key as u64);
+        }
+    }
+
+    /// The node the index holds under `key`'s tag (`NONE` when the key is absent), whose
+    /// cache lines are then prefetched. Touches no node.
+    #[inline]
+    pub fn probe(&self, key: u128) -> u32 {
+        let id = self.index.first_tag_match(key as u64);
+        if let Some(n) = self.nodes.get(id as usize) {
+            // A node may straddle two cache lines.
+            let p: *const Node = n;
+            prefetch(p);
+            prefetch(p.cast::<u8>().wrapping_add(std::mem::size_of::<Node>() - 1));
+        }
+        id
+    }
+
+    /// The probed node if its key is `key`; otherwise (another key with the same tag came
+    /// first on the probe path, or none) the full lookup.
+    #[inline]
+    pub fn confirm(&self, probed: u32, key: u128) -> u32 {
+        match self.nodes.get(probed as usize) {
+            Some(n) if n.key == key => probed,
+            Some(_) => self.lookup(key).unwrap_or(NONE),
+            None => NONE,
+        }
     }
 
     fn alloc_node(&mut self, node: Node) -> u32 {
@@ -421,15 +455,19 @@ impl Tree {
     }
 
     fn unlist(&mut self, id: u32) {
+        let listed = self.nodes[id as usize].listed;
+        // Most pinned nodes are interior and unlisted: no set entry (and no logarithm) to make.
+        if listed == 0 {
+            return;
+        }
         let c = self.candidate(id);
-        let n = &mut self.nodes[id as usize];
-        if n.listed & IN_GPU_LEAVES != 0 {
+        if listed & IN_GPU_LEAVES != 0 {
             self.gpu_leaves.remove(&c);
         }
-        if n.listed & IN_HOST_LEAVES != 0 {
+        if listed & IN_HOST_LEAVES != 0 {
             self.host_leaves.remove(&c);
         }
-        n.listed = 0;
+        self.nodes[id as usize].listed = 0;
     }
 
     /// Re-derives the node's candidate-set membership from its state.
@@ -438,7 +476,6 @@ impl Tree {
         if matches!(n.kind, Kind::Root | Kind::Vacant) {
             return;
         }
-        let c = self.candidate(id);
         let gpu_leaf = n.residency == Residency::Gpu && n.pins == 0 && n.gpu_children == 0;
         let host_leaf = n.residency == Residency::Host && n.pins == 0 && n.children == 0;
         let want = if gpu_leaf { IN_GPU_LEAVES } else { 0 } | if host_leaf { IN_HOST_LEAVES } else { 0 };
@@ -446,6 +483,7 @@ impl Tree {
         if want == have {
             return;
         }
+        let c = self.candidate(id);
         if (have ^ want) & IN_GPU_LEAVES != 0 {
             if gpu_leaf {
                 self.gpu_leaves.insert(c);
