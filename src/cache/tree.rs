@@ -312,6 +312,11 @@ impl Tree {
             self.nodes[id as usize] = node;
             id
         } else {
+            if self.nodes.len() == self.nodes.capacity() {
+                // Grow by a quarter, not Vec's doubling: the arena is most of the metadata,
+                // and doubling would leave up to half of it unused right after a growth.
+                self.nodes.reserve_exact((self.nodes.len() / 4).max(1024));
+            }
             self.nodes.push(node);
             (self.nodes.len() - 1) as u32
         }
