@@ -64,7 +64,8 @@ Engine and hardware
 
 Policies and output
   --policies LIST      vllm,slora,lru,elora,libra,oracle [all]
-  --sweep              also sweep the load and report the peak load (mean TTFT < 500 ms)
+  --sweep              also sweep the load and report the peak load (mean TTFT < 500 ms),
+                       bisected between the sweep's points to 1/32 of their step
   --sweep-mults LIST   load multipliers of the sweep [1,2,3,4,5,6,8,10,12]
   --json FILE          write scenario parameters and results as JSON
   --plots DIR          write SVG plots (TTFT CDF, TTFT vs load) into DIR [sim_out]
@@ -330,6 +331,11 @@ fn workload_spec(
 }
 
 /// Runs every (workload, policy) job on `jobs` threads; results come back in job order.
+/// Mean TTFT that defines the peak load.
+const PEAK_TTFT_MS: f64 = 500.0;
+/// Bisections of the bracket around each policy's peak.
+const PEAK_BISECTIONS: u32 = 5;
+
 fn run_jobs(
     jobs: &[(Arc<sim::Workload>, WorkloadSpec, SimPolicy)],
     ec: &EngineConfig,
@@ -526,19 +532,56 @@ fn real_main(a: Args) -> Result<(), String> {
             sbar.set_style(bar.style());
             let sres = run_jobs(&sweep_jobs, &ec, a.jobs, &sbar)?;
             sbar.finish_and_clear();
+            // Per policy: the sweep's points, and the bracket [passing, failing] of multipliers
+            // around the highest passing one, refined below.
+            let mut brackets: Vec<Option<(f64, f64)>> = Vec::new();
             for (pi, p) in a.policies.iter().enumerate() {
                 let mut pts = Vec::new();
                 let mut peak = None;
+                let mut bracket = None;
                 for (mi, (m, _)) in sweep_wls.iter().enumerate() {
                     let r = &sres[mi * a.policies.len() + pi];
-                    let rate = base_rate * m;
-                    pts.push((rate, r.ttft_mean_ms()));
-                    if r.ttft_mean_ms() < 500.0 {
-                        peak = Some(peak.map_or(rate, |x: f64| x.max(rate)));
+                    pts.push((base_rate * m, r.ttft_mean_ms()));
+                    if r.ttft_mean_ms() < PEAK_TTFT_MS {
+                        peak = Some(peak.map_or(*m, |x: f64| x.max(*m)));
                     }
                 }
-                peaks[pi] = peak;
+                if let Some(lo) = peak {
+                    bracket = sweep_wls
+                        .iter()
+                        .map(|(m, _)| *m)
+                        .filter(|&m| m > lo)
+                        .reduce(f64::min)
+                        .map(|hi| (lo, hi));
+                }
+                peaks[pi] = peak.map(|m| base_rate * m);
+                brackets.push(bracket);
                 load_series.push((p.name().to_string(), pts));
+            }
+            // Bisect each bracket: the peak to 1/32 of the grid step, not just a grid point.
+            for _ in 0..PEAK_BISECTIONS {
+                let open: Vec<usize> = (0..brackets.len()).filter(|&i| brackets[i].is_some()).collect();
+                let mut jobs = Vec::new();
+                for &pi in &open {
+                    let (lo, hi) = brackets[pi].expect("open bracket");
+                    let mut s = spec.clone();
+                    s.rate_mult = (lo + hi) / 2.0;
+                    jobs.push((Arc::new(sim::generate(&s)), s, a.policies[pi]));
+                }
+                let rres = run_jobs(&jobs, &ec, a.jobs, &ProgressBar::hidden())?;
+                for (k, &pi) in open.iter().enumerate() {
+                    let (lo, hi) = brackets[pi].expect("open bracket");
+                    let mid = (lo + hi) / 2.0;
+                    let ttft = rres[k].ttft_mean_ms();
+                    load_series[pi].1.push((base_rate * mid, ttft));
+                    brackets[pi] = Some(if ttft < PEAK_TTFT_MS { (mid, hi) } else { (lo, mid) });
+                }
+            }
+            for (pi, b) in brackets.iter().enumerate() {
+                if let Some((lo, _)) = b {
+                    peaks[pi] = Some(base_rate * lo);
+                }
+                load_series[pi].1.sort_by(|x, y| x.0.total_cmp(&y.0));
             }
         }
         print!("{}", report::table(res));
@@ -549,7 +592,11 @@ fn real_main(a: Args) -> Result<(), String> {
                 .zip(&peaks)
                 .map(|(p, k)| format!("{} {}", p.name(), k.map_or("<lowest".into(), |v| format!("{v:.2}"))))
                 .collect();
-            println!("peak load (req/s with mean TTFT < 500 ms): {}", cells.join(", "));
+            println!(
+                "peak load (req/s with mean TTFT < 500 ms, bisected to 1/{} of the sweep's step): {}",
+                1 << PEAK_BISECTIONS,
+                cells.join(", ")
+            );
         }
         print!("{}", report::ratios(res));
         if let Some(dir) = &a.plots {
