@@ -11,6 +11,7 @@
 //! - `Now_LoRA_i` is the number of GPU-resident adapters after the move of node i: one fewer
 //!   than now when an adapter leaves, one more when it arrives, unchanged for a KV block.
 //! - `cost_i` is node i's host-link transfer time in microseconds: bytes / link bandwidth.
+use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 
 /// Eq. 3: the number of distinct adapters a batch of `batch_size` requests is expected to need.
@@ -50,6 +51,9 @@ pub struct LoadStats {
     per_adapter: HashMap<u32, u32>,
     batches: VecDeque<(u64, u32)>,
     batch_sum: u64,
+    /// Eq. 3 for the window as it stands: every victim choice reads it, and computing it takes
+    /// a power per adapter. Cleared whenever the window changes.
+    low_lora_memo: Cell<Option<f64>>,
 }
 
 impl LoadStats {
@@ -61,22 +65,26 @@ impl LoadStats {
             per_adapter: HashMap::new(),
             batches: VecDeque::new(),
             batch_sum: 0,
+            low_lora_memo: Cell::new(None),
         }
     }
 
     pub fn record_request(&mut self, adapter_slot: u32, now: u64) {
+        self.low_lora_memo.set(None);
         self.arrivals.push_back((now, adapter_slot));
         *self.per_adapter.entry(adapter_slot).or_insert(0) += 1;
         self.expire(now);
     }
 
     pub fn record_batch(&mut self, batch_size: u32, now: u64) {
+        self.low_lora_memo.set(None);
         self.batches.push_back((now, batch_size));
         self.batch_sum += batch_size as u64;
         self.expire(now);
     }
 
     pub fn forget_adapter(&mut self, adapter_slot: u32) {
+        self.low_lora_memo.set(None);
         self.arrivals.retain(|&(_, a)| a != adapter_slot);
         self.per_adapter.remove(&adapter_slot);
     }
@@ -123,14 +131,20 @@ impl LoadStats {
 
     /// Eq. 3 over the current window.
     pub fn low_lora(&self) -> f64 {
-        let total = self.arrivals.len() as f64;
-        if total == 0.0 {
-            return 0.0;
+        if let Some(v) = self.low_lora_memo.get() {
+            return v;
         }
-        // Sorted so the floating-point sum does not depend on hash-map order.
-        let mut counts: Vec<u32> = self.per_adapter.values().copied().collect();
-        counts.sort_unstable();
-        low_lora(counts.into_iter().map(|c| c as f64 / total), self.mean_batch())
+        let total = self.arrivals.len() as f64;
+        let v = if total == 0.0 {
+            0.0
+        } else {
+            // Sorted so the floating-point sum does not depend on hash-map order.
+            let mut counts: Vec<u32> = self.per_adapter.values().copied().collect();
+            counts.sort_unstable();
+            low_lora(counts.into_iter().map(|c| c as f64 / total), self.mean_batch())
+        };
+        self.low_lora_memo.set(Some(v));
+        v
     }
 }
 
@@ -175,5 +189,24 @@ mod tests {
         assert!(close(s.mean_batch(), 8.0));
         // Low_lora for {0.5, 0.5} at BS = 8: 2 x (1 - 0.5^8).
         assert!(close(s.low_lora(), 2.0 * (1.0 - 0.5f64.powi(8))));
+    }
+
+    /// The remembered Eq. 3 follows every change of the window.
+    #[test]
+    fn low_lora_follows_the_window() {
+        let mut l = LoadStats::new(1_000, 1_000);
+        assert_eq!(l.low_lora(), 0.0);
+        l.record_request(0, 10);
+        l.record_request(1, 20);
+        assert!(close(l.low_lora(), low_lora([0.5, 0.5], 1.0)));
+        l.record_batch(4, 30);
+        assert!(close(l.low_lora(), low_lora([0.5, 0.5], 4.0)));
+        l.record_request(1, 40);
+        assert!(close(l.low_lora(), low_lora([1.0 / 3.0, 2.0 / 3.0], 4.0)));
+        l.forget_adapter(1);
+        assert!(close(l.low_lora(), low_lora([1.0], 4.0)));
+        // Everything older than the window expires.
+        l.record_batch(2, 5_000);
+        assert_eq!(l.low_lora(), 0.0);
     }
 }
