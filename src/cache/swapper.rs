@@ -10,7 +10,7 @@ use super::tree::{Candidate, Kind, Residency, NONE, ROOT};
 use crate::backend::{Backend, BatchId, BatchState, BlockMove, Direction};
 use crate::error::{Error, Result};
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BTreeSet, BinaryHeap};
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
 
 /// A candidate with its exact log-value; ordered by (value, set key, id).
 #[derive(Debug, Clone, Copy)]
@@ -318,13 +318,24 @@ impl CacheCore {
 
     /// Deletes a GPU node and all of its (host-resident) descendants, deepest first.
     pub(crate) fn drop_subtree(&mut self, top: u32) {
+        // Below a GPU leaf every node is on the host only. One pass files the host nodes under
+        // their parents (in arena order), then a breadth-first walk from `top` collects its
+        // subtree: one scan of the tree however large the subtree, none for a plain leaf.
+        let mut host_children: HashMap<u32, Vec<u32>> = HashMap::new();
+        if self.tree.node(top).children > 0 {
+            for id in self.tree.live_ids() {
+                let n = self.tree.node(id);
+                if n.residency == Residency::Host {
+                    host_children.entry(n.parent).or_default().push(id);
+                }
+            }
+        }
         let mut members = vec![top];
         let mut i = 0;
-        // Descendants are found by scanning parents: rare, and only when the host tier is full.
-        let all: Vec<u32> = self.tree.live_ids().collect();
         while i < members.len() {
-            let p = members[i];
-            members.extend(all.iter().copied().filter(|&n| self.tree.node(n).parent == p));
+            if let Some(c) = host_children.remove(&members[i]) {
+                members.extend(c);
+            }
             i += 1;
         }
         for &n in members.iter().rev() {
@@ -1108,6 +1119,47 @@ mod policy_tests {
         core.commit(m.request, &toks[m.cached_tokens..], now).unwrap();
         core.release(io, m.request, now).unwrap();
         m.cached_tokens
+    }
+
+    /// Dropping a GPU leaf drops exactly its host subtree (two branches over several levels),
+    /// frees their host blocks, and leaves everything beside it.
+    #[test]
+    fn drop_subtree_takes_exactly_the_host_descendants() {
+        let cfg = CacheConfig { block_tokens: 1, policy: PolicyKind::Elora, ..Default::default() };
+        let mut io = CpuBackend::new(8, 32, 32).unwrap();
+        let mut core = CacheCore::new(cfg, 8, 32, 32).unwrap();
+        core.register_adapter(1, &[0u8; 8], 4, 0).unwrap();
+        put(&mut core, &mut io, &[1, 2, 3, 4, 5], 10);
+        put(&mut core, &mut io, &[1, 2, 3, 6], 20);
+        put(&mut core, &mut io, &[9, 8], 30);
+        let node = |core: &CacheCore, t: &[u32]| core.tree.lookup(*core.prefix_keys(1, 0, t).last().unwrap());
+        // Leaves go to the host bottom-up until [1 2 3] is a GPU leaf over [4 5] and [6].
+        for t in [&[1, 2, 3, 4, 5][..], &[1, 2, 3, 6], &[1, 2, 3, 4]] {
+            let n = node(&core, t).unwrap();
+            core.swap_out(&mut io, &[n]).unwrap();
+            core.poll_inflight(&mut io);
+            assert_eq!(core.tree.node(n).residency, Residency::Host);
+        }
+        let top = node(&core, &[1, 2, 3]).unwrap();
+        assert_eq!(core.tree.node(top).residency, Residency::Gpu);
+        assert_eq!((core.tree.node(top).children, core.tree.node(top).gpu_children), (2, 0));
+        let (host_used, gpu_used) = (core.host.used_count(), core.gpu.used_count());
+        core.drop_subtree(top);
+        for gone in [&[1, 2, 3][..], &[1, 2, 3, 4], &[1, 2, 3, 4, 5], &[1, 2, 3, 6]] {
+            assert_eq!(node(&core, gone), None, "{gone:?} was in the subtree");
+        }
+        for kept in [&[1][..], &[1, 2], &[9], &[9, 8]] {
+            assert!(node(&core, kept).is_some(), "{kept:?} was not");
+        }
+        assert_eq!(core.host.used_count(), host_used - 3);
+        assert_eq!(core.gpu.used_count(), gpu_used - 1);
+        core.check_invariants().unwrap();
+        // A plain GPU leaf goes alone.
+        let leaf = node(&core, &[9, 8]).unwrap();
+        core.drop_subtree(leaf);
+        assert_eq!(node(&core, &[9, 8]), None);
+        assert!(node(&core, &[9]).is_some());
+        core.check_invariants().unwrap();
     }
 
     /// `elora` prunes the host tier from 0.8 down to 0.7 of its 10 blocks; `libra` keeps it
