@@ -309,7 +309,8 @@ pub fn cache_ops(data: &[u8]) {
                 let mut r: libra_readiness = libra_readiness::LIBRA_PENDING;
                 let s = match inp.u8() % 3 {
                     0 => libra_cache_poll(handle, id, &mut r),
-                    1 => libra_cache_wait(handle, id, 0, &mut r),
+                    // A held copy cannot complete during the wait: it times out (0-40 us).
+                    1 => libra_cache_wait(handle, id, inp.u8() as u64 % 3 * 20, &mut r),
                     _ => {
                         let mut ev = std::ptr::null_mut();
                         libra_cache_wait_event(handle, id, &mut ev)
