@@ -884,7 +884,8 @@ enum libra_status libra_cache_poll(const struct libra_cache *cache,
  * Blocks the calling thread until the request's copies complete or `timeout_us` passes in
  * all; `*out` receives the readiness then (LIBRA_PENDING after a timeout). The cache's lock is
  * released while the thread blocks, so other threads keep calling the cache. Returns at once
- * with LIBRA_PENDING when nothing but a later call could complete the copies. On a GPU,
+ * with LIBRA_PENDING when nothing but a later call could complete the copies, and with
+ * LIBRA_ERR_NOT_FOUND if another thread releases or aborts the request meanwhile. On a GPU,
  * `libra_cache_wait_event` avoids blocking the CPU at all. Thread-safe.
  */
 enum libra_status libra_cache_wait(const struct libra_cache *cache,

@@ -285,6 +285,23 @@ fn wait_lets_other_threads_in() {
     });
     cache.release(m.request, 5).unwrap();
     cache.check_invariants().unwrap();
+
+    // A request aborted by another thread during the wait: the waiter learns it when it wakes.
+    cache.register_adapter(3, &weights(3), 8, 6).unwrap();
+    let m = cache.match_prefix(3, 0, &tokens(3, 16), 6).unwrap();
+    assert!(!m.ready, "the new adapter's upload is held");
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| cache.wait(m.request, 60_000_000));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        cache.abort(m.request, 7).unwrap();
+        for b in ctl.held() {
+            ctl.complete(b, true);
+        }
+        let e = waiter.join().unwrap().unwrap_err();
+        assert_eq!(e.status, Status::LIBRA_ERR_NOT_FOUND, "{e}");
+    });
+    cache.step(8, 1, false).unwrap();
+    cache.check_invariants().unwrap();
 }
 
 /// A handle shared by raw pointer, as C threads would share it.
