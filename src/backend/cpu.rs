@@ -222,31 +222,15 @@ impl Backend for CpuBackend {
         self.host_ptr(block) as u64
     }
     fn submit_moves(&mut self, direction: Direction, moves: &[BlockMove]) -> Result<BatchId> {
-        for m in moves {
-            self.check_gpu_block(m.gpu_block)?;
-            self.check_host_block(m.host_block)?;
-        }
+        self.check_moves(moves)?;
         Ok(self.enqueue(Op::Moves(direction, moves.to_vec())))
     }
     fn submit_upload(&mut self, bytes: &[u8], blocks: &[u32]) -> Result<BatchId> {
-        for &b in blocks {
-            self.check_gpu_block(b)?;
-        }
-        let capacity = blocks.len() as u64 * self.layout.block_bytes();
-        if bytes.len() as u64 > capacity {
-            return Err(Error::invalid(format!(
-                "upload of {} bytes does not fit {} blocks",
-                bytes.len(),
-                blocks.len()
-            )));
-        }
+        self.check_upload(bytes, blocks)?;
         Ok(self.enqueue(Op::Upload(bytes.to_vec(), blocks.to_vec())))
     }
     fn submit_device_copies(&mut self, pairs: &[(u32, u32)]) -> Result<BatchId> {
-        for &(a, b) in pairs {
-            self.check_gpu_block(a)?;
-            self.check_gpu_block(b)?;
-        }
+        self.check_device_copies(pairs)?;
         Ok(self.enqueue(Op::DeviceCopies(pairs.to_vec())))
     }
     fn poll(&mut self, batch: BatchId) -> BatchState {

@@ -777,35 +777,19 @@ impl Backend for CudaBackend {
         self.host_ptr(block) as u64
     }
     fn submit_moves(&mut self, direction: Direction, moves: &[BlockMove]) -> Result<BatchId> {
-        for m in moves {
-            self.check_gpu_block(m.gpu_block)?;
-            self.check_host_block(m.host_block)?;
-        }
+        self.check_moves(moves)?;
         let _keep = self.enter()?;
         self.enqueue_moves(direction, moves)?;
         self.finish_batch()
     }
     fn submit_upload(&mut self, bytes: &[u8], blocks: &[u32]) -> Result<BatchId> {
-        for &b in blocks {
-            self.check_gpu_block(b)?;
-        }
-        let capacity = blocks.len() as u64 * self.layout.block_bytes();
-        if bytes.len() as u64 > capacity {
-            return Err(Error::invalid(format!(
-                "upload of {} bytes does not fit {} blocks",
-                bytes.len(),
-                blocks.len()
-            )));
-        }
+        self.check_upload(bytes, blocks)?;
         let _keep = self.enter()?;
         self.enqueue_upload(bytes, blocks)?;
         self.finish_batch()
     }
     fn submit_device_copies(&mut self, pairs: &[(u32, u32)]) -> Result<BatchId> {
-        for &(a, b) in pairs {
-            self.check_gpu_block(a)?;
-            self.check_gpu_block(b)?;
-        }
+        self.check_device_copies(pairs)?;
         let _keep = self.enter()?;
         self.enqueue_device_copies(pairs)?;
         self.finish_batch()

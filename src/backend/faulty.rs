@@ -222,40 +222,11 @@ impl<B: Backend> FaultyBackend<B> {
     /// Validates `work` against the inner backend's geometry, so that a refused id is reported
     /// at submission as the inner backend would, not hidden in a held batch.
     fn validate(&self, work: &Work) -> Result<()> {
-        let gpu = self.inner.gpu_layout().blocks();
-        let host = self.inner.host_blocks();
-        let gpu_ok = |b: u32| {
-            if b < gpu {
-                Ok(())
-            } else {
-                Err(Error::invalid(format!("GPU block {b} is out of range")))
-            }
-        };
         match work {
-            Work::Moves(_, moves) => {
-                for m in moves {
-                    gpu_ok(m.gpu_block)?;
-                    if m.host_block >= host {
-                        return Err(Error::invalid(format!("host block {} is out of range", m.host_block)));
-                    }
-                }
-            }
-            Work::Upload(bytes, blocks) => {
-                for &b in blocks {
-                    gpu_ok(b)?;
-                }
-                if bytes.len() as u64 > blocks.len() as u64 * self.inner.gpu_layout().block_bytes() {
-                    return Err(Error::invalid("upload does not fit its blocks"));
-                }
-            }
-            Work::DeviceCopies(pairs) => {
-                for &(a, b) in pairs {
-                    gpu_ok(a)?;
-                    gpu_ok(b)?;
-                }
-            }
+            Work::Moves(_, moves) => self.inner.check_moves(moves),
+            Work::Upload(bytes, blocks) => self.inner.check_upload(bytes, blocks),
+            Work::DeviceCopies(pairs) => self.inner.check_device_copies(pairs),
         }
-        Ok(())
     }
 
     fn submit(&mut self, work: Work) -> Result<BatchId> {

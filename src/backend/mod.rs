@@ -109,6 +109,36 @@ pub trait Backend: Send {
         }
         Ok(())
     }
+    /// Refuses moves naming a block outside either tier.
+    fn check_moves(&self, moves: &[BlockMove]) -> Result<()> {
+        for m in moves {
+            self.check_gpu_block(m.gpu_block)?;
+            self.check_host_block(m.host_block)?;
+        }
+        Ok(())
+    }
+    /// Refuses an upload naming a block outside the GPU tier, or larger than its blocks.
+    fn check_upload(&self, bytes: &[u8], blocks: &[u32]) -> Result<()> {
+        for &b in blocks {
+            self.check_gpu_block(b)?;
+        }
+        if bytes.len() as u64 > blocks.len() as u64 * self.gpu_layout().block_bytes() {
+            return Err(crate::Error::invalid(format!(
+                "upload of {} bytes does not fit {} blocks",
+                bytes.len(),
+                blocks.len()
+            )));
+        }
+        Ok(())
+    }
+    /// Refuses device copies naming a block outside the GPU tier.
+    fn check_device_copies(&self, pairs: &[(u32, u32)]) -> Result<()> {
+        for &(a, b) in pairs {
+            self.check_gpu_block(a)?;
+            self.check_gpu_block(b)?;
+        }
+        Ok(())
+    }
 
     /// Starts copying a batch of blocks between the tiers, all segments, in one submission.
     fn submit_moves(&mut self, direction: Direction, moves: &[BlockMove]) -> Result<BatchId>;
