@@ -4,10 +4,10 @@
 use libra::backend::cpu::CpuBackend;
 use libra::backend::Backend;
 use libra::cache::{CacheConfig, CacheCore, PolicyKind};
+use libra::fuzzing::fixtures::{self, family_tokens, pattern, BLOCK_BYTES};
 use proptest::prelude::*;
 
 const BT: usize = 4;
-const BLOCK_BYTES: u64 = 32;
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -37,13 +37,8 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 /// The bytes a block of a given prefix key must hold.
-fn pattern(key: u128) -> Vec<u8> {
-    let b = key.to_le_bytes();
-    (0..BLOCK_BYTES as usize).map(|i| b[i % 16] ^ (i as u8)).collect()
-}
-
 fn weights(adapter: u64) -> Vec<u8> {
-    (0..70u64).map(|i| (adapter * 31 + i) as u8).collect()
+    fixtures::weights(adapter, 70)
 }
 
 struct Open {
@@ -55,11 +50,6 @@ struct Open {
     covered: usize,
     /// Allocated, uncommitted blocks.
     fresh: Vec<u32>,
-}
-
-fn tokens_for(family: u32, len: usize) -> Vec<u32> {
-    // Families share their first tokens, so prompts extend each other's prefixes.
-    (0..len as u32).map(|i| if i < 8 { i } else { family * 100 + i }).collect()
 }
 
 fn check_data(core: &CacheCore, io: &mut CpuBackend) -> Result<(), TestCaseError> {
@@ -84,7 +74,7 @@ fn run_with(cfg: CacheConfig, ops: Vec<Op>) -> Result<(), TestCaseError> {
         now += 1000;
         match op {
             Op::Match { adapter, family, len, ns } => {
-                let tokens = tokens_for(family, len);
+                let tokens = family_tokens(family, len);
                 if let Ok(m) = core.match_prefix(&mut io, adapter, ns, &tokens, now) {
                     prop_assert_eq!(m.cached_tokens % BT, 0);
                     prop_assert!(m.cached_tokens <= len);

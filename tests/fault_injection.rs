@@ -7,25 +7,16 @@ use libra::backend::cpu::CpuBackend;
 use libra::backend::faulty::{FaultCounters, FaultPlan, FaultyBackend};
 use libra::backend::Backend;
 use libra::cache::{CacheConfig, CacheCore, PolicyKind, Readiness};
+use libra::fuzzing::fixtures::{self, family_tokens, pattern, BLOCK_BYTES};
 use libra::{Cache, Status};
 use std::collections::BTreeSet;
 
 const BT: usize = 4;
-const BLOCK_BYTES: u64 = 32;
 
 type Io = FaultyBackend<CpuBackend>;
 
-fn pattern(key: u128) -> Vec<u8> {
-    let b = key.to_le_bytes();
-    (0..BLOCK_BYTES as usize).map(|i| b[i % 16] ^ (i as u8)).collect()
-}
-
 fn weights(adapter: u64) -> Vec<u8> {
-    (0..70u64).map(|i| (adapter * 31 + i) as u8).collect()
-}
-
-fn tokens_for(family: u32, len: usize) -> Vec<u32> {
-    (0..len as u32).map(|i| if i < 8 { i } else { family * 100 + i }).collect()
+    fixtures::weights(adapter, 70)
 }
 
 struct Rng(u64);
@@ -127,7 +118,7 @@ fn run(policy: PolicyKind, seed: u64, ops: usize, plan: FaultPlan) -> Tally {
                 what = "match";
                 let adapter = 1 + rng.below(3);
                 let ns = rng.below(2);
-                let tokens = tokens_for(rng.below(6) as u32, 1 + rng.below(40) as usize);
+                let tokens = family_tokens(rng.below(6) as u32, 1 + rng.below(40) as usize);
                 core.match_prefix(&mut io, adapter, ns, &tokens, now).map(|m| {
                     open.push(Open {
                         id: m.request,
@@ -275,7 +266,7 @@ fn run(policy: PolicyKind, seed: u64, ops: usize, plan: FaultPlan) -> Tally {
         let _ = core.register_adapter(a, &weights(a), 8, now);
     }
     for a in 1..4u64 {
-        let tokens = tokens_for(50 + a as u32, 16);
+        let tokens = family_tokens(50 + a as u32, 16);
         for round in 0..2 {
             let t = now + 10 + round;
             let m = core.match_prefix(&mut io, a, 7, &tokens, t).unwrap();
@@ -420,7 +411,7 @@ fn faults_through_the_cache_handle() {
     let mut rng = Rng(77);
     for i in 0..2000u64 {
         let a = 1 + rng.below(3);
-        let tokens = tokens_for(rng.below(8) as u32, 4 + rng.below(30) as usize);
+        let tokens = family_tokens(rng.below(8) as u32, 4 + rng.below(30) as usize);
         if let Ok(m) = cache.match_prefix(a, 0, &tokens, i * 10) {
             let ok = matches!(cache.poll(m.request), Ok(Readiness::Ready));
             if ok {
