@@ -25,11 +25,6 @@
 #define LIBRA_VERSION_STRING "0.1.0"
 
 /**
- * Bytes of one block in the small tiers the checks use.
- */
-#define BLOCK_BYTES 32
-
-/**
  * Status codes shared by the Rust API and the C ABI.
  */
 typedef enum libra_status {

@@ -54,6 +54,8 @@ impl<'a> Input<'a> {
 /// every check agrees on what a block or an adapter must hold.
 pub mod fixtures {
     /// Bytes of one block in the small tiers the checks use.
+    ///
+    /// cbindgen:ignore
     pub const BLOCK_BYTES: u64 = 32;
 
     /// What a KV block with prefix key `key` holds: derived from the key, so a block holding
