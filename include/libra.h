@@ -194,11 +194,6 @@ typedef uint32_t libra_event_kind;
 #endif // __cplusplus
 
 /**
- * Which policy drives eviction, swapping and reuse.
- */
-typedef struct PolicyKind PolicyKind;
-
-/**
  * Opaque cache handle, created by `libra_cache_create` and released by `libra_cache_free`.
  */
 typedef struct libra_cache libra_cache;

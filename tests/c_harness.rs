@@ -202,6 +202,33 @@ fn header_compiles_as_cpp17() {
 }
 
 #[test]
+fn header_declares_only_prefixed_names() {
+    // A public Rust constant or type outside the C ABI leaks into the header unless marked
+    // `cbindgen:ignore`; a C user would then get unprefixed names that can clash with theirs.
+    let header = std::fs::read_to_string(manifest_dir().join("include/libra.h")).expect("include/libra.h");
+    let ident = |s: &str| {
+        s.trim_start_matches('*').chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect::<String>()
+    };
+    let mut bad = Vec::new();
+    for line in header.lines() {
+        let name = if let Some(rest) = line.strip_prefix("#define ") {
+            ident(rest)
+        } else if line.starts_with("typedef ") && line.ends_with(';') {
+            ident(line.trim_end_matches(';').rsplit(' ').next().unwrap_or(""))
+        } else if let Some(rest) = line.strip_prefix("typedef struct ").or(line.strip_prefix("typedef enum "))
+        {
+            ident(rest)
+        } else {
+            continue;
+        };
+        if !(name.starts_with("libra_") || name.starts_with("LIBRA_")) {
+            bad.push(line.to_string());
+        }
+    }
+    assert!(bad.is_empty(), "unprefixed names in include/libra.h:\n{}", bad.join("\n"));
+}
+
+#[test]
 fn committed_header_is_fresh() {
     let generated = std::fs::read_to_string(Path::new(env!("OUT_DIR")).join("libra.h"))
         .expect("build.rs generated the header");
