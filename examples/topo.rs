@@ -30,23 +30,13 @@ fn median_solve_us(net: &Network, wl: &Workload, spec: &OptimizeSpec, runs: usiz
     t[runs / 2]
 }
 
-fn allreduce_times(net: &Network, count: usize) -> (f64, f64) {
+/// One collective of `count` elements over every NPU, 64 chunks: (baseline ns, themis ns,
+/// share of the time the busiest dimension is busy under themis).
+fn collective_times(net: &Network, kind: CollectiveKind, count: usize) -> (f64, f64, f64) {
     let base = ScheduleConfig { policy: Policy::Baseline, chunks: 64, elem_size: 2 };
     let themis = ScheduleConfig { policy: Policy::Themis, ..base.clone() };
-    let b = Schedule::new(net, CollectiveKind::AllReduce, count, None, &base).expect("schedules");
-    let t = Schedule::new(net, CollectiveKind::AllReduce, count, None, &themis).expect("schedules");
-    (b.finish_time, t.finish_time)
-}
-
-/// One all-to-all of `per_peer` elements to every rank: (baseline ns, themis ns, share of the
-/// time the busiest dimension is busy under themis).
-fn all_to_all_times(net: &Network, per_peer: usize) -> (f64, f64, f64) {
-    let ranks: usize = net.dims().iter().map(|d| d.size as usize).product();
-    let base = ScheduleConfig { policy: Policy::Baseline, chunks: 64, elem_size: 2 };
-    let themis = ScheduleConfig { policy: Policy::Themis, ..base.clone() };
-    let count = ranks * per_peer;
-    let b = Schedule::new(net, CollectiveKind::AllToAll, count, None, &base).expect("schedules");
-    let t = Schedule::new(net, CollectiveKind::AllToAll, count, None, &themis).expect("schedules");
+    let b = Schedule::new(net, kind, count, None, &base).expect("schedules");
+    let t = Schedule::new(net, kind, count, None, &themis).expect("schedules");
     (b.finish_time, t.finish_time, t.bottleneck_utilisation())
 }
 
@@ -125,7 +115,7 @@ fn main() {
     json.push_str("\n  ],\n  \"themis_presets\": [\n");
     let count = 32 << 20;
     for (i, np) in NetworkPreset::all().into_iter().enumerate() {
-        let (b, t) = allreduce_times(&np.network(), count);
+        let (b, t, _) = collective_times(&np.network(), CollectiveKind::AllReduce, count);
         println!(
             "{:>2} preset bandwidths: baseline {:.1} us  themis {:.1} us  gain x{:.3}",
             np.name(),
@@ -144,7 +134,7 @@ fn main() {
     let sweep = asymmetric_sweep();
     let mut gains = Vec::new();
     for net in &sweep {
-        let (b, t) = allreduce_times(net, count);
+        let (b, t, _) = collective_times(net, CollectiveKind::AllReduce, count);
         gains.push(b / t);
     }
     let avg = gains.iter().sum::<f64>() / gains.len() as f64;
@@ -168,7 +158,9 @@ fn main() {
     // shorten the pipeline's fill: expect a gain near 1 and a busiest dimension never idle.
     println!("\n== Themis vs baseline, one all-to-all of 16 KiB to every peer, 64 chunks ==");
     for (i, np) in NetworkPreset::all().into_iter().enumerate() {
-        let (b, t, busy) = all_to_all_times(&np.network(), 8192);
+        let net = np.network();
+        let ranks: usize = net.dims().iter().map(|d| d.size as usize).product();
+        let (b, t, busy) = collective_times(&net, CollectiveKind::AllToAll, ranks * 8192);
         println!(
             "{:>2} preset bandwidths: baseline {:.1} us  themis {:.1} us  gain x{:.3}  busiest dimension busy {:.1}%",
             np.name(),
