@@ -559,6 +559,33 @@ impl CudaBackend {
         Ok(keep)
     }
 
+    /// Launches one of the swap kernels over `entries` entries of the device list `list` (block
+    /// ids or pairs): every kernel takes (segments, units, units per block, list, entries) and
+    /// then the 64-bit `tail` arguments.
+    fn launch_over(
+        &self,
+        f: &CudaFunction,
+        list: sys::CUdeviceptr,
+        entries: usize,
+        tail: &[u64],
+    ) -> Result<()> {
+        let mut segs = self.dev_segments.ptr;
+        let mut units = self.dev_units.ptr;
+        let mut upb = self.units_per_block;
+        let mut list = list;
+        let mut n = u32::try_from(entries).map_err(|_| Error::invalid("too many blocks in one batch"))?;
+        let mut tail = tail.to_vec();
+        let mut params: Vec<*mut c_void> = vec![
+            &mut segs as *mut _ as *mut c_void,
+            &mut units as *mut _ as *mut c_void,
+            &mut upb as *mut _ as *mut c_void,
+            &mut list as *mut _ as *mut c_void,
+            &mut n as *mut _ as *mut c_void,
+        ];
+        params.extend(tail.iter_mut().map(|v| v as *mut u64 as *mut c_void));
+        self.launch(f, entries as u64 * self.units_per_block as u64, &mut params)
+    }
+
     fn launch(&self, f: &CudaFunction, work: u64, params: &mut [*mut c_void]) -> Result<()> {
         let shape = reference::Launch::for_work(work, self.sm_count);
         // SAFETY: the parameters match the kernel's signature and every address they lead to
@@ -605,28 +632,13 @@ impl CudaBackend {
         match self.path_for(moves.len()) {
             CopyPath::Kernel => {
                 let pairs: Vec<[u32; 2]> = moves.iter().map(|m| [m.gpu_block, m.host_block]).collect();
-                let mut pairs_ptr = self.pairs.upload(&self.stream, as_bytes(&pairs))?;
+                let pairs_ptr = self.pairs.upload(&self.stream, as_bytes(&pairs))?;
                 let KernelState::Loaded(k) = &self.kernels else { unreachable!("path_for checked") };
                 let f = match direction {
                     Direction::GpuToHost => &k.gather,
                     Direction::HostToGpu => &k.scatter,
                 };
-                let mut segs = self.dev_segments.ptr;
-                let mut units = self.dev_units.ptr;
-                let mut upb = self.units_per_block;
-                let mut n = moves.len() as u32;
-                let mut flat = self.host.dev;
-                let mut bb_arg = bb;
-                let mut params = [
-                    &mut segs as *mut _ as *mut c_void,
-                    &mut units as *mut _ as *mut c_void,
-                    &mut upb as *mut _ as *mut c_void,
-                    &mut pairs_ptr as *mut _ as *mut c_void,
-                    &mut n as *mut _ as *mut c_void,
-                    &mut flat as *mut _ as *mut c_void,
-                    &mut bb_arg as *mut _ as *mut c_void,
-                ];
-                self.launch(f, moves.len() as u64 * upb as u64, &mut params)
+                self.launch_over(f, pairs_ptr, moves.len(), &[self.host.dev, bb])
             }
             CopyPath::Memcpy => {
                 for m in moves {
@@ -649,28 +661,12 @@ impl CudaBackend {
             return Ok(());
         }
         let bb = self.layout.block_bytes();
-        let mut flat = self.staging.upload(&self.stream, bytes)?;
+        let flat = self.staging.upload(&self.stream, bytes)?;
         match self.path_for(blocks.len()) {
             CopyPath::Kernel => {
-                let mut blocks_ptr = self.pairs.upload(&self.stream, as_bytes(blocks))?;
+                let blocks_ptr = self.pairs.upload(&self.stream, as_bytes(blocks))?;
                 let KernelState::Loaded(k) = &self.kernels else { unreachable!("path_for checked") };
-                let mut segs = self.dev_segments.ptr;
-                let mut units = self.dev_units.ptr;
-                let mut upb = self.units_per_block;
-                let mut n = blocks.len() as u32;
-                let mut bb_arg = bb;
-                let mut flat_len = bytes.len() as u64;
-                let mut params = [
-                    &mut segs as *mut _ as *mut c_void,
-                    &mut units as *mut _ as *mut c_void,
-                    &mut upb as *mut _ as *mut c_void,
-                    &mut blocks_ptr as *mut _ as *mut c_void,
-                    &mut n as *mut _ as *mut c_void,
-                    &mut flat as *mut _ as *mut c_void,
-                    &mut bb_arg as *mut _ as *mut c_void,
-                    &mut flat_len as *mut _ as *mut c_void,
-                ];
-                self.launch(&k.upload, blocks.len() as u64 * upb as u64, &mut params)
+                self.launch_over(&k.upload, blocks_ptr, blocks.len(), &[flat, bb, bytes.len() as u64])
             }
             CopyPath::Memcpy => {
                 let len = bytes.len() as u64;
@@ -696,20 +692,9 @@ impl CudaBackend {
         match self.path_for(pairs.len()) {
             CopyPath::Kernel => {
                 let flat: Vec<[u32; 2]> = pairs.iter().map(|&(a, b)| [a, b]).collect();
-                let mut pairs_ptr = self.pairs.upload(&self.stream, as_bytes(&flat))?;
+                let pairs_ptr = self.pairs.upload(&self.stream, as_bytes(&flat))?;
                 let KernelState::Loaded(k) = &self.kernels else { unreachable!("path_for checked") };
-                let mut segs = self.dev_segments.ptr;
-                let mut units = self.dev_units.ptr;
-                let mut upb = self.units_per_block;
-                let mut n = pairs.len() as u32;
-                let mut params = [
-                    &mut segs as *mut _ as *mut c_void,
-                    &mut units as *mut _ as *mut c_void,
-                    &mut upb as *mut _ as *mut c_void,
-                    &mut pairs_ptr as *mut _ as *mut c_void,
-                    &mut n as *mut _ as *mut c_void,
-                ];
-                self.launch(&k.copy_blocks, pairs.len() as u64 * upb as u64, &mut params)
+                self.launch_over(&k.copy_blocks, pairs_ptr, pairs.len(), &[])
             }
             CopyPath::Memcpy => {
                 for &(src, dst) in pairs {
