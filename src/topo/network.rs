@@ -144,9 +144,12 @@ impl Network {
         self.dims.iter().map(|d| n * d.unit_cost()).collect()
     }
 
-    /// LIBRA's network cost in dollars of the given per-NPU bandwidths.
+    /// LIBRA's network cost in dollars of the given per-NPU bandwidths (non-negative, finite).
     pub fn cost_of(&self, bw: &[f64]) -> Result<f64> {
         check_len(bw.len(), self.num_dims(), "bandwidths")?;
+        for (i, &b) in bw.iter().enumerate() {
+            check_non_negative(b, &format!("bandwidths[{i}]"))?;
+        }
         Ok(self.cost_coefficients().iter().zip(bw).map(|(c, b)| c * b).sum())
     }
 
