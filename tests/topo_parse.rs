@@ -47,7 +47,7 @@ fn network_errors_name_the_key() {
         ("Topology: [ Ring ]\nNpusCount: [ 4 ]\nLatency: [ -1 ]\n", "Latency[0]"),
         ("Topology: [ Ring ]\nNpusCount: [ 4 ]\nBandwith: [ 5 ]\n", "unknown key `Bandwith`"),
         ("Topology: ring\nNpusCount: [ 4 ]\n", "`Topology` must be a list"),
-        ("Topology: [ Ring, Ring ]\nNpusCount: [ 65536, 65536 ]\n", "2^32"),
+        ("Topology: [ Ring, Ring ]\nNpusCount: [ 65536, 65537 ]\n", "2^32"),
         ("Topology: [ Ring ]\nnpus_count: [ 4 ]\n", "mixes"),
     ];
     for (text, field) in ranged {

@@ -107,8 +107,8 @@ impl Network {
             check_non_negative(d.cost.nic, &format!("dims[{i}].cost.nic"))?;
         }
         let npus = dims.iter().try_fold(1u64, |acc, d| acc.checked_mul(d.size as u64));
-        if !matches!(npus, Some(n) if n <= u32::MAX as u64) {
-            return Err(Error::invalid("`dims[].size`: the product of the sizes overflows"));
+        if !matches!(npus, Some(n) if n <= 1u64 << 32) {
+            return Err(Error::invalid("`dims[].size`: the product of the sizes exceeds 2^32 NPUs"));
         }
         Ok(Network { dims })
     }

@@ -96,7 +96,7 @@ pub(crate) fn check_count(got: usize, want: usize, key: &str, file: &str) -> Res
 /// Builds the network; an NPU count that overflows is a parse error too.
 pub(crate) fn build(dims: Vec<Dimension>, file: &str) -> Result<Network> {
     let total = dims.iter().try_fold(1u64, |acc, d| acc.checked_mul(d.size as u64));
-    if !matches!(total, Some(n) if n <= u32::MAX as u64) {
+    if !matches!(total, Some(n) if n <= 1u64 << 32) {
         return Err(parse_err(format!("{file}: the product of the NPU counts exceeds 2^32")));
     }
     Network::new(dims)
