@@ -62,12 +62,20 @@ fn ensure_c_libraries(art: &Path) {
             cmd.arg("--release");
         }
         run(&mut cmd);
-        // The library's soname is liblibra.so.<major>: programs linked against it look for
-        // that name at run time, as they would in an installed prefix.
-        let link = art.join(format!("liblibra.so.{}", env!("CARGO_PKG_VERSION_MAJOR")));
+        // Programs linked against the library look for its soname at run time, as they would
+        // in an installed prefix.
+        let link = art.join(soname());
         let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink("liblibra.so", &link).expect("soname symlink");
     });
+}
+
+/// liblibra.so.<major>, or liblibra.so.0.<minor> before 1.0 (see build.rs).
+fn soname() -> String {
+    match env!("CARGO_PKG_VERSION_MAJOR") {
+        "0" => format!("liblibra.so.0.{}", env!("CARGO_PKG_VERSION_MINOR")),
+        major => format!("liblibra.so.{major}"),
+    }
 }
 
 const WARNINGS: &[&str] = &["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-g"];
