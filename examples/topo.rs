@@ -11,7 +11,9 @@
 //! Solve times are measured in this run on this machine; collective times are the schedule
 //! model's predictions.
 use libra::topo::optimize::{grid_search, CompiledWorkload};
+use libra::topo::parse::{parse_network, parse_workload};
 use libra::topo::presets::{asymmetric_sweep, is_realistic, realistic_sweep, NetworkPreset, WorkloadPreset};
+use libra::topo::themis_opt::{optimize_for_themis, themis_iteration_time};
 use libra::topo::*;
 use std::fmt::Write as _;
 use std::time::Instant;
@@ -158,6 +160,52 @@ fn themis_all_reduce_figures(json: &mut String) {
     json.push_str("\n  ]");
 }
 
+/// Themis-aware bandwidths against LIBRA's run under Themis, on LIBRA's own inputs (when
+/// ../shared/topology_inputs is there) with LIBRA's 500 GB/s total: the model's gain, its bound,
+/// and the scheduler's (Themis, 64 chunks) time at both splits.
+fn themis_aware_figures(json: &mut String) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/topology_inputs/libra");
+    println!("\n== Themis-aware bandwidths vs LIBRA's, both run under Themis (LIBRA's inputs, 500 GB/s) ==");
+    json.push_str(",\n  \"themis_aware\": [");
+    if !root.is_dir() {
+        println!("skipped: {} is absent", root.display());
+        json.push(']');
+        return;
+    }
+    let read = |p: &str| std::fs::read_to_string(root.join(p)).expect("LIBRA input");
+    let mut first = true;
+    for dims in [3, 4] {
+        let net = parse_network(&read(&format!("network/{dims}d_network.yml")), None).expect("parses");
+        for model in ["GPT_3", "MSFT_1T", "Turing_NLG", "ResNet_50"] {
+            // Upstream spells Turing-NLG's communicator files with a capital D.
+            let suffix = if model == "Turing_NLG" { format!("{dims}D") } else { format!("{dims}d") };
+            let comm = read(&format!("communicator/{model}_{suffix}.yml"));
+            let wl = parse_workload(&read(&format!("workload/{model}.txt")), &comm, dims, Overlap::None)
+                .expect("parses");
+            let a = optimize_for_themis(&net, &wl, &OptimizeSpec::bandwidth_budget(500.0)).expect("solves");
+            let libra = themis_iteration_time(&net, &wl, &a.libra_bandwidths, 64).expect("schedules");
+            let ours = themis_iteration_time(&net, &wl, &a.bandwidths, 64).expect("schedules");
+            let bound = a.libra_then_themis_time / a.lower_bound.expect("plain budget");
+            println!(
+                "{dims}d {model:<10} LIBRA {}  themis-aware {}  model x{:.4} (at most x{bound:.4})  scheduler x{:.4}",
+                fmt_vec(&a.libra_bandwidths),
+                fmt_vec(&a.bandwidths),
+                a.gain_over_libra_then_themis(),
+                libra / ours
+            );
+            let _ = write!(
+                json,
+                "{}\n    {{\"network\": \"{dims}d\", \"workload\": \"{model}\", \"model_gain\": {}, \"gain_bound\": {bound}, \"scheduler_gain\": {}}}",
+                if first { "" } else { "," },
+                a.gain_over_libra_then_themis(),
+                libra / ours
+            );
+            first = false;
+        }
+    }
+    json.push_str("\n  ]");
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let json_path = args.iter().position(|a| a == "--json").and_then(|i| args.get(i + 1)).cloned();
@@ -253,7 +301,9 @@ fn main() {
             b / t
         );
     }
-    json.push_str("\n  ]\n}\n");
+    json.push_str("\n  ]");
+    themis_aware_figures(&mut json);
+    json.push_str("\n}\n");
 
     if let Some(path) = json_path {
         std::fs::write(&path, json).expect("write the JSON file");
