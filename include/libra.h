@@ -299,8 +299,7 @@ typedef struct libra_cache_config {
    */
   uint64_t popularity_window_us;
   /**
-   * Unit of idle time in the cost model, microseconds; 0 = the policy's default (1 s for
-   * ELORA, 30 s for LIBRA).
+   * Unit of idle time in the cost model, microseconds; 0 = the default (1 s).
    */
   uint64_t value_time_unit_us;
   /**

@@ -8,6 +8,7 @@ pub mod events;
 pub mod index;
 pub mod keyhash;
 pub mod oracle;
+pub mod plan;
 pub mod policy;
 pub mod pool;
 pub mod swapper;
