@@ -299,8 +299,7 @@ typedef struct libra_cache_config {
    */
   uint64_t popularity_window_us;
   /**
-   * Unit of idle time in the cost model, microseconds; 0 = the policy's default (1 s for
-   * ELORA, 30 s for LIBRA).
+   * Unit of idle time in the cost model, microseconds; 0 = the default (1 s).
    */
   uint64_t value_time_unit_us;
   /**
@@ -320,6 +319,15 @@ typedef struct libra_cache_config {
    * Events kept before the oldest are dropped (and counted in stats).
    */
   uint32_t event_capacity;
+  /**
+   * Layer-wise readiness: segments per layer group of a swap-in (default 0: one group). A
+   * swap-in lands group by group (group g = segments g x n .. (g + 1) x n - 1 of `segments`),
+   * so with segments ordered by layer the engine can run a prefill's first layers while the
+   * later ones are still being copied: see `libra_cache_poll_groups` and
+   * `libra_cache_group_event`. With one K and one V segment per layer, 2 x layers per group.
+   * Callers whose `struct_size` ends before this field get the default.
+   */
+  uint32_t segments_per_group;
 } libra_cache_config;
 
 /**
@@ -739,7 +747,8 @@ extern "C" {
 enum libra_status libra_cache_config_default(struct libra_cache_config *config);
 
 /**
- * Creates a cache. `config` is borrowed for the call (its `segments` array is copied).
+ * Creates a cache. `config` is borrowed for the call (its `segments` array is copied); only
+ * its first `struct_size` bytes are read.
  * On success `*out` receives a new handle owned by the caller, to be released with
  * `libra_cache_free`. Fails with LIBRA_ERR_INVALID_ARGUMENT naming the bad field (including
  * more than 2^26 blocks in a tier, or an owned arena over 2^40 bytes), or LIBRA_ERR_DEVICE
@@ -902,6 +911,38 @@ enum libra_status libra_cache_wait(const struct libra_cache *cache,
 enum libra_status libra_cache_wait_event(const struct libra_cache *cache,
                                          uint64_t request,
                                          void **event_out);
+
+/**
+ * Layer-wise readiness, non-blocking: `*readiness_out` receives the request's libra_readiness
+ * (as `libra_cache_poll`), `*ready_groups_out` how many leading layer groups of its cached
+ * blocks are usable now (all of them when LIBRA_READY, 0 when LIBRA_FAILED), and
+ * `*groups_out` (may be NULL) the number of layer groups (`segments_per_group` of the config;
+ * at least 1). The engine may run layer group g of the request's prefill once g < ready
+ * groups; commit still waits for LIBRA_READY. Should a later group's copy fail, the request
+ * turns LIBRA_FAILED and whatever was computed from it must be discarded with an abort.
+ * Errors: LIBRA_ERR_NULL_ARGUMENT, LIBRA_ERR_NOT_FOUND (request not open). Thread-safe.
+ */
+enum libra_status libra_cache_poll_groups(const struct libra_cache *cache,
+                                          uint64_t request,
+                                          libra_readiness *readiness_out,
+                                          uint32_t *ready_groups_out,
+                                          uint32_t *groups_out);
+
+/**
+ * `*event_out` receives a CUevent (as void *) that the engine's stream waits on before its
+ * kernels of layer group `group` (0-based) read the request's cached blocks, or NULL when
+ * nothing is pending or the backend has no events (CPU). Like `libra_cache_wait_event`'s, the
+ * event is owned by the cache, stays a valid CUevent until the cache is freed, and may be
+ * recorded again for later copies once the request's copies have completed: make the stream
+ * wait on it right away (e.g. `cuStreamWaitEvent` before launching that group's layers)
+ * rather than keeping it. Errors: LIBRA_ERR_NULL_ARGUMENT, LIBRA_ERR_NOT_FOUND (request not
+ * open), LIBRA_ERR_INVALID_ARGUMENT (`group` is not below the number of layer groups).
+ * Thread-safe.
+ */
+enum libra_status libra_cache_group_event(const struct libra_cache *cache,
+                                          uint64_t request,
+                                          uint32_t group,
+                                          void **event_out);
 
 /**
  * One scheduler iteration: finishes completed copies, swaps out above the high watermark,
