@@ -615,7 +615,8 @@ typedef struct libra_step {
    */
   uint32_t group;
   /**
-   * Bytes each rank sends.
+   * The most bytes any rank receives in this step (its segment less its own part; for an
+   * all-to-all, the blocks it gets), from the same integer splits as the element ranges.
    */
   double bytes;
   /**
@@ -630,7 +631,8 @@ typedef struct libra_step {
    */
   size_t num_deps;
   /**
-   * Predicted start and finish, ns.
+   * Predicted start, and finish (the chunk's data arrived: the bytes' time on the dimension
+   * plus the step's latency, which does not hold the dimension for other chunks), ns.
    */
   double start_ns;
   double finish_ns;
@@ -700,7 +702,9 @@ typedef struct libra_step {
 #define LIBRA_POLICY_BASELINE 0
 
 /**
- * Per chunk, the order that best balances per-dimension load (Themis).
+ * Per chunk, the order that best balances per-dimension load (Themis; greedy, O(chunks x
+ * dims^2)); the ascending order is kept when it is predicted faster, so never slower than
+ * LIBRA_POLICY_BASELINE.
  */
 #define LIBRA_POLICY_THEMIS 1
 
