@@ -40,6 +40,11 @@ pub struct CacheConfig {
     pub events: bool,
     /// Most events kept before the oldest are dropped (and counted).
     pub event_capacity: usize,
+    /// Segments per layer group of a swap-in: a swap-in completes group by group (group g holds
+    /// segments g x n .. (g + 1) x n), so with segments ordered by layer an engine can start
+    /// prefill when the first layers' KV are in. One K and one V segment per layer: 2 x layers
+    /// per group. 0: one group holding every segment.
+    pub segments_per_group: u32,
 }
 
 impl Default for CacheConfig {
@@ -63,6 +68,7 @@ impl Default for CacheConfig {
             prefetch_interval_us: 50_000,
             events: false,
             event_capacity: 1 << 16,
+            segments_per_group: 0,
         }
     }
 }

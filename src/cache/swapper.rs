@@ -242,7 +242,8 @@ impl CacheCore {
             .zip(&gpu)
             .map(|(&n, &g)| BlockMove { gpu_block: g, host_block: self.tree.node(n).host_block })
             .collect();
-        let batch = match io.submit_moves(Direction::HostToGpu, &moves) {
+        let groups = self.layer_groups(io);
+        let batch = match io.submit_moves_grouped(Direction::HostToGpu, &moves, groups) {
             Ok(b) => b,
             Err(e) => {
                 for g in gpu {
