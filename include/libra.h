@@ -328,6 +328,12 @@ typedef struct libra_cache_config {
    * Callers whose `struct_size` ends before this field get the default.
    */
   uint32_t segments_per_group;
+  /**
+   * Most blocks one write-through pass copies to the host ahead of their swap-out, under
+   * `LIBRA_POLICY_LIBRA` (default 1024; 0 disables write-through). Callers whose
+   * `struct_size` ends before this field get the default.
+   */
+  uint32_t write_through_blocks;
 } libra_cache_config;
 
 /**
@@ -437,6 +443,19 @@ typedef struct libra_cache_stats {
    * older header passes a smaller `struct_size` and gets the fields before them.
    */
   uint64_t hinted_blocks;
+  /**
+   * GPU KV blocks with a complete host copy (write-through), which leave at once.
+   */
+  uint64_t clean_blocks;
+  /**
+   * Bytes copied to the host by write-through, for blocks that stayed on the GPU.
+   */
+  uint64_t write_through_bytes;
+  /**
+   * Blocks that left the GPU without a copy because they were clean (also counted in
+   * `swap_out_blocks`).
+   */
+  uint64_t instant_evictions;
 } libra_cache_stats;
 
 /**
