@@ -71,6 +71,10 @@ pub struct EngineConfig {
     pub layers_per_group: u32,
     /// Link time one more readiness group adds to a swap-in (one more launch), microseconds.
     pub group_latency_us: f64,
+    /// Longest a joining request may make the step's layers wait for its copy, as a share of
+    /// the step: it would otherwise wait for the whole next step, and everyone in the batch
+    /// waits with it.
+    pub join_slack: f64,
 }
 
 impl EngineConfig {
@@ -85,6 +89,7 @@ impl EngineConfig {
             host_blocks: None,
             layers_per_group: 4,
             group_latency_us: 3.0,
+            join_slack: 0.5,
         }
     }
     pub fn gpu_blocks(&self) -> u32 {
@@ -164,7 +169,13 @@ impl TimingBackend {
         }
     }
     fn enqueue(&mut self, blocks: usize) -> BatchId {
-        self.enqueue_groups(blocks, 1)
+        let id = self.enqueue_groups(blocks, 1);
+        self.group_done.remove(&id);
+        id
+    }
+    /// Whether a batch in flight was submitted grouped (a swap-in, not an adapter upload).
+    pub fn is_grouped(&self, batch: BatchId) -> bool {
+        self.group_done.contains_key(&batch)
     }
     /// A batch whose bytes cross the link in `groups` equal parts, one after the other.
     fn enqueue_groups(&mut self, blocks: usize, groups: u32) -> BatchId {
@@ -180,9 +191,7 @@ impl TimingBackend {
         let id = self.next;
         self.next += 1;
         self.pending.insert(id, done);
-        if groups > 1 {
-            self.group_done.insert(id, times);
-        }
+        self.group_done.insert(id, times);
         id
     }
     /// When group `group` of a batch in flight lands (the whole batch, for an ungrouped one).
@@ -682,7 +691,8 @@ pub fn run(
                 _ => {}
             }
         }
-        // Loading requests join the step in which their copies land (layer-wise readiness).
+        // Loading requests join the step in which their copies land (layer-wise readiness), as
+        // long as their layers would wait at most `join_slack` of the step for their groups.
         let mut gates: Vec<u64> = Vec::new();
         let mut joined: Vec<usize> = Vec::new();
         let mut join_at = u64::MAX;
@@ -692,8 +702,12 @@ pub fn run(
                     continue;
                 }
                 let r = &reqs[s.idx as usize];
-                let landing = layerwise::landing_times(&core, &io, s.cache_req, layers, ec.layers_per_group)
-                    .map_err(err)?;
+                let Some(landing) =
+                    layerwise::landing_times(&core, &io, s.cache_req, layers, ec.layers_per_group)
+                        .map_err(err)?
+                else {
+                    continue;
+                };
                 let c = (s.target - s.computed).min(budget);
                 let mut trial = load.clone();
                 trial.prefill.push((c, s.computed));
@@ -703,10 +717,15 @@ pub fn run(
                 with.dedup();
                 trial.adapter_bytes = with.iter().map(|&a| hw.adapter_bytes(spec.rank_of(a))).sum();
                 let dt = (hw.step_time_s(&trial) * 1e6).ceil() as u64;
-                let lands = landing.iter().copied().max().unwrap_or(io.now);
-                if lands > io.now + dt {
+                let (ov, lt) = (hw.step_overhead_s * 1e6, hw.layer_time_s(&trial) * 1e6);
+                let mut merged = gates.clone();
+                layerwise::merge_gates(&mut merged, &landing);
+                let slack = (dt as f64 * ec.join_slack) as u64;
+                let stall = layerwise::stalled_end(io.now, ov, lt, &merged).saturating_sub(io.now + dt);
+                if stall > slack {
                     // Not in this step; an idle engine starts the step its copy lands in.
-                    join_at = join_at.min(lands - dt);
+                    let t = layerwise::earliest_start(ov, lt, &landing).saturating_sub(slack);
+                    join_at = join_at.min(t.max(io.now + 1));
                     continue;
                 }
                 budget -= c;

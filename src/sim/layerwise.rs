@@ -8,22 +8,32 @@ use crate::cache::CacheCore;
 use crate::error::Result;
 
 /// When each layer of a loading request may start: the landing time of its layer group in
-/// every copy the request waits for (an ungrouped copy, such as an adapter upload, lands
-/// whole).
+/// every copy the request waits for. None while it waits for an adapter upload, which has no
+/// groups: every layer reads the adapter, so the request waits for the step after it.
 pub fn landing_times(
     core: &CacheCore,
     io: &TimingBackend,
     request: u64,
     layers: u32,
     layers_per_group: u32,
-) -> Result<Vec<u64>> {
+) -> Result<Option<Vec<u64>>> {
     let batches = core.request_batches(request)?;
+    if !batches.iter().all(|&b| io.is_grouped(b)) {
+        return Ok(None);
+    }
     let per = layers_per_group.max(1);
-    Ok((0..layers)
-        .map(|l| {
-            batches.iter().filter_map(|&b| io.group_ready_at(b, l / per)).max().unwrap_or(io.now).max(io.now)
-        })
-        .collect())
+    Ok(Some(
+        (0..layers)
+            .map(|l| {
+                batches
+                    .iter()
+                    .filter_map(|&b| io.group_ready_at(b, l / per))
+                    .max()
+                    .unwrap_or(io.now)
+                    .max(io.now)
+            })
+            .collect(),
+    ))
 }
 
 /// End of a step that starts at `now`: the fixed overhead, then the layers in order, layer L
@@ -34,6 +44,17 @@ pub fn stalled_end(now: u64, overhead_us: f64, layer_us: f64, gates: &[u64]) -> 
         t = t.max(g as f64) + layer_us;
     }
     t.ceil() as u64
+}
+
+/// The earliest start of a step whose layer L waits for `gates[L]` without stalling: every
+/// layer's group lands by the time the layers before it are done.
+pub fn earliest_start(overhead_us: f64, layer_us: f64, gates: &[u64]) -> u64 {
+    gates
+        .iter()
+        .enumerate()
+        .map(|(l, &g)| (g as f64 - overhead_us - l as f64 * layer_us).ceil().max(0.0) as u64)
+        .max()
+        .unwrap_or(0)
 }
 
 /// Merges a joining request's landing times into the step's gates (the latest per layer).
