@@ -299,8 +299,7 @@ typedef struct libra_cache_config {
    */
   uint64_t popularity_window_us;
   /**
-   * Unit of idle time in the cost model, microseconds; 0 = the policy's default (1 s for
-   * ELORA, 30 s for LIBRA).
+   * Unit of idle time in the cost model, microseconds; 0 = the default (1 s).
    */
   uint64_t value_time_unit_us;
   /**
@@ -536,7 +535,8 @@ typedef struct libra_optimize_config {
    */
   const double *upper;
   /**
-   * Entries in `lower` / `upper` (the network's dimension count when either is set).
+   * Entries in `lower` / `upper`: the network's dimension count when either is set (0 with a
+   * bound set is an error).
    */
   size_t num_bounds;
   /**
@@ -683,7 +683,8 @@ typedef struct libra_step {
 #define LIBRA_OBJECTIVE_TIME 0
 
 /**
- * Minimise iteration time x network cost.
+ * Minimise iteration time x network cost, with the bandwidths summing to exactly
+ * `total_bandwidth` (required; LIBRA's budget is an equality).
  */
 #define LIBRA_OBJECTIVE_TIME_COST 1
 
@@ -1048,10 +1049,17 @@ enum libra_status libra_network_new(const struct libra_dim_desc *dims,
 enum libra_status libra_network_preset_new(libra_network_preset preset, struct libra_network **out);
 
 /**
- * Parses a LIBRA network YAML file's text (`Topology`, `NpusCount`, optional
- * `CostDimension`, `Bandwidth` in GB/s (default 100) and `Latency` in ns) and, if
- * `cost_yaml` is not NULL, a LIBRA cost-model YAML text. Both strings are borrowed,
- * NUL-terminated UTF-8. Fails with LIBRA_ERR_PARSE and a message naming the key or line.
+ * Parses a network YAML file's text, told apart by its keys: LIBRA's (`Topology`,
+ * `NpusCount`, optional `CostDimension`, and our optional `Bandwidth` in GB/s per NPU, default
+ * 100, and `Latency` in ns per step) or ASTRA-sim 2.0's analytical one (`topology`,
+ * `npus_count`, `bandwidth` in GB/s per link with ASTRA-sim's 2^30-byte GB, `latency` in ns per
+ * link; converted to per-NPU bandwidth: x2 for a ring, x(n-1) fully-connected, x1 switch, and
+ * a switch step's latency is two links'). `cost_yaml`, if not NULL, is a LIBRA cost-model text
+ * (`Link` for every dimension, plus `Switch` and `Nic` for switch dimensions, positive $ per
+ * GB/s) and needs a LIBRA network with `CostDimension`. Both strings are borrowed,
+ * NUL-terminated UTF-8. Fails with LIBRA_ERR_PARSE and a message naming the key or line for
+ * unknown keys, values of the wrong shape or out of range, nesting deeper than 16 levels, and
+ * YAML outside the supported subset (flow mappings, anchors, several documents).
  * `*out` is freed with libra_network_free(). Thread-safe.
  *
  * # Safety
@@ -1060,6 +1068,22 @@ enum libra_status libra_network_preset_new(libra_network_preset preset, struct l
 enum libra_status libra_network_parse(const char *network_yaml,
                                       const char *cost_yaml,
                                       struct libra_network **out);
+
+/**
+ * Writes `network` as an ASTRA-sim 2.0 analytical network YAML text (the inverse of the
+ * conversion in libra_network_parse(); costs are not part of that format). With `buf` NULL,
+ * writes the size needed (including the terminating NUL) to `*len_out` and succeeds. Otherwise
+ * `buf` must hold `cap` bytes: fails with LIBRA_ERR_INVALID_ARGUMENT when `cap` is smaller than
+ * the size needed (nothing written), and on success writes the NUL-terminated text to `buf` and
+ * its size including the NUL to `*len_out`. Thread-safe on a const network.
+ *
+ * # Safety
+ * `network` valid or NULL; `buf` NULL or `cap` writable bytes; `len_out` writable or NULL.
+ */
+enum libra_status libra_network_export_astra_sim(const struct libra_network *network,
+                                                 char *buf,
+                                                 size_t cap,
+                                                 size_t *len_out);
 
 /**
  * Frees a network. NULL is a no-op. The network must not be in use by another thread.
@@ -1179,6 +1203,28 @@ enum libra_status libra_workload_parse(const char *workload_text,
                                        struct libra_workload **out);
 
 /**
+ * Parses an ASTRA-sim 1.0 workload text into one training iteration on `network`. With
+ * `communicator_yaml` NULL, each layer's communicators follow the file's parallelism as
+ * ASTRA-sim 1.0 assigns them (`DATA`, `MODEL`, `HYBRID_DATA_MODEL`: model parallel on
+ * dimension 0, `HYBRID_MODEL_DATA`: data parallel on dimension 0, `HYBRID_TRANSFORMER`:
+ * model parallel over the first `model_parallel_NPU_group` NPUs, `HYBRID_DLRM`, `MICRO`, and
+ * `HYBRID_CUSTOMIZED`, whose layers name their own in a 13th field); otherwise the LIBRA
+ * communicator applies to every layer. Strings are borrowed, NUL-terminated UTF-8. Fails with
+ * LIBRA_ERR_PARSE naming the line or key, and LIBRA_ERR_INVALID_ARGUMENT when a file without a
+ * parallelism header comes without a communicator or a model-parallel group does not fit the
+ * network. `*out` is freed with libra_workload_free(). Thread-safe on a const network.
+ *
+ * # Safety
+ * `network` valid or NULL; `workload_text` NUL-terminated; `communicator_yaml` NULL or
+ * NUL-terminated; `out` writable.
+ */
+enum libra_status libra_workload_parse_astra(const struct libra_network *network,
+                                             const char *workload_text,
+                                             const char *communicator_yaml,
+                                             libra_overlap overlap_mode,
+                                             struct libra_workload **out);
+
+/**
  * Frees a workload. NULL is a no-op. The workload must not be in use by another thread.
  *
  * # Safety
@@ -1216,7 +1262,9 @@ struct libra_optimize_config libra_optimize_config_default(void);
 /**
  * Finds the per-NPU bandwidths that minimise the objective for `workload` on `network` (the
  * network's own bandwidths are ignored) under `config`'s budgets, bounds and constraints,
- * exactly (a conic solve). Writes `num_dims` bandwidths (GB/s) to `bandwidths_out` and the
+ * exactly (a conic solve). A dimension no phase uses gets its lower bound, or 0.001 GB/s when
+ * that is 0, so the answer is always accepted by libra_network_set_bandwidths().
+ * Writes `num_dims` bandwidths (GB/s) to `bandwidths_out` and the
  * summary to `*out` (whose `struct_size` the caller sets), only on success. Fails with
  * LIBRA_ERR_INFEASIBLE when no allocation satisfies the constraints (e.g. a budget below the
  * lower bounds) and LIBRA_ERR_INVALID_ARGUMENT naming the field for bad input. Thread-safe on

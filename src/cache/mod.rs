@@ -9,6 +9,7 @@ pub mod index;
 pub mod keyhash;
 pub mod layers;
 pub mod oracle;
+pub mod plan;
 pub mod policy;
 pub mod pool;
 pub mod swapper;

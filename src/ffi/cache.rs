@@ -100,8 +100,7 @@ pub struct libra_cache_config {
     pub prefill_tokens_per_us: f64,
     /// Adapter popularity window in microseconds (default 30 s).
     pub popularity_window_us: u64,
-    /// Unit of idle time in the cost model, microseconds; 0 = the policy's default (1 s for
-    /// ELORA, 30 s for LIBRA).
+    /// Unit of idle time in the cost model, microseconds; 0 = the default (1 s).
     pub value_time_unit_us: u64,
     /// Longest an allocation waits for its own swap-outs, microseconds (default 100 ms).
     pub swap_wait_us: u64,
