@@ -229,3 +229,50 @@ fn one_group_unless_configured() {
     core.release(&mut io, m.request, 2).unwrap();
     assert!(core.poll_groups(&mut io, m.request).is_err(), "released requests are unknown");
 }
+
+/// The CUDA backend's per-group launches read slices of one unit list: on the CPU reference of
+/// the kernels, scattering group by group (with a chunk size that splits pieces into several
+/// units) gives the bytes of one whole scatter, and each group touches only its segments.
+#[test]
+fn per_group_launches_cover_each_segment_once() {
+    use libra::backend::reference::{self, Launch};
+    use libra::backend::{SegmentGroups, TierLayout};
+    let blocks = 6u32;
+    let sizes = [48u64, 48, 100, 100, 16, 16, 200];
+    let mut mem: Vec<Vec<u8>> = sizes.iter().map(|&s| vec![0u8; (s * blocks as u64) as usize]).collect();
+    let segs: Vec<Segment> = mem
+        .iter_mut()
+        .zip(sizes)
+        .map(|(m, s)| Segment { base: m.as_mut_ptr() as u64, bytes_per_block: s, stride: s })
+        .collect();
+    let layout = TierLayout::new(segs, blocks).unwrap();
+    let bb = layout.block_bytes() as usize;
+    let flat: Vec<u8> = (0..bb * 4).map(|i| (i * 7 + 3) as u8).collect();
+    let pairs: Vec<[u32; 2]> = vec![[5, 0], [1, 1], [3, 3], [0, 2]];
+    let dsegs = reference::device_segments(&layout);
+    let units = reference::build_units(&layout, 32);
+    let launch = Launch { grid: 3, threads: 8 };
+    // SAFETY: every address lies in `mem` or `flat`, which do not overlap.
+    unsafe { reference::scatter(launch, &dsegs, &units, &pairs, flat.as_ptr() as u64, bb as u64) };
+    let whole = mem.clone();
+    for per in [1u32, 2, 3, 7] {
+        for m in &mut mem {
+            m.fill(0);
+        }
+        let groups = SegmentGroups::new(sizes.len(), per);
+        let ranges = reference::group_units(&units, groups);
+        assert_eq!(ranges.len() as u32, groups.count());
+        assert_eq!(ranges.first().unwrap().start, 0);
+        assert_eq!(ranges.last().unwrap().end, units.len() as u32);
+        for (g, r) in ranges.iter().enumerate() {
+            let slice = &units[r.start as usize..r.end as usize];
+            assert!(slice.iter().all(|u| groups.segments(g as u32).contains(&(u.segment as usize))));
+            // SAFETY: as above.
+            unsafe { reference::scatter(launch, &dsegs, slice, &pairs, flat.as_ptr() as u64, bb as u64) };
+            for (s, m) in mem.iter().enumerate() {
+                let landed = groups.group_of(s) <= g as u32;
+                assert_eq!(m == &whole[s], landed, "{per} per group: segment {s} after group {g}");
+            }
+        }
+    }
+}
