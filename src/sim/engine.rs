@@ -8,9 +8,9 @@ use super::workload::{Workload, WorkloadSpec};
 use crate::backend::{
     Backend, BatchId, BatchState, BlockMove, Direction, Segment, SegmentGroups, TierLayout,
 };
-use crate::cache::{CacheConfig, CacheCore, NextUse, PolicyKind, Readiness};
+use crate::cache::{CacheConfig, CacheCore, NextUse, PolicyKind, Readiness, RetentionHint};
 use crate::error::Result as LibResult;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 /// A policy under test: one of the library's, or the clairvoyant bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +75,9 @@ pub struct EngineConfig {
     /// the step: it would otherwise wait for the whole next step, and everyone in the batch
     /// waits with it.
     pub join_slack: f64,
+    /// Give retention hints at release where a real engine knows the conversation continues
+    /// (see `retention_hint`); the oracle never gets them.
+    pub retention_hints: bool,
 }
 
 impl EngineConfig {
@@ -90,6 +93,7 @@ impl EngineConfig {
             layers_per_group: 4,
             group_latency_us: 3.0,
             join_slack: 0.5,
+            retention_hints: false,
         }
     }
     pub fn gpu_blocks(&self) -> u32 {
@@ -417,6 +421,20 @@ fn adapter_id(a: u32) -> u64 {
     a as u64 + 1
 }
 
+/// The retention hint an engine can give when a turn ends and its conversation continues:
+/// an agent framework knows a tool call is pending and how long its tools take (the
+/// scenario's mean think time; kept as long again past it), a chat server knows the session
+/// is still open (kept until the session timeout). Neither knows when the turn comes back.
+fn retention_hint(spec: &WorkloadSpec, now: u64) -> RetentionHint {
+    if spec.name == "agent" {
+        let tool_us = (spec.think_mean_s * 1e6) as u64;
+        RetentionHint { priority: 1.0, duration_us: tool_us, expect_back_us: now + tool_us.max(1) }
+    } else {
+        let open_us = (spec.session_timeout_s / spec.rate_mult * 1e6) as u64;
+        RetentionHint { priority: 1.0, duration_us: open_us.max(1), expect_back_us: 0 }
+    }
+}
+
 /// Runs one policy over the workload. `progress` is called now and then with the simulated
 /// time in seconds.
 pub fn run(
@@ -454,6 +472,14 @@ pub fn run(
     let reqs = &wl.requests;
     let n = reqs.len();
     let layers = hw.model.layers.max(1);
+    // Whether each request's conversation has a later turn (the user stays, or the tool call
+    // returns): what an engine holding the session knows.
+    let continues: Vec<bool> = if ec.retention_hints && policy != SimPolicy::Oracle {
+        let turns: HashSet<(u32, u32)> = reqs.iter().map(|r| (r.session, r.turn)).collect();
+        reqs.iter().map(|r| turns.contains(&(r.session, r.turn + 1))).collect()
+    } else {
+        vec![false; n]
+    };
     let mut future = if policy == SimPolicy::Oracle {
         let mut kv: HashMap<u128, Vec<u32>> = HashMap::new();
         let mut adapter = vec![Vec::new(); spec.adapters.max(1) as usize];
@@ -828,6 +854,9 @@ pub fn run(
             if rec.generated >= r.output {
                 rec.finish = Some(t_end);
                 let s = running.remove(k);
+                if continues[s.idx as usize] {
+                    core.set_retention(s.cache_req, retention_hint(spec, t_end), t_end).map_err(err)?;
+                }
                 core.release(&mut io, s.cache_req, t_end).map_err(err)?;
                 done += 1;
             } else {
