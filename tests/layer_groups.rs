@@ -87,10 +87,17 @@ fn cache_then_swap_out(core: &mut CacheCore, io: &mut dyn Backend, prompt: &[u32
     on_host
 }
 
-fn faulty(mem: &mut Mem) -> (FaultyBackend<CpuBackend>, FaultControl) {
+fn cpu(mem: &mut Mem) -> CpuBackend {
     // SAFETY: `mem` outlives the backend in every test and is not resized.
-    let cpu = unsafe { CpuBackend::adopt(mem.segments(), BLOCKS, HOST) }.unwrap();
-    let io = FaultyBackend::new(cpu, FaultPlan::default());
+    unsafe { CpuBackend::adopt(mem.segments(), BLOCKS, HOST) }.unwrap()
+}
+
+fn core(cfg: CacheConfig) -> CacheCore {
+    CacheCore::new(cfg, (SEGS * PIECE) as u64, BLOCKS, HOST).unwrap()
+}
+
+fn faulty(mem: &mut Mem) -> (FaultyBackend<CpuBackend>, FaultControl) {
+    let io = FaultyBackend::new(cpu(mem), FaultPlan::default());
     let ctl = io.control();
     (io, ctl)
 }
@@ -111,7 +118,7 @@ fn check_groups(mem: &Mem, kv: &[u32], loaded_from: usize, landed: u32) {
 fn a_swap_in_becomes_ready_group_by_group() {
     let mut mem = Mem::new();
     let (mut io, ctl) = faulty(&mut mem);
-    let mut core = CacheCore::new(config(), (SEGS * PIECE) as u64, BLOCKS, HOST).unwrap();
+    let mut core = core(config());
     let prompt = tokens(1, 4 * BT);
     let on_host = cache_then_swap_out(&mut core, &mut io, &prompt);
     mem.scribble();
@@ -152,7 +159,7 @@ fn a_group_that_fails_fails_the_request_and_keeps_the_host_copy() {
     for held in [false, true] {
         let mut mem = Mem::new();
         let (mut io, ctl) = faulty(&mut mem);
-        let mut core = CacheCore::new(config(), (SEGS * PIECE) as u64, BLOCKS, HOST).unwrap();
+        let mut core = core(config());
         let prompt = tokens(1, 4 * BT);
         let on_host = cache_then_swap_out(&mut core, &mut io, &prompt);
         mem.scribble();
@@ -191,9 +198,8 @@ fn a_group_that_fails_fails_the_request_and_keeps_the_host_copy() {
 #[test]
 fn the_cpu_backend_completes_deferred_swaps_group_by_group() {
     let mut mem = Mem::new();
-    // SAFETY: `mem` outlives the backend and is not resized.
-    let mut io = unsafe { CpuBackend::adopt(mem.segments(), BLOCKS, HOST) }.unwrap();
-    let mut core = CacheCore::new(config(), (SEGS * PIECE) as u64, BLOCKS, HOST).unwrap();
+    let mut io = cpu(&mut mem);
+    let mut core = core(config());
     let prompt = tokens(1, 4 * BT);
     let on_host = cache_then_swap_out(&mut core, &mut io, &prompt);
     mem.scribble();
@@ -217,10 +223,9 @@ fn the_cpu_backend_completes_deferred_swaps_group_by_group() {
 #[test]
 fn one_group_unless_configured() {
     let mut mem = Mem::new();
-    // SAFETY: `mem` outlives the backend and is not resized.
-    let mut io = unsafe { CpuBackend::adopt(mem.segments(), BLOCKS, HOST) }.unwrap();
+    let mut io = cpu(&mut mem);
     let cfg = CacheConfig { segments_per_group: 0, ..config() };
-    let mut core = CacheCore::new(cfg, (SEGS * PIECE) as u64, BLOCKS, HOST).unwrap();
+    let mut core = core(cfg);
     core.register_adapter(1, &[1u8; 10], 8, 0).unwrap();
     let m = core.match_prefix(&mut io, 1, 0, &tokens(1, BT), 1).unwrap();
     let g = core.poll_groups(&mut io, m.request).unwrap();
