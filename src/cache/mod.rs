@@ -15,7 +15,7 @@ pub mod tree;
 pub mod verify;
 
 pub use config::CacheConfig;
-pub use core::{CacheCore, KvNodeInfo, MatchResult, Readiness, Stats};
+pub use core::{AdapterInfo, CacheCore, KvNodeInfo, MatchResult, Readiness, Stats};
 pub use events::{Event, EventKind};
 pub use oracle::NextUse;
 pub use policy::PolicyKind;
