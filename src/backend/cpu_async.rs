@@ -2,20 +2,31 @@
 //! by a worker thread, as a DMA engine would. Batches complete one at a time in submission
 //! order, each no earlier than its bytes divided by the link bandwidth after the previous one
 //! (or its own submission), so an engine driving the cache through the C API meets pending
-//! requests, waits and busy retries for real, as it would on a GPU.
+//! requests, waits and busy retries for real, as it would on a GPU. A grouped swap lands one
+//! readiness group at a time, its time split evenly over the groups.
 use super::cpu::CpuBackend;
-use super::{Backend, BatchId, BatchState, BatchWaiter, BlockMove, Direction, TierLayout};
+use super::{Backend, BatchId, BatchState, BatchWaiter, BlockMove, Direction, SegmentGroups, TierLayout};
 use crate::error::{Error, Result};
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// A submitted batch waiting on the worker.
+struct Job {
+    batch: BatchId,
+    /// When its next group (or the whole batch) may land.
+    due: Instant,
+    /// Groups still to land; 0 for a batch submitted whole.
+    groups_left: u32,
+    per_group: Duration,
+}
+
 struct State {
     /// A deferred CPU backend: it holds the tiers and the submitted copies until completed.
     io: CpuBackend,
-    /// Submitted batches and when each may complete, in submission order.
-    queue: VecDeque<(BatchId, Instant)>,
+    /// Submitted batches, in submission order.
+    queue: VecDeque<Job>,
     /// When the last queued batch completes: the next one starts no earlier.
     link_free_at: Instant,
     shutdown: bool,
@@ -80,12 +91,15 @@ impl AsyncCpuBackend {
         })
     }
 
-    fn enqueue(&self, state: &mut State, batch: BatchId, bytes: u64) {
+    /// Queues `batch` of `bytes` after the batches before it; `groups` > 0 lands it group by
+    /// group.
+    fn enqueue(&self, state: &mut State, batch: BatchId, bytes: u64, groups: u32) {
         let now = Instant::now();
         let start = state.link_free_at.max(now);
-        let due = start + Duration::from_nanos((bytes as f64 * 1000.0 / self.bytes_per_us) as u64);
-        state.link_free_at = due;
-        state.queue.push_back((batch, due));
+        let total = Duration::from_nanos((bytes as f64 * 1000.0 / self.bytes_per_us) as u64);
+        let per_group = total / groups.max(1);
+        state.link_free_at = start + total;
+        state.queue.push_back(Job { batch, due: start + per_group, groups_left: groups, per_group });
         self.shared.changed.notify_all();
     }
 
@@ -101,18 +115,31 @@ fn run_worker(shared: &Shared) {
         if state.shutdown {
             return;
         }
-        let Some(&(batch, due)) = state.queue.front() else {
+        let Some(job) = state.queue.front() else {
             state = shared.changed.wait(state).unwrap_or_else(|p| p.into_inner());
             continue;
         };
+        let (batch, due) = (job.batch, job.due);
         let now = Instant::now();
         if now < due {
             state = shared.changed.wait_timeout(state, due - now).unwrap_or_else(|p| p.into_inner()).0;
             continue;
         }
-        state.queue.pop_front();
-        // A batch retired before its copy ran is simply gone: `complete` ignores it.
-        state.io.complete(batch, true);
+        // A batch retired before its copy ran is simply gone: `complete*` ignore it.
+        let job = state.queue.front_mut().expect("front checked above");
+        if job.groups_left > 1 {
+            job.groups_left -= 1;
+            job.due += job.per_group;
+            state.io.complete_groups(batch, 1);
+        } else {
+            let grouped = job.groups_left == 1;
+            state.queue.pop_front();
+            if grouped {
+                state.io.complete_groups(batch, 1);
+            } else {
+                state.io.complete(batch, true);
+            }
+        }
         shared.changed.notify_all();
     }
 }
@@ -166,19 +193,33 @@ impl Backend for AsyncCpuBackend {
     fn submit_moves(&mut self, direction: Direction, moves: &[BlockMove]) -> Result<BatchId> {
         let mut state = self.shared.lock();
         let batch = state.io.submit_moves(direction, moves)?;
-        self.enqueue(&mut state, batch, moves.len() as u64 * self.block_bytes());
+        self.enqueue(&mut state, batch, moves.len() as u64 * self.block_bytes(), 0);
         Ok(batch)
+    }
+    fn submit_moves_grouped(
+        &mut self,
+        direction: Direction,
+        moves: &[BlockMove],
+        groups: SegmentGroups,
+    ) -> Result<BatchId> {
+        let mut state = self.shared.lock();
+        let batch = state.io.submit_moves_grouped(direction, moves, groups)?;
+        self.enqueue(&mut state, batch, moves.len() as u64 * self.block_bytes(), groups.count());
+        Ok(batch)
+    }
+    fn groups_done(&mut self, batch: BatchId, groups: u32) -> u32 {
+        self.shared.lock().io.groups_done(batch, groups)
     }
     fn submit_upload(&mut self, bytes: &[u8], blocks: &[u32]) -> Result<BatchId> {
         let mut state = self.shared.lock();
         let batch = state.io.submit_upload(bytes, blocks)?;
-        self.enqueue(&mut state, batch, bytes.len() as u64);
+        self.enqueue(&mut state, batch, bytes.len() as u64, 0);
         Ok(batch)
     }
     fn submit_device_copies(&mut self, pairs: &[(u32, u32)]) -> Result<BatchId> {
         let mut state = self.shared.lock();
         let batch = state.io.submit_device_copies(pairs)?;
-        self.enqueue(&mut state, batch, pairs.len() as u64 * self.block_bytes());
+        self.enqueue(&mut state, batch, pairs.len() as u64 * self.block_bytes(), 0);
         Ok(batch)
     }
     fn poll(&mut self, batch: BatchId) -> BatchState {
@@ -191,7 +232,7 @@ impl Backend for AsyncCpuBackend {
     fn retire(&mut self, batch: BatchId) {
         let mut state = self.shared.lock();
         state.io.retire(batch);
-        state.queue.retain(|&(b, _)| b != batch);
+        state.queue.retain(|j| j.batch != batch);
     }
     fn waiter(&self, batch: BatchId) -> Option<Box<dyn BatchWaiter>> {
         if self.shared.lock().io.poll(batch) != BatchState::Pending {
@@ -245,6 +286,36 @@ mod tests {
         assert_eq!(io.wait(b, 10_000_000), BatchState::Done);
         assert_eq!(io.poll(a), BatchState::Done, "a later batch finished before an earlier one");
         assert!(AsyncCpuBackend::new(CpuBackend::new(64, 1, 1).unwrap(), 0.0).is_err());
+    }
+
+    #[test]
+    fn grouped_moves_land_group_by_group() {
+        // Two segments of 1 KiB per block (an engine's K and V, say), adopted from a buffer.
+        let mut mem = vec![0u8; 2 * 2 * 1024];
+        let base = mem.as_mut_ptr() as u64;
+        let segs = vec![
+            crate::backend::Segment { base, bytes_per_block: 1024, stride: 1024 },
+            crate::backend::Segment { base: base + 2048, bytes_per_block: 1024, stride: 1024 },
+        ];
+        // SAFETY: `mem` outlives the backend and is not resized.
+        let cpu = unsafe { CpuBackend::adopt(segs, 2, 2) }.unwrap();
+        let mut io = AsyncCpuBackend::new(cpu, 0.02).unwrap();
+        io.write_gpu_block(1, &[5u8; 2048]).unwrap();
+        let mv = [BlockMove { gpu_block: 1, host_block: 0 }];
+        let b = io.submit_moves_grouped(Direction::GpuToHost, &mv, SegmentGroups::new(2, 1)).unwrap();
+        let mut seen = vec![io.groups_done(b, 2)];
+        while io.poll(b) == BatchState::Pending {
+            seen.push(io.groups_done(b, 2));
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        seen.push(io.groups_done(b, 2));
+        assert!(seen.windows(2).all(|w| w[0] <= w[1]), "groups went backwards: {seen:?}");
+        assert_eq!((seen[0], *seen.last().unwrap()), (0, 2));
+        let mut host = vec![0u8; 2048];
+        io.read_host_block(0, &mut host).unwrap();
+        assert!(host.iter().all(|&x| x == 5));
+        drop(io);
+        drop(mem);
     }
 
     #[test]
