@@ -91,7 +91,7 @@ Engine::Engine(const EngineOptions &o) : o_(o) {
 }
 
 Engine::~Engine() {
-    use_adapter(nullptr);
+    if (ctx_) llama_set_adapters_lora(ctx_, nullptr, 0, nullptr);
     for (auto &kv : built_) llama_adapter_lora_free(kv.second);
     for (auto &kv : from_file_) llama_adapter_lora_free(kv.second);
     libra_cache_free(cache_);
