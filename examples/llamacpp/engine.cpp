@@ -48,6 +48,7 @@ Engine::Engine(const EngineOptions &o) : o_(o) {
     t0_us_ = wall_us();
     llama_model_params mp = llama_model_default_params();
     mp.n_gpu_layers = 0;
+    mp.progress_callback = [](float, void *) { return true; };  // no progress dots on stderr
     model_ = llama_model_load_from_file(o.model_path.c_str(), mp);
     if (!model_) throw std::runtime_error("llama.cpp could not load " + o.model_path);
     llama_context_params cp = llama_context_default_params();
