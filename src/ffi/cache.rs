@@ -2,7 +2,7 @@
 //! events. Thread safety: every function taking a `libra_cache *` may be called concurrently
 //! from several threads on the same cache (an internal lock serialises them), except
 //! `libra_cache_free`, which must not race with any other call on that cache.
-use super::boundary::{check_struct_size, deref, guard, null_arg, slice, write_out};
+use super::boundary::{check_struct_size, deref, deref_mut, guard, null_arg, slice, write_out};
 use crate::backend::Segment;
 use crate::cache::{CacheConfig, EventKind, PolicyKind, Readiness, RetentionHint};
 use crate::error::{libra_status, Error};
