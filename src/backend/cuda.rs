@@ -7,6 +7,7 @@
 //! Nothing here touches the driver before [`driver_present`] says libcuda can be loaded:
 //! cudarc panics when it cannot find the library.
 pub mod kernels;
+pub mod params;
 
 use super::reference;
 use super::{
@@ -559,35 +560,31 @@ impl CudaBackend {
         Ok(keep)
     }
 
-    /// Launches one of the swap kernels over `entries` entries of the device list `list` (block
-    /// ids or pairs): every kernel takes (segments, units, units per block, list, entries) and
-    /// then the 64-bit `tail` arguments.
+    /// Launches one of the swap kernels over `entries` entries of the device list `list`, with
+    /// the arguments laid out by [`params::swap_launch`].
     fn launch_over(
         &self,
-        f: &CudaFunction,
+        kernel: params::SwapKernel,
         list: sys::CUdeviceptr,
         entries: usize,
         tail: &[u64],
     ) -> Result<()> {
-        let mut segs = self.dev_segments.ptr;
-        let mut units = self.dev_units.ptr;
-        let mut upb = self.units_per_block;
-        let mut list = list;
-        let mut n = u32::try_from(entries).map_err(|_| Error::invalid("too many blocks in one batch"))?;
-        let mut tail = tail.to_vec();
-        let mut params: Vec<*mut c_void> = vec![
-            &mut segs as *mut _ as *mut c_void,
-            &mut units as *mut _ as *mut c_void,
-            &mut upb as *mut _ as *mut c_void,
-            &mut list as *mut _ as *mut c_void,
-            &mut n as *mut _ as *mut c_void,
-        ];
-        params.extend(tail.iter_mut().map(|v| v as *mut u64 as *mut c_void));
-        self.launch(f, entries as u64 * self.units_per_block as u64, &mut params)
-    }
-
-    fn launch(&self, f: &CudaFunction, work: u64, params: &mut [*mut c_void]) -> Result<()> {
-        let shape = reference::Launch::for_work(work, self.sm_count);
+        let KernelState::Loaded(k) = &self.kernels else { unreachable!("path_for checked") };
+        let f = match kernel {
+            params::SwapKernel::Gather => &k.gather,
+            params::SwapKernel::Scatter => &k.scatter,
+            params::SwapKernel::CopyBlocks => &k.copy_blocks,
+            params::SwapKernel::Upload => &k.upload,
+        };
+        let entries = u32::try_from(entries).map_err(|_| Error::invalid("too many blocks in one batch"))?;
+        let tables = params::Tables {
+            segments: self.dev_segments.ptr,
+            units: self.dev_units.ptr,
+            units_per_block: self.units_per_block,
+        };
+        let mut launch = params::swap_launch(kernel, tables, list, entries, tail, self.sm_count);
+        let shape = launch.shape;
+        let mut ptrs = launch.param_pointers();
         // SAFETY: the parameters match the kernel's signature and every address they lead to
         // was validated at submission; the buffers stay alive until the stream has run them.
         unsafe {
@@ -597,7 +594,7 @@ impl CudaBackend {
                 (shape.threads, 1, 1),
                 0,
                 self.stream.cu_stream(),
-                params,
+                &mut ptrs,
             )
         }
         .map_err(|e| dev_err("cuLaunchKernel", e))
@@ -633,12 +630,11 @@ impl CudaBackend {
             CopyPath::Kernel => {
                 let pairs: Vec<[u32; 2]> = moves.iter().map(|m| [m.gpu_block, m.host_block]).collect();
                 let pairs_ptr = self.pairs.upload(&self.stream, as_bytes(&pairs))?;
-                let KernelState::Loaded(k) = &self.kernels else { unreachable!("path_for checked") };
-                let f = match direction {
-                    Direction::GpuToHost => &k.gather,
-                    Direction::HostToGpu => &k.scatter,
+                let kernel = match direction {
+                    Direction::GpuToHost => params::SwapKernel::Gather,
+                    Direction::HostToGpu => params::SwapKernel::Scatter,
                 };
-                self.launch_over(f, pairs_ptr, moves.len(), &[self.host.dev, bb])
+                self.launch_over(kernel, pairs_ptr, moves.len(), &[self.host.dev, bb])
             }
             CopyPath::Memcpy => {
                 for m in moves {
@@ -665,8 +661,12 @@ impl CudaBackend {
         match self.path_for(blocks.len()) {
             CopyPath::Kernel => {
                 let blocks_ptr = self.pairs.upload(&self.stream, as_bytes(blocks))?;
-                let KernelState::Loaded(k) = &self.kernels else { unreachable!("path_for checked") };
-                self.launch_over(&k.upload, blocks_ptr, blocks.len(), &[flat, bb, bytes.len() as u64])
+                self.launch_over(
+                    params::SwapKernel::Upload,
+                    blocks_ptr,
+                    blocks.len(),
+                    &[flat, bb, bytes.len() as u64],
+                )
             }
             CopyPath::Memcpy => {
                 let len = bytes.len() as u64;
@@ -693,8 +693,7 @@ impl CudaBackend {
             CopyPath::Kernel => {
                 let flat: Vec<[u32; 2]> = pairs.iter().map(|&(a, b)| [a, b]).collect();
                 let pairs_ptr = self.pairs.upload(&self.stream, as_bytes(&flat))?;
-                let KernelState::Loaded(k) = &self.kernels else { unreachable!("path_for checked") };
-                self.launch_over(&k.copy_blocks, pairs_ptr, pairs.len(), &[])
+                self.launch_over(params::SwapKernel::CopyBlocks, pairs_ptr, pairs.len(), &[])
             }
             CopyPath::Memcpy => {
                 for &(src, dst) in pairs {

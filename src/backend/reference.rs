@@ -138,7 +138,7 @@ unsafe fn copy_range(src: u64, dst: u64, len: u64, threads: u64) {
 }
 
 /// Launch shape of one simulated launch.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Launch {
     pub grid: u32,
     pub threads: u32,
