@@ -7,6 +7,7 @@
 //! Nothing here touches the driver before [`driver_present`] says libcuda can be loaded:
 //! cudarc panics when it cannot find the library.
 pub mod kernels;
+mod memory;
 pub mod params;
 
 use super::reference;
@@ -17,12 +18,14 @@ use crate::error::{Error, Result};
 use cudarc::driver::result as cu;
 use cudarc::driver::sys;
 use cudarc::driver::{CudaContext, CudaEvent, CudaFunction, CudaStream, DriverError};
+use memory::{as_bytes, DeviceBuf, DeviceList, KeepCurrent, PinnedBuf, Staging};
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use kernels::Output;
 pub use kernels::{nvrtc_present, nvrtc_version};
 
 /// Whether the CUDA driver library can be loaded on this machine.
@@ -144,140 +147,6 @@ impl CudaOptions {
     }
 }
 
-/// The calling thread's current context, made current again on drop. Every entry point that
-/// touches the driver holds one, so no call changes which context (and so which device the
-/// CUDA runtime targets) the engine's thread has current. Only made once the driver is loaded.
-struct KeepCurrent {
-    /// The caller's `CUcontext` (null: none), as an integer so the backend stays `Send`.
-    previous: usize,
-}
-
-impl KeepCurrent {
-    fn save() -> Result<Self> {
-        let mut current: sys::CUcontext = std::ptr::null_mut();
-        // SAFETY: writes one handle; the driver is loaded (callers checked `device_count`).
-        unsafe { sys::cuCtxGetCurrent(&mut current) }.result().map_err(|e| dev_err("cuCtxGetCurrent", e))?;
-        Ok(KeepCurrent { previous: current as usize })
-    }
-}
-
-impl Drop for KeepCurrent {
-    fn drop(&mut self) {
-        let mut current: sys::CUcontext = std::ptr::null_mut();
-        // SAFETY: restores the handle the caller had current; nothing is done when it still is.
-        unsafe {
-            if sys::cuCtxGetCurrent(&mut current) == sys::CUresult::CUDA_SUCCESS
-                && current as usize != self.previous
-            {
-                let _ = sys::cuCtxSetCurrent(self.previous as sys::CUcontext);
-            }
-        }
-    }
-}
-
-/// Device memory freed on drop.
-struct DeviceBuf {
-    ctx: Arc<CudaContext>,
-    ptr: sys::CUdeviceptr,
-    len: usize,
-}
-
-impl DeviceBuf {
-    fn new(ctx: &Arc<CudaContext>, len: usize) -> Result<Self> {
-        ctx.bind_to_thread().map_err(|e| dev_err("cuCtxSetCurrent", e))?;
-        // SAFETY: plain allocation; zero-length requests are rounded up.
-        let ptr = unsafe { cu::malloc_sync(len.max(1)) }
-            .map_err(|e| Error::out_of_memory(format!("device allocation of {len} bytes failed: {e}")))?;
-        Ok(DeviceBuf { ctx: ctx.clone(), ptr, len })
-    }
-}
-
-impl Drop for DeviceBuf {
-    fn drop(&mut self) {
-        let _ = self.ctx.bind_to_thread();
-        // SAFETY: allocated by malloc_sync; the owner synchronised the stream that used it.
-        let _ = unsafe { cu::free_sync(self.ptr) };
-    }
-}
-
-/// Pinned, mapped host memory freed on drop.
-struct PinnedBuf {
-    ctx: Arc<CudaContext>,
-    host: *mut u8,
-    dev: sys::CUdeviceptr,
-}
-
-// The buffer is plain bytes owned by this value.
-unsafe impl Send for PinnedBuf {}
-
-impl PinnedBuf {
-    fn new(ctx: &Arc<CudaContext>, len: usize) -> Result<Self> {
-        ctx.bind_to_thread().map_err(|e| dev_err("cuCtxSetCurrent", e))?;
-        let flags = sys::CU_MEMHOSTALLOC_PORTABLE | sys::CU_MEMHOSTALLOC_DEVICEMAP;
-        // SAFETY: plain allocation; the memory is zeroed below before anyone reads it.
-        let host = unsafe { cu::malloc_host(len.max(1), flags) }
-            .map_err(|e| Error::out_of_memory(format!("pinned host allocation of {len} bytes failed: {e}")))?
-            as *mut u8;
-        let mut buf = PinnedBuf { ctx: ctx.clone(), host, dev: 0 };
-        // SAFETY: `host` was just mapped by cuMemHostAlloc with DEVICEMAP.
-        unsafe {
-            sys::cuMemHostGetDevicePointer_v2(&mut buf.dev, host as *mut c_void, 0)
-                .result()
-                .map_err(|e| dev_err("cuMemHostGetDevicePointer", e))?;
-            std::ptr::write_bytes(host, 0, len);
-        }
-        Ok(buf)
-    }
-}
-
-impl Drop for PinnedBuf {
-    fn drop(&mut self) {
-        let _ = self.ctx.bind_to_thread();
-        // SAFETY: allocated by malloc_host; the owner synchronised the stream that used it.
-        let _ = unsafe { cu::free_host(self.host as *mut c_void) };
-    }
-}
-
-/// A device buffer reused by consecutive batches. All its users run on one stream, so a new
-/// batch's upload into it is ordered after the previous batch's kernel has read it.
-struct StreamBuf {
-    buf: Option<DeviceBuf>,
-}
-
-impl StreamBuf {
-    /// Device copy of `bytes`, enqueued on `stream`.
-    fn upload(&mut self, stream: &CudaStream, bytes: &[u8]) -> Result<sys::CUdeviceptr> {
-        if self.buf.as_ref().map_or(true, |b| b.len < bytes.len()) {
-            // Growing: the old buffer may still be read by queued work.
-            stream.synchronize().map_err(|e| dev_err("cuStreamSynchronize", e))?;
-            self.buf = None;
-            let cap = bytes.len().next_power_of_two().max(4096);
-            self.buf = Some(DeviceBuf::new(stream.context(), cap)?);
-        }
-        let dst = self.buf.as_ref().map(|b| b.ptr).unwrap_or(0);
-        if !bytes.is_empty() {
-            // SAFETY: dst holds at least bytes.len() bytes; pageable sources are staged by the
-            // driver before this returns.
-            unsafe {
-                sys::cuMemcpyHtoDAsync_v2(
-                    dst,
-                    bytes.as_ptr() as *const c_void,
-                    bytes.len(),
-                    stream.cu_stream(),
-                )
-                .result()
-                .map_err(|e| dev_err("cuMemcpyHtoDAsync", e))?;
-            }
-        }
-        Ok(dst)
-    }
-}
-
-fn as_bytes<T: Copy>(v: &[T]) -> &[u8] {
-    // SAFETY: only used on repr(C) plain-data types without padding holes that matter.
-    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) }
-}
-
 struct Kernels {
     gather: CudaFunction,
     scatter: CudaFunction,
@@ -292,20 +161,48 @@ enum KernelState {
     Unavailable(String),
 }
 
+/// Why an image did not give kernels.
+enum ImageError {
+    /// It could not be had (no NVRTC and no cached file), or the context is unusable.
+    Unavailable(Error),
+    /// The driver refused the image itself.
+    Refused(Error),
+}
+
+impl ImageError {
+    fn error(&self) -> &Error {
+        match self {
+            ImageError::Unavailable(e) | ImageError::Refused(e) => e,
+        }
+    }
+}
+
 /// Waits on one batch's event without the backend. An error counts as finished: the backend's
 /// `poll` reports it.
 struct EventWaiter {
-    ctx: Arc<CudaContext>,
-    event: Arc<CudaEvent>,
+    /// Always `Some` until the drop, which releases both with the caller's context kept.
+    held: Option<(Arc<CudaContext>, Arc<CudaEvent>)>,
 }
 
 impl BatchWaiter for EventWaiter {
     fn wait_until(&self, deadline: Instant) -> bool {
+        let Some((ctx, event)) = &self.held else { return true };
         let Ok(_keep) = KeepCurrent::save() else { return true };
-        if self.ctx.bind_to_thread().is_err() {
+        if memory::bind(ctx).is_err() {
             return true;
         }
-        poll_until(deadline, || self.event.try_is_complete().unwrap_or(true))
+        poll_until(deadline, || event.try_is_complete().unwrap_or(true))
+    }
+}
+
+impl Drop for EventWaiter {
+    fn drop(&mut self) {
+        // A waiter can be the last owner of its event and of the context (the backend dropped
+        // first): destroying them binds the context and releases it, which must not leave a
+        // released context current on the caller's thread.
+        let keep = KeepCurrent::save().ok();
+        self.held = None;
+        drop(keep);
     }
 }
 
@@ -324,8 +221,11 @@ pub struct CudaBackend {
     dev_units: DeviceBuf,
     units_per_block: u32,
     max_piece: u64,
-    pairs: StreamBuf,
-    staging: StreamBuf,
+    /// Device copy of each launch's block list.
+    list: DeviceList,
+    /// Pinned copies of caller bytes, and the slot the batch being submitted uses.
+    staging: Staging,
+    staged: Option<usize>,
     kernels: KernelState,
     next_batch: BatchId,
     /// Shared with waiters, which wait on an event with the cache unlocked.
@@ -449,8 +349,9 @@ impl CudaBackend {
             dev_units,
             units_per_block,
             max_piece,
-            pairs: StreamBuf { buf: None },
-            staging: StreamBuf { buf: None },
+            list: DeviceList::new(),
+            staging: Staging::new(),
+            staged: None,
             kernels: KernelState::NotLoaded,
             next_batch: 1,
             batches: HashMap::new(),
@@ -521,13 +422,64 @@ impl CudaBackend {
         };
     }
 
+    /// Loads the kernels: the cubin for this device; a cached cubin the driver refuses is
+    /// compiled afresh; without a loadable cubin (a device newer than NVRTC), PTX for the newest
+    /// older architecture, which the driver compiles.
     fn load_kernels(&self) -> Result<Kernels> {
-        let cubin = kernels::swap_cubin(self.arch, self.options.kernel_cache_dir.as_deref())?;
-        let module = self
-            .ctx
-            .load_module(cudarc::nvrtc::Ptx::from_binary(cubin.as_ref().clone()))
-            .map_err(|e| dev_err("cuModuleLoadData", e))?;
-        let f = |name: &str| module.load_function(name).map_err(|e| dev_err(&format!("loading {name}"), e));
+        let dir = self.options.kernel_cache_dir.as_deref();
+        let cubin_err = match self.load_image(self.arch, Output::Cubin) {
+            Ok(k) => return Ok(k),
+            Err(ImageError::Refused(e)) => {
+                kernels::forget(self.arch, Output::Cubin, dir);
+                match self.load_image(self.arch, Output::Cubin) {
+                    Ok(k) => return Ok(k),
+                    Err(again) => {
+                        Error::device(format!("{}; compiled afresh: {}", e.message, again.error().message))
+                    }
+                }
+            }
+            Err(ImageError::Unavailable(e)) => e,
+        };
+        let Some(ptx_arch) = kernels::ptx_arch_for(self.arch, dir) else { return Err(cubin_err) };
+        self.load_image(ptx_arch, Output::Ptx).map_err(|e| {
+            Error::device(format!(
+                "{}; PTX for compute_{}{}: {}",
+                cubin_err.message,
+                ptx_arch.0,
+                ptx_arch.1,
+                e.error().message
+            ))
+        })
+    }
+
+    fn load_image(&self, arch: (i32, i32), output: Output) -> std::result::Result<Kernels, ImageError> {
+        let dir = self.options.kernel_cache_dir.as_deref();
+        let image = kernels::swap_image(arch, output, dir).map_err(ImageError::Unavailable)?;
+        let what = match output {
+            Output::Cubin => format!("cuModuleLoadData (cubin for sm_{}{})", arch.0, arch.1),
+            Output::Ptx => format!("cuModuleLoadData (PTX for compute_{}{})", arch.0, arch.1),
+        };
+        let module =
+            self.ctx.load_module(cudarc::nvrtc::Ptx::from_binary(image.as_ref().clone())).map_err(|e| {
+                let refused = matches!(
+                    e.0,
+                    sys::CUresult::CUDA_ERROR_INVALID_IMAGE
+                        | sys::CUresult::CUDA_ERROR_NO_BINARY_FOR_GPU
+                        | sys::CUresult::CUDA_ERROR_INVALID_PTX
+                        | sys::CUresult::CUDA_ERROR_UNSUPPORTED_PTX_VERSION
+                );
+                let err = dev_err(&what, e);
+                if refused {
+                    ImageError::Refused(err)
+                } else {
+                    ImageError::Unavailable(err)
+                }
+            })?;
+        let f = |name: &str| {
+            module
+                .load_function(name)
+                .map_err(|e| ImageError::Unavailable(dev_err(&format!("loading {name}"), e)))
+        };
         Ok(Kernels {
             gather: f("libra_gather")?,
             scatter: f("libra_scatter")?,
@@ -556,7 +508,7 @@ impl CudaBackend {
     /// Makes the backend's context current until the returned value drops.
     fn enter(&self) -> Result<KeepCurrent> {
         let keep = KeepCurrent::save()?;
-        self.ctx.bind_to_thread().map_err(|e| dev_err("cuCtxSetCurrent", e))?;
+        memory::bind(&self.ctx)?;
         Ok(keep)
     }
 
@@ -615,10 +567,55 @@ impl CudaBackend {
             None => Arc::new(self.ctx.new_event(None).map_err(|e| dev_err("cuEventCreate", e))?),
         };
         event.record(&self.stream).map_err(|e| dev_err("cuEventRecord", e))?;
+        if let Some(slot) = self.staged.take() {
+            self.staging.busy_until(slot, event.clone());
+        }
         let id = self.next_batch;
         self.next_batch += 1;
         self.batches.insert(id, event);
         Ok(id)
+    }
+
+    /// Enqueues one batch and records its event. A failed submission waits for what it queued
+    /// before its staging buffer can be reused.
+    fn submit(&mut self, enqueue: impl FnOnce(&mut Self) -> Result<()>) -> Result<BatchId> {
+        let r = enqueue(self).and_then(|()| self.finish_batch());
+        if let Some(slot) = self.staged.take() {
+            self.staging.release_after(slot, &self.stream);
+        }
+        r
+    }
+
+    /// Copies `parts` into one pinned staging buffer for the batch being submitted, each at a
+    /// 256-byte aligned offset; their (host, device) addresses.
+    fn stage(&mut self, parts: &[&[u8]]) -> Result<Vec<(*const u8, u64)>> {
+        let offsets: Vec<usize> = parts
+            .iter()
+            .scan(0usize, |at, p| {
+                let off = *at;
+                *at += p.len().div_ceil(256) * 256;
+                Some(off)
+            })
+            .collect();
+        let total = offsets.last().map_or(0, |&o| o) + parts.last().map_or(0, |p| p.len());
+        let slot = self.staging.acquire(&self.ctx, total)?;
+        self.staged = Some(slot);
+        let (host, dev) = self.staging.addr(slot);
+        Ok(parts
+            .iter()
+            .zip(offsets)
+            .map(|(p, off)| {
+                // SAFETY: the slot holds `total` bytes and no queued work reads it.
+                unsafe { std::ptr::copy_nonoverlapping(p.as_ptr(), host.add(off), p.len()) };
+                (host.wrapping_add(off) as *const u8, dev + off as u64)
+            })
+            .collect())
+    }
+
+    /// Stages a block list and enqueues its copy to the device; the device address.
+    fn stage_list(&mut self, list: &[u8]) -> Result<sys::CUdeviceptr> {
+        let (host, _) = self.stage(&[list])?[0];
+        self.list.fill_from_pinned(&self.stream, host, list.len())
     }
 
     fn enqueue_moves(&mut self, direction: Direction, moves: &[BlockMove]) -> Result<()> {
@@ -629,7 +626,7 @@ impl CudaBackend {
         match self.path_for(moves.len()) {
             CopyPath::Kernel => {
                 let pairs: Vec<[u32; 2]> = moves.iter().map(|m| [m.gpu_block, m.host_block]).collect();
-                let pairs_ptr = self.pairs.upload(&self.stream, as_bytes(&pairs))?;
+                let pairs_ptr = self.stage_list(as_bytes(&pairs))?;
                 let kernel = match direction {
                     Direction::GpuToHost => params::SwapKernel::Gather,
                     Direction::HostToGpu => params::SwapKernel::Scatter,
@@ -657,10 +654,13 @@ impl CudaBackend {
             return Ok(());
         }
         let bb = self.layout.block_bytes();
-        let flat = self.staging.upload(&self.stream, bytes)?;
+        // The kernel (or the copies) read the adapter bytes straight from pinned memory.
+        let staged = self.stage(&[bytes, as_bytes(blocks)])?;
+        let flat = staged[0].1;
         match self.path_for(blocks.len()) {
             CopyPath::Kernel => {
-                let blocks_ptr = self.pairs.upload(&self.stream, as_bytes(blocks))?;
+                let blocks_ptr =
+                    self.list.fill_from_pinned(&self.stream, staged[1].0, std::mem::size_of_val(blocks))?;
                 self.launch_over(
                     params::SwapKernel::Upload,
                     blocks_ptr,
@@ -692,7 +692,7 @@ impl CudaBackend {
         match self.path_for(pairs.len()) {
             CopyPath::Kernel => {
                 let flat: Vec<[u32; 2]> = pairs.iter().map(|&(a, b)| [a, b]).collect();
-                let pairs_ptr = self.pairs.upload(&self.stream, as_bytes(&flat))?;
+                let pairs_ptr = self.stage_list(as_bytes(&flat))?;
                 self.launch_over(params::SwapKernel::CopyBlocks, pairs_ptr, pairs.len(), &[])
             }
             CopyPath::Memcpy => {
@@ -723,7 +723,13 @@ fn open_device(ordinal: usize) -> Result<Arc<CudaContext>> {
     if ordinal >= n {
         return Err(Error::invalid(format!("CUDA device {ordinal} does not exist ({n} present)")));
     }
-    CudaContext::new(ordinal).map_err(|e| dev_err(&format!("opening CUDA device {ordinal}"), e))
+    let ctx = CudaContext::new(ordinal).map_err(|e| dev_err(&format!("opening CUDA device {ordinal}"), e))?;
+    // cudarc's event tracking orders its own CudaSlice uses across streams, which libra does not
+    // use; left on, creating the first stream calls cuCtxSynchronize, which waits for all of
+    // the engine's work in the primary context.
+    // SAFETY: libra allocates through the driver directly and orders its work with events.
+    unsafe { ctx.disable_event_tracking() };
+    Ok(ctx)
 }
 
 fn upload_sync(ctx: &Arc<CudaContext>, stream: &CudaStream, bytes: &[u8]) -> Result<DeviceBuf> {
@@ -763,27 +769,25 @@ impl Backend for CudaBackend {
     fn submit_moves(&mut self, direction: Direction, moves: &[BlockMove]) -> Result<BatchId> {
         self.check_moves(moves)?;
         let _keep = self.enter()?;
-        self.enqueue_moves(direction, moves)?;
-        self.finish_batch()
+        self.submit(|b| b.enqueue_moves(direction, moves))
     }
     fn submit_upload(&mut self, bytes: &[u8], blocks: &[u32]) -> Result<BatchId> {
         self.check_upload(bytes, blocks)?;
         let _keep = self.enter()?;
-        self.enqueue_upload(bytes, blocks)?;
-        self.finish_batch()
+        self.submit(|b| b.enqueue_upload(bytes, blocks))
     }
     fn submit_device_copies(&mut self, pairs: &[(u32, u32)]) -> Result<BatchId> {
         self.check_device_copies(pairs)?;
         let _keep = self.enter()?;
-        self.enqueue_device_copies(pairs)?;
-        self.finish_batch()
+        self.submit(|b| b.enqueue_device_copies(pairs))
     }
     fn poll(&mut self, batch: BatchId) -> BatchState {
         let Some(event) = self.batches.get(&batch) else {
             return BatchState::Failed(format!("unknown batch {batch}"));
         };
-        let Ok(_keep) = self.enter() else {
-            return BatchState::Failed("cuCtxSetCurrent failed".into());
+        let _keep = match self.enter() {
+            Ok(k) => k,
+            Err(e) => return BatchState::Failed(e.message),
         };
         match event.try_is_complete() {
             Ok(true) => BatchState::Done,
@@ -811,7 +815,7 @@ impl Backend for CudaBackend {
     }
     fn waiter(&self, batch: BatchId) -> Option<Box<dyn BatchWaiter>> {
         let event = self.batches.get(&batch)?.clone();
-        Some(Box::new(EventWaiter { ctx: self.ctx.clone(), event }))
+        Some(Box::new(EventWaiter { held: Some((self.ctx.clone(), event)) }))
     }
     fn read_gpu_block(&mut self, block: u32, out: &mut [u8]) -> Result<()> {
         self.check_gpu_block(block)?;
