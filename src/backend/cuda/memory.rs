@@ -46,6 +46,16 @@ pub(super) fn bind(ctx: &CudaContext) -> Result<()> {
     ctx.bind_to_thread().map_err(|e| dev_err("cuCtxSetCurrent", e))
 }
 
+/// An allocation's failure: out of memory only when the driver says so; otherwise (e.g. an
+/// earlier fault left the context unusable) a device error.
+fn alloc_err(what: &str, e: cudarc::driver::DriverError) -> Error {
+    if e.0 == sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY {
+        Error::out_of_memory(format!("{what} failed: {e}"))
+    } else {
+        dev_err(what, e)
+    }
+}
+
 /// Device memory freed on drop.
 pub(super) struct DeviceBuf {
     ctx: Arc<CudaContext>,
@@ -58,7 +68,7 @@ impl DeviceBuf {
         bind(ctx)?;
         // SAFETY: plain allocation; zero-length requests are rounded up.
         let ptr = unsafe { cu::malloc_sync(len.max(1)) }
-            .map_err(|e| Error::out_of_memory(format!("device allocation of {len} bytes failed: {e}")))?;
+            .map_err(|e| alloc_err(&format!("device allocation of {len} bytes"), e))?;
         Ok(DeviceBuf { ctx: ctx.clone(), ptr, len })
     }
 }
@@ -88,7 +98,7 @@ impl PinnedBuf {
         let flags = sys::CU_MEMHOSTALLOC_PORTABLE | sys::CU_MEMHOSTALLOC_DEVICEMAP;
         // SAFETY: plain allocation; the memory is zeroed below before anyone reads it.
         let host = unsafe { cu::malloc_host(len.max(1), flags) }
-            .map_err(|e| Error::out_of_memory(format!("pinned host allocation of {len} bytes failed: {e}")))?
+            .map_err(|e| alloc_err(&format!("pinned host allocation of {len} bytes"), e))?
             as *mut u8;
         let mut buf = PinnedBuf { ctx: ctx.clone(), host, dev: 0, len };
         // SAFETY: `host` was just mapped by cuMemHostAlloc with DEVICEMAP.

@@ -1,0 +1,172 @@
+//! Runs the CUDA backend's device tests on machines without a GPU, against libra's CPU
+//! stand-in for libcuda (tests/cuda_standin/, with the real kernels from tests/cuda_host/).
+//!
+//! This binary builds the stand-in into target/, then runs itself again in child processes
+//! with `LD_LIBRARY_PATH` pointing there, so cudarc opens the stand-in instead of a driver. The
+//! device tests are compiled into this binary unchanged (tests/cuda_gpu.rs, tests/cuda_cache.rs
+//! and the CUDA stress test of tests/stress_threads.rs); in this process they find no driver
+//! and skip, in the children they run. NVRTC produces the cubins the stand-in loads, so the
+//! children need it (LIBRA_NVRTC_DIR); without it this skips, except under CI=true.
+#[path = "cuda_cache.rs"]
+mod cuda_cache;
+#[path = "cuda_gpu.rs"]
+mod cuda_gpu;
+mod cuda_host;
+#[path = "stress_threads.rs"]
+mod stress_threads;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// Set in the children.
+const CHILD_ENV: &str = "LIBRA_STANDIN_CHILD";
+
+/// Builds `libcuda.so.1` (and a `libcuda.so` link: cudarc tries that name first) once.
+fn standin_dir() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = cuda_host::out_dir("cuda_standin/lib");
+        let src = cuda_host::dir().join("../cuda_standin");
+        let sources: Vec<PathBuf> = ["standin_core.cpp", "standin_exec.cpp", "standin_image.cpp"]
+            .iter()
+            .map(|f| src.join(f))
+            .chain([cuda_host::dir().join("host_kernels.cpp")])
+            .collect();
+        let so = dir.join("libcuda.so.1");
+        cuda_host::build_shared(&sources, &cuda_host::swap_cu(), &["-O2", "-Wl,-soname,libcuda.so.1"], &so)
+            .unwrap_or_else(|e| panic!("the libcuda stand-in does not build: {e}"));
+        let link = dir.join("libcuda.so");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink("libcuda.so.1", &link).unwrap();
+        dir
+    })
+}
+
+/// NVRTC is there (or the test must skip, printing why; under CI it must be there).
+fn nvrtc_or_skip(test: &str) -> bool {
+    if libra::backend::cuda::nvrtc_present() {
+        return true;
+    }
+    let why = libra::backend::cuda::kernels::nvrtc_missing_reason();
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI=true but NVRTC is missing, so the stand-in has no cubins to load: {why}");
+    }
+    println!("skipped {test}: {why}");
+    false
+}
+
+/// Runs this binary's tests matching `args` against the stand-in, with `env` added; returns
+/// the output. Fails on a failed test, a skipped one, or a stand-in report (strict mode).
+fn run_child(args: &[&str], env: &[(&str, &str)], cache_dir: &Path, expect_passed: usize) -> String {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--test-threads=1", "--nocapture"])
+        .args(args)
+        .env(CHILD_ENV, "1")
+        .env("LD_LIBRARY_PATH", standin_dir())
+        .env("LIBRA_STANDIN_STRICT", "1")
+        .env("LIBRA_KERNEL_CACHE_DIR", cache_dir)
+        .env_remove("LIBRA_STANDIN_FAULT_LAUNCH");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "child {args:?} {env:?} failed ({}):\n{text}", out.status);
+    let skipped: Vec<&str> = text.lines().filter(|l| l.contains("skipped")).collect();
+    assert!(skipped.is_empty(), "tests skipped on the stand-in: {skipped:?}\n{text}");
+    let summary = format!("test result: ok. {expect_passed} passed");
+    assert!(text.contains(&summary), "child {args:?}: expected `{summary}`:\n{text}");
+    text
+}
+
+/// In a child: the libcuda this process loaded is the stand-in, not a driver.
+#[test]
+fn child_runs_on_the_standin() {
+    if std::env::var_os(CHILD_ENV).is_none() {
+        println!("runs in the stand-in's child processes only");
+        return;
+    }
+    assert!(libra::backend::cuda::usable(), "{}", libra::backend::cuda::unavailable_reason());
+    let lib = libc_dlopen("libcuda.so.1");
+    assert!(!lib.is_null(), "libcuda.so.1 is loaded");
+    // SAFETY: a handle from dlopen and a NUL-terminated name.
+    let marker = unsafe { libc::dlsym(lib, c"libra_cuda_standin".as_ptr()) };
+    assert!(!marker.is_null(), "the loaded libcuda is not the stand-in");
+}
+
+fn libc_dlopen(name: &str) -> *mut std::ffi::c_void {
+    let c = std::ffi::CString::new(name).unwrap();
+    // SAFETY: looks up an already loaded library by name.
+    unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD) }
+}
+
+const DEVICE_TESTS: usize = 8 + 5 + 1 + 1;
+
+/// tests/cuda_gpu.rs, tests/cuda_cache.rs and the CUDA stress test, on the stand-in.
+#[test]
+fn device_tests_pass_on_the_standin() {
+    if std::env::var_os(CHILD_ENV).is_some() || !nvrtc_or_skip("device_tests_pass_on_the_standin") {
+        return;
+    }
+    let cache = cuda_host::out_dir("cuda_standin/kernels");
+    let text = run_child(
+        &[
+            "cuda_gpu::",
+            "cuda_cache::",
+            "stress_threads::eight_threads_share_one_cache_on_cuda",
+            "child_runs_on_the_standin",
+            "--skip",
+            "a_faulting_launch",
+        ],
+        &[("LIBRA_STANDIN_OP_DELAY_US", "50")],
+        &cache,
+        DEVICE_TESTS,
+    );
+    println!(
+        "{}",
+        text.lines()
+            .filter(|l| l.starts_with("test ") || l.contains("stand-in"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+/// The first launch faults: the request fails, the cache recovers once freed.
+#[test]
+fn a_faulting_launch_on_the_standin() {
+    if std::env::var_os(CHILD_ENV).is_some() || !nvrtc_or_skip("a_faulting_launch_on_the_standin") {
+        return;
+    }
+    let cache = cuda_host::out_dir("cuda_standin/kernels");
+    run_child(
+        &["--exact", "cuda_cache::a_faulting_launch_fails_its_request_and_the_cache_recovers"],
+        &[("LIBRA_STANDIN_FAULT_LAUNCH", "1")],
+        &cache,
+        1,
+    );
+}
+
+/// A cached cubin the driver refuses is compiled afresh and replaced; a device newer than
+/// every architecture NVRTC knows runs the kernels from PTX.
+#[test]
+fn refused_cubins_are_rebuilt_and_new_devices_run_ptx() {
+    if std::env::var_os(CHILD_ENV).is_some()
+        || !nvrtc_or_skip("refused_cubins_are_rebuilt_and_new_devices_run_ptx")
+    {
+        return;
+    }
+    use libra::backend::cuda::kernels;
+    let test = ["--exact", "cuda_gpu::owned_arena_round_trips_on_both_paths"];
+    let dir = cuda_host::out_dir("cuda_standin/corrupt_cache");
+    let file = dir.join(kernels::cache_file_name((9, 0)));
+    // An ELF header that is no cubin the stand-in (or a driver) accepts.
+    std::fs::write(&file, b"\x7fELF\x02\x01\x01\x33\x07garbage").unwrap();
+    run_child(&test, &[], &dir, 1);
+    let rebuilt = std::fs::read(&file).unwrap();
+    assert!(rebuilt.len() > 1000 && rebuilt.starts_with(b"\x7fELF"), "the refused file was replaced");
+    // sm_121 is newer than NVRTC 12.8's newest target (sm_120): PTX for compute_120 runs.
+    let dir = cuda_host::out_dir("cuda_standin/newer_device");
+    let text = run_child(&test, &[("LIBRA_STANDIN_ARCH", "121")], &dir, 1);
+    assert!(dir.join(kernels::image_file_name((12, 0), kernels::Output::Ptx)).is_file(), "{text}");
+}
