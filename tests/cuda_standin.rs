@@ -70,7 +70,7 @@ fn run_child(args: &[&str], env: &[(&str, &str)], cache_dir: &Path, expect_passe
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.output().unwrap();
+    let out = output_within(cmd, std::time::Duration::from_secs(300));
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "child {args:?} {env:?} failed ({}):\n{text}", out.status);
     let skipped: Vec<&str> = text.lines().filter(|l| l.contains("skipped")).collect();
@@ -78,6 +78,35 @@ fn run_child(args: &[&str], env: &[(&str, &str)], cache_dir: &Path, expect_passe
     let summary = format!("test result: ok. {expect_passed} passed");
     assert!(text.contains(&summary), "child {args:?}: expected `{summary}`:\n{text}");
     text
+}
+
+/// Runs `cmd` to completion, killing it after `limit` (a hang must fail, not stall CI).
+fn output_within(mut cmd: Command, limit: std::time::Duration) -> std::process::Output {
+    use std::process::Stdio;
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let readers = (
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            std::io::Read::read_to_end(&mut out, &mut v).map(|_| v).unwrap_or_default()
+        }),
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            std::io::Read::read_to_end(&mut err, &mut v).map(|_| v).unwrap_or_default()
+        }),
+    );
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break child.wait().unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    std::process::Output { status, stdout: readers.0.join().unwrap(), stderr: readers.1.join().unwrap() }
 }
 
 /// In a child: the libcuda this process loaded is the stand-in, not a driver.

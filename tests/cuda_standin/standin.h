@@ -14,7 +14,7 @@
 //   cuMemcpyHtoDAsync_v2 cuMemcpyDtoHAsync_v2 cuStreamCreate cuStreamDestroy_v2
 //   cuStreamSynchronize cuStreamWaitEvent cuEventCreate cuEventRecord cuEventQuery
 //   cuEventSynchronize cuEventDestroy_v2 cuModuleLoadData cuModuleGetFunction cuModuleUnload
-//   cuLaunchKernel cuGetErrorString cuGetErrorName
+//   cuLaunchKernel cuLaunchHostFunc cuGetErrorString cuGetErrorName
 //
 // Behaviour, each point following the CUDA Driver API reference (docs.nvidia.com/cuda/
 // cuda-driver-api, sections named below) and its "API synchronization behavior" page:

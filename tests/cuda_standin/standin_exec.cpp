@@ -402,3 +402,23 @@ EXPORT CUresult cuLaunchKernel(void* fh, unsigned gx, unsigned gy, unsigned gz, 
     enqueue(st, std::move(op));
     return CUDA_SUCCESS;
 }
+
+// ---- Host functions ("Execution Control": cuLaunchHostFunc runs after the work queued before
+// it and blocks the work queued after it)
+
+EXPORT CUresult cuLaunchHostFunc(void* h, void (*fn)(void*), void* user) {
+    LOCK;
+    if (int r = check_ctx()) return r;
+    if (fn == nullptr) return CUDA_ERROR_INVALID_VALUE;
+    int err;
+    Stream* st = stream_of(h, &err);
+    if (st == nullptr) return err;
+    Op op;
+    op.what = "cuLaunchHostFunc";
+    op.run = [fn, user](std::string*) {
+        fn(user);
+        return (int)CUDA_SUCCESS;
+    };
+    enqueue(st, std::move(op));
+    return CUDA_SUCCESS;
+}

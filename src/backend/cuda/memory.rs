@@ -171,7 +171,7 @@ pub(super) struct Staging {
 }
 
 /// Staging buffers kept; beyond this a new batch waits for the oldest one to drain.
-const STAGING_SLOTS: usize = 4;
+const STAGING_SLOTS: usize = 16;
 
 impl Staging {
     pub(super) fn new() -> Self {
