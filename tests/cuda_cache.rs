@@ -379,3 +379,75 @@ fn a_faulting_launch_fails_its_request_and_the_cache_recovers() {
     assert_eq!(libra_cache_release(h, m.request, 6), Status::LIBRA_OK);
     libra_cache_free(h);
 }
+
+/// A grouped swap-in (one launch and one event per group of layers) lands group by group: the
+/// swap stream is held first, so no group is done; once released, `groups_done` only grows,
+/// every group has its own event, and the bytes are right on both copy paths.
+#[test]
+fn grouped_swap_ins_land_group_by_group() {
+    use libra::backend::SegmentGroups;
+    if !gpu_or_skip("grouped_swap_ins_land_group_by_group") {
+        return;
+    }
+    let ctx = cudarc::driver::CudaContext::new(0).unwrap();
+    let blocks = 16u32;
+    let t = EngineTensor::new(&ctx, 1 << 20);
+    // Three layers, K and V each: six segments of different sizes.
+    let sizes = [512u64, 512, 300, 300, 1024, 1024];
+    let mut at = t.ptr;
+    let segs: Vec<Segment> = sizes
+        .iter()
+        .map(|&n| {
+            let s = Segment { base: at, bytes_per_block: n, stride: n + 16 };
+            at += (n + 16) * blocks as u64;
+            s
+        })
+        .collect();
+    let bb: u64 = sizes.iter().sum();
+    for policy in [CopyPolicy::kernel(), CopyPolicy::memcpy()] {
+        let opts = CudaOptions { copy_policy: policy, ..CudaOptions::from_env() };
+        let mut gpu = unsafe { CudaBackend::adopt(segs.clone(), blocks, blocks, opts) }.unwrap();
+        for b in 0..blocks {
+            gpu.write_gpu_block(b, &pattern(b, bb as usize, 3)).unwrap();
+        }
+        let all: Vec<BlockMove> = (0..blocks).map(|b| BlockMove { gpu_block: b, host_block: b }).collect();
+        let out = gpu.submit_moves(Direction::GpuToHost, &all).unwrap();
+        assert_eq!(gpu.wait(out, 20_000_000), BatchState::Done);
+        gpu.retire(out);
+        for b in 0..blocks {
+            gpu.write_gpu_block(b, &vec![0u8; bb as usize]).unwrap();
+        }
+        let gate = Box::new(Gate(std::sync::atomic::AtomicBool::new(false)));
+        extern "C" fn hold(gate: *mut std::ffi::c_void) {
+            let gate = unsafe { &*(gate as *const std::sync::atomic::AtomicBool) };
+            while !gate.load(std::sync::atomic::Ordering::Acquire) {
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        }
+        gpu.context().bind_to_thread().unwrap();
+        let stream = gpu.stream_handle() as cudarc::driver::sys::CUstream;
+        let gate_ptr = &gate.0 as *const std::sync::atomic::AtomicBool as *mut std::ffi::c_void;
+        unsafe { cudarc::driver::sys::cuLaunchHostFunc(stream, Some(hold), gate_ptr).result().unwrap() };
+        let groups = SegmentGroups::new(segs.len(), 2);
+        let back = gpu.submit_moves_grouped(Direction::HostToGpu, &all, groups).unwrap();
+        assert_eq!(gpu.groups_done(back, groups.count()), 0, "{policy:?}: held, nothing landed");
+        let events: Vec<_> = (0..groups.count()).map(|g| gpu.group_event(back, g)).collect();
+        assert!(events.iter().all(|e| !e.is_null()));
+        assert!(events.windows(2).all(|w| w[0] != w[1]), "{policy:?}: one event per group");
+        gate.0.store(true, std::sync::atomic::Ordering::Release);
+        let (mut last, deadline) = (0, Instant::now() + Duration::from_secs(30));
+        while last < groups.count() {
+            assert!(Instant::now() < deadline, "{policy:?}: groups never landed");
+            let done = gpu.groups_done(back, groups.count());
+            assert!(done >= last, "{policy:?}: groups_done went back from {last} to {done}");
+            last = done;
+        }
+        assert_eq!(gpu.wait(back, 20_000_000), BatchState::Done);
+        gpu.retire(back);
+        let mut buf = vec![0u8; bb as usize];
+        for b in 0..blocks {
+            gpu.read_gpu_block(b, &mut buf).unwrap();
+            assert!(buf == pattern(b, bb as usize, 3), "{policy:?}: block {b} after the grouped swap-in");
+        }
+    }
+}

@@ -130,7 +130,7 @@ fn libc_dlopen(name: &str) -> *mut std::ffi::c_void {
     unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD) }
 }
 
-const DEVICE_TESTS: usize = 8 + 5 + 1 + 1;
+const DEVICE_TESTS: usize = 8 + 6 + 1 + 1;
 
 /// tests/cuda_gpu.rs, tests/cuda_cache.rs and the CUDA stress test, on the stand-in.
 #[test]
