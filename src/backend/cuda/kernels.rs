@@ -110,13 +110,26 @@ fn options_for(arch: (i32, i32), output: Output) -> Vec<String> {
 
 /// Compiles `source` for `arch` (compute capability). An error carries NVRTC's log.
 pub fn compile(source: &str, name: &str, arch: (i32, i32), output: Output) -> Result<Compiled> {
+    compile_with(source, name, arch, output, &[])
+}
+
+/// [`compile`] with `extra` options after the usual ones (e.g. `--ptxas-options=-v`, whose
+/// report of registers and spills lands in the log).
+pub fn compile_with(
+    source: &str,
+    name: &str,
+    arch: (i32, i32),
+    output: Output,
+    extra: &[&str],
+) -> Result<Compiled> {
     if !nvrtc_present() {
         return Err(Error::device(nvrtc_missing_reason()));
     }
     let src = CString::new(source).map_err(|_| Error::invalid("kernel source contains a NUL byte"))?;
     let cname = CString::new(name).map_err(|_| Error::invalid("kernel name contains a NUL byte"))?;
     let prog = nvrtc_result::create_program(&src, Some(&cname)).map_err(|e| nvrtc_err("create", e))?;
-    let opts = options_for(arch, output);
+    let mut opts = options_for(arch, output);
+    opts.extend(extra.iter().map(|s| s.to_string()));
     // SAFETY: `prog` is live until destroy_program below; the buffers match NVRTC's sizes.
     unsafe {
         let compiled = nvrtc_result::compile_program(prog, &opts);

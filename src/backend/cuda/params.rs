@@ -129,7 +129,7 @@ mod tests {
         let l = swap_launch(SwapKernel::Upload, t, 0x3000, 5, &[7, 8, 9], 4);
         assert_eq!(l.param_sizes(), vec![8, 8, 4, 8, 4, 8, 8, 8]);
         assert_eq!(l.args[4], Arg::U32(5));
-        assert_eq!(l.shape.grid, 15);
+        assert_eq!(l.shape.grid, 12, "15 work items, at most CTAS_PER_SM x 4 SMs resident");
         let l = swap_launch(SwapKernel::CopyBlocks, t, 0x3000, 0, &[], 4);
         assert_eq!(l.param_sizes(), vec![8, 8, 4, 8, 4]);
         assert_eq!(l.shape.grid, 1, "an empty launch still has one CTA");
