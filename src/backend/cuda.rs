@@ -150,6 +150,8 @@ impl CudaOptions {
 }
 
 struct Kernels {
+    /// Which image they came from ("cubin for sm_90", "PTX for compute_120").
+    from: String,
     gather: CudaFunction,
     scatter: CudaFunction,
     copy_blocks: CudaFunction,
@@ -421,7 +423,7 @@ impl CudaBackend {
     pub fn kernel_status(&self) -> String {
         match &self.kernels {
             KernelState::NotLoaded => "kernels not built yet (built on first use)".into(),
-            KernelState::Loaded(_) => format!("kernels loaded for sm_{}{}", self.arch.0, self.arch.1),
+            KernelState::Loaded(k) => format!("kernels loaded for sm_{}{} from the {}", self.arch.0, self.arch.1, k.from),
             KernelState::Unavailable(why) => format!("memcpy only: {why}"),
         }
     }
@@ -469,10 +471,11 @@ impl CudaBackend {
     fn load_image(&self, arch: (i32, i32), output: Output) -> std::result::Result<Kernels, ImageError> {
         let dir = self.options.kernel_cache_dir.as_deref();
         let image = kernels::swap_image(arch, output, dir).map_err(ImageError::Unavailable)?;
-        let what = match output {
-            Output::Cubin => format!("cuModuleLoadData (cubin for sm_{}{})", arch.0, arch.1),
-            Output::Ptx => format!("cuModuleLoadData (PTX for compute_{}{})", arch.0, arch.1),
+        let from = match output {
+            Output::Cubin => format!("cubin for sm_{}{}", arch.0, arch.1),
+            Output::Ptx => format!("PTX for compute_{}{}", arch.0, arch.1),
         };
+        let what = format!("cuModuleLoadData ({from})");
         let module =
             self.ctx.load_module(cudarc::nvrtc::Ptx::from_binary(image.as_ref().clone())).map_err(|e| {
                 let refused = matches!(
@@ -495,6 +498,7 @@ impl CudaBackend {
                 .map_err(|e| ImageError::Unavailable(dev_err(&format!("loading {name}"), e)))
         };
         Ok(Kernels {
+            from,
             gather: f("libra_gather")?,
             scatter: f("libra_scatter")?,
             copy_blocks: f("libra_copy_blocks")?,

@@ -251,6 +251,9 @@ pub fn supported_archs() -> Option<Vec<(i32, i32)>> {
     }
 }
 
+/// Architectures `gpu_check.sh --prepare` builds cubins for (Ampere, Ada, Hopper, Blackwell).
+pub const PREBUILT_ARCHS: &[(i32, i32)] = &[(8, 0), (8, 6), (8, 9), (9, 0), (10, 0), (12, 0)];
+
 /// Architectures of the PTX `gpu_check.sh --prepare` builds, newest first: PTX for one of them
 /// runs (through the driver's JIT) on any device at least as new.
 pub const PTX_ARCHS: &[(i32, i32)] = &[(12, 0), (10, 0), (9, 0), (8, 0)];
