@@ -85,7 +85,11 @@ fn main() {
             .chain(kernels::PTX_ARCHS.iter().map(|&a| (a, kernels::Output::Ptx)));
         for (arch, output) in images {
             match kernels::swap_image(arch, output, Some(dir)) {
-                Ok(c) => println!("{} bytes -> {}", c.len(), dir.join(kernels::image_file_name(arch, output)).display()),
+                Ok(c) => println!(
+                    "{} bytes -> {}",
+                    c.len(),
+                    dir.join(kernels::image_file_name(arch, output)).display()
+                ),
                 Err(e) => {
                     eprintln!("cannot precompile: {e}");
                     std::process::exit(1);

@@ -199,3 +199,88 @@ fn refused_cubins_are_rebuilt_and_new_devices_run_ptx() {
     let text = run_child(&test, &[("LIBRA_STANDIN_ARCH", "121")], &dir, 1);
     assert!(dir.join(kernels::image_file_name((12, 0), kernels::Output::Ptx)).is_file(), "{text}");
 }
+
+/// In a child (not strict): the stand-in refuses what the driver documents as errors, and
+/// reports what it must report.
+#[test]
+fn child_standin_refuses_and_reports() {
+    use cudarc::driver::{result, sys, CudaContext};
+    use libra::backend::cuda::kernels::{self, Output};
+    if std::env::var_os("LIBRA_STANDIN_SELF_TEST").is_none() {
+        println!("runs in the stand-in's self-test child only");
+        return;
+    }
+    let reports = || -> u64 {
+        let lib = libc_dlopen("libcuda.so.1");
+        // SAFETY: the stand-in's own counter, a plain function without arguments.
+        unsafe {
+            let f = libc::dlsym(lib, c"libra_standin_reports".as_ptr());
+            assert!(!f.is_null());
+            std::mem::transmute::<*mut std::ffi::c_void, extern "C" fn() -> u64>(f)()
+        }
+    };
+    let ctx = CudaContext::new(0).unwrap();
+    // A cubin for another architecture: CUDA_ERROR_NO_BINARY_FOR_GPU.
+    let sm80 = kernels::swap_image((8, 0), Output::Cubin, None).unwrap();
+    let e = ctx.load_module(cudarc::nvrtc::Ptx::from_binary(sm80.as_ref().clone())).unwrap_err();
+    assert_eq!(e.0, sys::CUresult::CUDA_ERROR_NO_BINARY_FOR_GPU);
+    // 1024 threads x 72+ registers exceed the register file: out of resources at launch.
+    let sm90 = kernels::swap_image((9, 0), Output::Cubin, None).unwrap();
+    let module = ctx.load_module(cudarc::nvrtc::Ptx::from_binary(sm90.as_ref().clone())).unwrap();
+    let f = module.load_function("libra_copy_blocks").unwrap();
+    let stream = ctx.new_stream().unwrap();
+    let (mut a, mut b, mut c, mut d, mut n) = (0u64, 0u64, 1u32, 0u64, 0u32);
+    let mut params: Vec<*mut std::ffi::c_void> = vec![
+        &mut a as *mut _ as *mut _,
+        &mut b as *mut _ as *mut _,
+        &mut c as *mut _ as *mut _,
+        &mut d as *mut _ as *mut _,
+        &mut n as *mut _ as *mut _,
+    ];
+    let e = unsafe {
+        result::launch_kernel(f.cu_function(), (1, 1, 1), (1024, 1, 1), 0, stream.cu_stream(), &mut params)
+    }
+    .unwrap_err();
+    assert_eq!(e.0, sys::CUresult::CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES);
+    // A copy into freed device memory: CUDA_ERROR_INVALID_VALUE (the range is never reused).
+    let p = unsafe { result::malloc_sync(4096) }.unwrap();
+    unsafe { result::free_sync(p) }.unwrap();
+    let src = vec![0u8; 16];
+    let r = unsafe { sys::cuMemcpyHtoDAsync_v2(p, src.as_ptr().cast(), 16, stream.cu_stream()) };
+    assert_eq!(r, sys::CUresult::CUDA_ERROR_INVALID_VALUE);
+    // A free while queued work still uses the memory is reported.
+    let before = reports();
+    let q = unsafe { result::malloc_sync(1 << 20) }.unwrap();
+    let host = vec![1u8; 1 << 20];
+    for _ in 0..20 {
+        unsafe {
+            sys::cuMemcpyHtoDAsync_v2(q, host.as_ptr().cast(), 1 << 20, stream.cu_stream()).result().unwrap()
+        };
+    }
+    unsafe { result::free_sync(q) }.unwrap();
+    assert_eq!(reports(), before + 1, "a free with queued work is reported");
+    // An allocation alive when the last reference to the primary context goes is a leak.
+    let _leaked = unsafe { result::malloc_sync(4096) }.unwrap();
+    drop((f, module, stream));
+    drop(ctx);
+    assert_eq!(reports(), before + 2, "a leak at context release is reported");
+}
+
+/// The stand-in's own checks, in a child that is not strict (it provokes reports on purpose).
+#[test]
+fn the_standin_refuses_and_reports_as_documented() {
+    if std::env::var_os(CHILD_ENV).is_some()
+        || !nvrtc_or_skip("the_standin_refuses_and_reports_as_documented")
+    {
+        return;
+    }
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", "child_standin_refuses_and_reports", "--nocapture"])
+        .env(CHILD_ENV, "1")
+        .env("LIBRA_STANDIN_SELF_TEST", "1")
+        .env("LD_LIBRARY_PATH", standin_dir())
+        .env_remove("LIBRA_STANDIN_STRICT");
+    let out = output_within(cmd, std::time::Duration::from_secs(120));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.contains("test result: ok. 1 passed"), "{text}");
+}

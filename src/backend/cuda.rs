@@ -423,7 +423,9 @@ impl CudaBackend {
     pub fn kernel_status(&self) -> String {
         match &self.kernels {
             KernelState::NotLoaded => "kernels not built yet (built on first use)".into(),
-            KernelState::Loaded(k) => format!("kernels loaded for sm_{}{} from the {}", self.arch.0, self.arch.1, k.from),
+            KernelState::Loaded(k) => {
+                format!("kernels loaded for sm_{}{} from the {}", self.arch.0, self.arch.1, k.from)
+            }
             KernelState::Unavailable(why) => format!("memcpy only: {why}"),
         }
     }
