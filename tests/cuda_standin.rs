@@ -245,7 +245,7 @@ fn child_standin_refuses_and_reports() {
     // A copy into freed device memory: CUDA_ERROR_INVALID_VALUE (the range is never reused).
     let p = unsafe { result::malloc_sync(4096) }.unwrap();
     unsafe { result::free_sync(p) }.unwrap();
-    let src = vec![0u8; 16];
+    let src = [0u8; 16];
     let r = unsafe { sys::cuMemcpyHtoDAsync_v2(p, src.as_ptr().cast(), 16, stream.cu_stream()) };
     assert_eq!(r, sys::CUresult::CUDA_ERROR_INVALID_VALUE);
     // A free while queued work still uses the memory is reported.
