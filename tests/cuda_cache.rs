@@ -54,6 +54,23 @@ impl Drop for Gate {
     }
 }
 
+/// Holds the backend's swap stream with a host function until the returned gate opens (on
+/// `store(true)` or on drop, so a failing test still lets the stream drain).
+fn hold_swap_stream(gpu: &CudaBackend) -> Box<Gate> {
+    extern "C" fn hold(gate: *mut std::ffi::c_void) {
+        let gate = unsafe { &*(gate as *const std::sync::atomic::AtomicBool) };
+        while !gate.load(std::sync::atomic::Ordering::Acquire) {
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
+    let gate = Box::new(Gate(std::sync::atomic::AtomicBool::new(false)));
+    gpu.context().bind_to_thread().unwrap();
+    let stream = gpu.stream_handle() as cudarc::driver::sys::CUstream;
+    let gate_ptr = &gate.0 as *const std::sync::atomic::AtomicBool as *mut std::ffi::c_void;
+    unsafe { cudarc::driver::sys::cuLaunchHostFunc(stream, Some(hold), gate_ptr).result().unwrap() };
+    gate
+}
+
 /// Batches are polled while in flight; whenever `poll` says Done the host bytes must already be
 /// there, with no synchronisation in between. A host function holds the swap stream until the
 /// first round of polls is over, so every batch is still queued then, and a `poll` that said
@@ -80,19 +97,8 @@ fn batches_in_flight_are_polled_before_any_sync() {
             gpu.submit_moves(Direction::GpuToHost, &[BlockMove { gpu_block: 0, host_block: 0 }]).unwrap();
         assert_eq!(gpu.wait(warm, 20_000_000), BatchState::Done);
         gpu.retire(warm);
-        // A host function that holds the swap stream until the first round of polls is over
-        // (or the test fails: the gate opens on drop, so the stream can drain).
-        let gate = Box::new(Gate(std::sync::atomic::AtomicBool::new(false)));
-        extern "C" fn hold(gate: *mut std::ffi::c_void) {
-            let gate = unsafe { &*(gate as *const std::sync::atomic::AtomicBool) };
-            while !gate.load(std::sync::atomic::Ordering::Acquire) {
-                std::thread::sleep(Duration::from_micros(100));
-            }
-        }
-        let swap_stream = gpu.stream_handle() as cudarc::driver::sys::CUstream;
-        gpu.context().bind_to_thread().unwrap();
-        let gate_ptr = &gate.0 as *const std::sync::atomic::AtomicBool as *mut std::ffi::c_void;
-        unsafe { cudarc::driver::sys::cuLaunchHostFunc(swap_stream, Some(hold), gate_ptr).result().unwrap() };
+        // Held until the first round of polls is over.
+        let gate = hold_swap_stream(&gpu);
         let batches: Vec<(u64, Vec<BlockMove>)> = (0..8u32)
             .map(|k| {
                 let moves: Vec<BlockMove> = (0..6)
@@ -417,17 +423,7 @@ fn grouped_swap_ins_land_group_by_group() {
         for b in 0..blocks {
             gpu.write_gpu_block(b, &vec![0u8; bb as usize]).unwrap();
         }
-        let gate = Box::new(Gate(std::sync::atomic::AtomicBool::new(false)));
-        extern "C" fn hold(gate: *mut std::ffi::c_void) {
-            let gate = unsafe { &*(gate as *const std::sync::atomic::AtomicBool) };
-            while !gate.load(std::sync::atomic::Ordering::Acquire) {
-                std::thread::sleep(Duration::from_micros(100));
-            }
-        }
-        gpu.context().bind_to_thread().unwrap();
-        let stream = gpu.stream_handle() as cudarc::driver::sys::CUstream;
-        let gate_ptr = &gate.0 as *const std::sync::atomic::AtomicBool as *mut std::ffi::c_void;
-        unsafe { cudarc::driver::sys::cuLaunchHostFunc(stream, Some(hold), gate_ptr).result().unwrap() };
+        let gate = hold_swap_stream(&gpu);
         let groups = SegmentGroups::new(segs.len(), 2);
         let back = gpu.submit_moves_grouped(Direction::HostToGpu, &all, groups).unwrap();
         assert_eq!(gpu.groups_done(back, groups.count()), 0, "{policy:?}: held, nothing landed");

@@ -9,6 +9,7 @@
 //! cudarc panics when it cannot find the library.
 pub mod kernels;
 mod memory;
+mod module;
 pub mod params;
 
 use super::reference;
@@ -19,15 +20,15 @@ use super::{
 use crate::error::{Error, Result};
 use cudarc::driver::result as cu;
 use cudarc::driver::sys;
-use cudarc::driver::{CudaContext, CudaEvent, CudaFunction, CudaStream, DriverError};
+use cudarc::driver::{CudaContext, CudaEvent, CudaStream, DriverError};
 use memory::{as_bytes, DeviceBuf, DeviceList, KeepCurrent, PinnedBuf, Staging};
+use module::Kernels;
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use kernels::Output;
 pub use kernels::{nvrtc_present, nvrtc_version};
 
 /// Whether the CUDA driver library can be loaded on this machine.
@@ -149,36 +150,11 @@ impl CudaOptions {
     }
 }
 
-struct Kernels {
-    /// Which image they came from ("cubin for sm_90", "PTX for compute_120").
-    from: String,
-    gather: CudaFunction,
-    scatter: CudaFunction,
-    copy_blocks: CudaFunction,
-    upload: CudaFunction,
-}
-
 enum KernelState {
     NotLoaded,
     Loaded(Kernels),
     /// The kernels could not be built (e.g. no NVRTC and no cached cubin): memcpy only.
     Unavailable(String),
-}
-
-/// Why an image did not give kernels.
-enum ImageError {
-    /// It could not be had (no NVRTC and no cached file), or the context is unusable.
-    Unavailable(Error),
-    /// The driver refused the image itself.
-    Refused(Error),
-}
-
-impl ImageError {
-    fn error(&self) -> &Error {
-        match self {
-            ImageError::Unavailable(e) | ImageError::Refused(e) => e,
-        }
-    }
 }
 
 /// Waits on one batch's event without the backend. An error counts as finished: the backend's
@@ -440,72 +416,8 @@ impl CudaBackend {
         };
     }
 
-    /// Loads the kernels: the cubin for this device; a cached cubin the driver refuses is
-    /// compiled afresh; without a loadable cubin (a device newer than NVRTC), PTX for the newest
-    /// older architecture, which the driver compiles.
     fn load_kernels(&self) -> Result<Kernels> {
-        let dir = self.options.kernel_cache_dir.as_deref();
-        let cubin_err = match self.load_image(self.arch, Output::Cubin) {
-            Ok(k) => return Ok(k),
-            Err(ImageError::Refused(e)) => {
-                kernels::forget(self.arch, Output::Cubin, dir);
-                match self.load_image(self.arch, Output::Cubin) {
-                    Ok(k) => return Ok(k),
-                    Err(again) => {
-                        Error::device(format!("{}; compiled afresh: {}", e.message, again.error().message))
-                    }
-                }
-            }
-            Err(ImageError::Unavailable(e)) => e,
-        };
-        let Some(ptx_arch) = kernels::ptx_arch_for(self.arch, dir) else { return Err(cubin_err) };
-        self.load_image(ptx_arch, Output::Ptx).map_err(|e| {
-            Error::device(format!(
-                "{}; PTX for compute_{}{}: {}",
-                cubin_err.message,
-                ptx_arch.0,
-                ptx_arch.1,
-                e.error().message
-            ))
-        })
-    }
-
-    fn load_image(&self, arch: (i32, i32), output: Output) -> std::result::Result<Kernels, ImageError> {
-        let dir = self.options.kernel_cache_dir.as_deref();
-        let image = kernels::swap_image(arch, output, dir).map_err(ImageError::Unavailable)?;
-        let from = match output {
-            Output::Cubin => format!("cubin for sm_{}{}", arch.0, arch.1),
-            Output::Ptx => format!("PTX for compute_{}{}", arch.0, arch.1),
-        };
-        let what = format!("cuModuleLoadData ({from})");
-        let module =
-            self.ctx.load_module(cudarc::nvrtc::Ptx::from_binary(image.as_ref().clone())).map_err(|e| {
-                let refused = matches!(
-                    e.0,
-                    sys::CUresult::CUDA_ERROR_INVALID_IMAGE
-                        | sys::CUresult::CUDA_ERROR_NO_BINARY_FOR_GPU
-                        | sys::CUresult::CUDA_ERROR_INVALID_PTX
-                        | sys::CUresult::CUDA_ERROR_UNSUPPORTED_PTX_VERSION
-                );
-                let err = dev_err(&what, e);
-                if refused {
-                    ImageError::Refused(err)
-                } else {
-                    ImageError::Unavailable(err)
-                }
-            })?;
-        let f = |name: &str| {
-            module
-                .load_function(name)
-                .map_err(|e| ImageError::Unavailable(dev_err(&format!("loading {name}"), e)))
-        };
-        Ok(Kernels {
-            from,
-            gather: f("libra_gather")?,
-            scatter: f("libra_scatter")?,
-            copy_blocks: f("libra_copy_blocks")?,
-            upload: f("libra_upload")?,
-        })
+        module::load(&self.ctx, self.arch, self.options.kernel_cache_dir.as_deref())
     }
 
     /// The path a batch of `blocks` whole blocks takes.
