@@ -264,6 +264,29 @@ fn child_standin_refuses_and_reports() {
     drop((f, module, stream));
     drop(ctx);
     assert_eq!(reports(), before + 2, "a leak at context release is reported");
+
+    // A kernel reading freed memory faults (its guard mapping): the context's error is sticky.
+    let ctx = CudaContext::new(0).unwrap();
+    let module = ctx.load_module(cudarc::nvrtc::Ptx::from_binary(sm90.as_ref().clone())).unwrap();
+    let f = module.load_function("libra_copy_blocks").unwrap();
+    let stream = ctx.new_stream().unwrap();
+    let gone = unsafe { result::malloc_sync(4096) }.unwrap();
+    unsafe { result::free_sync(gone) }.unwrap();
+    let (mut segs, mut units, mut upb, mut list, mut n) = (gone, gone, 1u32, gone, 1u32);
+    let mut params: Vec<*mut std::ffi::c_void> = vec![
+        &mut segs as *mut _ as *mut _,
+        &mut units as *mut _ as *mut _,
+        &mut upb as *mut _ as *mut _,
+        &mut list as *mut _ as *mut _,
+        &mut n as *mut _ as *mut _,
+    ];
+    unsafe {
+        result::launch_kernel(f.cu_function(), (1, 1, 1), (32, 1, 1), 0, stream.cu_stream(), &mut params)
+    }
+    .unwrap();
+    assert_eq!(stream.synchronize().unwrap_err().0, sys::CUresult::CUDA_ERROR_ILLEGAL_ADDRESS);
+    let e = unsafe { result::malloc_sync(64) }.unwrap_err();
+    assert_eq!(e.0, sys::CUresult::CUDA_ERROR_ILLEGAL_ADDRESS, "the error is sticky");
 }
 
 /// The stand-in's own checks, in a child that is not strict (it provokes reports on purpose).
