@@ -206,6 +206,7 @@ fn refused_cubins_are_rebuilt_and_new_devices_run_ptx() {
 fn child_standin_refuses_and_reports() {
     use cudarc::driver::{result, sys, CudaContext};
     use libra::backend::cuda::kernels::{self, Output};
+    use libra::backend::cuda::params;
     if std::env::var_os("LIBRA_STANDIN_SELF_TEST").is_none() {
         println!("runs in the stand-in's self-test child only");
         return;
@@ -229,14 +230,11 @@ fn child_standin_refuses_and_reports() {
     let module = ctx.load_module(cudarc::nvrtc::Ptx::from_binary(sm90.as_ref().clone())).unwrap();
     let f = module.load_function("libra_copy_blocks").unwrap();
     let stream = ctx.new_stream().unwrap();
-    let (mut a, mut b, mut c, mut d, mut n) = (0u64, 0u64, 1u32, 0u64, 0u32);
-    let mut params: Vec<*mut std::ffi::c_void> = vec![
-        &mut a as *mut _ as *mut _,
-        &mut b as *mut _ as *mut _,
-        &mut c as *mut _ as *mut _,
-        &mut d as *mut _ as *mut _,
-        &mut n as *mut _ as *mut _,
-    ];
+    let copy_blocks = |tables: params::Tables, list: u64, n: u32| {
+        params::swap_launch(params::SwapKernel::CopyBlocks, tables, list, n, &[], 1)
+    };
+    let mut launch = copy_blocks(params::Tables { segments: 0, units: 0, units_per_block: 1 }, 0, 0);
+    let mut params = launch.param_pointers();
     let e = unsafe {
         result::launch_kernel(f.cu_function(), (1, 1, 1), (1024, 1, 1), 0, stream.cu_stream(), &mut params)
     }
@@ -272,14 +270,8 @@ fn child_standin_refuses_and_reports() {
     let stream = ctx.new_stream().unwrap();
     let gone = unsafe { result::malloc_sync(4096) }.unwrap();
     unsafe { result::free_sync(gone) }.unwrap();
-    let (mut segs, mut units, mut upb, mut list, mut n) = (gone, gone, 1u32, gone, 1u32);
-    let mut params: Vec<*mut std::ffi::c_void> = vec![
-        &mut segs as *mut _ as *mut _,
-        &mut units as *mut _ as *mut _,
-        &mut upb as *mut _ as *mut _,
-        &mut list as *mut _ as *mut _,
-        &mut n as *mut _ as *mut _,
-    ];
+    let mut launch = copy_blocks(params::Tables { segments: gone, units: gone, units_per_block: 1 }, gone, 1);
+    let mut params = launch.param_pointers();
     unsafe {
         result::launch_kernel(f.cu_function(), (1, 1, 1), (32, 1, 1), 0, stream.cu_stream(), &mut params)
     }
