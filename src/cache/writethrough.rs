@@ -14,7 +14,7 @@ use super::core::{CacheCore, Flight};
 use super::events::EventKind;
 use super::plan::Tier;
 use super::tree::{Kind, Residency, NONE};
-use crate::backend::{Backend, BlockMove, Direction};
+use crate::backend::Backend;
 use crate::error::Result;
 
 impl CacheCore {
@@ -75,29 +75,8 @@ impl CacheCore {
         if todo.is_empty() {
             return Ok(0);
         }
-        let host = self.host.allocate_many(todo.len()).expect("free host blocks were counted");
-        let moves: Vec<BlockMove> = todo
-            .iter()
-            .zip(&host)
-            .map(|(&n, &h)| BlockMove { gpu_block: self.tree.node(n).gpu_block, host_block: h })
-            .collect();
-        let batch = match io.submit_moves(Direction::GpuToHost, &moves) {
-            Ok(b) => b,
-            Err(e) => {
-                // Nothing was copied and nothing changed but the host blocks taken just now.
-                for h in host {
-                    self.free_host(h);
-                }
-                self.stats.failed_batches += 1;
-                return Err(e);
-            }
-        };
-        for (&n, &h) in todo.iter().zip(&host) {
-            let g = self.tree.node(n).gpu_block;
-            // In flight like a swap-out: readable on the GPU, not a candidate until it lands.
-            self.tree.set_residency(n, Residency::ToHost, g, h);
-        }
-        self.inflight.insert(batch, Flight::Clean(todo.clone()));
+        // In flight like a swap-out: readable on the GPU, not a candidate until it lands.
+        self.copy_to_host(io, &todo, Flight::Clean)?;
         Ok(todo.len() as u32)
     }
 
