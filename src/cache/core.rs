@@ -13,11 +13,23 @@ use crate::error::{Error, Result, Status};
 use std::collections::{HashMap, HashSet};
 
 /// A registered adapter.
+/// What `CacheCore::adapter_info` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdapterInfo {
+    pub weights_len: usize,
+    pub rank: u32,
+    pub blocks: u32,
+    pub resident: bool,
+}
+
 pub(crate) struct Adapter {
     pub id: u64,
     /// The registered host copy: adapters are never lost, whatever the tiers do.
     pub weights: Vec<u8>,
     pub blocks_needed: u32,
+    /// The rank the engine gave at registration, 0 when unknown: reported back, never used in
+    /// a decision (the block count follows from the byte length).
+    pub rank: u32,
     /// GPU blocks while resident or uploading.
     pub gpu_blocks: Vec<u32>,
     pub node: u32,
@@ -308,9 +320,6 @@ impl CacheCore {
         if weights.is_empty() {
             return Err(Error::invalid("`weights` is empty"));
         }
-        if rank == 0 {
-            return Err(Error::invalid("`rank` must be positive"));
-        }
         if self.adapter_slots.len() >= MAX_ADAPTERS as usize {
             return Err(Error::invalid(format!("at most {MAX_ADAPTERS} adapters may be registered")));
         }
@@ -334,6 +343,7 @@ impl CacheCore {
             id,
             weights: weights.to_vec(),
             blocks_needed: blocks_needed as u32,
+            rank,
             gpu_blocks: Vec::new(),
             node,
             chain_key,
@@ -947,6 +957,42 @@ impl CacheCore {
     pub fn adapter_gpu_blocks(&self, id: u64) -> Result<Vec<u32>> {
         let slot = self.slot_of(id)?;
         Ok(self.adapter(slot).gpu_blocks.clone())
+    }
+
+    /// An adapter's byte length, rank (0: unknown), block count and whether its blocks are
+    /// usable on the GPU now.
+    pub fn adapter_info(&self, id: u64) -> Result<AdapterInfo> {
+        let slot = self.slot_of(id)?;
+        let a = self.adapter(slot);
+        Ok(AdapterInfo {
+            weights_len: a.weights.len(),
+            rank: a.rank,
+            blocks: a.blocks_needed,
+            resident: self.tree.node(a.node).residency == Residency::Gpu,
+        })
+    }
+
+    /// `match_prefix` that leaves at least `min_uncached` tokens of `tokens` uncached, so the
+    /// engine has tokens to compute the next token's logits from (1 suffices) or to meet a
+    /// kernel's batch shape. The left tokens count as misses.
+    pub fn match_prefix_leaving(
+        &mut self,
+        io: &mut dyn Backend,
+        adapter_id: u64,
+        namespace: u64,
+        tokens: &[u32],
+        min_uncached: usize,
+        now: u64,
+    ) -> Result<MatchResult> {
+        if min_uncached > tokens.len() {
+            return Err(Error::invalid(format!(
+                "`min_uncached` is {min_uncached} but `tokens` has only {} entries",
+                tokens.len()
+            )));
+        }
+        let m = self.match_prefix(io, adapter_id, namespace, &tokens[..tokens.len() - min_uncached], now)?;
+        self.stats.miss_tokens += min_uncached as u64;
+        Ok(m)
     }
 
     /// Updates the engine's cost hints (0 prefill rate disables recompute-or-load).

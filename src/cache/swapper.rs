@@ -51,6 +51,13 @@ impl CacheCore {
                     )));
                 }
                 self.wait_all(io);
+                if !self.inflight.is_empty() {
+                    // Copies still running after `swap_wait_us` may free or unpin blocks: the
+                    // caller retries later rather than being told the tier is exhausted.
+                    return Err(Error::busy(
+                        "every unpinned GPU block is in flight; retry after the copies complete",
+                    ));
+                }
                 continue;
             }
             let to_host = self.cfg.policy.uses_host_tier() && self.host_copy_pays();
