@@ -36,6 +36,20 @@ impl CacheCore {
         self.emit(EventKind::ToHost, n);
     }
 
+    /// Blocks used again are no longer next in line to leave: their clean host copies go, so
+    /// clean copies stay a window at the head of the plan and never fill the host tier with
+    /// duplicates of hot blocks. (Blocks still being copied become clean when they land.)
+    pub(crate) fn used_again(&mut self, nodes: &[u32]) {
+        for &n in nodes {
+            if self.is_clean(n) {
+                let node = self.tree.node(n).clone();
+                self.tree.set_residency(n, Residency::Gpu, node.gpu_block, NONE);
+                self.free_host(node.host_block);
+                self.clean_blocks -= 1;
+            }
+        }
+    }
+
     /// One write-through pass: when the link is idle and the GPU is past the low swap-out mark
     /// (a swap-out is coming), copies up to `write_through_blocks` of the blocks the next
     /// swap-out would take, in plan order, that are not clean yet. Returns the blocks started.
