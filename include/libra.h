@@ -137,8 +137,9 @@ enum libra_policy
    */
   LIBRA_POLICY_SLORA = 3,
   /**
-   * ELORA's cost model with the host tier kept full (pruned only for room) and
-   * recompute-or-load from the cost hints (blocks not worth loading are not copied out).
+   * The tree ranked by last use, with the host tier kept full (pruned only for room),
+   * write-through host copies of the blocks next in line to leave, and recompute-or-load
+   * from the cost hints (blocks not worth loading are not copied out).
    */
   LIBRA_POLICY_LIBRA = 4,
 };

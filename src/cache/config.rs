@@ -29,8 +29,7 @@ pub struct CacheConfig {
     /// Adapter popularity window, microseconds.
     pub popularity_window_us: u64,
     /// Unit of `t` in Eq. 5's `1 - sigmoid(t)`, microseconds: a block's retention value decays
-    /// by about e per unit of idle time. 0 picks the default, 1 s (with chain-aware plans a
-    /// 30 s unit for `libra` measured worse than LRU in the simulator; see the README).
+    /// by about e per unit of idle time (`elora`). 0 picks the default, 1 s.
     pub value_time_unit_us: u64,
     /// Longest a blocking allocation waits for its swap-outs, microseconds.
     pub swap_wait_us: u64,

@@ -583,6 +583,9 @@ impl CacheCore {
         for &n in &path {
             self.tree.pin(n, now);
         }
+        if self.clean_blocks > 0 {
+            self.used_again(&path);
+        }
         let unpin_all = |core: &mut Self| {
             core.tree.unpin(adapter_node, now);
             for &n in &path {
@@ -801,6 +804,9 @@ impl CacheCore {
             let node = match self.tree.lookup(key) {
                 Some(existing) => {
                     self.tree.pin(existing, now);
+                    if self.clean_blocks > 0 {
+                        self.used_again(&[existing]);
+                    }
                     let e = self.tree.node(existing).clone();
                     if e.residency == Residency::Host {
                         // Recomputed a block the host tier had: keep the fresh GPU copy.

@@ -280,8 +280,10 @@ impl CacheCore {
         for &id in hinted {
             plan.offer(self, &scorer, id);
         }
-        // Adapters have other constants than KV blocks: they are scored apart, exactly.
-        if tier == Tier::Gpu {
+        // Under the cost model adapters have other constants than KV blocks: they are scored
+        // apart, exactly. By last use the set order is theirs too: they are walked in place.
+        let apart = matches!(scorer, Scorer::Value { .. });
+        if tier == Tier::Gpu && apart {
             for a in self.adapters.iter().flatten() {
                 let node = self.tree.node(a.node);
                 if node.residency == Residency::Gpu && node.pins == 0 && node.gpu_children == 0 {
@@ -290,7 +292,7 @@ impl CacheCore {
             }
         }
         let mut band = Band { segment_end: f64::NEG_INFINITY, eps: std::f64::consts::LN_2, slack: 0.0 };
-        'walk: for c in set.iter().filter(|c| !c.adapter) {
+        'walk: for c in set.iter().filter(|c| !(apart && c.adapter)) {
             let bound = self.bound(&scorer, &mut band, c);
             while let Some(&Reverse(top)) = plan.pending.peek() {
                 if top >= bound {

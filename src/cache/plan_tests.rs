@@ -131,9 +131,10 @@ fn chain_plan_equals_brute_force() {
     for (policy, unit) in [
         (PolicyKind::Elora, 0),
         (PolicyKind::Libra, 0),
+        (PolicyKind::Elora, 30_000_000),
         (PolicyKind::Lru, 0),
         (PolicyKind::Elora, 50_000),
-        (PolicyKind::Libra, 3_000_000),
+        (PolicyKind::Elora, 3_000_000),
     ] {
         for seed in 1..=4u64 {
             let (core, _io) = random_core(policy, unit, seed);

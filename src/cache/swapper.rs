@@ -224,6 +224,17 @@ impl CacheCore {
     /// available for all of them.
     pub(crate) fn swap_out(&mut self, io: &mut dyn Backend, nodes: &[u32]) -> Result<BatchId> {
         debug_assert!(nodes.iter().all(|&n| !self.is_clean(n)), "clean blocks leave without a copy");
+        self.copy_to_host(io, nodes, Flight::ToHost)
+    }
+
+    /// Submits one GPU -> host batch of `nodes` into fresh host blocks; the nodes are `ToHost`
+    /// (readable on the GPU) until `flight`'s completion decides where they end.
+    pub(crate) fn copy_to_host(
+        &mut self,
+        io: &mut dyn Backend,
+        nodes: &[u32],
+        flight: fn(Vec<u32>) -> Flight,
+    ) -> Result<BatchId> {
         let host =
             self.host.allocate_many(nodes.len()).ok_or_else(|| Error::out_of_memory("host tier is full"))?;
         let moves: Vec<BlockMove> = nodes
@@ -245,7 +256,7 @@ impl CacheCore {
             let g = self.tree.node(n).gpu_block;
             self.tree.set_residency(n, Residency::ToHost, g, h);
         }
-        self.inflight.insert(batch, Flight::ToHost(nodes.to_vec()));
+        self.inflight.insert(batch, flight(nodes.to_vec()));
         Ok(batch)
     }
 

@@ -14,7 +14,7 @@ use super::core::{CacheCore, Flight};
 use super::events::EventKind;
 use super::plan::Tier;
 use super::tree::{Kind, Residency, NONE};
-use crate::backend::{Backend, BlockMove, Direction};
+use crate::backend::Backend;
 use crate::error::Result;
 
 impl CacheCore {
@@ -34,6 +34,20 @@ impl CacheCore {
         self.stats.instant_evictions += 1;
         self.stats.swap_out_blocks += 1;
         self.emit(EventKind::ToHost, n);
+    }
+
+    /// Blocks used again are no longer next in line to leave: their clean host copies go, so
+    /// clean copies stay a window at the head of the plan and never fill the host tier with
+    /// duplicates of hot blocks. (Blocks still being copied become clean when they land.)
+    pub(crate) fn used_again(&mut self, nodes: &[u32]) {
+        for &n in nodes {
+            if self.is_clean(n) {
+                let node = self.tree.node(n).clone();
+                self.tree.set_residency(n, Residency::Gpu, node.gpu_block, NONE);
+                self.free_host(node.host_block);
+                self.clean_blocks -= 1;
+            }
+        }
     }
 
     /// One write-through pass: when the link is idle and the GPU is past the low swap-out mark
@@ -75,29 +89,8 @@ impl CacheCore {
         if todo.is_empty() {
             return Ok(0);
         }
-        let host = self.host.allocate_many(todo.len()).expect("free host blocks were counted");
-        let moves: Vec<BlockMove> = todo
-            .iter()
-            .zip(&host)
-            .map(|(&n, &h)| BlockMove { gpu_block: self.tree.node(n).gpu_block, host_block: h })
-            .collect();
-        let batch = match io.submit_moves(Direction::GpuToHost, &moves) {
-            Ok(b) => b,
-            Err(e) => {
-                // Nothing was copied and nothing changed but the host blocks taken just now.
-                for h in host {
-                    self.free_host(h);
-                }
-                self.stats.failed_batches += 1;
-                return Err(e);
-            }
-        };
-        for (&n, &h) in todo.iter().zip(&host) {
-            let g = self.tree.node(n).gpu_block;
-            // In flight like a swap-out: readable on the GPU, not a candidate until it lands.
-            self.tree.set_residency(n, Residency::ToHost, g, h);
-        }
-        self.inflight.insert(batch, Flight::Clean(todo.clone()));
+        // In flight like a swap-out: readable on the GPU, not a candidate until it lands.
+        self.copy_to_host(io, &todo, Flight::Clean)?;
         Ok(todo.len() as u32)
     }
 

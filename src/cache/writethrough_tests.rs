@@ -185,3 +185,39 @@ fn unregister_frees_both_copies_of_clean_blocks() {
     assert_eq!((s.clean_blocks, s.host_blocks_used, s.gpu_blocks_used), (0, 0, 0));
     check(&core, &mut io);
 }
+
+/// A request that recomputes a block (the same tokens, filled again into a fresh GPU block)
+/// while its clean copy is in flight does not replace it: the tree keeps the block and the
+/// copy lands; once it is clean, a recompute (a use) drops the host copy and keeps the GPU
+/// block. The fresh blocks are freed at release.
+#[test]
+fn recomputing_a_clean_block_keeps_both_copies() {
+    let (mut core, mut io) = setup(40);
+    core.step(&mut io, 20_000, 1, false).unwrap();
+    let n = core.tree.live_ids().find(|&n| core.tree.node(n).residency == Residency::ToHost).unwrap();
+    let key = core.tree.node(n).key;
+    let chain = (0..10u32)
+        .map(|c| [c * 10, c * 10 + 1, c * 10 + 2])
+        .find(|t| core.prefix_keys(1, 0, t).contains(&key))
+        .unwrap();
+    let keys = core.prefix_keys(1, 0, &chain);
+    for round in 0..2u64 {
+        let now = 21_000 + round;
+        let (gpu, host) = (core.tree.node(n).gpu_block, core.tree.node(n).host_block);
+        // An empty match: the engine recomputes the whole prompt.
+        let m = core.match_prefix(&mut io, 1, 0, &[], now).unwrap();
+        let blocks = core.allocate(&mut io, m.request, 3, now).unwrap();
+        for (i, &b) in blocks.iter().enumerate() {
+            io.write_gpu_block(b, &pattern(keys[i])).unwrap();
+        }
+        assert_eq!(core.commit(m.request, &chain, now).unwrap(), 0, "every block was already cached");
+        let want_host = if round == 0 { host } else { NONE };
+        assert_eq!((core.tree.node(n).gpu_block, core.tree.node(n).host_block), (gpu, want_host));
+        core.release(&mut io, m.request, now).unwrap();
+        check(&core, &mut io);
+        // The copy lands between the rounds: the second round recomputes a clean block.
+        complete_all(&mut io, true);
+        core.poll_inflight(&mut io);
+        assert_eq!(core.is_clean(n), round == 0);
+    }
+}
