@@ -136,6 +136,7 @@ mod tests {
             residency: Residency::Gpu,
             kind,
             listed: 0,
+            hinted: false,
         }
     }
 

@@ -2,9 +2,10 @@
 //! events. Thread safety: every function taking a `libra_cache *` may be called concurrently
 //! from several threads on the same cache (an internal lock serialises them), except
 //! `libra_cache_free`, which must not race with any other call on that cache.
-use super::boundary::{check_struct_size, deref, deref_mut, guard, null_arg, slice, write_out};
+use super::boundary::{check_struct_size, deref, guard, null_arg, slice, write_out};
+use super::cache_engine::match_into;
 use crate::backend::Segment;
-use crate::cache::{CacheConfig, EventKind, PolicyKind, Readiness};
+use crate::cache::{CacheConfig, EventKind, PolicyKind, Readiness, RetentionHint};
 use crate::error::{libra_status, Error};
 use crate::handle::{BackendChoice, Cache, CacheOptions};
 use std::ffi::{c_char, c_void, CString};
@@ -200,6 +201,32 @@ pub struct libra_cache_stats {
     pub inflight_batches: u32,
     pub open_requests: u32,
     pub events_dropped: u64,
+    /// KV blocks holding a retention hint not yet expired at the last `libra_cache_step`.
+    /// Fields from here on were appended after the first release: a caller built against an
+    /// older header passes a smaller `struct_size` and gets the fields before them.
+    pub hinted_blocks: u64,
+}
+
+/// Size of `libra_cache_stats` before fields were appended: the least `struct_size` accepted.
+const STATS_V1_SIZE: usize = std::mem::offset_of!(libra_cache_stats, hinted_blocks);
+
+/// A retention hint (`libra_cache_set_retention`). Fill it with `libra_retention_default`,
+/// then set either `expect_back_us` (when the engine expects the prefix back, e.g. a pending
+/// tool call) with an optional grace in `duration_us`, or a `duration_us` alone (e.g. a chat
+/// session that stays open), and optionally a `priority`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct libra_retention {
+    /// sizeof(libra_retention), set by `libra_retention_default`.
+    pub struct_size: usize,
+    /// Finite and positive (default 1): among hinted blocks, lower priorities leave first.
+    pub priority: f64,
+    /// Microseconds the hint holds: from `now_us`, or past `expect_back_us` when that is set.
+    /// At most 2^40.
+    pub duration_us: u64,
+    /// Engine time (the same clock as `now_us`) at which the engine expects the prefix back,
+    /// or 0 when it does not know. Must be after `now_us`.
+    pub expect_back_us: u64,
 }
 
 /// Kind of a residency event.
@@ -243,7 +270,7 @@ impl libra_cache {
     }
 }
 
-fn cache_ref<'a>(cache: *const libra_cache) -> Result<&'a libra_cache, Error> {
+pub(super) fn cache_ref<'a>(cache: *const libra_cache) -> Result<&'a libra_cache, Error> {
     // SAFETY: the caller passes NULL or a handle from libra_cache_create that was not freed.
     unsafe { deref(cache, "cache") }
 }
@@ -501,7 +528,12 @@ pub extern "C" fn libra_cache_adapter_blocks(
     })
 }
 
-fn copy_blocks_out(blocks: &[u32], out: *mut u32, capacity: usize, name: &str) -> Result<(), Error> {
+pub(super) fn copy_blocks_out(
+    blocks: &[u32],
+    out: *mut u32,
+    capacity: usize,
+    name: &str,
+) -> Result<(), Error> {
     if blocks.len() > capacity {
         return Err(Error::invalid(format!("`{name}` holds {capacity} ids but {} are needed", blocks.len())));
     }
@@ -636,6 +668,62 @@ pub extern "C" fn libra_cache_release(cache: *const libra_cache, request: u64, n
 #[no_mangle]
 pub extern "C" fn libra_cache_abort(cache: *const libra_cache, request: u64, now: u64) -> libra_status {
     guard("libra_cache_abort", || cache_ref(cache)?.cache.abort(request, now))
+}
+
+/// Fills `*hint` with the defaults: priority 1, no duration, no expected return (so the caller
+/// must set `duration_us` or `expect_back_us` before use). Returns LIBRA_ERR_NULL_ARGUMENT when
+/// `hint` is NULL. Thread-safe.
+#[no_mangle]
+pub extern "C" fn libra_retention_default(hint: *mut libra_retention) -> libra_status {
+    guard("libra_retention_default", || {
+        if hint.is_null() {
+            return Err(null_arg("hint"));
+        }
+        let d = RetentionHint::default();
+        let value = libra_retention {
+            struct_size: std::mem::size_of::<libra_retention>(),
+            priority: d.priority,
+            duration_us: d.duration_us,
+            expect_back_us: d.expect_back_us,
+        };
+        // SAFETY: checked non-NULL; the caller provides a writable libra_retention.
+        unsafe { write_out(hint, value) };
+        Ok(())
+    })
+}
+
+/// Says that an open request's prefix will be wanted again: until the hint expires, its KV
+/// blocks leave the GPU (and then the host tier) only after every unhinted block, lower
+/// priorities first. The blocks the request holds now get the hint at once, the ones it
+/// commits later get it at `libra_cache_release` (not at `libra_cache_abort`); call it right
+/// after `libra_cache_match` or right before the release. A block shared by several hinted
+/// requests keeps the highest priority and the latest expiry. A hint pins nothing: allocation
+/// still evicts hinted blocks when nothing else can go. The `VLLM` baseline ignores hints.
+///
+/// `hint` is borrowed for the call. Fails with LIBRA_ERR_NULL_ARGUMENT (`hint` NULL),
+/// LIBRA_ERR_NOT_FOUND (request not open) or LIBRA_ERR_INVALID_ARGUMENT naming the field:
+/// `struct_size` too small, `priority` NaN, infinite or not positive, `expect_back_us` not
+/// after `now_us`, `duration_us` 0 without `expect_back_us`, or a hint longer than 2^40 us.
+/// Nothing changes on failure. Thread-safe.
+#[no_mangle]
+pub extern "C" fn libra_cache_set_retention(
+    cache: *const libra_cache,
+    request: u64,
+    now_us: u64,
+    hint: *const libra_retention,
+) -> libra_status {
+    guard("libra_cache_set_retention", || {
+        let c = cache_ref(cache)?;
+        // SAFETY: NULL or a valid hint, per the contract above.
+        let h = unsafe { deref(hint, "hint") }?;
+        check_struct_size(h.struct_size, std::mem::size_of::<libra_retention>(), "hint")?;
+        let hint = RetentionHint {
+            priority: h.priority,
+            duration_us: h.duration_us,
+            expect_back_us: h.expect_back_us,
+        };
+        c.cache.set_retention(request, hint, now_us)
+    })
 }
 
 fn readiness(r: Readiness) -> libra_readiness {
@@ -821,7 +909,8 @@ pub extern "C" fn libra_cache_set_cost_hints(
 }
 
 /// Fills `*out` with statistics. Set `out->struct_size = sizeof(libra_cache_stats)` first; only
-/// that many bytes are written. Cheap enough to call every scheduler iteration: the cost grows
+/// that many bytes are written (a struct from an older header, ending at `events_dropped`, is
+/// accepted and gets the fields it has). Cheap enough to call every scheduler iteration: the cost grows
 /// with the number of registered adapters, not with the number of cached blocks. Thread-safe.
 #[no_mangle]
 pub extern "C" fn libra_cache_get_stats(
@@ -830,12 +919,16 @@ pub extern "C" fn libra_cache_get_stats(
 ) -> libra_status {
     guard("libra_cache_get_stats", || {
         let c = cache_ref(cache)?;
-        // SAFETY: NULL or a caller-provided stats struct.
-        let o = unsafe { deref_mut(out, "out") }?;
-        check_struct_size(o.struct_size, std::mem::size_of::<libra_cache_stats>(), "out")?;
+        if out.is_null() {
+            return Err(null_arg("out"));
+        }
+        // SAFETY: non-NULL, and every version of the struct starts with `struct_size`; no
+        // reference to the whole struct is made, as the caller's may be an older, smaller one.
+        let given = unsafe { std::ptr::addr_of!((*out).struct_size).read() };
+        check_struct_size(given, STATS_V1_SIZE, "out")?;
         let s = c.cache.stats()?;
-        *o = libra_cache_stats {
-            struct_size: o.struct_size,
+        let full = libra_cache_stats {
+            struct_size: given,
             gpu_blocks_total: s.gpu_blocks_total,
             gpu_blocks_used: s.gpu_blocks_used,
             host_blocks_total: s.host_blocks_total,
@@ -859,6 +952,18 @@ pub extern "C" fn libra_cache_get_stats(
             inflight_batches: s.inflight_batches,
             open_requests: s.open_requests,
             events_dropped: s.events_dropped,
+            hinted_blocks: s.hinted_blocks,
+        };
+        // A caller built against an older header owns only `struct_size` bytes.
+        let n = given.min(std::mem::size_of::<libra_cache_stats>());
+        // SAFETY: `out` is valid for `given` >= `n` bytes per the contract above; `full` is a
+        // plain-old-data value of at least `n` bytes, and the two do not overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                (&full as *const libra_cache_stats).cast::<u8>(),
+                out.cast::<u8>(),
+                n,
+            )
         };
         Ok(())
     })
@@ -933,151 +1038,4 @@ pub extern "C" fn libra_cache_drain_events(
 #[no_mangle]
 pub extern "C" fn libra_cache_check(cache: *const libra_cache) -> libra_status {
     guard("libra_cache_check", || cache_ref(cache)?.cache.check_invariants())
-}
-
-/// What `libra_cache_adapter_info` reports about a registered adapter.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-pub struct libra_adapter_info {
-    /// sizeof(libra_adapter_info): set it before the call; only that many bytes are written.
-    pub struct_size: usize,
-    /// Length in bytes of the weights given to `libra_cache_register_adapter`.
-    pub weights_len: u64,
-    /// The rank given at registration; LIBRA_RANK_UNKNOWN (0) when the engine did not know it.
-    pub rank: u32,
-    /// Blocks the weights occupy while resident: ceil(weights_len / block bytes). The bytes run
-    /// block by block in the order `libra_cache_adapter_blocks` lists the blocks, each block
-    /// holding its logical bytes (its segment pieces in segment order); the last block holds
-    /// weights_len - (blocks - 1) x block bytes of them, the rest of it is unspecified.
-    pub blocks: u32,
-    /// Bytes per block (the pool's block size).
-    pub block_bytes: u64,
-    /// True when the blocks are on the GPU tier with their copy complete.
-    pub resident: bool,
-}
-
-/// `rank` value for an adapter whose rank the engine does not know (GGUF LoRA files carry
-/// none). The rank is only reported back by `libra_cache_adapter_info`: no decision uses it,
-/// since an adapter's block count follows from its byte length.
-pub const LIBRA_RANK_UNKNOWN: u32 = 0;
-
-/// Fills `*out` with adapter `adapter_id`'s byte length, rank, block count and residency. Set
-/// `out->struct_size = sizeof(libra_adapter_info)` first. To rebuild the weights from the
-/// pool: while a request of this adapter is open and ready (it pins the adapter), read
-/// `blocks` blocks from `libra_cache_adapter_blocks` in order, taking `block_bytes` bytes of
-/// each and `weights_len` bytes in all. Errors: LIBRA_ERR_NOT_FOUND (unknown adapter),
-/// LIBRA_ERR_NULL_ARGUMENT, LIBRA_ERR_INVALID_ARGUMENT (struct_size too small). Thread-safe.
-#[no_mangle]
-pub extern "C" fn libra_cache_adapter_info(
-    cache: *const libra_cache,
-    adapter_id: u64,
-    out: *mut libra_adapter_info,
-) -> libra_status {
-    guard("libra_cache_adapter_info", || {
-        let c = cache_ref(cache)?;
-        // SAFETY: NULL or a caller-provided info struct.
-        let o = unsafe { deref_mut(out, "out") }?;
-        check_struct_size(o.struct_size, std::mem::size_of::<libra_adapter_info>(), "out")?;
-        let i = c.cache.adapter_info(adapter_id)?;
-        *o = libra_adapter_info {
-            struct_size: o.struct_size,
-            weights_len: i.weights_len as u64,
-            rank: i.rank,
-            blocks: i.blocks,
-            block_bytes: c.cache.block_bytes()?,
-            resident: i.resident,
-        };
-        Ok(())
-    })
-}
-
-/// `libra_cache_match`, but the cached prefix leaves at least `min_uncached` of the `n_tokens`
-/// tokens uncached (0 <= min_uncached <= n_tokens). Plain `libra_cache_match` may report every
-/// token cached when the prompt is a whole number of cached blocks, which leaves nothing to
-/// compute the next token's logits from: pass 1 for that, or more when the engine's kernels
-/// need a minimum batch (e.g. identical numerics). The tokens left count as misses in the
-/// stats. Same outputs, errors and thread safety as `libra_cache_match`, plus
-/// LIBRA_ERR_INVALID_ARGUMENT when `min_uncached` exceeds `n_tokens` (nothing changes).
-///
-/// Reproducibility: every decision is a function of the calls and their `now` values, so an
-/// engine that passes a logical clock (e.g. a step counter) gets the same hits, swaps and
-/// events on every run of the same call sequence (with the synchronous CPU backend, or when
-/// copy completions are awaited at the same points).
-#[no_mangle]
-#[allow(clippy::too_many_arguments)]
-pub extern "C" fn libra_cache_match_leaving(
-    cache: *const libra_cache,
-    adapter_id: u64,
-    namespace_id: u64,
-    tokens: *const u32,
-    n_tokens: usize,
-    min_uncached: usize,
-    now: u64,
-    blocks_out: *mut u32,
-    blocks_capacity: usize,
-    out: *mut libra_match,
-) -> libra_status {
-    guard("libra_cache_match_leaving", || {
-        match_into(
-            cache,
-            adapter_id,
-            namespace_id,
-            tokens,
-            n_tokens,
-            min_uncached,
-            now,
-            blocks_out,
-            blocks_capacity,
-            out,
-        )
-    })
-}
-
-#[allow(clippy::too_many_arguments)]
-fn match_into(
-    cache: *const libra_cache,
-    adapter_id: u64,
-    namespace_id: u64,
-    tokens: *const u32,
-    n_tokens: usize,
-    min_uncached: usize,
-    now: u64,
-    blocks_out: *mut u32,
-    blocks_capacity: usize,
-    out: *mut libra_match,
-) -> Result<(), Error> {
-    let c = cache_ref(cache)?;
-    // SAFETY: the caller passes `n_tokens` readable ids.
-    let t = unsafe { slice(tokens, n_tokens, "tokens") }?;
-    if out.is_null() {
-        return Err(null_arg("out"));
-    }
-    if min_uncached > n_tokens {
-        return Err(Error::invalid(format!(
-            "`min_uncached` is {min_uncached} but `n_tokens` is only {n_tokens}"
-        )));
-    }
-    let bt = c.cache.block_tokens()?;
-    let most = (n_tokens - min_uncached) / bt;
-    if blocks_capacity < most {
-        return Err(Error::invalid(format!(
-            "`blocks_capacity` is {blocks_capacity}; up to {most} ids may be returned"
-        )));
-    }
-    if blocks_out.is_null() && most > 0 {
-        return Err(null_arg("blocks_out"));
-    }
-    let m = c.cache.match_prefix_leaving(adapter_id, namespace_id, t, min_uncached, now)?;
-    copy_blocks_out(&m.kv_blocks, blocks_out, blocks_capacity, "blocks_out")?;
-    let value = libra_match {
-        request: m.request,
-        cached_tokens: m.cached_tokens,
-        cached_blocks: m.kv_blocks.len(),
-        adapter_blocks: m.adapter_blocks.len(),
-        recompute_tokens: m.recompute_tokens,
-        ready: m.ready,
-    };
-    // SAFETY: checked non-NULL.
-    unsafe { write_out(out, value) };
-    Ok(())
 }

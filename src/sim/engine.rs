@@ -5,9 +5,9 @@
 use super::hw::{Hardware, StepLoad};
 use super::workload::{Workload, WorkloadSpec};
 use crate::backend::{Backend, BatchId, BatchState, BlockMove, Direction, TierLayout};
-use crate::cache::{CacheConfig, CacheCore, NextUse, PolicyKind, Readiness};
+use crate::cache::{CacheConfig, CacheCore, NextUse, PolicyKind, Readiness, RetentionHint};
 use crate::error::Result as LibResult;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 /// A policy under test: one of the library's, or the clairvoyant bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +62,9 @@ pub struct EngineConfig {
     /// Overrides of the pool sizes derived from the hardware (tests).
     pub gpu_blocks: Option<u32>,
     pub host_blocks: Option<u32>,
+    /// Give retention hints at release where a real engine knows the conversation continues
+    /// (see `retention_hint`); the oracle never gets them.
+    pub retention_hints: bool,
 }
 
 impl EngineConfig {
@@ -74,6 +77,7 @@ impl EngineConfig {
             sample_every_us: 5_000_000,
             gpu_blocks: None,
             host_blocks: None,
+            retention_hints: false,
         }
     }
     pub fn gpu_blocks(&self) -> u32 {
@@ -335,6 +339,20 @@ fn adapter_id(a: u32) -> u64 {
     a as u64 + 1
 }
 
+/// The retention hint an engine can give when a turn ends and its conversation continues:
+/// an agent framework knows a tool call is pending and how long its tools take (the
+/// scenario's mean think time; kept as long again past it), a chat server knows the session
+/// is still open (kept until the session timeout). Neither knows when the turn comes back.
+fn retention_hint(spec: &WorkloadSpec, now: u64) -> RetentionHint {
+    if spec.name == "agent" {
+        let tool_us = (spec.think_mean_s * 1e6) as u64;
+        RetentionHint { priority: 1.0, duration_us: tool_us, expect_back_us: now + tool_us.max(1) }
+    } else {
+        let open_us = (spec.session_timeout_s / spec.rate_mult * 1e6) as u64;
+        RetentionHint { priority: 1.0, duration_us: open_us.max(1), expect_back_us: 0 }
+    }
+}
+
 /// Runs one policy over the workload. `progress` is called now and then with the simulated
 /// time in seconds.
 pub fn run(
@@ -368,6 +386,14 @@ pub fn run(
     }
     let reqs = &wl.requests;
     let n = reqs.len();
+    // Whether each request's conversation has a later turn (the user stays, or the tool call
+    // returns): what an engine holding the session knows.
+    let continues: Vec<bool> = if ec.retention_hints && policy != SimPolicy::Oracle {
+        let turns: HashSet<(u32, u32)> = reqs.iter().map(|r| (r.session, r.turn)).collect();
+        reqs.iter().map(|r| turns.contains(&(r.session, r.turn + 1))).collect()
+    } else {
+        vec![false; n]
+    };
     let mut future = if policy == SimPolicy::Oracle {
         let mut kv: HashMap<u128, Vec<u32>> = HashMap::new();
         let mut adapter = vec![Vec::new(); spec.adapters.max(1) as usize];
@@ -678,6 +704,9 @@ pub fn run(
             if rec.generated >= r.output {
                 rec.finish = Some(t_end);
                 let s = running.remove(k);
+                if continues[s.idx as usize] {
+                    core.set_retention(s.cache_req, retention_hint(spec, t_end), t_end).map_err(err)?;
+                }
                 core.release(&mut io, s.cache_req, t_end).map_err(err)?;
                 done += 1;
             } else {
