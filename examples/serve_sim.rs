@@ -61,6 +61,9 @@ Engine and hardware
   --host-blocks N      override the host tier size in blocks
   --max-batch-tokens N tokens per engine step (decode + prefill chunks) [4096]
   --max-seqs N         most sequences in flight [256]
+  --layers-per-group N layer-wise readiness: a request whose prefix is being copied in joins
+                       the step its copy lands in, layer L waiting for its group of N layers;
+                       0: it waits for the step after its copy [4]
   --hints              the engine gives retention hints when a turn ends and its conversation
                        continues: agent, a pending tool call expected back after the mean
                        think time; other scenarios, an open session held until the timeout
@@ -109,6 +112,7 @@ struct Args {
     host_blocks: Option<u32>,
     max_batch_tokens: Option<u32>,
     max_seqs: Option<u32>,
+    layers_per_group: Option<u32>,
     policies: Vec<SimPolicy>,
     sweep: bool,
     sweep_mults: Vec<f64>,
@@ -151,6 +155,7 @@ fn parse_args() -> Result<Args, String> {
         host_blocks: None,
         max_batch_tokens: None,
         max_seqs: None,
+        layers_per_group: None,
         policies: SimPolicy::ALL.to_vec(),
         sweep: false,
         sweep_mults: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0],
@@ -222,6 +227,7 @@ fn parse_args() -> Result<Args, String> {
             "--host-blocks" => a.host_blocks = Some(val(&mut it, f)?),
             "--max-batch-tokens" => a.max_batch_tokens = Some(val(&mut it, f)?),
             "--max-seqs" => a.max_seqs = Some(val(&mut it, f)?),
+            "--layers-per-group" => a.layers_per_group = Some(val(&mut it, f)?),
             "--policies" => {
                 let v: Vec<String> = list(&mut it, f)?;
                 a.policies = v
@@ -273,6 +279,9 @@ fn engine_config(a: &Args) -> Result<EngineConfig, String> {
     }
     if let Some(v) = a.max_seqs {
         ec.max_seqs = v;
+    }
+    if let Some(v) = a.layers_per_group {
+        ec.layers_per_group = v;
     }
     Ok(ec)
 }
@@ -502,6 +511,15 @@ fn real_main(a: Args) -> Result<(), String> {
          recompute preemption; every cache decision by libra's CacheCore",
         ec.max_batch_tokens, ec.max_seqs
     );
+    if ec.layers_per_group > 0 {
+        println!(
+            "layer-wise readiness: a loading request joins the step its copy lands in, layer L waiting \
+             for its group of {} layers ({:.0} us per extra group on the link)",
+            ec.layers_per_group, ec.group_latency_us
+        );
+    } else {
+        println!("no layer-wise readiness: a loading request waits for the step after its copy");
+    }
     let results = run_jobs(&jobs, &ec, a.jobs, &bar)?;
     bar.finish_and_clear();
     let sim_total: f64 = results.iter().map(|r| r.sim_s).sum();

@@ -342,6 +342,12 @@ typedef struct libra_cache_config {
    * Callers whose `struct_size` ends before this field get the default.
    */
   uint32_t segments_per_group;
+  /**
+   * Most blocks one write-through pass copies to the host ahead of their swap-out, under
+   * `LIBRA_POLICY_LIBRA` (default 1024; 0 disables write-through). Callers whose
+   * `struct_size` ends before this field get the default.
+   */
+  uint32_t write_through_blocks;
 } libra_cache_config;
 
 /**
@@ -451,6 +457,19 @@ typedef struct libra_cache_stats {
    * older header passes a smaller `struct_size` and gets the fields before them.
    */
   uint64_t hinted_blocks;
+  /**
+   * GPU KV blocks with a complete host copy (write-through), which leave at once.
+   */
+  uint64_t clean_blocks;
+  /**
+   * Bytes copied to the host by write-through, for blocks that stayed on the GPU.
+   */
+  uint64_t write_through_bytes;
+  /**
+   * Blocks that left the GPU without a copy because they were clean (also counted in
+   * `swap_out_blocks`).
+   */
+  uint64_t instant_evictions;
 } libra_cache_stats;
 
 /**
@@ -699,7 +718,8 @@ typedef struct libra_step {
    */
   uint32_t group;
   /**
-   * Bytes each rank sends.
+   * The most bytes any rank receives in this step (its segment less its own part; for an
+   * all-to-all, the blocks it gets), from the same integer splits as the element ranges.
    */
   double bytes;
   /**
@@ -714,7 +734,8 @@ typedef struct libra_step {
    */
   size_t num_deps;
   /**
-   * Predicted start and finish, ns.
+   * Predicted start, and finish (the chunk's data arrived: the bytes' time on the dimension
+   * plus the step's latency, which does not hold the dimension for other chunks), ns.
    */
   double start_ns;
   double finish_ns;
@@ -784,7 +805,9 @@ typedef struct libra_step {
 #define LIBRA_POLICY_BASELINE 0
 
 /**
- * Per chunk, the order that best balances per-dimension load (Themis).
+ * Per chunk, the order that best balances per-dimension load (Themis; greedy, O(chunks x
+ * dims^2)); the ascending order is kept when it is predicted faster, so never slower than
+ * LIBRA_POLICY_BASELINE.
  */
 #define LIBRA_POLICY_THEMIS 1
 

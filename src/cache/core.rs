@@ -111,6 +111,13 @@ pub struct Stats {
     pub events_dropped: u64,
     /// KV blocks holding a retention hint that had not expired at the last `step`.
     pub hinted_blocks: u64,
+    /// GPU KV blocks with a complete host copy, which leave at once under pressure.
+    pub clean_blocks: u64,
+    /// Bytes copied to the host by write-through (blocks that stayed on the GPU).
+    pub write_through_bytes: u64,
+    /// Blocks that left the GPU without a copy because they were clean (also counted in
+    /// `swap_out_blocks`).
+    pub instant_evictions: u64,
 }
 
 /// What a batch in flight carries.
@@ -118,6 +125,8 @@ pub(crate) enum Flight {
     ToHost(Vec<u32>),
     ToGpu(Vec<u32>),
     Upload(u32),
+    /// Write-through copies: the nodes stay on the GPU and become clean.
+    Clean(Vec<u32>),
 }
 
 /// The cache core.
@@ -148,6 +157,9 @@ pub struct CacheCore {
     pub(crate) adapter_gpu_blocks: u32,
     pub(crate) last_now: u64,
     pub(crate) last_prefetch: Option<u64>,
+    /// GPU KV nodes with a complete host copy (see `writethrough`).
+    pub(crate) clean_blocks: u64,
+    pub(crate) last_write_through: Option<u64>,
 }
 
 /// Request ids are `tag:16 | generation:26 | slot:22`. The tag is unique to this cache among
@@ -233,6 +245,8 @@ impl CacheCore {
             adapter_gpu_blocks: 0,
             last_now: 0,
             last_prefetch: None,
+            clean_blocks: 0,
+            last_write_through: None,
         })
     }
 
@@ -417,6 +431,9 @@ impl CacheCore {
             self.free_gpu(node.gpu_block);
         }
         if node.host_block != NONE {
+            if node.residency == Residency::Gpu {
+                self.clean_blocks -= 1;
+            }
             self.free_host(node.host_block);
         }
         self.emit(why, n);
@@ -651,7 +668,9 @@ impl CacheCore {
         let adapter_slot = self.tree.node(n).adapter;
         let is_adapter = self.tree.node(n).kind == Kind::Adapter;
         self.inflight.iter().find_map(|(&b, f)| match f {
-            Flight::ToGpu(nodes) | Flight::ToHost(nodes) if nodes.contains(&n) => Some(b),
+            Flight::ToGpu(nodes) | Flight::ToHost(nodes) | Flight::Clean(nodes) if nodes.contains(&n) => {
+                Some(b)
+            }
             Flight::Upload(slot) if is_adapter && *slot == adapter_slot => Some(b),
             _ => None,
         })
@@ -911,6 +930,7 @@ impl CacheCore {
         s.kv_nodes_host = kv.host;
         s.invalid_kv_blocks = kv.invalid;
         s.hinted_blocks = self.tree.hinted_nodes() as u64;
+        s.clean_blocks = self.clean_blocks;
         s
     }
 

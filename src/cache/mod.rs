@@ -16,6 +16,7 @@ pub mod retention;
 pub mod swapper;
 pub mod tree;
 pub mod verify;
+pub mod writethrough;
 
 pub use config::CacheConfig;
 pub use core::{AdapterInfo, CacheCore, KvNodeInfo, MatchResult, Readiness, Stats};

@@ -20,6 +20,8 @@ pub struct StepReport {
     pub adapters_loaded: u32,
     pub pruned: u32,
     pub completed_batches: u32,
+    /// Blocks copied to the host ahead of their swap-out (write-through), staying on the GPU.
+    pub written_through: u32,
 }
 
 impl CacheCore {
@@ -60,7 +62,10 @@ impl CacheCore {
             }
             let to_host = self.cfg.policy.uses_host_tier() && self.host_copy_pays();
             if to_host {
-                let kv = victims.iter().filter(|&&v| self.tree.node(v).kind == Kind::Kv).count();
+                let kv = victims
+                    .iter()
+                    .filter(|&&v| self.tree.node(v).kind == Kind::Kv && !self.is_clean(v))
+                    .count();
                 self.prepare_host_room(kv, now);
             }
             let mut outgoing = Vec::new();
@@ -72,6 +77,10 @@ impl CacheCore {
                 if kind == Kind::Adapter {
                     if !waits_for_child {
                         self.evict_adapter(slot);
+                    }
+                } else if self.is_clean(v) {
+                    if !waits_for_child {
+                        self.evict_clean(v);
                     }
                 } else if to_host && self.host_slot_available(outgoing.len(), now) {
                     outgoing.push(v);
@@ -214,6 +223,7 @@ impl CacheCore {
     /// Submits one batch that copies `nodes` (GPU leaves) to the host tier. Host blocks must be
     /// available for all of them.
     pub(crate) fn swap_out(&mut self, io: &mut dyn Backend, nodes: &[u32]) -> Result<BatchId> {
+        debug_assert!(nodes.iter().all(|&n| !self.is_clean(n)), "clean blocks leave without a copy");
         let host =
             self.host.allocate_many(nodes.len()).ok_or_else(|| Error::out_of_memory("host tier is full"))?;
         let moves: Vec<BlockMove> = nodes
@@ -415,6 +425,7 @@ impl CacheCore {
                     }
                 }
             }
+            Flight::Clean(nodes) => self.finish_clean(nodes, failure.is_some()),
             Flight::Upload(slot) => {
                 if self.adapters.get(slot as usize).is_some_and(Option::is_some) {
                     let node = self.adapter(slot).node;
@@ -502,6 +513,7 @@ impl CacheCore {
             let excess = (self.host.used_count() as f64 - self.cfg.host_low * host_cap).ceil() as usize;
             report.pruned = self.prune_host(excess, now);
         }
+        report.written_through = self.write_through(io, now)?;
         Ok(report)
     }
 
@@ -511,11 +523,13 @@ impl CacheCore {
         let victims = self.plan(Tier::Gpu, blocks, now);
         let to_host = self.host_copy_pays();
         if to_host {
-            let kv = victims.iter().filter(|&&v| self.tree.node(v).kind == Kind::Kv).count();
+            let kv =
+                victims.iter().filter(|&&v| self.tree.node(v).kind == Kind::Kv && !self.is_clean(v)).count();
             self.prepare_host_room(kv.min(blocks), now);
         }
         let mut outgoing = Vec::new();
         let mut freed = 0usize;
+        let mut host_full = false;
         for v in victims {
             if freed >= blocks {
                 break;
@@ -528,6 +542,15 @@ impl CacheCore {
                     freed += self.adapter(slot).blocks_needed as usize;
                     self.evict_adapter(slot);
                 }
+            } else if self.is_clean(v) {
+                // Its host copy is complete: it leaves without one, unless a child is still
+                // on its way out.
+                if !waits_for_child {
+                    self.evict_clean(v);
+                    freed += 1;
+                }
+            } else if host_full {
+                continue;
             } else if !to_host {
                 if self.tree.node(v).children == 0 {
                     self.delete_node(v, EventKind::Removed);
@@ -545,8 +568,9 @@ impl CacheCore {
                     self.swap_out(io, &batch_now)?;
                 }
             } else {
-                // The host tier is full of blocks that may not be pruned: nothing more can go.
-                break;
+                // The host tier is full of blocks that may not be pruned: only clean blocks
+                // can still go.
+                host_full = true;
             }
         }
         if !outgoing.is_empty() {

@@ -124,6 +124,10 @@ pub struct libra_cache_config {
     /// `libra_cache_group_event`. With one K and one V segment per layer, 2 x layers per group.
     /// Callers whose `struct_size` ends before this field get the default.
     pub segments_per_group: u32,
+    /// Most blocks one write-through pass copies to the host ahead of their swap-out, under
+    /// `LIBRA_POLICY_LIBRA` (default 1024; 0 disables write-through). Callers whose
+    /// `struct_size` ends before this field get the default.
+    pub write_through_blocks: u32,
 }
 
 /// Size of `libra_cache_config` before `segments_per_group` was appended: callers built against
@@ -205,6 +209,13 @@ pub struct libra_cache_stats {
     /// Fields from here on were appended after the first release: a caller built against an
     /// older header passes a smaller `struct_size` and gets the fields before them.
     pub hinted_blocks: u64,
+    /// GPU KV blocks with a complete host copy (write-through), which leave at once.
+    pub clean_blocks: u64,
+    /// Bytes copied to the host by write-through, for blocks that stayed on the GPU.
+    pub write_through_bytes: u64,
+    /// Blocks that left the GPU without a copy because they were clean (also counted in
+    /// `swap_out_blocks`).
+    pub instant_evictions: u64,
 }
 
 /// Size of `libra_cache_stats` before fields were appended: the least `struct_size` accepted.
@@ -341,6 +352,7 @@ fn default_config() -> libra_cache_config {
         events: c.events,
         event_capacity: c.event_capacity as u32,
         segments_per_group: c.segments_per_group,
+        write_through_blocks: c.write_through_blocks,
     }
 }
 
@@ -423,6 +435,7 @@ pub extern "C" fn libra_cache_create(
             events: cfg.events,
             event_capacity: cfg.event_capacity.max(1) as usize,
             segments_per_group: cfg.segments_per_group,
+            write_through_blocks: cfg.write_through_blocks,
         };
         let opts = CacheOptions {
             config,
@@ -954,6 +967,9 @@ pub extern "C" fn libra_cache_get_stats(
             open_requests: s.open_requests,
             events_dropped: s.events_dropped,
             hinted_blocks: s.hinted_blocks,
+            clean_blocks: s.clean_blocks,
+            write_through_bytes: s.write_through_bytes,
+            instant_evictions: s.instant_evictions,
         };
         // A caller built against an older header owns only `struct_size` bytes.
         let n = given.min(std::mem::size_of::<libra_cache_stats>());
