@@ -908,7 +908,8 @@ enum libra_status libra_cache_unregister_adapter(const struct libra_cache *cache
                                                  uint64_t adapter_id);
 
 /**
- * Copies the GPU block ids holding `adapter_id`'s weights into `blocks_out` (capacity
+ * Copies the GPU block ids holding `adapter_id`'s weights, in the order their bytes run (the
+ * layout is under `libra_cache_adapter_info`), into `blocks_out` (capacity
  * `capacity`) and their number into `*count_out`. Fails with LIBRA_ERR_INVALID_ARGUMENT when
  * the capacity is too small (nothing written). Empty while the adapter is not resident.
  * `blocks_out` may be NULL only when `capacity` is 0. Thread-safe.

@@ -31,6 +31,7 @@ struct EngineOptions {
     int n_threads = 1;
     uint32_t n_ctx = 1024;
     bool keep_reference_adapters = false;  // load adapters from their files too (checks)
+    bool verify = true;                    // keep committed bytes, compare restored ones
 };
 
 // One turn's result on the libra path.
