@@ -569,29 +569,14 @@ typedef struct libra_dim_desc {
 typedef int32_t libra_network_preset;
 
 /**
- * How a phase's compute and communication combine: one of the LIBRA_OVERLAP_* constants.
+ * Optimisation objective: one of the LIBRA_OBJECTIVE_* constants.
  */
-typedef int32_t libra_overlap;
-
-/**
- * A collective operation: one of the LIBRA_COLLECTIVE_* constants.
- */
-typedef int32_t libra_collective;
-
-/**
- * Preset workloads: one of the LIBRA_WORKLOAD_PRESET_* constants.
- */
-typedef int32_t libra_workload_preset;
+typedef int32_t libra_objective;
 
 /**
  * Time model: one of the LIBRA_MODEL_* constants.
  */
 typedef int32_t libra_time_model;
-
-/**
- * Optimisation objective: one of the LIBRA_OBJECTIVE_* constants.
- */
-typedef int32_t libra_objective;
 
 /**
  * Comparison of a linear constraint: one of the LIBRA_CMP_* constants.
@@ -694,6 +679,11 @@ typedef struct libra_schedule_config {
 } libra_schedule_config;
 
 /**
+ * A collective operation: one of the LIBRA_COLLECTIVE_* constants.
+ */
+typedef int32_t libra_collective;
+
+/**
  * Operation of a schedule step: one of the LIBRA_STEP_* constants.
  */
 typedef int32_t libra_step_op;
@@ -740,6 +730,16 @@ typedef struct libra_step {
   double start_ns;
   double finish_ns;
 } libra_step;
+
+/**
+ * How a phase's compute and communication combine: one of the LIBRA_OVERLAP_* constants.
+ */
+typedef int32_t libra_overlap;
+
+/**
+ * Preset workloads: one of the LIBRA_WORKLOAD_PRESET_* constants.
+ */
+typedef int32_t libra_workload_preset;
 
 
 
@@ -1324,113 +1324,6 @@ enum libra_status libra_network_set_bandwidths(struct libra_network *network,
                                                size_t num_dims);
 
 /**
- * Creates an empty workload with an overlap mode (LIBRA_OVERLAP_*). `*out` is freed with
- * libra_workload_free(). Thread-safe.
- *
- * # Safety
- * `out` must be writable.
- */
-enum libra_status libra_workload_new(libra_overlap overlap_mode, struct libra_workload **out);
-
-/**
- * Appends a phase: `compute_ns` of compute and a collective of `kind` (LIBRA_COLLECTIVE_NONE
- * for none; then `bytes` and `groups` are ignored and `groups` may be NULL) of `bytes` per
- * NPU over a communicator with `groups[d]` NPUs along dimension d (-1 or 1 = not involved).
- * `name` may be NULL. The communicator is checked against a network when the workload is used
- * (a group size must divide its dimension). Not thread-safe: needs exclusive access.
- *
- * # Safety
- * `workload` valid or NULL; `name` NULL or a NUL-terminated string; `groups` NULL or
- * `num_groups` values.
- */
-enum libra_status libra_workload_add_phase(struct libra_workload *workload,
-                                           const char *name,
-                                           double compute_ns,
-                                           libra_collective kind,
-                                           double bytes,
-                                           const int32_t *groups,
-                                           size_t num_groups);
-
-/**
- * Builds a preset training iteration (LIBRA_WORKLOAD_PRESET_*) laid out for a preset network
- * (LIBRA_NETWORK_PRESET_*), with no compute/communication overlap. `*out` is freed with
- * libra_workload_free(). Thread-safe.
- *
- * # Safety
- * `out` must be writable.
- */
-enum libra_status libra_workload_preset_new(libra_workload_preset preset,
-                                            libra_network_preset network,
-                                            struct libra_workload **out);
-
-/**
- * Parses an ASTRA-sim 1.0 workload text and a LIBRA communicator YAML text for a network of
- * `num_dims` dimensions into one training iteration (forward of every layer, then input- and
- * weight-gradient from the last layer back). Strings are borrowed, NUL-terminated UTF-8.
- * Fails with LIBRA_ERR_PARSE naming the line or key. `*out` is freed with
- * libra_workload_free(). Thread-safe.
- *
- * # Safety
- * Both strings must be NUL-terminated; `out` writable.
- */
-enum libra_status libra_workload_parse(const char *workload_text,
-                                       const char *communicator_yaml,
-                                       size_t num_dims,
-                                       libra_overlap overlap_mode,
-                                       struct libra_workload **out);
-
-/**
- * Parses an ASTRA-sim 1.0 workload text into one training iteration on `network`. With
- * `communicator_yaml` NULL, each layer's communicators follow the file's parallelism as
- * ASTRA-sim 1.0 assigns them (`DATA`, `MODEL`, `HYBRID_DATA_MODEL`: model parallel on
- * dimension 0, `HYBRID_MODEL_DATA`: data parallel on dimension 0, `HYBRID_TRANSFORMER`:
- * model parallel over the first `model_parallel_NPU_group` NPUs, `HYBRID_DLRM`, `MICRO`, and
- * `HYBRID_CUSTOMIZED`, whose layers name their own in a 13th field); otherwise the LIBRA
- * communicator applies to every layer. Strings are borrowed, NUL-terminated UTF-8. Fails with
- * LIBRA_ERR_PARSE naming the line or key, and LIBRA_ERR_INVALID_ARGUMENT when a file without a
- * parallelism header comes without a communicator or a model-parallel group does not fit the
- * network. `*out` is freed with libra_workload_free(). Thread-safe on a const network.
- *
- * # Safety
- * `network` valid or NULL; `workload_text` NUL-terminated; `communicator_yaml` NULL or
- * NUL-terminated; `out` writable.
- */
-enum libra_status libra_workload_parse_astra(const struct libra_network *network,
-                                             const char *workload_text,
-                                             const char *communicator_yaml,
-                                             libra_overlap overlap_mode,
-                                             struct libra_workload **out);
-
-/**
- * Frees a workload. NULL is a no-op. The workload must not be in use by another thread.
- *
- * # Safety
- * `workload` must be NULL or a handle from a libra_workload_* constructor, not yet freed.
- */
-void libra_workload_free(struct libra_workload *workload);
-
-/**
- * Writes the number of phases to `*out`. Thread-safe on a const workload.
- *
- * # Safety
- * `workload` valid or NULL; `out` writable or NULL.
- */
-enum libra_status libra_workload_num_phases(const struct libra_workload *workload, size_t *out);
-
-/**
- * Writes the iteration time (ns) of `workload` on `network` with its own bandwidths under
- * `model` (LIBRA_MODEL_*) to `*out_ns`. Fails with LIBRA_ERR_INVALID_ARGUMENT naming the phase
- * and field when a communicator does not fit the network. Thread-safe on const handles.
- *
- * # Safety
- * Handles valid or NULL; `out_ns` writable or NULL.
- */
-enum libra_status libra_iteration_time(const struct libra_network *network,
-                                       const struct libra_workload *workload,
-                                       libra_time_model model,
-                                       double *out_ns);
-
-/**
  * Returns a libra_optimize_config with struct_size set: minimise time under the LIBRA model,
  * no budget, bounds or constraints (set `total_bandwidth` or `dollar_budget`). Thread-safe.
  */
@@ -1571,6 +1464,113 @@ enum libra_status libra_schedule_execute_f64(const struct libra_schedule *schedu
                                              double *const *buffers,
                                              size_t num_ranks,
                                              size_t count);
+
+/**
+ * Creates an empty workload with an overlap mode (LIBRA_OVERLAP_*). `*out` is freed with
+ * libra_workload_free(). Thread-safe.
+ *
+ * # Safety
+ * `out` must be writable.
+ */
+enum libra_status libra_workload_new(libra_overlap overlap_mode, struct libra_workload **out);
+
+/**
+ * Appends a phase: `compute_ns` of compute and a collective of `kind` (LIBRA_COLLECTIVE_NONE
+ * for none; then `bytes` and `groups` are ignored and `groups` may be NULL) of `bytes` per
+ * NPU over a communicator with `groups[d]` NPUs along dimension d (-1 or 1 = not involved).
+ * `name` may be NULL. The communicator is checked against a network when the workload is used
+ * (a group size must divide its dimension). Not thread-safe: needs exclusive access.
+ *
+ * # Safety
+ * `workload` valid or NULL; `name` NULL or a NUL-terminated string; `groups` NULL or
+ * `num_groups` values.
+ */
+enum libra_status libra_workload_add_phase(struct libra_workload *workload,
+                                           const char *name,
+                                           double compute_ns,
+                                           libra_collective kind,
+                                           double bytes,
+                                           const int32_t *groups,
+                                           size_t num_groups);
+
+/**
+ * Builds a preset training iteration (LIBRA_WORKLOAD_PRESET_*) laid out for a preset network
+ * (LIBRA_NETWORK_PRESET_*), with no compute/communication overlap. `*out` is freed with
+ * libra_workload_free(). Thread-safe.
+ *
+ * # Safety
+ * `out` must be writable.
+ */
+enum libra_status libra_workload_preset_new(libra_workload_preset preset,
+                                            libra_network_preset network,
+                                            struct libra_workload **out);
+
+/**
+ * Parses an ASTRA-sim 1.0 workload text and a LIBRA communicator YAML text for a network of
+ * `num_dims` dimensions into one training iteration (forward of every layer, then input- and
+ * weight-gradient from the last layer back). Strings are borrowed, NUL-terminated UTF-8.
+ * Fails with LIBRA_ERR_PARSE naming the line or key. `*out` is freed with
+ * libra_workload_free(). Thread-safe.
+ *
+ * # Safety
+ * Both strings must be NUL-terminated; `out` writable.
+ */
+enum libra_status libra_workload_parse(const char *workload_text,
+                                       const char *communicator_yaml,
+                                       size_t num_dims,
+                                       libra_overlap overlap_mode,
+                                       struct libra_workload **out);
+
+/**
+ * Parses an ASTRA-sim 1.0 workload text into one training iteration on `network`. With
+ * `communicator_yaml` NULL, each layer's communicators follow the file's parallelism as
+ * ASTRA-sim 1.0 assigns them (`DATA`, `MODEL`, `HYBRID_DATA_MODEL`: model parallel on
+ * dimension 0, `HYBRID_MODEL_DATA`: data parallel on dimension 0, `HYBRID_TRANSFORMER`:
+ * model parallel over the first `model_parallel_NPU_group` NPUs, `HYBRID_DLRM`, `MICRO`, and
+ * `HYBRID_CUSTOMIZED`, whose layers name their own in a 13th field); otherwise the LIBRA
+ * communicator applies to every layer. Strings are borrowed, NUL-terminated UTF-8. Fails with
+ * LIBRA_ERR_PARSE naming the line or key, and LIBRA_ERR_INVALID_ARGUMENT when a file without a
+ * parallelism header comes without a communicator or a model-parallel group does not fit the
+ * network. `*out` is freed with libra_workload_free(). Thread-safe on a const network.
+ *
+ * # Safety
+ * `network` valid or NULL; `workload_text` NUL-terminated; `communicator_yaml` NULL or
+ * NUL-terminated; `out` writable.
+ */
+enum libra_status libra_workload_parse_astra(const struct libra_network *network,
+                                             const char *workload_text,
+                                             const char *communicator_yaml,
+                                             libra_overlap overlap_mode,
+                                             struct libra_workload **out);
+
+/**
+ * Frees a workload. NULL is a no-op. The workload must not be in use by another thread.
+ *
+ * # Safety
+ * `workload` must be NULL or a handle from a libra_workload_* constructor, not yet freed.
+ */
+void libra_workload_free(struct libra_workload *workload);
+
+/**
+ * Writes the number of phases to `*out`. Thread-safe on a const workload.
+ *
+ * # Safety
+ * `workload` valid or NULL; `out` writable or NULL.
+ */
+enum libra_status libra_workload_num_phases(const struct libra_workload *workload, size_t *out);
+
+/**
+ * Writes the iteration time (ns) of `workload` on `network` with its own bandwidths under
+ * `model` (LIBRA_MODEL_*) to `*out_ns`. Fails with LIBRA_ERR_INVALID_ARGUMENT naming the phase
+ * and field when a communicator does not fit the network. Thread-safe on const handles.
+ *
+ * # Safety
+ * Handles valid or NULL; `out_ns` writable or NULL.
+ */
+enum libra_status libra_iteration_time(const struct libra_network *network,
+                                       const struct libra_workload *workload,
+                                       libra_time_model model,
+                                       double *out_ns);
 
 #ifdef __cplusplus
 }  // extern "C"
