@@ -1,9 +1,11 @@
 //! Networks: built from dimension descriptions, a preset or a YAML text; queried, costed,
 //! exported and re-bandwidthed.
 use crate::error::{libra_status, Error};
-use crate::ffi::boundary::{check_struct_size, deref, deref_mut, guard, null_arg, slice, write_out};
+use crate::ffi::boundary::{
+    deref, deref_mut, entry, null_arg, read_versioned_at, slice, versioned_size, write_out, write_versioned,
+};
 use crate::topo::astra::to_astra_sim_yaml;
-use crate::topo::network::{CostParams, DimKind, Dimension, Network};
+use crate::topo::network::{CostParams, Dimension, Network};
 use crate::topo::parse::parse_network;
 use std::os::raw::c_char;
 
@@ -15,7 +17,7 @@ use super::types::*;
 pub extern "C" fn libra_dim_desc_default() -> libra_dim_desc {
     libra_dim_desc {
         struct_size: std::mem::size_of::<libra_dim_desc>(),
-        kind: LIBRA_DIM_RING,
+        kind: libra_dim_kind::LIBRA_DIM_RING as i32,
         size: 2,
         bandwidth: 1.0,
         latency: 0.0,
@@ -32,15 +34,14 @@ pub extern "C" fn libra_dim_desc_default() -> libra_dim_desc {
 /// an empty network, a size below 2 or a zero, negative or non-finite bandwidth.
 /// Thread-safe.
 ///
-/// # Safety
-/// `dims` must point to `num_dims` descriptions; `out` must be writable.
+/// Pointers: `dims` must point to `num_dims` descriptions; `out` must be writable.
 #[no_mangle]
 pub unsafe extern "C" fn libra_network_new(
     dims: *const libra_dim_desc,
     num_dims: usize,
     out: *mut *mut libra_network,
 ) -> libra_status {
-    guard("libra_network_new", || {
+    entry!({
         if out.is_null() {
             return Err(null_arg("out"));
         }
@@ -52,12 +53,12 @@ pub unsafe extern "C" fn libra_network_new(
         if num_dims > MAX_DIMS {
             return Err(Error::invalid(format!("`num_dims` is {num_dims}; at most {MAX_DIMS} dimensions")));
         }
-        let first = deref(dims, "dims")?;
-        let stride = first.struct_size;
-        check_struct_size(stride, std::mem::size_of::<libra_dim_desc>(), "dims[0]")?;
+        // Elements are `dims[0].struct_size` bytes apart, so an array of an older, smaller
+        // layout is read as such.
+        let stride = versioned_size(dims, "dims[0]")?;
         let mut v = Vec::with_capacity(num_dims);
         for i in 0..num_dims {
-            let d = &*((dims as *const u8).add(i * stride) as *const libra_dim_desc);
+            let d = read_versioned_at(dims, i, stride, "dims")?;
             v.push(Dimension {
                 kind: dim_kind(d.kind, &format!("dims[{i}].kind"))?,
                 size: d.size,
@@ -76,14 +77,13 @@ pub unsafe extern "C" fn libra_network_new(
 /// latencies and LIBRA's reference costs. `*out` is freed with libra_network_free().
 /// Thread-safe.
 ///
-/// # Safety
-/// `out` must be writable.
+/// Pointers: `out` must be writable.
 #[no_mangle]
 pub unsafe extern "C" fn libra_network_preset_new(
-    preset: libra_network_preset,
+    preset: libra_network_preset_raw,
     out: *mut *mut libra_network,
 ) -> libra_status {
-    guard("libra_network_preset_new", || {
+    entry!({
         if out.is_null() {
             return Err(null_arg("out"));
         }
@@ -106,15 +106,14 @@ pub unsafe extern "C" fn libra_network_preset_new(
 /// YAML outside the supported subset (flow mappings, anchors, several documents).
 /// `*out` is freed with libra_network_free(). Thread-safe.
 ///
-/// # Safety
-/// `network_yaml` must be a NUL-terminated string; `cost_yaml` NULL or one; `out` writable.
+/// Pointers: `network_yaml` must be a NUL-terminated string; `cost_yaml` NULL or one; `out` writable.
 #[no_mangle]
 pub unsafe extern "C" fn libra_network_parse(
     network_yaml: *const c_char,
     cost_yaml: *const c_char,
     out: *mut *mut libra_network,
 ) -> libra_status {
-    guard("libra_network_parse", || {
+    entry!({
         if out.is_null() {
             return Err(null_arg("out"));
         }
@@ -133,8 +132,7 @@ pub unsafe extern "C" fn libra_network_parse(
 /// the size needed (nothing written), and on success writes the NUL-terminated text to `buf` and
 /// its size including the NUL to `*len_out`. Thread-safe on a const network.
 ///
-/// # Safety
-/// `network` valid or NULL; `buf` NULL or `cap` writable bytes; `len_out` writable or NULL.
+/// Pointers: `network` valid or NULL; `buf` NULL or `cap` writable bytes; `len_out` writable or NULL.
 #[no_mangle]
 pub unsafe extern "C" fn libra_network_export_astra_sim(
     network: *const libra_network,
@@ -142,7 +140,7 @@ pub unsafe extern "C" fn libra_network_export_astra_sim(
     cap: usize,
     len_out: *mut usize,
 ) -> libra_status {
-    guard("libra_network_export_astra_sim", || {
+    entry!({
         let n = deref(network, "network")?;
         deref_mut(len_out, "len_out")?;
         let text = to_astra_sim_yaml(&n.inner);
@@ -161,25 +159,25 @@ pub unsafe extern "C" fn libra_network_export_astra_sim(
 
 /// Frees a network. NULL is a no-op. The network must not be in use by another thread.
 ///
-/// # Safety
-/// `network` must be NULL or a handle from a libra_network_* constructor, not yet freed.
+/// Pointers: `network` must be NULL or a handle from a libra_network_* constructor, not yet freed.
 #[no_mangle]
 pub unsafe extern "C" fn libra_network_free(network: *mut libra_network) {
-    if !network.is_null() {
-        drop(Box::from_raw(network));
-    }
+    entry!(void {
+        if !network.is_null() {
+            drop(Box::from_raw(network));
+        }
+    })
 }
 
 /// Writes the number of dimensions to `*out`. Thread-safe on a const network.
 ///
-/// # Safety
-/// `network` must be a valid handle or NULL; `out` writable or NULL.
+/// Pointers: `network` must be a valid handle or NULL; `out` writable or NULL.
 #[no_mangle]
 pub unsafe extern "C" fn libra_network_num_dims(
     network: *const libra_network,
     out: *mut usize,
 ) -> libra_status {
-    guard("libra_network_num_dims", || {
+    entry!({
         let n = deref(network, "network")?;
         deref_mut(out, "out")?;
         write_out(out, n.inner.num_dims());
@@ -189,11 +187,10 @@ pub unsafe extern "C" fn libra_network_num_dims(
 
 /// Writes the total number of NPUs to `*out`. Thread-safe on a const network.
 ///
-/// # Safety
-/// `network` must be a valid handle or NULL; `out` writable or NULL.
+/// Pointers: `network` must be a valid handle or NULL; `out` writable or NULL.
 #[no_mangle]
 pub unsafe extern "C" fn libra_network_npus(network: *const libra_network, out: *mut u64) -> libra_status {
-    guard("libra_network_npus", || {
+    entry!({
         let n = deref(network, "network")?;
         deref_mut(out, "out")?;
         write_out(out, n.inner.npus());
@@ -205,28 +202,22 @@ pub unsafe extern "C" fn libra_network_npus(network: *const libra_network, out: 
 /// libra_dim_desc_default()); LIBRA_ERR_INVALID_ARGUMENT if `index` is out of range.
 /// Thread-safe on a const network.
 ///
-/// # Safety
-/// `network` must be a valid handle or NULL; `out` writable or NULL.
+/// Pointers: `network` must be a valid handle or NULL; `out` writable or NULL.
 #[no_mangle]
 pub unsafe extern "C" fn libra_network_dim(
     network: *const libra_network,
     index: usize,
     out: *mut libra_dim_desc,
 ) -> libra_status {
-    guard("libra_network_dim", || {
+    entry!({
         let n = deref(network, "network")?;
-        let o = deref_mut(out, "out")?;
-        check_struct_size(o.struct_size, std::mem::size_of::<libra_dim_desc>(), "out")?;
+        versioned_size(out, "out")?;
         let d = n.inner.dims().get(index).ok_or_else(|| {
             Error::invalid(format!("`index` is {index}, the network has {} dimensions", n.inner.num_dims()))
         })?;
-        let kind = match d.kind {
-            DimKind::Ring => LIBRA_DIM_RING,
-            DimKind::FullyConnected => LIBRA_DIM_FULLY_CONNECTED,
-            DimKind::Switch => LIBRA_DIM_SWITCH,
-        };
-        *o = libra_dim_desc {
-            struct_size: o.struct_size,
+        let kind = dim_kind_to_c(d.kind).raw();
+        let desc = libra_dim_desc {
+            struct_size: 0,
             kind,
             size: d.size,
             bandwidth: d.bandwidth,
@@ -235,6 +226,7 @@ pub unsafe extern "C" fn libra_network_dim(
             switch_cost: d.cost.switch,
             nic_cost: d.cost.nic,
         };
+        write_versioned(out, desc, "out")?;
         Ok(())
     })
 }
@@ -243,8 +235,7 @@ pub unsafe extern "C" fn libra_network_dim(
 /// the network's own bandwidths when `bandwidths` is NULL, to `*out`. Thread-safe on a const
 /// network.
 ///
-/// # Safety
-/// `network` valid or NULL; `bandwidths` NULL or `num_dims` values; `out` writable or NULL.
+/// Pointers: `network` valid or NULL; `bandwidths` NULL or `num_dims` values; `out` writable or NULL.
 #[no_mangle]
 pub unsafe extern "C" fn libra_network_cost(
     network: *const libra_network,
@@ -252,7 +243,7 @@ pub unsafe extern "C" fn libra_network_cost(
     num_dims: usize,
     out: *mut f64,
 ) -> libra_status {
-    guard("libra_network_cost", || {
+    entry!({
         let n = deref(network, "network")?;
         deref_mut(out, "out")?;
         let cost = if bandwidths.is_null() {
@@ -269,15 +260,14 @@ pub unsafe extern "C" fn libra_network_cost(
 /// optimiser's answer). On error the network is unchanged. Not thread-safe: needs exclusive
 /// access to `network`.
 ///
-/// # Safety
-/// `network` valid or NULL; `bandwidths` NULL or `num_dims` values.
+/// Pointers: `network` valid or NULL; `bandwidths` NULL or `num_dims` values.
 #[no_mangle]
 pub unsafe extern "C" fn libra_network_set_bandwidths(
     network: *mut libra_network,
     bandwidths: *const f64,
     num_dims: usize,
 ) -> libra_status {
-    guard("libra_network_set_bandwidths", || {
+    entry!({
         let n = deref_mut(network, "network")?;
         let bw = slice(bandwidths, num_dims, "bandwidths")?;
         if bandwidths.is_null() {

@@ -1,6 +1,6 @@
 //! The bandwidth optimiser.
 use crate::error::{libra_status, Error};
-use crate::ffi::boundary::{check_struct_size, deref, deref_mut, guard, null_arg, slice};
+use crate::ffi::boundary::{deref, entry, null_arg, read_versioned, slice, versioned_size, write_versioned};
 use crate::topo::optimize::{optimize, Cmp, LinearConstraint, Objective, OptimizeSpec};
 
 use super::types::*;
@@ -11,8 +11,8 @@ use super::types::*;
 pub extern "C" fn libra_optimize_config_default() -> libra_optimize_config {
     libra_optimize_config {
         struct_size: std::mem::size_of::<libra_optimize_config>(),
-        objective: LIBRA_OBJECTIVE_TIME,
-        model: LIBRA_MODEL_LIBRA,
+        objective: libra_objective::LIBRA_OBJECTIVE_TIME as i32,
+        model: libra_time_model::LIBRA_MODEL_LIBRA as i32,
         total_bandwidth: 0.0,
         dollar_budget: 0.0,
         lower: std::ptr::null(),
@@ -43,8 +43,7 @@ fn budget(v: f64, name: &str) -> Result<Option<f64>, Error> {
 /// lower bounds) and LIBRA_ERR_INVALID_ARGUMENT naming the field for bad input. Thread-safe on
 /// const handles.
 ///
-/// # Safety
-/// Handles valid or NULL; `config` valid or NULL, with its pointers valid for their counts;
+/// Pointers: Handles valid or NULL; `config` valid or NULL, with its pointers valid for their counts;
 /// `bandwidths_out` NULL or `num_dims` writable values; `out` writable or NULL.
 #[no_mangle]
 pub unsafe extern "C" fn libra_optimize(
@@ -55,28 +54,21 @@ pub unsafe extern "C" fn libra_optimize(
     num_dims: usize,
     out: *mut libra_optimize_result,
 ) -> libra_status {
-    guard("libra_optimize", || {
+    entry!({
         let n = deref(network, "network")?;
         let wl = deref(workload, "workload")?;
-        let cfg = deref(config, "config")?;
-        check_struct_size(cfg.struct_size, std::mem::size_of::<libra_optimize_config>(), "config")?;
+        let cfg = read_versioned(config, "config")?;
         if bandwidths_out.is_null() {
             return Err(null_arg("bandwidths_out"));
         }
-        let o = deref_mut(out, "out")?;
-        check_struct_size(o.struct_size, std::mem::size_of::<libra_optimize_result>(), "out")?;
+        versioned_size(out, "out")?;
         let d = n.inner.num_dims();
         if num_dims != d {
             return Err(Error::invalid(format!("`num_dims` is {num_dims}, the network has {d} dimensions")));
         }
-        let objective = match cfg.objective {
-            LIBRA_OBJECTIVE_TIME => Objective::Time,
-            LIBRA_OBJECTIVE_TIME_COST => Objective::TimeCost,
-            v => {
-                return Err(Error::invalid(format!(
-                    "`config.objective` is {v}, not a LIBRA_OBJECTIVE_* value"
-                )))
-            }
+        let objective = match libra_objective::from_raw(cfg.objective, "config.objective")? {
+            libra_objective::LIBRA_OBJECTIVE_TIME => Objective::Time,
+            libra_objective::LIBRA_OBJECTIVE_TIME_COST => Objective::TimeCost,
         };
         if cfg.num_constraints > MAX_CONSTRAINTS {
             return Err(Error::invalid(format!(
@@ -86,15 +78,10 @@ pub unsafe extern "C" fn libra_optimize(
         }
         let mut linear = Vec::with_capacity(cfg.num_constraints);
         for (i, c) in slice(cfg.constraints, cfg.num_constraints, "config.constraints")?.iter().enumerate() {
-            let cmp = match c.cmp {
-                LIBRA_CMP_LE => Cmp::Le,
-                LIBRA_CMP_GE => Cmp::Ge,
-                LIBRA_CMP_EQ => Cmp::Eq,
-                v => {
-                    return Err(Error::invalid(format!(
-                        "`config.constraints[{i}].cmp` is {v}, not a LIBRA_CMP_* value"
-                    )))
-                }
+            let cmp = match libra_cmp::from_raw(c.cmp, &format!("config.constraints[{i}].cmp"))? {
+                libra_cmp::LIBRA_CMP_LE => Cmp::Le,
+                libra_cmp::LIBRA_CMP_GE => Cmp::Ge,
+                libra_cmp::LIBRA_CMP_EQ => Cmp::Eq,
             };
             let coeffs = slice(c.coeffs, c.num_coeffs, &format!("config.constraints[{i}].coeffs"))?.to_vec();
             linear.push(LinearConstraint::new(coeffs, cmp, c.rhs));
@@ -124,15 +111,17 @@ pub unsafe extern "C" fn libra_optimize(
         };
         let a = optimize(&n.inner, &wl.inner, &spec)?;
         std::slice::from_raw_parts_mut(bandwidths_out, d).copy_from_slice(&a.bandwidths);
-        *o = libra_optimize_result {
-            struct_size: o.struct_size,
+        let result = libra_optimize_result {
+            struct_size: 0,
             time_ns: a.time,
             cost: a.cost,
             equal_split_time_ns: a.equal_split_time,
             proportional_split_time_ns: a.proportional_split_time,
             speedup_vs_equal: a.speedup_vs_equal(),
             speedup_vs_proportional: a.speedup_vs_proportional(),
+            solver_iterations: a.iterations,
         };
+        write_versioned(out, result, "out")?;
         Ok(())
     })
 }

@@ -1,6 +1,8 @@
 //! Collective schedules: built for a network, walked step by step, and run on host buffers.
 use crate::error::{libra_status, Error};
-use crate::ffi::boundary::{check_struct_size, deref, deref_mut, guard, null_arg, slice, write_out};
+use crate::ffi::boundary::{
+    deref, deref_mut, entry, null_arg, read_versioned, slice, versioned_size, write_out, write_versioned,
+};
 use crate::topo::exec::execute;
 use crate::topo::schedule::{Policy, Schedule, ScheduleConfig, StepOp};
 
@@ -13,7 +15,7 @@ pub extern "C" fn libra_schedule_config_default() -> libra_schedule_config {
     let d = ScheduleConfig::default();
     libra_schedule_config {
         struct_size: std::mem::size_of::<libra_schedule_config>(),
-        policy: LIBRA_POLICY_THEMIS,
+        policy: libra_schedule_policy::LIBRA_SCHEDULE_POLICY_THEMIS as i32,
         chunks: d.chunks,
         elem_size: d.elem_size,
     }
@@ -26,20 +28,19 @@ pub extern "C" fn libra_schedule_config_default() -> libra_schedule_config {
 /// defaults. Ranks of the communicator are numbered mixed-radix over the group sizes, dimension
 /// 0 fastest. `*out` is freed with libra_schedule_free(). Thread-safe on a const network.
 ///
-/// # Safety
-/// `network` valid or NULL; `groups` NULL or `num_groups` values; `config` NULL or valid;
+/// Pointers: `network` valid or NULL; `groups` NULL or `num_groups` values; `config` NULL or valid;
 /// `out` writable or NULL.
 #[no_mangle]
 pub unsafe extern "C" fn libra_schedule_new(
     network: *const libra_network,
-    kind: libra_collective,
+    kind: libra_collective_raw,
     count: usize,
     groups: *const i32,
     num_groups: usize,
     config: *const libra_schedule_config,
     out: *mut *mut libra_schedule,
 ) -> libra_status {
-    guard("libra_schedule_new", || {
+    entry!({
         let n = deref(network, "network")?;
         if out.is_null() {
             return Err(null_arg("out"));
@@ -53,14 +54,10 @@ pub unsafe extern "C" fn libra_schedule_new(
         };
         let mut cfg = ScheduleConfig::default();
         if !config.is_null() {
-            let c = &*config;
-            check_struct_size(c.struct_size, std::mem::size_of::<libra_schedule_config>(), "config")?;
-            cfg.policy = match c.policy {
-                LIBRA_POLICY_BASELINE => Policy::Baseline,
-                LIBRA_POLICY_THEMIS => Policy::Themis,
-                v => {
-                    return Err(Error::invalid(format!("`config.policy` is {v}, not a LIBRA_POLICY_* value")))
-                }
+            let c = read_versioned(config, "config")?;
+            cfg.policy = match libra_schedule_policy::from_raw(c.policy, "config.policy")? {
+                libra_schedule_policy::LIBRA_SCHEDULE_POLICY_BASELINE => Policy::Baseline,
+                libra_schedule_policy::LIBRA_SCHEDULE_POLICY_THEMIS => Policy::Themis,
             };
             cfg.chunks = c.chunks;
             cfg.elem_size = c.elem_size;
@@ -73,27 +70,27 @@ pub unsafe extern "C" fn libra_schedule_new(
 
 /// Frees a schedule. NULL is a no-op. The schedule must not be in use by another thread.
 ///
-/// # Safety
-/// `schedule` must be NULL or a handle from libra_schedule_new(), not yet freed.
+/// Pointers: `schedule` must be NULL or a handle from libra_schedule_new(), not yet freed.
 #[no_mangle]
 pub unsafe extern "C" fn libra_schedule_free(schedule: *mut libra_schedule) {
-    if !schedule.is_null() {
-        drop(Box::from_raw(schedule));
-    }
+    entry!(void {
+        if !schedule.is_null() {
+            drop(Box::from_raw(schedule));
+        }
+    })
 }
 
 /// Writes the number of steps to `*out`. Steps are numbered in a valid issue order: every
 /// step's dependencies come before it, and steps on one dimension are in start order.
 /// Thread-safe on a const schedule.
 ///
-/// # Safety
-/// `schedule` valid or NULL; `out` writable or NULL.
+/// Pointers: `schedule` valid or NULL; `out` writable or NULL.
 #[no_mangle]
 pub unsafe extern "C" fn libra_schedule_num_steps(
     schedule: *const libra_schedule,
     out: *mut usize,
 ) -> libra_status {
-    guard("libra_schedule_num_steps", || {
+    entry!({
         let s = deref(schedule, "schedule")?;
         deref_mut(out, "out")?;
         write_out(out, s.inner.steps.len());
@@ -104,14 +101,13 @@ pub unsafe extern "C" fn libra_schedule_num_steps(
 /// Writes the number of ranks in the schedule's communicator to `*out`. Thread-safe on a const
 /// schedule.
 ///
-/// # Safety
-/// `schedule` valid or NULL; `out` writable or NULL.
+/// Pointers: `schedule` valid or NULL; `out` writable or NULL.
 #[no_mangle]
 pub unsafe extern "C" fn libra_schedule_num_ranks(
     schedule: *const libra_schedule,
     out: *mut usize,
 ) -> libra_status {
-    guard("libra_schedule_num_ranks", || {
+    entry!({
         let s = deref(schedule, "schedule")?;
         deref_mut(out, "out")?;
         write_out(out, s.inner.ranks());
@@ -121,14 +117,13 @@ pub unsafe extern "C" fn libra_schedule_num_ranks(
 
 /// Writes the predicted completion time (ns) to `*out_ns`. Thread-safe on a const schedule.
 ///
-/// # Safety
-/// `schedule` valid or NULL; `out_ns` writable or NULL.
+/// Pointers: `schedule` valid or NULL; `out_ns` writable or NULL.
 #[no_mangle]
 pub unsafe extern "C" fn libra_schedule_finish_time(
     schedule: *const libra_schedule,
     out_ns: *mut f64,
 ) -> libra_status {
-    guard("libra_schedule_finish_time", || {
+    entry!({
         let s = deref(schedule, "schedule")?;
         deref_mut(out_ns, "out_ns")?;
         write_out(out_ns, s.inner.finish_time);
@@ -145,29 +140,28 @@ fn step_at(s: &libra_schedule, index: usize) -> Result<&crate::topo::schedule::S
 /// Copies step `index` into `*out` (whose `struct_size` the caller sets to
 /// sizeof(libra_step)). Thread-safe on a const schedule.
 ///
-/// # Safety
-/// `schedule` valid or NULL; `out` writable or NULL.
+/// Pointers: `schedule` valid or NULL; `out` writable or NULL.
 #[no_mangle]
 pub unsafe extern "C" fn libra_schedule_step(
     schedule: *const libra_schedule,
     index: usize,
     out: *mut libra_step,
 ) -> libra_status {
-    guard("libra_schedule_step", || {
+    entry!({
         let s = deref(schedule, "schedule")?;
-        let o = deref_mut(out, "out")?;
-        check_struct_size(o.struct_size, std::mem::size_of::<libra_step>(), "out")?;
+        versioned_size(out, "out")?;
         let st = step_at(s, index)?;
-        *o = libra_step {
-            struct_size: o.struct_size,
+        let step = libra_step {
+            struct_size: 0,
             chunk: st.chunk,
             stage: st.stage,
             dim: st.dim,
             op: match st.op {
-                StepOp::ReduceScatter => LIBRA_STEP_REDUCE_SCATTER,
-                StepOp::AllGather => LIBRA_STEP_ALL_GATHER,
-                StepOp::AllToAll => LIBRA_STEP_ALL_TO_ALL,
-            },
+                StepOp::ReduceScatter => libra_step_op::LIBRA_STEP_REDUCE_SCATTER,
+                StepOp::AllGather => libra_step_op::LIBRA_STEP_ALL_GATHER,
+                StepOp::AllToAll => libra_step_op::LIBRA_STEP_ALL_TO_ALL,
+            }
+            .raw(),
             group: st.group,
             bytes: st.bytes,
             chunk_offset: st.chunk_offset,
@@ -176,6 +170,7 @@ pub unsafe extern "C" fn libra_schedule_step(
             start_ns: st.start,
             finish_ns: st.finish,
         };
+        write_versioned(out, step, "out")?;
         Ok(())
     })
 }
@@ -183,8 +178,7 @@ pub unsafe extern "C" fn libra_schedule_step(
 /// Writes the index of dependency `dep` (0 <= dep < num_deps) of step `index` to `*out`.
 /// Thread-safe on a const schedule.
 ///
-/// # Safety
-/// `schedule` valid or NULL; `out` writable or NULL.
+/// Pointers: `schedule` valid or NULL; `out` writable or NULL.
 #[no_mangle]
 pub unsafe extern "C" fn libra_schedule_step_dep(
     schedule: *const libra_schedule,
@@ -192,7 +186,7 @@ pub unsafe extern "C" fn libra_schedule_step_dep(
     dep: usize,
     out: *mut usize,
 ) -> libra_status {
-    guard("libra_schedule_step_dep", || {
+    entry!({
         let s = deref(schedule, "schedule")?;
         deref_mut(out, "out")?;
         let st = step_at(s, index)?;
@@ -210,8 +204,7 @@ pub unsafe extern "C" fn libra_schedule_step_dep(
 /// element longer. For an all-to-all step: the range within each block that the step moves
 /// (see LIBRA_STEP_ALL_TO_ALL), the same for every rank. Thread-safe on a const schedule.
 ///
-/// # Safety
-/// `schedule` valid or NULL; `offset` and `count` writable or NULL.
+/// Pointers: `schedule` valid or NULL; `offset` and `count` writable or NULL.
 #[no_mangle]
 pub unsafe extern "C" fn libra_schedule_step_segment(
     schedule: *const libra_schedule,
@@ -220,7 +213,7 @@ pub unsafe extern "C" fn libra_schedule_step_segment(
     offset: *mut usize,
     count: *mut usize,
 ) -> libra_status {
-    guard("libra_schedule_step_segment", || {
+    entry!({
         let s = deref(schedule, "schedule")?;
         deref_mut(offset, "offset")?;
         deref_mut(count, "count")?;
@@ -243,8 +236,7 @@ pub unsafe extern "C" fn libra_schedule_step_segment(
 /// the element-wise sum in every buffer. Buffers must not overlap. Thread-safe on a const
 /// schedule; the buffers need exclusive access.
 ///
-/// # Safety
-/// `buffers` NULL or `num_ranks` pointers, each to `count` writable doubles.
+/// Pointers: `buffers` NULL or `num_ranks` pointers, each to `count` writable doubles.
 #[no_mangle]
 pub unsafe extern "C" fn libra_schedule_execute_f64(
     schedule: *const libra_schedule,
@@ -252,7 +244,7 @@ pub unsafe extern "C" fn libra_schedule_execute_f64(
     num_ranks: usize,
     count: usize,
 ) -> libra_status {
-    guard("libra_schedule_execute_f64", || {
+    entry!({
         let s = deref(schedule, "schedule")?;
         let ptrs = slice(buffers, num_ranks, "buffers")?;
         if buffers.is_null() {

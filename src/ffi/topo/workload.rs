@@ -1,7 +1,7 @@
 //! Workloads: phases added one by one, a preset, or a parsed ASTRA-sim text; and the
 //! iteration time of a workload on a network.
 use crate::error::{libra_status, Error};
-use crate::ffi::boundary::{deref, deref_mut, guard, null_arg, slice, write_out};
+use crate::ffi::boundary::{deref, deref_mut, entry, null_arg, slice, write_out};
 use crate::topo::astra::{astra_iteration, parse_astra_workload};
 use crate::topo::model::iteration_time;
 use crate::topo::parse::{parse_communicator, parse_workload};
@@ -14,14 +14,13 @@ use super::types::*;
 /// Creates an empty workload with an overlap mode (LIBRA_OVERLAP_*). `*out` is freed with
 /// libra_workload_free(). Thread-safe.
 ///
-/// # Safety
-/// `out` must be writable.
+/// Pointers: `out` must be writable.
 #[no_mangle]
 pub unsafe extern "C" fn libra_workload_new(
-    overlap_mode: libra_overlap,
+    overlap_mode: libra_overlap_raw,
     out: *mut *mut libra_workload,
 ) -> libra_status {
-    guard("libra_workload_new", || {
+    entry!({
         if out.is_null() {
             return Err(null_arg("out"));
         }
@@ -37,20 +36,19 @@ pub unsafe extern "C" fn libra_workload_new(
 /// `name` may be NULL. The communicator is checked against a network when the workload is used
 /// (a group size must divide its dimension). Not thread-safe: needs exclusive access.
 ///
-/// # Safety
-/// `workload` valid or NULL; `name` NULL or a NUL-terminated string; `groups` NULL or
+/// Pointers: `workload` valid or NULL; `name` NULL or a NUL-terminated string; `groups` NULL or
 /// `num_groups` values.
 #[no_mangle]
 pub unsafe extern "C" fn libra_workload_add_phase(
     workload: *mut libra_workload,
     name: *const c_char,
     compute_ns: f64,
-    kind: libra_collective,
+    kind: libra_collective_raw,
     bytes: f64,
     groups: *const i32,
     num_groups: usize,
 ) -> libra_status {
-    guard("libra_workload_add_phase", || {
+    entry!({
         let wl = deref_mut(workload, "workload")?;
         let name = if name.is_null() {
             format!("phase{}", wl.inner.phases.len())
@@ -85,24 +83,22 @@ pub unsafe extern "C" fn libra_workload_add_phase(
 /// (LIBRA_NETWORK_PRESET_*), with no compute/communication overlap. `*out` is freed with
 /// libra_workload_free(). Thread-safe.
 ///
-/// # Safety
-/// `out` must be writable.
+/// Pointers: `out` must be writable.
 #[no_mangle]
 pub unsafe extern "C" fn libra_workload_preset_new(
-    preset: libra_workload_preset,
-    network: libra_network_preset,
+    preset: libra_workload_preset_raw,
+    network: libra_network_preset_raw,
     out: *mut *mut libra_workload,
 ) -> libra_status {
-    guard("libra_workload_preset_new", || {
+    entry!({
         if out.is_null() {
             return Err(null_arg("out"));
         }
-        let w = match preset {
-            LIBRA_WORKLOAD_PRESET_GPT3 => WorkloadPreset::Gpt3,
-            LIBRA_WORKLOAD_PRESET_MSFT_1T => WorkloadPreset::Msft1T,
-            LIBRA_WORKLOAD_PRESET_TURING_NLG => WorkloadPreset::TuringNlg,
-            LIBRA_WORKLOAD_PRESET_RESNET50 => WorkloadPreset::ResNet50,
-            p => return Err(Error::invalid(format!("`preset` is {p}, not a LIBRA_WORKLOAD_PRESET_* value"))),
+        let w = match libra_workload_preset::from_raw(preset, "preset")? {
+            libra_workload_preset::LIBRA_WORKLOAD_PRESET_GPT3 => WorkloadPreset::Gpt3,
+            libra_workload_preset::LIBRA_WORKLOAD_PRESET_MSFT_1T => WorkloadPreset::Msft1T,
+            libra_workload_preset::LIBRA_WORKLOAD_PRESET_TURING_NLG => WorkloadPreset::TuringNlg,
+            libra_workload_preset::LIBRA_WORKLOAD_PRESET_RESNET50 => WorkloadPreset::ResNet50,
         };
         let wl = w.workload(network_preset(network)?);
         write_out(out, boxed(libra_workload { inner: wl }));
@@ -116,17 +112,16 @@ pub unsafe extern "C" fn libra_workload_preset_new(
 /// Fails with LIBRA_ERR_PARSE naming the line or key. `*out` is freed with
 /// libra_workload_free(). Thread-safe.
 ///
-/// # Safety
-/// Both strings must be NUL-terminated; `out` writable.
+/// Pointers: Both strings must be NUL-terminated; `out` writable.
 #[no_mangle]
 pub unsafe extern "C" fn libra_workload_parse(
     workload_text: *const c_char,
     communicator_yaml: *const c_char,
     num_dims: usize,
-    overlap_mode: libra_overlap,
+    overlap_mode: libra_overlap_raw,
     out: *mut *mut libra_workload,
 ) -> libra_status {
-    guard("libra_workload_parse", || {
+    entry!({
         if out.is_null() {
             return Err(null_arg("out"));
         }
@@ -149,18 +144,17 @@ pub unsafe extern "C" fn libra_workload_parse(
 /// parallelism header comes without a communicator or a model-parallel group does not fit the
 /// network. `*out` is freed with libra_workload_free(). Thread-safe on a const network.
 ///
-/// # Safety
-/// `network` valid or NULL; `workload_text` NUL-terminated; `communicator_yaml` NULL or
+/// Pointers: `network` valid or NULL; `workload_text` NUL-terminated; `communicator_yaml` NULL or
 /// NUL-terminated; `out` writable.
 #[no_mangle]
 pub unsafe extern "C" fn libra_workload_parse_astra(
     network: *const libra_network,
     workload_text: *const c_char,
     communicator_yaml: *const c_char,
-    overlap_mode: libra_overlap,
+    overlap_mode: libra_overlap_raw,
     out: *mut *mut libra_workload,
 ) -> libra_status {
-    guard("libra_workload_parse_astra", || {
+    entry!({
         let n = deref(network, "network")?;
         if out.is_null() {
             return Err(null_arg("out"));
@@ -180,25 +174,25 @@ pub unsafe extern "C" fn libra_workload_parse_astra(
 
 /// Frees a workload. NULL is a no-op. The workload must not be in use by another thread.
 ///
-/// # Safety
-/// `workload` must be NULL or a handle from a libra_workload_* constructor, not yet freed.
+/// Pointers: `workload` must be NULL or a handle from a libra_workload_* constructor, not yet freed.
 #[no_mangle]
 pub unsafe extern "C" fn libra_workload_free(workload: *mut libra_workload) {
-    if !workload.is_null() {
-        drop(Box::from_raw(workload));
-    }
+    entry!(void {
+        if !workload.is_null() {
+            drop(Box::from_raw(workload));
+        }
+    })
 }
 
 /// Writes the number of phases to `*out`. Thread-safe on a const workload.
 ///
-/// # Safety
-/// `workload` valid or NULL; `out` writable or NULL.
+/// Pointers: `workload` valid or NULL; `out` writable or NULL.
 #[no_mangle]
 pub unsafe extern "C" fn libra_workload_num_phases(
     workload: *const libra_workload,
     out: *mut usize,
 ) -> libra_status {
-    guard("libra_workload_num_phases", || {
+    entry!({
         let wl = deref(workload, "workload")?;
         deref_mut(out, "out")?;
         write_out(out, wl.inner.phases.len());
@@ -210,16 +204,15 @@ pub unsafe extern "C" fn libra_workload_num_phases(
 /// `model` (LIBRA_MODEL_*) to `*out_ns`. Fails with LIBRA_ERR_INVALID_ARGUMENT naming the phase
 /// and field when a communicator does not fit the network. Thread-safe on const handles.
 ///
-/// # Safety
-/// Handles valid or NULL; `out_ns` writable or NULL.
+/// Pointers: Handles valid or NULL; `out_ns` writable or NULL.
 #[no_mangle]
 pub unsafe extern "C" fn libra_iteration_time(
     network: *const libra_network,
     workload: *const libra_workload,
-    model: libra_time_model,
+    model: libra_time_model_raw,
     out_ns: *mut f64,
 ) -> libra_status {
-    guard("libra_iteration_time", || {
+    entry!({
         let n = deref(network, "network")?;
         let wl = deref(workload, "workload")?;
         deref_mut(out_ns, "out_ns")?;
