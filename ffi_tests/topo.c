@@ -407,16 +407,16 @@ static void test_schedule(void) {
     enum { COUNT = 1001 };
     double *bufs[24];
 
-    CHECK(cfg.policy == LIBRA_POLICY_THEMIS && cfg.chunks > 0 && cfg.elem_size == 4);
+    CHECK(cfg.policy == LIBRA_SCHEDULE_POLICY_THEMIS && cfg.chunks > 0 && cfg.elem_size == 4);
     /* On a large all-reduce Themis beats the fixed order on this mismatched network. */
     CHECK_OK(libra_schedule_new(net, LIBRA_COLLECTIVE_ALL_REDUCE, (size_t)1 << 22, NULL, 0, &cfg, &s));
-    cfg.policy = LIBRA_POLICY_BASELINE;
+    cfg.policy = LIBRA_SCHEDULE_POLICY_BASELINE;
     CHECK_OK(libra_schedule_new(net, LIBRA_COLLECTIVE_ALL_REDUCE, (size_t)1 << 22, NULL, 0, &cfg, &b));
     CHECK_OK(libra_schedule_finish_time(s, &tt));
     CHECK_OK(libra_schedule_finish_time(b, &tb));
     CHECK(tt > 0.0 && tb > 1.5 * tt);
     libra_schedule_free(s);
-    cfg.policy = LIBRA_POLICY_THEMIS;
+    cfg.policy = LIBRA_SCHEDULE_POLICY_THEMIS;
     CHECK_OK(libra_schedule_new(net, LIBRA_COLLECTIVE_ALL_REDUCE, COUNT, NULL, 0, &cfg, &s));
     CHECK_OK(libra_schedule_num_steps(s, &steps));
     CHECK_OK(libra_schedule_num_ranks(s, &ranks));

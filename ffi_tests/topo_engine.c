@@ -46,7 +46,7 @@ static void run_group(const dim_comm *c, int op, size_t lead, size_t off, size_t
     }
 }
 
-static void engine_all_reduce(libra_network *net, libra_policy policy) {
+static void engine_all_reduce(libra_network *net, libra_schedule_policy policy) {
     enum { COUNT = 1000 };
     libra_schedule_config cfg = libra_schedule_config_default();
     libra_schedule *s = NULL;
@@ -137,8 +137,8 @@ int main(void) {
         dims[d].latency = 100.0;
     }
     CHECK_OK(libra_network_new(dims, 3, &net));
-    engine_all_reduce(net, LIBRA_POLICY_BASELINE);
-    engine_all_reduce(net, LIBRA_POLICY_THEMIS);
+    engine_all_reduce(net, LIBRA_SCHEDULE_POLICY_BASELINE);
+    engine_all_reduce(net, LIBRA_SCHEDULE_POLICY_THEMIS);
     libra_network_free(net);
     PASS();
 }

@@ -209,6 +209,247 @@ typedef uint32_t libra_event_kind;
 #endif // __cplusplus
 
 /**
+ * Kind of a network dimension (`libra_dim_desc.kind`).
+ */
+enum libra_dim_kind
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : int32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  LIBRA_DIM_RING = 0,
+  LIBRA_DIM_FULLY_CONNECTED = 1,
+  LIBRA_DIM_SWITCH = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum libra_dim_kind libra_dim_kind;
+#else
+typedef int32_t libra_dim_kind;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * A collective operation (the `kind` of a phase or a schedule).
+ */
+enum libra_collective
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : int32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * No collective (a compute-only phase).
+   */
+  LIBRA_COLLECTIVE_NONE = 0,
+  LIBRA_COLLECTIVE_ALL_REDUCE = 1,
+  LIBRA_COLLECTIVE_REDUCE_SCATTER = 2,
+  LIBRA_COLLECTIVE_ALL_GATHER = 3,
+  LIBRA_COLLECTIVE_ALL_TO_ALL = 4,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum libra_collective libra_collective;
+#else
+typedef int32_t libra_collective;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * How a phase's compute and communication combine (a workload's `overlap_mode`).
+ */
+enum libra_overlap
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : int32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * Phase time = compute + communication.
+   */
+  LIBRA_OVERLAP_NONE = 0,
+  /**
+   * Phase time = max(compute, communication).
+   */
+  LIBRA_OVERLAP_FULL = 1,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum libra_overlap libra_overlap;
+#else
+typedef int32_t libra_overlap;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * Time model (`libra_optimize_config.model`, libra_iteration_time()'s `model`).
+ */
+enum libra_time_model
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : int32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * LIBRA's bandwidth-only model.
+   */
+  LIBRA_MODEL_LIBRA = 0,
+  /**
+   * Alpha-beta: adds per-step latency (ring, direct, halving-doubling by dimension kind).
+   */
+  LIBRA_MODEL_ALPHA_BETA = 1,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum libra_time_model libra_time_model;
+#else
+typedef int32_t libra_time_model;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * Optimisation objective (`libra_optimize_config.objective`).
+ */
+enum libra_objective
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : int32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * Minimise iteration time.
+   */
+  LIBRA_OBJECTIVE_TIME = 0,
+  /**
+   * Minimise iteration time x network cost, with the bandwidths summing to exactly
+   * `total_bandwidth` (required; LIBRA's budget is an equality).
+   */
+  LIBRA_OBJECTIVE_TIME_COST = 1,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum libra_objective libra_objective;
+#else
+typedef int32_t libra_objective;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * Comparison of a linear constraint (`libra_linear_constraint.cmp`).
+ */
+enum libra_cmp
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : int32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  LIBRA_CMP_LE = 0,
+  LIBRA_CMP_GE = 1,
+  LIBRA_CMP_EQ = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum libra_cmp libra_cmp;
+#else
+typedef int32_t libra_cmp;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * Scheduling policy (`libra_schedule_config.policy`); not the cache's `libra_policy`.
+ */
+enum libra_schedule_policy
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : int32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * Every chunk crosses the dimensions in ascending order.
+   */
+  LIBRA_SCHEDULE_POLICY_BASELINE = 0,
+  /**
+   * Per chunk, the order that best balances per-dimension load (Themis; greedy, O(chunks x
+   * dims^2)); the ascending order is kept when it is predicted faster, so never slower than
+   * LIBRA_SCHEDULE_POLICY_BASELINE.
+   */
+  LIBRA_SCHEDULE_POLICY_THEMIS = 1,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum libra_schedule_policy libra_schedule_policy;
+#else
+typedef int32_t libra_schedule_policy;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * Operation of a schedule step (`libra_step.op`).
+ */
+enum libra_step_op
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : int32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  LIBRA_STEP_REDUCE_SCATTER = 0,
+  LIBRA_STEP_ALL_GATHER = 1,
+  /**
+   * Every group along the step's dimension exchanges the chunk's range of every block: a
+   * rank with coordinate `a` sends block position `p` to the peer whose coordinate is `p`'s
+   * along the dimension, which stores it at `p` with that coordinate replaced by `a`
+   * (positions are numbered like ranks). After every dimension, block `j` of rank `r` holds
+   * what block `r` of rank `j` held.
+   */
+  LIBRA_STEP_ALL_TO_ALL = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum libra_step_op libra_step_op;
+#else
+typedef int32_t libra_step_op;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * Preset networks (libra_network_preset_new(), libra_workload_preset_new()).
+ */
+enum libra_network_preset
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : int32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * [ring, fully-connected, switch] of [16, 8, 32] NPUs.
+   */
+  LIBRA_NETWORK_PRESET_3D = 0,
+  /**
+   * [ring, fully-connected, ring, switch] of [4, 8, 4, 32] NPUs.
+   */
+  LIBRA_NETWORK_PRESET_4D = 1,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum libra_network_preset libra_network_preset;
+#else
+typedef int32_t libra_network_preset;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * Preset workloads (libra_workload_preset_new()).
+ */
+enum libra_workload_preset
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : int32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  LIBRA_WORKLOAD_PRESET_GPT3 = 0,
+  LIBRA_WORKLOAD_PRESET_MSFT_1T = 1,
+  LIBRA_WORKLOAD_PRESET_TURING_NLG = 2,
+  LIBRA_WORKLOAD_PRESET_RESNET50 = 3,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum libra_workload_preset libra_workload_preset;
+#else
+typedef int32_t libra_workload_preset;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * Opaque cache handle, created by `libra_cache_create` and released by `libra_cache_free`.
  */
 typedef struct libra_cache libra_cache;
@@ -531,11 +772,6 @@ typedef struct libra_adapter_info {
 } libra_adapter_info;
 
 /**
- * Kind of a network dimension: one of the LIBRA_DIM_* constants.
- */
-typedef int32_t libra_dim_kind;
-
-/**
  * One network dimension. Fill with libra_dim_desc_default() first.
  */
 typedef struct libra_dim_desc {
@@ -563,41 +799,6 @@ typedef struct libra_dim_desc {
   double switch_cost;
   double nic_cost;
 } libra_dim_desc;
-
-/**
- * Preset networks: one of the LIBRA_NETWORK_PRESET_* constants.
- */
-typedef int32_t libra_network_preset;
-
-/**
- * How a phase's compute and communication combine: one of the LIBRA_OVERLAP_* constants.
- */
-typedef int32_t libra_overlap;
-
-/**
- * A collective operation: one of the LIBRA_COLLECTIVE_* constants.
- */
-typedef int32_t libra_collective;
-
-/**
- * Preset workloads: one of the LIBRA_WORKLOAD_PRESET_* constants.
- */
-typedef int32_t libra_workload_preset;
-
-/**
- * Time model: one of the LIBRA_MODEL_* constants.
- */
-typedef int32_t libra_time_model;
-
-/**
- * Optimisation objective: one of the LIBRA_OBJECTIVE_* constants.
- */
-typedef int32_t libra_objective;
-
-/**
- * Comparison of a linear constraint: one of the LIBRA_CMP_* constants.
- */
-typedef int32_t libra_cmp;
 
 /**
  * One linear constraint `sum(coeffs[d] * B_d) (cmp) rhs` over per-NPU bandwidths.
@@ -651,7 +852,8 @@ typedef struct libra_optimize_config {
 } libra_optimize_config;
 
 /**
- * The optimiser's summary. Set `struct_size = sizeof(libra_optimize_result)` before the call.
+ * The optimiser's summary. Set `struct_size = sizeof(libra_optimize_result)` before the call;
+ * only that many bytes are written.
  */
 typedef struct libra_optimize_result {
   size_t struct_size;
@@ -673,6 +875,11 @@ typedef struct libra_optimize_result {
   double proportional_split_time_ns;
   double speedup_vs_equal;
   double speedup_vs_proportional;
+  /**
+   * Interior-point iterations of the final conic solve. Added in 0.2: a caller whose
+   * `struct_size` predates it gets every field before it.
+   */
+  uint32_t solver_iterations;
 } libra_optimize_result;
 
 /**
@@ -683,7 +890,7 @@ typedef struct libra_schedule_config {
    * sizeof(libra_schedule_config), set by libra_schedule_config_default().
    */
   size_t struct_size;
-  libra_policy policy;
+  libra_schedule_policy policy;
   /**
    * Number of chunks (default 64; fewer when the collective has fewer elements).
    */
@@ -695,12 +902,8 @@ typedef struct libra_schedule_config {
 } libra_schedule_config;
 
 /**
- * Operation of a schedule step: one of the LIBRA_STEP_* constants.
- */
-typedef int32_t libra_step_op;
-
-/**
- * One schedule step. Set `struct_size = sizeof(libra_step)` before libra_schedule_step().
+ * One schedule step. Set `struct_size = sizeof(libra_step)` before libra_schedule_step(); only
+ * that many bytes are written.
  */
 typedef struct libra_step {
   size_t struct_size;
@@ -743,105 +946,6 @@ typedef struct libra_step {
 } libra_step;
 
 
-
-#define LIBRA_DIM_RING 0
-
-#define LIBRA_DIM_FULLY_CONNECTED 1
-
-#define LIBRA_DIM_SWITCH 2
-
-/**
- * No collective (a compute-only phase).
- */
-#define LIBRA_COLLECTIVE_NONE 0
-
-#define LIBRA_COLLECTIVE_ALL_REDUCE 1
-
-#define LIBRA_COLLECTIVE_REDUCE_SCATTER 2
-
-#define LIBRA_COLLECTIVE_ALL_GATHER 3
-
-#define LIBRA_COLLECTIVE_ALL_TO_ALL 4
-
-/**
- * Phase time = compute + communication.
- */
-#define LIBRA_OVERLAP_NONE 0
-
-/**
- * Phase time = max(compute, communication).
- */
-#define LIBRA_OVERLAP_FULL 1
-
-/**
- * LIBRA's bandwidth-only model.
- */
-#define LIBRA_MODEL_LIBRA 0
-
-/**
- * Alpha-beta: adds per-step latency (ring, direct, halving-doubling by dimension kind).
- */
-#define LIBRA_MODEL_ALPHA_BETA 1
-
-/**
- * Minimise iteration time.
- */
-#define LIBRA_OBJECTIVE_TIME 0
-
-/**
- * Minimise iteration time x network cost, with the bandwidths summing to exactly
- * `total_bandwidth` (required; LIBRA's budget is an equality).
- */
-#define LIBRA_OBJECTIVE_TIME_COST 1
-
-#define LIBRA_CMP_LE 0
-
-#define LIBRA_CMP_GE 1
-
-#define LIBRA_CMP_EQ 2
-
-/**
- * Every chunk crosses the dimensions in ascending order.
- */
-#define LIBRA_POLICY_BASELINE 0
-
-/**
- * Per chunk, the order that best balances per-dimension load (Themis; greedy, O(chunks x
- * dims^2)); the ascending order is kept when it is predicted faster, so never slower than
- * LIBRA_POLICY_BASELINE.
- */
-#define LIBRA_POLICY_THEMIS 1
-
-#define LIBRA_STEP_REDUCE_SCATTER 0
-
-#define LIBRA_STEP_ALL_GATHER 1
-
-/**
- * Every group along the step's dimension exchanges the chunk's range of every block: a rank
- * with coordinate `a` sends block position `p` to the peer whose coordinate is `p`'s along
- * the dimension, which stores it at `p` with that coordinate replaced by `a` (positions are
- * numbered like ranks). After every dimension, block `j` of rank `r` holds what block `r` of
- * rank `j` held.
- */
-#define LIBRA_STEP_ALL_TO_ALL 2
-
-/**
- * [ring, fully-connected, switch] of [16, 8, 32] NPUs.
- */
-#define LIBRA_NETWORK_PRESET_3D 0
-
-/**
- * [ring, fully-connected, ring, switch] of [4, 8, 4, 32] NPUs.
- */
-#define LIBRA_NETWORK_PRESET_4D 1
-
-#define LIBRA_WORKLOAD_PRESET_GPT3 0
-
-#define LIBRA_WORKLOAD_PRESET_MSFT_1T 1
-
-#define LIBRA_WORKLOAD_PRESET_TURING_NLG 2
-
-#define LIBRA_WORKLOAD_PRESET_RESNET50 3
 
 #ifdef __cplusplus
 extern "C" {
@@ -1210,8 +1314,7 @@ struct libra_dim_desc libra_dim_desc_default(void);
  * an empty network, a size below 2 or a zero, negative or non-finite bandwidth.
  * Thread-safe.
  *
- * # Safety
- * `dims` must point to `num_dims` descriptions; `out` must be writable.
+ * Pointers: `dims` must point to `num_dims` descriptions; `out` must be writable.
  */
 enum libra_status libra_network_new(const struct libra_dim_desc *dims,
                                     size_t num_dims,
@@ -1222,8 +1325,7 @@ enum libra_status libra_network_new(const struct libra_dim_desc *dims,
  * latencies and LIBRA's reference costs. `*out` is freed with libra_network_free().
  * Thread-safe.
  *
- * # Safety
- * `out` must be writable.
+ * Pointers: `out` must be writable.
  */
 enum libra_status libra_network_preset_new(libra_network_preset preset, struct libra_network **out);
 
@@ -1241,8 +1343,7 @@ enum libra_status libra_network_preset_new(libra_network_preset preset, struct l
  * YAML outside the supported subset (flow mappings, anchors, several documents).
  * `*out` is freed with libra_network_free(). Thread-safe.
  *
- * # Safety
- * `network_yaml` must be a NUL-terminated string; `cost_yaml` NULL or one; `out` writable.
+ * Pointers: `network_yaml` must be a NUL-terminated string; `cost_yaml` NULL or one; `out` writable.
  */
 enum libra_status libra_network_parse(const char *network_yaml,
                                       const char *cost_yaml,
@@ -1256,8 +1357,7 @@ enum libra_status libra_network_parse(const char *network_yaml,
  * the size needed (nothing written), and on success writes the NUL-terminated text to `buf` and
  * its size including the NUL to `*len_out`. Thread-safe on a const network.
  *
- * # Safety
- * `network` valid or NULL; `buf` NULL or `cap` writable bytes; `len_out` writable or NULL.
+ * Pointers: `network` valid or NULL; `buf` NULL or `cap` writable bytes; `len_out` writable or NULL.
  */
 enum libra_status libra_network_export_astra_sim(const struct libra_network *network,
                                                  char *buf,
@@ -1267,24 +1367,21 @@ enum libra_status libra_network_export_astra_sim(const struct libra_network *net
 /**
  * Frees a network. NULL is a no-op. The network must not be in use by another thread.
  *
- * # Safety
- * `network` must be NULL or a handle from a libra_network_* constructor, not yet freed.
+ * Pointers: `network` must be NULL or a handle from a libra_network_* constructor, not yet freed.
  */
 void libra_network_free(struct libra_network *network);
 
 /**
  * Writes the number of dimensions to `*out`. Thread-safe on a const network.
  *
- * # Safety
- * `network` must be a valid handle or NULL; `out` writable or NULL.
+ * Pointers: `network` must be a valid handle or NULL; `out` writable or NULL.
  */
 enum libra_status libra_network_num_dims(const struct libra_network *network, size_t *out);
 
 /**
  * Writes the total number of NPUs to `*out`. Thread-safe on a const network.
  *
- * # Safety
- * `network` must be a valid handle or NULL; `out` writable or NULL.
+ * Pointers: `network` must be a valid handle or NULL; `out` writable or NULL.
  */
 enum libra_status libra_network_npus(const struct libra_network *network, uint64_t *out);
 
@@ -1293,8 +1390,7 @@ enum libra_status libra_network_npus(const struct libra_network *network, uint64
  * libra_dim_desc_default()); LIBRA_ERR_INVALID_ARGUMENT if `index` is out of range.
  * Thread-safe on a const network.
  *
- * # Safety
- * `network` must be a valid handle or NULL; `out` writable or NULL.
+ * Pointers: `network` must be a valid handle or NULL; `out` writable or NULL.
  */
 enum libra_status libra_network_dim(const struct libra_network *network,
                                     size_t index,
@@ -1305,8 +1401,7 @@ enum libra_status libra_network_dim(const struct libra_network *network,
  * the network's own bandwidths when `bandwidths` is NULL, to `*out`. Thread-safe on a const
  * network.
  *
- * # Safety
- * `network` valid or NULL; `bandwidths` NULL or `num_dims` values; `out` writable or NULL.
+ * Pointers: `network` valid or NULL; `bandwidths` NULL or `num_dims` values; `out` writable or NULL.
  */
 enum libra_status libra_network_cost(const struct libra_network *network,
                                      const double *bandwidths,
@@ -1318,119 +1413,11 @@ enum libra_status libra_network_cost(const struct libra_network *network,
  * optimiser's answer). On error the network is unchanged. Not thread-safe: needs exclusive
  * access to `network`.
  *
- * # Safety
- * `network` valid or NULL; `bandwidths` NULL or `num_dims` values.
+ * Pointers: `network` valid or NULL; `bandwidths` NULL or `num_dims` values.
  */
 enum libra_status libra_network_set_bandwidths(struct libra_network *network,
                                                const double *bandwidths,
                                                size_t num_dims);
-
-/**
- * Creates an empty workload with an overlap mode (LIBRA_OVERLAP_*). `*out` is freed with
- * libra_workload_free(). Thread-safe.
- *
- * # Safety
- * `out` must be writable.
- */
-enum libra_status libra_workload_new(libra_overlap overlap_mode, struct libra_workload **out);
-
-/**
- * Appends a phase: `compute_ns` of compute and a collective of `kind` (LIBRA_COLLECTIVE_NONE
- * for none; then `bytes` and `groups` are ignored and `groups` may be NULL) of `bytes` per
- * NPU over a communicator with `groups[d]` NPUs along dimension d (-1 or 1 = not involved).
- * `name` may be NULL. The communicator is checked against a network when the workload is used
- * (a group size must divide its dimension). Not thread-safe: needs exclusive access.
- *
- * # Safety
- * `workload` valid or NULL; `name` NULL or a NUL-terminated string; `groups` NULL or
- * `num_groups` values.
- */
-enum libra_status libra_workload_add_phase(struct libra_workload *workload,
-                                           const char *name,
-                                           double compute_ns,
-                                           libra_collective kind,
-                                           double bytes,
-                                           const int32_t *groups,
-                                           size_t num_groups);
-
-/**
- * Builds a preset training iteration (LIBRA_WORKLOAD_PRESET_*) laid out for a preset network
- * (LIBRA_NETWORK_PRESET_*), with no compute/communication overlap. `*out` is freed with
- * libra_workload_free(). Thread-safe.
- *
- * # Safety
- * `out` must be writable.
- */
-enum libra_status libra_workload_preset_new(libra_workload_preset preset,
-                                            libra_network_preset network,
-                                            struct libra_workload **out);
-
-/**
- * Parses an ASTRA-sim 1.0 workload text and a LIBRA communicator YAML text for a network of
- * `num_dims` dimensions into one training iteration (forward of every layer, then input- and
- * weight-gradient from the last layer back). Strings are borrowed, NUL-terminated UTF-8.
- * Fails with LIBRA_ERR_PARSE naming the line or key. `*out` is freed with
- * libra_workload_free(). Thread-safe.
- *
- * # Safety
- * Both strings must be NUL-terminated; `out` writable.
- */
-enum libra_status libra_workload_parse(const char *workload_text,
-                                       const char *communicator_yaml,
-                                       size_t num_dims,
-                                       libra_overlap overlap_mode,
-                                       struct libra_workload **out);
-
-/**
- * Parses an ASTRA-sim 1.0 workload text into one training iteration on `network`. With
- * `communicator_yaml` NULL, each layer's communicators follow the file's parallelism as
- * ASTRA-sim 1.0 assigns them (`DATA`, `MODEL`, `HYBRID_DATA_MODEL`: model parallel on
- * dimension 0, `HYBRID_MODEL_DATA`: data parallel on dimension 0, `HYBRID_TRANSFORMER`:
- * model parallel over the first `model_parallel_NPU_group` NPUs, `HYBRID_DLRM`, `MICRO`, and
- * `HYBRID_CUSTOMIZED`, whose layers name their own in a 13th field); otherwise the LIBRA
- * communicator applies to every layer. Strings are borrowed, NUL-terminated UTF-8. Fails with
- * LIBRA_ERR_PARSE naming the line or key, and LIBRA_ERR_INVALID_ARGUMENT when a file without a
- * parallelism header comes without a communicator or a model-parallel group does not fit the
- * network. `*out` is freed with libra_workload_free(). Thread-safe on a const network.
- *
- * # Safety
- * `network` valid or NULL; `workload_text` NUL-terminated; `communicator_yaml` NULL or
- * NUL-terminated; `out` writable.
- */
-enum libra_status libra_workload_parse_astra(const struct libra_network *network,
-                                             const char *workload_text,
-                                             const char *communicator_yaml,
-                                             libra_overlap overlap_mode,
-                                             struct libra_workload **out);
-
-/**
- * Frees a workload. NULL is a no-op. The workload must not be in use by another thread.
- *
- * # Safety
- * `workload` must be NULL or a handle from a libra_workload_* constructor, not yet freed.
- */
-void libra_workload_free(struct libra_workload *workload);
-
-/**
- * Writes the number of phases to `*out`. Thread-safe on a const workload.
- *
- * # Safety
- * `workload` valid or NULL; `out` writable or NULL.
- */
-enum libra_status libra_workload_num_phases(const struct libra_workload *workload, size_t *out);
-
-/**
- * Writes the iteration time (ns) of `workload` on `network` with its own bandwidths under
- * `model` (LIBRA_MODEL_*) to `*out_ns`. Fails with LIBRA_ERR_INVALID_ARGUMENT naming the phase
- * and field when a communicator does not fit the network. Thread-safe on const handles.
- *
- * # Safety
- * Handles valid or NULL; `out_ns` writable or NULL.
- */
-enum libra_status libra_iteration_time(const struct libra_network *network,
-                                       const struct libra_workload *workload,
-                                       libra_time_model model,
-                                       double *out_ns);
 
 /**
  * Returns a libra_optimize_config with struct_size set: minimise time under the LIBRA model,
@@ -1449,8 +1436,7 @@ struct libra_optimize_config libra_optimize_config_default(void);
  * lower bounds) and LIBRA_ERR_INVALID_ARGUMENT naming the field for bad input. Thread-safe on
  * const handles.
  *
- * # Safety
- * Handles valid or NULL; `config` valid or NULL, with its pointers valid for their counts;
+ * Pointers: Handles valid or NULL; `config` valid or NULL, with its pointers valid for their counts;
  * `bandwidths_out` NULL or `num_dims` writable values; `out` writable or NULL.
  */
 enum libra_status libra_optimize(const struct libra_network *network,
@@ -1474,8 +1460,7 @@ struct libra_schedule_config libra_schedule_config_default(void);
  * defaults. Ranks of the communicator are numbered mixed-radix over the group sizes, dimension
  * 0 fastest. `*out` is freed with libra_schedule_free(). Thread-safe on a const network.
  *
- * # Safety
- * `network` valid or NULL; `groups` NULL or `num_groups` values; `config` NULL or valid;
+ * Pointers: `network` valid or NULL; `groups` NULL or `num_groups` values; `config` NULL or valid;
  * `out` writable or NULL.
  */
 enum libra_status libra_schedule_new(const struct libra_network *network,
@@ -1489,8 +1474,7 @@ enum libra_status libra_schedule_new(const struct libra_network *network,
 /**
  * Frees a schedule. NULL is a no-op. The schedule must not be in use by another thread.
  *
- * # Safety
- * `schedule` must be NULL or a handle from libra_schedule_new(), not yet freed.
+ * Pointers: `schedule` must be NULL or a handle from libra_schedule_new(), not yet freed.
  */
 void libra_schedule_free(struct libra_schedule *schedule);
 
@@ -1499,8 +1483,7 @@ void libra_schedule_free(struct libra_schedule *schedule);
  * step's dependencies come before it, and steps on one dimension are in start order.
  * Thread-safe on a const schedule.
  *
- * # Safety
- * `schedule` valid or NULL; `out` writable or NULL.
+ * Pointers: `schedule` valid or NULL; `out` writable or NULL.
  */
 enum libra_status libra_schedule_num_steps(const struct libra_schedule *schedule, size_t *out);
 
@@ -1508,16 +1491,14 @@ enum libra_status libra_schedule_num_steps(const struct libra_schedule *schedule
  * Writes the number of ranks in the schedule's communicator to `*out`. Thread-safe on a const
  * schedule.
  *
- * # Safety
- * `schedule` valid or NULL; `out` writable or NULL.
+ * Pointers: `schedule` valid or NULL; `out` writable or NULL.
  */
 enum libra_status libra_schedule_num_ranks(const struct libra_schedule *schedule, size_t *out);
 
 /**
  * Writes the predicted completion time (ns) to `*out_ns`. Thread-safe on a const schedule.
  *
- * # Safety
- * `schedule` valid or NULL; `out_ns` writable or NULL.
+ * Pointers: `schedule` valid or NULL; `out_ns` writable or NULL.
  */
 enum libra_status libra_schedule_finish_time(const struct libra_schedule *schedule, double *out_ns);
 
@@ -1525,8 +1506,7 @@ enum libra_status libra_schedule_finish_time(const struct libra_schedule *schedu
  * Copies step `index` into `*out` (whose `struct_size` the caller sets to
  * sizeof(libra_step)). Thread-safe on a const schedule.
  *
- * # Safety
- * `schedule` valid or NULL; `out` writable or NULL.
+ * Pointers: `schedule` valid or NULL; `out` writable or NULL.
  */
 enum libra_status libra_schedule_step(const struct libra_schedule *schedule,
                                       size_t index,
@@ -1536,8 +1516,7 @@ enum libra_status libra_schedule_step(const struct libra_schedule *schedule,
  * Writes the index of dependency `dep` (0 <= dep < num_deps) of step `index` to `*out`.
  * Thread-safe on a const schedule.
  *
- * # Safety
- * `schedule` valid or NULL; `out` writable or NULL.
+ * Pointers: `schedule` valid or NULL; `out` writable or NULL.
  */
 enum libra_status libra_schedule_step_dep(const struct libra_schedule *schedule,
                                           size_t index,
@@ -1551,8 +1530,7 @@ enum libra_status libra_schedule_step_dep(const struct libra_schedule *schedule,
  * element longer. For an all-to-all step: the range within each block that the step moves
  * (see LIBRA_STEP_ALL_TO_ALL), the same for every rank. Thread-safe on a const schedule.
  *
- * # Safety
- * `schedule` valid or NULL; `offset` and `count` writable or NULL.
+ * Pointers: `schedule` valid or NULL; `offset` and `count` writable or NULL.
  */
 enum libra_status libra_schedule_step_segment(const struct libra_schedule *schedule,
                                               size_t index,
@@ -1566,13 +1544,111 @@ enum libra_status libra_schedule_step_segment(const struct libra_schedule *sched
  * the element-wise sum in every buffer. Buffers must not overlap. Thread-safe on a const
  * schedule; the buffers need exclusive access.
  *
- * # Safety
- * `buffers` NULL or `num_ranks` pointers, each to `count` writable doubles.
+ * Pointers: `buffers` NULL or `num_ranks` pointers, each to `count` writable doubles.
  */
 enum libra_status libra_schedule_execute_f64(const struct libra_schedule *schedule,
                                              double *const *buffers,
                                              size_t num_ranks,
                                              size_t count);
+
+/**
+ * Creates an empty workload with an overlap mode (LIBRA_OVERLAP_*). `*out` is freed with
+ * libra_workload_free(). Thread-safe.
+ *
+ * Pointers: `out` must be writable.
+ */
+enum libra_status libra_workload_new(libra_overlap overlap_mode, struct libra_workload **out);
+
+/**
+ * Appends a phase: `compute_ns` of compute and a collective of `kind` (LIBRA_COLLECTIVE_NONE
+ * for none; then `bytes` and `groups` are ignored and `groups` may be NULL) of `bytes` per
+ * NPU over a communicator with `groups[d]` NPUs along dimension d (-1 or 1 = not involved).
+ * `name` may be NULL. The communicator is checked against a network when the workload is used
+ * (a group size must divide its dimension). Not thread-safe: needs exclusive access.
+ *
+ * Pointers: `workload` valid or NULL; `name` NULL or a NUL-terminated string; `groups` NULL or
+ * `num_groups` values.
+ */
+enum libra_status libra_workload_add_phase(struct libra_workload *workload,
+                                           const char *name,
+                                           double compute_ns,
+                                           libra_collective kind,
+                                           double bytes,
+                                           const int32_t *groups,
+                                           size_t num_groups);
+
+/**
+ * Builds a preset training iteration (LIBRA_WORKLOAD_PRESET_*) laid out for a preset network
+ * (LIBRA_NETWORK_PRESET_*), with no compute/communication overlap. `*out` is freed with
+ * libra_workload_free(). Thread-safe.
+ *
+ * Pointers: `out` must be writable.
+ */
+enum libra_status libra_workload_preset_new(libra_workload_preset preset,
+                                            libra_network_preset network,
+                                            struct libra_workload **out);
+
+/**
+ * Parses an ASTRA-sim 1.0 workload text and a LIBRA communicator YAML text for a network of
+ * `num_dims` dimensions into one training iteration (forward of every layer, then input- and
+ * weight-gradient from the last layer back). Strings are borrowed, NUL-terminated UTF-8.
+ * Fails with LIBRA_ERR_PARSE naming the line or key. `*out` is freed with
+ * libra_workload_free(). Thread-safe.
+ *
+ * Pointers: Both strings must be NUL-terminated; `out` writable.
+ */
+enum libra_status libra_workload_parse(const char *workload_text,
+                                       const char *communicator_yaml,
+                                       size_t num_dims,
+                                       libra_overlap overlap_mode,
+                                       struct libra_workload **out);
+
+/**
+ * Parses an ASTRA-sim 1.0 workload text into one training iteration on `network`. With
+ * `communicator_yaml` NULL, each layer's communicators follow the file's parallelism as
+ * ASTRA-sim 1.0 assigns them (`DATA`, `MODEL`, `HYBRID_DATA_MODEL`: model parallel on
+ * dimension 0, `HYBRID_MODEL_DATA`: data parallel on dimension 0, `HYBRID_TRANSFORMER`:
+ * model parallel over the first `model_parallel_NPU_group` NPUs, `HYBRID_DLRM`, `MICRO`, and
+ * `HYBRID_CUSTOMIZED`, whose layers name their own in a 13th field); otherwise the LIBRA
+ * communicator applies to every layer. Strings are borrowed, NUL-terminated UTF-8. Fails with
+ * LIBRA_ERR_PARSE naming the line or key, and LIBRA_ERR_INVALID_ARGUMENT when a file without a
+ * parallelism header comes without a communicator or a model-parallel group does not fit the
+ * network. `*out` is freed with libra_workload_free(). Thread-safe on a const network.
+ *
+ * Pointers: `network` valid or NULL; `workload_text` NUL-terminated; `communicator_yaml` NULL or
+ * NUL-terminated; `out` writable.
+ */
+enum libra_status libra_workload_parse_astra(const struct libra_network *network,
+                                             const char *workload_text,
+                                             const char *communicator_yaml,
+                                             libra_overlap overlap_mode,
+                                             struct libra_workload **out);
+
+/**
+ * Frees a workload. NULL is a no-op. The workload must not be in use by another thread.
+ *
+ * Pointers: `workload` must be NULL or a handle from a libra_workload_* constructor, not yet freed.
+ */
+void libra_workload_free(struct libra_workload *workload);
+
+/**
+ * Writes the number of phases to `*out`. Thread-safe on a const workload.
+ *
+ * Pointers: `workload` valid or NULL; `out` writable or NULL.
+ */
+enum libra_status libra_workload_num_phases(const struct libra_workload *workload, size_t *out);
+
+/**
+ * Writes the iteration time (ns) of `workload` on `network` with its own bandwidths under
+ * `model` (LIBRA_MODEL_*) to `*out_ns`. Fails with LIBRA_ERR_INVALID_ARGUMENT naming the phase
+ * and field when a communicator does not fit the network. Thread-safe on const handles.
+ *
+ * Pointers: Handles valid or NULL; `out_ns` writable or NULL.
+ */
+enum libra_status libra_iteration_time(const struct libra_network *network,
+                                       const struct libra_workload *workload,
+                                       libra_time_model model,
+                                       double *out_ns);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -542,7 +542,9 @@ pub fn parse_workload(data: &[u8]) {
         }
         let mut net: *mut libra_network = std::ptr::null_mut();
         assert_eq!(libra_network_new(descs.as_ptr(), dims, &mut net), Status::LIBRA_OK);
-        for model in [LIBRA_MODEL_LIBRA, LIBRA_MODEL_ALPHA_BETA] {
+        for model in
+            [libra_time_model::LIBRA_MODEL_LIBRA, libra_time_model::LIBRA_MODEL_ALPHA_BETA].map(i32::from)
+        {
             let mut t = 0.0f64;
             let s = libra_iteration_time(net, wl, model, &mut t);
             ok_or_expected(s, "libra_iteration_time");

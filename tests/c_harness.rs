@@ -297,3 +297,144 @@ fn committed_header_is_fresh() {
         "include/libra.h is stale: run `LIBRA_UPDATE_HEADER=1 cargo build` and commit it"
     );
 }
+
+fn cxx_compiler() -> PathBuf {
+    let gxx = c_compiler().with_file_name("g++");
+    if gxx.exists() {
+        gxx
+    } else {
+        PathBuf::from("g++")
+    }
+}
+
+const CXX_WARNINGS: &[&str] = &["-std=c++17", "-Wall", "-Wextra", "-Werror", "-pedantic"];
+
+/// Every `LIBRA_*` constant of the header: enumerators and `#define`s, less the include guard
+/// and the version macros.
+fn header_constants(header: &str) -> Vec<String> {
+    let ident =
+        |s: &str| s.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect::<String>();
+    let mut names = Vec::new();
+    for line in header.lines() {
+        let name = if let Some(rest) = line.strip_prefix("#define ") {
+            ident(rest)
+        } else if line.starts_with("  LIBRA_") && line.contains(" = ") {
+            ident(line.trim_start())
+        } else {
+            continue;
+        };
+        if name != "LIBRA_H" && !name.starts_with("LIBRA_VERSION_") {
+            names.push(name);
+        }
+    }
+    names
+}
+
+/// ffi_tests/header_constants.cpp assigns every constant to the field, parameter or variable
+/// it belongs to and runs the calls, built as C++17 with -Werror, so a constant declared with
+/// another field's type fails to build; and every constant of the header must appear there.
+#[test]
+fn header_constants_belong_to_their_fields_cpp17() {
+    let header = std::fs::read_to_string(manifest_dir().join("include/libra.h")).expect("include/libra.h");
+    let src = manifest_dir().join("ffi_tests/header_constants.cpp");
+    let text = std::fs::read_to_string(&src).expect("ffi_tests/header_constants.cpp");
+    let constants = header_constants(&header);
+    assert!(constants.len() > 40, "found only {} constants in the header", constants.len());
+    let missing: Vec<&String> = constants.iter().filter(|c| !text.contains(c.as_str())).collect();
+    assert!(
+        missing.is_empty(),
+        "constants of include/libra.h not assigned in {}: {missing:?}",
+        src.display()
+    );
+
+    let art = artifact_dir();
+    ensure_c_libraries(&art);
+    let out_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ffi_cpp");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let exe = out_dir.join("header_constants");
+    run(Command::new(cxx_compiler())
+        .args(CXX_WARNINGS)
+        .arg("-I")
+        .arg(manifest_dir().join("include"))
+        .arg(&src)
+        .arg("-o")
+        .arg(&exe)
+        .arg(art.join("liblibra.a"))
+        .args(["-lpthread", "-ldl", "-lm"]));
+    let out = run(Command::new(&exe).current_dir(manifest_dir()));
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+}
+
+/// The check above can fail: a constant of one enumeration assigned to another's field or
+/// parameter does not compile as C++17, while the same statement with the right constant does.
+#[test]
+fn header_rejects_a_constant_of_another_enumeration_cpp17() {
+    let out_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ffi_cpp_mismatch");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let cases = [
+        (
+            "libra_schedule_config c = libra_schedule_config_default(); c.policy = {}; (void)c;",
+            "LIBRA_SCHEDULE_POLICY_THEMIS",
+            "LIBRA_POLICY_LRU",
+        ),
+        (
+            "libra_dim_desc d = libra_dim_desc_default(); d.kind = {}; (void)d;",
+            "LIBRA_DIM_SWITCH",
+            "LIBRA_CMP_EQ",
+        ),
+        ("libra_linear_constraint l; l.cmp = {}; (void)l;", "LIBRA_CMP_GE", "LIBRA_DIM_RING"),
+        (
+            "libra_optimize_config o = libra_optimize_config_default(); o.model = {}; (void)o;",
+            "LIBRA_MODEL_ALPHA_BETA",
+            "LIBRA_OBJECTIVE_TIME_COST",
+        ),
+        (
+            "libra_optimize_config o = libra_optimize_config_default(); o.objective = {}; (void)o;",
+            "LIBRA_OBJECTIVE_TIME",
+            "LIBRA_MODEL_LIBRA",
+        ),
+        ("libra_step s; s.op = {}; (void)s;", "LIBRA_STEP_ALL_GATHER", "LIBRA_COLLECTIVE_ALL_GATHER"),
+        (
+            "libra_workload *w = nullptr; (void)libra_workload_new({}, &w);",
+            "LIBRA_OVERLAP_FULL",
+            "LIBRA_MODEL_LIBRA",
+        ),
+        (
+            "libra_network *n = nullptr; (void)libra_network_preset_new({}, &n);",
+            "LIBRA_NETWORK_PRESET_4D",
+            "LIBRA_WORKLOAD_PRESET_GPT3",
+        ),
+    ];
+    for (i, (statement, right, wrong)) in cases.iter().enumerate() {
+        for (constant, should_build) in [(right, true), (wrong, false)] {
+            let src = out_dir.join(format!("case{i}_{should_build}.cpp"));
+            let body = statement.replace("{}", constant);
+            std::fs::write(&src, format!("#include \"libra.h\"\nint main() {{ {body} return 0; }}\n"))
+                .unwrap();
+            let out = Command::new(cxx_compiler())
+                .args(CXX_WARNINGS)
+                .arg("-fsyntax-only")
+                .arg("-I")
+                .arg(manifest_dir().join("include"))
+                .arg(&src)
+                .output()
+                .expect("g++ runs");
+            assert_eq!(
+                out.status.success(),
+                should_build,
+                "`{body}` {} as C++17:\n{}",
+                if should_build { "did not build" } else { "built" },
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+/// The header speaks to C callers: no Rust `# Safety` headings (pointer contracts are plain
+/// sentences in each function's comment).
+#[test]
+fn header_has_no_rust_safety_headings() {
+    let header = std::fs::read_to_string(manifest_dir().join("include/libra.h")).expect("include/libra.h");
+    let found: Vec<&str> = header.lines().filter(|l| l.contains("# Safety")).collect();
+    assert!(found.is_empty(), "Rust `# Safety` headings in include/libra.h: {found:?}");
+}
