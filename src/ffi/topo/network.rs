@@ -29,7 +29,8 @@ pub extern "C" fn libra_dim_desc_default() -> libra_dim_desc {
 
 /// Builds a network from `num_dims` dimension descriptions (dimension 0 first; NPU coordinates
 /// are mixed-radix with dimension 0 fastest). `dims` is borrowed for the call; its elements are
-/// `dims[0].struct_size` bytes apart. On success `*out` receives a new network that the caller
+/// `dims[0].struct_size` bytes apart (an older or newer header's size works), each declaring that
+/// size, which must keep them aligned. On success `*out` receives a new network that the caller
 /// frees with libra_network_free(). Fails with LIBRA_ERR_INVALID_ARGUMENT naming the field for
 /// an empty network, a size below 2 or a zero, negative or non-finite bandwidth.
 /// Thread-safe.
