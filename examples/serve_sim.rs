@@ -1,4 +1,5 @@
-//! Serving simulator: replays a request trace through a simulated continuous-batching
+//! Serving simulator: runs a request workload (built-in, calibrated to the Azure LLM 2023
+//! conversation trace, or a replayed trace CSV) through a simulated continuous-batching
 //! multi-LoRA engine whose cache is libra's own `CacheCore`, once per policy on the same
 //! requests, and prints TTFT, TPOT, throughput, hit ratios and host-link traffic.
 //!
@@ -11,7 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 const HELP: &str = "\
-serve_sim: replay a trace through libra's cache under every policy and compare TTFT.
+serve_sim: run a multi-LoRA serving workload through libra's cache under every policy and
+compare TTFT. By default arrivals and lengths come from a built-in generator calibrated to the
+Azure LLM inference trace 2023 (conversation service); --trace replays the real CSV.
 
 USAGE: cargo run --release --example serve_sim -- [OPTIONS]
 
@@ -22,10 +25,12 @@ Workload
                        agent: 1536-token tool descriptions, follow-up p=0.8, 8 s mean think
                        time (at least 2 trace s)
                        many-adapters: chatbot with 1000 adapters, Zipf 0.9
-  --trace PATH         Azure LLM trace CSV [data/traces/azure_llm_2023_conv.csv]
+  --trace PATH         replay a trace CSV (TIMESTAMP,ContextTokens,GeneratedTokens, as the
+                       Azure LLM inference trace 2023) instead of the built-in generator
+                       calibrated to its conversation service
   --start S            trace window start, seconds [0]
-  --duration S         trace window length, seconds [900]
-  --poisson RATE       Poisson arrivals at RATE req/s instead of the trace
+  --duration S         seconds of arrivals (trace window length) [900]
+  --poisson RATE       Poisson arrivals at RATE req/s with log-normal lengths instead
   --prompt-mean N      Poisson: mean prompt tokens (log-normal) [1155]
   --output-mean N      Poisson: mean output tokens (log-normal) [211]
   --rate-mult X        divide arrival times by X (load multiplier) [chatbot 2.5,
@@ -77,7 +82,7 @@ Policies and output
 
 struct Args {
     scenarios: Vec<String>,
-    trace: String,
+    trace: Option<String>,
     start: f64,
     duration: f64,
     poisson: Option<f64>,
@@ -118,7 +123,7 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
         scenarios: WorkloadSpec::PRESETS.iter().map(|s| s.to_string()).collect(),
-        trace: concat!(env!("CARGO_MANIFEST_DIR"), "/data/traces/azure_llm_2023_conv.csv").into(),
+        trace: None,
         start: 0.0,
         duration: 900.0,
         poisson: None,
@@ -182,7 +187,7 @@ fn parse_args() -> Result<Args, String> {
                     v
                 };
             }
-            "--trace" => a.trace = val(&mut it, f)?,
+            "--trace" => a.trace = Some(val(&mut it, f)?),
             "--start" => a.start = val(&mut it, f)?,
             "--duration" => a.duration = val(&mut it, f)?,
             "--poisson" => a.poisson = Some(val(&mut it, f)?),
@@ -234,6 +239,9 @@ fn parse_args() -> Result<Args, String> {
             _ => return Err(format!("unknown option {f:?} (see --help)")),
         }
     }
+    if a.trace.is_some() && a.poisson.is_some() {
+        return Err("--trace and --poisson exclude each other".into());
+    }
     Ok(a)
 }
 
@@ -275,22 +283,22 @@ fn workload_spec(
     name: &str,
     rows: &Option<Arc<Vec<sim::TraceRow>>>,
 ) -> Result<WorkloadSpec, String> {
-    let source = match (a.poisson, rows) {
-        (Some(rate), _) => Source::Poisson {
+    let source = match (a.poisson, rows, &a.trace) {
+        (Some(rate), _, _) => Source::Poisson {
             rate,
             duration_s: a.duration,
             prompt_mean: a.prompt_mean,
             output_mean: a.output_mean,
         },
-        (None, Some(rows)) => Source::Trace {
+        (None, Some(rows), Some(path)) => Source::Trace {
             rows: rows.clone(),
-            label: std::path::Path::new(&a.trace)
+            label: std::path::Path::new(path)
                 .file_name()
-                .map_or(a.trace.clone(), |f| f.to_string_lossy().into()),
+                .map_or(path.clone(), |f| f.to_string_lossy().into()),
             start_s: a.start,
             duration_s: a.duration,
         },
-        (None, None) => unreachable!("trace loaded when no Poisson rate is given"),
+        _ => Source::Synthetic { duration_s: a.duration },
     };
     let mut s = WorkloadSpec::preset(name, source, a.seed)
         .ok_or_else(|| format!("unknown scenario {name:?}; one of {:?}", WorkloadSpec::PRESETS))?;
@@ -463,11 +471,12 @@ fn main() {
 fn real_main(a: Args) -> Result<(), String> {
     let wall = Instant::now();
     let ec = engine_config(&a)?;
-    let rows = if a.poisson.is_none() {
-        let text = std::fs::read_to_string(&a.trace).map_err(|e| format!("{}: {e}", a.trace))?;
-        Some(Arc::new(sim::parse_azure_csv(&text)?))
-    } else {
-        None
+    let rows = match (&a.trace, a.poisson) {
+        (Some(path), None) => {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+            Some(Arc::new(sim::parse_azure_csv(&text)?))
+        }
+        _ => None,
     };
     let mut specs = Vec::new();
     let mut workloads = Vec::new();

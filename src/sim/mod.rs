@@ -5,6 +5,7 @@ pub mod engine;
 pub mod hw;
 pub mod report;
 pub mod rng;
+pub mod synth;
 pub mod workload;
 
 pub use engine::{run, EngineConfig, RunResult, SimPolicy, TimingBackend};

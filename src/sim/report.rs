@@ -123,6 +123,10 @@ pub fn scenario_json(spec: &WorkloadSpec, ec: &EngineConfig, requests: usize, pr
             f.push(("prompt_mean", num(*prompt_mean)));
             f.push(("output_mean", num(*output_mean)));
         }
+        Source::Synthetic { duration_s } => {
+            f.push(("source", esc("synthetic-azure-conv-2023")));
+            f.push(("duration_s", num(*duration_s)));
+        }
     }
     let ranks: Vec<String> = spec.ranks.iter().map(|r| r.to_string()).collect();
     f.extend([

@@ -1,6 +1,7 @@
-//! Workloads: arrivals and lengths from a trace (or a Poisson process), plus what a trace lacks,
-//! generated from a seed: adapter popularity (Zipf), multi-turn sessions whose later turns
-//! extend the previous turn's prompt and answer, and a shared system prompt per adapter.
+//! Workloads: arrivals and lengths from a trace, from the built-in generator calibrated to one,
+//! or from a Poisson process, plus what a trace lacks, generated from a seed: adapter
+//! popularity (Zipf), multi-turn sessions whose later turns extend the previous turn's prompt
+//! and answer, and a shared system prompt per adapter.
 //!
 //! Which conversation a follow-up continues is a model of the users behind the trace. By
 //! default each user, after a turn, either leaves (probability `1 - follow_prob`) or comes back
@@ -60,6 +61,9 @@ pub enum Source {
     Trace { rows: std::sync::Arc<Vec<TraceRow>>, label: String, start_s: f64, duration_s: f64 },
     /// A Poisson process at `rate` requests/s with log-normal lengths of the given means.
     Poisson { rate: f64, duration_s: f64, prompt_mean: f64, output_mean: f64 },
+    /// The built-in generator calibrated to the Azure LLM 2023 conversation trace
+    /// (`synth`), for `duration_s` seconds.
+    Synthetic { duration_s: f64 },
 }
 
 /// How a follow-up arrival chooses the conversation it continues.
@@ -204,6 +208,9 @@ impl WorkloadSpec {
                      prompt mean {prompt_mean:.0}, output mean {output_mean:.0}"
                 );
             }
+            Source::Synthetic { duration_s } => {
+                let _ = writeln!(s, "{}", super::synth::describe(*duration_s));
+            }
         }
         let _ = writeln!(
             s,
@@ -335,6 +342,7 @@ pub fn generate(spec: &WorkloadSpec) -> Workload {
             }
             v
         }
+        Source::Synthetic { duration_s } => super::synth::rows(&mut rng, *duration_s),
     };
     let zipf = Zipf::new(spec.adapters.max(1) as usize, spec.zipf_s);
     // A random permutation so popularity does not follow the rank pattern of adapter ids.
