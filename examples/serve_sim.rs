@@ -68,7 +68,10 @@ Engine and hardware
   --max-seqs N         most sequences in flight [256]
 
 Policies and output
-  --policies LIST      vllm,slora,lru,elora,libra,oracle [all]
+  --policies LIST      vllm,slora,lru,elora,elora-authors,libra,oracle [all]
+  --vllm-adapter-fraction F
+                       share of GPU blocks in vllm's adapter region; without it, each
+                       scenario's is tuned: the best mean TTFT over 0.02-0.4, sweep printed
   --sweep              also sweep the load and report the peak load (mean TTFT < 500 ms),
                        bisected between the sweep's points to 1/32 of their step
   --sweep-mults LIST   load multipliers of the sweep [1,2,3,4,5,6,8,10,12]
@@ -111,6 +114,7 @@ struct Args {
     host_blocks: Option<u32>,
     max_batch_tokens: Option<u32>,
     max_seqs: Option<u32>,
+    vllm_fraction: Option<f64>,
     policies: Vec<SimPolicy>,
     sweep: bool,
     sweep_mults: Vec<f64>,
@@ -152,6 +156,7 @@ fn parse_args() -> Result<Args, String> {
         host_blocks: None,
         max_batch_tokens: None,
         max_seqs: None,
+        vllm_fraction: None,
         policies: SimPolicy::ALL.to_vec(),
         sweep: false,
         sweep_mults: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0],
@@ -222,6 +227,7 @@ fn parse_args() -> Result<Args, String> {
             "--host-blocks" => a.host_blocks = Some(val(&mut it, f)?),
             "--max-batch-tokens" => a.max_batch_tokens = Some(val(&mut it, f)?),
             "--max-seqs" => a.max_seqs = Some(val(&mut it, f)?),
+            "--vllm-adapter-fraction" => a.vllm_fraction = Some(val(&mut it, f)?),
             "--policies" => {
                 let v: Vec<String> = list(&mut it, f)?;
                 a.policies = v

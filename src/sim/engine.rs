@@ -3,50 +3,13 @@
 //! only schedules requests, charges step times and moves the clock. Copies complete when the
 //! simulated host link finishes them.
 use super::hw::{Hardware, StepLoad};
+use super::peers;
+pub use super::peers::SimPolicy;
 use super::workload::{Workload, WorkloadSpec};
 use crate::backend::{Backend, BatchId, BatchState, BlockMove, Direction, TierLayout};
-use crate::cache::{CacheConfig, CacheCore, NextUse, PolicyKind, Readiness};
+use crate::cache::{CacheConfig, CacheCore, NextUse, Readiness};
 use crate::error::Result as LibResult;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-
-/// A policy under test: one of the library's, or the clairvoyant bound.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SimPolicy {
-    Lib(PolicyKind),
-    Oracle,
-}
-
-impl SimPolicy {
-    pub fn name(self) -> &'static str {
-        match self {
-            SimPolicy::Lib(k) => k.name(),
-            SimPolicy::Oracle => "oracle",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Self> {
-        if s == "oracle" {
-            Some(SimPolicy::Oracle)
-        } else {
-            PolicyKind::parse(s).map(SimPolicy::Lib)
-        }
-    }
-    pub const ALL: [SimPolicy; 6] = [
-        SimPolicy::Lib(PolicyKind::Vllm),
-        SimPolicy::Lib(PolicyKind::Slora),
-        SimPolicy::Lib(PolicyKind::Lru),
-        SimPolicy::Lib(PolicyKind::Elora),
-        SimPolicy::Lib(PolicyKind::Libra),
-        SimPolicy::Oracle,
-    ];
-    /// The library policy that runs underneath (the oracle places blocks itself on top of the
-    /// tiers of `lru`).
-    fn kind(self) -> PolicyKind {
-        match self {
-            SimPolicy::Lib(k) => k,
-            SimPolicy::Oracle => PolicyKind::Lru,
-        }
-    }
-}
 
 /// Engine knobs.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,6 +25,8 @@ pub struct EngineConfig {
     /// Overrides of the pool sizes derived from the hardware (tests).
     pub gpu_blocks: Option<u32>,
     pub host_blocks: Option<u32>,
+    /// Share of GPU blocks in `vllm`'s adapter region (tuned per workload by the caller).
+    pub vllm_adapter_fraction: f64,
 }
 
 impl EngineConfig {
@@ -74,6 +39,7 @@ impl EngineConfig {
             sample_every_us: 5_000_000,
             gpu_blocks: None,
             host_blocks: None,
+            vllm_adapter_fraction: CacheConfig::default().vllm_adapter_fraction,
         }
     }
     pub fn gpu_blocks(&self) -> u32 {
@@ -349,14 +315,15 @@ pub fn run(
     let real_bb = hw.kv_block_bytes(bt);
     let gpu_blocks = ec.gpu_blocks();
     let host_blocks = ec.host_blocks();
-    let cfg = CacheConfig {
+    let mut cfg = CacheConfig {
         block_tokens: bt,
-        policy: policy.kind(),
+        vllm_adapter_fraction: ec.vllm_adapter_fraction,
         // Cost hints in the cache's units, where a block is one logical byte.
         link_bytes_per_us: hw.gpu.link_bytes_per_s / 1e6 / real_bb,
         prefill_tokens_per_us: hw.prefill_tokens_per_us(ec.max_batch_tokens),
         ..CacheConfig::default()
     };
+    policy.configure(&mut cfg);
     let mut core = CacheCore::new(cfg, 1, gpu_blocks, host_blocks).map_err(|e| e.to_string())?;
     let mut io = TimingBackend::new(gpu_blocks, host_blocks, real_bb, hw);
     let mut adapter_blocks = Vec::new();
@@ -462,6 +429,16 @@ pub fn run(
         // a few later ones, as vLLM's scheduler skips requests whose LoRA cannot be scheduled.
         let mut pos = 0usize;
         let mut skipped = 0usize;
+        let mut held: Vec<(u64, u64)> = Vec::new();
+        let mut batch_adapters: Vec<u32> = Vec::new();
+        if policy.conservative_admission() {
+            for s in &running {
+                let r = &reqs[s.idx as usize];
+                let g = recs[s.idx as usize].generated;
+                held.push(((r.prompt + g) as u64, r.output.saturating_sub(g + 1) as u64));
+                batch_adapters.push(r.adapter);
+            }
+        }
         while let Some(&idx) = waiting.get(pos) {
             if running.len() >= ec.max_seqs as usize || prefill_demand >= budget || skipped > ADMIT_LOOKAHEAD
             {
@@ -471,6 +448,22 @@ pub fn run(
             let rec = &recs[idx as usize];
             let target = r.prompt + rec.generated;
             let toks = &wl.tokens(r)[..target as usize];
+            if policy.conservative_admission() {
+                // S-LoRA admits in order and stops at the first request that does not fit.
+                let mut seqs = held.clone();
+                seqs.push((target as u64 + 1, r.output.saturating_sub(rec.generated + 1) as u64));
+                let mut ads = batch_adapters.clone();
+                ads.push(r.adapter);
+                ads.sort_unstable();
+                ads.dedup();
+                let ad_tokens: u64 = ads.iter().map(|&a| adapter_blocks[a as usize] as u64 * bt as u64).sum();
+                if !peers::conservative_admits(&mut seqs, gpu_blocks as u64 * bt as u64, ad_tokens, bt as u64)
+                {
+                    break;
+                }
+                held = seqs;
+                batch_adapters = ads;
+            }
             if let Some(f) = future.as_ref() {
                 let absent = core.adapter_gpu_blocks(adapter_id(r.adapter)).map_err(err)?.is_empty();
                 let need = target.div_ceil(bt) + if absent { adapter_blocks[r.adapter as usize] } else { 0 };

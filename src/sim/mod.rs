@@ -3,6 +3,7 @@
 //! schedule, step times from a roofline model and a host link that completes copies in order.
 pub mod engine;
 pub mod hw;
+pub mod peers;
 pub mod report;
 pub mod rng;
 pub mod synth;
