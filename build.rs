@@ -11,11 +11,14 @@ fn main() {
     println!("cargo:rerun-if-changed=cbindgen.toml");
     println!("cargo:rerun-if-env-changed=LIBRA_UPDATE_HEADER");
 
-    // A versioned soname, so that installed programs load a compatible major version
-    // (liblibra.so.0) and an install can keep several side by side.
+    // A versioned soname, so that installed programs load an ABI-compatible version and an
+    // install can keep several side by side. Before 1.0 the ABI may change between minor
+    // versions, so the soname carries both (liblibra.so.0.1); from 1.0 on, the major alone.
     if env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
         let major = env::var("CARGO_PKG_VERSION_MAJOR").unwrap();
-        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,liblibra.so.{major}");
+        let minor = env::var("CARGO_PKG_VERSION_MINOR").unwrap();
+        let abi = if major == "0" { format!("0.{minor}") } else { major };
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,liblibra.so.{abi}");
     }
 
     let config = cbindgen::Config::from_file(crate_dir.join("cbindgen.toml"))

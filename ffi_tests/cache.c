@@ -52,6 +52,24 @@ static void test_config_errors(void) {
     bad = cfg;
     bad.gpu_blocks = 0;
     CHECK_STATUS(libra_cache_create(&bad, &c), LIBRA_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(libra_last_error_message(), "gpu_blocks") != NULL);
+    {
+        /* Adopted segments: still no `gpu_blocks = 0`, and the host tier (which the cache
+         * allocates) stays under the size limit: 2^22 host blocks of 1 MiB are 4 TiB. */
+        static uint8_t kv[2][4096];
+        libra_segment segs[2] = {{(uint64_t)(uintptr_t)kv[0], 1u << 19, 1u << 19},
+                                 {(uint64_t)(uintptr_t)kv[1], 1u << 19, 1u << 19}};
+        bad = cfg;
+        bad.segments = segs;
+        bad.segment_count = 2;
+        bad.gpu_blocks = 0;
+        CHECK_STATUS(libra_cache_create(&bad, &c), LIBRA_ERR_INVALID_ARGUMENT);
+        CHECK(strstr(libra_last_error_message(), "gpu_blocks") != NULL);
+        bad.gpu_blocks = 1;
+        bad.host_blocks = 1u << 22;
+        CHECK_STATUS(libra_cache_create(&bad, &c), LIBRA_ERR_INVALID_ARGUMENT);
+        CHECK(strstr(libra_last_error_message(), "host_blocks") != NULL);
+    }
     bad = cfg;
     bad.block_bytes = UINT64_MAX / 2;
     CHECK_STATUS(libra_cache_create(&bad, &c), LIBRA_ERR_INVALID_ARGUMENT);
@@ -263,7 +281,39 @@ static void test_adopted_segments(void) {
     CHECK(strstr(libra_last_error_message(), "segments[1]") != NULL);
 }
 
+/* Request ids are never 0, and one cache refuses another's ids even where the same slot is
+ * open in it. */
+static void test_request_ids_are_unambiguous(void) {
+    libra_cache *a = make_cache(LIBRA_POLICY_LRU, 16, 16);
+    libra_cache *b = make_cache(LIBRA_POLICY_LRU, 16, 16);
+    uint8_t weights[64] = {1};
+    CHECK_OK(libra_cache_register_adapter(a, 1, weights, sizeof weights, 8, 0));
+    CHECK_OK(libra_cache_register_adapter(b, 1, weights, sizeof weights, 8, 0));
+    uint32_t tokens[8];
+    fill_tokens(tokens, 8, 3);
+    uint32_t ids[8];
+    libra_match ma, mb;
+    CHECK_OK(libra_cache_match(a, 1, 0, tokens, 8, 1, ids, 8, &ma));
+    CHECK_OK(libra_cache_match(b, 1, 0, tokens, 8, 1, ids, 8, &mb));
+    CHECK(ma.request != 0 && mb.request != 0);
+    CHECK(ma.request != mb.request);
+    libra_readiness st;
+    CHECK_STATUS(libra_cache_poll(b, ma.request, &st), LIBRA_ERR_NOT_FOUND);
+    CHECK_STATUS(libra_cache_release(a, mb.request, 2), LIBRA_ERR_NOT_FOUND);
+    CHECK_OK(libra_cache_release(a, ma.request, 2));
+    CHECK_OK(libra_cache_release(b, mb.request, 2));
+    /* The slot is reused, the id is not. */
+    libra_match again;
+    CHECK_OK(libra_cache_match(a, 1, 0, tokens, 8, 3, ids, 8, &again));
+    CHECK(again.request != ma.request && again.request != 0);
+    CHECK_STATUS(libra_cache_poll(a, ma.request, &st), LIBRA_ERR_NOT_FOUND);
+    CHECK_OK(libra_cache_release(a, again.request, 4));
+    libra_cache_free(a);
+    libra_cache_free(b);
+}
+
 int main(void) {
+    test_request_ids_are_unambiguous();
     test_config_errors();
     test_lifecycle();
     test_pool_exhausted();

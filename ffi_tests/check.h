@@ -1,11 +1,13 @@
 /* Tiny assertion helpers shared by the C tests. */
 #ifndef LIBRA_FFI_CHECK_H
 #define LIBRA_FFI_CHECK_H
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static int libra_checks_run = 0;
+/* Atomic: the threaded tests check from several threads at once. */
+static atomic_int libra_checks_run = 0;
 
 #define CHECK(cond)                                                                 \
     do {                                                                            \
@@ -37,7 +39,7 @@ static int libra_checks_run = 0;
 
 #define PASS()                                             \
     do {                                                   \
-        printf("%d checks passed\n", libra_checks_run);    \
+        printf("%d checks passed\n", atomic_load(&libra_checks_run));    \
         return 0;                                          \
     } while (0)
 

@@ -327,7 +327,9 @@ typedef struct libra_cache_config {
  */
 typedef struct libra_match {
   /**
-   * The request handle for allocate / commit / release / abort / poll / wait.
+   * The request handle for allocate / commit / release / abort / poll / wait. Never 0 (free
+   * for "no request" in engine code); valid only on the cache that issued it, which refuses
+   * an id of another cache or of a released request with LIBRA_ERR_NOT_FOUND.
    */
   uint64_t request;
   /**

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs libra under a prefix:
 #   PREFIX/lib/liblibra.a
-#   PREFIX/lib/liblibra.so.X.Y.Z, liblibra.so.X -> it, liblibra.so -> liblibra.so.X
+#   PREFIX/lib/liblibra.so.X.Y.Z, liblibra.so.ABI -> it, liblibra.so -> liblibra.so.ABI
+#     (ABI, the soname's version: X from 1.0 on, X.Y before, as the ABI may change between
+#     0.x minor versions)
 #   PREFIX/include/libra.h
 #   PREFIX/lib/pkgconfig/libra.pc
 #   PREFIX/lib/cmake/libra/libraConfig.cmake, libraConfigVersion.cmake
@@ -37,17 +39,18 @@ done
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' "${root}/Cargo.toml" | head -n1)"
 major="${version%%.*}"
 minor="$(echo "${version}" | cut -d. -f2)"
+if [ "${major}" = 0 ]; then abi="0.${minor}"; else abi="${major}"; fi
 
 mkdir -p "${prefix}/lib/pkgconfig" "${prefix}/lib/cmake/libra" "${prefix}/include"
 prefix="$(cd "${prefix}" && pwd)"
 install -m 644 "${from}/liblibra.a" "${prefix}/lib/liblibra.a"
 install -m 755 "${from}/liblibra.so" "${prefix}/lib/liblibra.so.${version}"
-ln -sf "liblibra.so.${version}" "${prefix}/lib/liblibra.so.${major}"
-ln -sf "liblibra.so.${major}" "${prefix}/lib/liblibra.so"
+ln -sf "liblibra.so.${version}" "${prefix}/lib/liblibra.so.${abi}"
+ln -sf "liblibra.so.${abi}" "${prefix}/lib/liblibra.so"
 install -m 644 "${root}/include/libra.h" "${prefix}/include/libra.h"
 
 subst() {
-    sed -e "s|@VERSION@|${version}|g" -e "s|@MAJOR@|${major}|g" -e "s|@MINOR@|${minor}|g" "$1" > "$2"
+    sed -e "s|@VERSION@|${version}|g" -e "s|@MAJOR@|${major}|g" -e "s|@MINOR@|${minor}|g" -e "s|@ABI@|${abi}|g" "$1" > "$2"
 }
 subst "${root}/packaging/libra.pc.in" "${prefix}/lib/pkgconfig/libra.pc"
 subst "${root}/packaging/libraConfig.cmake.in" "${prefix}/lib/cmake/libra/libraConfig.cmake"

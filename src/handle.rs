@@ -47,7 +47,8 @@ impl Default for CacheOptions {
     }
 }
 
-/// Largest arena one cache may allocate on the CPU backend, to reject absurd sizes up front.
+/// Largest arena one cache may allocate on the CPU backend, and largest host tier on any
+/// backend, to reject absurd sizes up front.
 const MAX_CPU_ARENA_BYTES: u64 = 1 << 40;
 
 struct Inner {
@@ -69,6 +70,25 @@ impl Cache {
             return Err(Error::invalid(format!(
                 "`gpu_blocks` ({}) and `host_blocks` ({}) must each be at most {MAX_BLOCKS_PER_TIER}",
                 opts.gpu_blocks, opts.host_blocks
+            )));
+        }
+        // Named here: the backends see only a tier layout and would report `blocks`.
+        if opts.gpu_blocks == 0 {
+            return Err(Error::invalid("`gpu_blocks` must be at least 1"));
+        }
+        // Adopted segments set the block size; the host tier is ours to allocate either way.
+        let (block_bytes, size_name) = match &opts.segments {
+            Some(segments) => (
+                segments.iter().fold(0u128, |sum, s| sum + s.bytes_per_block as u128),
+                "the segments' block size",
+            ),
+            None => (opts.block_bytes as u128, "`block_bytes`"),
+        };
+        let host_bytes = block_bytes * opts.host_blocks as u128;
+        if host_bytes > MAX_CPU_ARENA_BYTES as u128 {
+            return Err(Error::invalid(format!(
+                "`host_blocks` ({}) x {size_name} ({block_bytes}) = {host_bytes} bytes exceeds the limit of {MAX_CPU_ARENA_BYTES}",
+                opts.host_blocks
             )));
         }
         let (io, reason): (Box<dyn Backend>, String) = match opts.backend {

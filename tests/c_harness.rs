@@ -62,12 +62,20 @@ fn ensure_c_libraries(art: &Path) {
             cmd.arg("--release");
         }
         run(&mut cmd);
-        // The library's soname is liblibra.so.<major>: programs linked against it look for
-        // that name at run time, as they would in an installed prefix.
-        let link = art.join(format!("liblibra.so.{}", env!("CARGO_PKG_VERSION_MAJOR")));
+        // Programs linked against the library look for its soname at run time, as they would
+        // in an installed prefix.
+        let link = art.join(soname());
         let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink("liblibra.so", &link).expect("soname symlink");
     });
+}
+
+/// liblibra.so.<major>, or liblibra.so.0.<minor> before 1.0 (see build.rs).
+fn soname() -> String {
+    match env!("CARGO_PKG_VERSION_MAJOR") {
+        "0" => format!("liblibra.so.0.{}", env!("CARGO_PKG_VERSION_MINOR")),
+        major => format!("liblibra.so.{major}"),
+    }
 }
 
 const WARNINGS: &[&str] = &["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-g"];
@@ -143,6 +151,63 @@ fn c_harness_sanitizers() {
             .env("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:halt_on_error=1:exitcode=23")
             .env("UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1"));
         print!("{name} (asan+ubsan): {}", String::from_utf8_lossy(&out.stdout));
+    }
+}
+
+/// Builds the C tests that share a cache between threads with ThreadSanitizer and runs them:
+/// a data race in the C programs or on memory they share with the library fails the test.
+/// (The library itself is not instrumented here; `tests/stress_threads.rs` covers its side.)
+#[test]
+fn c_harness_thread_sanitizer() {
+    let art = artifact_dir();
+    ensure_c_libraries(&art);
+    let out_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ffi_tsan");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let probe = out_dir.join("probe");
+    let probe_src = out_dir.join("probe.c");
+    std::fs::write(&probe_src, "int main(void) { return 0; }\n").unwrap();
+    let builds = Command::new(c_compiler())
+        .args(["-fsanitize=thread"])
+        .arg(&probe_src)
+        .arg("-o")
+        .arg(&probe)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    // Some kernels map memory where this runtime cannot shadow it; it then dies at start-up.
+    let runs = builds && Command::new(&probe).output().is_ok_and(|o| o.status.success());
+    if !runs {
+        println!("skipped: the C compiler cannot build and run a -fsanitize=thread program here");
+        return;
+    }
+    let threaded: Vec<PathBuf> = c_sources()
+        .into_iter()
+        .filter(|src| std::fs::read_to_string(src).is_ok_and(|text| text.contains("pthread_create")))
+        .collect();
+    assert!(!threaded.is_empty(), "no threaded C test in ffi_tests/");
+    // The library's own locks are futexes, which this runtime cannot see, so its uninstrumented
+    // copies inside the library would be reported as races: only the C side is judged here.
+    let suppressions = out_dir.join("tsan.supp");
+    std::fs::write(&suppressions, "called_from_lib:liblibra.so\n").unwrap();
+    for src in threaded {
+        let name = src.file_stem().unwrap().to_string_lossy().to_string();
+        let exe = out_dir.join(&name);
+        run(Command::new(c_compiler())
+            .args(WARNINGS)
+            .args(["-fsanitize=thread", "-fno-omit-frame-pointer"])
+            .arg("-I")
+            .arg(manifest_dir().join("include"))
+            .arg(&src)
+            .arg("-o")
+            .arg(&exe)
+            .arg(format!("-L{}", art.display()))
+            .arg("-llibra")
+            .arg(format!("-Wl,-rpath,{}", art.display()))
+            .arg("-lpthread"));
+        let out = run(Command::new(&exe).current_dir(manifest_dir()).env(
+            "TSAN_OPTIONS",
+            format!("halt_on_error=1:exitcode=66:suppressions={}", suppressions.display()),
+        ));
+        print!("{name} (tsan): {}", String::from_utf8_lossy(&out.stdout));
     }
 }
 

@@ -52,7 +52,11 @@ fn install_and_build_the_examples() {
         .arg(&art));
 
     let version = env!("CARGO_PKG_VERSION");
-    let major = env!("CARGO_PKG_VERSION_MAJOR");
+    // The soname's version: the major from 1.0 on, major.minor before (see build.rs).
+    let abi = match env!("CARGO_PKG_VERSION_MAJOR") {
+        "0" => format!("0.{}", env!("CARGO_PKG_VERSION_MINOR")),
+        m => m.to_string(),
+    };
     let lib = prefix.join("lib");
     for f in [
         "liblibra.a".to_string(),
@@ -66,15 +70,15 @@ fn install_and_build_the_examples() {
     assert!(prefix.join("include/libra.h").is_file());
     assert_eq!(
         std::fs::read_link(lib.join("liblibra.so")).unwrap(),
-        PathBuf::from(format!("liblibra.so.{major}"))
+        PathBuf::from(format!("liblibra.so.{abi}"))
     );
     assert_eq!(
-        std::fs::read_link(lib.join(format!("liblibra.so.{major}"))).unwrap(),
+        std::fs::read_link(lib.join(format!("liblibra.so.{abi}"))).unwrap(),
         PathBuf::from(format!("liblibra.so.{version}"))
     );
     if have("readelf") {
         let dynamic = run(Command::new("readelf").arg("-d").arg(lib.join(format!("liblibra.so.{version}"))));
-        assert!(dynamic.contains(&format!("[liblibra.so.{major}]")), "soname missing:\n{dynamic}");
+        assert!(dynamic.contains(&format!("[liblibra.so.{abi}]")), "soname missing:\n{dynamic}");
     }
 
     // C with pkg-config, through the example's Makefile.
@@ -93,7 +97,7 @@ fn install_and_build_the_examples() {
         }
         let ldd = run(Command::new("ldd").arg(c_dir.join("engine_loop")));
         assert!(
-            ldd.contains(&format!("liblibra.so.{major}")),
+            ldd.contains(&format!("liblibra.so.{abi}")),
             "dynamic example does not load the soname:\n{ldd}"
         );
     } else {

@@ -30,7 +30,7 @@ impl TierLayout {
             return Err(Error::invalid("`segments` is empty"));
         }
         if blocks == 0 {
-            return Err(Error::invalid("`blocks` must be at least 1"));
+            return Err(Error::invalid("`gpu_blocks` must be at least 1"));
         }
         let mut offsets = Vec::with_capacity(segments.len());
         let mut total: u64 = 0;

@@ -113,8 +113,12 @@ pub struct CacheCore {
     pub(crate) tree: Tree,
     pub(crate) adapters: Vec<Option<Adapter>>,
     pub(crate) adapter_slots: HashMap<u64, u32>,
+    /// Slots of unregistered adapters, reused first: registration is O(1).
+    pub(crate) free_adapter_slots: Vec<u32>,
     pub(crate) requests: Vec<Option<Request>>,
     pub(crate) request_gen: Vec<u32>,
+    /// This cache's part of every request id (see `request_id`).
+    request_tag: u16,
     pub(crate) free_requests: Vec<u32>,
     pub(crate) inflight: HashMap<BatchId, Flight>,
     pub(crate) waiters: HashMap<BatchId, Vec<u32>>,
@@ -130,8 +134,44 @@ pub struct CacheCore {
     pub(crate) last_prefetch: Option<u64>,
 }
 
-fn request_id(slot: u32, generation: u32) -> u64 {
-    ((generation as u64) << 32) | slot as u64
+/// Request ids are `tag:16 | generation:26 | slot:22`. The tag is unique to this cache among
+/// the first 65,535 caches of a process and the generation never 0, so no id is 0 (which C
+/// code often reads as "none"), a released id stays stale for 2^26 reuses of its slot, and an
+/// id from another cache is rejected instead of naming whatever request has that slot here.
+const REQUEST_SLOT_BITS: u32 = 22;
+const REQUEST_GENERATION_BITS: u32 = 26;
+const REQUEST_GENERATION_MASK: u32 = (1 << REQUEST_GENERATION_BITS) - 1;
+const _: () = assert!(MAX_OPEN_REQUESTS <= 1 << REQUEST_SLOT_BITS);
+
+fn request_id(tag: u16, slot: u32, generation: u32) -> u64 {
+    ((tag as u64) << (REQUEST_SLOT_BITS + REQUEST_GENERATION_BITS))
+        | ((generation as u64) << REQUEST_SLOT_BITS)
+        | slot as u64
+}
+
+/// The slot part of a request id (whether the id is open is `request_slot`'s question).
+fn slot_bits(request: u64) -> u32 {
+    (request & ((1 << REQUEST_SLOT_BITS) - 1)) as u32
+}
+
+/// The next generation of a request slot: wraps within its bits and skips 0.
+fn next_generation(generation: u32) -> u32 {
+    match (generation + 1) & REQUEST_GENERATION_MASK {
+        0 => 1,
+        g => g,
+    }
+}
+
+/// A tag per cache from a process-wide counter that skips 0.
+fn next_cache_tag() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    loop {
+        let tag = (NEXT.fetch_add(1, Ordering::Relaxed) + 1) as u16;
+        if tag != 0 {
+            return tag;
+        }
+    }
 }
 
 impl CacheCore {
@@ -164,8 +204,10 @@ impl CacheCore {
             host: BlockPool::new(host_blocks),
             adapters: Vec::new(),
             adapter_slots: HashMap::new(),
+            free_adapter_slots: Vec::new(),
             requests: Vec::new(),
             request_gen: Vec::new(),
+            request_tag: next_cache_tag(),
             free_requests: Vec::new(),
             inflight: HashMap::new(),
             waiters: HashMap::new(),
@@ -206,10 +248,11 @@ impl CacheCore {
     }
 
     pub(crate) fn request_slot(&self, request: u64) -> Result<u32> {
-        let slot = request as u32;
-        let generation = (request >> 32) as u32;
+        let slot = slot_bits(request);
+        let generation = ((request >> REQUEST_SLOT_BITS) as u32) & REQUEST_GENERATION_MASK;
+        let tag = (request >> (REQUEST_SLOT_BITS + REQUEST_GENERATION_BITS)) as u16;
         match (self.requests.get(slot as usize), self.request_gen.get(slot as usize)) {
-            (Some(Some(_)), Some(&g)) if g == generation => Ok(slot),
+            (Some(Some(_)), Some(&g)) if g == generation && tag == self.request_tag => Ok(slot),
             _ => Err(Error::not_found(format!("request {request} is not open (already released?)"))),
         }
     }
@@ -260,8 +303,8 @@ impl CacheCore {
                 "adapter {id} needs {blocks_needed} blocks but at most {limit} can hold adapters"
             )));
         }
-        let slot = match self.adapters.iter().position(Option::is_none) {
-            Some(s) => s as u32,
+        let slot = match self.free_adapter_slots.pop() {
+            Some(s) => s,
             None => {
                 self.adapters.push(None);
                 (self.adapters.len() - 1) as u32
@@ -311,6 +354,7 @@ impl CacheCore {
         self.tree.set_residency(anode, Residency::Absent, NONE, NONE);
         self.tree.remove(anode);
         self.adapters[slot as usize] = None;
+        self.free_adapter_slots.push(slot);
         self.adapter_slots.remove(&id);
         self.load.forget_adapter(slot);
         self.stats.adapters_registered -= 1;
@@ -372,18 +416,18 @@ impl CacheCore {
             Some(s) => s,
             None => {
                 self.requests.push(None);
-                self.request_gen.push(0);
+                self.request_gen.push(1);
                 (self.requests.len() - 1) as u32
             }
         };
         self.requests[slot as usize] = Some(req);
         self.stats.open_requests += 1;
-        request_id(slot, self.request_gen[slot as usize])
+        request_id(self.request_tag, slot, self.request_gen[slot as usize])
     }
 
     fn close_request(&mut self, slot: u32) -> Request {
         let req = self.requests[slot as usize].take().expect("open request");
-        self.request_gen[slot as usize] = self.request_gen[slot as usize].wrapping_add(1);
+        self.request_gen[slot as usize] = next_generation(self.request_gen[slot as usize]);
         self.free_requests.push(slot);
         self.stats.open_requests -= 1;
         for b in &req.waits {
@@ -573,7 +617,7 @@ impl CacheCore {
             failure: None,
         };
         let request = self.open_request(req);
-        let rslot = request as u32;
+        let rslot = slot_bits(request);
         for b in waits {
             self.waiters.entry(b).or_default().push(rslot);
         }

@@ -118,7 +118,9 @@ pub struct libra_cache_config {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct libra_match {
-    /// The request handle for allocate / commit / release / abort / poll / wait.
+    /// The request handle for allocate / commit / release / abort / poll / wait. Never 0 (free
+    /// for "no request" in engine code); valid only on the cache that issued it, which refuses
+    /// an id of another cache or of a released request with LIBRA_ERR_NOT_FOUND.
     pub request: u64,
     /// Tokens whose KV is cached (a whole number of blocks).
     pub cached_tokens: usize,
