@@ -25,6 +25,9 @@ pub struct EngineConfig {
     /// Overrides of the pool sizes derived from the hardware (tests).
     pub gpu_blocks: Option<u32>,
     pub host_blocks: Option<u32>,
+    /// Stop a run once a request has waited this long for admission, microseconds: an
+    /// overloaded engine is recognised without simulating its whole backlog.
+    pub give_up_wait_us: Option<u64>,
     /// Share of GPU blocks in `vllm`'s adapter region (tuned per workload by the caller).
     pub vllm_adapter_fraction: f64,
 }
@@ -39,6 +42,7 @@ impl EngineConfig {
             sample_every_us: 5_000_000,
             gpu_blocks: None,
             host_blocks: None,
+            give_up_wait_us: None,
             vllm_adapter_fraction: CacheConfig::default().vllm_adapter_fraction,
         }
     }
@@ -201,6 +205,8 @@ pub struct RunResult {
     pub stalled_ms: f64,
     /// Simulated time from the first arrival to the last completion, seconds.
     pub sim_s: f64,
+    /// The run stopped early: a request waited longer than `EngineConfig::give_up_wait_us`.
+    pub gave_up: bool,
 }
 
 impl RunResult {
@@ -374,6 +380,7 @@ pub fn run(
         preemptions: 0,
         stalled_ms: 0.0,
         sim_s: 0.0,
+        gave_up: false,
     };
     let (mut invalid_sum, mut invalid_n) = (0.0, 0u64);
     let mut next_sample = 0u64;
@@ -388,6 +395,12 @@ pub fn run(
         while next_arrival < n && reqs[next_arrival].arrival_us <= io.now {
             waiting.push_back(next_arrival as u32);
             next_arrival += 1;
+        }
+        if let (Some(limit), Some(&w)) = (ec.give_up_wait_us, waiting.front()) {
+            if io.now.saturating_sub(reqs[w as usize].arrival_us) > limit {
+                res.gave_up = true;
+                break;
+            }
         }
         if let Some(f) = future.as_mut() {
             f.cursor = waiting.iter().copied().min().unwrap_or(next_arrival as u32);
@@ -608,6 +621,18 @@ pub fn run(
             if next == u64::MAX {
                 if waiting.is_empty() && running.is_empty() {
                     break;
+                }
+                // A copy may have landed while this step's admissions waited on the link (a
+                // blocking swap-out advances the clock): poll again before calling it a stall.
+                let mut ready = false;
+                for s in running.iter_mut().filter(|s| s.phase == Phase::Loading) {
+                    if core.poll(&mut io, s.cache_req).map_err(err)? == Readiness::Ready {
+                        s.phase = Phase::Prefill;
+                        ready = true;
+                    }
+                }
+                if ready {
+                    continue;
                 }
                 return Err(format!(
                     "{} policy stalled at {:.3} s with {} waiting and {} running requests",

@@ -4,11 +4,14 @@
 //! requests, and prints TTFT, TPOT, throughput, hit ratios and host-link traffic.
 //!
 //! Run `cargo run --release --example serve_sim -- --help` for every knob.
+mod plots;
+
 use indicatif::{ProgressBar, ProgressStyle};
-use libra::sim::report;
-use libra::sim::{self, EngineConfig, Hardware, RunResult, SimPolicy, Source, WorkloadSpec};
-use plotters::prelude::*;
-use std::sync::{Arc, Mutex};
+use libra::sim::grid::{self, Job, PeakSearch};
+use libra::sim::summary::{self, ScenarioGrid, SummaryRow};
+use libra::sim::{self, report, EngineConfig, Hardware, RunResult, SimPolicy, Source, WorkloadSpec};
+use libra::PolicyKind;
+use std::sync::Arc;
 use std::time::Instant;
 
 const HELP: &str = "\
@@ -25,11 +28,14 @@ Workload
                        agent: 1536-token tool descriptions, follow-up p=0.8, 8 s mean think
                        time (at least 2 trace s)
                        many-adapters: chatbot with 1000 adapters, Zipf 0.9
+                       memory-constrained: chatbot with 200 adapters (Zipf 0.9) on one
+                       48 GB L40S (llama3-8b-l40s unless --preset is given)
   --trace PATH         replay a trace CSV (TIMESTAMP,ContextTokens,GeneratedTokens, as the
                        Azure LLM inference trace 2023) instead of the built-in generator
                        calibrated to its conversation service
   --start S            trace window start, seconds [0]
-  --duration S         seconds of arrivals (trace window length) [900]
+  --duration S         trace seconds of arrivals (trace window length) [300]
+  --drift S            redraw the adapters' popularity ranks every S served seconds [never]
   --poisson RATE       Poisson arrivals at RATE req/s with log-normal lengths instead
   --prompt-mean N      Poisson: mean prompt tokens (log-normal) [1155]
   --output-mean N      Poisson: mean output tokens (log-normal) [211]
@@ -55,7 +61,8 @@ Workload
 
 Engine and hardware
   --preset NAME        llama3-8b-h800 (1 GPU), llama2-34b-h800 (TP 4), llama3-70b-h800 (TP 8),
-                       llama3-8b-h200, llama3-70b-h200 (TP 4) [llama3-8b-h800]
+                       llama3-8b-h200, llama3-70b-h200 (TP 4), llama3-8b-l40s [llama3-8b-h800;
+                       the scenario's own where it has one]
   --tp N               tensor-parallel degree [preset]
   --host-gb G          host-tier memory per GPU, GB [128]
   --mem-util F         share of GPU memory the engine uses [0.9]
@@ -68,13 +75,14 @@ Engine and hardware
   --max-seqs N         most sequences in flight [256]
 
 Policies and output
-  --policies LIST      vllm,slora,lru,elora,elora-authors,libra,oracle [all]
+  --policies LIST      vllm,vllm-offload,slora,lru,elora,elora-authors,libra,oracle [all]
   --vllm-adapter-fraction F
                        share of GPU blocks in vllm's adapter region; without it, each
                        scenario's is tuned: the best mean TTFT over 0.02-0.4, sweep printed
-  --sweep              also sweep the load and report the peak load (mean TTFT < 500 ms),
-                       bisected between the sweep's points to 1/32 of their step
-  --sweep-mults LIST   load multipliers of the sweep [1,2,3,4,5,6,8,10,12]
+  --grid N             loads per scenario, from 10% to the peak load (the highest mean TTFT
+                       under 500 ms of libra, lru, elora, vllm-offload and vllm, doubled or
+                       halved from the scenario's load, then 4 bisections); 0: only the
+                       scenario's own load (--rate-mult) [4]
   --json FILE          write scenario parameters and results as JSON
   --plots DIR          write SVG plots (TTFT CDF, TTFT vs load) into DIR [sim_out]
   --no-plots           write no plots
@@ -103,7 +111,7 @@ struct Args {
     system_tokens: Option<u32>,
     max_context: Option<u32>,
     seed: u64,
-    preset: String,
+    preset: Option<String>,
     tp: Option<u32>,
     host_gb: Option<f64>,
     mem_util: Option<f64>,
@@ -116,8 +124,8 @@ struct Args {
     max_seqs: Option<u32>,
     vllm_fraction: Option<f64>,
     policies: Vec<SimPolicy>,
-    sweep: bool,
-    sweep_mults: Vec<f64>,
+    grid_points: usize,
+    drift: Option<f64>,
     json: Option<String>,
     plots: Option<String>,
     jobs: usize,
@@ -129,7 +137,7 @@ fn parse_args() -> Result<Args, String> {
         scenarios: WorkloadSpec::PRESETS.iter().map(|s| s.to_string()).collect(),
         trace: None,
         start: 0.0,
-        duration: 900.0,
+        duration: 300.0,
         poisson: None,
         prompt_mean: 1155.0,
         output_mean: 211.0,
@@ -145,7 +153,7 @@ fn parse_args() -> Result<Args, String> {
         system_tokens: None,
         max_context: None,
         seed: 1,
-        preset: "llama3-8b-h800".into(),
+        preset: None,
         tp: None,
         host_gb: None,
         mem_util: None,
@@ -158,8 +166,8 @@ fn parse_args() -> Result<Args, String> {
         max_seqs: None,
         vllm_fraction: None,
         policies: SimPolicy::ALL.to_vec(),
-        sweep: false,
-        sweep_mults: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0],
+        grid_points: 4,
+        drift: None,
         json: None,
         plots: Some("sim_out".into()),
         jobs: 2,
@@ -216,7 +224,7 @@ fn parse_args() -> Result<Args, String> {
             "--system-tokens" => a.system_tokens = Some(val(&mut it, f)?),
             "--max-context" => a.max_context = Some(val(&mut it, f)?),
             "--seed" => a.seed = val(&mut it, f)?,
-            "--preset" => a.preset = val(&mut it, f)?,
+            "--preset" => a.preset = Some(val(&mut it, f)?),
             "--tp" => a.tp = Some(val(&mut it, f)?),
             "--host-gb" => a.host_gb = Some(val(&mut it, f)?),
             "--mem-util" => a.mem_util = Some(val(&mut it, f)?),
@@ -235,8 +243,8 @@ fn parse_args() -> Result<Args, String> {
                     .map(|p| SimPolicy::parse(p).ok_or_else(|| format!("unknown policy {p:?}")))
                     .collect::<Result<_, _>>()?;
             }
-            "--sweep" => a.sweep = true,
-            "--sweep-mults" => a.sweep_mults = list(&mut it, f)?,
+            "--grid" => a.grid_points = val(&mut it, f)?,
+            "--drift" => a.drift = Some(val(&mut it, f)?),
             "--json" => a.json = Some(val(&mut it, f)?),
             "--plots" => a.plots = Some(val(&mut it, f)?),
             "--no-plots" => a.plots = None,
@@ -251,9 +259,10 @@ fn parse_args() -> Result<Args, String> {
     Ok(a)
 }
 
-fn engine_config(a: &Args) -> Result<EngineConfig, String> {
-    let mut hw = Hardware::preset(&a.preset)
-        .ok_or_else(|| format!("unknown preset {:?}; one of {:?}", a.preset, Hardware::PRESETS))?;
+fn engine_config(a: &Args, scenario_preset: Option<&str>) -> Result<EngineConfig, String> {
+    let preset = a.preset.as_deref().or(scenario_preset).unwrap_or("llama3-8b-h800");
+    let mut hw = Hardware::preset(preset)
+        .ok_or_else(|| format!("unknown preset {preset:?}; one of {:?}", Hardware::PRESETS))?;
     if let Some(v) = a.tp {
         hw.tp = v.max(1);
     }
@@ -341,123 +350,10 @@ fn workload_spec(
     if let Some(v) = a.max_context {
         s.max_context = v;
     }
+    if let Some(v) = a.drift {
+        s.popularity_period_s = v;
+    }
     Ok(s)
-}
-
-/// Runs every (workload, policy) job on `jobs` threads; results come back in job order.
-/// Mean TTFT that defines the peak load.
-const PEAK_TTFT_MS: f64 = 500.0;
-/// Bisections of the bracket around each policy's peak.
-const PEAK_BISECTIONS: u32 = 5;
-
-fn run_jobs(
-    jobs: &[(Arc<sim::Workload>, WorkloadSpec, SimPolicy)],
-    ec: &EngineConfig,
-    threads: usize,
-    bar: &ProgressBar,
-) -> Result<Vec<RunResult>, String> {
-    let next = Mutex::new(0usize);
-    let out: Mutex<Vec<Option<Result<RunResult, String>>>> = Mutex::new(vec![None; jobs.len()]);
-    std::thread::scope(|scope| {
-        for _ in 0..threads.min(jobs.len()) {
-            scope.spawn(|| loop {
-                let i = {
-                    let mut n = next.lock().unwrap();
-                    let i = *n;
-                    *n += 1;
-                    i
-                };
-                let Some((wl, spec, policy)) = jobs.get(i) else { break };
-                let mut last = 0u64;
-                let mut progress = |t: f64| {
-                    let t = t as u64;
-                    if t > last {
-                        bar.inc(t - last);
-                        last = t;
-                    }
-                };
-                let r = sim::run(wl, spec, ec, *policy, &mut progress);
-                // Count the rest of this job's span even if it finished early.
-                let span = wl.duration_s() as u64;
-                if span > last {
-                    bar.inc(span - last);
-                }
-                out.lock().unwrap()[i] = Some(r);
-            });
-        }
-    });
-    out.into_inner().unwrap().into_iter().map(|r| r.expect("every job ran")).collect()
-}
-
-const COLORS: [RGBColor; 6] = [
-    RGBColor(214, 39, 40),
-    RGBColor(255, 127, 14),
-    RGBColor(148, 103, 189),
-    RGBColor(31, 119, 180),
-    RGBColor(44, 160, 44),
-    RGBColor(60, 60, 60),
-];
-
-fn plot_cdf(path: &str, title: &str, results: &[RunResult]) -> Result<(), Box<dyn std::error::Error>> {
-    let root = SVGBackend::new(path, (800, 500)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let all: Vec<Vec<f64>> = results.iter().map(|r| r.ttft_ms_sorted()).collect();
-    let lo = all.iter().filter_map(|v| v.first()).fold(f64::MAX, |a, &b| a.min(b)).max(0.1);
-    let hi = all.iter().filter_map(|v| v.last()).fold(1.0f64, |a, &b| a.max(b)) * 1.1;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 20))
-        .margin(15)
-        .x_label_area_size(40)
-        .y_label_area_size(50)
-        .build_cartesian_2d((lo..hi).log_scale(), 0.0..1.0)?;
-    chart.configure_mesh().x_desc("TTFT (ms, log)").y_desc("fraction of requests").draw()?;
-    for (k, (r, v)) in results.iter().zip(&all).enumerate() {
-        let c = COLORS[k % COLORS.len()];
-        let n = v.len().max(1) as f64;
-        // At most ~2000 points per curve keeps the SVG small.
-        let step = (v.len() / 2000).max(1);
-        let pts: Vec<(f64, f64)> =
-            v.iter().enumerate().step_by(step).map(|(i, &x)| (x.max(lo), (i + 1) as f64 / n)).collect();
-        chart
-            .draw_series(LineSeries::new(pts, c.stroke_width(2)))?
-            .label(r.policy.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
-    }
-    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
-    root.present()?;
-    Ok(())
-}
-
-fn plot_load(
-    path: &str,
-    title: &str,
-    series: &[(String, Vec<(f64, f64)>)],
-) -> Result<(), Box<dyn std::error::Error>> {
-    let root = SVGBackend::new(path, (800, 500)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let xs = series.iter().flat_map(|(_, v)| v.iter().map(|p| p.0));
-    let xmax = xs.fold(1.0f64, f64::max) * 1.05;
-    let ys: Vec<f64> = series.iter().flat_map(|(_, v)| v.iter().map(|p| p.1)).collect();
-    let ymin = ys.iter().copied().fold(f64::MAX, f64::min).max(1.0) * 0.8;
-    let ymax = ys.iter().copied().fold(10.0, f64::max) * 1.2;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 20))
-        .margin(15)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.0..xmax, (ymin..ymax).log_scale())?;
-    chart.configure_mesh().x_desc("load (req/s)").y_desc("mean TTFT (ms, log)").draw()?;
-    chart.draw_series(LineSeries::new(vec![(0.0, 500.0), (xmax, 500.0)], BLACK.mix(0.4)))?;
-    for (k, (name, pts)) in series.iter().enumerate() {
-        let c = COLORS[k % COLORS.len()];
-        chart
-            .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))?
-            .label(name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
-    }
-    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
-    root.present()?;
-    Ok(())
 }
 
 fn main() {
@@ -474,9 +370,93 @@ fn main() {
     }
 }
 
+/// Adapter shares of GPU blocks tried for `vllm`.
+const VLLM_FRACTIONS: [f64; 6] = [0.05, 0.1, 0.2, 0.3, 0.45, 0.6];
+/// Policies whose peak is searched; the grid ends at the highest.
+const PEAK_POLICIES: [&str; 5] = ["libra", "elora", "vllm-offload", "vllm", "hicache"];
+/// `vllm`'s adapter share is tuned at this share of the other policies' peak: a high load that
+/// the engine still sustains, where the split matters most.
+const TUNE_AT: f64 = 0.7;
+
+struct Ctx {
+    jobs: usize,
+    bar: ProgressBar,
+    runs: std::sync::atomic::AtomicUsize,
+    sim_s: std::sync::atomic::AtomicU64,
+}
+
+impl Ctx {
+    /// One finished run of `s` seconds of arrivals.
+    fn tick(&self, s: u64) {
+        use std::sync::atomic::Ordering;
+        self.bar.inc(s);
+        self.runs.fetch_add(1, Ordering::Relaxed);
+        self.sim_s.fetch_add(s, Ordering::Relaxed);
+    }
+    fn run(&self, jobs: &[Job]) -> Result<Vec<RunResult>, String> {
+        grid::run_all(jobs, self.jobs, &|s| self.tick(s))
+    }
+}
+
+fn jobs_for(spec: &WorkloadSpec, ec: &EngineConfig, policies: &[SimPolicy]) -> Vec<Job> {
+    let wl = Arc::new(sim::generate(spec));
+    policies
+        .iter()
+        .map(|&p| Job { workload: wl.clone(), spec: spec.clone(), engine: ec.clone(), policy: p })
+        .collect()
+}
+
+/// Picks `vllm`'s adapter share by mean TTFT at the scenario's load and prints the sweep.
+fn tune_vllm(ctx: &Ctx, spec: &WorkloadSpec, ec: &EngineConfig) -> Result<f64, String> {
+    let wl = Arc::new(sim::generate(spec));
+    let jobs: Vec<Job> = VLLM_FRACTIONS
+        .iter()
+        .map(|&f| {
+            let mut e = ec.clone();
+            e.vllm_adapter_fraction = f;
+            e.give_up_wait_us = Some(PeakSearch::default().give_up_wait_us);
+            Job {
+                workload: wl.clone(),
+                spec: spec.clone(),
+                engine: e,
+                policy: SimPolicy::Lib(PolicyKind::Vllm),
+            }
+        })
+        .collect();
+    let res = ctx.run(&jobs)?;
+    // A run given up as overloaded ranks below every completed one, and among them by how long
+    // it lasted.
+    let (best, _) = VLLM_FRACTIONS
+        .iter()
+        .zip(&res)
+        .min_by(|a, b| {
+            (a.1.gave_up, a.1.ttft_mean_ms(), -a.1.sim_s)
+                .partial_cmp(&(b.1.gave_up, b.1.ttft_mean_ms(), -b.1.sim_s))
+                .expect("finite")
+        })
+        .expect("fractions");
+    let cells: Vec<String> =
+        VLLM_FRACTIONS
+            .iter()
+            .zip(&res)
+            .map(|(f, r)| {
+                if r.gave_up {
+                    format!("{f} overloaded")
+                } else {
+                    format!("{f} {:.1} ms", r.ttft_mean_ms())
+                }
+            })
+            .collect();
+    println!(
+        "vllm adapter share of GPU blocks, mean TTFT at load x{:.2}: {}; tuned: {best} (also vllm-offload's)",
+        spec.rate_mult,
+        cells.join(", ")
+    );
+    Ok(*best)
+}
+
 fn real_main(a: Args) -> Result<(), String> {
     let wall = Instant::now();
-    let ec = engine_config(&a)?;
     let rows = match (&a.trace, a.poisson) {
         (Some(path), None) => {
             let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
@@ -484,168 +464,164 @@ fn real_main(a: Args) -> Result<(), String> {
         }
         _ => None,
     };
-    let mut specs = Vec::new();
-    let mut workloads = Vec::new();
+    let bar = if a.quiet { ProgressBar::hidden() } else { ProgressBar::no_length() };
+    bar.set_style(ProgressStyle::with_template("{elapsed:>4} {pos} simulated s").map_err(|e| e.to_string())?);
+    let ctx = Ctx { jobs: a.jobs, bar, runs: Default::default(), sim_s: Default::default() };
+    let mut described = Vec::new();
+    let mut summary = Vec::new();
+    let mut json_parts = Vec::new();
     for name in &a.scenarios {
         let spec = workload_spec(&a, name, &rows)?;
-        workloads.push(Arc::new(sim::generate(&spec)));
-        specs.push(spec);
-    }
-    let mut jobs = Vec::new();
-    for (spec, wl) in specs.iter().zip(&workloads) {
-        for &p in &a.policies {
-            jobs.push((wl.clone(), spec.clone(), p));
-        }
-    }
-    let total: u64 = jobs.iter().map(|(wl, _, _)| wl.duration_s() as u64).sum();
-    let bar = if a.quiet { ProgressBar::hidden() } else { ProgressBar::new(total) };
-    bar.set_style(
-        ProgressStyle::with_template("{elapsed:>4} [{bar:40}] {pos}/{len} simulated s ({eta} left)")
-            .map_err(|e| e.to_string())?
-            .progress_chars("=> "),
-    );
-    print!("{}", ec.hw.describe(ec.block_tokens));
-    println!(
-        "engine: continuous batching, chunked prefill {} tokens/step, at most {} sequences, FCFS, \
-         recompute preemption; every cache decision by libra's CacheCore",
-        ec.max_batch_tokens, ec.max_seqs
-    );
-    let results = run_jobs(&jobs, &ec, a.jobs, &bar)?;
-    bar.finish_and_clear();
-    let sim_total: f64 = results.iter().map(|r| r.sim_s).sum();
-
-    let mut json_parts = Vec::new();
-    for (si, (spec, wl)) in specs.iter().zip(&workloads).enumerate() {
-        let res = &results[si * a.policies.len()..(si + 1) * a.policies.len()];
-        println!();
-        print!("{}", spec.describe());
+        let mut ec = engine_config(&a, spec.hardware_preset())?;
+        ctx.bar.suspend(|| {
+            println!();
+            let hw = ec.hw.describe(ec.block_tokens);
+            if !described.contains(&hw) {
+                print!("{hw}");
+                println!(
+                    "engine: continuous batching, chunked prefill {} tokens/step, at most {} sequences, FCFS, \
+                     recompute preemption; every cache decision by libra's CacheCore",
+                    ec.max_batch_tokens, ec.max_seqs
+                );
+                described.push(hw);
+            }
+            print!("{}", spec.describe());
+        });
+        let wl = sim::generate(&spec);
+        let ws = report::working_set(&spec, &ec, &wl);
         println!(
-            "{} requests, {} prompt tokens, {} conversations, {:.0} s of arrivals",
+            "{} requests, {} prompt tokens, {} conversations, {:.0} s of arrivals ({:.2} req/s); {ws}",
             wl.requests.len(),
             wl.prompt_tokens(),
             wl.sessions.len(),
-            wl.duration_s()
+            wl.duration_s(),
+            grid::load_rps(&wl)
         );
         print!("{}", wl.describe_turns());
-        let mut peaks: Vec<Option<f64>> = vec![None; res.len()];
-        let mut load_series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
-        if a.sweep {
-            let base_rate = wl.requests.len() as f64 / wl.duration_s().max(1e-9) / spec.rate_mult;
-            let mut sweep_jobs = Vec::new();
-            let mut sweep_wls = Vec::new();
-            for &m in &a.sweep_mults {
-                let mut s = spec.clone();
-                s.rate_mult = m;
-                let w = Arc::new(sim::generate(&s));
-                for &p in &a.policies {
-                    sweep_jobs.push((w.clone(), s.clone(), p));
-                }
-                sweep_wls.push((m, w));
-            }
-            let total: u64 = sweep_jobs.iter().map(|(w, _, _)| w.duration_s() as u64).sum();
-            let sbar = if a.quiet { ProgressBar::hidden() } else { ProgressBar::new(total) };
-            sbar.set_style(bar.style());
-            let sres = run_jobs(&sweep_jobs, &ec, a.jobs, &sbar)?;
-            sbar.finish_and_clear();
-            // Per policy: the sweep's points, and the bracket [passing, failing] of multipliers
-            // around the highest passing one, refined below.
-            let mut brackets: Vec<Option<(f64, f64)>> = Vec::new();
-            for (pi, p) in a.policies.iter().enumerate() {
-                let mut pts = Vec::new();
-                let mut peak = None;
-                let mut bracket = None;
-                for (mi, (m, _)) in sweep_wls.iter().enumerate() {
-                    let r = &sres[mi * a.policies.len() + pi];
-                    pts.push((base_rate * m, r.ttft_mean_ms()));
-                    if r.ttft_mean_ms() < PEAK_TTFT_MS {
-                        peak = Some(peak.map_or(*m, |x: f64| x.max(*m)));
-                    }
-                }
-                if let Some(lo) = peak {
-                    bracket = sweep_wls
-                        .iter()
-                        .map(|(m, _)| *m)
-                        .filter(|&m| m > lo)
-                        .reduce(f64::min)
-                        .map(|hi| (lo, hi));
-                }
-                peaks[pi] = peak.map(|m| base_rate * m);
-                brackets.push(bracket);
-                load_series.push((p.name().to_string(), pts));
-            }
-            // Bisect each bracket: the peak to 1/32 of the grid step, not just a grid point.
-            for _ in 0..PEAK_BISECTIONS {
-                let open: Vec<usize> = (0..brackets.len()).filter(|&i| brackets[i].is_some()).collect();
-                let mut jobs = Vec::new();
-                for &pi in &open {
-                    let (lo, hi) = brackets[pi].expect("open bracket");
-                    let mut s = spec.clone();
-                    s.rate_mult = (lo + hi) / 2.0;
-                    jobs.push((Arc::new(sim::generate(&s)), s, a.policies[pi]));
-                }
-                let rres = run_jobs(&jobs, &ec, a.jobs, &ProgressBar::hidden())?;
-                for (k, &pi) in open.iter().enumerate() {
-                    let (lo, hi) = brackets[pi].expect("open bracket");
-                    let mid = (lo + hi) / 2.0;
-                    let ttft = rres[k].ttft_mean_ms();
-                    load_series[pi].1.push((base_rate * mid, ttft));
-                    brackets[pi] = Some(if ttft < PEAK_TTFT_MS { (mid, hi) } else { (lo, mid) });
-                }
-            }
-            for (pi, b) in brackets.iter().enumerate() {
-                if let Some((lo, _)) = b {
-                    peaks[pi] = Some(base_rate * lo);
-                }
-                load_series[pi].1.sort_by(|x, y| x.0.total_cmp(&y.0));
-            }
+        let has = |p: &str| a.policies.iter().any(|x| x.name() == p);
+        let split = |p: &SimPolicy| p.kind().split_regions();
+        let search: Vec<SimPolicy> =
+            a.policies.iter().copied().filter(|p| PEAK_POLICIES.contains(&p.name())).collect();
+        let mut peaks: Vec<(SimPolicy, Option<f64>)> = Vec::new();
+        let find_peaks =
+            |ps: Vec<SimPolicy>, ec: &EngineConfig| -> Result<Vec<(SimPolicy, Option<f64>)>, String> {
+                let engines = vec![ec.clone(); ps.len()];
+                let pk = grid::peaks(&spec, &engines, &ps, PeakSearch::default(), a.jobs, &|s| ctx.tick(s))?;
+                Ok(ps.into_iter().zip(pk).collect())
+            };
+        let top = |peaks: &[(SimPolicy, Option<f64>)]| peaks.iter().filter_map(|p| p.1).reduce(f64::max);
+        if a.grid_points > 0 {
+            // The policies without vLLM's split first: `vllm` is tuned below their peak.
+            peaks.extend(find_peaks(search.iter().copied().filter(|p| !split(p)).collect(), &ec)?);
         }
-        print!("{}", report::table(res));
-        if a.sweep {
-            let cells: Vec<String> = a
-                .policies
+        ec.vllm_adapter_fraction = match a.vllm_fraction {
+            Some(f) => f,
+            None if has("vllm") || has("vllm-offload") => {
+                let m = top(&peaks).map_or(spec.rate_mult, |t| TUNE_AT * t);
+                tune_vllm(&ctx, &grid::at_load(&spec, m), &ec)?
+            }
+            None => ec.vllm_adapter_fraction,
+        };
+        let mut peaks_json = Vec::new();
+        let loads: Vec<f64> = if a.grid_points == 0 {
+            vec![spec.rate_mult]
+        } else {
+            peaks.extend(find_peaks(search.iter().copied().filter(split).collect(), &ec)?);
+            let base = grid::load_rps(&wl) / spec.rate_mult;
+            let cells: Vec<String> = peaks
                 .iter()
-                .zip(&peaks)
-                .map(|(p, k)| format!("{} {}", p.name(), k.map_or("<lowest".into(), |v| format!("{v:.2}"))))
+                .map(|(p, m)| {
+                    format!("{} {}", p.name(), m.map_or("-".into(), |m| format!("{:.2}", m * base)))
+                })
                 .collect();
+            let ps = PeakSearch::default();
             println!(
-                "peak load (req/s with mean TTFT < 500 ms, bisected to 1/{} of the sweep's step): {}",
-                1 << PEAK_BISECTIONS,
+                "peak load, req/s with mean TTFT < {:.0} ms ({} bisections): {}",
+                ps.bound_ms,
+                ps.bisections,
                 cells.join(", ")
             );
+            peaks_json = peaks.iter().map(|(p, m)| (p.name().to_string(), m.map(|m| m * base))).collect();
+            match top(&peaks) {
+                Some(t) => grid::grid_loads(t, a.grid_points),
+                None => {
+                    println!(
+                        "no policy stays under the bound at any load tried; one load, the scenario's own"
+                    );
+                    vec![spec.rate_mult]
+                }
+            }
+        };
+        let mut jobs = Vec::new();
+        let mut specs = Vec::new();
+        for &m in &loads {
+            let s = grid::at_load(&spec, m);
+            jobs.extend(jobs_for(&s, &ec, &a.policies));
+            specs.push(s);
         }
-        print!("{}", report::ratios(res));
+        let res = ctx.run(&jobs)?;
+        let per_load: Vec<Vec<RunResult>> = res.chunks(a.policies.len()).map(|c| c.to_vec()).collect();
+        let loads_rps: Vec<f64> =
+            jobs.chunks(a.policies.len()).map(|c| grid::load_rps(&c[0].workload)).collect();
+        let g = ScenarioGrid { name: spec.name.clone(), loads_rps, results: per_load };
+        ctx.bar.suspend(|| {
+            if loads.len() > 1 {
+                print!("{}", summary::grid_table(&g));
+            }
+            let top = g.results.last().expect("one load at least");
+            println!("at {:.2} req/s (load x{:.2}):", g.loads_rps.last().unwrap(), loads.last().unwrap());
+            print!("{}", report::table(top));
+            print!("{}", summary::comparisons(&g));
+        });
         if let Some(dir) = &a.plots {
             std::fs::create_dir_all(dir).map_err(|e| format!("{dir}: {e}"))?;
-            let title = format!("{} / {} ({}x load)", spec.name, ec.hw.model.name, spec.rate_mult);
+            let title =
+                format!("{} / {} ({:.2} req/s)", spec.name, ec.hw.model.name, g.loads_rps.last().unwrap());
             let p = format!("{dir}/ttft_cdf_{}.svg", spec.name);
-            plot_cdf(&p, &title, res).map_err(|e| format!("{p}: {e}"))?;
+            plots::plot_cdf(&p, &title, g.results.last().unwrap()).map_err(|e| format!("{p}: {e}"))?;
             println!("plot: {p}");
-            if a.sweep {
+            if g.loads_rps.len() > 1 {
+                let series: Vec<(String, Vec<(f64, f64)>)> = a
+                    .policies
+                    .iter()
+                    .map(|p| {
+                        let v = g.series(p.name(), |r| r.ttft_mean_ms()).unwrap_or_default();
+                        (p.name().to_string(), g.loads_rps.iter().copied().zip(v).collect())
+                    })
+                    .collect();
                 let p = format!("{dir}/ttft_vs_load_{}.svg", spec.name);
-                plot_load(&p, &format!("{} / {}", spec.name, ec.hw.model.name), &load_series)
+                plots::plot_load(&p, &format!("{} / {}", spec.name, ec.hw.model.name), &series)
                     .map_err(|e| format!("{p}: {e}"))?;
                 println!("plot: {p}");
             }
         }
-        let sj = report::scenario_json(spec, &ec, wl.requests.len(), wl.prompt_tokens());
-        json_parts.push(report::scenario_results_json(&sj, res, &peaks));
+        let sj = report::scenario_json(&spec, &ec, wl.requests.len(), wl.prompt_tokens());
+        json_parts.push(report::grid_json(&sj, &g, &loads, &peaks_json));
+        if let Some(row) = SummaryRow::of(&g) {
+            summary.push(row);
+        }
+    }
+    ctx.bar.finish_and_clear();
+    if !summary.is_empty() {
+        println!(
+            "\nlibra against the best peer per scenario (mean TTFT; best peer: lowest average over the grid)"
+        );
+        print!("{}", summary::final_table(&summary));
     }
     if let Some(path) = &a.json {
-        // The first scenario in the top-level shape; every scenario under "scenarios".
-        let first = json_parts.first().cloned().unwrap_or_else(|| "{}".into());
-        let inner = first.trim_end().strip_suffix('}').unwrap_or(&first).to_string();
         let all: Vec<String> = json_parts.iter().map(|p| p.replace('\n', "\n  ")).collect();
-        let doc = format!("{inner},\n  \"scenarios\": [\n  {}\n  ]\n}}\n", all.join(",\n  "));
+        let doc = format!("{{\n  \"scenarios\": [\n  {}\n  ]\n}}\n", all.join(",\n  "));
         std::fs::write(path, doc).map_err(|e| format!("{path}: {e}"))?;
         println!("json: {path}");
     }
     let secs = wall.elapsed().as_secs_f64();
+    let sim_total = ctx.sim_s.load(std::sync::atomic::Ordering::Relaxed) as f64;
     println!(
-        "\nsimulated {:.0} s of serving in {:.1} s of wall time ({:.0}x real time over {} runs on {} threads)",
+        "\nsimulated {:.0} s of arrivals in {:.1} s of wall time ({:.0}x real time over {} runs on {} threads)",
         sim_total,
         secs,
         sim_total / secs.max(1e-9),
-        results.len(),
+        ctx.runs.load(std::sync::atomic::Ordering::Relaxed),
         a.jobs
     );
     Ok(())
