@@ -97,7 +97,9 @@ fn an_overloaded_run_gives_up_early() {
     let mut base = spec(2.0, 30.0, 2);
     base.rate_mult = 1.0;
     let ec = engine(6_000, 20_000);
-    let pk = grid::peaks(&base, &[ec.clone()], &[SimPolicy::Lib(PolicyKind::Libra)], ps, 2, &|_| {}).unwrap();
+    let pk =
+        grid::peaks(&base, std::slice::from_ref(&ec), &[SimPolicy::Lib(PolicyKind::Libra)], ps, 2, &|_| {})
+            .unwrap();
     let m = pk[0].expect("a light load passes");
     let at = |x: f64| run(&grid::at_load(&base, x), &ec, SimPolicy::Lib(PolicyKind::Libra)).ttft_mean_ms();
     assert!(at(m) < ps.bound_ms);
@@ -111,7 +113,7 @@ fn popularity_drift_redraws_the_popular_adapters() {
     s.follow_prob = 0.0;
     let top = |s: &WorkloadSpec, from: u64, to: u64| {
         let wl = sim::generate(s);
-        let mut n = vec![0u32; 50];
+        let mut n = [0u32; 50];
         for r in wl.requests.iter().filter(|r| r.arrival_us >= from && r.arrival_us < to) {
             n[r.adapter as usize] += 1;
         }
