@@ -136,8 +136,50 @@ static void test_network(void) {
         CHECK_STATUS(libra_network_parse(yml, "Chiplet:\n  Link: 2\n", &net), LIBRA_ERR_PARSE);
         CHECK_STATUS(libra_network_parse(NULL, NULL, &net), LIBRA_ERR_NULL_ARGUMENT);
         CHECK_STATUS(libra_network_parse(yml, NULL, NULL), LIBRA_ERR_NULL_ARGUMENT);
+        /* Malformed cost models and out-of-range values are parse errors naming the key. */
+        CHECK_STATUS(libra_network_parse(yml, "Chiplet:\n  Link: 2\nNode: {Link: 4, Switch: 13}\n", &net),
+                     LIBRA_ERR_PARSE);
+        CHECK(strstr(libra_last_error_message(), "flow-style") != NULL);
+        CHECK_STATUS(libra_network_parse("Topology: [ Ring ]\nNpusCount: [ 1 ]\n", NULL, &net), LIBRA_ERR_PARSE);
+        CHECK(strstr(libra_last_error_message(), "NpusCount[0]") != NULL);
+        CHECK_STATUS(libra_network_parse("Topology: [ Ring ]\nNpusCount: [ 4 ]\n", cost_yml, &net),
+                     LIBRA_ERR_PARSE);
+        CHECK(strstr(libra_last_error_message(), "CostDimension") != NULL);
         free(yml);
         free(cost_yml);
+    }
+    {
+        /* ASTRA-sim 2.0: GB/s per link (2^30 bytes), ns per link; and back out. */
+        const char *astra = "topology: [ Ring, Switch ]\nnpus_count: [ 4, 8 ]\nbandwidth: [ 50, 100 ]\nlatency: [ 500, 700 ]\n";
+        const double gb = 1073741824.0 / 1e9;
+        size_t need = 0;
+        char small[8];
+        char *text;
+        libra_network *back = NULL;
+        libra_dim_desc d2 = libra_dim_desc_default();
+        net = NULL;
+        CHECK_OK(libra_network_parse(astra, NULL, &net));
+        CHECK_OK(libra_network_dim(net, 0, &d));
+        CHECK(d.kind == LIBRA_DIM_RING && fabs(d.bandwidth - 100.0 * gb) < 1e-9 && d.latency == 500.0);
+        CHECK_OK(libra_network_dim(net, 1, &d));
+        CHECK(d.kind == LIBRA_DIM_SWITCH && fabs(d.bandwidth - 100.0 * gb) < 1e-9 && d.latency == 1400.0);
+        CHECK_STATUS(libra_network_parse(astra, "Pod:\n  Link: 1\n", &back), LIBRA_ERR_PARSE);
+        CHECK_OK(libra_network_export_astra_sim(net, NULL, 0, &need));
+        CHECK(need > 1);
+        CHECK_STATUS(libra_network_export_astra_sim(net, small, sizeof small, &need), LIBRA_ERR_INVALID_ARGUMENT);
+        CHECK(strstr(libra_last_error_message(), "cap") != NULL);
+        text = (char *)malloc(need);
+        CHECK(text != NULL);
+        CHECK_OK(libra_network_export_astra_sim(net, text, need, &need));
+        CHECK(strlen(text) + 1 == need && strstr(text, "npus_count: [ 4, 8 ]") != NULL);
+        CHECK_OK(libra_network_parse(text, NULL, &back));
+        CHECK_OK(libra_network_dim(back, 1, &d2));
+        CHECK(fabs(d2.bandwidth - d.bandwidth) < 1e-9 && fabs(d2.latency - d.latency) < 1e-9);
+        CHECK_STATUS(libra_network_export_astra_sim(NULL, text, need, &need), LIBRA_ERR_NULL_ARGUMENT);
+        CHECK_STATUS(libra_network_export_astra_sim(net, text, need, NULL), LIBRA_ERR_NULL_ARGUMENT);
+        free(text);
+        libra_network_free(back);
+        libra_network_free(net);
     }
 }
 
@@ -215,6 +257,34 @@ static void test_workload_and_optimizer(void) {
     cfg.model = LIBRA_MODEL_LIBRA;
     cfg.dollar_budget = 0.0;
 
+    /* Perf-per-cost needs the total budget, met with equality. */
+    cfg.objective = LIBRA_OBJECTIVE_TIME_COST;
+    cfg.total_bandwidth = 150.0;
+    CHECK_OK(libra_optimize(net, wl, &cfg, bw, 2, &res));
+    CHECK(fabs(bw[0] + bw[1] - 150.0) < 1e-6 * 150.0);
+    cfg.total_bandwidth = 0.0;
+    cfg.dollar_budget = 50000.0;
+    CHECK_STATUS(libra_optimize(net, wl, &cfg, bw, 2, &res), LIBRA_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(libra_last_error_message(), "total_bandwidth") != NULL);
+    cfg.objective = LIBRA_OBJECTIVE_TIME;
+    cfg.dollar_budget = 0.0;
+    /* Bounds without their count are an error, not ignored. */
+    cfg.total_bandwidth = 150.0;
+    cfg.upper = lower;
+    CHECK_STATUS(libra_optimize(net, wl, &cfg, bw, 2, &res), LIBRA_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(libra_last_error_message(), "num_bounds") != NULL);
+    cfg.upper = NULL;
+    /* Non-finite or negative bandwidths are refused by the cost function. */
+    {
+        double nan_bw[2];
+        nan_bw[0] = NAN;
+        nan_bw[1] = 1.0;
+        CHECK_STATUS(libra_network_cost(net, nan_bw, 2, &t), LIBRA_ERR_INVALID_ARGUMENT);
+        CHECK(strstr(libra_last_error_message(), "bandwidths[0]") != NULL);
+        nan_bw[0] = -1.0;
+        CHECK_STATUS(libra_network_cost(net, nan_bw, 2, &t), LIBRA_ERR_INVALID_ARGUMENT);
+    }
+
     /* Errors: infeasible budget, negative budget, no budget, bad sizes, NULLs. */
     bw[0] = bw[1] = -7.0;
     cfg.total_bandwidth = 500.0;
@@ -290,8 +360,38 @@ static void test_workload_and_optimizer(void) {
         CHECK_STATUS(libra_workload_parse(text, "Forward: [ 16, -1 ]\n", 3, LIBRA_OVERLAP_NONE, &wl), LIBRA_ERR_PARSE);
         CHECK_STATUS(libra_workload_parse(text, NULL, 3, LIBRA_OVERLAP_NONE, &wl), LIBRA_ERR_NULL_ARGUMENT);
         CHECK_STATUS(libra_workload_parse(text, comm, 3, LIBRA_OVERLAP_NONE, NULL), LIBRA_ERR_NULL_ARGUMENT);
+        /* The same file through its own parallelism header, and with the communicator. */
+        CHECK_OK(libra_workload_parse_astra(net, text, NULL, LIBRA_OVERLAP_NONE, &wl));
+        CHECK_OK(libra_workload_num_phases(wl, &n));
+        CHECK(n == 12);
+        libra_workload_free(wl);
+        CHECK_OK(libra_workload_parse_astra(net, text, comm, LIBRA_OVERLAP_NONE, &wl));
+        libra_workload_free(wl);
+        CHECK_STATUS(libra_workload_parse_astra(net, "l -1 1 NONE 0 1 NONE 0 1 ALLREDUCE 8 1\n", NULL,
+                                                LIBRA_OVERLAP_NONE, &wl),
+                     LIBRA_ERR_INVALID_ARGUMENT);
+        CHECK(strstr(libra_last_error_message(), "communicator") != NULL);
+        CHECK_STATUS(libra_workload_parse_astra(net, "DATA\n2\nl -1 1 NONE 0 1 NONE 0 1 ALLREDUCE 8 1\n", NULL,
+                                                LIBRA_OVERLAP_NONE, &wl),
+                     LIBRA_ERR_PARSE);
+        CHECK(strstr(libra_last_error_message(), "2 layers") != NULL);
+        CHECK_STATUS(libra_workload_parse_astra(net, text, "Forward: [1]\n", LIBRA_OVERLAP_NONE, &wl), LIBRA_ERR_PARSE);
+        CHECK_STATUS(libra_workload_parse_astra(NULL, text, NULL, LIBRA_OVERLAP_NONE, &wl), LIBRA_ERR_NULL_ARGUMENT);
+        CHECK_STATUS(libra_workload_parse_astra(net, NULL, NULL, LIBRA_OVERLAP_NONE, &wl), LIBRA_ERR_NULL_ARGUMENT);
+        CHECK_STATUS(libra_workload_parse_astra(net, text, NULL, 7, &wl), LIBRA_ERR_INVALID_ARGUMENT);
+        CHECK_STATUS(libra_workload_parse_astra(net, text, NULL, LIBRA_OVERLAP_NONE, NULL), LIBRA_ERR_NULL_ARGUMENT);
         free(text);
         free(comm);
+    }
+    {
+        /* HYBRID_CUSTOMIZED: each layer names its parallelism. */
+        const char *custom = "HYBRID_CUSTOMIZED\n2\n"
+                             "a -1 10 ALLGATHER 64 10 NONE 0 10 ALLREDUCE 64 1 HYBRID_DATA_MODEL\n"
+                             "b -1 10 NONE 0 10 NONE 0 10 ALLREDUCE 64 1 DATA\n";
+        CHECK_OK(libra_workload_parse_astra(net, custom, NULL, LIBRA_OVERLAP_NONE, &wl));
+        CHECK_OK(libra_iteration_time(net, wl, LIBRA_MODEL_LIBRA, &t));
+        CHECK(t > 60.0);
+        libra_workload_free(wl);
     }
     libra_network_free(net);
 }

@@ -299,8 +299,7 @@ typedef struct libra_cache_config {
    */
   uint64_t popularity_window_us;
   /**
-   * Unit of idle time in the cost model, microseconds; 0 = the policy's default (1 s for
-   * ELORA, 30 s for LIBRA).
+   * Unit of idle time in the cost model, microseconds; 0 = the default (1 s).
    */
   uint64_t value_time_unit_us;
   /**
@@ -320,6 +319,15 @@ typedef struct libra_cache_config {
    * Events kept before the oldest are dropped (and counted in stats).
    */
   uint32_t event_capacity;
+  /**
+   * Layer-wise readiness: segments per layer group of a swap-in (default 0: one group). A
+   * swap-in lands group by group (group g = segments g x n .. (g + 1) x n - 1 of `segments`),
+   * so with segments ordered by layer the engine can run a prefill's first layers while the
+   * later ones are still being copied: see `libra_cache_poll_groups` and
+   * `libra_cache_group_event`. With one K and one V segment per layer, 2 x layers per group.
+   * Callers whose `struct_size` ends before this field get the default.
+   */
+  uint32_t segments_per_group;
 } libra_cache_config;
 
 /**
@@ -527,7 +535,8 @@ typedef struct libra_optimize_config {
    */
   const double *upper;
   /**
-   * Entries in `lower` / `upper` (the network's dimension count when either is set).
+   * Entries in `lower` / `upper`: the network's dimension count when either is set (0 with a
+   * bound set is an error).
    */
   size_t num_bounds;
   /**
@@ -674,7 +683,8 @@ typedef struct libra_step {
 #define LIBRA_OBJECTIVE_TIME 0
 
 /**
- * Minimise iteration time x network cost.
+ * Minimise iteration time x network cost, with the bandwidths summing to exactly
+ * `total_bandwidth` (required; LIBRA's budget is an equality).
  */
 #define LIBRA_OBJECTIVE_TIME_COST 1
 
@@ -737,7 +747,8 @@ extern "C" {
 enum libra_status libra_cache_config_default(struct libra_cache_config *config);
 
 /**
- * Creates a cache. `config` is borrowed for the call (its `segments` array is copied).
+ * Creates a cache. `config` is borrowed for the call (its `segments` array is copied); only
+ * its first `struct_size` bytes are read.
  * On success `*out` receives a new handle owned by the caller, to be released with
  * `libra_cache_free`. Fails with LIBRA_ERR_INVALID_ARGUMENT naming the bad field (including
  * more than 2^26 blocks in a tier, or an owned arena over 2^40 bytes), or LIBRA_ERR_DEVICE
@@ -902,6 +913,38 @@ enum libra_status libra_cache_wait_event(const struct libra_cache *cache,
                                          void **event_out);
 
 /**
+ * Layer-wise readiness, non-blocking: `*readiness_out` receives the request's libra_readiness
+ * (as `libra_cache_poll`), `*ready_groups_out` how many leading layer groups of its cached
+ * blocks are usable now (all of them when LIBRA_READY, 0 when LIBRA_FAILED), and
+ * `*groups_out` (may be NULL) the number of layer groups (`segments_per_group` of the config;
+ * at least 1). The engine may run layer group g of the request's prefill once g < ready
+ * groups; commit still waits for LIBRA_READY. Should a later group's copy fail, the request
+ * turns LIBRA_FAILED and whatever was computed from it must be discarded with an abort.
+ * Errors: LIBRA_ERR_NULL_ARGUMENT, LIBRA_ERR_NOT_FOUND (request not open). Thread-safe.
+ */
+enum libra_status libra_cache_poll_groups(const struct libra_cache *cache,
+                                          uint64_t request,
+                                          libra_readiness *readiness_out,
+                                          uint32_t *ready_groups_out,
+                                          uint32_t *groups_out);
+
+/**
+ * `*event_out` receives a CUevent (as void *) that the engine's stream waits on before its
+ * kernels of layer group `group` (0-based) read the request's cached blocks, or NULL when
+ * nothing is pending or the backend has no events (CPU). Like `libra_cache_wait_event`'s, the
+ * event is owned by the cache, stays a valid CUevent until the cache is freed, and may be
+ * recorded again for later copies once the request's copies have completed: make the stream
+ * wait on it right away (e.g. `cuStreamWaitEvent` before launching that group's layers)
+ * rather than keeping it. Errors: LIBRA_ERR_NULL_ARGUMENT, LIBRA_ERR_NOT_FOUND (request not
+ * open), LIBRA_ERR_INVALID_ARGUMENT (`group` is not below the number of layer groups).
+ * Thread-safe.
+ */
+enum libra_status libra_cache_group_event(const struct libra_cache *cache,
+                                          uint64_t request,
+                                          uint32_t group,
+                                          void **event_out);
+
+/**
  * One scheduler iteration: finishes completed copies, swaps out above the high watermark,
  * prefetches below the idle mark unless `prefill_bound`, prunes the host tier. `batch_size` is
  * the running batch. `report_out` may be NULL. Thread-safe.
@@ -1006,10 +1049,17 @@ enum libra_status libra_network_new(const struct libra_dim_desc *dims,
 enum libra_status libra_network_preset_new(libra_network_preset preset, struct libra_network **out);
 
 /**
- * Parses a LIBRA network YAML file's text (`Topology`, `NpusCount`, optional
- * `CostDimension`, `Bandwidth` in GB/s (default 100) and `Latency` in ns) and, if
- * `cost_yaml` is not NULL, a LIBRA cost-model YAML text. Both strings are borrowed,
- * NUL-terminated UTF-8. Fails with LIBRA_ERR_PARSE and a message naming the key or line.
+ * Parses a network YAML file's text, told apart by its keys: LIBRA's (`Topology`,
+ * `NpusCount`, optional `CostDimension`, and our optional `Bandwidth` in GB/s per NPU, default
+ * 100, and `Latency` in ns per step) or ASTRA-sim 2.0's analytical one (`topology`,
+ * `npus_count`, `bandwidth` in GB/s per link with ASTRA-sim's 2^30-byte GB, `latency` in ns per
+ * link; converted to per-NPU bandwidth: x2 for a ring, x(n-1) fully-connected, x1 switch, and
+ * a switch step's latency is two links'). `cost_yaml`, if not NULL, is a LIBRA cost-model text
+ * (`Link` for every dimension, plus `Switch` and `Nic` for switch dimensions, positive $ per
+ * GB/s) and needs a LIBRA network with `CostDimension`. Both strings are borrowed,
+ * NUL-terminated UTF-8. Fails with LIBRA_ERR_PARSE and a message naming the key or line for
+ * unknown keys, values of the wrong shape or out of range, nesting deeper than 16 levels, and
+ * YAML outside the supported subset (flow mappings, anchors, several documents).
  * `*out` is freed with libra_network_free(). Thread-safe.
  *
  * # Safety
@@ -1018,6 +1068,22 @@ enum libra_status libra_network_preset_new(libra_network_preset preset, struct l
 enum libra_status libra_network_parse(const char *network_yaml,
                                       const char *cost_yaml,
                                       struct libra_network **out);
+
+/**
+ * Writes `network` as an ASTRA-sim 2.0 analytical network YAML text (the inverse of the
+ * conversion in libra_network_parse(); costs are not part of that format). With `buf` NULL,
+ * writes the size needed (including the terminating NUL) to `*len_out` and succeeds. Otherwise
+ * `buf` must hold `cap` bytes: fails with LIBRA_ERR_INVALID_ARGUMENT when `cap` is smaller than
+ * the size needed (nothing written), and on success writes the NUL-terminated text to `buf` and
+ * its size including the NUL to `*len_out`. Thread-safe on a const network.
+ *
+ * # Safety
+ * `network` valid or NULL; `buf` NULL or `cap` writable bytes; `len_out` writable or NULL.
+ */
+enum libra_status libra_network_export_astra_sim(const struct libra_network *network,
+                                                 char *buf,
+                                                 size_t cap,
+                                                 size_t *len_out);
 
 /**
  * Frees a network. NULL is a no-op. The network must not be in use by another thread.
@@ -1137,6 +1203,28 @@ enum libra_status libra_workload_parse(const char *workload_text,
                                        struct libra_workload **out);
 
 /**
+ * Parses an ASTRA-sim 1.0 workload text into one training iteration on `network`. With
+ * `communicator_yaml` NULL, each layer's communicators follow the file's parallelism as
+ * ASTRA-sim 1.0 assigns them (`DATA`, `MODEL`, `HYBRID_DATA_MODEL`: model parallel on
+ * dimension 0, `HYBRID_MODEL_DATA`: data parallel on dimension 0, `HYBRID_TRANSFORMER`:
+ * model parallel over the first `model_parallel_NPU_group` NPUs, `HYBRID_DLRM`, `MICRO`, and
+ * `HYBRID_CUSTOMIZED`, whose layers name their own in a 13th field); otherwise the LIBRA
+ * communicator applies to every layer. Strings are borrowed, NUL-terminated UTF-8. Fails with
+ * LIBRA_ERR_PARSE naming the line or key, and LIBRA_ERR_INVALID_ARGUMENT when a file without a
+ * parallelism header comes without a communicator or a model-parallel group does not fit the
+ * network. `*out` is freed with libra_workload_free(). Thread-safe on a const network.
+ *
+ * # Safety
+ * `network` valid or NULL; `workload_text` NUL-terminated; `communicator_yaml` NULL or
+ * NUL-terminated; `out` writable.
+ */
+enum libra_status libra_workload_parse_astra(const struct libra_network *network,
+                                             const char *workload_text,
+                                             const char *communicator_yaml,
+                                             libra_overlap overlap_mode,
+                                             struct libra_workload **out);
+
+/**
  * Frees a workload. NULL is a no-op. The workload must not be in use by another thread.
  *
  * # Safety
@@ -1174,7 +1262,9 @@ struct libra_optimize_config libra_optimize_config_default(void);
 /**
  * Finds the per-NPU bandwidths that minimise the objective for `workload` on `network` (the
  * network's own bandwidths are ignored) under `config`'s budgets, bounds and constraints,
- * exactly (a conic solve). Writes `num_dims` bandwidths (GB/s) to `bandwidths_out` and the
+ * exactly (a conic solve). A dimension no phase uses gets its lower bound, or 0.001 GB/s when
+ * that is 0, so the answer is always accepted by libra_network_set_bandwidths().
+ * Writes `num_dims` bandwidths (GB/s) to `bandwidths_out` and the
  * summary to `*out` (whose `struct_size` the caller sets), only on success. Fails with
  * LIBRA_ERR_INFEASIBLE when no allocation satisfies the constraints (e.g. a budget below the
  * lower bounds) and LIBRA_ERR_INVALID_ARGUMENT naming the field for bad input. Thread-safe on

@@ -5,7 +5,9 @@
 use crate::backend::cpu::CpuBackend;
 use crate::backend::{cuda, deadline_after, Backend, Segment};
 use crate::cache::config::MAX_BLOCKS_PER_TIER;
-use crate::cache::{CacheConfig, CacheCore, Event, MatchResult, Readiness, Stats, StepReport};
+use crate::cache::{
+    CacheConfig, CacheCore, Event, GroupReadiness, MatchResult, Readiness, Stats, StepReport,
+};
 use crate::error::{Error, Result, Status};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
@@ -213,6 +215,17 @@ impl Cache {
     pub fn wait_event(&self, request: u64) -> Result<*mut std::ffi::c_void> {
         let g = self.lock()?;
         g.core.wait_event(g.io.as_ref(), request)
+    }
+    /// Readiness per layer group (see `CacheCore::poll_groups`).
+    pub fn poll_groups(&self, request: u64) -> Result<GroupReadiness> {
+        let mut g = self.lock()?;
+        let Inner { core, io } = &mut *g;
+        core.poll_groups(io.as_mut(), request)
+    }
+    /// The event to wait on before layer group `group` reads the request's blocks, or NULL.
+    pub fn group_event(&self, request: u64, group: u32) -> Result<*mut std::ffi::c_void> {
+        let g = self.lock()?;
+        g.core.group_event(g.io.as_ref(), request, group)
     }
     pub fn step(&self, now: u64, batch_size: u32, prefill_bound: bool) -> Result<StepReport> {
         let mut g = self.lock()?;

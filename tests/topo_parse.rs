@@ -38,11 +38,81 @@ fn network_errors_name_the_key() {
         assert_eq!(e.status, Status::LIBRA_ERR_PARSE, "{text}");
         assert!(e.message.contains(field), "{text}: {}", e.message);
     }
-    // A parsed value that is out of range is an invalid argument.
-    let e = parse_network("Topology: [ Ring ]\nNpusCount: [ 4 ]\nBandwidth: [ 0 ]\n", None).unwrap_err();
-    assert_eq!(e.status, Status::LIBRA_ERR_INVALID_ARGUMENT);
+    // Out-of-range values are parse errors naming the key, too.
+    let ranged = [
+        ("Topology: [ Ring ]\nNpusCount: [ 1 ]\n", "NpusCount[0]"),
+        ("Topology: [ Ring ]\nNpusCount: [ 4 ]\nBandwidth: [ -5 ]\n", "Bandwidth[0]"),
+        ("Topology: [ Ring ]\nNpusCount: [ 4 ]\nBandwidth: [ 0 ]\n", "Bandwidth[0]"),
+        ("Topology: [ Ring ]\nNpusCount: [ 4 ]\nBandwidth: [ nan ]\n", "Bandwidth[0]"),
+        ("Topology: [ Ring ]\nNpusCount: [ 4 ]\nLatency: [ -1 ]\n", "Latency[0]"),
+        ("Topology: [ Ring ]\nNpusCount: [ 4 ]\nBandwith: [ 5 ]\n", "unknown key `Bandwith`"),
+        ("Topology: ring\nNpusCount: [ 4 ]\n", "`Topology` must be a list"),
+        ("Topology: [ Ring, Ring ]\nNpusCount: [ 65536, 65537 ]\n", "2^32"),
+        ("Topology: [ Ring ]\nnpus_count: [ 4 ]\n", "mixes"),
+    ];
+    for (text, field) in ranged {
+        let e = parse_network(text, None).unwrap_err();
+        assert_eq!(e.status, Status::LIBRA_ERR_PARSE, "{text}");
+        assert!(e.message.contains(field), "{text}: {}", e.message);
+    }
     let e = parse_network(&data("network_3d.yml"), Some("Chiplet:\n  Link: 2\n")).unwrap_err();
     assert!(e.message.contains("Node"), "{}", e.message);
+}
+
+#[test]
+fn malformed_cost_models_are_parse_errors() {
+    let net = data("network_3d.yml");
+    let good = data("cost_3d.yml");
+    let cases = [
+        // A flow-style mapping.
+        (
+            good.replace(
+                "Pod:\n  Link: 7.8\n  Switch: 18.0\n  Nic: 31.6",
+                "Pod: {Link: 7.8, Switch: 18, Nic: 31.6}",
+            ),
+            "flow-style",
+        ),
+        // A misspelled element.
+        (good.replace("Nic: 31.6", "NIC: 31.6"), "unknown key `NIC`"),
+        // A switch dimension without `Nic`.
+        (good.replace("  Nic: 31.6\n", ""), "`Pod` has no `Nic`"),
+        // A list, or a scalar, where a mapping belongs.
+        (good.replace("Chiplet:\n  Link: 2.0", "Chiplet: [2.0]"), "Chiplet"),
+        (good.replace("Chiplet:\n  Link: 2.0", "Chiplet: 2.0"), "Chiplet"),
+        // A zero or negative cost (LIBRA requires positive ones).
+        (good.replace("Link: 2.0", "Link: 0"), "must be positive"),
+        (good.replace("Link: 2.0", "Link: -2"), "must be positive"),
+        (good.replace("Link: 2.0", "Link: x"), "not a finite number"),
+    ];
+    for (cost, want) in &cases {
+        let e = parse_network(&net, Some(cost)).unwrap_err();
+        assert_eq!(e.status, Status::LIBRA_ERR_PARSE, "{cost}");
+        assert!(e.message.contains(want), "{want}: {}", e.message);
+    }
+    // A cost file for a network without `CostDimension`.
+    let bare = "Topology: [ Ring ]\nNpusCount: [ 4 ]\n";
+    let e = parse_network(bare, Some(&good)).unwrap_err();
+    assert_eq!(e.status, Status::LIBRA_ERR_PARSE);
+    assert!(e.message.contains("CostDimension"), "{}", e.message);
+}
+
+#[test]
+fn nesting_limit_holds_on_a_small_stack() {
+    // 3,000 nested mappings, under the size cap: refused at the depth limit, on a 128 KiB stack.
+    let mut text = String::new();
+    for i in 0..3000 {
+        text.push_str(&" ".repeat(i));
+        text.push_str("k:\n");
+    }
+    assert!(text.len() < libra::topo::parse::MAX_TEXT_BYTES);
+    let e = std::thread::Builder::new()
+        .stack_size(128 << 10)
+        .spawn(move || parse_network(&text, None).unwrap_err())
+        .unwrap()
+        .join()
+        .expect("the parser does not overflow the stack");
+    assert_eq!(e.status, Status::LIBRA_ERR_PARSE);
+    assert!(e.message.contains("nesting deeper"), "{}", e.message);
 }
 
 #[test]

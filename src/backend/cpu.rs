@@ -1,7 +1,8 @@
 //! Host-memory backend: plain memory stands in for both tiers. It is the default backend and
 //! the one every test runs on. Copies run at submission, or, in deferred mode, when a test
-//! completes the batch (so tests can complete batches out of order or fail them).
-use super::{Backend, BatchId, BatchState, BlockMove, Direction, Segment, TierLayout};
+//! completes the batch (so tests can complete batches out of order or fail them), or group by
+//! group for a grouped swap.
+use super::{Backend, BatchId, BatchState, BlockMove, Direction, Segment, SegmentGroups, TierLayout};
 use crate::error::{Error, Result};
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::collections::HashMap;
@@ -50,7 +51,7 @@ impl Drop for AlignedBuf {
 }
 
 enum Op {
-    Moves(Direction, Vec<BlockMove>),
+    Moves(Direction, Vec<BlockMove>, SegmentGroups),
     Upload(Vec<u8>, Vec<u32>),
     DeviceCopies(Vec<(u32, u32)>),
 }
@@ -64,6 +65,8 @@ pub struct CpuBackend {
     next_batch: BatchId,
     deferred: bool,
     pending: HashMap<BatchId, Op>,
+    /// Groups already copied of pending grouped batches (deferred mode).
+    groups_copied: HashMap<BatchId, u32>,
     finished: HashMap<BatchId, BatchState>,
 }
 
@@ -104,6 +107,7 @@ impl CpuBackend {
             next_batch: 1,
             deferred: false,
             pending: HashMap::new(),
+            groups_copied: HashMap::new(),
             finished: HashMap::new(),
         })
     }
@@ -124,8 +128,9 @@ impl CpuBackend {
     /// leaves every destination untouched.
     pub fn complete(&mut self, batch: BatchId, success: bool) {
         if let Some(op) = self.pending.remove(&batch) {
+            let from = self.groups_copied.remove(&batch).unwrap_or(0);
             let state = if success {
-                self.execute(&op);
+                self.execute(&op, from);
                 BatchState::Done
             } else {
                 BatchState::Failed("copy failed (injected)".into())
@@ -142,25 +147,48 @@ impl CpuBackend {
         (self.host.addr() + block as u64 * self.layout.block_bytes()) as *mut u8
     }
 
-    fn execute(&self, op: &Op) {
+    /// Copies the next `n` groups of a deferred grouped batch (the last ones complete it).
+    pub fn complete_groups(&mut self, batch: BatchId, n: u32) {
+        let Some(Op::Moves(dir, moves, groups)) = self.pending.get(&batch) else { return };
+        let from = self.groups_copied.get(&batch).copied().unwrap_or(0);
+        let to = from.saturating_add(n).min(groups.count());
+        for g in from..to {
+            self.copy_segments(*dir, moves, groups.segments(g));
+        }
+        if to == groups.count() {
+            self.pending.remove(&batch);
+            self.groups_copied.remove(&batch);
+            self.finished.insert(batch, BatchState::Done);
+        } else {
+            self.groups_copied.insert(batch, to);
+        }
+    }
+
+    /// Copies `segments` of every move.
+    fn copy_segments(&self, dir: Direction, moves: &[BlockMove], segments: std::ops::Range<usize>) {
+        for m in moves {
+            for s in segments.clone() {
+                let n = self.layout.segments()[s].bytes_per_block as usize;
+                let g = self.gpu_piece(m.gpu_block, s);
+                // SAFETY: ids were validated at submission; pieces lie inside the tiers.
+                let h = unsafe { self.host_ptr(m.host_block).add(self.layout.segment_offset(s) as usize) };
+                unsafe {
+                    match dir {
+                        Direction::GpuToHost => std::ptr::copy(g, h, n),
+                        Direction::HostToGpu => std::ptr::copy(h, g, n),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs `op`; a grouped batch from group `from_group` on (earlier ones were copied).
+    fn execute(&self, op: &Op, from_group: u32) {
         let segs = self.layout.segments().len();
         match op {
-            Op::Moves(dir, moves) => {
-                for m in moves {
-                    for s in 0..segs {
-                        let n = self.layout.segments()[s].bytes_per_block as usize;
-                        let g = self.gpu_piece(m.gpu_block, s);
-                        // SAFETY: ids were validated at submission; pieces lie inside the tiers.
-                        let h = unsafe {
-                            self.host_ptr(m.host_block).add(self.layout.segment_offset(s) as usize)
-                        };
-                        unsafe {
-                            match dir {
-                                Direction::GpuToHost => std::ptr::copy(g, h, n),
-                                Direction::HostToGpu => std::ptr::copy(h, g, n),
-                            }
-                        }
-                    }
+            Op::Moves(dir, moves, groups) => {
+                for g in from_group..groups.count() {
+                    self.copy_segments(*dir, moves, groups.segments(g));
                 }
             }
             Op::Upload(bytes, blocks) => {
@@ -201,7 +229,7 @@ impl CpuBackend {
         if self.deferred {
             self.pending.insert(id, op);
         } else {
-            self.execute(&op);
+            self.execute(&op, 0);
             self.finished.insert(id, BatchState::Done);
         }
         id
@@ -223,7 +251,26 @@ impl Backend for CpuBackend {
     }
     fn submit_moves(&mut self, direction: Direction, moves: &[BlockMove]) -> Result<BatchId> {
         self.check_moves(moves)?;
-        Ok(self.enqueue(Op::Moves(direction, moves.to_vec())))
+        Ok(self.enqueue(Op::Moves(direction, moves.to_vec(), SegmentGroups::whole(&self.layout))))
+    }
+    fn submit_moves_grouped(
+        &mut self,
+        direction: Direction,
+        moves: &[BlockMove],
+        groups: SegmentGroups,
+    ) -> Result<BatchId> {
+        self.check_moves(moves)?;
+        self.check_groups(groups)?;
+        Ok(self.enqueue(Op::Moves(direction, moves.to_vec(), groups)))
+    }
+    fn groups_done(&mut self, batch: BatchId, groups: u32) -> u32 {
+        if self.pending.contains_key(&batch) {
+            return self.groups_copied.get(&batch).copied().unwrap_or(0);
+        }
+        match self.finished.get(&batch) {
+            Some(BatchState::Done) => groups,
+            _ => 0,
+        }
     }
     fn submit_upload(&mut self, bytes: &[u8], blocks: &[u32]) -> Result<BatchId> {
         self.check_upload(bytes, blocks)?;
@@ -248,6 +295,7 @@ impl Backend for CpuBackend {
     }
     fn retire(&mut self, batch: BatchId) {
         self.finished.remove(&batch);
+        self.groups_copied.remove(&batch);
         self.pending.remove(&batch);
     }
     fn read_gpu_block(&mut self, block: u32, out: &mut [u8]) -> Result<()> {

@@ -2,7 +2,8 @@
 //! engine's own KV tensors (segments); the host tier is pinned, mapped host memory, so the swap
 //! kernels address it directly. Every batch runs on one dedicated stream, is one kernel launch
 //! (or, where that is measured to be faster, a run of `cuMemcpyAsync` calls) and records one
-//! event, which an engine's compute stream can wait on.
+//! event, which an engine's compute stream can wait on. A grouped swap is one launch and one
+//! event per readiness group, in group order on the same stream.
 //!
 //! Nothing here touches the driver before [`driver_present`] says libcuda can be loaded:
 //! cudarc panics when it cannot find the library.
@@ -10,7 +11,8 @@ pub mod kernels;
 
 use super::reference;
 use super::{
-    poll_until, Backend, BatchId, BatchState, BatchWaiter, BlockMove, Direction, Segment, TierLayout,
+    poll_until, Backend, BatchId, BatchState, BatchWaiter, BlockMove, Direction, Segment, SegmentGroups,
+    TierLayout,
 };
 use crate::error::{Error, Result};
 use cudarc::driver::result as cu;
@@ -322,13 +324,17 @@ pub struct CudaBackend {
     dev_segments: DeviceBuf,
     dev_units: DeviceBuf,
     units_per_block: u32,
+    /// Index in the unit list of each segment's first unit, then the list's length: a run of
+    /// segments is a run of units, so a group's launch reads a slice of the same list.
+    unit_starts: Vec<u32>,
     max_piece: u64,
     pairs: StreamBuf,
     staging: StreamBuf,
     kernels: KernelState,
     next_batch: BatchId,
-    /// Shared with waiters, which wait on an event with the cache unlocked.
-    batches: HashMap<BatchId, Arc<CudaEvent>>,
+    /// Each batch's events, one per readiness group (the last completes the batch). Shared with
+    /// waiters, which wait on an event with the cache unlocked.
+    batches: HashMap<BatchId, Vec<Arc<CudaEvent>>>,
     /// Events of retired batches. Never destroyed before the backend, so a CUevent handed to an
     /// engine stays a valid handle; reused only when no waiter still holds it.
     spare_events: Vec<Arc<CudaEvent>>,
@@ -435,6 +441,13 @@ impl CudaBackend {
         let dev_segments = upload_sync(&ctx, &stream, as_bytes(&segs))?;
         let dev_units = upload_sync(&ctx, &stream, as_bytes(&units))?;
         let max_piece = layout.segments().iter().map(|s| s.bytes_per_block).max().unwrap_or(0);
+        let mut unit_starts: Vec<u32> = Vec::with_capacity(layout.segments().len() + 1);
+        for (i, u) in units.iter().enumerate() {
+            if unit_starts.len() <= u.segment as usize {
+                unit_starts.push(i as u32);
+            }
+        }
+        unit_starts.push(units_per_block);
         Ok(CudaBackend {
             ctx,
             stream,
@@ -447,6 +460,7 @@ impl CudaBackend {
             dev_segments,
             dev_units,
             units_per_block,
+            unit_starts,
             max_piece,
             pairs: StreamBuf { buf: None },
             staging: StreamBuf { buf: None },
@@ -569,9 +583,25 @@ impl CudaBackend {
         entries: usize,
         tail: &[u64],
     ) -> Result<()> {
+        self.launch_units(f, 0..self.units_per_block, list, entries, tail)
+    }
+
+    /// `launch_over` restricted to the units `units` of every block (a run of segments).
+    fn launch_units(
+        &self,
+        f: &CudaFunction,
+        units: std::ops::Range<u32>,
+        list: sys::CUdeviceptr,
+        entries: usize,
+        tail: &[u64],
+    ) -> Result<()> {
         let mut segs = self.dev_segments.ptr;
-        let mut units = self.dev_units.ptr;
-        let mut upb = self.units_per_block;
+        let first = units.start as u64 * std::mem::size_of::<reference::Unit>() as u64;
+        let mut upb = units.end.saturating_sub(units.start);
+        if upb == 0 {
+            return Ok(());
+        }
+        let mut units = self.dev_units.ptr + first;
         let mut list = list;
         let mut n = u32::try_from(entries).map_err(|_| Error::invalid("too many blocks in one batch"))?;
         let mut tail = tail.to_vec();
@@ -583,7 +613,7 @@ impl CudaBackend {
             &mut n as *mut _ as *mut c_void,
         ];
         params.extend(tail.iter_mut().map(|v| v as *mut u64 as *mut c_void));
-        self.launch(f, entries as u64 * self.units_per_block as u64, &mut params)
+        self.launch(f, entries as u64 * upb as u64, &mut params)
     }
 
     fn launch(&self, f: &CudaFunction, work: u64, params: &mut [*mut c_void]) -> Result<()> {
@@ -610,18 +640,97 @@ impl CudaBackend {
             .map_err(|e| dev_err("cuMemcpyAsync", e))
     }
 
-    /// Records a new batch's event after the work just enqueued.
-    fn finish_batch(&mut self) -> Result<BatchId> {
+    /// Records an event after the work just enqueued.
+    fn record_event(&mut self) -> Result<Arc<CudaEvent>> {
         let free_spare = self.spare_events.iter().position(|e| Arc::strong_count(e) == 1);
         let event = match free_spare {
             Some(i) => self.spare_events.swap_remove(i),
             None => Arc::new(self.ctx.new_event(None).map_err(|e| dev_err("cuEventCreate", e))?),
         };
-        event.record(&self.stream).map_err(|e| dev_err("cuEventRecord", e))?;
+        if let Err(e) = event.record(&self.stream) {
+            self.spare_events.push(event);
+            return Err(dev_err("cuEventRecord", e));
+        }
+        Ok(event)
+    }
+
+    /// Records a new batch's event after the work just enqueued.
+    fn finish_batch(&mut self) -> Result<BatchId> {
+        let event = self.record_event()?;
+        Ok(self.register(vec![event]))
+    }
+
+    /// A new batch completed by `events` (one per group, in stream order).
+    fn register(&mut self, events: Vec<Arc<CudaEvent>>) -> BatchId {
         let id = self.next_batch;
         self.next_batch += 1;
-        self.batches.insert(id, event);
-        Ok(id)
+        self.batches.insert(id, events);
+        id
+    }
+
+    /// Enqueues a grouped swap: per group, one launch (or its memcpy run) over the group's
+    /// segments of every block, then that group's event.
+    fn enqueue_grouped(
+        &mut self,
+        direction: Direction,
+        moves: &[BlockMove],
+        groups: SegmentGroups,
+    ) -> Result<Vec<Arc<CudaEvent>>> {
+        let bb = self.layout.block_bytes();
+        let path = if moves.is_empty() { CopyPath::Memcpy } else { self.path_for(moves.len()) };
+        let pairs_ptr = match path {
+            CopyPath::Kernel => {
+                let pairs: Vec<[u32; 2]> = moves.iter().map(|m| [m.gpu_block, m.host_block]).collect();
+                self.pairs.upload(&self.stream, as_bytes(&pairs))?
+            }
+            CopyPath::Memcpy => 0,
+        };
+        let mut events = Vec::with_capacity(groups.count() as usize);
+        for g in 0..groups.count() {
+            let segs = groups.segments(g);
+            match path {
+                CopyPath::Kernel => {
+                    let units = self.unit_starts[segs.start]..self.unit_starts[segs.end];
+                    let KernelState::Loaded(k) = &self.kernels else { unreachable!("path_for checked") };
+                    let f = match direction {
+                        Direction::GpuToHost => &k.gather,
+                        Direction::HostToGpu => &k.scatter,
+                    };
+                    self.launch_units(f, units, pairs_ptr, moves.len(), &[self.host.dev, bb])?;
+                }
+                CopyPath::Memcpy => self.memcpy_moves(direction, moves, segs)?,
+            }
+            match self.record_event() {
+                Ok(e) => events.push(e),
+                Err(e) => {
+                    self.spare_events.extend(events);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(events)
+    }
+
+    /// One `cuMemcpyAsync` per block per segment in `segments`.
+    fn memcpy_moves(
+        &self,
+        direction: Direction,
+        moves: &[BlockMove],
+        segments: std::ops::Range<usize>,
+    ) -> Result<()> {
+        let bb = self.layout.block_bytes();
+        for m in moves {
+            for s in segments.clone() {
+                let len = self.layout.segments()[s].bytes_per_block;
+                let g = self.layout.segment_addr(m.gpu_block, s);
+                let h = self.host.dev + m.host_block as u64 * bb + self.layout.segment_offset(s);
+                match direction {
+                    Direction::GpuToHost => self.memcpy(h, g, len)?,
+                    Direction::HostToGpu => self.memcpy(g, h, len)?,
+                }
+            }
+        }
+        Ok(())
     }
 
     fn enqueue_moves(&mut self, direction: Direction, moves: &[BlockMove]) -> Result<()> {
@@ -640,19 +749,7 @@ impl CudaBackend {
                 };
                 self.launch_over(f, pairs_ptr, moves.len(), &[self.host.dev, bb])
             }
-            CopyPath::Memcpy => {
-                for m in moves {
-                    for (s, seg) in self.layout.segments().iter().enumerate() {
-                        let g = self.layout.segment_addr(m.gpu_block, s);
-                        let h = self.host.dev + m.host_block as u64 * bb + self.layout.segment_offset(s);
-                        match direction {
-                            Direction::GpuToHost => self.memcpy(h, g, seg.bytes_per_block)?,
-                            Direction::HostToGpu => self.memcpy(g, h, seg.bytes_per_block)?,
-                        }
-                    }
-                }
-                Ok(())
-            }
+            CopyPath::Memcpy => self.memcpy_moves(direction, moves, 0..self.layout.segments().len()),
         }
     }
 
@@ -767,6 +864,29 @@ impl Backend for CudaBackend {
         self.enqueue_moves(direction, moves)?;
         self.finish_batch()
     }
+    fn submit_moves_grouped(
+        &mut self,
+        direction: Direction,
+        moves: &[BlockMove],
+        groups: SegmentGroups,
+    ) -> Result<BatchId> {
+        self.check_moves(moves)?;
+        self.check_groups(groups)?;
+        let _keep = self.enter()?;
+        let events = self.enqueue_grouped(direction, moves, groups)?;
+        Ok(self.register(events))
+    }
+    fn groups_done(&mut self, batch: BatchId, groups: u32) -> u32 {
+        let Some(events) = self.batches.get(&batch) else { return 0 };
+        let Ok(_keep) = self.enter() else { return 0 };
+        let done = events.iter().take_while(|e| e.try_is_complete().unwrap_or(false)).count() as u32;
+        // An ungrouped batch has one event for every group.
+        if events.len() == 1 && done == 1 {
+            groups
+        } else {
+            done.min(groups)
+        }
+    }
     fn submit_upload(&mut self, bytes: &[u8], blocks: &[u32]) -> Result<BatchId> {
         self.check_upload(bytes, blocks)?;
         let _keep = self.enter()?;
@@ -780,7 +900,7 @@ impl Backend for CudaBackend {
         self.finish_batch()
     }
     fn poll(&mut self, batch: BatchId) -> BatchState {
-        let Some(event) = self.batches.get(&batch) else {
+        let Some(event) = self.batches.get(&batch).and_then(|e| e.last()) else {
             return BatchState::Failed(format!("unknown batch {batch}"));
         };
         let Ok(_keep) = self.enter() else {
@@ -802,16 +922,27 @@ impl Backend for CudaBackend {
         state
     }
     fn retire(&mut self, batch: BatchId) {
-        if let Some(event) = self.batches.remove(&batch) {
+        if let Some(events) = self.batches.remove(&batch) {
             // Re-recording an event replaces its previous work, so it can serve a later batch.
-            self.spare_events.push(event);
+            self.spare_events.extend(events);
         }
     }
     fn batch_event(&self, batch: BatchId) -> *mut c_void {
-        self.batches.get(&batch).map_or(std::ptr::null_mut(), |e| e.cu_event() as *mut c_void)
+        self.batches
+            .get(&batch)
+            .and_then(|e| e.last())
+            .map_or(std::ptr::null_mut(), |e| e.cu_event() as *mut c_void)
+    }
+    fn group_event(&self, batch: BatchId, group: u32) -> *mut c_void {
+        // Past the last group (an ungrouped batch): the batch's own event covers it.
+        let Some(events) = self.batches.get(&batch) else { return std::ptr::null_mut() };
+        events
+            .get(group as usize)
+            .or(events.last())
+            .map_or(std::ptr::null_mut(), |e| e.cu_event() as *mut c_void)
     }
     fn waiter(&self, batch: BatchId) -> Option<Box<dyn BatchWaiter>> {
-        let event = self.batches.get(&batch)?.clone();
+        let event = self.batches.get(&batch)?.last()?.clone();
         Some(Box::new(EventWaiter { ctx: self.ctx.clone(), event }))
     }
     fn read_gpu_block(&mut self, block: u32, out: &mut [u8]) -> Result<()> {

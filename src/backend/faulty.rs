@@ -1,13 +1,16 @@
 //! A backend wrapper that injects faults: submissions that fail (the call returns an error) and
 //! batches that fail on completion (the batch reports `Failed` and nothing is copied), at chosen
 //! submission numbers or at random with a seed. It can also hold batches until a test completes
-//! them, in any order, so copies finish late. Used by the fault-injection tests and the fuzzers.
+//! them, in any order, so copies finish late. Grouped swaps (layer-wise readiness) can be held
+//! and released group by group, and can fail at a chosen group after the earlier ones landed.
+//! Used by the fault-injection tests and the fuzzers.
 //!
-//! A failed batch never touches its destination, so a destination keeps whatever stale bytes it
-//! held: if the cache ever trusted a failed copy, the data checks in the tests would see it.
-use super::{Backend, BatchId, BatchState, BatchWaiter, BlockMove, Direction, TierLayout};
+//! A failed batch never touches its destination beyond the groups that landed before the
+//! failure, so the rest keeps whatever stale bytes it held: if the cache ever trusted a failed
+//! copy, the data checks in the tests would see it.
+use super::{Backend, BatchId, BatchState, BatchWaiter, BlockMove, Direction, SegmentGroups, TierLayout};
 use crate::error::{Error, Result};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -24,6 +27,9 @@ pub struct FaultPlan {
     pub fail_submissions: BTreeSet<u64>,
     /// Submission numbers whose batch fails on completion.
     pub fail_completions: BTreeSet<u64>,
+    /// Submission number -> group at which that grouped swap fails: the groups before it land,
+    /// that one and the later ones never do. On an ungrouped batch it fails the whole batch.
+    pub fail_groups: BTreeMap<u64, u32>,
     /// Hold every batch until `FaultControl::complete` decides it.
     pub hold: bool,
 }
@@ -47,16 +53,41 @@ impl FaultCounters {
 #[derive(Debug, Clone)]
 enum Work {
     Moves(Direction, Vec<BlockMove>),
+    Grouped(Direction, Vec<BlockMove>, SegmentGroups),
     Upload(Vec<u8>, Vec<u32>),
     DeviceCopies(Vec<(u32, u32)>),
 }
 
+impl Work {
+    fn groups(&self) -> u32 {
+        match self {
+            Work::Grouped(_, _, g) => g.count(),
+            _ => 1,
+        }
+    }
+}
+
 #[derive(Debug)]
 enum Slot {
-    /// Held work, and whether it is doomed to fail whatever the decision.
-    Held(Work, bool),
+    /// Held work; the group at which it is doomed to fail whatever the decision (0: all of
+    /// it); the groups that already landed.
+    Held {
+        work: Work,
+        fail_at: Option<u32>,
+        landed: u32,
+    },
     Inner(BatchId),
-    Failed(String),
+    /// Why it failed, and the groups that landed before.
+    Failed(String, u32),
+}
+
+/// A decision on a held batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decision {
+    /// Complete the rest (true) or fail it.
+    All(bool),
+    /// Land the next groups.
+    Groups(u32),
 }
 
 #[derive(Debug, Default)]
@@ -65,16 +96,21 @@ struct Shared {
     /// Batches held and not yet decided.
     held: BTreeSet<BatchId>,
     /// Decisions from `FaultControl::complete`, applied at the backend's next call.
-    decisions: Vec<(BatchId, bool)>,
+    decisions: Vec<(BatchId, Decision)>,
     hold: bool,
     rng: u64,
     fail_submissions: BTreeSet<u64>,
     fail_completions: BTreeSet<u64>,
+    fail_groups: BTreeMap<u64, u32>,
     submit_fail_rate: f64,
     complete_fail_rate: f64,
 }
 
 impl Shared {
+    /// Whether the whole of a held batch has been decided.
+    fn decided_whole(&self, batch: BatchId) -> bool {
+        self.decisions.iter().any(|&(b, d)| b == batch && matches!(d, Decision::All(_)))
+    }
     fn chance(&mut self, p: f64) -> bool {
         if p <= 0.0 {
             return false;
@@ -145,16 +181,30 @@ impl FaultControl {
     /// Held batches not yet decided, oldest first.
     pub fn held(&self) -> Vec<BatchId> {
         let s = self.lock();
-        s.held.iter().copied().filter(|b| !s.decisions.iter().any(|d| d.0 == *b)).collect()
+        s.held.iter().copied().filter(|&b| !s.decided_whole(b)).collect()
     }
     /// Completes a held batch (`ok`: copy it; else it fails). Takes effect at the backend's
     /// next poll or wait.
     pub fn complete(&self, batch: BatchId, ok: bool) {
         let mut s = self.lock();
-        if s.held.contains(&batch) && !s.decisions.iter().any(|d| d.0 == batch) {
-            s.decisions.push((batch, ok));
+        if s.held.contains(&batch) && !s.decided_whole(batch) {
+            s.decisions.push((batch, Decision::All(ok)));
             self.shared.decided.notify_all();
         }
+    }
+    /// Lands the next `n` groups of a held grouped swap (the last ones complete it; a group the
+    /// plan dooms fails it). Held swap-outs land whole. Takes effect at the backend's next call.
+    pub fn complete_groups(&self, batch: BatchId, n: u32) {
+        let mut s = self.lock();
+        if s.held.contains(&batch) && !s.decided_whole(batch) {
+            s.decisions.push((batch, Decision::Groups(n)));
+            self.shared.decided.notify_all();
+        }
+    }
+    /// Makes the batch of submission `number` (0-based, counting every submission) fail at
+    /// group `group`, as `FaultPlan::fail_groups` does.
+    pub fn fail_group(&self, number: u64, group: u32) {
+        self.lock().fail_groups.insert(number, group);
     }
     /// Starts or stops holding new batches (held ones stay held until decided).
     pub fn set_hold(&self, hold: bool) {
@@ -172,6 +222,7 @@ impl FaultControl {
         s.complete_fail_rate = 0.0;
         s.fail_submissions.clear();
         s.fail_completions.clear();
+        s.fail_groups.clear();
     }
 }
 
@@ -192,6 +243,7 @@ impl<B: Backend> FaultyBackend<B> {
             complete_fail_rate: plan.complete_fail_rate,
             fail_submissions: plan.fail_submissions,
             fail_completions: plan.fail_completions,
+            fail_groups: plan.fail_groups,
             ..Default::default()
         };
         let shared = Arc::new(SharedCell { state: Mutex::new(shared), decided: Condvar::new() });
@@ -214,6 +266,7 @@ impl<B: Backend> FaultyBackend<B> {
     fn run(&mut self, work: &Work) -> Result<BatchId> {
         match work {
             Work::Moves(d, m) => self.inner.submit_moves(*d, m),
+            Work::Grouped(d, m, g) => self.inner.submit_moves_grouped(*d, m, *g),
             Work::Upload(bytes, blocks) => self.inner.submit_upload(bytes, blocks),
             Work::DeviceCopies(p) => self.inner.submit_device_copies(p),
         }
@@ -224,24 +277,87 @@ impl<B: Backend> FaultyBackend<B> {
     fn validate(&self, work: &Work) -> Result<()> {
         match work {
             Work::Moves(_, moves) => self.inner.check_moves(moves),
+            Work::Grouped(_, moves, groups) => {
+                self.inner.check_moves(moves)?;
+                self.inner.check_groups(*groups)
+            }
             Work::Upload(bytes, blocks) => self.inner.check_upload(bytes, blocks),
             Work::DeviceCopies(pairs) => self.inner.check_device_copies(pairs),
         }
     }
 
+    /// Lands group `g` of a grouped swap-in now, through the inner backend's synchronous block
+    /// access: the group's bytes of every destination block, nothing else.
+    fn land_group(&mut self, work: &Work, g: u32) -> Result<()> {
+        let Work::Grouped(Direction::HostToGpu, moves, groups) = work else { return Ok(()) };
+        let layout = self.inner.gpu_layout();
+        let segs = groups.segments(g);
+        let start = layout.segment_offset(segs.start) as usize;
+        let last = segs.end - 1;
+        let end = (layout.segment_offset(last) + layout.segments()[last].bytes_per_block) as usize;
+        let bb = layout.block_bytes() as usize;
+        let (mut host, mut gpu) = (vec![0u8; bb], vec![0u8; bb]);
+        for m in moves {
+            self.inner.read_host_block(m.host_block, &mut host)?;
+            self.inner.read_gpu_block(m.gpu_block, &mut gpu)?;
+            gpu[start..end].copy_from_slice(&host[start..end]);
+            self.inner.write_gpu_block(m.gpu_block, &gpu)?;
+        }
+        Ok(())
+    }
+
+    /// Lands groups `from..to` of `work`; the group it is doomed at fails it. Returns the slot
+    /// it ends in: still held, failed, or (every group landed) run whole by the inner backend.
+    fn land(&mut self, id: BatchId, work: Work, fail_at: Option<u32>, from: u32, to: u32) -> Slot {
+        let to = to.min(work.groups());
+        // Groups whose bytes are in: only swap-ins land group by group.
+        let shown =
+            |landed: u32| if matches!(work, Work::Grouped(Direction::HostToGpu, ..)) { landed } else { 0 };
+        let mut landed = from;
+        while landed < to {
+            if fail_at == Some(landed) {
+                self.lock().counters.completion_faults += 1;
+                return Slot::Failed(
+                    format!("injected fault: batch {id} failed at group {landed}"),
+                    shown(landed),
+                );
+            }
+            // Only swap-ins land bytes group by group; other work runs whole after its last.
+            if let Err(e) = self.land_group(&work, landed) {
+                let why = format!("group {landed} of batch {id} could not land: {}", e.message);
+                return Slot::Failed(why, shown(landed));
+            }
+            landed += 1;
+        }
+        if landed < work.groups() {
+            return Slot::Held { work, fail_at, landed };
+        }
+        match self.run(&work) {
+            Ok(inner) => Slot::Inner(inner),
+            Err(e) => Slot::Failed(format!("held batch could not run: {}", e.message), 0),
+        }
+    }
+
     fn submit(&mut self, work: Work) -> Result<BatchId> {
-        let (number, refuse, fail_later, hold) = {
+        let (number, refuse, fail_at, hold) = {
             let mut s = self.lock();
             let number = s.counters.submissions;
             s.counters.submissions += 1;
             let rate = s.submit_fail_rate;
             let refuse = s.fail_submissions.contains(&number) || s.chance(rate);
             let rate = s.complete_fail_rate;
-            let fail_later = !refuse && (s.fail_completions.contains(&number) || s.chance(rate));
+            let whole = s.fail_completions.contains(&number) || s.chance(rate);
+            let fail_at = if refuse {
+                None
+            } else if whole {
+                Some(0)
+            } else {
+                s.fail_groups.get(&number).map(|&g| g.min(work.groups() - 1))
+            };
             if refuse {
                 s.counters.submit_faults += 1;
             }
-            (number, refuse, fail_later, s.hold)
+            (number, refuse, fail_at, s.hold)
         };
         if refuse {
             return Err(Error::device(format!("injected fault: submission {number} refused")));
@@ -251,10 +367,14 @@ impl<B: Backend> FaultyBackend<B> {
         self.next += 1;
         let slot = if hold {
             self.lock().held.insert(id);
-            Slot::Held(work, fail_later)
-        } else if fail_later {
+            Slot::Held { work, fail_at, landed: 0 }
+        } else if fail_at == Some(0) {
             self.lock().counters.completion_faults += 1;
-            Slot::Failed(format!("injected fault: batch of submission {number} failed"))
+            Slot::Failed(format!("injected fault: batch of submission {number} failed"), 0)
+        } else if fail_at.is_some() {
+            // The groups before the doomed one land; the batch fails there.
+            let n = work.groups();
+            self.land(id, work, fail_at, 0, n)
         } else {
             Slot::Inner(self.run(&work)?)
         };
@@ -262,27 +382,38 @@ impl<B: Backend> FaultyBackend<B> {
         Ok(id)
     }
 
-    /// Applies the decisions taken through `FaultControl::complete`.
+    /// Applies the decisions taken through `FaultControl`.
     fn apply_decisions(&mut self) {
         let decisions = {
             let mut s = self.lock();
             let d = std::mem::take(&mut s.decisions);
-            for (b, _) in &d {
-                s.held.remove(b);
+            for &(b, d) in &d {
+                if matches!(d, Decision::All(_)) {
+                    s.held.remove(&b);
+                }
             }
             d
         };
-        for (id, ok) in decisions {
-            let Some(Slot::Held(work, doomed)) = self.batches.remove(&id) else { continue };
-            let ok = ok && !doomed;
-            let slot = if ok {
-                match self.run(&work) {
-                    Ok(inner) => Slot::Inner(inner),
-                    Err(e) => Slot::Failed(format!("held batch could not run: {}", e.message)),
+        for (id, decision) in decisions {
+            let Some(Slot::Held { work, fail_at, landed }) = self.batches.remove(&id) else { continue };
+            let slot = match decision {
+                Decision::Groups(n) => {
+                    let slot = self.land(id, work, fail_at, landed, landed.saturating_add(n));
+                    if !matches!(slot, Slot::Held { .. }) {
+                        self.lock().held.remove(&id);
+                    }
+                    slot
                 }
-            } else {
-                self.lock().counters.completion_faults += 1;
-                Slot::Failed(format!("injected fault: held batch {id} failed"))
+                Decision::All(true) => {
+                    let n = work.groups();
+                    self.land(id, work, fail_at, landed, n)
+                }
+                Decision::All(false) => {
+                    self.lock().counters.completion_faults += 1;
+                    let landed =
+                        if matches!(work, Work::Grouped(Direction::HostToGpu, ..)) { landed } else { 0 };
+                    Slot::Failed(format!("injected fault: held batch {id} failed"), landed)
+                }
             };
             self.batches.insert(id, slot);
         }
@@ -292,8 +423,8 @@ impl<B: Backend> FaultyBackend<B> {
         self.apply_decisions();
         let state = match self.batches.get(&batch) {
             None => BatchState::Failed(format!("unknown batch {batch}")),
-            Some(Slot::Held(..)) => BatchState::Pending,
-            Some(Slot::Failed(why)) => BatchState::Failed(why.clone()),
+            Some(Slot::Held { .. }) => BatchState::Pending,
+            Some(Slot::Failed(why, _)) => BatchState::Failed(why.clone()),
             Some(&Slot::Inner(b)) => match timeout_us {
                 Some(t) => self.inner.wait(b, t),
                 None => self.inner.poll(b),
@@ -325,6 +456,30 @@ impl<B: Backend> Backend for FaultyBackend<B> {
     fn submit_moves(&mut self, direction: Direction, moves: &[BlockMove]) -> Result<BatchId> {
         self.submit(Work::Moves(direction, moves.to_vec()))
     }
+    fn submit_moves_grouped(
+        &mut self,
+        direction: Direction,
+        moves: &[BlockMove],
+        groups: SegmentGroups,
+    ) -> Result<BatchId> {
+        self.submit(Work::Grouped(direction, moves.to_vec(), groups))
+    }
+    fn groups_done(&mut self, batch: BatchId, groups: u32) -> u32 {
+        self.apply_decisions();
+        match self.batches.get(&batch) {
+            None => 0,
+            Some(Slot::Held { work, landed, .. }) => {
+                // Held swap-outs land whole: nothing of them is reported before.
+                if matches!(work, Work::Grouped(Direction::HostToGpu, ..)) {
+                    *landed
+                } else {
+                    0
+                }
+            }
+            Some(&Slot::Failed(_, landed)) => landed,
+            Some(&Slot::Inner(b)) => self.inner.groups_done(b, groups),
+        }
+    }
     fn submit_upload(&mut self, bytes: &[u8], blocks: &[u32]) -> Result<BatchId> {
         self.submit(Work::Upload(bytes.to_vec(), blocks.to_vec()))
     }
@@ -342,10 +497,10 @@ impl<B: Backend> Backend for FaultyBackend<B> {
         if let Some(slot) = self.batches.remove(&batch) {
             match slot {
                 Slot::Inner(b) => self.inner.retire(b),
-                Slot::Held(..) => {
+                Slot::Held { .. } => {
                     self.lock().held.remove(&batch);
                 }
-                Slot::Failed(_) => {}
+                Slot::Failed(..) => {}
             }
         }
     }
@@ -355,11 +510,17 @@ impl<B: Backend> Backend for FaultyBackend<B> {
             _ => std::ptr::null_mut(),
         }
     }
+    fn group_event(&self, batch: BatchId, group: u32) -> *mut std::ffi::c_void {
+        match self.batches.get(&batch) {
+            Some(&Slot::Inner(b)) => self.inner.group_event(b, group),
+            _ => std::ptr::null_mut(),
+        }
+    }
     fn waiter(&self, batch: BatchId) -> Option<Box<dyn BatchWaiter>> {
         match self.batches.get(&batch)? {
             &Slot::Inner(b) => self.inner.waiter(b),
-            Slot::Held(..) => Some(Box::new(HeldWaiter { shared: self.shared.clone(), batch })),
-            Slot::Failed(_) => None,
+            Slot::Held { .. } => Some(Box::new(HeldWaiter { shared: self.shared.clone(), batch })),
+            Slot::Failed(..) => None,
         }
     }
     fn read_gpu_block(&mut self, block: u32, out: &mut [u8]) -> Result<()> {

@@ -89,3 +89,73 @@ impl TierLayout {
         s.base + s.stride * block as u64
     }
 }
+
+/// Readiness groups of a swap: consecutive runs of `per_group` segments (the last run may be
+/// shorter), in segment order. With segments ordered by layer (K and V of layer 0, then layer
+/// 1, ...) a group is a run of layers, so an engine can compute the first layers while the
+/// later ones are still being copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentGroups {
+    segments: u32,
+    per_group: u32,
+}
+
+impl SegmentGroups {
+    /// Groups of `per_group` segments over `segments` segments; `per_group` 0 (or at least
+    /// `segments`) makes one group of every segment.
+    pub fn new(segments: usize, per_group: u32) -> Self {
+        let segments = u32::try_from(segments.max(1)).unwrap_or(u32::MAX);
+        let per_group = if per_group == 0 { segments } else { per_group.min(segments) };
+        SegmentGroups { segments, per_group }
+    }
+    /// One group holding every segment of `layout`.
+    pub fn whole(layout: &TierLayout) -> Self {
+        Self::new(layout.segments().len(), 0)
+    }
+    /// Number of segments the groups cover.
+    pub fn segment_count(&self) -> usize {
+        self.segments as usize
+    }
+    /// Number of groups (at least 1).
+    pub fn count(&self) -> u32 {
+        self.segments.div_ceil(self.per_group)
+    }
+    /// Segments of group `g`.
+    pub fn segments(&self, g: u32) -> std::ops::Range<usize> {
+        let start = (g.min(self.count()) as u64 * self.per_group as u64).min(self.segments as u64) as usize;
+        let end = (start + self.per_group as usize).min(self.segments as usize);
+        start..end
+    }
+    /// The group holding segment `s`.
+    pub fn group_of(&self, s: usize) -> u32 {
+        (s as u64 / self.per_group as u64).min(self.count() as u64 - 1) as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_cover_every_segment_once_in_order() {
+        for segments in 1..20usize {
+            for per in 0..22u32 {
+                let g = SegmentGroups::new(segments, per);
+                let mut next = 0;
+                for i in 0..g.count() {
+                    let r = g.segments(i);
+                    assert_eq!(r.start, next, "{segments} segments, {per} per group");
+                    assert!(!r.is_empty());
+                    for s in r.clone() {
+                        assert_eq!(g.group_of(s), i);
+                    }
+                    next = r.end;
+                }
+                assert_eq!(next, segments);
+            }
+        }
+        assert_eq!(SegmentGroups::new(64, 8).count(), 8);
+        assert_eq!(SegmentGroups::new(64, 0).count(), 1);
+        assert_eq!(SegmentGroups::new(5, 2).segments(2), 4..5);
+    }
+}

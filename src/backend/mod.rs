@@ -10,7 +10,7 @@ pub mod layout;
 pub mod reference;
 
 use crate::error::Result;
-pub use layout::{Segment, TierLayout};
+pub use layout::{Segment, SegmentGroups, TierLayout};
 use std::time::{Duration, Instant};
 
 /// Which way a batch copies.
@@ -131,6 +131,17 @@ pub trait Backend: Send {
         }
         Ok(())
     }
+    /// Refuses groups drawn over a different number of segments than the GPU tier has.
+    fn check_groups(&self, groups: SegmentGroups) -> Result<()> {
+        let n = self.gpu_layout().segments().len();
+        if groups.segment_count() != n {
+            return Err(crate::Error::invalid(format!(
+                "`groups` covers {} segments but the GPU tier has {n}",
+                groups.segment_count()
+            )));
+        }
+        Ok(())
+    }
     /// Refuses device copies naming a block outside the GPU tier.
     fn check_device_copies(&self, pairs: &[(u32, u32)]) -> Result<()> {
         for &(a, b) in pairs {
@@ -142,6 +153,37 @@ pub trait Backend: Send {
 
     /// Starts copying a batch of blocks between the tiers, all segments, in one submission.
     fn submit_moves(&mut self, direction: Direction, moves: &[BlockMove]) -> Result<BatchId>;
+    /// Starts copying a batch like `submit_moves`, one readiness group at a time: group g's
+    /// segments of every block are copied after group g - 1's, and `groups_done` reports each
+    /// group as it lands, so an engine can start computing the first layers early. Groups
+    /// complete in order. The default submits the batch whole: every group completes with it.
+    fn submit_moves_grouped(
+        &mut self,
+        direction: Direction,
+        moves: &[BlockMove],
+        groups: SegmentGroups,
+    ) -> Result<BatchId> {
+        let _ = groups;
+        self.submit_moves(direction, moves)
+    }
+    /// How many leading groups of `batch` (submitted with `groups` groups) have completed: their
+    /// segments of every destination block hold the source bytes. Non-blocking. A batch that
+    /// fails stops counting at the group that failed; `poll` gives the verdict. The default
+    /// reports all or nothing from `poll`.
+    fn groups_done(&mut self, batch: BatchId, groups: u32) -> u32 {
+        if self.poll(batch) == BatchState::Done {
+            groups
+        } else {
+            0
+        }
+    }
+    /// A handle (a CUevent under CUDA) an engine's stream can wait on before reading group
+    /// `group` of `batch`, or NULL. Valid under the same terms as `batch_event`. The default is
+    /// the batch's own event, which completes after every group.
+    fn group_event(&self, batch: BatchId, group: u32) -> *mut std::ffi::c_void {
+        let _ = group;
+        self.batch_event(batch)
+    }
     /// Starts writing `bytes` (e.g. adapter weights) into GPU `blocks`, filling each block's
     /// logical bytes in order; the last block may be partly filled.
     fn submit_upload(&mut self, bytes: &[u8], blocks: &[u32]) -> Result<BatchId>;

@@ -3,8 +3,8 @@
 //!
 //! Choices the paper leaves open, made here:
 //! - `t_i` (time since last use) is in units of `CacheConfig::value_time_unit_us` of the engine
-//!   clock: 1 s for `elora` (so `1 - sigmoid(t)` shrinks a block's value about e-fold per idle
-//!   second), 30 s for `libra`, whose horizon is the gap between turns of a conversation.
+//!   clock, 1 s by default (so `1 - sigmoid(t)` shrinks a block's value about e-fold per idle
+//!   second) for both `elora` and `libra`.
 //! - Adapter popularity `prob_i` is adapter i's share of the requests that arrived in the last
 //!   `popularity_window_us` (default 30 s); `BS` is the mean batch size reported to `step` over
 //!   the last 5 s.

@@ -1,7 +1,8 @@
-//! Content self-check: reads every cached block back from the tier that holds its valid copy.
-//! For tests, fuzzing and debug builds of an engine; O(cached bytes).
+//! Self-checks for tests, fuzzing and debug builds of an engine: the structural invariants
+//! (O(nodes + blocks)), and the contents, read back from the tier that holds each block's
+//! valid copy (O(cached bytes)).
 use super::core::CacheCore;
-use super::tree::Residency;
+use super::tree::{Kind, Residency, ROOT};
 use crate::backend::Backend;
 
 impl CacheCore {
@@ -38,6 +39,91 @@ impl CacheCore {
                     return Err(format!("adapter {} block {i} (GPU block {b}) is corrupted", a.id));
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Checks every invariant: tree structure, each block owned exactly once, tier counts.
+    pub fn check_invariants(&self) -> std::result::Result<(), String> {
+        self.tree.check(self.cfg.policy.uncoupled())?;
+        let mut gpu_owner = vec![0u8; self.gpu.capacity() as usize];
+        let mut host_owner = vec![0u8; self.host.capacity() as usize];
+        let own = |v: &mut Vec<u8>, b: u32, what: &str| -> std::result::Result<(), String> {
+            let slot = v.get_mut(b as usize).ok_or(format!("{what} block {b} out of range"))?;
+            *slot += 1;
+            if *slot > 1 {
+                return Err(format!("{what} block {b} is owned twice"));
+            }
+            Ok(())
+        };
+        for id in self.tree.live_ids() {
+            let n = self.tree.node(id);
+            if n.kind != Kind::Kv {
+                continue;
+            }
+            match n.residency {
+                Residency::Gpu => own(&mut gpu_owner, n.gpu_block, "GPU")?,
+                Residency::Host => own(&mut host_owner, n.host_block, "host")?,
+                Residency::ToHost | Residency::ToGpu => {
+                    own(&mut gpu_owner, n.gpu_block, "GPU")?;
+                    own(&mut host_owner, n.host_block, "host")?;
+                }
+                Residency::Absent => return Err(format!("KV node {id} has no copy")),
+            }
+        }
+        let mut adapter_blocks = 0;
+        for a in self.adapters.iter().flatten() {
+            let r = self.tree.node(a.node).residency;
+            if r.gpu_side() == a.gpu_blocks.is_empty() {
+                return Err(format!("adapter {} residency {r:?} disagrees with its blocks", a.id));
+            }
+            for &b in &a.gpu_blocks {
+                own(&mut gpu_owner, b, "GPU")?;
+            }
+            adapter_blocks += a.gpu_blocks.len() as u32;
+        }
+        if adapter_blocks != self.adapter_gpu_blocks {
+            return Err("adapter block count is stale".into());
+        }
+        // Every pin belongs to an open request: a pin left by a failed call would keep a
+        // block on the GPU (and its adapter registered) forever.
+        let mut pins: std::collections::HashMap<u32, u32> = std::collections::HashMap::new();
+        for b in self.orphans.values().flatten() {
+            own(&mut gpu_owner, *b, "GPU")?;
+        }
+        for r in self.requests.iter().flatten() {
+            for &b in r.fresh[r.fresh_pos..].iter().chain(&r.spare) {
+                own(&mut gpu_owner, b, "GPU")?;
+            }
+            for &n in &r.pinned {
+                *pins.entry(n).or_default() += 1;
+            }
+        }
+        for id in self.tree.live_ids() {
+            let n = self.tree.node(id);
+            let want = pins.get(&id).copied().unwrap_or(0);
+            if n.kind != Kind::Root && n.pins != want {
+                return Err(format!("node {id} has {} pins but open requests hold {want}", n.pins));
+            }
+        }
+        for (b, &c) in gpu_owner.iter().enumerate() {
+            if (c == 1) != self.gpu.is_used(b as u32) {
+                return Err(format!(
+                    "GPU block {b}: {c} owners but pool says used={}",
+                    self.gpu.is_used(b as u32)
+                ));
+            }
+        }
+        for (b, &c) in host_owner.iter().enumerate() {
+            if (c == 1) != self.host.is_used(b as u32) {
+                return Err(format!(
+                    "host block {b}: {c} owners but pool says used={}",
+                    self.host.is_used(b as u32)
+                ));
+            }
+        }
+        if self.tree.node(ROOT).kind != Kind::Root {
+            return Err("root lost".into());
         }
         Ok(())
     }

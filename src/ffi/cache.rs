@@ -100,8 +100,7 @@ pub struct libra_cache_config {
     pub prefill_tokens_per_us: f64,
     /// Adapter popularity window in microseconds (default 30 s).
     pub popularity_window_us: u64,
-    /// Unit of idle time in the cost model, microseconds; 0 = the policy's default (1 s for
-    /// ELORA, 30 s for LIBRA).
+    /// Unit of idle time in the cost model, microseconds; 0 = the default (1 s).
     pub value_time_unit_us: u64,
     /// Longest an allocation waits for its own swap-outs, microseconds (default 100 ms).
     pub swap_wait_us: u64,
@@ -112,7 +111,18 @@ pub struct libra_cache_config {
     pub events: bool,
     /// Events kept before the oldest are dropped (and counted in stats).
     pub event_capacity: u32,
+    /// Layer-wise readiness: segments per layer group of a swap-in (default 0: one group). A
+    /// swap-in lands group by group (group g = segments g x n .. (g + 1) x n - 1 of `segments`),
+    /// so with segments ordered by layer the engine can run a prefill's first layers while the
+    /// later ones are still being copied: see `libra_cache_poll_groups` and
+    /// `libra_cache_group_event`. With one K and one V segment per layer, 2 x layers per group.
+    /// Callers whose `struct_size` ends before this field get the default.
+    pub segments_per_group: u32,
 }
+
+/// Size of `libra_cache_config` before `segments_per_group` was appended: callers built against
+/// that layout keep working and get the field's default.
+const CONFIG_SIZE_BEFORE_GROUPS: usize = std::mem::offset_of!(libra_cache_config, segments_per_group);
 
 /// What `libra_cache_match` found.
 #[repr(C)]
@@ -258,42 +268,65 @@ pub extern "C" fn libra_cache_config_default(config: *mut libra_cache_config) ->
         if config.is_null() {
             return Err(null_arg("config"));
         }
-        let d = CacheOptions::default();
-        let c = &d.config;
-        let value = libra_cache_config {
-            struct_size: std::mem::size_of::<libra_cache_config>(),
-            block_tokens: c.block_tokens,
-            gpu_blocks: d.gpu_blocks,
-            host_blocks: d.host_blocks,
-            policy: libra_policy::LIBRA_POLICY_ELORA as u32,
-            backend: libra_backend::LIBRA_BACKEND_CPU as u32,
-            block_bytes: d.block_bytes,
-            segments: std::ptr::null(),
-            segment_count: 0,
-            swap_out_high: c.swap_out_high,
-            swap_out_low: c.swap_out_low,
-            swap_in_idle: c.swap_in_idle,
-            swap_in_target: c.swap_in_target,
-            host_high: c.host_high,
-            host_low: c.host_low,
-            vllm_adapter_fraction: c.vllm_adapter_fraction,
-            hash_key: [c.hash_key.0, c.hash_key.1],
-            link_bytes_per_us: c.link_bytes_per_us,
-            prefill_tokens_per_us: c.prefill_tokens_per_us,
-            popularity_window_us: c.popularity_window_us,
-            value_time_unit_us: c.value_time_unit_us,
-            swap_wait_us: c.swap_wait_us,
-            prefetch_interval_us: c.prefetch_interval_us,
-            events: c.events,
-            event_capacity: c.event_capacity as u32,
-        };
         // SAFETY: checked non-NULL; the caller provides a writable libra_cache_config.
-        unsafe { write_out(config, value) };
+        unsafe { write_out(config, default_config()) };
         Ok(())
     })
 }
 
-/// Creates a cache. `config` is borrowed for the call (its `segments` array is copied).
+fn default_config() -> libra_cache_config {
+    let d = CacheOptions::default();
+    let c = &d.config;
+    libra_cache_config {
+        struct_size: std::mem::size_of::<libra_cache_config>(),
+        block_tokens: c.block_tokens,
+        gpu_blocks: d.gpu_blocks,
+        host_blocks: d.host_blocks,
+        policy: libra_policy::LIBRA_POLICY_ELORA as u32,
+        backend: libra_backend::LIBRA_BACKEND_CPU as u32,
+        block_bytes: d.block_bytes,
+        segments: std::ptr::null(),
+        segment_count: 0,
+        swap_out_high: c.swap_out_high,
+        swap_out_low: c.swap_out_low,
+        swap_in_idle: c.swap_in_idle,
+        swap_in_target: c.swap_in_target,
+        host_high: c.host_high,
+        host_low: c.host_low,
+        vllm_adapter_fraction: c.vllm_adapter_fraction,
+        hash_key: [c.hash_key.0, c.hash_key.1],
+        link_bytes_per_us: c.link_bytes_per_us,
+        prefill_tokens_per_us: c.prefill_tokens_per_us,
+        popularity_window_us: c.popularity_window_us,
+        value_time_unit_us: c.value_time_unit_us,
+        swap_wait_us: c.swap_wait_us,
+        prefetch_interval_us: c.prefetch_interval_us,
+        events: c.events,
+        event_capacity: c.event_capacity as u32,
+        segments_per_group: c.segments_per_group,
+    }
+}
+
+/// Copies the caller's config, as many bytes as its `struct_size` says (at least the layout
+/// before `segments_per_group`); later fields keep their defaults.
+///
+/// # Safety
+/// `config` must be NULL or point to `struct_size` readable bytes of a libra_cache_config.
+unsafe fn read_config(config: *const libra_cache_config) -> Result<libra_cache_config, Error> {
+    if config.is_null() {
+        return Err(null_arg("config"));
+    }
+    let size = std::ptr::addr_of!((*config).struct_size).read_unaligned();
+    check_struct_size(size, CONFIG_SIZE_BEFORE_GROUPS, "config")?;
+    let mut value = default_config();
+    let n = size.min(std::mem::size_of::<libra_cache_config>());
+    std::ptr::copy_nonoverlapping(config as *const u8, &mut value as *mut libra_cache_config as *mut u8, n);
+    value.struct_size = std::mem::size_of::<libra_cache_config>();
+    Ok(value)
+}
+
+/// Creates a cache. `config` is borrowed for the call (its `segments` array is copied); only
+/// its first `struct_size` bytes are read.
 /// On success `*out` receives a new handle owned by the caller, to be released with
 /// `libra_cache_free`. Fails with LIBRA_ERR_INVALID_ARGUMENT naming the bad field (including
 /// more than 2^26 blocks in a tier, or an owned arena over 2^40 bytes), or LIBRA_ERR_DEVICE
@@ -307,11 +340,10 @@ pub extern "C" fn libra_cache_create(
 ) -> libra_status {
     guard("libra_cache_create", || {
         // SAFETY: NULL or a valid config, per the contract above.
-        let cfg = unsafe { deref(config, "config") }?;
+        let cfg = &unsafe { read_config(config) }?;
         if out.is_null() {
             return Err(null_arg("out"));
         }
-        check_struct_size(cfg.struct_size, std::mem::size_of::<libra_cache_config>(), "config")?;
         if cfg.event_capacity == 0 && cfg.events {
             return Err(Error::invalid(
                 "`config.event_capacity` must be positive when `config.events` is set",
@@ -353,6 +385,7 @@ pub extern "C" fn libra_cache_create(
             prefetch_interval_us: cfg.prefetch_interval_us,
             events: cfg.events,
             event_capacity: cfg.event_capacity.max(1) as usize,
+            segments_per_group: cfg.segments_per_group,
         };
         let opts = CacheOptions {
             config,
@@ -677,6 +710,71 @@ pub extern "C" fn libra_cache_wait_event(
             return Err(null_arg("event_out"));
         }
         let e = c.cache.wait_event(request)?;
+        // SAFETY: checked non-NULL.
+        unsafe { write_out(event_out, e) };
+        Ok(())
+    })
+}
+
+/// Layer-wise readiness, non-blocking: `*readiness_out` receives the request's libra_readiness
+/// (as `libra_cache_poll`), `*ready_groups_out` how many leading layer groups of its cached
+/// blocks are usable now (all of them when LIBRA_READY, 0 when LIBRA_FAILED), and
+/// `*groups_out` (may be NULL) the number of layer groups (`segments_per_group` of the config;
+/// at least 1). The engine may run layer group g of the request's prefill once g < ready
+/// groups; commit still waits for LIBRA_READY. Should a later group's copy fail, the request
+/// turns LIBRA_FAILED and whatever was computed from it must be discarded with an abort.
+/// Errors: LIBRA_ERR_NULL_ARGUMENT, LIBRA_ERR_NOT_FOUND (request not open). Thread-safe.
+#[no_mangle]
+pub extern "C" fn libra_cache_poll_groups(
+    cache: *const libra_cache,
+    request: u64,
+    readiness_out: *mut libra_readiness,
+    ready_groups_out: *mut u32,
+    groups_out: *mut u32,
+) -> libra_status {
+    guard("libra_cache_poll_groups", || {
+        let c = cache_ref(cache)?;
+        if readiness_out.is_null() {
+            return Err(null_arg("readiness_out"));
+        }
+        if ready_groups_out.is_null() {
+            return Err(null_arg("ready_groups_out"));
+        }
+        let r = c.cache.poll_groups(request)?;
+        // SAFETY: checked non-NULL (groups_out just below).
+        unsafe {
+            write_out(readiness_out, readiness(r.readiness));
+            write_out(ready_groups_out, r.ready_groups);
+            if !groups_out.is_null() {
+                write_out(groups_out, r.groups);
+            }
+        }
+        Ok(())
+    })
+}
+
+/// `*event_out` receives a CUevent (as void *) that the engine's stream waits on before its
+/// kernels of layer group `group` (0-based) read the request's cached blocks, or NULL when
+/// nothing is pending or the backend has no events (CPU). Like `libra_cache_wait_event`'s, the
+/// event is owned by the cache, stays a valid CUevent until the cache is freed, and may be
+/// recorded again for later copies once the request's copies have completed: make the stream
+/// wait on it right away (e.g. `cuStreamWaitEvent` before launching that group's layers)
+/// rather than keeping it. Errors: LIBRA_ERR_NULL_ARGUMENT, LIBRA_ERR_NOT_FOUND (request not
+/// open), LIBRA_ERR_INVALID_ARGUMENT (`group` is not below the number of layer groups).
+/// Thread-safe.
+#[no_mangle]
+pub extern "C" fn libra_cache_group_event(
+    cache: *const libra_cache,
+    request: u64,
+    group: u32,
+    event_out: *mut *mut c_void,
+) -> libra_status {
+    guard("libra_cache_group_event", || {
+        let c = cache_ref(cache)?;
+        if event_out.is_null() {
+            return Err(null_arg("event_out"));
+        }
+        let e = c.cache.group_event(request, group)?;
         // SAFETY: checked non-NULL.
         unsafe { write_out(event_out, e) };
         Ok(())

@@ -4,11 +4,12 @@
 #![allow(non_camel_case_types)]
 use crate::error::{libra_status, Error};
 use crate::ffi::boundary::{check_struct_size, deref, deref_mut, guard, null_arg, slice, write_out};
+use crate::topo::astra::{astra_iteration, parse_astra_workload, to_astra_sim_yaml};
 use crate::topo::exec::execute;
 use crate::topo::model::{iteration_time, TimeModel};
 use crate::topo::network::{CostParams, DimKind, Dimension, Network};
 use crate::topo::optimize::{optimize, Cmp, LinearConstraint, Objective, OptimizeSpec};
-use crate::topo::parse::{parse_network, parse_workload};
+use crate::topo::parse::{parse_communicator, parse_network, parse_workload};
 use crate::topo::presets::{NetworkPreset, WorkloadPreset};
 use crate::topo::schedule::{Policy, Schedule, ScheduleConfig, StepOp};
 use crate::topo::workload::{Collective, CollectiveKind, Overlap, Workload};
@@ -53,7 +54,8 @@ pub const LIBRA_MODEL_ALPHA_BETA: libra_time_model = 1;
 pub type libra_objective = i32;
 /// Minimise iteration time.
 pub const LIBRA_OBJECTIVE_TIME: libra_objective = 0;
-/// Minimise iteration time x network cost.
+/// Minimise iteration time x network cost, with the bandwidths summing to exactly
+/// `total_bandwidth` (required; LIBRA's budget is an equality).
 pub const LIBRA_OBJECTIVE_TIME_COST: libra_objective = 1;
 
 /// Comparison of a linear constraint: one of the LIBRA_CMP_* constants.
@@ -155,7 +157,8 @@ pub struct libra_optimize_config {
     pub lower: *const f64,
     /// Per-dimension upper bounds (num_dims entries, INFINITY allowed) or NULL for none.
     pub upper: *const f64,
-    /// Entries in `lower` / `upper` (the network's dimension count when either is set).
+    /// Entries in `lower` / `upper`: the network's dimension count when either is set (0 with a
+    /// bound set is an error).
     pub num_bounds: usize,
     /// Extra linear constraints, or NULL when num_constraints is 0.
     pub constraints: *const libra_linear_constraint,
@@ -370,10 +373,17 @@ pub unsafe extern "C" fn libra_network_preset_new(
     })
 }
 
-/// Parses a LIBRA network YAML file's text (`Topology`, `NpusCount`, optional
-/// `CostDimension`, `Bandwidth` in GB/s (default 100) and `Latency` in ns) and, if
-/// `cost_yaml` is not NULL, a LIBRA cost-model YAML text. Both strings are borrowed,
-/// NUL-terminated UTF-8. Fails with LIBRA_ERR_PARSE and a message naming the key or line.
+/// Parses a network YAML file's text, told apart by its keys: LIBRA's (`Topology`,
+/// `NpusCount`, optional `CostDimension`, and our optional `Bandwidth` in GB/s per NPU, default
+/// 100, and `Latency` in ns per step) or ASTRA-sim 2.0's analytical one (`topology`,
+/// `npus_count`, `bandwidth` in GB/s per link with ASTRA-sim's 2^30-byte GB, `latency` in ns per
+/// link; converted to per-NPU bandwidth: x2 for a ring, x(n-1) fully-connected, x1 switch, and
+/// a switch step's latency is two links'). `cost_yaml`, if not NULL, is a LIBRA cost-model text
+/// (`Link` for every dimension, plus `Switch` and `Nic` for switch dimensions, positive $ per
+/// GB/s) and needs a LIBRA network with `CostDimension`. Both strings are borrowed,
+/// NUL-terminated UTF-8. Fails with LIBRA_ERR_PARSE and a message naming the key or line for
+/// unknown keys, values of the wrong shape or out of range, nesting deeper than 16 levels, and
+/// YAML outside the supported subset (flow mappings, anchors, several documents).
 /// `*out` is freed with libra_network_free(). Thread-safe.
 ///
 /// # Safety
@@ -392,6 +402,39 @@ pub unsafe extern "C" fn libra_network_parse(
         let cost = if cost_yaml.is_null() { None } else { Some(c_str(cost_yaml, "cost_yaml")?) };
         let net = parse_network(text, cost)?;
         write_out(out, boxed(libra_network { inner: net }));
+        Ok(())
+    })
+}
+
+/// Writes `network` as an ASTRA-sim 2.0 analytical network YAML text (the inverse of the
+/// conversion in libra_network_parse(); costs are not part of that format). With `buf` NULL,
+/// writes the size needed (including the terminating NUL) to `*len_out` and succeeds. Otherwise
+/// `buf` must hold `cap` bytes: fails with LIBRA_ERR_INVALID_ARGUMENT when `cap` is smaller than
+/// the size needed (nothing written), and on success writes the NUL-terminated text to `buf` and
+/// its size including the NUL to `*len_out`. Thread-safe on a const network.
+///
+/// # Safety
+/// `network` valid or NULL; `buf` NULL or `cap` writable bytes; `len_out` writable or NULL.
+#[no_mangle]
+pub unsafe extern "C" fn libra_network_export_astra_sim(
+    network: *const libra_network,
+    buf: *mut c_char,
+    cap: usize,
+    len_out: *mut usize,
+) -> libra_status {
+    guard("libra_network_export_astra_sim", || {
+        let n = deref(network, "network")?;
+        deref_mut(len_out, "len_out")?;
+        let text = to_astra_sim_yaml(&n.inner);
+        let need = text.len() + 1;
+        if !buf.is_null() {
+            if cap < need {
+                return Err(Error::invalid(format!("`cap` is {cap}; the text needs {need} bytes")));
+            }
+            std::ptr::copy_nonoverlapping(text.as_ptr(), buf as *mut u8, text.len());
+            *buf.add(text.len()) = 0;
+        }
+        write_out(len_out, need);
         Ok(())
     })
 }
@@ -652,6 +695,46 @@ pub unsafe extern "C" fn libra_workload_parse(
     })
 }
 
+/// Parses an ASTRA-sim 1.0 workload text into one training iteration on `network`. With
+/// `communicator_yaml` NULL, each layer's communicators follow the file's parallelism as
+/// ASTRA-sim 1.0 assigns them (`DATA`, `MODEL`, `HYBRID_DATA_MODEL`: model parallel on
+/// dimension 0, `HYBRID_MODEL_DATA`: data parallel on dimension 0, `HYBRID_TRANSFORMER`:
+/// model parallel over the first `model_parallel_NPU_group` NPUs, `HYBRID_DLRM`, `MICRO`, and
+/// `HYBRID_CUSTOMIZED`, whose layers name their own in a 13th field); otherwise the LIBRA
+/// communicator applies to every layer. Strings are borrowed, NUL-terminated UTF-8. Fails with
+/// LIBRA_ERR_PARSE naming the line or key, and LIBRA_ERR_INVALID_ARGUMENT when a file without a
+/// parallelism header comes without a communicator or a model-parallel group does not fit the
+/// network. `*out` is freed with libra_workload_free(). Thread-safe on a const network.
+///
+/// # Safety
+/// `network` valid or NULL; `workload_text` NUL-terminated; `communicator_yaml` NULL or
+/// NUL-terminated; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn libra_workload_parse_astra(
+    network: *const libra_network,
+    workload_text: *const c_char,
+    communicator_yaml: *const c_char,
+    overlap_mode: libra_overlap,
+    out: *mut *mut libra_workload,
+) -> libra_status {
+    guard("libra_workload_parse_astra", || {
+        let n = deref(network, "network")?;
+        if out.is_null() {
+            return Err(null_arg("out"));
+        }
+        let text = c_str(workload_text, "workload_text")?;
+        let comm = if communicator_yaml.is_null() {
+            None
+        } else {
+            Some(parse_communicator(c_str(communicator_yaml, "communicator_yaml")?, n.inner.num_dims())?)
+        };
+        let w = parse_astra_workload(text)?;
+        let wl = astra_iteration(&w, &n.inner, comm.as_ref(), overlap(overlap_mode)?)?;
+        write_out(out, boxed(libra_workload { inner: wl }));
+        Ok(())
+    })
+}
+
 /// Frees a workload. NULL is a no-op. The workload must not be in use by another thread.
 ///
 /// # Safety
@@ -733,7 +816,9 @@ fn budget(v: f64, name: &str) -> Result<Option<f64>, Error> {
 
 /// Finds the per-NPU bandwidths that minimise the objective for `workload` on `network` (the
 /// network's own bandwidths are ignored) under `config`'s budgets, bounds and constraints,
-/// exactly (a conic solve). Writes `num_dims` bandwidths (GB/s) to `bandwidths_out` and the
+/// exactly (a conic solve). A dimension no phase uses gets its lower bound, or 0.001 GB/s when
+/// that is 0, so the answer is always accepted by libra_network_set_bandwidths().
+/// Writes `num_dims` bandwidths (GB/s) to `bandwidths_out` and the
 /// summary to `*out` (whose `struct_size` the caller sets), only on success. Fails with
 /// LIBRA_ERR_INFEASIBLE when no allocation satisfies the constraints (e.g. a budget below the
 /// lower bounds) and LIBRA_ERR_INVALID_ARGUMENT naming the field for bad input. Thread-safe on
@@ -794,6 +879,12 @@ pub unsafe extern "C" fn libra_optimize(
             };
             let coeffs = slice(c.coeffs, c.num_coeffs, &format!("config.constraints[{i}].coeffs"))?.to_vec();
             linear.push(LinearConstraint::new(coeffs, cmp, c.rhs));
+        }
+        if cfg.num_bounds == 0 && !(cfg.lower.is_null() && cfg.upper.is_null()) {
+            let which = if cfg.lower.is_null() { "upper" } else { "lower" };
+            return Err(Error::invalid(format!(
+                "`config.{which}` is set but `config.num_bounds` is 0; set it to the network's {d} dimensions"
+            )));
         }
         let spec = OptimizeSpec {
             objective,

@@ -1,5 +1,6 @@
 //! Topology-aware collectives: LIBRA's bandwidth optimiser and Themis's collective scheduler.
 //! Pure and deterministic: no clocks, threads or I/O (parsers take `&str`).
+pub mod astra;
 pub mod exec;
 pub mod model;
 pub mod network;
@@ -8,6 +9,7 @@ pub mod parse;
 pub mod presets;
 pub mod schedule;
 pub mod workload;
+pub mod yaml;
 
 pub use model::{Algorithm, TimeModel};
 pub use network::{CostParams, DimKind, Dimension, Network};

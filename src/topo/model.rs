@@ -4,8 +4,8 @@
 //! The alpha-beta model adds `steps · latency` per dimension. Units: bytes, GB/s, ns.
 // Per-dimension quantities live in parallel arrays; indexing by dimension reads clearer.
 #![allow(clippy::needless_range_loop)]
-use crate::error::Result;
-use crate::topo::network::{check_len, DimKind, Network};
+use crate::error::{Error, Result};
+use crate::topo::network::{check_len, check_positive, DimKind, Network};
 use crate::topo::workload::{Collective, CollectiveKind, Overlap, Workload};
 
 /// Algorithm a dimension runs its part of a collective with (for the latency term).
@@ -131,11 +131,28 @@ pub fn collective_terms(c: &Collective, net: &Network, model: &TimeModel) -> Res
     Ok(CollectiveTerms { bytes, latency })
 }
 
+/// Bandwidths must be positive and finite, one per dimension.
+fn check_bandwidths(bw: &[f64], net: &Network) -> Result<()> {
+    check_len(bw.len(), net.num_dims(), "bandwidths")?;
+    for (i, &b) in bw.iter().enumerate() {
+        check_positive(b, &format!("bandwidths[{i}]"))?;
+    }
+    Ok(())
+}
+
+/// A modelled time must be finite: an input near `f64::MAX` can overflow it.
+fn finite_time(t: f64) -> Result<f64> {
+    if !t.is_finite() {
+        return Err(Error::invalid(format!("the modelled time is {t}: `bytes` or `compute` is too large")));
+    }
+    Ok(t)
+}
+
 /// Time of one collective with per-NPU bandwidths `bw`.
 pub fn collective_time(c: &Collective, net: &Network, model: &TimeModel, bw: &[f64]) -> Result<f64> {
-    check_len(bw.len(), net.num_dims(), "bandwidths")?;
+    check_bandwidths(bw, net)?;
     c.validate(net, "collective")?;
-    Ok(collective_terms(c, net, model)?.time(bw))
+    finite_time(collective_terms(c, net, model)?.time(bw))
 }
 
 /// Iteration time of `wl` on `net` with bandwidths `bw` (the network's own when `None`).
@@ -143,7 +160,7 @@ pub fn iteration_time(wl: &Workload, net: &Network, model: &TimeModel, bw: Optio
     wl.validate(net)?;
     let own = net.bandwidths();
     let bw = bw.unwrap_or(&own);
-    check_len(bw.len(), net.num_dims(), "bandwidths")?;
+    check_bandwidths(bw, net)?;
     let mut total = 0.0;
     for p in &wl.phases {
         let comm = match &p.collective {
@@ -155,7 +172,7 @@ pub fn iteration_time(wl: &Workload, net: &Network, model: &TimeModel, bw: Optio
             Overlap::Full => p.compute.max(comm),
         };
     }
-    Ok(total)
+    finite_time(total)
 }
 
 /// Total bytes each NPU moves per dimension over one iteration (for the traffic-proportional

@@ -107,8 +107,8 @@ impl Network {
             check_non_negative(d.cost.nic, &format!("dims[{i}].cost.nic"))?;
         }
         let npus = dims.iter().try_fold(1u64, |acc, d| acc.checked_mul(d.size as u64));
-        if !matches!(npus, Some(n) if n <= u32::MAX as u64) {
-            return Err(Error::invalid("`dims[].size`: the product of the sizes overflows"));
+        if !matches!(npus, Some(n) if n <= 1u64 << 32) {
+            return Err(Error::invalid("`dims[].size`: the product of the sizes exceeds 2^32 NPUs"));
         }
         Ok(Network { dims })
     }
@@ -144,9 +144,12 @@ impl Network {
         self.dims.iter().map(|d| n * d.unit_cost()).collect()
     }
 
-    /// LIBRA's network cost in dollars of the given per-NPU bandwidths.
+    /// LIBRA's network cost in dollars of the given per-NPU bandwidths (non-negative, finite).
     pub fn cost_of(&self, bw: &[f64]) -> Result<f64> {
         check_len(bw.len(), self.num_dims(), "bandwidths")?;
+        for (i, &b) in bw.iter().enumerate() {
+            check_non_negative(b, &format!("bandwidths[{i}]"))?;
+        }
         Ok(self.cost_coefficients().iter().zip(bw).map(|(c, b)| c * b).sum())
     }
 

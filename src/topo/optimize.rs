@@ -44,7 +44,7 @@ pub enum Objective {
     /// Iteration time.
     #[default]
     Time,
-    /// Iteration time × network cost (perf-per-cost).
+    /// Iteration time × network cost (perf-per-cost), with `Σ B_d = total_bandwidth`.
     TimeCost,
 }
 
@@ -53,7 +53,7 @@ pub enum Objective {
 pub struct OptimizeSpec {
     pub objective: Objective,
     pub model: TimeModel,
-    /// `Σ B_d <= total_bandwidth` (GB/s per NPU).
+    /// `Σ B_d <= total_bandwidth` (GB/s per NPU); `=` under `Objective::TimeCost`, which needs it.
     pub total_bandwidth: Option<f64>,
     /// Network cost `<=` this many dollars.
     pub dollar_budget: Option<f64>,
@@ -130,6 +130,12 @@ impl CompiledWorkload {
                 }
                 Overlap::Full => p.compute,
             };
+            if terms.bytes.iter().chain(&terms.latency).any(|v| !v.is_finite()) {
+                return Err(Error::invalid(format!(
+                    "`{}`: its traffic overflows (`bytes` is too large to model)",
+                    p.name
+                )));
+            }
             if terms.is_empty() {
                 constant += compute;
                 continue;
@@ -176,12 +182,18 @@ impl CompiledWorkload {
 pub fn optimize(net: &Network, wl: &Workload, spec: &OptimizeSpec) -> Result<Allocation> {
     let cw = CompiledWorkload::new(wl, net, &spec.model)?;
     validate_spec(net, spec)?;
+    let spec = &solver_spec(net, &cw, spec);
     let coef = net.cost_coefficients();
     let (bandwidths, iterations) = match spec.objective {
         Objective::Time => solve_time(net, &cw, spec, None)?,
         Objective::TimeCost => solve_time_cost(net, &cw, spec, &coef)?,
     };
     let time = cw.time(&bandwidths);
+    if !time.is_finite() {
+        return Err(Error::invalid(format!(
+            "the iteration time is {time}: a phase's `bytes` or `compute` is too large to model"
+        )));
+    }
     let cost: f64 = coef.iter().zip(&bandwidths).map(|(c, b)| c * b).sum();
 
     // Baselines at the same total bandwidth, or at the same cost for a pure dollar budget.
@@ -210,6 +222,42 @@ pub fn optimize(net: &Network, wl: &Workload, spec: &OptimizeSpec) -> Result<All
         bandwidths,
         iterations,
     })
+}
+
+/// Least bandwidth (GB/s per NPU) a dimension that no phase uses is given, so that every answer
+/// is a valid network: its lower bound when that is positive, else this (or less, when an upper
+/// bound or a small total budget asks for less).
+/// cbindgen:ignore
+pub const UNUSED_DIM_BANDWIDTH: f64 = 1e-3;
+
+/// The problem as solved: unused dimensions get a positive lower bound, and perf-per-cost makes
+/// the total budget an equality (LIBRA's constraint; under `<=` time x cost has no minimum).
+fn solver_spec(net: &Network, cw: &CompiledWorkload, spec: &OptimizeSpec) -> OptimizeSpec {
+    let d = net.num_dims();
+    let mut s = spec.clone();
+    let active = cw.active_dims(d);
+    if s.lower.is_empty() {
+        s.lower = vec![0.0; d];
+    }
+    let idle = active.iter().filter(|a| !**a).count().max(1) as f64;
+    for k in (0..d).filter(|&k| !active[k]) {
+        if s.lower[k] > 0.0 {
+            continue;
+        }
+        let mut floor = UNUSED_DIM_BANDWIDTH;
+        if let Some(&u) = spec.upper.get(k) {
+            floor = floor.min(u / 2.0);
+        }
+        if let Some(t) = spec.total_bandwidth {
+            let room = t - spec.lower.iter().sum::<f64>();
+            floor = floor.min(room / (1000.0 * idle));
+        }
+        s.lower[k] = floor.max(0.0);
+    }
+    if let (Objective::TimeCost, Some(t)) = (s.objective, s.total_bandwidth) {
+        s.linear.push(LinearConstraint::new(vec![1.0; d], Cmp::Eq, t));
+    }
+    s
 }
 
 fn validate_spec(net: &Network, spec: &OptimizeSpec) -> Result<()> {
@@ -270,6 +318,12 @@ fn validate_spec(net: &Network, spec: &OptimizeSpec) -> Result<()> {
     if spec.total_bandwidth.is_none() && spec.dollar_budget.is_none() && !capped && spec.linear.is_empty() {
         return Err(Error::invalid(
             "unbounded: give `total_bandwidth`, `dollar_budget`, finite `upper` bounds or `linear` constraints",
+        ));
+    }
+    if spec.objective == Objective::TimeCost && spec.total_bandwidth.is_none() {
+        return Err(Error::invalid(
+            "objective time x cost needs `total_bandwidth`, met with equality as in LIBRA: under a `<=` budget \
+             time x cost keeps falling as every bandwidth shrinks",
         ));
     }
     if spec.objective == Objective::TimeCost && net.cost_coefficients().iter().all(|&c| c == 0.0) {

@@ -4,8 +4,15 @@
 //! dimensions in an order `π`: reduce-scatter stages along `π` (each stage leaves every rank
 //! one part of its segment, reduced over the dimension's group), all-gather stages along `π`
 //! reversed. An all-reduce is both. `baseline` uses the ascending dimension order for every
-//! chunk; `themis` picks, chunk by chunk, the order that keeps the accumulated per-dimension
-//! load (latency steps plus bytes over bandwidth) most balanced, so no dimension idles.
+//! chunk; `themis` picks, chunk by chunk and position by position, the dimension whose
+//! accumulated busy time stays least, so no dimension idles (greedy: `O(chunks · d²)` work for
+//! `d` involved dimensions, never a search over the `d!` orders), and keeps the ascending order
+//! instead whenever that is predicted faster, so it is never slower than the baseline.
+//!
+//! Time model: a step's bytes occupy its dimension for `bytes / bandwidth`; the algorithm's
+//! per-step latency (`steps · latency` for ring, direct or halving-doubling) then delays that
+//! chunk's next stage, but the dimension is free for other chunks meanwhile, so splitting into
+//! more chunks hides latency instead of adding it.
 //!
 //! An all-to-all sends block `j` of every rank's buffer (`count / ranks` elements) to rank `j`.
 //! It crosses each involved dimension once, as a transpose along that dimension: position `p`
@@ -13,9 +20,8 @@
 //! dimension, into the position whose coordinate there becomes `a`. After every dimension,
 //! rank `r`'s block `j` holds rank `j`'s block `r`. The volume does not shrink between stages,
 //! so every order loads the dimensions alike and ordering can only shorten the pipeline's fill
-//! and drain: `themis` picks, chunk by chunk, the order that finishes the chunk earliest given
-//! when each dimension frees up (on uniform or strictly layered networks that is the ascending
-//! order, and both policies agree).
+//! and drain: `themis` picks, chunk by chunk, the dimension on which the chunk's next stage
+//! arrives first given when each dimension frees up.
 //!
 //! Ranks of the communicator are numbered mixed-radix over the group sizes, dimension 0
 //! fastest. Uneven sizes are split as evenly as possible: part `i` of `L` elements over `g`
@@ -34,7 +40,8 @@ pub const MAX_CHUNKS: usize = 1 << 20;
 pub enum Policy {
     /// Every chunk in ascending dimension order (hierarchical collective).
     Baseline,
-    /// Per chunk, the order that best balances the accumulated per-dimension load.
+    /// Per chunk, the order that best balances the accumulated per-dimension load (never
+    /// predicted slower than `Baseline`).
     #[default]
     Themis,
 }
@@ -75,7 +82,8 @@ pub struct Step {
     pub op: StepOp,
     /// Group size along `dim`.
     pub group: u32,
-    /// Bytes each rank sends in this step.
+    /// The most bytes any rank receives in this step (its segment less its own part, or for an
+    /// all-to-all the blocks it gets), from the executor's integer splits.
     pub bytes: f64,
     /// The chunk's range in the buffer (elements); for an all-to-all, its range within each of
     /// the `ranks` blocks.
@@ -83,7 +91,8 @@ pub struct Step {
     pub chunk_count: usize,
     /// Indices of earlier steps this one waits for (besides the previous step on `dim`).
     pub deps: Vec<usize>,
-    /// Predicted start and finish in ns.
+    /// Predicted start, and finish (when the chunk's data has arrived: serialisation plus the
+    /// step's latency), in ns.
     pub start: f64,
     pub finish: f64,
 }
@@ -152,152 +161,43 @@ impl Schedule {
         let d = net.num_dims();
         let active: Vec<usize> = (0..d).filter(|&k| groups[k] > 1).collect();
         // Chunks split the buffer, or for an all-to-all each block alike.
-        let (span, blocks) = if all_to_all { (count / ranks, ranks) } else { (count, 1) };
+        let span = if all_to_all { count / ranks } else { count };
         let nchunks = cfg.chunks.min(span);
         let chunks: Vec<(usize, usize)> = (0..nchunks).map(|c| split_part(span, nchunks, c)).collect();
-        let es = cfg.elem_size as f64;
-        // Per-step cost on dimension k for a segment of `len` elements (one pass).
-        let step_cost = |k: usize, len: f64| -> (f64, f64) {
-            let g = groups[k] as f64;
-            let dim = &net.dims()[k];
-            let bytes = len * es * (g - 1.0) / g;
-            let alg = Algorithm::default_for(dim.kind);
-            (bytes, alg.steps(groups[k]) * dim.latency + bytes / dim.bandwidth)
-        };
-        let passes: &[StepOp] = match kind {
-            CollectiveKind::AllReduce => &[StepOp::ReduceScatter, StepOp::AllGather],
-            CollectiveKind::ReduceScatter => &[StepOp::ReduceScatter],
-            CollectiveKind::AllGather => &[StepOp::AllGather],
-            CollectiveKind::AllToAll => &[StepOp::AllToAll],
-        };
-        // Elements a rank holds of a chunk before the split on dimension `k`.
-        let shrink = |k: usize| if all_to_all { 1.0 } else { groups[k] as f64 };
-        // Load each order adds per dimension for a chunk of `len` elements.
-        let order_load = |order: &[usize], len: f64| -> Vec<f64> {
-            let mut add = vec![0.0; d];
-            let mut l = len;
-            for &k in order {
-                add[k] += passes.len() as f64 * step_cost(k, l).1;
-                l /= shrink(k);
+        let model = StepModel::new(net, &groups, kind, cfg.elem_size, ranks);
+        let ascending = vec![active.clone(); nchunks];
+        let (orders, plan) = match cfg.policy {
+            Policy::Baseline => {
+                let plan = model.list_schedule(&chunks, &ascending);
+                (ascending, plan)
             }
-            add
-        };
-        let perms = permutations(&active);
-        let mut load = vec![0.0; d];
-        // When each dimension frees up, as chunks are placed (all-to-all under themis).
-        let mut free = vec![0.0; d];
-        let mut orders = Vec::with_capacity(nchunks);
-        for &(_, len) in &chunks {
-            let len = len * blocks;
-            let order = match cfg.policy {
-                Policy::Baseline => active.clone(),
-                Policy::Themis if all_to_all => {
-                    earliest_finish(&perms, &mut free, |k| step_cost(k, len as f64).1)
-                }
-                Policy::Themis => {
-                    let mut best: Option<(f64, f64, &Vec<usize>)> = None;
-                    for p in &perms {
-                        let add = order_load(p, len as f64);
-                        let new: Vec<f64> = load.iter().zip(&add).map(|(a, b)| a + b).collect();
-                        let max = new.iter().cloned().fold(0.0, f64::max);
-                        let sq: f64 = new.iter().map(|v| v * v).sum();
-                        let better = match best {
-                            None => true,
-                            Some((bm, bs, _)) => {
-                                max < bm * (1.0 - 1e-12) || (max <= bm * (1.0 + 1e-12) && sq < bs)
-                            }
-                        };
-                        if better {
-                            best = Some((max, sq, p));
-                        }
-                    }
-                    best.map(|b| b.2.clone()).unwrap_or_default()
-                }
-            };
-            for (l, a) in load.iter_mut().zip(order_load(&order, len as f64)) {
-                *l += a;
-            }
-            orders.push(order);
-        }
-
-        // Stages of each chunk: (dim, op, segment length before the split on dim).
-        let stages: Vec<Vec<(usize, StepOp, f64)>> = chunks
-            .iter()
-            .zip(&orders)
-            .map(|(&(_, len), order)| {
-                let mut full = Vec::with_capacity(order.len());
-                let mut l = (len * blocks) as f64;
-                for &k in order {
-                    full.push(l);
-                    l /= shrink(k);
-                }
-                let mut st = Vec::new();
-                if all_to_all {
-                    st.extend(order.iter().zip(&full).map(|(&k, &l)| (k, StepOp::AllToAll, l)));
-                }
-                if passes.contains(&StepOp::ReduceScatter) {
-                    st.extend(order.iter().zip(&full).map(|(&k, &l)| (k, StepOp::ReduceScatter, l)));
-                }
-                if passes.contains(&StepOp::AllGather) {
-                    st.extend(order.iter().zip(&full).rev().map(|(&k, &l)| (k, StepOp::AllGather, l)));
-                }
-                st
-            })
-            .collect();
-
-        // List scheduling: the next step to start is the one that can start earliest; each
-        // dimension runs one step at a time; a chunk's stages run in order.
-        let mut next = vec![0usize; nchunks];
-        let mut ready = vec![0.0f64; nchunks];
-        let mut last_step: Vec<Option<usize>> = vec![None; nchunks];
-        let mut dim_free = vec![0.0f64; d];
-        let mut dim_busy = vec![0.0f64; d];
-        let total: usize = stages.iter().map(|s| s.len()).sum();
-        let mut steps = Vec::with_capacity(total);
-        while steps.len() < total {
-            let mut pick: Option<(f64, usize)> = None;
-            for c in 0..nchunks {
-                if let Some(&(k, _, _)) = stages[c].get(next[c]) {
-                    let s = ready[c].max(dim_free[k]);
-                    if pick.is_none_or_less(s) {
-                        pick = Some((s, c));
-                    }
+            Policy::Themis => {
+                let themis = if all_to_all {
+                    model.earliest_finish_orders(&chunks, &active)
+                } else {
+                    model.balanced_orders(&chunks, &active)
+                };
+                let plan = model.list_schedule(&chunks, &themis);
+                // The greedy choice is a heuristic: keep the ascending order when it is
+                // predicted faster, so Themis is never slower than the baseline.
+                let base = model.list_schedule(&chunks, &ascending);
+                if base.finish_time < plan.finish_time {
+                    (ascending, base)
+                } else {
+                    (themis, plan)
                 }
             }
-            let (start, c) = pick.expect("a chunk has a pending stage");
-            let (k, op, full) = stages[c][next[c]];
-            let (bytes, dur) = step_cost(k, full);
-            let finish = start + dur;
-            steps.push(Step {
-                chunk: c,
-                stage: next[c],
-                dim: k,
-                op,
-                group: groups[k],
-                bytes,
-                chunk_offset: chunks[c].0,
-                chunk_count: chunks[c].1,
-                deps: last_step[c].into_iter().collect(),
-                start,
-                finish,
-            });
-            last_step[c] = Some(steps.len() - 1);
-            next[c] += 1;
-            ready[c] = finish;
-            dim_free[k] = finish;
-            dim_busy[k] += dur;
-        }
-        let finish_time = steps.iter().map(|s| s.finish).fold(0.0, f64::max);
+        };
         Ok(Schedule {
             kind,
             count,
             elem_size: cfg.elem_size,
             groups,
-            steps,
+            steps: plan.steps,
             orders,
             chunks,
-            finish_time,
-            dim_busy,
+            finish_time: plan.finish_time,
+            dim_busy: plan.dim_busy,
         })
     }
 
@@ -354,34 +254,194 @@ impl Schedule {
     }
 }
 
-/// The order among `perms` that finishes a chunk earliest when its stage on dimension `k` takes
-/// `dur(k)` and dimension `k` is free from `free[k]` (ties: the one that leaves the dimensions
-/// free earliest in sum, then the first); updates `free` with it.
-fn earliest_finish(perms: &[Vec<usize>], free: &mut [f64], dur: impl Fn(usize) -> f64) -> Vec<usize> {
-    let place = |order: &[usize], free: &mut [f64]| -> f64 {
-        let mut t = 0.0f64;
-        for &k in order {
-            t = t.max(free[k]) + dur(k);
-            free[k] = t;
-        }
-        t
-    };
-    let mut best: Option<(f64, f64, &Vec<usize>)> = None;
-    for p in perms {
-        let mut trial = free.to_vec();
-        let finish = place(p, &mut trial);
-        let sum: f64 = trial.iter().sum();
-        let better = match best {
-            None => true,
-            Some((bf, bs, _)) => finish < bf * (1.0 - 1e-12) || (finish <= bf * (1.0 + 1e-12) && sum < bs),
+/// The predicted steps of a schedule.
+struct Plan {
+    steps: Vec<Step>,
+    finish_time: f64,
+    dim_busy: Vec<f64>,
+}
+
+/// One stage of a chunk: (dimension, operation, bytes, serialisation ns, latency ns).
+type Stage = (usize, StepOp, f64, f64, f64);
+
+/// Per-step costs. A step's bytes are the most any rank receives in it, from the same integer
+/// splits the executor uses: a reduce-scatter or all-gather segment of `L` elements over `g`
+/// ranks leaves the smallest part `L / g` local, and the largest segment after a split is
+/// `ceil(L / g)`; an all-to-all step moves the chunk's range of every block whose position
+/// differs from the rank's own along the dimension. The bytes occupy the dimension for
+/// `bytes / bandwidth`; the algorithm's per-step latency (`steps · latency`) delays the chunk's
+/// next stage but leaves the dimension free for other chunks.
+struct StepModel {
+    groups: Vec<u32>,
+    elem: f64,
+    ranks: usize,
+    all_to_all: bool,
+    passes: &'static [StepOp],
+    bandwidth: Vec<f64>,
+    latency: Vec<f64>,
+}
+
+impl StepModel {
+    fn new(net: &Network, groups: &[u32], kind: CollectiveKind, elem_size: usize, ranks: usize) -> Self {
+        let passes: &'static [StepOp] = match kind {
+            CollectiveKind::AllReduce => &[StepOp::ReduceScatter, StepOp::AllGather],
+            CollectiveKind::ReduceScatter => &[StepOp::ReduceScatter],
+            CollectiveKind::AllGather => &[StepOp::AllGather],
+            CollectiveKind::AllToAll => &[StepOp::AllToAll],
         };
-        if better {
-            best = Some((finish, sum, p));
+        let dims = net.dims();
+        StepModel {
+            groups: groups.to_vec(),
+            elem: elem_size as f64,
+            ranks,
+            all_to_all: kind == CollectiveKind::AllToAll,
+            passes,
+            bandwidth: dims.iter().map(|d| d.bandwidth).collect(),
+            latency: dims
+                .iter()
+                .zip(groups)
+                .map(|(d, &g)| Algorithm::default_for(d.kind).steps(g) * d.latency)
+                .collect(),
         }
     }
-    let order = best.map(|b| b.2.clone()).unwrap_or_default();
-    place(&order, free);
-    order
+
+    /// (bytes, serialisation ns) of a step on `k` whose largest segment is `len` elements.
+    fn cost(&self, k: usize, len: usize) -> (f64, f64) {
+        let g = self.groups[k] as usize;
+        let elems = if self.all_to_all { len * (self.ranks - self.ranks / g) } else { len - len / g };
+        let bytes = elems as f64 * self.elem;
+        (bytes, bytes / self.bandwidth[k])
+    }
+
+    /// The largest segment after splitting one of `len` elements on `k`.
+    fn next_len(&self, k: usize, len: usize) -> usize {
+        if self.all_to_all {
+            len
+        } else {
+            len.div_ceil(self.groups[k] as usize)
+        }
+    }
+
+    fn stages(&self, order: &[usize], len: usize) -> Vec<Stage> {
+        let mut lens = Vec::with_capacity(order.len());
+        let mut l = len;
+        for &k in order {
+            lens.push(l);
+            l = self.next_len(k, l);
+        }
+        let stage = |k: usize, op: StepOp, l: usize| {
+            let (bytes, serial) = self.cost(k, l);
+            (k, op, bytes, serial, self.latency[k])
+        };
+        let mut st = Vec::with_capacity(order.len() * self.passes.len());
+        for &op in self.passes {
+            if op == StepOp::AllGather {
+                st.extend(order.iter().zip(&lens).rev().map(|(&k, &l)| stage(k, op, l)));
+            } else {
+                st.extend(order.iter().zip(&lens).map(|(&k, &l)| stage(k, op, l)));
+            }
+        }
+        st
+    }
+
+    /// Themis for reduce-scatter / all-gather: chunk by chunk, position by position, the
+    /// dimension whose accumulated load (busy time) would be least after taking the segment.
+    /// O(chunks · d²) work.
+    fn balanced_orders(&self, chunks: &[(usize, usize)], active: &[usize]) -> Vec<Vec<usize>> {
+        let passes = self.passes.len() as f64;
+        let mut load = vec![0.0f64; self.groups.len()];
+        let mut orders = Vec::with_capacity(chunks.len());
+        for &(_, len) in chunks {
+            let mut left = active.to_vec();
+            let mut order = Vec::with_capacity(active.len());
+            let mut l = len;
+            while !left.is_empty() {
+                let after = |k: usize| load[k] + passes * self.cost(k, l).1;
+                let i = (0..left.len())
+                    .fold(0, |best, i| if after(left[i]) < after(left[best]) { i } else { best });
+                let k = left.remove(i);
+                load[k] = after(k);
+                order.push(k);
+                l = self.next_len(k, l);
+            }
+            orders.push(order);
+        }
+        orders
+    }
+
+    /// Themis for all-to-all, whose volume does not shrink: chunk by chunk, position by
+    /// position, the dimension on which the chunk's next stage would arrive first given when
+    /// each dimension frees up. O(chunks · d²) work.
+    fn earliest_finish_orders(&self, chunks: &[(usize, usize)], active: &[usize]) -> Vec<Vec<usize>> {
+        let mut free = vec![0.0f64; self.groups.len()];
+        let mut orders = Vec::with_capacity(chunks.len());
+        for &(_, len) in chunks {
+            let mut left = active.to_vec();
+            let mut order = Vec::with_capacity(active.len());
+            let mut t = 0.0f64;
+            while !left.is_empty() {
+                let arrive = |k: usize| t.max(free[k]) + self.cost(k, len).1 + self.latency[k];
+                let i = (0..left.len())
+                    .fold(0, |best, i| if arrive(left[i]) < arrive(left[best]) { i } else { best });
+                let k = left.remove(i);
+                free[k] = t.max(free[k]) + self.cost(k, len).1;
+                t = free[k] + self.latency[k];
+                order.push(k);
+            }
+            orders.push(order);
+        }
+        orders
+    }
+
+    /// List scheduling: the next step is the one that can start earliest (ties: the lower
+    /// chunk); a dimension serialises one step at a time; a chunk's stages run in order.
+    fn list_schedule(&self, chunks: &[(usize, usize)], orders: &[Vec<usize>]) -> Plan {
+        let d = self.groups.len();
+        let stages: Vec<Vec<Stage>> =
+            chunks.iter().zip(orders).map(|(&(_, len), order)| self.stages(order, len)).collect();
+        let n = chunks.len();
+        let mut next = vec![0usize; n];
+        let mut ready = vec![0.0f64; n];
+        let mut last_step: Vec<Option<usize>> = vec![None; n];
+        let mut dim_free = vec![0.0f64; d];
+        let mut dim_busy = vec![0.0f64; d];
+        let total: usize = stages.iter().map(|s| s.len()).sum();
+        let mut steps = Vec::with_capacity(total);
+        while steps.len() < total {
+            let mut pick: Option<(f64, usize)> = None;
+            for c in 0..n {
+                if let Some(&(k, ..)) = stages[c].get(next[c]) {
+                    let s = ready[c].max(dim_free[k]);
+                    if pick.is_none_or_less(s) {
+                        pick = Some((s, c));
+                    }
+                }
+            }
+            let (start, c) = pick.expect("a chunk has a pending stage");
+            let (k, op, bytes, serial, latency) = stages[c][next[c]];
+            let finish = start + serial + latency;
+            steps.push(Step {
+                chunk: c,
+                stage: next[c],
+                dim: k,
+                op,
+                group: self.groups[k],
+                bytes,
+                chunk_offset: chunks[c].0,
+                chunk_count: chunks[c].1,
+                deps: last_step[c].into_iter().collect(),
+                start,
+                finish,
+            });
+            last_step[c] = Some(steps.len() - 1);
+            next[c] += 1;
+            ready[c] = finish;
+            dim_free[k] = start + serial;
+            dim_busy[k] += serial;
+        }
+        let finish_time = steps.iter().map(|s| s.finish).fold(0.0, f64::max);
+        Plan { steps, finish_time, dim_busy }
+    }
 }
 
 trait PickExt {
@@ -396,23 +456,6 @@ impl PickExt for Option<(f64, usize)> {
             Some((b, _)) => s < *b,
         }
     }
-}
-
-/// All orderings of `items` (at most 6 involved dimensions are expected: 720 orders).
-fn permutations(items: &[usize]) -> Vec<Vec<usize>> {
-    if items.len() <= 1 {
-        return vec![items.to_vec()];
-    }
-    let mut out = Vec::new();
-    for i in 0..items.len() {
-        let mut rest = items.to_vec();
-        let first = rest.remove(i);
-        for mut p in permutations(&rest) {
-            p.insert(0, first);
-            out.push(p);
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -161,16 +161,22 @@ impl Communicator {
 /// One training iteration as LIBRA's training loop runs it: every layer's forward phase, then,
 /// from the last layer back, its input-gradient and weight-gradient phases.
 pub fn training_iteration(layers: &[Layer], comm: &Communicator, overlap: Overlap) -> Workload {
+    training_iteration_per_layer(layers, &vec![comm.clone(); layers.len()], overlap)
+}
+
+/// As [`training_iteration`], with one communicator per layer (`comms.len() == layers.len()`).
+pub fn training_iteration_per_layer(layers: &[Layer], comms: &[Communicator], overlap: Overlap) -> Workload {
+    debug_assert_eq!(layers.len(), comms.len());
     let mut wl = Workload::new(overlap);
-    let coll = |l: &Layer, i: usize| {
-        l.comm[i].filter(|&(_, b)| b > 0.0).map(|(k, b)| Collective::new(k, b, comm.phase(i).to_vec()))
+    let coll = |l: &Layer, c: &Communicator, i: usize| {
+        l.comm[i].filter(|&(_, b)| b > 0.0).map(|(k, b)| Collective::new(k, b, c.phase(i).to_vec()))
     };
-    for l in layers {
-        wl.push(format!("{}.forward", l.name), l.compute[0], coll(l, 0));
+    for (l, c) in layers.iter().zip(comms) {
+        wl.push(format!("{}.forward", l.name), l.compute[0], coll(l, c, 0));
     }
-    for l in layers.iter().rev() {
-        wl.push(format!("{}.input_grad", l.name), l.compute[1], coll(l, 1));
-        wl.push(format!("{}.weight_grad", l.name), l.compute[2], coll(l, 2));
+    for (l, c) in layers.iter().zip(comms).rev() {
+        wl.push(format!("{}.input_grad", l.name), l.compute[1], coll(l, c, 1));
+        wl.push(format!("{}.weight_grad", l.name), l.compute[2], coll(l, c, 2));
     }
     wl
 }

@@ -1,0 +1,297 @@
+//! Chain-aware eviction plans. A plan for k blocks of a tier is the sequence of the lowest-value
+//! nodes whose removal, in plan order, keeps the dependency invariant: the tier's leaves are
+//! candidates, a parent becomes one as soon as all its children in that tier are in the plan,
+//! and the lowest-valued candidate is always taken next. A whole cold chain can leave in one
+//! plan, so the policy's ranking, not the tree's shape, decides what goes.
+//!
+//! Under both policies a parent is worth at least as much as its child (every use of a block
+//! passes through its ancestors, so they have at least its visits and at most its idle time),
+//! so the plan is also the k lowest-valued nodes overall among those that may legally leave.
+use super::core::CacheCore;
+use super::cost;
+use super::policy::{retention_value, RankContext};
+use super::tree::{Candidate, Kind, Residency, ROOT};
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BinaryHeap, HashMap};
+
+/// The tier a plan takes blocks from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tier {
+    /// GPU blocks leaving for the host tier (or dropped): leaves are GPU nodes with no
+    /// GPU-side child; a parent follows once its GPU-side children are all in the plan.
+    Gpu,
+    /// Host blocks pruned: leaves are host nodes with no child at all.
+    Host,
+}
+
+/// A candidate with its exact score; ordered by (value, set key, id).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Scored {
+    pub value: f64,
+    pub key: u64,
+    pub node: u32,
+}
+
+impl PartialEq for Scored {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o) == Ordering::Equal
+    }
+}
+impl Eq for Scored {}
+impl PartialOrd for Scored {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Scored {
+    fn cmp(&self, o: &Self) -> Ordering {
+        self.value.total_cmp(&o.value).then(self.key.cmp(&o.key)).then(self.node.cmp(&o.node))
+    }
+}
+
+/// A KV block's log retention value: the same order as Eq. 6, no underflow for long-idle
+/// blocks, and no exponential at all once a block has been idle for more than ~36 units.
+pub(crate) struct KvLogValue {
+    now: u64,
+    time_unit_us: f64,
+    /// ln(LoRA_Eval x cost), shared by every KV block.
+    pub log_const: f64,
+}
+
+impl KvLogValue {
+    pub fn new(ctx: &RankContext) -> Self {
+        let log_const = (cost::lora_eval(ctx.resident_adapters, ctx.low_lora) * ctx.block_cost_us).ln();
+        KvLogValue { now: ctx.now, time_unit_us: ctx.time_unit_us, log_const }
+    }
+
+    #[inline]
+    pub fn of(&self, c: &Candidate) -> f64 {
+        let t = c.last_use as f64 / self.time_unit_us;
+        let idle = self.now.saturating_sub(c.last_use) as f64 / self.time_unit_us;
+        // ln(visits) = key - t; ln(1 - sigmoid(idle)) = -softplus(idle).
+        let softplus = if idle > 36.0 { idle } else { idle.exp().ln_1p() };
+        self.log_const + (f64::from_bits(c.key) - t) - softplus
+    }
+}
+
+/// How a plan scores nodes and bounds the entries of the candidate set not yet walked.
+pub(crate) enum Scorer {
+    /// Least recently used first: the set order is the score order, so an entry is its own
+    /// bound.
+    LastUse,
+    /// ELORA's Eq. 6 in log form. Why a walk in set order may hand entries out early: an
+    /// entry's log value is `log_const + key - now_s - eps` (with `key - t = ln(visits) >= 0`
+    /// and `t + idle = now_s`), where `eps = ln(1 + e^(-idle)) <= ln 2` shrinks as idle time
+    /// grows and `idle >= now_s - key`. So every entry with key at most `y` has
+    /// `eps <= ln(1 + e^(min(y - now_s, 0)))`, and since `y - ln(1 + e^(min(y - now_s, 0)))`
+    /// grows with `y`, the same bound holds, for entries past `y`, with `y`'s eps. A pending
+    /// node whose value is below the bound for the current entry therefore precedes it and
+    /// everything after it, and can be handed out.
+    Value { kv: KvLogValue, ctx: RankContext, now_s: f64 },
+}
+
+/// The band bound's eps is refreshed once per unit of key, so the exponential is rarely taken.
+const SEGMENT: f64 = 1.0;
+
+/// A plan being built.
+struct Plan {
+    out: Vec<u32>,
+    taken: usize,
+    blocks: usize,
+    /// Scored candidates not handed out yet: walked set entries and promoted parents.
+    pending: BinaryHeap<Reverse<Scored>>,
+    /// Children already planned, for parents with more than one child in the tier.
+    planned_children: HashMap<u32, u32>,
+}
+
+impl Plan {
+    /// Hands `s` out and makes its parent a candidate once all of the parent's children in
+    /// the tier are planned. Returns whether the plan is complete.
+    fn take(&mut self, core: &CacheCore, scorer: &Scorer, tier: Tier, s: Scored) -> bool {
+        self.out.push(s.node);
+        self.taken += core.node_blocks(s.node) as usize;
+        let parent = core.tree.node(s.node).parent;
+        if core.may_follow(tier, parent) {
+            let need = core.children_in(tier, parent);
+            // Most parents have one child in the tier: no map entry for them.
+            let ready = need <= 1 || {
+                let c = self.planned_children.entry(parent).or_insert(0);
+                *c += 1;
+                *c == need
+            };
+            if ready {
+                self.pending.push(Reverse(core.score(scorer, parent)));
+            }
+        }
+        self.taken >= self.blocks
+    }
+}
+
+/// Running state of the band bound over a walk in set order.
+struct Band {
+    segment_end: f64,
+    eps: f64,
+    slack: f64,
+}
+
+impl CacheCore {
+    pub(crate) fn rank_ctx(&self, now: u64) -> RankContext {
+        RankContext {
+            now,
+            resident_adapters: self.resident_adapters() as f64,
+            low_lora: self.load.low_lora(),
+            block_cost_us: self.block_bytes as f64 / self.cfg.link_bytes_per_us,
+            time_unit_us: self.cfg.time_unit_us(),
+        }
+    }
+
+    pub(crate) fn node_blocks(&self, n: u32) -> u32 {
+        let node = self.tree.node(n);
+        if node.kind == Kind::Adapter {
+            self.adapter(node.adapter).blocks_needed
+        } else {
+            1
+        }
+    }
+
+    pub(crate) fn scorer(&self, now: u64) -> Scorer {
+        if !self.cfg.policy.uses_cost_model() {
+            return Scorer::LastUse;
+        }
+        let ctx = self.rank_ctx(now);
+        Scorer::Value { kv: KvLogValue::new(&ctx), now_s: now as f64 / ctx.time_unit_us, ctx }
+    }
+
+    /// The exact score of a node for leaving its tier.
+    pub(crate) fn score(&self, scorer: &Scorer, id: u32) -> Scored {
+        let c = self.tree.candidate(id);
+        match scorer {
+            Scorer::LastUse => Scored { value: c.last_use as f64, key: c.key, node: id },
+            Scorer::Value { kv, ctx, .. } => {
+                let value = if c.adapter {
+                    let node = self.tree.node(id);
+                    retention_value(self.cfg.policy, node, self.node_blocks(id), true, ctx).ln()
+                } else {
+                    kv.of(&c)
+                };
+                Scored { value, key: c.key, node: id }
+            }
+        }
+    }
+
+    /// Whether `id` may join a plan of `tier` once all its children there are in it.
+    fn may_follow(&self, tier: Tier, id: u32) -> bool {
+        if id == ROOT {
+            return false;
+        }
+        let n = self.tree.node(id);
+        match tier {
+            Tier::Gpu => n.residency == Residency::Gpu && n.pins == 0 && n.kind != Kind::Root,
+            Tier::Host => n.residency == Residency::Host && n.pins == 0 && n.kind == Kind::Kv,
+        }
+    }
+
+    /// How many of `id`'s children must be in a plan of `tier` before it may follow them.
+    fn children_in(&self, tier: Tier, id: u32) -> u32 {
+        let n = self.tree.node(id);
+        match tier {
+            Tier::Gpu => n.gpu_children,
+            Tier::Host => n.children,
+        }
+    }
+
+    /// The chain-aware plan for `blocks` blocks of `tier`, in the order the nodes may leave
+    /// (children before parents). Shorter when fewer may leave; an adapter counts its blocks.
+    ///
+    /// The walk visits the tier's leaf set in key order and keeps the nodes it has scored, and
+    /// the parents that became candidates, in a heap; the heap's lowest is taken as soon as no
+    /// entry not yet walked can be lower (see `Scorer`). It touches about as many set entries
+    /// as the plan takes leaves, plus a band, and never scores the whole set.
+    pub(crate) fn plan(&self, tier: Tier, blocks: usize, now: u64) -> Vec<u32> {
+        let set = match tier {
+            Tier::Gpu => self.tree.gpu_leaves(),
+            Tier::Host => self.tree.host_leaves(),
+        };
+        // An empty set has no adapter leaves either (they are listed like KV leaves), and the
+        // ranking context costs a power per adapter: a full host tier asks for every victim.
+        if blocks == 0 || set.is_empty() {
+            return Vec::new();
+        }
+        let scorer = self.scorer(now);
+        let mut plan = Plan {
+            out: Vec::with_capacity(blocks.min(4 * set.len())),
+            taken: 0,
+            blocks,
+            pending: BinaryHeap::new(),
+            planned_children: HashMap::new(),
+        };
+        // Adapters have other constants than KV blocks: they are scored apart, exactly.
+        if tier == Tier::Gpu {
+            for a in self.adapters.iter().flatten() {
+                let node = self.tree.node(a.node);
+                if node.residency == Residency::Gpu && node.pins == 0 && node.gpu_children == 0 {
+                    plan.pending.push(Reverse(self.score(&scorer, a.node)));
+                }
+            }
+        }
+        let mut band = Band { segment_end: f64::NEG_INFINITY, eps: std::f64::consts::LN_2, slack: 0.0 };
+        'walk: for c in set.iter().filter(|c| !c.adapter) {
+            let bound = self.bound(&scorer, &mut band, c);
+            while let Some(&Reverse(top)) = plan.pending.peek() {
+                if top >= bound {
+                    break;
+                }
+                plan.pending.pop();
+                if plan.take(self, &scorer, tier, top) {
+                    break 'walk;
+                }
+            }
+            let s = match &scorer {
+                Scorer::LastUse => bound,
+                Scorer::Value { kv, .. } => Scored { value: kv.of(c), key: c.key, node: c.id },
+            };
+            plan.pending.push(Reverse(s));
+        }
+        if plan.taken < blocks {
+            while let Some(Reverse(top)) = plan.pending.pop() {
+                if plan.take(self, &scorer, tier, top) {
+                    break;
+                }
+            }
+        }
+        plan.out
+    }
+
+    /// A score that no entry of the set at or after `c` (in set order) is below.
+    #[inline]
+    fn bound(&self, scorer: &Scorer, band: &mut Band, c: &Candidate) -> Scored {
+        match scorer {
+            Scorer::LastUse => Scored { value: c.last_use as f64, key: c.key, node: c.id },
+            Scorer::Value { kv, now_s, .. } => {
+                if !kv.log_const.is_finite() {
+                    // Every KV value is the same infinity: set order by key decides.
+                    return Scored { value: f64::NEG_INFINITY, key: c.key, node: 0 };
+                }
+                let key = f64::from_bits(c.key);
+                if key > band.segment_end {
+                    band.segment_end = key + SEGMENT;
+                    band.eps = (band.segment_end - now_s).min(0.0).exp().ln_1p();
+                    // Rounding of sums of this magnitude, with a wide margin.
+                    band.slack = 1e-9 + 1e-13 * (kv.log_const.abs() + now_s.abs() + band.segment_end.abs());
+                }
+                // Node 0 is the root, never a candidate: only a strictly lower value precedes.
+                Scored { value: kv.log_const + key - now_s - band.eps - band.slack, key: 0, node: 0 }
+            }
+        }
+    }
+
+    /// The nodes the policy would move off the GPU first to free `blocks` blocks, in the
+    /// order they may leave (a plan only: nothing moves).
+    pub fn plan_swap_out(&self, blocks: usize, now: u64) -> Vec<u32> {
+        self.plan(Tier::Gpu, blocks, now)
+    }
+}
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;

@@ -1,0 +1,256 @@
+//! The chain-aware plan against a brute force that recomputes the candidates from scratch
+//! before every pick, and the decisions it lets the ranking make.
+use super::*;
+use crate::backend::cpu::CpuBackend;
+use crate::cache::{CacheConfig, PolicyKind};
+use std::collections::HashSet;
+
+/// The definition, literally: before each pick, every node that may leave now (all its
+/// children in the tier already picked) is scored, and the lowest is taken.
+fn brute_force(core: &CacheCore, tier: Tier, blocks: usize, now: u64) -> Vec<u32> {
+    let scorer = core.scorer(now);
+    let ids: Vec<u32> = core.tree.live_ids().collect();
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    for &id in &ids {
+        if id != ROOT {
+            children.entry(core.tree.node(id).parent).or_default().push(id);
+        }
+    }
+    let in_tier = |id: u32| {
+        let r = core.tree.node(id).residency;
+        match tier {
+            Tier::Gpu => r.gpu_side(),
+            Tier::Host => true,
+        }
+    };
+    let movable = |id: u32| {
+        let n = core.tree.node(id);
+        match tier {
+            Tier::Gpu => id != ROOT && n.residency == Residency::Gpu && n.pins == 0,
+            Tier::Host => n.kind == Kind::Kv && n.residency == Residency::Host && n.pins == 0,
+        }
+    };
+    let mut picked: HashSet<u32> = HashSet::new();
+    let mut out = Vec::new();
+    let mut taken = 0;
+    while taken < blocks {
+        let best = ids
+            .iter()
+            .copied()
+            .filter(|&id| !picked.contains(&id) && movable(id))
+            .filter(|id| children.get(id).into_iter().flatten().all(|&c| !in_tier(c) || picked.contains(&c)))
+            .map(|id| core.score(&scorer, id))
+            .min();
+        let Some(s) = best else { break };
+        picked.insert(s.node);
+        out.push(s.node);
+        taken += core.node_blocks(s.node) as usize;
+    }
+    out
+}
+
+fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    }
+}
+
+/// A random tree: branching prompts of 1-6 blocks under three adapters, leaves whose idle
+/// times span zero to far past the ln 2 band, visits from 1 to dozens, runs of equal last
+/// uses, some requests left open (pinned paths), and host-resident subtrees from swap-outs.
+fn random_core(policy: PolicyKind, unit: u64, seed: u64) -> (CacheCore, CpuBackend) {
+    let cfg = CacheConfig {
+        block_tokens: 1,
+        policy,
+        value_time_unit_us: unit,
+        swap_out_high: 0.6,
+        swap_out_low: 0.5,
+        ..Default::default()
+    };
+    let mut io = CpuBackend::new(8, 400, 120).unwrap();
+    let mut core = CacheCore::new(cfg, 8, 400, 120).unwrap();
+    for a in 0..3u64 {
+        core.register_adapter(a, &[0u8; 16], 2, 0).unwrap();
+    }
+    let mut rnd = xorshift(seed);
+    let mut now = 1_000u64;
+    let mut open = 0;
+    for i in 0..260u64 {
+        // Mostly small steps (dense, equal or close last uses), sometimes long gaps.
+        now += match rnd() % 10 {
+            0 => 0,
+            1 => rnd() % 40_000_000,
+            _ => rnd() % 300_000,
+        };
+        let len = 1 + (rnd() % 6) as usize;
+        let family = (rnd() % 60) as u32;
+        // Prompts of a family share their first two blocks, then branch two ways per block.
+        let toks: Vec<u32> = (0..len as u32)
+            .map(|t| if t < 2 { family * 100 + t } else { family * 100 + t * 2 + (rnd() % 2) as u32 })
+            .collect();
+        let Ok(m) = core.match_prefix(&mut io, rnd() % 3, 0, &toks, now) else { continue };
+        let rest = toks.len() - m.cached_tokens;
+        if core.allocate(&mut io, m.request, rest, now).is_ok() {
+            core.commit(m.request, &toks[m.cached_tokens..], now).unwrap();
+        }
+        if open < 4 && rnd() % 16 == 0 {
+            open += 1;
+        } else {
+            core.release(&mut io, m.request, now).unwrap();
+        }
+        if i % 16 == 15 {
+            core.step(&mut io, now, 4, false).unwrap();
+        }
+    }
+    core.check_invariants().unwrap();
+    (core, io)
+}
+
+#[test]
+fn chain_plan_equals_brute_force() {
+    let mut chains = 0;
+    for (policy, unit) in [
+        (PolicyKind::Elora, 0),
+        (PolicyKind::Libra, 0),
+        (PolicyKind::Lru, 0),
+        (PolicyKind::Elora, 50_000),
+        (PolicyKind::Libra, 3_000_000),
+    ] {
+        for seed in 1..=4u64 {
+            let (core, _io) = random_core(policy, unit, seed);
+            for later in [0, 200_000, 5_000_000, 90_000_000] {
+                let at = core.last_now + later;
+                for tier in [Tier::Gpu, Tier::Host] {
+                    let n = core.tree.live_nodes();
+                    for k in [1, 2, 7, 30, n / 4, n / 2, n] {
+                        let got = core.plan(tier, k, at);
+                        let what =
+                            format!("{policy:?} unit {unit} seed {seed} +{later} {tier:?} k {k} of {n}");
+                        assert_eq!(got, brute_force(&core, tier, k, at), "{what}");
+                        let leaves: HashSet<u32> = match tier {
+                            Tier::Gpu => core.tree.gpu_leaves().iter().map(|c| c.id).collect(),
+                            Tier::Host => core.tree.host_leaves().iter().map(|c| c.id).collect(),
+                        };
+                        chains += got.iter().any(|id| !leaves.contains(id)) as u32;
+                    }
+                }
+            }
+        }
+    }
+    // The trees are deep enough that plans reach past the current leaves.
+    assert!(chains > 100, "only {chains} plans took a parent");
+}
+
+/// Inserts a prompt and releases it.
+fn put(core: &mut CacheCore, io: &mut CpuBackend, toks: &[u32], now: u64) {
+    let m = core.match_prefix(io, 1, 0, toks, now).unwrap();
+    let rest = toks.len() - m.cached_tokens;
+    core.allocate(io, m.request, rest, now).unwrap();
+    core.commit(m.request, &toks[m.cached_tokens..], now).unwrap();
+    core.release(io, m.request, now).unwrap();
+}
+
+/// A block used twice long ago can be worth more than one used once just now, although
+/// it comes first in set order: the walk must look past it (the ln 2 band).
+#[test]
+fn band_catches_recent_low_value_block() {
+    let cfg = CacheConfig { block_tokens: 1, policy: PolicyKind::Elora, ..Default::default() };
+    let mut io = CpuBackend::new(8, 64, 0).unwrap();
+    let mut core = CacheCore::new(cfg, 8, 64, 0).unwrap();
+    core.register_adapter(1, &[0u8; 8], 4, 0).unwrap();
+    put(&mut core, &mut io, &[10], 0);
+    put(&mut core, &mut io, &[10], 0); // visits 2 at t = 0 s
+    put(&mut core, &mut io, &[20], 900_000); // visits 1 at t = 0.9 s
+    let old = core.tree.lookup(core.prefix_keys(1, 0, &[10])[0]).unwrap();
+    let recent = core.tree.lookup(core.prefix_keys(1, 0, &[20])[0]).unwrap();
+    let first_in_set = core.tree.gpu_leaves().iter().next().unwrap().id;
+    assert_eq!(first_in_set, old, "set order puts the old block first");
+    // 2 x (1 - sigmoid(0.9)) = 0.578 > 1 x (1 - sigmoid(0)) = 0.5.
+    assert_eq!(core.plan_swap_out(1, 900_000), vec![recent]);
+}
+
+/// A chain used ten times a second ago against one used once half a second ago. LRU sends
+/// the older chain away; ELORA values it at 10 x (1 - sigmoid(1)) = 2.69 against
+/// 1 x (1 - sigmoid(0.5)) = 0.38 and sends the newer one. Planning only the current leaves
+/// would take one block of each under both policies.
+#[test]
+fn elora_and_lru_choose_different_victims() {
+    let a: Vec<u32> = (1..=4).collect();
+    let b: Vec<u32> = (11..=14).collect();
+    for policy in [PolicyKind::Lru, PolicyKind::Elora] {
+        let cfg = CacheConfig {
+            block_tokens: 1,
+            policy,
+            swap_out_high: 0.8,
+            swap_out_low: 0.5,
+            host_high: 1.0,
+            host_low: 1.0,
+            ..Default::default()
+        };
+        // Adapter (1 block) + 8 KV blocks in 10: 0.9 > 0.8, and 4 blocks take it to 0.5.
+        let mut io = CpuBackend::new(8, 10, 10).unwrap();
+        let mut core = CacheCore::new(cfg, 8, 10, 10).unwrap();
+        core.register_adapter(1, &[0u8; 8], 4, 0).unwrap();
+        for _ in 0..10 {
+            put(&mut core, &mut io, &a, 0);
+        }
+        put(&mut core, &mut io, &b, 500_000);
+        let nodes = |core: &CacheCore, t: &[u32]| -> Vec<u32> {
+            let mut v: Vec<u32> =
+                core.prefix_keys(1, 0, t).iter().map(|&k| core.tree.lookup(k).unwrap()).collect();
+            v.reverse();
+            v
+        };
+        let (chain_a, chain_b) = (nodes(&core, &a), nodes(&core, &b));
+        let now = 1_000_000;
+        let plan = core.plan_swap_out(4, now);
+        let (leaving, staying) = if policy == PolicyKind::Lru { (&a, &b) } else { (&b, &a) };
+        let want = if policy == PolicyKind::Lru { &chain_a } else { &chain_b };
+        assert_eq!(&plan, want, "{policy:?} plans the whole chain {leaving:?}, leaf first");
+        let report = core.step(&mut io, now, 1, false).unwrap();
+        assert_eq!(report.swapped_out, 4, "{policy:?}");
+        core.poll_inflight(&mut io);
+        core.check_invariants().unwrap();
+        let on = |core: &CacheCore, t: &[u32]| -> Vec<Residency> {
+            core.prefix_keys(1, 0, t)
+                .iter()
+                .map(|&k| core.tree.node(core.tree.lookup(k).unwrap()).residency)
+                .collect()
+        };
+        assert_eq!(on(&core, leaving), vec![Residency::Host; 4], "{policy:?}");
+        assert_eq!(on(&core, staying), vec![Residency::Gpu; 4], "{policy:?}");
+    }
+}
+
+/// A plan frees whole cold chains down to the adapter: the adapter follows its last KV block,
+/// and executing the plan keeps every invariant.
+#[test]
+fn adapter_follows_its_last_block() {
+    let cfg = CacheConfig { block_tokens: 1, policy: PolicyKind::Lru, ..Default::default() };
+    let mut io = CpuBackend::new(8, 32, 32).unwrap();
+    let mut core = CacheCore::new(cfg, 8, 32, 32).unwrap();
+    core.register_adapter(1, &[0u8; 16], 4, 0).unwrap();
+    core.register_adapter(2, &[0u8; 8], 4, 0).unwrap();
+    put(&mut core, &mut io, &[1, 2], 10);
+    let m = core.match_prefix(&mut io, 2, 0, &[5], 20).unwrap();
+    core.allocate(&mut io, m.request, 1, 20).unwrap();
+    core.commit(m.request, &[5], 20).unwrap();
+    core.release(&mut io, m.request, 20).unwrap();
+    let adapter1 = core.adapter(core.adapter_slots[&1]).node;
+    // [1 2], [1], then adapter 1 (2 blocks): 4 blocks, all older than adapter 2's chain.
+    let plan = core.plan_swap_out(4, 30);
+    assert_eq!(plan.len(), 3);
+    assert_eq!(plan[2], adapter1);
+    assert_eq!(plan, brute_force(&core, Tier::Gpu, 4, 30));
+    let m = core.match_prefix(&mut io, 2, 0, &[5, 6], 40).unwrap();
+    // 3 adapter and 3 KV blocks of 32 are used: 30 more need 4 of them, adapter 1 included.
+    core.allocate(&mut io, m.request, 30, 40).unwrap();
+    core.check_invariants().unwrap();
+    assert!(core.adapter(core.adapter_slots[&1]).gpu_blocks.is_empty(), "adapter 1 left");
+    core.release(&mut io, m.request, 40).unwrap();
+    core.check_invariants().unwrap();
+}
