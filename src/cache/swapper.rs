@@ -6,9 +6,9 @@
 use super::core::{CacheCore, Flight};
 use super::events::EventKind;
 use super::plan::Tier;
+use super::policy::retention_value;
 #[cfg(test)]
 use super::policy::PolicyKind;
-use super::policy::retention_value;
 use super::tree::{Kind, Residency, NONE};
 use crate::backend::{Backend, BatchId, BatchState, BlockMove, Direction};
 use crate::error::{Error, Result};
