@@ -81,17 +81,23 @@ impl CacheCore {
                     self.drop_subtree(v);
                 }
             }
-            if !outgoing.is_empty() {
-                let batch = self.swap_out(io, &outgoing)?;
-                let state = io.wait(batch, self.cfg.swap_wait_us);
-                if state == BatchState::Pending {
-                    return Err(Error::busy(
-                        "swap-outs that would free GPU blocks are still in flight; retry after they complete",
-                    ));
-                }
-                self.poll_inflight(io);
-            }
+            self.swap_out_and_wait(io, &outgoing)?;
         }
+        Ok(())
+    }
+
+    /// Copies `nodes` to the host and waits (up to `swap_wait_us`) for their GPU blocks.
+    fn swap_out_and_wait(&mut self, io: &mut dyn Backend, nodes: &[u32]) -> Result<()> {
+        if nodes.is_empty() {
+            return Ok(());
+        }
+        let batch = self.swap_out(io, nodes)?;
+        if io.wait(batch, self.cfg.swap_wait_us) == BatchState::Pending {
+            return Err(Error::busy(
+                "swap-outs that would free GPU blocks are still in flight; retry after they complete",
+            ));
+        }
+        self.poll_inflight(io);
         Ok(())
     }
 
@@ -151,15 +157,7 @@ impl CacheCore {
                     self.drop_subtree(v);
                 }
             }
-            if !outgoing.is_empty() {
-                let batch = self.swap_out(io, &outgoing)?;
-                if io.wait(batch, self.cfg.swap_wait_us) == BatchState::Pending {
-                    return Err(Error::busy(
-                        "swap-outs that would free GPU blocks are still in flight; retry after they complete",
-                    ));
-                }
-                self.poll_inflight(io);
-            }
+            self.swap_out_and_wait(io, &outgoing)?;
         }
         let mut over = kv_over(self);
         while over > 0 {

@@ -233,7 +233,7 @@ impl WorkloadSpec {
             s,
             "scenario {}: rate x{:.2}, {} adapters Zipf s={:.2} ranks {:?}, follow-up p={:.2} \
              (think >= {:.0} s, timeout {:.0} s), system prompt {} tokens/adapter, max context {}, \
-             popularity redrawn every {}, seed {}",
+             popularity {}, seed {}",
             self.name,
             self.rate_mult,
             self.adapters,
@@ -245,9 +245,9 @@ impl WorkloadSpec {
             self.system_tokens,
             self.max_context,
             if self.popularity_period_s > 0.0 {
-                format!("{:.0} s", self.popularity_period_s)
+                format!("redrawn every {:.0} s", self.popularity_period_s)
             } else {
-                "never".into()
+                "fixed".into()
             },
             self.seed
         );
