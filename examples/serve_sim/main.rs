@@ -22,7 +22,8 @@ Azure LLM inference trace 2023 (conversation service); --trace replays the real 
 USAGE: cargo run --release --example serve_sim -- [OPTIONS]
 
 Workload
-  --scenario LIST      chatbot, translation, agent, many-adapters, or all [all]
+  --scenario LIST      chatbot, translation, agent, many-adapters, memory-constrained,
+                       or all [all]
                        chatbot: 50 adapters, Zipf 1.0, follow-up p=0.5, 256-token persona prompt
                        translation: 768-token few-shot instruction per adapter, single turns
                        agent: 1536-token tool descriptions, follow-up p=0.8, 8 s mean think
