@@ -14,6 +14,7 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use libra::topo::astra::{astra_iteration, parse_astra_workload, to_astra_sim_yaml};
 use libra::topo::parse::{parse_communicator, parse_network};
+use libra::topo::themis_opt::optimize_for_themis;
 use libra::topo::*;
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -92,6 +93,10 @@ struct OptimizeArgs {
     /// Per-dimension upper bounds (GB/s), comma-separated.
     #[arg(long, value_delimiter = ',')]
     upper: Vec<f64>,
+    /// Also optimise for the Themis schedule (balanced per-dimension load) and compare with
+    /// LIBRA's answer run under Themis.
+    #[arg(long)]
+    themis_aware: bool,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -191,6 +196,11 @@ fn optimize_cmd(a: &OptimizeArgs) -> Result<String, String> {
     };
     let r = optimize(&net, &wl, &spec).map_err(|e| e.message)?;
     let given = model::iteration_time(&wl, &net, &model, None).map_err(|e| e.message)?;
+    let themis = if a.themis_aware {
+        Some(optimize_for_themis(&net, &wl, &spec).map_err(|e| e.message)?)
+    } else {
+        None
+    };
     if let Some(path) = &a.export_astra_sim {
         let out = net.with_bandwidths(&r.bandwidths).map_err(|e| e.message)?;
         std::fs::write(path, to_astra_sim_yaml(&out)).map_err(|e| format!("{path}: {e}"))?;
@@ -210,8 +220,19 @@ fn optimize_cmd(a: &OptimizeArgs) -> Result<String, String> {
         let _ = writeln!(s, "  \"proportional_split_time_ns\": {},", r.proportional_split_time);
         let _ = writeln!(s, "  \"speedup_vs_equal\": {},", r.speedup_vs_equal());
         let _ = writeln!(s, "  \"speedup_vs_proportional\": {},", r.speedup_vs_proportional());
-        let _ = writeln!(s, "  \"speedup_vs_given\": {}", given / r.time);
-        let _ = writeln!(s, "}}");
+        let _ = write!(s, "  \"speedup_vs_given\": {}", given / r.time);
+        if let Some(t) = &themis {
+            let _ = write!(
+                s,
+                ",\n  \"themis_aware\": {{\"bandwidths_gbps\": {}, \"model_time_ns\": {}, \"libra_then_themis_time_ns\": {}, \"gain\": {}, \"lower_bound_ns\": {}}}",
+                json_list(&t.bandwidths),
+                t.time,
+                t.libra_then_themis_time,
+                t.gain_over_libra_then_themis(),
+                t.lower_bound.map_or("null".to_string(), |v| v.to_string())
+            );
+        }
+        let _ = writeln!(s, "\n}}");
         return Ok(s);
     }
     let _ = writeln!(
@@ -236,6 +257,19 @@ fn optimize_cmd(a: &OptimizeArgs) -> Result<String, String> {
     let _ = writeln!(s, "speedup vs the given bandwidths: x{:.4}", given / r.time);
     let _ = writeln!(s, "speedup vs an equal split: x{:.4}", r.speedup_vs_equal());
     let _ = writeln!(s, "speedup vs a traffic-proportional split: x{:.4}", r.speedup_vs_proportional());
+    if let Some(t) = &themis {
+        let _ = writeln!(s, "themis-aware split: {}", json_list(&t.bandwidths));
+        let _ = writeln!(
+            s,
+            "under Themis's balanced-load model: {:.6} ms vs {:.6} ms with LIBRA's split (x{:.4})",
+            t.time / 1e6,
+            t.libra_then_themis_time / 1e6,
+            t.gain_over_libra_then_themis()
+        );
+        if let Some(lb) = t.lower_bound {
+            let _ = writeln!(s, "lower bound on that model's optimum: {:.6} ms", lb / 1e6);
+        }
+    }
     Ok(s)
 }
 

@@ -363,6 +363,33 @@ typedef struct libra_match {
 } libra_match;
 
 /**
+ * A retention hint (`libra_cache_set_retention`). Fill it with `libra_retention_default`,
+ * then set either `expect_back_us` (when the engine expects the prefix back, e.g. a pending
+ * tool call) with an optional grace in `duration_us`, or a `duration_us` alone (e.g. a chat
+ * session that stays open), and optionally a `priority`.
+ */
+typedef struct libra_retention {
+  /**
+   * sizeof(libra_retention), set by `libra_retention_default`.
+   */
+  size_t struct_size;
+  /**
+   * Finite and positive (default 1): among hinted blocks, lower priorities leave first.
+   */
+  double priority;
+  /**
+   * Microseconds the hint holds: from `now_us`, or past `expect_back_us` when that is set.
+   * At most 2^40.
+   */
+  uint64_t duration_us;
+  /**
+   * Engine time (the same clock as `now_us`) at which the engine expects the prefix back,
+   * or 0 when it does not know. Must be after `now_us`.
+   */
+  uint64_t expect_back_us;
+} libra_retention;
+
+/**
  * What one `libra_cache_step` did.
  */
 typedef struct libra_step_report {
@@ -404,6 +431,12 @@ typedef struct libra_cache_stats {
   uint32_t inflight_batches;
   uint32_t open_requests;
   uint64_t events_dropped;
+  /**
+   * KV blocks holding a retention hint not yet expired at the last `libra_cache_step`.
+   * Fields from here on were appended after the first release: a caller built against an
+   * older header passes a smaller `struct_size` and gets the fields before them.
+   */
+  uint64_t hinted_blocks;
 } libra_cache_stats;
 
 /**
@@ -881,6 +914,33 @@ enum libra_status libra_cache_abort(const struct libra_cache *cache,
                                     uint64_t now);
 
 /**
+ * Fills `*hint` with the defaults: priority 1, no duration, no expected return (so the caller
+ * must set `duration_us` or `expect_back_us` before use). Returns LIBRA_ERR_NULL_ARGUMENT when
+ * `hint` is NULL. Thread-safe.
+ */
+enum libra_status libra_retention_default(struct libra_retention *hint);
+
+/**
+ * Says that an open request's prefix will be wanted again: until the hint expires, its KV
+ * blocks leave the GPU (and then the host tier) only after every unhinted block, lower
+ * priorities first. The blocks the request holds now get the hint at once, the ones it
+ * commits later get it at `libra_cache_release` (not at `libra_cache_abort`); call it right
+ * after `libra_cache_match` or right before the release. A block shared by several hinted
+ * requests keeps the highest priority and the latest expiry. A hint pins nothing: allocation
+ * still evicts hinted blocks when nothing else can go. The `VLLM` baseline ignores hints.
+ *
+ * `hint` is borrowed for the call. Fails with LIBRA_ERR_NULL_ARGUMENT (`hint` NULL),
+ * LIBRA_ERR_NOT_FOUND (request not open) or LIBRA_ERR_INVALID_ARGUMENT naming the field:
+ * `struct_size` too small, `priority` NaN, infinite or not positive, `expect_back_us` not
+ * after `now_us`, `duration_us` 0 without `expect_back_us`, or a hint longer than 2^40 us.
+ * Nothing changes on failure. Thread-safe.
+ */
+enum libra_status libra_cache_set_retention(const struct libra_cache *cache,
+                                            uint64_t request,
+                                            uint64_t now_us,
+                                            const struct libra_retention *hint);
+
+/**
  * Non-blocking: whether the request's blocks are usable. `*out` receives a libra_readiness.
  * Thread-safe.
  */
@@ -965,7 +1025,8 @@ enum libra_status libra_cache_set_cost_hints(const struct libra_cache *cache,
 
 /**
  * Fills `*out` with statistics. Set `out->struct_size = sizeof(libra_cache_stats)` first; only
- * that many bytes are written. Cheap enough to call every scheduler iteration: the cost grows
+ * that many bytes are written (a struct from an older header, ending at `events_dropped`, is
+ * accepted and gets the fields it has). Cheap enough to call every scheduler iteration: the cost grows
  * with the number of registered adapters, not with the number of cached blocks. Thread-safe.
  */
 enum libra_status libra_cache_get_stats(const struct libra_cache *cache,

@@ -174,6 +174,9 @@ impl Cache {
         let Inner { core, io } = &mut *g;
         core.release(io.as_mut(), request, now)
     }
+    pub fn set_retention(&self, request: u64, hint: crate::cache::RetentionHint, now: u64) -> Result<()> {
+        self.lock()?.core.set_retention(request, hint, now)
+    }
     pub fn abort(&self, request: u64, now: u64) -> Result<()> {
         let mut g = self.lock()?;
         let Inner { core, io } = &mut *g;

@@ -3,7 +3,7 @@
 //! written for its prefix, in whichever tier it lives.
 use libra::backend::cpu::CpuBackend;
 use libra::backend::Backend;
-use libra::cache::{CacheConfig, CacheCore, PolicyKind};
+use libra::cache::{CacheConfig, CacheCore, PolicyKind, RetentionHint};
 use libra::fuzzing::fixtures::{self, family_tokens, pattern, BLOCK_BYTES};
 use proptest::prelude::*;
 
@@ -11,15 +11,47 @@ const BT: usize = 4;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Match { adapter: u64, family: u32, len: usize, ns: u64 },
-    Allocate { req: usize, extra: usize },
-    Commit { req: usize },
-    Release { req: usize },
-    Abort { req: usize },
-    Step { batch: u32, prefill_bound: bool },
-    Complete { pick: usize, ok: bool },
-    Unregister { adapter: u64 },
-    Register { adapter: u64 },
+    Match {
+        adapter: u64,
+        family: u32,
+        len: usize,
+        ns: u64,
+    },
+    Allocate {
+        req: usize,
+        extra: usize,
+    },
+    Commit {
+        req: usize,
+    },
+    Release {
+        req: usize,
+    },
+    Abort {
+        req: usize,
+    },
+    Step {
+        batch: u32,
+        prefill_bound: bool,
+    },
+    Complete {
+        pick: usize,
+        ok: bool,
+    },
+    Unregister {
+        adapter: u64,
+    },
+    Register {
+        adapter: u64,
+    },
+    /// A retention hint on an open request: priority, duration and expected return in
+    /// thousands of microseconds from now (0: none), some of them invalid.
+    Hint {
+        req: usize,
+        priority: u8,
+        duration: u64,
+        back: u64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -33,6 +65,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0..8usize, prop::bool::weighted(0.85)).prop_map(|(pick, ok)| Op::Complete { pick, ok }),
         1 => (1..4u64).prop_map(|adapter| Op::Unregister { adapter }),
         1 => (1..4u64).prop_map(|adapter| Op::Register { adapter }),
+        2 => (0..8usize, 0..4u8, 0..40u64, 0..3u64).prop_map(|(req, priority, duration, back)| Op::Hint { req, priority, duration, back }),
     ]
 }
 
@@ -139,6 +172,22 @@ fn run_with(cfg: CacheConfig, ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::Register { adapter } => {
                 let _ = core.register_adapter(adapter, &weights(adapter), 8, now);
+            }
+            Op::Hint { req, priority, duration, back } => {
+                if let Some(o) = open.get(req) {
+                    let hint = RetentionHint {
+                        priority: priority as f64,
+                        duration_us: duration * 1000,
+                        expect_back_us: if back == 0 { 0 } else { now + back * 1000 },
+                    };
+                    let valid = hint.expiry(now).is_ok();
+                    let before = core.stats().hinted_blocks;
+                    let r = core.set_retention(o.id, hint, now);
+                    prop_assert_eq!(r.is_ok(), valid, "{:?}", hint);
+                    if !valid {
+                        prop_assert_eq!(core.stats().hinted_blocks, before, "a refused hint changes nothing");
+                    }
+                }
             }
         }
         if let Err(e) = core.check_invariants() {

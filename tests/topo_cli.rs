@@ -92,6 +92,24 @@ fn optimize_and_schedule_on_small_files() {
     assert_eq!(json_list(&out, "bandwidths_gbps"), a.bandwidths);
     assert_eq!(json_number(&out, "iteration_time_ns"), a.time);
     assert_eq!(json_number(&out, "cost_usd"), a.cost);
+    let (ok, out, err) = run(&[
+        "optimize",
+        "--network",
+        &net,
+        "--cost",
+        &cost,
+        "--workload",
+        &wl,
+        "--budget",
+        "150",
+        "--json",
+        "--themis-aware",
+    ]);
+    assert!(ok, "{err}");
+    let t =
+        libra::topo::themis_opt::optimize_for_themis(&n, &w, &OptimizeSpec::bandwidth_budget(150.0)).unwrap();
+    assert_eq!(json_number(&out, "gain"), t.gain_over_libra_then_themis());
+    assert!(json_number(&out, "gain") >= 1.0);
     // The table names every dimension; the export parses back to the optimum.
     let export = scratch("out.yml", "");
     let (ok, table, err) = run(&[

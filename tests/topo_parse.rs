@@ -55,7 +55,7 @@ fn network_errors_name_the_key() {
         assert_eq!(e.status, Status::LIBRA_ERR_PARSE, "{text}");
         assert!(e.message.contains(field), "{text}: {}", e.message);
     }
-    let e = parse_network(&data("network_3d.yml"), Some("Chiplet:\n  Link: 2\n")).unwrap_err();
+    let e = parse_network(&data("network_3d.yml"), Some("Package:\n  Link: 2\n")).unwrap_err();
     assert!(e.message.contains("Node"), "{}", e.message);
 }
 
@@ -77,12 +77,12 @@ fn malformed_cost_models_are_parse_errors() {
         // A switch dimension without `Nic`.
         (good.replace("  Nic: 31.6\n", ""), "`Pod` has no `Nic`"),
         // A list, or a scalar, where a mapping belongs.
-        (good.replace("Chiplet:\n  Link: 2.0", "Chiplet: [2.0]"), "Chiplet"),
-        (good.replace("Chiplet:\n  Link: 2.0", "Chiplet: 2.0"), "Chiplet"),
+        (good.replace("Package:\n  Link: 4.0\n  Switch: 13.0", "Package: [2.0]"), "Package"),
+        (good.replace("Package:\n  Link: 4.0\n  Switch: 13.0", "Package: 2.0"), "Package"),
         // A zero or negative cost (LIBRA requires positive ones).
-        (good.replace("Link: 2.0", "Link: 0"), "must be positive"),
-        (good.replace("Link: 2.0", "Link: -2"), "must be positive"),
-        (good.replace("Link: 2.0", "Link: x"), "not a finite number"),
+        (good.replace("Link: 4.0", "Link: 0"), "must be positive"),
+        (good.replace("Link: 4.0", "Link: -2"), "must be positive"),
+        (good.replace("Link: 4.0", "Link: x"), "not a finite number"),
     ];
     for (cost, want) in &cases {
         let e = parse_network(&net, Some(cost)).unwrap_err();

@@ -330,3 +330,22 @@ fn thirty_two_dimensions_schedule_in_under_a_second() {
         assert!(took.as_secs_f64() < 1.0, "{policy:?}: {took:?}");
     }
 }
+
+#[test]
+fn fixed_orders() {
+    let net = network(&[4, 8, 2], &[50.0, 100.0, 200.0]);
+    let cfg = ScheduleConfig { policy: Policy::Baseline, chunks: 8, elem_size: 4 };
+    let base = Schedule::new(&net, CollectiveKind::AllReduce, 4096, None, &cfg).unwrap();
+    let same = Schedule::with_order(&net, CollectiveKind::AllReduce, 4096, None, &cfg, &[0, 1, 2]).unwrap();
+    assert_eq!(base, same);
+    let rev = Schedule::with_order(&net, CollectiveKind::AllReduce, 4096, None, &cfg, &[2, 1, 0]).unwrap();
+    assert!(rev.orders.iter().all(|o| o == &vec![2, 1, 0]));
+    check(&net, &[4, 8, 2], CollectiveKind::AllReduce, 4096, 8, Policy::Baseline);
+    let mut bufs: Vec<Vec<i64>> = (0..64).map(|r| vec![r as i64; 4096]).collect();
+    execute(&rev, &mut bufs).unwrap();
+    assert!(bufs.iter().all(|b| b.iter().all(|&v| v == 63 * 64 / 2)));
+    for bad in [&[0, 1][..], &[0, 1, 1], &[0, 1, 3]] {
+        let e = Schedule::with_order(&net, CollectiveKind::AllReduce, 4096, None, &cfg, bad).unwrap_err();
+        assert!(e.message.contains("order"), "{}", e.message);
+    }
+}

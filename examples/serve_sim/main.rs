@@ -74,6 +74,9 @@ Engine and hardware
   --host-blocks N      override the host tier size in blocks
   --max-batch-tokens N tokens per engine step (decode + prefill chunks) [4096]
   --max-seqs N         most sequences in flight [256]
+  --hints              the engine gives retention hints when a turn ends and its conversation
+                       continues: agent, a pending tool call expected back after the mean
+                       think time; other scenarios, an open session held until the timeout
 
 Policies and output
   --policies LIST      vllm,vllm-offload,slora,lru,elora,elora-authors,libra,oracle [all]
@@ -131,6 +134,7 @@ struct Args {
     plots: Option<String>,
     jobs: usize,
     quiet: bool,
+    hints: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -173,6 +177,7 @@ fn parse_args() -> Result<Args, String> {
         plots: Some("sim_out".into()),
         jobs: 2,
         quiet: false,
+        hints: false,
     };
     let mut it = std::env::args().skip(1);
     fn val<T: std::str::FromStr>(it: &mut impl Iterator<Item = String>, flag: &str) -> Result<T, String> {
@@ -251,6 +256,7 @@ fn parse_args() -> Result<Args, String> {
             "--no-plots" => a.plots = None,
             "--jobs" => a.jobs = val::<usize>(&mut it, f)?.max(1),
             "--quiet" => a.quiet = true,
+            "--hints" => a.hints = true,
             _ => return Err(format!("unknown option {f:?} (see --help)")),
         }
     }
@@ -285,6 +291,7 @@ fn engine_config(a: &Args, scenario_preset: Option<&str>) -> Result<EngineConfig
     let mut ec = EngineConfig::new(hw);
     ec.gpu_blocks = a.gpu_blocks;
     ec.host_blocks = a.host_blocks;
+    ec.retention_hints = a.hints;
     if let Some(v) = a.max_batch_tokens {
         ec.max_batch_tokens = v;
     }

@@ -41,6 +41,8 @@ pub(crate) struct Request {
     /// Batches this request waits for.
     pub waits: HashSet<BatchId>,
     pub failure: Option<String>,
+    /// Retention hint for the request's blocks, applied again at release.
+    pub retention: Option<super::tree::Hint>,
 }
 
 /// What `match_prefix` found.
@@ -95,6 +97,8 @@ pub struct Stats {
     pub inflight_batches: u32,
     pub open_requests: u32,
     pub events_dropped: u64,
+    /// KV blocks holding a retention hint that had not expired at the last `step`.
+    pub hinted_blocks: u64,
 }
 
 /// What a batch in flight carries.
@@ -615,6 +619,7 @@ impl CacheCore {
             inserted: Vec::new(),
             waits: waits.clone(),
             failure: None,
+            retention: None,
         };
         let request = self.open_request(req);
         let rslot = slot_bits(request);
@@ -812,6 +817,10 @@ impl CacheCore {
         let slot = self.request_slot(request)?;
         self.poll_inflight(io);
         let req = self.close_request(slot);
+        if let Some(h) = req.retention.filter(|h| !aborted && h.expires > now) {
+            // Before unpinning, so the blocks enter the hinted candidate sets directly.
+            self.hint_nodes(&req.pinned, h);
+        }
         for &n in req.pinned.iter().rev() {
             self.tree.unpin(n, now);
         }
@@ -891,6 +900,7 @@ impl CacheCore {
         s.kv_nodes_gpu = kv.gpu;
         s.kv_nodes_host = kv.host;
         s.invalid_kv_blocks = kv.invalid;
+        s.hinted_blocks = self.tree.hinted_nodes() as u64;
         s
     }
 

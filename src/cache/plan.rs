@@ -7,6 +7,10 @@
 //! Under both policies a parent is worth at least as much as its child (every use of a block
 //! passes through its ancestors, so they have at least its visits and at most its idle time),
 //! so the plan is also the k lowest-valued nodes overall among those that may legally leave.
+//!
+//! Nodes holding an unexpired retention hint come after every other candidate, lowest hint
+//! priority first, then in policy order; a hint changes when a node leaves, never the rule
+//! that children leave before their parents.
 use super::core::CacheCore;
 use super::cost;
 use super::policy::{retention_value, RankContext};
@@ -93,18 +97,63 @@ pub(crate) enum Scorer {
 /// The band bound's eps is refreshed once per unit of key, so the exponential is rarely taken.
 const SEGMENT: f64 = 1.0;
 
+/// A candidate of the hinted phase: its class (0 without an unexpired hint, else the hint's
+/// priority), then its score.
+#[derive(Debug, Clone, Copy)]
+struct Deferred {
+    class: f64,
+    s: Scored,
+}
+
+impl PartialEq for Deferred {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o) == Ordering::Equal
+    }
+}
+impl Eq for Deferred {}
+impl PartialOrd for Deferred {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Deferred {
+    fn cmp(&self, o: &Self) -> Ordering {
+        self.class.total_cmp(&o.class).then(self.s.cmp(&o.s))
+    }
+}
+
 /// A plan being built.
 struct Plan {
     out: Vec<u32>,
     taken: usize,
     blocks: usize,
+    now: u64,
     /// Scored candidates not handed out yet: walked set entries and promoted parents.
     pending: BinaryHeap<Reverse<Scored>>,
+    /// Candidates holding an unexpired hint, taken once no other candidate is left; in that
+    /// phase (`hinted_phase`) every promoted parent goes here, by class.
+    deferred: BinaryHeap<Reverse<Deferred>>,
+    hinted_phase: bool,
     /// Children already planned, for parents with more than one child in the tier.
     planned_children: HashMap<u32, u32>,
 }
 
 impl Plan {
+    /// Files a candidate under the pending heap or, when it holds an unexpired hint (or the
+    /// plan is in its hinted phase), under the deferred one.
+    fn offer(&mut self, core: &CacheCore, scorer: &Scorer, id: u32) {
+        let s = core.score(scorer, id);
+        let class = match core.tree.hint(id) {
+            Some(h) if h.expires > self.now => h.priority,
+            _ => 0.0,
+        };
+        if class > 0.0 || self.hinted_phase {
+            self.deferred.push(Reverse(Deferred { class, s }));
+        } else {
+            self.pending.push(Reverse(s));
+        }
+    }
+
     /// Hands `s` out and makes its parent a candidate once all of the parent's children in
     /// the tier are planned. Returns whether the plan is complete.
     fn take(&mut self, core: &CacheCore, scorer: &Scorer, tier: Tier, s: Scored) -> bool {
@@ -120,7 +169,7 @@ impl Plan {
                 *c == need
             };
             if ready {
-                self.pending.push(Reverse(core.score(scorer, parent)));
+                self.offer(core, scorer, parent);
             }
         }
         self.taken >= self.blocks
@@ -208,13 +257,13 @@ impl CacheCore {
     /// entry not yet walked can be lower (see `Scorer`). It touches about as many set entries
     /// as the plan takes leaves, plus a band, and never scores the whole set.
     pub(crate) fn plan(&self, tier: Tier, blocks: usize, now: u64) -> Vec<u32> {
-        let set = match tier {
-            Tier::Gpu => self.tree.gpu_leaves(),
-            Tier::Host => self.tree.host_leaves(),
+        let (set, hinted) = match tier {
+            Tier::Gpu => (self.tree.gpu_leaves(), self.tree.hinted_gpu_leaves()),
+            Tier::Host => (self.tree.host_leaves(), self.tree.hinted_host_leaves()),
         };
         // An empty set has no adapter leaves either (they are listed like KV leaves), and the
         // ranking context costs a power per adapter: a full host tier asks for every victim.
-        if blocks == 0 || set.is_empty() {
+        if blocks == 0 || (set.is_empty() && hinted.is_empty()) {
             return Vec::new();
         }
         let scorer = self.scorer(now);
@@ -222,9 +271,15 @@ impl CacheCore {
             out: Vec::with_capacity(blocks.min(4 * set.len())),
             taken: 0,
             blocks,
+            now,
             pending: BinaryHeap::new(),
+            deferred: BinaryHeap::new(),
+            hinted_phase: false,
             planned_children: HashMap::new(),
         };
+        for &id in hinted {
+            plan.offer(self, &scorer, id);
+        }
         // Adapters have other constants than KV blocks: they are scored apart, exactly.
         if tier == Tier::Gpu {
             for a in self.adapters.iter().flatten() {
@@ -255,6 +310,12 @@ impl CacheCore {
         if plan.taken < blocks {
             while let Some(Reverse(top)) = plan.pending.pop() {
                 if plan.take(self, &scorer, tier, top) {
+                    return plan.out;
+                }
+            }
+            plan.hinted_phase = true;
+            while let Some(Reverse(top)) = plan.deferred.pop() {
+                if plan.take(self, &scorer, tier, top.s) {
                     break;
                 }
             }

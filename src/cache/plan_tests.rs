@@ -2,11 +2,12 @@
 //! before every pick, and the decisions it lets the ranking make.
 use super::*;
 use crate::backend::cpu::CpuBackend;
-use crate::cache::{CacheConfig, PolicyKind};
+use crate::cache::{CacheConfig, PolicyKind, RetentionHint};
 use std::collections::HashSet;
 
 /// The definition, literally: before each pick, every node that may leave now (all its
-/// children in the tier already picked) is scored, and the lowest is taken.
+/// children in the tier already picked) is scored, and the lowest is taken, unhinted (or
+/// expired) before hinted, lower hint priority first.
 fn brute_force(core: &CacheCore, tier: Tier, blocks: usize, now: u64) -> Vec<u32> {
     let scorer = core.scorer(now);
     let ids: Vec<u32> = core.tree.live_ids().collect();
@@ -39,9 +40,12 @@ fn brute_force(core: &CacheCore, tier: Tier, blocks: usize, now: u64) -> Vec<u32
             .copied()
             .filter(|&id| !picked.contains(&id) && movable(id))
             .filter(|id| children.get(id).into_iter().flatten().all(|&c| !in_tier(c) || picked.contains(&c)))
-            .map(|id| core.score(&scorer, id))
+            .map(|id| {
+                let class = core.tree.hint(id).filter(|h| h.expires > now).map_or(0.0, |h| h.priority);
+                (Deferred { class, s: core.score(&scorer, id) }, id)
+            })
             .min();
-        let Some(s) = best else { break };
+        let Some((Deferred { s, .. }, _)) = best else { break };
         picked.insert(s.node);
         out.push(s.node);
         taken += core.node_blocks(s.node) as usize;
@@ -97,6 +101,17 @@ fn random_core(policy: PolicyKind, unit: u64, seed: u64) -> (CacheCore, CpuBacke
         if core.allocate(&mut io, m.request, rest, now).is_ok() {
             core.commit(m.request, &toks[m.cached_tokens..], now).unwrap();
         }
+        if rnd() % 5 == 0 {
+            // Hints of a few priorities, some expiring before the plans look, some after.
+            let hint = RetentionHint {
+                priority: (1 + rnd() % 3) as f64,
+                duration_us: rnd() % 60_000_000,
+                expect_back_us: if rnd() % 2 == 0 { 0 } else { now + 1 + rnd() % 10_000_000 },
+            };
+            if hint.expiry(now).is_ok() {
+                core.set_retention(m.request, hint, now).unwrap();
+            }
+        }
         if open < 4 && rnd() % 16 == 0 {
             open += 1;
         } else {
@@ -112,7 +127,7 @@ fn random_core(policy: PolicyKind, unit: u64, seed: u64) -> (CacheCore, CpuBacke
 
 #[test]
 fn chain_plan_equals_brute_force() {
-    let mut chains = 0;
+    let (mut chains, mut hinted_taken, mut hinted_left) = (0, 0, 0);
     for (policy, unit) in [
         (PolicyKind::Elora, 0),
         (PolicyKind::Libra, 0),
@@ -136,13 +151,19 @@ fn chain_plan_equals_brute_force() {
                             Tier::Host => core.tree.host_leaves().iter().map(|c| c.id).collect(),
                         };
                         chains += got.iter().any(|id| !leaves.contains(id)) as u32;
+                        let active = |id: &u32| core.tree.hint(*id).is_some_and(|h| h.expires > at);
+                        let hinted_in = got.iter().filter(|id| active(id)).count();
+                        hinted_taken += (hinted_in > 0) as u32;
+                        hinted_left += (hinted_in == 0 && core.tree.hinted_nodes() > 0) as u32;
                     }
                 }
             }
         }
     }
-    // The trees are deep enough that plans reach past the current leaves.
+    // The trees are deep enough that plans reach past the current leaves, and hinted blocks
+    // are both in them and kept out of them.
     assert!(chains > 100, "only {chains} plans took a parent");
+    assert!(hinted_taken > 50 && hinted_left > 50, "hinted blocks taken {hinted_taken}, left {hinted_left}");
 }
 
 /// Inserts a prompt and releases it.
@@ -253,4 +274,96 @@ fn adapter_follows_its_last_block() {
     assert!(core.adapter(core.adapter_slots[&1]).gpu_blocks.is_empty(), "adapter 1 left");
     core.release(&mut io, m.request, 40).unwrap();
     core.check_invariants().unwrap();
+}
+
+/// A hinted prefix stays while colder unhinted ones leave, until its hint expires; then it
+/// ranks like any other. A hint given at match covers the blocks committed later, at release.
+#[test]
+fn hinted_prefix_is_kept_until_its_hint_expires() {
+    for policy in [PolicyKind::Lru, PolicyKind::Elora, PolicyKind::Libra] {
+        let cfg = CacheConfig { block_tokens: 1, policy, ..Default::default() };
+        let mut io = CpuBackend::new(8, 64, 64).unwrap();
+        let mut core = CacheCore::new(cfg, 8, 64, 64).unwrap();
+        core.register_adapter(1, &[0u8; 8], 4, 0).unwrap();
+        // The oldest chain, hinted at match for 10 s, priority 2; a newer one hinted at
+        // priority 1; then two unhinted ones.
+        let chains: [Vec<u32>; 4] = [vec![1, 2, 3], vec![11, 12, 13], vec![21, 22, 23], vec![31, 32, 33]];
+        for (i, toks) in chains.iter().enumerate() {
+            let now = i as u64 * 1_000;
+            let m = core.match_prefix(&mut io, 1, 0, toks, now).unwrap();
+            if i < 2 {
+                let hint =
+                    RetentionHint { priority: 2.0 - i as f64, duration_us: 10_000_000, expect_back_us: 0 };
+                core.set_retention(m.request, hint, now).unwrap();
+            }
+            core.allocate(&mut io, m.request, toks.len(), now).unwrap();
+            core.commit(m.request, toks, now).unwrap();
+            core.release(&mut io, m.request, now).unwrap();
+        }
+        core.check_invariants().unwrap();
+        assert_eq!(core.stats().hinted_blocks, 6, "{policy:?}: committed after the hint, hinted at release");
+        let ids = |core: &CacheCore, t: &[u32]| -> Vec<u32> {
+            let mut v: Vec<u32> =
+                core.prefix_keys(1, 0, t).iter().map(|&k| core.tree.lookup(k).unwrap()).collect();
+            v.reverse();
+            v
+        };
+        let [a, b, c, d] = [0, 1, 2, 3].map(|i| ids(&core, &chains[i]));
+        let cat =
+            |parts: &[&Vec<u32>]| -> Vec<u32> { parts.iter().flat_map(|p| p.iter().copied()).collect() };
+        // Unhinted first (in policy order: c then d, older first under every policy here),
+        // then the priority-1 chain, then priority 2.
+        let now = 5_000;
+        assert_eq!(core.plan_swap_out(12, now), cat(&[&c, &d, &b, &a]), "{policy:?}");
+        assert_eq!(core.plan_swap_out(6, now), cat(&[&c, &d]), "{policy:?}");
+        assert_eq!(core.plan(Tier::Gpu, 12, now), brute_force(&core, Tier::Gpu, 12, now));
+        // Both expired: the old chain ranks by age again, ahead of everything.
+        let later = 10_001_000;
+        core.step(&mut io, later, 1, false).unwrap();
+        assert_eq!(core.stats().hinted_blocks, 0, "{policy:?}");
+        core.check_invariants().unwrap();
+        assert_eq!(&core.plan_swap_out(3, later), &a, "{policy:?}");
+    }
+}
+
+/// Hinted blocks that went to the host tier are pruned after unhinted ones there too.
+#[test]
+fn hints_hold_on_the_host_tier() {
+    let cfg = CacheConfig {
+        block_tokens: 1,
+        policy: PolicyKind::Lru,
+        swap_out_high: 0.0,
+        swap_out_low: 0.0,
+        host_high: 1.0,
+        host_low: 1.0,
+        ..Default::default()
+    };
+    let mut io = CpuBackend::new(8, 16, 16).unwrap();
+    let mut core = CacheCore::new(cfg, 8, 16, 16).unwrap();
+    core.register_adapter(1, &[0u8; 8], 4, 0).unwrap();
+    let m = core.match_prefix(&mut io, 1, 0, &[1, 2], 0).unwrap();
+    core.allocate(&mut io, m.request, 2, 0).unwrap();
+    core.commit(m.request, &[1, 2], 0).unwrap();
+    core.set_retention(
+        m.request,
+        RetentionHint { priority: 1.0, duration_us: 0, expect_back_us: 60_000_000 },
+        0,
+    )
+    .unwrap();
+    core.release(&mut io, m.request, 0).unwrap();
+    put(&mut core, &mut io, &[5, 6], 10);
+    for t in 20..24 {
+        core.step(&mut io, t, 1, false).unwrap();
+    }
+    core.check_invariants().unwrap();
+    assert_eq!(core.stats().kv_nodes_host, 4, "everything went to the host");
+    let pruned = core.plan(Tier::Host, 2, 30);
+    let want: Vec<u32> = [&[5, 6][..], &[5]]
+        .iter()
+        .map(|t| core.tree.lookup(*core.prefix_keys(1, 0, t).last().unwrap()).unwrap())
+        .collect();
+    assert_eq!(pruned, want, "the unhinted chain is pruned first although it is newer");
+    assert_eq!(core.prune_host(2, 30), 2);
+    core.check_invariants().unwrap();
+    assert_eq!(core.stats().kv_nodes_host, 2);
 }

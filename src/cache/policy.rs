@@ -154,6 +154,7 @@ mod tests {
             residency: Residency::Gpu,
             kind,
             listed: 0,
+            hinted: false,
         }
     }
 

@@ -513,6 +513,7 @@ impl CacheCore {
     ) -> Result<StepReport> {
         let now = self.clock(now);
         self.load.record_batch(batch_size, now);
+        self.tree.expire_hints(now);
         let mut report = StepReport { completed_batches: self.poll_inflight(io), ..Default::default() };
         if !self.cfg.policy.uses_host_tier() {
             return Ok(report);

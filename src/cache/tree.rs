@@ -9,7 +9,7 @@
 use super::index::{prefetch, PrefixIndex};
 use super::keyhash::PrefixHasher;
 use siphasher::sip128::{Hasher128, SipHasher13};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::hash::Hasher;
 
 /// cbindgen:ignore
@@ -65,13 +65,25 @@ pub struct Node {
     pub children: u32,
     pub residency: Residency,
     pub kind: Kind,
-    /// Which candidate set holds the node (IN_GPU_LEAVES / IN_HOST_LEAVES), so that pinning an
-    /// interior node costs no set operation.
+    /// Which candidate set holds the node (IN_GPU_LEAVES / IN_HOST_LEAVES, or their hinted
+    /// twins), so that pinning an interior node costs no set operation.
     pub listed: u8,
+    /// Holds a retention hint (see `Hint`): listed in the hinted sets instead of the others.
+    pub hinted: bool,
 }
 
 const IN_GPU_LEAVES: u8 = 1;
 const IN_HOST_LEAVES: u8 = 2;
+const IN_HINTED_GPU_LEAVES: u8 = 4;
+const IN_HINTED_HOST_LEAVES: u8 = 8;
+
+/// A retention hint on a KV node: until `expires` (engine time) the node leaves its tier only
+/// after every unhinted candidate, lowest `priority` first.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Hint {
+    pub priority: f64,
+    pub expires: u64,
+}
 
 /// An entry of a candidate set: ordered by key, then age and id (ties broken
 /// deterministically). Carries what ranking needs so a walk of the set touches no node.
@@ -122,6 +134,12 @@ pub struct Tree {
     /// the adapter itself moves).
     adapter_nodes: Vec<u32>,
     gpu_kv_per_adapter: Vec<u64>,
+    /// Retention hints by node, their expiry order, and the hinted nodes that would otherwise
+    /// be in `gpu_leaves` / `host_leaves` (few: about one per hinted prefix).
+    hints: HashMap<u32, Hint>,
+    hint_expiry: BTreeSet<(u64, u32)>,
+    hinted_gpu_leaves: BTreeSet<u32>,
+    hinted_host_leaves: BTreeSet<u32>,
 }
 
 impl Tree {
@@ -140,6 +158,7 @@ impl Tree {
             residency: Residency::Gpu,
             kind: Kind::Root,
             listed: 0,
+            hinted: false,
         };
         Tree {
             nodes: vec![root],
@@ -152,6 +171,10 @@ impl Tree {
             counts: KvCounts::default(),
             adapter_nodes: Vec::new(),
             gpu_kv_per_adapter: Vec::new(),
+            hints: HashMap::new(),
+            hint_expiry: BTreeSet::new(),
+            hinted_gpu_leaves: BTreeSet::new(),
+            hinted_host_leaves: BTreeSet::new(),
         }
     }
 
@@ -338,6 +361,7 @@ impl Tree {
             residency: Residency::Absent,
             kind: Kind::Adapter,
             listed: 0,
+            hinted: false,
         });
         self.node_mut(ROOT).children += 1;
         let i = slot as usize;
@@ -369,6 +393,7 @@ impl Tree {
             residency: Residency::Gpu,
             kind: Kind::Kv,
             listed: 0,
+            hinted: false,
         });
         let nodes = &self.nodes;
         self.index.insert_unique(key as u64, id, |&n| nodes[n as usize].key as u64);
@@ -386,6 +411,9 @@ impl Tree {
         let n = self.node(id).clone();
         assert!(n.children == 0 && n.kind != Kind::Root && n.kind != Kind::Vacant, "remove of a non-leaf");
         self.unlist(id);
+        if n.hinted {
+            self.clear_hint(id);
+        }
         self.count_move(id, n.residency, Residency::Absent);
         if n.kind == Kind::Adapter {
             self.adapter_nodes[n.adapter as usize] = NONE;
@@ -406,6 +434,7 @@ impl Tree {
         slot.kind = Kind::Vacant;
         slot.residency = Residency::Absent;
         slot.pins = 0;
+        slot.hinted = false;
         self.vacant.push(id);
     }
 
@@ -465,12 +494,20 @@ impl Tree {
         if listed == 0 {
             return;
         }
-        let c = self.candidate(id);
-        if listed & IN_GPU_LEAVES != 0 {
-            self.gpu_leaves.remove(&c);
+        if listed & (IN_GPU_LEAVES | IN_HOST_LEAVES) != 0 {
+            let c = self.candidate(id);
+            if listed & IN_GPU_LEAVES != 0 {
+                self.gpu_leaves.remove(&c);
+            }
+            if listed & IN_HOST_LEAVES != 0 {
+                self.host_leaves.remove(&c);
+            }
         }
-        if listed & IN_HOST_LEAVES != 0 {
-            self.host_leaves.remove(&c);
+        if listed & IN_HINTED_GPU_LEAVES != 0 {
+            self.hinted_gpu_leaves.remove(&id);
+        }
+        if listed & IN_HINTED_HOST_LEAVES != 0 {
+            self.hinted_host_leaves.remove(&id);
         }
         self.nodes[id as usize].listed = 0;
     }
@@ -483,11 +520,38 @@ impl Tree {
         }
         let gpu_leaf = n.residency == Residency::Gpu && n.pins == 0 && n.gpu_children == 0;
         let host_leaf = n.residency == Residency::Host && n.pins == 0 && n.children == 0;
-        let want = if gpu_leaf { IN_GPU_LEAVES } else { 0 } | if host_leaf { IN_HOST_LEAVES } else { 0 };
+        let mut want = if gpu_leaf { IN_GPU_LEAVES } else { 0 } | if host_leaf { IN_HOST_LEAVES } else { 0 };
+        if n.hinted {
+            // The hinted twins of the same bits.
+            want <<= 2;
+        }
         let have = n.listed;
         if want == have {
             return;
         }
+        if (have | want) & (IN_HINTED_GPU_LEAVES | IN_HINTED_HOST_LEAVES) != 0 {
+            // A hint moves a node between the plain and the hinted sets: start from neither.
+            self.unlist(id);
+            self.nodes[id as usize].listed = 0;
+            if want & IN_HINTED_GPU_LEAVES != 0 {
+                self.hinted_gpu_leaves.insert(id);
+            }
+            if want & IN_HINTED_HOST_LEAVES != 0 {
+                self.hinted_host_leaves.insert(id);
+            }
+            if want & (IN_GPU_LEAVES | IN_HOST_LEAVES) != 0 {
+                self.refresh_plain(id, 0, want);
+            }
+            self.nodes[id as usize].listed = want;
+            return;
+        }
+        self.refresh_plain(id, have, want);
+        self.nodes[id as usize].listed = want;
+    }
+
+    /// Moves a node between the plain candidate sets from membership `have` to `want`.
+    fn refresh_plain(&mut self, id: u32, have: u8, want: u8) {
+        let (gpu_leaf, host_leaf) = (want & IN_GPU_LEAVES != 0, want & IN_HOST_LEAVES != 0);
         let c = self.candidate(id);
         if (have ^ want) & IN_GPU_LEAVES != 0 {
             if gpu_leaf {
@@ -503,7 +567,72 @@ impl Tree {
                 self.host_leaves.remove(&c);
             }
         }
-        self.nodes[id as usize].listed = want;
+    }
+
+    // ---- retention hints ----------------------------------------------------------------
+
+    /// Gives KV node `id` a hint, merged with one it holds (the higher priority, the later
+    /// expiry): a prefix shared by several hinted requests is kept for the longest of them.
+    pub fn set_hint(&mut self, id: u32, hint: Hint) {
+        debug_assert_eq!(self.node(id).kind, Kind::Kv);
+        let merged = match self.hints.get(&id) {
+            Some(old) => {
+                self.hint_expiry.remove(&(old.expires, id));
+                Hint { priority: old.priority.max(hint.priority), expires: old.expires.max(hint.expires) }
+            }
+            None => hint,
+        };
+        self.hints.insert(id, merged);
+        self.hint_expiry.insert((merged.expires, id));
+        if !self.node(id).hinted {
+            self.node_mut(id).hinted = true;
+            self.refresh(id);
+        }
+    }
+
+    /// The hint node `id` holds, if any (expired or not).
+    pub fn hint(&self, id: u32) -> Option<Hint> {
+        if self.nodes[id as usize].hinted {
+            self.hints.get(&id).copied()
+        } else {
+            None
+        }
+    }
+
+    fn clear_hint(&mut self, id: u32) {
+        if let Some(h) = self.hints.remove(&id) {
+            self.hint_expiry.remove(&(h.expires, id));
+        }
+        self.node_mut(id).hinted = false;
+    }
+
+    /// Drops every hint that expired by `now`, so its nodes rank like any other again.
+    /// Returns how many.
+    pub fn expire_hints(&mut self, now: u64) -> usize {
+        let mut n = 0;
+        while let Some(&(expires, id)) = self.hint_expiry.first() {
+            if expires > now {
+                break;
+            }
+            self.unlist(id);
+            self.clear_hint(id);
+            self.refresh(id);
+            n += 1;
+        }
+        n
+    }
+
+    /// Nodes holding a hint (expired ones included until `expire_hints` runs).
+    pub fn hinted_nodes(&self) -> usize {
+        self.hints.len()
+    }
+
+    /// Hinted nodes that would otherwise be GPU (resp. host) leaves.
+    pub fn hinted_gpu_leaves(&self) -> &BTreeSet<u32> {
+        &self.hinted_gpu_leaves
+    }
+    pub fn hinted_host_leaves(&self) -> &BTreeSet<u32> {
+        &self.hinted_host_leaves
     }
 
     /// Every live node id, in arena order.
@@ -541,15 +670,28 @@ impl Tree {
             }
             let c = self.candidate(id);
             let gpu_leaf = n.residency == Residency::Gpu && n.pins == 0 && n.gpu_children == 0;
-            if gpu_leaf != self.gpu_leaves.contains(&c) {
-                return Err(format!("node {id} GPU-leaf membership is stale"));
-            }
             let host_leaf = n.residency == Residency::Host && n.pins == 0 && n.children == 0;
-            if host_leaf != self.host_leaves.contains(&c) {
-                return Err(format!("node {id} host-leaf membership is stale"));
+            let h = n.hinted;
+            if (gpu_leaf && !h) != self.gpu_leaves.contains(&c)
+                || (gpu_leaf && h) != self.hinted_gpu_leaves.contains(&id)
+            {
+                return Err(format!("node {id} GPU-leaf membership is stale (hinted {h})"));
             }
-            if (n.listed & IN_GPU_LEAVES != 0) != gpu_leaf || (n.listed & IN_HOST_LEAVES != 0) != host_leaf {
+            if (host_leaf && !h) != self.host_leaves.contains(&c)
+                || (host_leaf && h) != self.hinted_host_leaves.contains(&id)
+            {
+                return Err(format!("node {id} host-leaf membership is stale (hinted {h})"));
+            }
+            let (g, o) = if h {
+                (IN_HINTED_GPU_LEAVES, IN_HINTED_HOST_LEAVES)
+            } else {
+                (IN_GPU_LEAVES, IN_HOST_LEAVES)
+            };
+            if n.listed != (if gpu_leaf { g } else { 0 } | if host_leaf { o } else { 0 }) {
                 return Err(format!("node {id} membership flags are stale"));
+            }
+            if h != self.hints.contains_key(&id) || (h && n.kind != Kind::Kv) {
+                return Err(format!("node {id} hint flag disagrees with the hint table"));
             }
         }
         for id in self.live_ids() {
@@ -560,6 +702,11 @@ impl Tree {
                     n.children, n.gpu_children, children[id as usize], gpu_children[id as usize]
                 ));
             }
+        }
+        if self.hints.len() != self.hint_expiry.len()
+            || self.hints.iter().any(|(&id, h)| !self.hint_expiry.contains(&(h.expires, id)))
+        {
+            return Err("hint expiry order is stale".into());
         }
         if self.index.len() != self.live_ids().filter(|&i| self.node(i).kind == Kind::Kv).count() {
             return Err("index size differs from the number of KV nodes".into());

@@ -2,9 +2,9 @@
 //! events. Thread safety: every function taking a `libra_cache *` may be called concurrently
 //! from several threads on the same cache (an internal lock serialises them), except
 //! `libra_cache_free`, which must not race with any other call on that cache.
-use super::boundary::{check_struct_size, deref, deref_mut, guard, null_arg, slice, write_out};
+use super::boundary::{check_struct_size, deref, guard, null_arg, slice, write_out};
 use crate::backend::Segment;
-use crate::cache::{CacheConfig, EventKind, PolicyKind, Readiness};
+use crate::cache::{CacheConfig, EventKind, PolicyKind, Readiness, RetentionHint};
 use crate::error::{libra_status, Error};
 use crate::handle::{BackendChoice, Cache, CacheOptions};
 use std::ffi::{c_char, c_void, CString};
@@ -195,6 +195,32 @@ pub struct libra_cache_stats {
     pub inflight_batches: u32,
     pub open_requests: u32,
     pub events_dropped: u64,
+    /// KV blocks holding a retention hint not yet expired at the last `libra_cache_step`.
+    /// Fields from here on were appended after the first release: a caller built against an
+    /// older header passes a smaller `struct_size` and gets the fields before them.
+    pub hinted_blocks: u64,
+}
+
+/// Size of `libra_cache_stats` before fields were appended: the least `struct_size` accepted.
+const STATS_V1_SIZE: usize = std::mem::offset_of!(libra_cache_stats, hinted_blocks);
+
+/// A retention hint (`libra_cache_set_retention`). Fill it with `libra_retention_default`,
+/// then set either `expect_back_us` (when the engine expects the prefix back, e.g. a pending
+/// tool call) with an optional grace in `duration_us`, or a `duration_us` alone (e.g. a chat
+/// session that stays open), and optionally a `priority`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct libra_retention {
+    /// sizeof(libra_retention), set by `libra_retention_default`.
+    pub struct_size: usize,
+    /// Finite and positive (default 1): among hinted blocks, lower priorities leave first.
+    pub priority: f64,
+    /// Microseconds the hint holds: from `now_us`, or past `expect_back_us` when that is set.
+    /// At most 2^40.
+    pub duration_us: u64,
+    /// Engine time (the same clock as `now_us`) at which the engine expects the prefix back,
+    /// or 0 when it does not know. Must be after `now_us`.
+    pub expect_back_us: u64,
 }
 
 /// Kind of a residency event.
@@ -640,6 +666,62 @@ pub extern "C" fn libra_cache_abort(cache: *const libra_cache, request: u64, now
     guard("libra_cache_abort", || cache_ref(cache)?.cache.abort(request, now))
 }
 
+/// Fills `*hint` with the defaults: priority 1, no duration, no expected return (so the caller
+/// must set `duration_us` or `expect_back_us` before use). Returns LIBRA_ERR_NULL_ARGUMENT when
+/// `hint` is NULL. Thread-safe.
+#[no_mangle]
+pub extern "C" fn libra_retention_default(hint: *mut libra_retention) -> libra_status {
+    guard("libra_retention_default", || {
+        if hint.is_null() {
+            return Err(null_arg("hint"));
+        }
+        let d = RetentionHint::default();
+        let value = libra_retention {
+            struct_size: std::mem::size_of::<libra_retention>(),
+            priority: d.priority,
+            duration_us: d.duration_us,
+            expect_back_us: d.expect_back_us,
+        };
+        // SAFETY: checked non-NULL; the caller provides a writable libra_retention.
+        unsafe { write_out(hint, value) };
+        Ok(())
+    })
+}
+
+/// Says that an open request's prefix will be wanted again: until the hint expires, its KV
+/// blocks leave the GPU (and then the host tier) only after every unhinted block, lower
+/// priorities first. The blocks the request holds now get the hint at once, the ones it
+/// commits later get it at `libra_cache_release` (not at `libra_cache_abort`); call it right
+/// after `libra_cache_match` or right before the release. A block shared by several hinted
+/// requests keeps the highest priority and the latest expiry. A hint pins nothing: allocation
+/// still evicts hinted blocks when nothing else can go. The `VLLM` baseline ignores hints.
+///
+/// `hint` is borrowed for the call. Fails with LIBRA_ERR_NULL_ARGUMENT (`hint` NULL),
+/// LIBRA_ERR_NOT_FOUND (request not open) or LIBRA_ERR_INVALID_ARGUMENT naming the field:
+/// `struct_size` too small, `priority` NaN, infinite or not positive, `expect_back_us` not
+/// after `now_us`, `duration_us` 0 without `expect_back_us`, or a hint longer than 2^40 us.
+/// Nothing changes on failure. Thread-safe.
+#[no_mangle]
+pub extern "C" fn libra_cache_set_retention(
+    cache: *const libra_cache,
+    request: u64,
+    now_us: u64,
+    hint: *const libra_retention,
+) -> libra_status {
+    guard("libra_cache_set_retention", || {
+        let c = cache_ref(cache)?;
+        // SAFETY: NULL or a valid hint, per the contract above.
+        let h = unsafe { deref(hint, "hint") }?;
+        check_struct_size(h.struct_size, std::mem::size_of::<libra_retention>(), "hint")?;
+        let hint = RetentionHint {
+            priority: h.priority,
+            duration_us: h.duration_us,
+            expect_back_us: h.expect_back_us,
+        };
+        c.cache.set_retention(request, hint, now_us)
+    })
+}
+
 fn readiness(r: Readiness) -> libra_readiness {
     match r {
         Readiness::Ready => libra_readiness::LIBRA_READY,
@@ -823,7 +905,8 @@ pub extern "C" fn libra_cache_set_cost_hints(
 }
 
 /// Fills `*out` with statistics. Set `out->struct_size = sizeof(libra_cache_stats)` first; only
-/// that many bytes are written. Cheap enough to call every scheduler iteration: the cost grows
+/// that many bytes are written (a struct from an older header, ending at `events_dropped`, is
+/// accepted and gets the fields it has). Cheap enough to call every scheduler iteration: the cost grows
 /// with the number of registered adapters, not with the number of cached blocks. Thread-safe.
 #[no_mangle]
 pub extern "C" fn libra_cache_get_stats(
@@ -832,12 +915,16 @@ pub extern "C" fn libra_cache_get_stats(
 ) -> libra_status {
     guard("libra_cache_get_stats", || {
         let c = cache_ref(cache)?;
-        // SAFETY: NULL or a caller-provided stats struct.
-        let o = unsafe { deref_mut(out, "out") }?;
-        check_struct_size(o.struct_size, std::mem::size_of::<libra_cache_stats>(), "out")?;
+        if out.is_null() {
+            return Err(null_arg("out"));
+        }
+        // SAFETY: non-NULL, and every version of the struct starts with `struct_size`; no
+        // reference to the whole struct is made, as the caller's may be an older, smaller one.
+        let given = unsafe { std::ptr::addr_of!((*out).struct_size).read() };
+        check_struct_size(given, STATS_V1_SIZE, "out")?;
         let s = c.cache.stats()?;
-        *o = libra_cache_stats {
-            struct_size: o.struct_size,
+        let full = libra_cache_stats {
+            struct_size: given,
             gpu_blocks_total: s.gpu_blocks_total,
             gpu_blocks_used: s.gpu_blocks_used,
             host_blocks_total: s.host_blocks_total,
@@ -861,6 +948,18 @@ pub extern "C" fn libra_cache_get_stats(
             inflight_batches: s.inflight_batches,
             open_requests: s.open_requests,
             events_dropped: s.events_dropped,
+            hinted_blocks: s.hinted_blocks,
+        };
+        // A caller built against an older header owns only `struct_size` bytes.
+        let n = given.min(std::mem::size_of::<libra_cache_stats>());
+        // SAFETY: `out` is valid for `given` >= `n` bytes per the contract above; `full` is a
+        // plain-old-data value of at least `n` bytes, and the two do not overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                (&full as *const libra_cache_stats).cast::<u8>(),
+                out.cast::<u8>(),
+                n,
+            )
         };
         Ok(())
     })

@@ -7,9 +7,9 @@ use super::peers;
 pub use super::peers::SimPolicy;
 use super::workload::{Workload, WorkloadSpec};
 use crate::backend::{Backend, BatchId, BatchState, BlockMove, Direction, TierLayout};
-use crate::cache::{CacheConfig, CacheCore, NextUse, Readiness};
+use crate::cache::{CacheConfig, CacheCore, NextUse, Readiness, RetentionHint};
 use crate::error::Result as LibResult;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 /// Engine knobs.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,6 +30,9 @@ pub struct EngineConfig {
     pub give_up_wait_us: Option<u64>,
     /// Share of GPU blocks in `vllm`'s adapter region (tuned per workload by the caller).
     pub vllm_adapter_fraction: f64,
+    /// Give retention hints at release where a real engine knows the conversation continues
+    /// (see `retention_hint`); the oracle never gets them.
+    pub retention_hints: bool,
 }
 
 impl EngineConfig {
@@ -44,6 +47,7 @@ impl EngineConfig {
             host_blocks: None,
             give_up_wait_us: None,
             vllm_adapter_fraction: CacheConfig::default().vllm_adapter_fraction,
+            retention_hints: false,
         }
     }
     pub fn gpu_blocks(&self) -> u32 {
@@ -307,6 +311,20 @@ fn adapter_id(a: u32) -> u64 {
     a as u64 + 1
 }
 
+/// The retention hint an engine can give when a turn ends and its conversation continues:
+/// an agent framework knows a tool call is pending and how long its tools take (the
+/// scenario's mean think time; kept as long again past it), a chat server knows the session
+/// is still open (kept until the session timeout). Neither knows when the turn comes back.
+fn retention_hint(spec: &WorkloadSpec, now: u64) -> RetentionHint {
+    if spec.name == "agent" {
+        let tool_us = (spec.think_mean_s * 1e6) as u64;
+        RetentionHint { priority: 1.0, duration_us: tool_us, expect_back_us: now + tool_us.max(1) }
+    } else {
+        let open_us = (spec.session_timeout_s / spec.rate_mult * 1e6) as u64;
+        RetentionHint { priority: 1.0, duration_us: open_us.max(1), expect_back_us: 0 }
+    }
+}
+
 /// Runs one policy over the workload. `progress` is called now and then with the simulated
 /// time in seconds.
 pub fn run(
@@ -341,6 +359,14 @@ pub fn run(
     }
     let reqs = &wl.requests;
     let n = reqs.len();
+    // Whether each request's conversation has a later turn (the user stays, or the tool call
+    // returns): what an engine holding the session knows.
+    let continues: Vec<bool> = if ec.retention_hints && policy != SimPolicy::Oracle {
+        let turns: HashSet<(u32, u32)> = reqs.iter().map(|r| (r.session, r.turn)).collect();
+        reqs.iter().map(|r| turns.contains(&(r.session, r.turn + 1))).collect()
+    } else {
+        vec![false; n]
+    };
     let mut future = if policy == SimPolicy::Oracle {
         let mut kv: HashMap<u128, Vec<u32>> = HashMap::new();
         let mut adapter = vec![Vec::new(); spec.adapters.max(1) as usize];
@@ -696,6 +722,9 @@ pub fn run(
             if rec.generated >= r.output {
                 rec.finish = Some(t_end);
                 let s = running.remove(k);
+                if continues[s.idx as usize] {
+                    core.set_retention(s.cache_req, retention_hint(spec, t_end), t_end).map_err(err)?;
+                }
                 core.release(&mut io, s.cache_req, t_end).map_err(err)?;
                 done += 1;
             } else {

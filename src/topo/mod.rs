@@ -2,12 +2,15 @@
 //! Pure and deterministic: no clocks, threads or I/O (parsers take `&str`).
 pub mod astra;
 pub mod exec;
+pub mod grid;
 pub mod model;
 pub mod network;
 pub mod optimize;
+pub mod optimize_cost;
 pub mod parse;
 pub mod presets;
 pub mod schedule;
+pub mod themis_opt;
 pub mod workload;
 pub mod yaml;
 

@@ -6,8 +6,10 @@
 // Per-dimension quantities live in parallel arrays; indexing by dimension reads clearer.
 #![allow(clippy::needless_range_loop)]
 use crate::error::{Error, Result, Status};
+pub use crate::topo::grid::grid_search;
 use crate::topo::model::{collective_terms, traffic_per_dim, CollectiveTerms, TimeModel};
 use crate::topo::network::{check_len, check_non_negative, check_positive, Network};
+use crate::topo::optimize_cost::solve_time_cost;
 use crate::topo::workload::{Overlap, Workload};
 use clarabel::algebra::CscMatrix;
 use clarabel::solver::{
@@ -232,7 +234,7 @@ pub const UNUSED_DIM_BANDWIDTH: f64 = 1e-3;
 
 /// The problem as solved: unused dimensions get a positive lower bound, and perf-per-cost makes
 /// the total budget an equality (LIBRA's constraint; under `<=` time x cost has no minimum).
-fn solver_spec(net: &Network, cw: &CompiledWorkload, spec: &OptimizeSpec) -> OptimizeSpec {
+pub(crate) fn solver_spec(net: &Network, cw: &CompiledWorkload, spec: &OptimizeSpec) -> OptimizeSpec {
     let d = net.num_dims();
     let mut s = spec.clone();
     let active = cw.active_dims(d);
@@ -260,7 +262,7 @@ fn solver_spec(net: &Network, cw: &CompiledWorkload, spec: &OptimizeSpec) -> Opt
     s
 }
 
-fn validate_spec(net: &Network, spec: &OptimizeSpec) -> Result<()> {
+pub(crate) fn validate_spec(net: &Network, spec: &OptimizeSpec) -> Result<()> {
     let d = net.num_dims();
     if let Some(t) = spec.total_bandwidth {
         check_positive(t, "total_bandwidth")?;
@@ -335,7 +337,7 @@ fn validate_spec(net: &Network, spec: &OptimizeSpec) -> Result<()> {
 }
 
 /// Minimises time; `max_cost` adds a cost cap (for the perf-per-cost search).
-fn solve_time(
+pub(crate) fn solve_time(
     net: &Network,
     cw: &CompiledWorkload,
     spec: &OptimizeSpec,
@@ -494,131 +496,21 @@ fn solve_time(
     Ok((bw, sol.iterations))
 }
 
-/// min over cost c of c · T*(c), where T*(c) is the least time at cost <= c: a golden-section
-/// search over c between the cheapest feasible network and the time optimum's cost.
-fn solve_time_cost(
-    net: &Network,
-    cw: &CompiledWorkload,
-    spec: &OptimizeSpec,
-    coef: &[f64],
-) -> Result<(Vec<f64>, u32)> {
-    let (best_time_bw, _) = solve_time(net, cw, spec, None)?;
-    let c_hi: f64 = coef.iter().zip(&best_time_bw).map(|(c, b)| c * b).sum();
-    let c_lo = min_cost(net, spec, coef)?;
-    let f = |c: f64| -> Result<(f64, Vec<f64>, u32)> {
-        let (bw, it) = solve_time(net, cw, spec, Some(c))?;
-        let cost: f64 = coef.iter().zip(&bw).map(|(c, b)| c * b).sum();
-        Ok((cw.time(&bw) * cost, bw, it))
-    };
-    let mut best = (cw.time(&best_time_bw) * c_hi, best_time_bw, 0);
-    if c_hi - c_lo <= 1e-9 * c_hi.max(1.0) {
-        return Ok((best.1, best.2));
-    }
-    // Coarse scan (the product need not be unimodal far from the optimum), then golden section.
-    let samples = 12;
-    let mut values = Vec::with_capacity(samples);
-    for i in 1..=samples {
-        let c = c_lo + (c_hi - c_lo) * i as f64 / samples as f64;
-        let r = f(c)?;
-        values.push((c, r.0));
-        if r.0 < best.0 {
-            best = r;
-        }
-    }
-    let i_best = (0..samples).min_by(|&a, &b| values[a].1.total_cmp(&values[b].1)).unwrap_or(0);
-    let mut lo = if i_best == 0 { c_lo + (c_hi - c_lo) * 1e-6 } else { values[i_best - 1].0 };
-    let mut hi = if i_best + 1 < samples { values[i_best + 1].0 } else { c_hi };
-    let g = (5f64.sqrt() - 1.0) / 2.0;
-    let mut m1 = hi - g * (hi - lo);
-    let mut m2 = lo + g * (hi - lo);
-    let mut f1 = f(m1)?;
-    let mut f2 = f(m2)?;
-    for _ in 0..30 {
-        if (hi - lo) <= 1e-7 * hi {
-            break;
-        }
-        if f1.0 < f2.0 {
-            hi = m2;
-            m2 = m1;
-            f2 = f1;
-            m1 = hi - g * (hi - lo);
-            f1 = f(m1)?;
-        } else {
-            lo = m1;
-            m1 = m2;
-            f1 = f2;
-            m2 = lo + g * (hi - lo);
-            f2 = f(m2)?;
-        }
-    }
-    for r in [f1, f2] {
-        if r.0 < best.0 {
-            best = r;
-        }
-    }
-    Ok((best.1, best.2))
-}
-
-/// The cheapest network the constraints allow (a linear program).
-fn min_cost(net: &Network, spec: &OptimizeSpec, coef: &[f64]) -> Result<f64> {
-    let d = net.num_dims();
-    let scale = coef.iter().cloned().fold(0.0, f64::max).max(f64::MIN_POSITIVE);
-    let q: Vec<f64> = coef.iter().map(|c| c / scale).collect();
-    let mut rows = Rows::default();
-    for c in spec.linear.iter().filter(|c| c.cmp == Cmp::Eq) {
-        rows.push_linear(c.coeffs.iter().copied().enumerate().collect(), c.rhs);
-    }
-    let n_eq = rows.len();
-    for c in spec.linear.iter().filter(|c| c.cmp != Cmp::Eq) {
-        let sign = if c.cmp == Cmp::Le { 1.0 } else { -1.0 };
-        rows.push_linear(c.coeffs.iter().map(|a| sign * a).enumerate().collect(), sign * c.rhs);
-    }
-    if let Some(t) = spec.total_bandwidth {
-        rows.push_linear((0..d).map(|k| (k, 1.0)).collect(), t);
-    }
-    for k in 0..d {
-        rows.push(vec![(k, -1.0)], -spec.lower.get(k).copied().unwrap_or(0.0));
-        if let Some(&ub) = spec.upper.get(k) {
-            if ub.is_finite() {
-                rows.push_linear(vec![(k, 1.0)], ub);
-            }
-        }
-    }
-    let n_le = rows.len() - n_eq;
-    let mut cones = Vec::new();
-    if n_eq > 0 {
-        cones.push(ZeroConeT(n_eq));
-    }
-    cones.push(NonnegativeConeT(n_le));
-    let p = CscMatrix::zeros((d, d));
-    let a = CscMatrix::new_from_triplets(rows.len(), d, rows.i, rows.j, rows.v);
-    let settings = DefaultSettings { verbose: false, ..DefaultSettings::default() };
-    let mut solver = DefaultSolver::new(&p, &q, &a, &rows.b, &cones, settings)
-        .map_err(|e| Error::invalid(format!("the cost problem was rejected: {e}")))?;
-    solver.solve();
-    match solver.solution.status {
-        SolverStatus::Solved | SolverStatus::AlmostSolved => {
-            Ok(coef.iter().zip(&solver.solution.x).map(|(c, b)| c * b.max(0.0)).sum())
-        }
-        _ => Err(Error::new(Status::LIBRA_ERR_INFEASIBLE, "no bandwidths satisfy the constraints")),
-    }
-}
-
 /// Sparse rows of `A z + s = b`.
 #[derive(Default)]
-struct Rows {
-    i: Vec<usize>,
-    j: Vec<usize>,
-    v: Vec<f64>,
-    b: Vec<f64>,
+pub(crate) struct Rows {
+    pub(crate) i: Vec<usize>,
+    pub(crate) j: Vec<usize>,
+    pub(crate) v: Vec<f64>,
+    pub(crate) b: Vec<f64>,
 }
 
 impl Rows {
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.b.len()
     }
 
-    fn push(&mut self, entries: Vec<(usize, f64)>, rhs: f64) {
+    pub(crate) fn push(&mut self, entries: Vec<(usize, f64)>, rhs: f64) {
         let r = self.b.len();
         for (col, val) in entries {
             if val != 0.0 {
@@ -631,79 +523,9 @@ impl Rows {
     }
 
     /// A user row, normalised so its largest coefficient is 1 (conditioning).
-    fn push_linear(&mut self, entries: Vec<(usize, f64)>, rhs: f64) {
+    pub(crate) fn push_linear(&mut self, entries: Vec<(usize, f64)>, rhs: f64) {
         let s = entries.iter().map(|e| e.1.abs()).fold(rhs.abs(), f64::max);
         let s = if s > 0.0 { s } else { 1.0 };
         self.push(entries.into_iter().map(|(c, v)| (c, v / s)).collect(), rhs / s);
     }
-}
-
-/// Reference brute force for tests and reports: the best time over a grid of splits of
-/// `total` (all of it used) with `steps` units, refined `rounds` times around the best point.
-pub fn grid_search(
-    cw: &CompiledWorkload,
-    dims: usize,
-    total: f64,
-    steps: usize,
-    rounds: usize,
-) -> (Vec<f64>, f64) {
-    let mut best_units = vec![0.0; dims];
-    let mut best_t = f64::INFINITY;
-    let mut parts = vec![0usize; dims];
-    fn compose(k: usize, left: usize, parts: &mut Vec<usize>, visit: &mut dyn FnMut(&[usize])) {
-        if k + 1 == parts.len() {
-            if left >= 1 {
-                parts[k] = left;
-                visit(parts);
-            }
-            return;
-        }
-        for v in 1..left {
-            parts[k] = v;
-            compose(k + 1, left - v, parts, visit);
-        }
-    }
-    let unit = total / steps as f64;
-    let mut bw = vec![0.0; dims];
-    compose(0, steps, &mut parts, &mut |p| {
-        for (b, &u) in bw.iter_mut().zip(p) {
-            *b = u as f64 * unit;
-        }
-        let t = cw.time(&bw);
-        if t < best_t {
-            best_t = t;
-            best_units.copy_from_slice(&bw);
-        }
-    });
-    // Local refinement: a (2r+1)^(dims-1) box around the best point with a shrinking step.
-    let mut step = unit;
-    let r: i64 = 3;
-    for _ in 0..rounds {
-        step /= 2.0;
-        let center = best_units.clone();
-        let span = (2 * r + 1) as usize;
-        let count = span.pow(dims as u32 - 1);
-        for idx in 0..count {
-            let mut rest = idx;
-            let mut sum = 0.0;
-            let mut ok = true;
-            for k in 0..dims - 1 {
-                let off = (rest % span) as i64 - r;
-                rest /= span;
-                bw[k] = center[k] + off as f64 * step;
-                ok &= bw[k] > 0.0;
-                sum += bw[k];
-            }
-            bw[dims - 1] = total - sum;
-            if !ok || bw[dims - 1] <= 0.0 {
-                continue;
-            }
-            let t = cw.time(&bw);
-            if t < best_t {
-                best_t = t;
-                best_units.copy_from_slice(&bw);
-            }
-        }
-    }
-    (best_units, best_t)
 }

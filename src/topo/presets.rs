@@ -1,28 +1,34 @@
-//! The networks and workloads of LIBRA's evaluation. Workloads are generated from each model's
-//! shape (hidden size, layers, sequence, batch) with the usual FLOP and message-size formulas,
-//! on an accelerator sustaining 156 TFLOP/s (half of a 312 TFLOP/s peak).
+//! Preset networks and workloads for examples and tests.
+//!
+//! The networks take their shapes and costs from LIBRA's published inputs (astra-sim/libra,
+//! `inputs/network/{3d,4d}_network.yml` and `inputs/cost_model/{3d,4d}_cost_model.yml`, costs
+//! rounded to LIBRA's reference values); their starting bandwidths and per-step latencies are
+//! ours, as LIBRA's files give none. The workloads are not LIBRA's files: they are generated
+//! from each model's shape (hidden size, layers, sequence, batch) with the usual FLOP and
+//! message-size formulas, on an accelerator sustaining 156 TFLOP/s (half of a 312 TFLOP/s
+//! peak); LIBRA's own workload files are read with [`crate::topo::parse`].
 use crate::topo::network::{CostParams, DimKind, Dimension, Network};
 use crate::topo::workload::{training_iteration, CollectiveKind, Communicator, Layer, Overlap, Workload};
 
 /// Preset networks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum NetworkPreset {
-    /// [ring, fully-connected, switch] of [16, 8, 32] NPUs (4,096).
+    /// LIBRA's 3D network: [ring, fully-connected, switch] of [16, 8, 32] NPUs (4,096).
     ThreeD,
-    /// [ring, fully-connected, ring, switch] of [4, 8, 4, 32] NPUs (4,096).
+    /// LIBRA's 4D network: [ring, fully-connected, ring, switch] of [4, 8, 4, 32] NPUs (4,096).
     FourD,
 }
 
-/// Preset workloads.
+/// Preset workloads, generated from the models' shapes (not LIBRA's workload files).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum WorkloadPreset {
-    /// GPT-3 175B, tensor-parallel 16, data-parallel 256.
+    /// A GPT-3 175B shape, tensor-parallel 16, data-parallel 256.
     Gpt3,
     /// A 1T-parameter transformer, tensor-parallel 128, data-parallel 32.
     Msft1T,
-    /// Turing-NLG 17B, pure data parallel.
+    /// A Turing-NLG 17B shape, pure data parallel.
     TuringNlg,
-    /// ResNet-50, pure data parallel.
+    /// ResNet-50's layers, pure data parallel.
     ResNet50,
 }
 
@@ -38,12 +44,13 @@ impl NetworkPreset {
         }
     }
 
-    /// The network, with a starting bandwidth split (the optimiser redistributes it), per-step
-    /// latencies and LIBRA's reference costs per packaging level.
+    /// The network, with a starting bandwidth split (ours; the optimiser redistributes it),
+    /// per-step latencies (ours) and LIBRA's costs per packaging level.
     pub fn network(self) -> Network {
         let dims = match self {
             NetworkPreset::ThreeD => vec![
-                Dimension::new(DimKind::Ring, 16, 200.0).with_latency(20.0).with_cost(CostParams::chiplet()),
+                // LIBRA's 3D cost model names this dimension InterPackage.
+                Dimension::new(DimKind::Ring, 16, 200.0).with_latency(20.0).with_cost(CostParams::package()),
                 Dimension::new(DimKind::FullyConnected, 8, 100.0)
                     .with_latency(50.0)
                     .with_cost(CostParams::node()),
@@ -162,6 +169,27 @@ fn resnet50(batch: u64) -> Vec<Layer> {
             }
         })
         .collect()
+}
+
+/// A deterministic sweep of realistic 2D-4D networks: the shapes of [`asymmetric_sweep`], with
+/// bandwidth non-increasing outward (halving per dimension, and three random draws sorted),
+/// as packaging makes inner links the fastest.
+pub fn realistic_sweep() -> Vec<Network> {
+    let mut out: Vec<Network> = Vec::new();
+    for net in asymmetric_sweep() {
+        let mut bw = net.bandwidths();
+        bw.sort_by(|a, b| b.total_cmp(a));
+        let sorted = net.with_bandwidths(&bw).expect("a permutation of valid bandwidths");
+        if !out.contains(&sorted) {
+            out.push(sorted);
+        }
+    }
+    out
+}
+
+/// Whether bandwidth never grows from one dimension to the next outward.
+pub fn is_realistic(net: &Network) -> bool {
+    net.bandwidths().windows(2).all(|w| w[0] >= w[1])
 }
 
 /// A deterministic sweep of asymmetric 2D-4D networks (sizes and bandwidths not matched to the

@@ -133,6 +133,31 @@ impl Schedule {
         groups: Option<&[u32]>,
         cfg: &ScheduleConfig,
     ) -> Result<Schedule> {
+        Schedule::build(net, kind, count, groups, cfg, None)
+    }
+
+    /// As [`Schedule::new`], every chunk crossing the involved dimensions in `order` (a
+    /// permutation of them; `cfg.policy` is not used): the fixed-order schedules Themis is
+    /// compared against besides the ascending one.
+    pub fn with_order(
+        net: &Network,
+        kind: CollectiveKind,
+        count: usize,
+        groups: Option<&[u32]>,
+        cfg: &ScheduleConfig,
+        order: &[usize],
+    ) -> Result<Schedule> {
+        Schedule::build(net, kind, count, groups, cfg, Some(order))
+    }
+
+    fn build(
+        net: &Network,
+        kind: CollectiveKind,
+        count: usize,
+        groups: Option<&[u32]>,
+        cfg: &ScheduleConfig,
+        fixed: Option<&[usize]>,
+    ) -> Result<Schedule> {
         let groups: Vec<u32> = match groups {
             Some(g) => g.to_vec(),
             None => net.dims().iter().map(|d| d.size).collect(),
@@ -166,12 +191,26 @@ impl Schedule {
         let chunks: Vec<(usize, usize)> = (0..nchunks).map(|c| split_part(span, nchunks, c)).collect();
         let model = StepModel::new(net, &groups, kind, cfg.elem_size, ranks);
         let ascending = vec![active.clone(); nchunks];
-        let (orders, plan) = match cfg.policy {
-            Policy::Baseline => {
+        if let Some(order) = fixed {
+            let mut sorted = order.to_vec();
+            sorted.sort_unstable();
+            if sorted != active {
+                return Err(Error::invalid(format!(
+                    "`order` is {order:?}: expected a permutation of the involved dimensions {active:?}"
+                )));
+            }
+        }
+        let (orders, plan) = match (fixed, cfg.policy) {
+            (Some(order), _) => {
+                let orders = vec![order.to_vec(); nchunks];
+                let plan = model.list_schedule(&chunks, &orders);
+                (orders, plan)
+            }
+            (None, Policy::Baseline) => {
                 let plan = model.list_schedule(&chunks, &ascending);
                 (ascending, plan)
             }
-            Policy::Themis => {
+            (None, Policy::Themis) => {
                 let themis = if all_to_all {
                     model.earliest_finish_orders(&chunks, &active)
                 } else {

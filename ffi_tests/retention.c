@@ -1,0 +1,149 @@
+/* Retention hints through the C API: defaults, every refused hint, the order they impose on
+ * evictions, expiry, and stats read through an older, smaller stats struct. */
+#include "libra.h"
+#include "check.h"
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define BT 4 /* tokens per block in these tests */
+
+static libra_cache *make_cache(uint32_t gpu_blocks) {
+    libra_cache_config cfg;
+    CHECK_OK(libra_cache_config_default(&cfg));
+    cfg.block_tokens = BT;
+    cfg.block_bytes = 64;
+    cfg.gpu_blocks = gpu_blocks;
+    cfg.host_blocks = 0; /* evictions drop: what stays is what the order kept */
+    cfg.policy = LIBRA_POLICY_LRU;
+    libra_cache *c = NULL;
+    CHECK_OK(libra_cache_create(&cfg, &c));
+    return c;
+}
+
+/* Matches, fills and commits a two-block prompt; returns the open request. */
+static uint64_t put(libra_cache *c, uint32_t seed, uint64_t now) {
+    uint32_t tokens[2 * BT], ids[4], blocks[4];
+    for (uint32_t i = 0; i < 2 * BT; i++) tokens[i] = seed * 100u + i;
+    libra_match m;
+    size_t nb = 0;
+    CHECK_OK(libra_cache_match(c, 1, 0, tokens, 2 * BT, now, ids, 4, &m));
+    CHECK_OK(libra_cache_allocate(c, m.request, 2 * BT, now, blocks, 4, &nb));
+    CHECK(nb == 2);
+    size_t shared = 0;
+    CHECK_OK(libra_cache_commit(c, m.request, tokens, 2 * BT, now, &shared));
+    CHECK(shared == 2);
+    return m.request;
+}
+
+static size_t cached(libra_cache *c, uint32_t seed, uint64_t now) {
+    uint32_t tokens[2 * BT], ids[4];
+    for (uint32_t i = 0; i < 2 * BT; i++) tokens[i] = seed * 100u + i;
+    libra_match m;
+    CHECK_OK(libra_cache_match(c, 1, 0, tokens, 2 * BT, now, ids, 4, &m));
+    CHECK_OK(libra_cache_release(c, m.request, now));
+    return m.cached_tokens;
+}
+
+static void expect_refused(libra_cache *c, uint64_t req, const libra_retention *h, const char *field) {
+    CHECK_STATUS(libra_cache_set_retention(c, req, 1000, h), LIBRA_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(libra_last_error_message(), field) != NULL);
+}
+
+static void test_errors(void) {
+    libra_retention h;
+    CHECK_STATUS(libra_retention_default(NULL), LIBRA_ERR_NULL_ARGUMENT);
+    CHECK_OK(libra_retention_default(&h));
+    CHECK(h.struct_size == sizeof h && h.priority == 1.0 && h.duration_us == 0 && h.expect_back_us == 0);
+
+    libra_cache *c = make_cache(16);
+    uint8_t w[128] = {0};
+    CHECK_OK(libra_cache_register_adapter(c, 1, w, sizeof w, 8, 0));
+    uint64_t req = put(c, 1, 1000);
+
+    expect_refused(c, req, &h, "duration_us"); /* neither a duration nor an expected return */
+    libra_retention bad = h;
+    bad.duration_us = 10;
+    bad.priority = NAN;
+    expect_refused(c, req, &bad, "priority");
+    bad.priority = -2.0;
+    expect_refused(c, req, &bad, "priority");
+    bad.priority = INFINITY;
+    expect_refused(c, req, &bad, "priority");
+    bad = h;
+    bad.expect_back_us = 999; /* before now */
+    expect_refused(c, req, &bad, "expect_back_us");
+    bad.expect_back_us = 1000; /* now is not after now */
+    expect_refused(c, req, &bad, "expect_back_us");
+    bad = h;
+    bad.duration_us = (uint64_t)1 << 41;
+    expect_refused(c, req, &bad, "duration_us");
+    bad = h;
+    bad.duration_us = 10;
+    bad.struct_size = 8;
+    expect_refused(c, req, &bad, "struct_size");
+    CHECK_STATUS(libra_cache_set_retention(c, req, 1000, NULL), LIBRA_ERR_NULL_ARGUMENT);
+    h.duration_us = 10;
+    CHECK_STATUS(libra_cache_set_retention(NULL, req, 1000, &h), LIBRA_ERR_NULL_ARGUMENT);
+    CHECK_STATUS(libra_cache_set_retention(c, req + 1, 1000, &h), LIBRA_ERR_NOT_FOUND);
+
+    libra_cache_stats st;
+    st.struct_size = sizeof st;
+    CHECK_OK(libra_cache_get_stats(c, &st));
+    CHECK(st.hinted_blocks == 0); /* refused hints changed nothing */
+    CHECK_OK(libra_cache_set_retention(c, req, 1000, &h));
+    CHECK_OK(libra_cache_release(c, req, 1000));
+    CHECK_STATUS(libra_cache_set_retention(c, req, 1000, &h), LIBRA_ERR_NOT_FOUND); /* released */
+    CHECK_OK(libra_cache_get_stats(c, &st));
+    CHECK(st.hinted_blocks == 2);
+
+    /* A caller built against the header before `hinted_blocks` existed: only its bytes are
+     * written, the rest of its buffer is left alone. */
+    unsigned char buf[sizeof(libra_cache_stats) + 16];
+    memset(buf, 0xAB, sizeof buf);
+    libra_cache_stats *old = (libra_cache_stats *)buf;
+    old->struct_size = offsetof(libra_cache_stats, hinted_blocks);
+    CHECK_OK(libra_cache_get_stats(c, old));
+    CHECK(old->gpu_blocks_total == 16 && old->kv_blocks_gpu == 2);
+    for (size_t i = offsetof(libra_cache_stats, hinted_blocks); i < sizeof buf; i++) CHECK(buf[i] == 0xAB);
+    old->struct_size = offsetof(libra_cache_stats, hinted_blocks) - 1;
+    CHECK_STATUS(libra_cache_get_stats(c, old), LIBRA_ERR_INVALID_ARGUMENT);
+
+    /* Expiry at a step: 1000 + 10 us. */
+    CHECK_OK(libra_cache_step(c, 1010, 1, false, NULL));
+    CHECK_OK(libra_cache_get_stats(c, &st));
+    CHECK(st.hinted_blocks == 0);
+    CHECK_OK(libra_cache_check(c));
+    libra_cache_free(c);
+}
+
+/* 8 blocks: the adapter takes 2, three two-block prompts 6. The oldest prompt is hinted (an
+ * expected return); a fourth prompt must evict one, and it is the unhinted older one. */
+static void test_order(void) {
+    libra_cache *c = make_cache(8);
+    uint8_t w[128] = {0};
+    CHECK_OK(libra_cache_register_adapter(c, 1, w, sizeof w, 8, 0));
+    libra_retention h;
+    CHECK_OK(libra_retention_default(&h));
+    h.expect_back_us = 60000000; /* the tool call is expected back within a minute */
+    h.duration_us = 5000000;     /* and may run 5 s late */
+    h.priority = 10.0;
+    uint64_t a = put(c, 1, 10);
+    CHECK_OK(libra_cache_set_retention(c, a, 10, &h));
+    CHECK_OK(libra_cache_release(c, a, 10));
+    CHECK_OK(libra_cache_release(c, put(c, 2, 20), 20));
+    CHECK_OK(libra_cache_release(c, put(c, 3, 30), 30));
+    CHECK_OK(libra_cache_release(c, put(c, 4, 40), 40));
+    CHECK_OK(libra_cache_check(c));
+    CHECK(cached(c, 1, 50) == 2 * BT); /* hinted, oldest: kept */
+    CHECK(cached(c, 2, 50) == 0);      /* unhinted, oldest of the rest: gone */
+    CHECK(cached(c, 4, 50) == 2 * BT);
+    CHECK_OK(libra_cache_check(c));
+    libra_cache_free(c);
+}
+
+int main(void) {
+    test_errors();
+    test_order();
+    PASS();
+}
