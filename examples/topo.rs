@@ -13,7 +13,7 @@
 use libra::topo::optimize::{grid_search, CompiledWorkload};
 use libra::topo::parse::{parse_network, parse_workload};
 use libra::topo::presets::{asymmetric_sweep, is_realistic, realistic_sweep, NetworkPreset, WorkloadPreset};
-use libra::topo::themis_opt::{optimize_for_themis, themis_iteration_time};
+use libra::topo::themis_opt::{all_orders, optimize_for_themis, themis_iteration_time};
 use libra::topo::*;
 use std::fmt::Write as _;
 use std::time::Instant;
@@ -43,24 +43,6 @@ fn collective_times(net: &Network, kind: CollectiveKind, count: usize) -> (f64, 
     let b = Schedule::new(net, kind, count, None, &base).expect("schedules");
     let t = Schedule::new(net, kind, count, None, &themis).expect("schedules");
     (b.finish_time, t.finish_time, t.bottleneck_utilisation())
-}
-
-/// Every ordering of `items`, for the best-fixed-order comparison (networks here have at most
-/// 4 dimensions: 24 orders).
-fn all_orders(items: &[usize]) -> Vec<Vec<usize>> {
-    if items.len() <= 1 {
-        return vec![items.to_vec()];
-    }
-    let mut out = Vec::new();
-    for i in 0..items.len() {
-        let mut rest = items.to_vec();
-        let first = rest.remove(i);
-        for mut p in all_orders(&rest) {
-            p.insert(0, first);
-            out.push(p);
-        }
-    }
-    out
 }
 
 /// One all-reduce over every NPU, 64 chunks: (ascending order ns, best fixed order ns, themis ns).

@@ -142,8 +142,54 @@ static void test_order(void) {
     libra_cache_free(c);
 }
 
+/* Write-through under LIBRA: 40 blocks, the adapter and ten two-block prompts use 22, above
+ * a low swap-out mark of 0.5 (20); the next swap-out (from 0.6 down to 0.5) takes 4 blocks,
+ * which a step copies to the host while they stay on the GPU. A larger allocation then frees
+ * them without a copy. With write_through_blocks = 0 nothing is copied ahead. */
+static void test_write_through(uint32_t blocks_per_pass) {
+    libra_cache_config cfg;
+    CHECK_OK(libra_cache_config_default(&cfg));
+    CHECK(cfg.write_through_blocks == 1024);
+    cfg.block_tokens = BT;
+    cfg.block_bytes = 64;
+    cfg.gpu_blocks = 40;
+    cfg.host_blocks = 40;
+    cfg.policy = LIBRA_POLICY_LIBRA;
+    cfg.swap_out_high = 0.6;
+    cfg.swap_out_low = 0.5;
+    cfg.prefetch_interval_us = 0;
+    cfg.write_through_blocks = blocks_per_pass;
+    libra_cache *c = NULL;
+    CHECK_OK(libra_cache_create(&cfg, &c));
+    uint8_t w[128] = {0};
+    CHECK_OK(libra_cache_register_adapter(c, 1, w, sizeof w, 8, 0));
+    for (uint32_t i = 0; i < 10; i++) CHECK_OK(libra_cache_release(c, put(c, 10 + i, 100 + i), 100 + i));
+    CHECK_OK(libra_cache_step(c, 200, 1, false, NULL)); /* submits the copies */
+    CHECK_OK(libra_cache_step(c, 201, 1, false, NULL)); /* finishes them */
+    libra_cache_stats st;
+    st.struct_size = sizeof st;
+    CHECK_OK(libra_cache_get_stats(c, &st));
+    uint64_t want = blocks_per_pass ? 4 : 0;
+    CHECK(st.clean_blocks == want && st.write_through_bytes == want * 64);
+    CHECK(st.gpu_blocks_used == 22 && st.instant_evictions == 0);
+    uint32_t tokens[20 * BT], ids[24], blocks[24];
+    for (uint32_t i = 0; i < 20 * BT; i++) tokens[i] = 9000 + i;
+    libra_match m;
+    size_t nb = 0;
+    CHECK_OK(libra_cache_match(c, 1, 0, tokens, 20 * BT, 300, ids, 24, &m));
+    CHECK_OK(libra_cache_allocate(c, m.request, 20 * BT, 300, blocks, 24, &nb));
+    CHECK(nb == 20);
+    CHECK_OK(libra_cache_get_stats(c, &st));
+    CHECK(st.instant_evictions == (blocks_per_pass ? 2 : 0));
+    CHECK_OK(libra_cache_abort(c, m.request, 300));
+    CHECK_OK(libra_cache_check(c));
+    libra_cache_free(c);
+}
+
 int main(void) {
     test_errors();
     test_order();
+    test_write_through(16);
+    test_write_through(0);
     PASS();
 }

@@ -25,6 +25,13 @@
 #define LIBRA_VERSION_STRING "0.1.0"
 
 /**
+ * `rank` value for an adapter whose rank the engine does not know (GGUF LoRA files carry
+ * none). The rank is only reported back by `libra_cache_adapter_info`: no decision uses it,
+ * since an adapter's block count follows from its byte length.
+ */
+#define LIBRA_RANK_UNKNOWN 0
+
+/**
  * Status codes shared by the Rust API and the C ABI.
  */
 typedef enum libra_status {
@@ -163,6 +170,13 @@ enum libra_backend
    * CUDA when usable, else CPU; `libra_cache_backend_name` says which and why.
    */
   LIBRA_BACKEND_AUTO = 2,
+  /**
+   * Host memory like LIBRA_BACKEND_CPU, but a worker thread carries out every copy later,
+   * one batch at a time in submission order, each taking its bytes / `link_bytes_per_us`:
+   * requests are pending, waits block and allocations may be busy as on a GPU. Named
+   * "cpu-async".
+   */
+  LIBRA_BACKEND_CPU_ASYNC = 3,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -328,6 +342,12 @@ typedef struct libra_cache_config {
    * Callers whose `struct_size` ends before this field get the default.
    */
   uint32_t segments_per_group;
+  /**
+   * Most blocks one write-through pass copies to the host ahead of their swap-out, under
+   * `LIBRA_POLICY_LIBRA` (default 1024; 0 disables write-through). Callers whose
+   * `struct_size` ends before this field get the default.
+   */
+  uint32_t write_through_blocks;
 } libra_cache_config;
 
 /**
@@ -437,10 +457,27 @@ typedef struct libra_cache_stats {
    * older header passes a smaller `struct_size` and gets the fields before them.
    */
   uint64_t hinted_blocks;
+  /**
+   * GPU KV blocks with a complete host copy (write-through), which leave at once.
+   */
+  uint64_t clean_blocks;
+  /**
+   * Bytes copied to the host by write-through, for blocks that stayed on the GPU.
+   */
+  uint64_t write_through_bytes;
+  /**
+   * Blocks that left the GPU without a copy because they were clean (also counted in
+   * `swap_out_blocks`).
+   */
+  uint64_t instant_evictions;
 } libra_cache_stats;
 
 /**
- * One residency change.
+ * One residency change. An adapter event with kind LIBRA_EVENT_REMOVED means the adapter's
+ * GPU blocks were freed and may be reused at once: an engine that built its own copy of the
+ * weights from those blocks keeps that copy (the library never frees it), but must stop every
+ * computation reading the blocks themselves first; it frees its copy only once no running
+ * batch uses it.
  */
 typedef struct libra_event {
   /**
@@ -458,6 +495,39 @@ typedef struct libra_event {
   uint64_t block_hash_lo;
   uint64_t block_hash_hi;
 } libra_event;
+
+/**
+ * What `libra_cache_adapter_info` reports about a registered adapter.
+ */
+typedef struct libra_adapter_info {
+  /**
+   * sizeof(libra_adapter_info): set it before the call; only that many bytes are written.
+   */
+  size_t struct_size;
+  /**
+   * Length in bytes of the weights given to `libra_cache_register_adapter`.
+   */
+  uint64_t weights_len;
+  /**
+   * The rank given at registration; LIBRA_RANK_UNKNOWN (0) when the engine did not know it.
+   */
+  uint32_t rank;
+  /**
+   * Blocks the weights occupy while resident: ceil(weights_len / block bytes). The bytes run
+   * block by block in the order `libra_cache_adapter_blocks` lists the blocks, each block
+   * holding its logical bytes (its segment pieces in segment order); the last block holds
+   * weights_len - (blocks - 1) x block bytes of them, the rest of it is unspecified.
+   */
+  uint32_t blocks;
+  /**
+   * Bytes per block (the pool's block size).
+   */
+  uint64_t block_bytes;
+  /**
+   * True when the blocks are on the GPU tier with their copy complete.
+   */
+  bool resident;
+} libra_adapter_info;
 
 /**
  * Kind of a network dimension: one of the LIBRA_DIM_* constants.
@@ -648,7 +718,8 @@ typedef struct libra_step {
    */
   uint32_t group;
   /**
-   * Bytes each rank sends.
+   * The most bytes any rank receives in this step (its segment less its own part; for an
+   * all-to-all, the blocks it gets), from the same integer splits as the element ranges.
    */
   double bytes;
   /**
@@ -663,7 +734,8 @@ typedef struct libra_step {
    */
   size_t num_deps;
   /**
-   * Predicted start and finish, ns.
+   * Predicted start, and finish (the chunk's data arrived: the bytes' time on the dimension
+   * plus the step's latency, which does not hold the dimension for other chunks), ns.
    */
   double start_ns;
   double finish_ns;
@@ -733,7 +805,9 @@ typedef struct libra_step {
 #define LIBRA_POLICY_BASELINE 0
 
 /**
- * Per chunk, the order that best balances per-dimension load (Themis).
+ * Per chunk, the order that best balances per-dimension load (Themis; greedy, O(chunks x
+ * dims^2)); the ascending order is kept when it is predicted faster, so never slower than
+ * LIBRA_POLICY_BASELINE.
  */
 #define LIBRA_POLICY_THEMIS 1
 
@@ -813,8 +887,9 @@ const char *libra_cache_backend_reason(const struct libra_cache *cache);
 /**
  * Registers adapter `adapter_id`: the library copies `weights_len` bytes from `weights` (the
  * caller keeps ownership) into its host store and loads them into pool blocks on first use.
- * `rank` is the LoRA rank (positive). `now` is the engine clock in microseconds.
- * Errors: LIBRA_ERR_ALREADY_EXISTS, LIBRA_ERR_INVALID_ARGUMENT (empty weights, zero rank,
+ * `rank` is the LoRA rank, or LIBRA_RANK_UNKNOWN: a hint reported back by
+ * `libra_cache_adapter_info`, used in no decision. `now` is the engine clock in microseconds.
+ * Errors: LIBRA_ERR_ALREADY_EXISTS, LIBRA_ERR_INVALID_ARGUMENT (empty weights,
  * larger than the pool, or 2^20 adapters already registered). Thread-safe.
  */
 enum libra_status libra_cache_register_adapter(const struct libra_cache *cache,
@@ -849,7 +924,9 @@ enum libra_status libra_cache_adapter_blocks(const struct libra_cache *cache,
  * and the adapter, and starts the copies that make them usable. The cached prefix's block ids
  * go to `blocks_out` (room for `blocks_capacity` ids; n_tokens / block_tokens always
  * suffices; NULL only with capacity 0), the rest to `*out`. A request is opened: end it with
- * `libra_cache_release` or `libra_cache_abort`. Errors: LIBRA_ERR_NOT_FOUND (unknown adapter),
+ * `libra_cache_release` or `libra_cache_abort`. The prefix may cover every token (a prompt of
+ * whole cached blocks), leaving none to compute logits from: `libra_cache_match_leaving`
+ * keeps some uncached. Errors: LIBRA_ERR_NOT_FOUND (unknown adapter),
  * LIBRA_ERR_OUT_OF_MEMORY (no room for the adapter), LIBRA_ERR_INVALID_ARGUMENT (capacity too
  * small, or more than 2^24 tokens: nothing changes), LIBRA_ERR_BUSY (2^22 requests already
  * open). Thread-safe.
@@ -881,8 +958,10 @@ enum libra_status libra_cache_allocate(const struct libra_cache *cache,
                                        size_t *count_out);
 
 /**
- * Shares the request's next filled blocks through the tree. `tokens` (`n_tokens` ids, a whole
- * number of blocks) are the token ids those blocks hold, in order, continuing the request's
+ * Shares the request's next filled blocks through the tree. Only whole blocks are shared: the
+ * tokens of a partial last block (fewer than block_tokens) are not cached, so a later request
+ * recomputes up to block_tokens - 1 tokens; their block is freed on release. `tokens`
+ * (`n_tokens` ids, a whole number of blocks) are the token ids those blocks hold, in order, continuing the request's
  * prefix; they consume the request's allocated blocks in allocation order. `*shared_out`
  * (may be NULL) receives how many became new cache entries. Errors:
  * LIBRA_ERR_INVALID_ARGUMENT (not a whole number of blocks, or more blocks than allocated),
@@ -1057,6 +1136,43 @@ enum libra_status libra_cache_drain_events(const struct libra_cache *cache,
  * Thread-safe.
  */
 enum libra_status libra_cache_check(const struct libra_cache *cache);
+
+/**
+ * Fills `*out` with adapter `adapter_id`'s byte length, rank, block count and residency. Set
+ * `out->struct_size = sizeof(libra_adapter_info)` first. To rebuild the weights from the
+ * pool: while a request of this adapter is open and ready (it pins the adapter), read
+ * `blocks` blocks from `libra_cache_adapter_blocks` in order, taking `block_bytes` bytes of
+ * each and `weights_len` bytes in all. Errors: LIBRA_ERR_NOT_FOUND (unknown adapter),
+ * LIBRA_ERR_NULL_ARGUMENT, LIBRA_ERR_INVALID_ARGUMENT (struct_size too small). Thread-safe.
+ */
+enum libra_status libra_cache_adapter_info(const struct libra_cache *cache,
+                                           uint64_t adapter_id,
+                                           struct libra_adapter_info *out);
+
+/**
+ * `libra_cache_match`, but the cached prefix leaves at least `min_uncached` of the `n_tokens`
+ * tokens uncached (0 <= min_uncached <= n_tokens). Plain `libra_cache_match` may report every
+ * token cached when the prompt is a whole number of cached blocks, which leaves nothing to
+ * compute the next token's logits from: pass 1 for that, or more when the engine's kernels
+ * need a minimum batch (e.g. identical numerics). The tokens left count as misses in the
+ * stats. Same outputs, errors and thread safety as `libra_cache_match`, plus
+ * LIBRA_ERR_INVALID_ARGUMENT when `min_uncached` exceeds `n_tokens` (nothing changes).
+ *
+ * Reproducibility: every decision is a function of the calls and their `now` values, so an
+ * engine that passes a logical clock (e.g. a step counter) gets the same hits, swaps and
+ * events on every run of the same call sequence (with the synchronous CPU backend, or when
+ * copy completions are awaited at the same points).
+ */
+enum libra_status libra_cache_match_leaving(const struct libra_cache *cache,
+                                            uint64_t adapter_id,
+                                            uint64_t namespace_id,
+                                            const uint32_t *tokens,
+                                            size_t n_tokens,
+                                            size_t min_uncached,
+                                            uint64_t now,
+                                            uint32_t *blocks_out,
+                                            size_t blocks_capacity,
+                                            struct libra_match *out);
 
 /**
  * Returns a static, NUL-terminated description of a status code. Unknown codes give

@@ -3,10 +3,11 @@
 //! while it blocks; a panic inside poisons the cache and later calls report
 //! `LIBRA_ERR_POISONED`.
 use crate::backend::cpu::CpuBackend;
+use crate::backend::cpu_async::AsyncCpuBackend;
 use crate::backend::{cuda, deadline_after, Backend, Segment};
 use crate::cache::config::MAX_BLOCKS_PER_TIER;
 use crate::cache::{
-    CacheConfig, CacheCore, Event, GroupReadiness, MatchResult, Readiness, Stats, StepReport,
+    AdapterInfo, CacheConfig, CacheCore, Event, GroupReadiness, MatchResult, Readiness, Stats, StepReport,
 };
 use crate::error::{Error, Result, Status};
 use std::sync::{Mutex, MutexGuard};
@@ -16,6 +17,9 @@ use std::time::Instant;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendChoice {
     Cpu,
+    /// Host memory, with copies completed later by a worker thread paced at the config's
+    /// `link_bytes_per_us` (see `backend::cpu_async`).
+    CpuAsync,
     Cuda,
     /// CUDA when a device is usable, else CPU (the reason is kept for `backend_reason`).
     Auto,
@@ -95,6 +99,10 @@ impl Cache {
         }
         let (io, reason): (Box<dyn Backend>, String) = match opts.backend {
             BackendChoice::Cpu => (cpu_backend(&opts)?, "cpu backend requested".into()),
+            BackendChoice::CpuAsync => (
+                Box::new(AsyncCpuBackend::new(cpu_host_backend(&opts)?, opts.config.link_bytes_per_us)?),
+                "cpu backend with asynchronous copies requested".into(),
+            ),
             BackendChoice::Cuda => (cuda_backend(&opts)?, "cuda backend requested".into()),
             BackendChoice::Auto => match cuda::device_count() {
                 Ok(n) if n > 0 => match cuda_backend(&opts) {
@@ -156,6 +164,22 @@ impl Cache {
         let mut g = self.lock()?;
         let Inner { core, io } = &mut *g;
         core.match_prefix(io.as_mut(), adapter, namespace, tokens, now)
+    }
+    /// `match_prefix` leaving at least `min_uncached` tokens uncached.
+    pub fn match_prefix_leaving(
+        &self,
+        adapter: u64,
+        namespace: u64,
+        tokens: &[u32],
+        min_uncached: usize,
+        now: u64,
+    ) -> Result<MatchResult> {
+        let mut g = self.lock()?;
+        let Inner { core, io } = &mut *g;
+        core.match_prefix_leaving(io.as_mut(), adapter, namespace, tokens, min_uncached, now)
+    }
+    pub fn adapter_info(&self, id: u64) -> Result<AdapterInfo> {
+        self.lock()?.core.adapter_info(id)
     }
     pub fn allocate(&self, request: u64, n_tokens: usize, now: u64) -> Result<Vec<u32>> {
         let mut g = self.lock()?;
@@ -298,12 +322,15 @@ fn cuda_backend(opts: &CacheOptions) -> Result<Box<dyn Backend>> {
 }
 
 fn cpu_backend(opts: &CacheOptions) -> Result<Box<dyn Backend>> {
+    Ok(Box::new(cpu_host_backend(opts)?))
+}
+
+fn cpu_host_backend(opts: &CacheOptions) -> Result<CpuBackend> {
     match &opts.segments {
         Some(segs) => {
             // SAFETY: the caller of the adopting constructor vouches for the memory (documented
             // on `CacheOptions::segments` and in the C header).
-            let b = unsafe { CpuBackend::adopt(segs.clone(), opts.gpu_blocks, opts.host_blocks)? };
-            Ok(Box::new(b))
+            Ok(unsafe { CpuBackend::adopt(segs.clone(), opts.gpu_blocks, opts.host_blocks)? })
         }
         None => {
             if opts.block_bytes == 0 {
@@ -315,7 +342,7 @@ fn cpu_backend(opts: &CacheOptions) -> Result<Box<dyn Backend>> {
                     "block_bytes x (gpu_blocks + host_blocks) = {total} bytes exceeds the limit of {MAX_CPU_ARENA_BYTES}"
                 )));
             }
-            Ok(Box::new(CpuBackend::new(opts.block_bytes, opts.gpu_blocks, opts.host_blocks)?))
+            CpuBackend::new(opts.block_bytes, opts.gpu_blocks, opts.host_blocks)
         }
     }
 }

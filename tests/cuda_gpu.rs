@@ -356,3 +356,71 @@ fn constructors_report_a_missing_device() {
     assert_eq!(cuda::unavailable_reason().status, Status::LIBRA_ERR_DEVICE);
     assert!(!cuda::usable());
 }
+
+/// A grouped swap is one launch and one event per layer group: every group's event is its
+/// own, each completes, and the bytes match the CPU backend's grouped copy on both paths.
+#[test]
+fn grouped_swaps_land_group_by_group() {
+    use libra::backend::SegmentGroups;
+    if !gpu_or_skip("grouped_swaps_land_group_by_group") {
+        return;
+    }
+    let ctx = cudarc::driver::CudaContext::new(0).unwrap();
+    let blocks = 32u32;
+    // Five segments (K and V of two layers, one odd one) in groups of two: 3 groups.
+    let t = EngineTensors::alloc(&ctx, &[1 << 18; 5]);
+    let shape: [(u64, u64); 5] = [(4096, 4096), (4096, 4096), (1000, 1003), (1000, 1003), (77, 96)];
+    let segs: Vec<Segment> = shape
+        .iter()
+        .enumerate()
+        .map(|(i, &(bytes, stride))| Segment { base: t.ptrs[i], bytes_per_block: bytes, stride })
+        .collect();
+    let groups = SegmentGroups::new(segs.len(), 2);
+    assert_eq!(groups.count(), 3);
+    for (policy, name) in [(CopyPolicy::kernel(), "kernel"), (CopyPolicy::memcpy(), "memcpy")] {
+        let mut host_mem: Vec<Vec<u8>> = vec![vec![0u8; 1 << 18]; 5];
+        let host_segs: Vec<Segment> = shape
+            .iter()
+            .enumerate()
+            .map(|(i, &(bytes, stride))| Segment {
+                base: host_mem[i].as_mut_ptr() as u64,
+                bytes_per_block: bytes,
+                stride,
+            })
+            .collect();
+        let mut cpu = unsafe { CpuBackend::adopt(host_segs, blocks, 24) }.unwrap();
+        let mut gpu = unsafe { CudaBackend::adopt(segs.clone(), blocks, 24, options(policy)) }.unwrap();
+        if policy == CopyPolicy::kernel() {
+            require_kernels(&mut gpu);
+        }
+        let bb = cpu.gpu_layout().block_bytes() as usize;
+        for blk in 0..blocks {
+            let p = pattern(blk, bb, 9);
+            cpu.write_gpu_block(blk, &p).unwrap();
+            gpu.write_gpu_block(blk, &p).unwrap();
+        }
+        let moves: Vec<BlockMove> = (0..20).map(|i| BlockMove { gpu_block: i, host_block: i }).collect();
+        let back: Vec<BlockMove> = (0..20).map(|i| BlockMove { gpu_block: 31 - i, host_block: i }).collect();
+        for (dir, moves) in [(Direction::GpuToHost, &moves), (Direction::HostToGpu, &back)] {
+            let c = cpu.submit_moves_grouped(dir, moves, groups).unwrap();
+            let g = gpu.submit_moves_grouped(dir, moves, groups).unwrap();
+            let events: Vec<_> = (0..groups.count()).map(|k| gpu.group_event(g, k)).collect();
+            assert!(events.iter().all(|e| !e.is_null()), "{name}: a group has no event");
+            let mut distinct = events.clone();
+            distinct.sort();
+            distinct.dedup();
+            assert_eq!(distinct.len(), events.len(), "{name}: groups share an event");
+            assert_eq!(gpu.batch_event(g), events[events.len() - 1], "{name}: the last group ends the batch");
+            assert_eq!(gpu.wait(g, 20_000_000), BatchState::Done);
+            assert_eq!(gpu.groups_done(g, groups.count()), groups.count());
+            wait_done(&mut cpu, c);
+            gpu.retire(g);
+            assert_same(&mut cpu, &mut gpu, &format!("{name}: grouped {dir:?}"));
+        }
+        let e = gpu.submit_moves_grouped(Direction::HostToGpu, &back, SegmentGroups::new(4, 2)).unwrap_err();
+        assert_eq!(e.status, Status::LIBRA_ERR_INVALID_ARGUMENT);
+        drop(gpu);
+        drop(cpu);
+        drop(host_mem);
+    }
+}

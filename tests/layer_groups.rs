@@ -87,10 +87,17 @@ fn cache_then_swap_out(core: &mut CacheCore, io: &mut dyn Backend, prompt: &[u32
     on_host
 }
 
-fn faulty(mem: &mut Mem) -> (FaultyBackend<CpuBackend>, FaultControl) {
+fn cpu(mem: &mut Mem) -> CpuBackend {
     // SAFETY: `mem` outlives the backend in every test and is not resized.
-    let cpu = unsafe { CpuBackend::adopt(mem.segments(), BLOCKS, HOST) }.unwrap();
-    let io = FaultyBackend::new(cpu, FaultPlan::default());
+    unsafe { CpuBackend::adopt(mem.segments(), BLOCKS, HOST) }.unwrap()
+}
+
+fn core(cfg: CacheConfig) -> CacheCore {
+    CacheCore::new(cfg, (SEGS * PIECE) as u64, BLOCKS, HOST).unwrap()
+}
+
+fn faulty(mem: &mut Mem) -> (FaultyBackend<CpuBackend>, FaultControl) {
+    let io = FaultyBackend::new(cpu(mem), FaultPlan::default());
     let ctl = io.control();
     (io, ctl)
 }
@@ -111,7 +118,7 @@ fn check_groups(mem: &Mem, kv: &[u32], loaded_from: usize, landed: u32) {
 fn a_swap_in_becomes_ready_group_by_group() {
     let mut mem = Mem::new();
     let (mut io, ctl) = faulty(&mut mem);
-    let mut core = CacheCore::new(config(), (SEGS * PIECE) as u64, BLOCKS, HOST).unwrap();
+    let mut core = core(config());
     let prompt = tokens(1, 4 * BT);
     let on_host = cache_then_swap_out(&mut core, &mut io, &prompt);
     mem.scribble();
@@ -152,7 +159,7 @@ fn a_group_that_fails_fails_the_request_and_keeps_the_host_copy() {
     for held in [false, true] {
         let mut mem = Mem::new();
         let (mut io, ctl) = faulty(&mut mem);
-        let mut core = CacheCore::new(config(), (SEGS * PIECE) as u64, BLOCKS, HOST).unwrap();
+        let mut core = core(config());
         let prompt = tokens(1, 4 * BT);
         let on_host = cache_then_swap_out(&mut core, &mut io, &prompt);
         mem.scribble();
@@ -191,9 +198,8 @@ fn a_group_that_fails_fails_the_request_and_keeps_the_host_copy() {
 #[test]
 fn the_cpu_backend_completes_deferred_swaps_group_by_group() {
     let mut mem = Mem::new();
-    // SAFETY: `mem` outlives the backend and is not resized.
-    let mut io = unsafe { CpuBackend::adopt(mem.segments(), BLOCKS, HOST) }.unwrap();
-    let mut core = CacheCore::new(config(), (SEGS * PIECE) as u64, BLOCKS, HOST).unwrap();
+    let mut io = cpu(&mut mem);
+    let mut core = core(config());
     let prompt = tokens(1, 4 * BT);
     let on_host = cache_then_swap_out(&mut core, &mut io, &prompt);
     mem.scribble();
@@ -217,10 +223,9 @@ fn the_cpu_backend_completes_deferred_swaps_group_by_group() {
 #[test]
 fn one_group_unless_configured() {
     let mut mem = Mem::new();
-    // SAFETY: `mem` outlives the backend and is not resized.
-    let mut io = unsafe { CpuBackend::adopt(mem.segments(), BLOCKS, HOST) }.unwrap();
+    let mut io = cpu(&mut mem);
     let cfg = CacheConfig { segments_per_group: 0, ..config() };
-    let mut core = CacheCore::new(cfg, (SEGS * PIECE) as u64, BLOCKS, HOST).unwrap();
+    let mut core = core(cfg);
     core.register_adapter(1, &[1u8; 10], 8, 0).unwrap();
     let m = core.match_prefix(&mut io, 1, 0, &tokens(1, BT), 1).unwrap();
     let g = core.poll_groups(&mut io, m.request).unwrap();
@@ -228,4 +233,51 @@ fn one_group_unless_configured() {
     assert!(core.group_event(&io, m.request, 1).is_err());
     core.release(&mut io, m.request, 2).unwrap();
     assert!(core.poll_groups(&mut io, m.request).is_err(), "released requests are unknown");
+}
+
+/// The CUDA backend's per-group launches read slices of one unit list: on the CPU reference of
+/// the kernels, scattering group by group (with a chunk size that splits pieces into several
+/// units) gives the bytes of one whole scatter, and each group touches only its segments.
+#[test]
+fn per_group_launches_cover_each_segment_once() {
+    use libra::backend::reference::{self, Launch};
+    use libra::backend::{SegmentGroups, TierLayout};
+    let blocks = 6u32;
+    let sizes = [48u64, 48, 100, 100, 16, 16, 200];
+    let mut mem: Vec<Vec<u8>> = sizes.iter().map(|&s| vec![0u8; (s * blocks as u64) as usize]).collect();
+    let segs: Vec<Segment> = mem
+        .iter_mut()
+        .zip(sizes)
+        .map(|(m, s)| Segment { base: m.as_mut_ptr() as u64, bytes_per_block: s, stride: s })
+        .collect();
+    let layout = TierLayout::new(segs, blocks).unwrap();
+    let bb = layout.block_bytes() as usize;
+    let flat: Vec<u8> = (0..bb * 4).map(|i| (i * 7 + 3) as u8).collect();
+    let pairs: Vec<[u32; 2]> = vec![[5, 0], [1, 1], [3, 3], [0, 2]];
+    let dsegs = reference::device_segments(&layout);
+    let units = reference::build_units(&layout, 32);
+    let launch = Launch { grid: 3, threads: 8 };
+    // SAFETY: every address lies in `mem` or `flat`, which do not overlap.
+    unsafe { reference::scatter(launch, &dsegs, &units, &pairs, flat.as_ptr() as u64, bb as u64) };
+    let whole = mem.clone();
+    for per in [1u32, 2, 3, 7] {
+        for m in &mut mem {
+            m.fill(0);
+        }
+        let groups = SegmentGroups::new(sizes.len(), per);
+        let ranges = reference::group_units(&units, groups);
+        assert_eq!(ranges.len() as u32, groups.count());
+        assert_eq!(ranges.first().unwrap().start, 0);
+        assert_eq!(ranges.last().unwrap().end, units.len() as u32);
+        for (g, r) in ranges.iter().enumerate() {
+            let slice = &units[r.start as usize..r.end as usize];
+            assert!(slice.iter().all(|u| groups.segments(g as u32).contains(&(u.segment as usize))));
+            // SAFETY: as above.
+            unsafe { reference::scatter(launch, &dsegs, slice, &pairs, flat.as_ptr() as u64, bb as u64) };
+            for (s, m) in mem.iter().enumerate() {
+                let landed = groups.group_of(s) <= g as u32;
+                assert_eq!(m == &whole[s], landed, "{per} per group: segment {s} after group {g}");
+            }
+        }
+    }
 }

@@ -30,6 +30,10 @@ fn tool() -> PathBuf {
     art.join("examples/libra-topo")
 }
 
+fn run_owned(args: &[String]) -> (bool, String, String) {
+    run(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
 fn run(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(tool()).args(args).output().unwrap();
     (
@@ -67,18 +71,9 @@ fn optimize_and_schedule_on_small_files() {
         "wl.txt",
         "HYBRID_DATA_MODEL\n1\nl -1 1000 ALLREDUCE 1048576 1000 NONE 0 1000 ALLREDUCE 4194304 1\n",
     );
-    let (ok, out, err) = run(&[
-        "optimize",
-        "--network",
-        &net,
-        "--cost",
-        &cost,
-        "--workload",
-        &wl,
-        "--budget",
-        "150",
-        "--json",
-    ]);
+    let base = ["optimize", "--network", &net, "--cost", &cost, "--workload", &wl, "--budget", "150"];
+    let with = |extra: &[&str]| -> Vec<String> { base.iter().chain(extra).map(|s| s.to_string()).collect() };
+    let (ok, out, err) = run_owned(&with(&["--json"]));
     assert!(ok, "{err}");
     // The same problem through the library.
     let n = parse_network(
@@ -92,19 +87,7 @@ fn optimize_and_schedule_on_small_files() {
     assert_eq!(json_list(&out, "bandwidths_gbps"), a.bandwidths);
     assert_eq!(json_number(&out, "iteration_time_ns"), a.time);
     assert_eq!(json_number(&out, "cost_usd"), a.cost);
-    let (ok, out, err) = run(&[
-        "optimize",
-        "--network",
-        &net,
-        "--cost",
-        &cost,
-        "--workload",
-        &wl,
-        "--budget",
-        "150",
-        "--json",
-        "--themis-aware",
-    ]);
+    let (ok, out, err) = run_owned(&with(&["--json", "--themis-aware"]));
     assert!(ok, "{err}");
     let t =
         libra::topo::themis_opt::optimize_for_themis(&n, &w, &OptimizeSpec::bandwidth_budget(150.0)).unwrap();
@@ -112,19 +95,7 @@ fn optimize_and_schedule_on_small_files() {
     assert!(json_number(&out, "gain") >= 1.0);
     // The table names every dimension; the export parses back to the optimum.
     let export = scratch("out.yml", "");
-    let (ok, table, err) = run(&[
-        "optimize",
-        "--network",
-        &net,
-        "--cost",
-        &cost,
-        "--workload",
-        &wl,
-        "--budget",
-        "150",
-        "--export-astra-sim",
-        &export,
-    ]);
+    let (ok, table, err) = run_owned(&with(&["--export-astra-sim", &export]));
     assert!(ok, "{err}");
     assert!(
         table.contains("ring") && table.contains("switch") && table.contains("speedup vs an equal split"),

@@ -62,6 +62,9 @@ Engine and hardware
   --host-blocks N      override the host tier size in blocks
   --max-batch-tokens N tokens per engine step (decode + prefill chunks) [4096]
   --max-seqs N         most sequences in flight [256]
+  --layers-per-group N layer-wise readiness: a request whose prefix is being copied in joins
+                       the step its copy lands in, layer L waiting for its group of N layers;
+                       0: it waits for the step after its copy [4]
   --hints              the engine gives retention hints when a turn ends and its conversation
                        continues: agent, a pending tool call expected back after the mean
                        think time; other scenarios, an open session held until the timeout
@@ -114,6 +117,7 @@ pub struct Args {
     pub host_blocks: Option<u32>,
     pub max_batch_tokens: Option<u32>,
     pub max_seqs: Option<u32>,
+    pub layers_per_group: Option<u32>,
     pub vllm_fraction: Option<f64>,
     pub policies: Vec<SimPolicy>,
     pub grid_points: usize,
@@ -157,6 +161,7 @@ pub fn parse_args() -> Result<Args, String> {
         host_blocks: None,
         max_batch_tokens: None,
         max_seqs: None,
+        layers_per_group: None,
         vllm_fraction: None,
         policies: SimPolicy::ALL.to_vec(),
         grid_points: 4,
@@ -229,6 +234,7 @@ pub fn parse_args() -> Result<Args, String> {
             "--host-blocks" => a.host_blocks = Some(val(&mut it, f)?),
             "--max-batch-tokens" => a.max_batch_tokens = Some(val(&mut it, f)?),
             "--max-seqs" => a.max_seqs = Some(val(&mut it, f)?),
+            "--layers-per-group" => a.layers_per_group = Some(val(&mut it, f)?),
             "--vllm-adapter-fraction" => a.vllm_fraction = Some(val(&mut it, f)?),
             "--policies" => {
                 let v: Vec<String> = list(&mut it, f)?;
@@ -285,6 +291,9 @@ pub fn engine_config(a: &Args, scenario_preset: Option<&str>) -> Result<EngineCo
     }
     if let Some(v) = a.max_seqs {
         ec.max_seqs = v;
+    }
+    if let Some(v) = a.layers_per_group {
+        ec.layers_per_group = v;
     }
     Ok(ec)
 }

@@ -143,6 +143,15 @@ fn real_main(a: Args) -> Result<(), String> {
                      recompute preemption; every cache decision by libra's CacheCore",
                     ec.max_batch_tokens, ec.max_seqs
                 );
+                if ec.layers_per_group > 0 {
+                    println!(
+                        "layer-wise readiness: a loading request joins the step its copy lands in, layer L \
+                         waiting for its group of {} layers ({:.0} us per extra group on the link)",
+                        ec.layers_per_group, ec.group_latency_us
+                    );
+                } else {
+                    println!("no layer-wise readiness: a loading request waits for the step after its copy");
+                }
                 described.push(hw);
             }
             print!("{}", spec.describe());

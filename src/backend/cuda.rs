@@ -324,9 +324,8 @@ pub struct CudaBackend {
     dev_segments: DeviceBuf,
     dev_units: DeviceBuf,
     units_per_block: u32,
-    /// Index in the unit list of each segment's first unit, then the list's length: a run of
-    /// segments is a run of units, so a group's launch reads a slice of the same list.
-    unit_starts: Vec<u32>,
+    /// The unit list, kept to slice it per readiness group.
+    units: Vec<reference::Unit>,
     max_piece: u64,
     pairs: StreamBuf,
     staging: StreamBuf,
@@ -441,13 +440,6 @@ impl CudaBackend {
         let dev_segments = upload_sync(&ctx, &stream, as_bytes(&segs))?;
         let dev_units = upload_sync(&ctx, &stream, as_bytes(&units))?;
         let max_piece = layout.segments().iter().map(|s| s.bytes_per_block).max().unwrap_or(0);
-        let mut unit_starts: Vec<u32> = Vec::with_capacity(layout.segments().len() + 1);
-        for (i, u) in units.iter().enumerate() {
-            if unit_starts.len() <= u.segment as usize {
-                unit_starts.push(i as u32);
-            }
-        }
-        unit_starts.push(units_per_block);
         Ok(CudaBackend {
             ctx,
             stream,
@@ -460,7 +452,7 @@ impl CudaBackend {
             dev_segments,
             dev_units,
             units_per_block,
-            unit_starts,
+            units,
             max_piece,
             pairs: StreamBuf { buf: None },
             staging: StreamBuf { buf: None },
@@ -685,12 +677,12 @@ impl CudaBackend {
             }
             CopyPath::Memcpy => 0,
         };
+        let unit_ranges = reference::group_units(&self.units, groups);
         let mut events = Vec::with_capacity(groups.count() as usize);
-        for g in 0..groups.count() {
+        for (g, units) in (0..groups.count()).zip(unit_ranges) {
             let segs = groups.segments(g);
             match path {
                 CopyPath::Kernel => {
-                    let units = self.unit_starts[segs.start]..self.unit_starts[segs.end];
                     let KernelState::Loaded(k) = &self.kernels else { unreachable!("path_for checked") };
                     let f = match direction {
                         Direction::GpuToHost => &k.gather,

@@ -1,6 +1,7 @@
 //! Backends move bytes between the GPU tier and the host tier. They know nothing about trees
 //! or policies: the cache hands them batches of block moves and polls for completion.
 pub mod cpu;
+pub mod cpu_async;
 pub mod cuda;
 pub mod faulty;
 pub mod layout;

@@ -67,6 +67,20 @@ pub fn build_units(layout: &TierLayout, chunk: u64) -> Vec<Unit> {
     units
 }
 
+/// The slice of the unit list each readiness group's launch reads: units are in segment order,
+/// so a run of segments is a run of units, and a group's launch is the same kernel over a
+/// shorter list (offset pointer, fewer units per block).
+pub fn group_units(units: &[Unit], groups: super::SegmentGroups) -> Vec<std::ops::Range<u32>> {
+    (0..groups.count())
+        .map(|g| {
+            let segs = groups.segments(g);
+            let first = units.partition_point(|u| (u.segment as usize) < segs.start) as u32;
+            let end = units.partition_point(|u| (u.segment as usize) < segs.end) as u32;
+            first..end
+        })
+        .collect()
+}
+
 /// Grid size for `work` (block, unit) items: one CTA per item up to what the device keeps
 /// resident; a grid-stride loop takes the rest.
 pub fn grid_size(work: u64, sm_count: u32) -> u32 {

@@ -34,8 +34,12 @@ pub struct CacheConfig {
     pub value_time_unit_us: u64,
     /// Longest a blocking allocation waits for its swap-outs, microseconds.
     pub swap_wait_us: u64,
-    /// Least engine time between two prefetch passes, microseconds (a pass scans the tree).
+    /// Least engine time between two prefetch passes, microseconds (a pass scans the tree);
+    /// also between two write-through passes.
     pub prefetch_interval_us: u64,
+    /// Most blocks one write-through pass copies to the host ahead of their swap-out (policies
+    /// that write through: `libra`); 0 disables write-through.
+    pub write_through_blocks: u32,
     /// Keep a log of residency changes for `drain_events`.
     pub events: bool,
     /// Most events kept before the oldest are dropped (and counted).
@@ -66,6 +70,7 @@ impl Default for CacheConfig {
             value_time_unit_us: 0,
             swap_wait_us: 100_000,
             prefetch_interval_us: 50_000,
+            write_through_blocks: 1024,
             events: false,
             event_capacity: 1 << 16,
             segments_per_group: 0,

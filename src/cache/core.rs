@@ -13,11 +13,23 @@ use crate::error::{Error, Result, Status};
 use std::collections::{HashMap, HashSet};
 
 /// A registered adapter.
+/// What `CacheCore::adapter_info` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdapterInfo {
+    pub weights_len: usize,
+    pub rank: u32,
+    pub blocks: u32,
+    pub resident: bool,
+}
+
 pub(crate) struct Adapter {
     pub id: u64,
     /// The registered host copy: adapters are never lost, whatever the tiers do.
     pub weights: Vec<u8>,
     pub blocks_needed: u32,
+    /// The rank the engine gave at registration, 0 when unknown: reported back, never used in
+    /// a decision (the block count follows from the byte length).
+    pub rank: u32,
     /// GPU blocks while resident or uploading.
     pub gpu_blocks: Vec<u32>,
     pub node: u32,
@@ -99,6 +111,13 @@ pub struct Stats {
     pub events_dropped: u64,
     /// KV blocks holding a retention hint that had not expired at the last `step`.
     pub hinted_blocks: u64,
+    /// GPU KV blocks with a complete host copy, which leave at once under pressure.
+    pub clean_blocks: u64,
+    /// Bytes copied to the host by write-through (blocks that stayed on the GPU).
+    pub write_through_bytes: u64,
+    /// Blocks that left the GPU without a copy because they were clean (also counted in
+    /// `swap_out_blocks`).
+    pub instant_evictions: u64,
 }
 
 /// What a batch in flight carries.
@@ -106,6 +125,8 @@ pub(crate) enum Flight {
     ToHost(Vec<u32>),
     ToGpu(Vec<u32>),
     Upload(u32),
+    /// Write-through copies: the nodes stay on the GPU and become clean.
+    Clean(Vec<u32>),
 }
 
 /// The cache core.
@@ -136,6 +157,9 @@ pub struct CacheCore {
     pub(crate) adapter_gpu_blocks: u32,
     pub(crate) last_now: u64,
     pub(crate) last_prefetch: Option<u64>,
+    /// GPU KV nodes with a complete host copy (see `writethrough`).
+    pub(crate) clean_blocks: u64,
+    pub(crate) last_write_through: Option<u64>,
 }
 
 /// Request ids are `tag:16 | generation:26 | slot:22`. The tag is unique to this cache among
@@ -221,6 +245,8 @@ impl CacheCore {
             adapter_gpu_blocks: 0,
             last_now: 0,
             last_prefetch: None,
+            clean_blocks: 0,
+            last_write_through: None,
         })
     }
 
@@ -294,9 +320,6 @@ impl CacheCore {
         if weights.is_empty() {
             return Err(Error::invalid("`weights` is empty"));
         }
-        if rank == 0 {
-            return Err(Error::invalid("`rank` must be positive"));
-        }
         if self.adapter_slots.len() >= MAX_ADAPTERS as usize {
             return Err(Error::invalid(format!("at most {MAX_ADAPTERS} adapters may be registered")));
         }
@@ -320,6 +343,7 @@ impl CacheCore {
             id,
             weights: weights.to_vec(),
             blocks_needed: blocks_needed as u32,
+            rank,
             gpu_blocks: Vec::new(),
             node,
             chain_key,
@@ -407,6 +431,9 @@ impl CacheCore {
             self.free_gpu(node.gpu_block);
         }
         if node.host_block != NONE {
+            if node.residency == Residency::Gpu {
+                self.clean_blocks -= 1;
+            }
             self.free_host(node.host_block);
         }
         self.emit(why, n);
@@ -641,7 +668,9 @@ impl CacheCore {
         let adapter_slot = self.tree.node(n).adapter;
         let is_adapter = self.tree.node(n).kind == Kind::Adapter;
         self.inflight.iter().find_map(|(&b, f)| match f {
-            Flight::ToGpu(nodes) | Flight::ToHost(nodes) if nodes.contains(&n) => Some(b),
+            Flight::ToGpu(nodes) | Flight::ToHost(nodes) | Flight::Clean(nodes) if nodes.contains(&n) => {
+                Some(b)
+            }
             Flight::Upload(slot) if is_adapter && *slot == adapter_slot => Some(b),
             _ => None,
         })
@@ -901,6 +930,7 @@ impl CacheCore {
         s.kv_nodes_host = kv.host;
         s.invalid_kv_blocks = kv.invalid;
         s.hinted_blocks = self.tree.hinted_nodes() as u64;
+        s.clean_blocks = self.clean_blocks;
         s
     }
 
@@ -927,6 +957,42 @@ impl CacheCore {
     pub fn adapter_gpu_blocks(&self, id: u64) -> Result<Vec<u32>> {
         let slot = self.slot_of(id)?;
         Ok(self.adapter(slot).gpu_blocks.clone())
+    }
+
+    /// An adapter's byte length, rank (0: unknown), block count and whether its blocks are
+    /// usable on the GPU now.
+    pub fn adapter_info(&self, id: u64) -> Result<AdapterInfo> {
+        let slot = self.slot_of(id)?;
+        let a = self.adapter(slot);
+        Ok(AdapterInfo {
+            weights_len: a.weights.len(),
+            rank: a.rank,
+            blocks: a.blocks_needed,
+            resident: self.tree.node(a.node).residency == Residency::Gpu,
+        })
+    }
+
+    /// `match_prefix` that leaves at least `min_uncached` tokens of `tokens` uncached, so the
+    /// engine has tokens to compute the next token's logits from (1 suffices) or to meet a
+    /// kernel's batch shape. The left tokens count as misses.
+    pub fn match_prefix_leaving(
+        &mut self,
+        io: &mut dyn Backend,
+        adapter_id: u64,
+        namespace: u64,
+        tokens: &[u32],
+        min_uncached: usize,
+        now: u64,
+    ) -> Result<MatchResult> {
+        if min_uncached > tokens.len() {
+            return Err(Error::invalid(format!(
+                "`min_uncached` is {min_uncached} but `tokens` has only {} entries",
+                tokens.len()
+            )));
+        }
+        let m = self.match_prefix(io, adapter_id, namespace, &tokens[..tokens.len() - min_uncached], now)?;
+        self.stats.miss_tokens += min_uncached as u64;
+        Ok(m)
     }
 
     /// Updates the engine's cost hints (0 prefill rate disables recompute-or-load).

@@ -69,3 +69,14 @@ impl CacheCore {
         })
     }
 }
+
+impl CacheCore {
+    /// The copies the request still waits for, in submission order (for engines and simulators
+    /// that time layers against their copies).
+    pub fn request_batches(&self, request: u64) -> Result<Vec<crate::backend::BatchId>> {
+        let slot = self.request_slot(request)?;
+        let mut v: Vec<_> = self.req(slot).waits.iter().copied().collect();
+        v.sort_unstable();
+        Ok(v)
+    }
+}

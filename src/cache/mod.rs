@@ -16,9 +16,10 @@ pub mod retention;
 pub mod swapper;
 pub mod tree;
 pub mod verify;
+pub mod writethrough;
 
 pub use config::CacheConfig;
-pub use core::{CacheCore, KvNodeInfo, MatchResult, Readiness, Stats};
+pub use core::{AdapterInfo, CacheCore, KvNodeInfo, MatchResult, Readiness, Stats};
 pub use events::{Event, EventKind};
 pub use layers::GroupReadiness;
 pub use oracle::NextUse;

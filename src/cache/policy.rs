@@ -76,6 +76,10 @@ impl PolicyKind {
     pub fn fills_host_tier(self) -> bool {
         self == PolicyKind::Libra
     }
+    /// Whether blocks next in line to leave the GPU are copied to the host ahead of time.
+    pub fn writes_through(self) -> bool {
+        self == PolicyKind::Libra
+    }
     pub fn uses_cost_model(self) -> bool {
         matches!(self, PolicyKind::Elora | PolicyKind::Libra)
     }

@@ -22,6 +22,8 @@ pub struct StepReport {
     pub adapters_loaded: u32,
     pub pruned: u32,
     pub completed_batches: u32,
+    /// Blocks copied to the host ahead of their swap-out (write-through), staying on the GPU.
+    pub written_through: u32,
 }
 
 impl CacheCore {
@@ -51,11 +53,21 @@ impl CacheCore {
                     )));
                 }
                 self.wait_all(io);
+                if !self.inflight.is_empty() {
+                    // Copies still running after `swap_wait_us` may free or unpin blocks: the
+                    // caller retries later rather than being told the tier is exhausted.
+                    return Err(Error::busy(
+                        "every unpinned GPU block is in flight; retry after the copies complete",
+                    ));
+                }
                 continue;
             }
             let to_host = self.cfg.policy.uses_host_tier() && self.host_copy_pays();
             if to_host {
-                let kv = victims.iter().filter(|&&v| self.tree.node(v).kind == Kind::Kv).count();
+                let kv = victims
+                    .iter()
+                    .filter(|&&v| self.tree.node(v).kind == Kind::Kv && !self.is_clean(v))
+                    .count();
                 self.prepare_host_room(kv, now);
             }
             let mut outgoing = Vec::new();
@@ -67,6 +79,10 @@ impl CacheCore {
                 if kind == Kind::Adapter {
                     if !waits_for_child {
                         self.evict_adapter(slot);
+                    }
+                } else if self.is_clean(v) {
+                    if !waits_for_child {
+                        self.evict_clean(v);
                     }
                 } else if to_host && self.host_slot_available(outgoing.len(), now) {
                     outgoing.push(v);
@@ -256,6 +272,7 @@ impl CacheCore {
     /// Submits one batch that copies `nodes` (GPU leaves) to the host tier. Host blocks must be
     /// available for all of them.
     pub(crate) fn swap_out(&mut self, io: &mut dyn Backend, nodes: &[u32]) -> Result<BatchId> {
+        debug_assert!(nodes.iter().all(|&n| !self.is_clean(n)), "clean blocks leave without a copy");
         let host =
             self.host.allocate_many(nodes.len()).ok_or_else(|| Error::out_of_memory("host tier is full"))?;
         let moves: Vec<BlockMove> = nodes
@@ -457,6 +474,7 @@ impl CacheCore {
                     }
                 }
             }
+            Flight::Clean(nodes) => self.finish_clean(nodes, failure.is_some()),
             Flight::Upload(slot) => {
                 if self.adapters.get(slot as usize).is_some_and(Option::is_some) {
                     let node = self.adapter(slot).node;
@@ -544,6 +562,7 @@ impl CacheCore {
             let excess = (self.host.used_count() as f64 - self.cfg.host_low * host_cap).ceil() as usize;
             report.pruned = self.prune_host(excess, now);
         }
+        report.written_through = self.write_through(io, now)?;
         Ok(report)
     }
 
@@ -553,11 +572,13 @@ impl CacheCore {
         let victims = self.plan(Tier::Gpu, blocks, now);
         let to_host = self.host_copy_pays();
         if to_host {
-            let kv = victims.iter().filter(|&&v| self.tree.node(v).kind == Kind::Kv).count();
+            let kv =
+                victims.iter().filter(|&&v| self.tree.node(v).kind == Kind::Kv && !self.is_clean(v)).count();
             self.prepare_host_room(kv.min(blocks), now);
         }
         let mut outgoing = Vec::new();
         let mut freed = 0usize;
+        let mut host_full = false;
         for v in victims {
             if freed >= blocks {
                 break;
@@ -570,6 +591,15 @@ impl CacheCore {
                     freed += self.adapter(slot).blocks_needed as usize;
                     self.evict_adapter(slot);
                 }
+            } else if self.is_clean(v) {
+                // Its host copy is complete: it leaves without one, unless a child is still
+                // on its way out.
+                if !waits_for_child {
+                    self.evict_clean(v);
+                    freed += 1;
+                }
+            } else if host_full {
+                continue;
             } else if !to_host {
                 if self.tree.node(v).children == 0 {
                     self.delete_node(v, EventKind::Removed);
@@ -587,8 +617,9 @@ impl CacheCore {
                     self.swap_out(io, &batch_now)?;
                 }
             } else {
-                // The host tier is full of blocks that may not be pruned: nothing more can go.
-                break;
+                // The host tier is full of blocks that may not be pruned: only clean blocks
+                // can still go.
+                host_full = true;
             }
         }
         if !outgoing.is_empty() {

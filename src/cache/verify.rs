@@ -2,7 +2,7 @@
 //! (O(nodes + blocks)), and the contents, read back from the tier that holds each block's
 //! valid copy (O(cached bytes)).
 use super::core::CacheCore;
-use super::tree::{Kind, Residency, ROOT};
+use super::tree::{Kind, Residency, NONE, ROOT};
 use crate::backend::Backend;
 
 impl CacheCore {
@@ -25,6 +25,15 @@ impl CacheCore {
             read.map_err(|e| format!("KV node {n:?} could not be read: {e}"))?;
             if !kv_ok(n.key, &buf) {
                 return Err(format!("KV node {n:?} lost its bytes"));
+            }
+            // A clean block's host copy must be complete: it is all that is left once the
+            // block leaves without a copy.
+            if n.residency == Residency::Gpu && n.host_block != NONE {
+                io.read_host_block(n.host_block, &mut buf)
+                    .map_err(|e| format!("clean copy of KV node {n:?} could not be read: {e}"))?;
+                if !kv_ok(n.key, &buf) {
+                    return Err(format!("clean copy of KV node {n:?} differs from its GPU copy"));
+                }
             }
         }
         for a in self.adapters.iter().flatten() {
@@ -56,19 +65,41 @@ impl CacheCore {
             }
             Ok(())
         };
+        let mut clean = 0u64;
         for id in self.tree.live_ids() {
             let n = self.tree.node(id);
             if n.kind != Kind::Kv {
                 continue;
             }
             match n.residency {
-                Residency::Gpu => own(&mut gpu_owner, n.gpu_block, "GPU")?,
+                Residency::Gpu => {
+                    own(&mut gpu_owner, n.gpu_block, "GPU")?;
+                    if n.host_block != NONE {
+                        own(&mut host_owner, n.host_block, "host")?;
+                        clean += 1;
+                    }
+                }
                 Residency::Host => own(&mut host_owner, n.host_block, "host")?,
                 Residency::ToHost | Residency::ToGpu => {
                     own(&mut gpu_owner, n.gpu_block, "GPU")?;
                     own(&mut host_owner, n.host_block, "host")?;
                 }
                 Residency::Absent => return Err(format!("KV node {id} has no copy")),
+            }
+        }
+        if clean != self.clean_blocks {
+            return Err(format!("{clean} clean blocks, but the gauge says {}", self.clean_blocks));
+        }
+        // A clean copy lands only through a write-through batch: one in flight holds a GPU
+        // block and a host block, and frees the GPU one never.
+        for f in self.inflight.values() {
+            if let super::core::Flight::Clean(nodes) = f {
+                for &n in nodes {
+                    let r = self.tree.node(n).residency;
+                    if r != Residency::ToHost {
+                        return Err(format!("node {n} is in a write-through batch but {r:?}"));
+                    }
+                }
             }
         }
         let mut adapter_blocks = 0;

@@ -2,7 +2,7 @@
 //! events. Thread safety: every function taking a `libra_cache *` may be called concurrently
 //! from several threads on the same cache (an internal lock serialises them), except
 //! `libra_cache_free`, which must not race with any other call on that cache.
-use super::boundary::{check_struct_size, deref, guard, null_arg, slice, write_out};
+use super::boundary::{check_struct_size, deref, deref_mut, guard, null_arg, slice, write_out};
 use crate::backend::Segment;
 use crate::cache::{CacheConfig, EventKind, PolicyKind, Readiness, RetentionHint};
 use crate::error::{libra_status, Error};
@@ -45,6 +45,11 @@ pub enum libra_backend {
     LIBRA_BACKEND_CUDA = 1,
     /// CUDA when usable, else CPU; `libra_cache_backend_name` says which and why.
     LIBRA_BACKEND_AUTO = 2,
+    /// Host memory like LIBRA_BACKEND_CPU, but a worker thread carries out every copy later,
+    /// one batch at a time in submission order, each taking its bytes / `link_bytes_per_us`:
+    /// requests are pending, waits block and allocations may be busy as on a GPU. Named
+    /// "cpu-async".
+    LIBRA_BACKEND_CPU_ASYNC = 3,
 }
 
 /// One region of the engine's KV memory holding a piece of every block:
@@ -118,6 +123,10 @@ pub struct libra_cache_config {
     /// `libra_cache_group_event`. With one K and one V segment per layer, 2 x layers per group.
     /// Callers whose `struct_size` ends before this field get the default.
     pub segments_per_group: u32,
+    /// Most blocks one write-through pass copies to the host ahead of their swap-out, under
+    /// `LIBRA_POLICY_LIBRA` (default 1024; 0 disables write-through). Callers whose
+    /// `struct_size` ends before this field get the default.
+    pub write_through_blocks: u32,
 }
 
 /// Size of `libra_cache_config` before `segments_per_group` was appended: callers built against
@@ -199,6 +208,13 @@ pub struct libra_cache_stats {
     /// Fields from here on were appended after the first release: a caller built against an
     /// older header passes a smaller `struct_size` and gets the fields before them.
     pub hinted_blocks: u64,
+    /// GPU KV blocks with a complete host copy (write-through), which leave at once.
+    pub clean_blocks: u64,
+    /// Bytes copied to the host by write-through, for blocks that stayed on the GPU.
+    pub write_through_bytes: u64,
+    /// Blocks that left the GPU without a copy because they were clean (also counted in
+    /// `swap_out_blocks`).
+    pub instant_evictions: u64,
 }
 
 /// Size of `libra_cache_stats` before fields were appended: the least `struct_size` accepted.
@@ -234,7 +250,11 @@ pub enum libra_event_kind {
     LIBRA_EVENT_TO_GPU = 3,
 }
 
-/// One residency change.
+/// One residency change. An adapter event with kind LIBRA_EVENT_REMOVED means the adapter's
+/// GPU blocks were freed and may be reused at once: an engine that built its own copy of the
+/// weights from those blocks keeps that copy (the library never frees it), but must stop every
+/// computation reading the blocks themselves first; it frees its copy only once no running
+/// batch uses it.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct libra_event {
@@ -281,6 +301,7 @@ fn backend_from(v: u32) -> Result<BackendChoice, Error> {
         0 => BackendChoice::Cpu,
         1 => BackendChoice::Cuda,
         2 => BackendChoice::Auto,
+        3 => BackendChoice::CpuAsync,
         _ => return Err(Error::invalid(format!("`config.backend` is {v}, not a libra_backend value"))),
     })
 }
@@ -330,6 +351,7 @@ fn default_config() -> libra_cache_config {
         events: c.events,
         event_capacity: c.event_capacity as u32,
         segments_per_group: c.segments_per_group,
+        write_through_blocks: c.write_through_blocks,
     }
 }
 
@@ -412,6 +434,7 @@ pub extern "C" fn libra_cache_create(
             events: cfg.events,
             event_capacity: cfg.event_capacity.max(1) as usize,
             segments_per_group: cfg.segments_per_group,
+            write_through_blocks: cfg.write_through_blocks,
         };
         let opts = CacheOptions {
             config,
@@ -464,8 +487,9 @@ pub extern "C" fn libra_cache_backend_reason(cache: *const libra_cache) -> *cons
 
 /// Registers adapter `adapter_id`: the library copies `weights_len` bytes from `weights` (the
 /// caller keeps ownership) into its host store and loads them into pool blocks on first use.
-/// `rank` is the LoRA rank (positive). `now` is the engine clock in microseconds.
-/// Errors: LIBRA_ERR_ALREADY_EXISTS, LIBRA_ERR_INVALID_ARGUMENT (empty weights, zero rank,
+/// `rank` is the LoRA rank, or LIBRA_RANK_UNKNOWN: a hint reported back by
+/// `libra_cache_adapter_info`, used in no decision. `now` is the engine clock in microseconds.
+/// Errors: LIBRA_ERR_ALREADY_EXISTS, LIBRA_ERR_INVALID_ARGUMENT (empty weights,
 /// larger than the pool, or 2^20 adapters already registered). Thread-safe.
 #[no_mangle]
 pub extern "C" fn libra_cache_register_adapter(
@@ -536,7 +560,9 @@ fn copy_blocks_out(blocks: &[u32], out: *mut u32, capacity: usize, name: &str) -
 /// and the adapter, and starts the copies that make them usable. The cached prefix's block ids
 /// go to `blocks_out` (room for `blocks_capacity` ids; n_tokens / block_tokens always
 /// suffices; NULL only with capacity 0), the rest to `*out`. A request is opened: end it with
-/// `libra_cache_release` or `libra_cache_abort`. Errors: LIBRA_ERR_NOT_FOUND (unknown adapter),
+/// `libra_cache_release` or `libra_cache_abort`. The prefix may cover every token (a prompt of
+/// whole cached blocks), leaving none to compute logits from: `libra_cache_match_leaving`
+/// keeps some uncached. Errors: LIBRA_ERR_NOT_FOUND (unknown adapter),
 /// LIBRA_ERR_OUT_OF_MEMORY (no room for the adapter), LIBRA_ERR_INVALID_ARGUMENT (capacity too
 /// small, or more than 2^24 tokens: nothing changes), LIBRA_ERR_BUSY (2^22 requests already
 /// open). Thread-safe.
@@ -554,35 +580,18 @@ pub extern "C" fn libra_cache_match(
     out: *mut libra_match,
 ) -> libra_status {
     guard("libra_cache_match", || {
-        let c = cache_ref(cache)?;
-        // SAFETY: the caller passes `n_tokens` readable ids.
-        let t = unsafe { slice(tokens, n_tokens, "tokens") }?;
-        if out.is_null() {
-            return Err(null_arg("out"));
-        }
-        let bt = c.cache.block_tokens()?;
-        if blocks_capacity < n_tokens / bt {
-            return Err(Error::invalid(format!(
-                "`blocks_capacity` is {blocks_capacity}; up to {} ids may be returned",
-                n_tokens / bt
-            )));
-        }
-        if blocks_out.is_null() && n_tokens / bt > 0 {
-            return Err(null_arg("blocks_out"));
-        }
-        let m = c.cache.match_prefix(adapter_id, namespace_id, t, now)?;
-        copy_blocks_out(&m.kv_blocks, blocks_out, blocks_capacity, "blocks_out")?;
-        let value = libra_match {
-            request: m.request,
-            cached_tokens: m.cached_tokens,
-            cached_blocks: m.kv_blocks.len(),
-            adapter_blocks: m.adapter_blocks.len(),
-            recompute_tokens: m.recompute_tokens,
-            ready: m.ready,
-        };
-        // SAFETY: checked non-NULL.
-        unsafe { write_out(out, value) };
-        Ok(())
+        match_into(
+            cache,
+            adapter_id,
+            namespace_id,
+            tokens,
+            n_tokens,
+            0,
+            now,
+            blocks_out,
+            blocks_capacity,
+            out,
+        )
     })
 }
 
@@ -622,8 +631,10 @@ pub extern "C" fn libra_cache_allocate(
     })
 }
 
-/// Shares the request's next filled blocks through the tree. `tokens` (`n_tokens` ids, a whole
-/// number of blocks) are the token ids those blocks hold, in order, continuing the request's
+/// Shares the request's next filled blocks through the tree. Only whole blocks are shared: the
+/// tokens of a partial last block (fewer than block_tokens) are not cached, so a later request
+/// recomputes up to block_tokens - 1 tokens; their block is freed on release. `tokens`
+/// (`n_tokens` ids, a whole number of blocks) are the token ids those blocks hold, in order, continuing the request's
 /// prefix; they consume the request's allocated blocks in allocation order. `*shared_out`
 /// (may be NULL) receives how many became new cache entries. Errors:
 /// LIBRA_ERR_INVALID_ARGUMENT (not a whole number of blocks, or more blocks than allocated),
@@ -949,6 +960,9 @@ pub extern "C" fn libra_cache_get_stats(
             open_requests: s.open_requests,
             events_dropped: s.events_dropped,
             hinted_blocks: s.hinted_blocks,
+            clean_blocks: s.clean_blocks,
+            write_through_bytes: s.write_through_bytes,
+            instant_evictions: s.instant_evictions,
         };
         // A caller built against an older header owns only `struct_size` bytes.
         let n = given.min(std::mem::size_of::<libra_cache_stats>());
@@ -1034,4 +1048,151 @@ pub extern "C" fn libra_cache_drain_events(
 #[no_mangle]
 pub extern "C" fn libra_cache_check(cache: *const libra_cache) -> libra_status {
     guard("libra_cache_check", || cache_ref(cache)?.cache.check_invariants())
+}
+
+/// What `libra_cache_adapter_info` reports about a registered adapter.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct libra_adapter_info {
+    /// sizeof(libra_adapter_info): set it before the call; only that many bytes are written.
+    pub struct_size: usize,
+    /// Length in bytes of the weights given to `libra_cache_register_adapter`.
+    pub weights_len: u64,
+    /// The rank given at registration; LIBRA_RANK_UNKNOWN (0) when the engine did not know it.
+    pub rank: u32,
+    /// Blocks the weights occupy while resident: ceil(weights_len / block bytes). The bytes run
+    /// block by block in the order `libra_cache_adapter_blocks` lists the blocks, each block
+    /// holding its logical bytes (its segment pieces in segment order); the last block holds
+    /// weights_len - (blocks - 1) x block bytes of them, the rest of it is unspecified.
+    pub blocks: u32,
+    /// Bytes per block (the pool's block size).
+    pub block_bytes: u64,
+    /// True when the blocks are on the GPU tier with their copy complete.
+    pub resident: bool,
+}
+
+/// `rank` value for an adapter whose rank the engine does not know (GGUF LoRA files carry
+/// none). The rank is only reported back by `libra_cache_adapter_info`: no decision uses it,
+/// since an adapter's block count follows from its byte length.
+pub const LIBRA_RANK_UNKNOWN: u32 = 0;
+
+/// Fills `*out` with adapter `adapter_id`'s byte length, rank, block count and residency. Set
+/// `out->struct_size = sizeof(libra_adapter_info)` first. To rebuild the weights from the
+/// pool: while a request of this adapter is open and ready (it pins the adapter), read
+/// `blocks` blocks from `libra_cache_adapter_blocks` in order, taking `block_bytes` bytes of
+/// each and `weights_len` bytes in all. Errors: LIBRA_ERR_NOT_FOUND (unknown adapter),
+/// LIBRA_ERR_NULL_ARGUMENT, LIBRA_ERR_INVALID_ARGUMENT (struct_size too small). Thread-safe.
+#[no_mangle]
+pub extern "C" fn libra_cache_adapter_info(
+    cache: *const libra_cache,
+    adapter_id: u64,
+    out: *mut libra_adapter_info,
+) -> libra_status {
+    guard("libra_cache_adapter_info", || {
+        let c = cache_ref(cache)?;
+        // SAFETY: NULL or a caller-provided info struct.
+        let o = unsafe { deref_mut(out, "out") }?;
+        check_struct_size(o.struct_size, std::mem::size_of::<libra_adapter_info>(), "out")?;
+        let i = c.cache.adapter_info(adapter_id)?;
+        *o = libra_adapter_info {
+            struct_size: o.struct_size,
+            weights_len: i.weights_len as u64,
+            rank: i.rank,
+            blocks: i.blocks,
+            block_bytes: c.cache.block_bytes()?,
+            resident: i.resident,
+        };
+        Ok(())
+    })
+}
+
+/// `libra_cache_match`, but the cached prefix leaves at least `min_uncached` of the `n_tokens`
+/// tokens uncached (0 <= min_uncached <= n_tokens). Plain `libra_cache_match` may report every
+/// token cached when the prompt is a whole number of cached blocks, which leaves nothing to
+/// compute the next token's logits from: pass 1 for that, or more when the engine's kernels
+/// need a minimum batch (e.g. identical numerics). The tokens left count as misses in the
+/// stats. Same outputs, errors and thread safety as `libra_cache_match`, plus
+/// LIBRA_ERR_INVALID_ARGUMENT when `min_uncached` exceeds `n_tokens` (nothing changes).
+///
+/// Reproducibility: every decision is a function of the calls and their `now` values, so an
+/// engine that passes a logical clock (e.g. a step counter) gets the same hits, swaps and
+/// events on every run of the same call sequence (with the synchronous CPU backend, or when
+/// copy completions are awaited at the same points).
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn libra_cache_match_leaving(
+    cache: *const libra_cache,
+    adapter_id: u64,
+    namespace_id: u64,
+    tokens: *const u32,
+    n_tokens: usize,
+    min_uncached: usize,
+    now: u64,
+    blocks_out: *mut u32,
+    blocks_capacity: usize,
+    out: *mut libra_match,
+) -> libra_status {
+    guard("libra_cache_match_leaving", || {
+        match_into(
+            cache,
+            adapter_id,
+            namespace_id,
+            tokens,
+            n_tokens,
+            min_uncached,
+            now,
+            blocks_out,
+            blocks_capacity,
+            out,
+        )
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn match_into(
+    cache: *const libra_cache,
+    adapter_id: u64,
+    namespace_id: u64,
+    tokens: *const u32,
+    n_tokens: usize,
+    min_uncached: usize,
+    now: u64,
+    blocks_out: *mut u32,
+    blocks_capacity: usize,
+    out: *mut libra_match,
+) -> Result<(), Error> {
+    let c = cache_ref(cache)?;
+    // SAFETY: the caller passes `n_tokens` readable ids.
+    let t = unsafe { slice(tokens, n_tokens, "tokens") }?;
+    if out.is_null() {
+        return Err(null_arg("out"));
+    }
+    if min_uncached > n_tokens {
+        return Err(Error::invalid(format!(
+            "`min_uncached` is {min_uncached} but `n_tokens` is only {n_tokens}"
+        )));
+    }
+    let bt = c.cache.block_tokens()?;
+    let most = (n_tokens - min_uncached) / bt;
+    if blocks_capacity < most {
+        return Err(Error::invalid(format!(
+            "`blocks_capacity` is {blocks_capacity}; up to {most} ids may be returned"
+        )));
+    }
+    if blocks_out.is_null() && most > 0 {
+        return Err(null_arg("blocks_out"));
+    }
+    let m = c.cache.match_prefix_leaving(adapter_id, namespace_id, t, min_uncached, now)?;
+    copy_blocks_out(&m.kv_blocks, blocks_out, blocks_capacity, "blocks_out")?;
+    let value = libra_match {
+        request: m.request,
+        cached_tokens: m.cached_tokens,
+        cached_blocks: m.kv_blocks.len(),
+        adapter_blocks: m.adapter_blocks.len(),
+        recompute_tokens: m.recompute_tokens,
+        ready: m.ready,
+    };
+    // SAFETY: checked non-NULL.
+    unsafe { write_out(out, value) };
+    Ok(())
 }

@@ -68,7 +68,9 @@ pub const LIBRA_CMP_EQ: libra_cmp = 2;
 pub type libra_policy = i32;
 /// Every chunk crosses the dimensions in ascending order.
 pub const LIBRA_POLICY_BASELINE: libra_policy = 0;
-/// Per chunk, the order that best balances per-dimension load (Themis).
+/// Per chunk, the order that best balances per-dimension load (Themis; greedy, O(chunks x
+/// dims^2)); the ascending order is kept when it is predicted faster, so never slower than
+/// LIBRA_POLICY_BASELINE.
 pub const LIBRA_POLICY_THEMIS: libra_policy = 1;
 
 /// Operation of a schedule step: one of the LIBRA_STEP_* constants.
@@ -208,7 +210,8 @@ pub struct libra_step {
     pub op: libra_step_op,
     /// Group size along `dim`.
     pub group: u32,
-    /// Bytes each rank sends.
+    /// The most bytes any rank receives in this step (its segment less its own part; for an
+    /// all-to-all, the blocks it gets), from the same integer splits as the element ranges.
     pub bytes: f64,
     /// The chunk's element range; for an all-to-all, its range within each of the
     /// communicator's equal blocks.
@@ -217,7 +220,8 @@ pub struct libra_step {
     /// Earlier steps this one waits for (see libra_schedule_step_dep()), besides the previous
     /// step on the same dimension.
     pub num_deps: usize,
-    /// Predicted start and finish, ns.
+    /// Predicted start, and finish (the chunk's data arrived: the bytes' time on the dimension
+    /// plus the step's latency, which does not hold the dimension for other chunks), ns.
     pub start_ns: f64,
     pub finish_ns: f64,
 }

@@ -3,10 +3,13 @@
 //! only schedules requests, charges step times and moves the clock. Copies complete when the
 //! simulated host link finishes them.
 use super::hw::{Hardware, StepLoad};
+use super::layerwise;
 use super::peers;
 pub use super::peers::SimPolicy;
 use super::workload::{Workload, WorkloadSpec};
-use crate::backend::{Backend, BatchId, BatchState, BlockMove, Direction, TierLayout};
+use crate::backend::{
+    Backend, BatchId, BatchState, BlockMove, Direction, Segment, SegmentGroups, TierLayout,
+};
 use crate::cache::{CacheConfig, CacheCore, NextUse, Readiness, RetentionHint};
 use crate::error::Result as LibResult;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -30,6 +33,16 @@ pub struct EngineConfig {
     pub give_up_wait_us: Option<u64>,
     /// Share of GPU blocks in `vllm`'s adapter region (tuned per workload by the caller).
     pub vllm_adapter_fraction: f64,
+    /// Layers per readiness group of a swap-in. A request whose blocks are still being copied
+    /// in joins the step in which its copy lands, layer L of its prefill waiting for its group.
+    /// 0: it waits for the step after its copy has completed.
+    pub layers_per_group: u32,
+    /// Link time one more readiness group adds to a swap-in (one more launch), microseconds.
+    pub group_latency_us: f64,
+    /// Longest a joining request may make the step's layers wait for its copy, as a share of
+    /// the step: it would otherwise wait for the whole next step, and everyone in the batch
+    /// waits with it.
+    pub join_slack: f64,
     /// Give retention hints at release where a real engine knows the conversation continues
     /// (see `retention_hint`); the oracle never gets them.
     pub retention_hints: bool,
@@ -47,6 +60,9 @@ impl EngineConfig {
             host_blocks: None,
             give_up_wait_us: None,
             vllm_adapter_fraction: CacheConfig::default().vllm_adapter_fraction,
+            layers_per_group: 4,
+            group_latency_us: 3.0,
+            join_slack: 0.5,
             retention_hints: false,
         }
     }
@@ -60,18 +76,23 @@ impl EngineConfig {
 
 /// A backend that moves no bytes: each block stands for `real_block_bytes` on one GPU, and a
 /// batch completes when the host link, one FIFO queue shared by every transfer, has carried it.
-/// Blocking waits advance the engine clock (the engine thread is stalled meanwhile).
+/// The GPU tier has one segment per model layer, so a grouped swap-in lands layer group by
+/// layer group, each group one more launch. Blocking waits advance the engine clock (the engine
+/// thread is stalled meanwhile).
 pub struct TimingBackend {
     layout: TierLayout,
     host_blocks: u32,
     real_block_bytes: f64,
     link_bytes_per_us: f64,
     batch_latency_us: f64,
+    group_latency_us: f64,
     /// The engine clock, microseconds.
     pub now: u64,
     link_free_at: u64,
     next: BatchId,
     pending: BTreeMap<BatchId, u64>,
+    /// When each group of a grouped batch lands.
+    group_done: HashMap<BatchId, Vec<u64>>,
     pub bytes_to_gpu: u64,
     pub bytes_to_host: u64,
     /// KV blocks copied host -> GPU (adapter uploads excluded).
@@ -81,33 +102,78 @@ pub struct TimingBackend {
 }
 
 impl TimingBackend {
-    pub fn new(gpu_blocks: u32, host_blocks: u32, real_block_bytes: f64, hw: &Hardware) -> Self {
+    /// `group_latency_us`: link time one more readiness group costs a swap-in (its launch).
+    pub fn new(
+        gpu_blocks: u32,
+        host_blocks: u32,
+        real_block_bytes: f64,
+        hw: &Hardware,
+        group_latency_us: f64,
+    ) -> Self {
+        // One logical byte per block and layer: the cache keeps no real data, only ids.
+        let segments = (0..hw.model.layers.max(1) as u64)
+            .map(|l| Segment { base: (1 << 20) + l * gpu_blocks as u64, bytes_per_block: 1, stride: 1 })
+            .collect();
         TimingBackend {
-            // One logical byte per block: the cache keeps no real data, only ids.
-            layout: TierLayout::contiguous(1 << 20, 1, gpu_blocks).expect("valid layout"),
+            layout: TierLayout::new(segments, gpu_blocks).expect("valid layout"),
             host_blocks,
             real_block_bytes,
             link_bytes_per_us: hw.gpu.link_bytes_per_s / 1e6,
             batch_latency_us: hw.link_batch_latency_s * 1e6,
+            group_latency_us,
             now: 0,
             link_free_at: 0,
             next: 1,
             pending: BTreeMap::new(),
+            group_done: HashMap::new(),
             bytes_to_gpu: 0,
             bytes_to_host: 0,
             kv_blocks_to_gpu: 0,
             stalled_us: 0,
         }
     }
+    fn count_moves(&mut self, direction: Direction, blocks: usize) {
+        let bytes = (blocks as f64 * self.real_block_bytes) as u64;
+        match direction {
+            Direction::GpuToHost => self.bytes_to_host += bytes,
+            Direction::HostToGpu => {
+                self.bytes_to_gpu += bytes;
+                self.kv_blocks_to_gpu += blocks as u64;
+            }
+        }
+    }
     fn enqueue(&mut self, blocks: usize) -> BatchId {
+        let id = self.enqueue_groups(blocks, 1);
+        self.group_done.remove(&id);
+        id
+    }
+    /// Whether a batch in flight was submitted grouped (a swap-in, not an adapter upload).
+    pub fn is_grouped(&self, batch: BatchId) -> bool {
+        self.group_done.contains_key(&batch)
+    }
+    /// A batch whose bytes cross the link in `groups` equal parts, one after the other.
+    fn enqueue_groups(&mut self, blocks: usize, groups: u32) -> BatchId {
         let bytes = blocks as f64 * self.real_block_bytes;
-        let start = self.now.max(self.link_free_at);
-        let done = start + (self.batch_latency_us + bytes / self.link_bytes_per_us).ceil() as u64;
+        let start = self.now.max(self.link_free_at) as f64 + self.batch_latency_us;
+        let g = groups.max(1) as f64;
+        let per_group = bytes / self.link_bytes_per_us / g + self.group_latency_us;
+        let times: Vec<u64> = (1..=groups.max(1))
+            .map(|k| (start + k as f64 * per_group - self.group_latency_us).ceil() as u64)
+            .collect();
+        let done = *times.last().expect("at least one group");
         self.link_free_at = done;
         let id = self.next;
         self.next += 1;
         self.pending.insert(id, done);
+        self.group_done.insert(id, times);
         id
+    }
+    /// When group `group` of a batch in flight lands (the whole batch, for an ungrouped one).
+    pub fn group_ready_at(&self, batch: BatchId, group: u32) -> Option<u64> {
+        match self.group_done.get(&batch) {
+            Some(t) => t.get(group as usize).or(t.last()).copied(),
+            None => self.pending.get(&batch).copied(),
+        }
     }
     /// When the next copy in flight completes.
     pub fn next_completion(&self) -> Option<u64> {
@@ -129,15 +195,26 @@ impl Backend for TimingBackend {
         block as u64
     }
     fn submit_moves(&mut self, direction: Direction, moves: &[BlockMove]) -> LibResult<BatchId> {
-        let bytes = (moves.len() as f64 * self.real_block_bytes) as u64;
-        match direction {
-            Direction::GpuToHost => self.bytes_to_host += bytes,
-            Direction::HostToGpu => {
-                self.bytes_to_gpu += bytes;
-                self.kv_blocks_to_gpu += moves.len() as u64;
-            }
-        }
+        self.count_moves(direction, moves.len());
         Ok(self.enqueue(moves.len()))
+    }
+    fn submit_moves_grouped(
+        &mut self,
+        direction: Direction,
+        moves: &[BlockMove],
+        groups: SegmentGroups,
+    ) -> LibResult<BatchId> {
+        self.check_groups(groups)?;
+        self.count_moves(direction, moves.len());
+        Ok(self.enqueue_groups(moves.len(), groups.count()))
+    }
+    fn groups_done(&mut self, batch: BatchId, groups: u32) -> u32 {
+        let now = self.now;
+        match self.group_done.get(&batch) {
+            Some(t) => t.iter().take_while(|&&t| t <= now).count() as u32,
+            None if self.pending.get(&batch).is_some_and(|&t| t <= now) => groups,
+            None => 0,
+        }
     }
     fn submit_upload(&mut self, bytes: &[u8], blocks: &[u32]) -> LibResult<BatchId> {
         let _ = bytes;
@@ -171,6 +248,7 @@ impl Backend for TimingBackend {
     }
     fn retire(&mut self, batch: BatchId) {
         self.pending.remove(&batch);
+        self.group_done.remove(&batch);
     }
     fn read_gpu_block(&mut self, _block: u32, out: &mut [u8]) -> LibResult<()> {
         out.fill(0);
@@ -207,6 +285,10 @@ pub struct RunResult {
     pub swap_in_blocks: u64,
     pub preemptions: u64,
     pub stalled_ms: f64,
+    /// Loading requests that joined the step their copy landed in.
+    pub joined_loading: u64,
+    /// Time steps spent with a layer waiting for its group to land, milliseconds.
+    pub layer_wait_ms: f64,
     /// Simulated time from the first arrival to the last completion, seconds.
     pub sim_s: f64,
     /// The run stopped early: a request waited longer than `EngineConfig::give_up_wait_us`.
@@ -339,26 +421,30 @@ pub fn run(
     let real_bb = hw.kv_block_bytes(bt);
     let gpu_blocks = ec.gpu_blocks();
     let host_blocks = ec.host_blocks();
+    let mut io = TimingBackend::new(gpu_blocks, host_blocks, real_bb, hw, ec.group_latency_us);
+    // A block is one logical byte per layer.
+    let logical_bb = io.gpu_layout().block_bytes();
     let mut cfg = CacheConfig {
         block_tokens: bt,
         vllm_adapter_fraction: ec.vllm_adapter_fraction,
-        // Cost hints in the cache's units, where a block is one logical byte.
-        link_bytes_per_us: hw.gpu.link_bytes_per_s / 1e6 / real_bb,
+        // Cost hints in the cache's units.
+        link_bytes_per_us: hw.gpu.link_bytes_per_s / 1e6 / real_bb * logical_bb as f64,
         prefill_tokens_per_us: hw.prefill_tokens_per_us(ec.max_batch_tokens),
+        segments_per_group: ec.layers_per_group,
         ..CacheConfig::default()
     };
     policy.configure(&mut cfg);
-    let mut core = CacheCore::new(cfg, 1, gpu_blocks, host_blocks).map_err(|e| e.to_string())?;
-    let mut io = TimingBackend::new(gpu_blocks, host_blocks, real_bb, hw);
+    let mut core = CacheCore::new(cfg, logical_bb, gpu_blocks, host_blocks).map_err(|e| e.to_string())?;
     let mut adapter_blocks = Vec::new();
     for a in 0..spec.adapters.max(1) {
         let blocks = (hw.adapter_bytes(spec.rank_of(a)) / real_bb).ceil().max(1.0) as usize;
         adapter_blocks.push(blocks as u32);
-        core.register_adapter(adapter_id(a), &vec![0u8; blocks], spec.rank_of(a), 0)
+        core.register_adapter(adapter_id(a), &vec![0u8; blocks * logical_bb as usize], spec.rank_of(a), 0)
             .map_err(|e| e.to_string())?;
     }
     let reqs = &wl.requests;
     let n = reqs.len();
+    let layers = hw.model.layers.max(1);
     // Whether each request's conversation has a later turn (the user stays, or the tool call
     // returns): what an engine holding the session knows.
     let continues: Vec<bool> = if ec.retention_hints && policy != SimPolicy::Oracle {
@@ -405,6 +491,8 @@ pub fn run(
         swap_in_blocks: 0,
         preemptions: 0,
         stalled_ms: 0.0,
+        joined_loading: 0,
+        layer_wait_ms: 0.0,
         sim_s: 0.0,
         gave_up: false,
     };
@@ -635,9 +723,58 @@ pub fn run(
                 _ => {}
             }
         }
+        // Loading requests join the step in which their copies land (layer-wise readiness), as
+        // long as their layers would wait at most `join_slack` of the step for their groups.
+        let mut gates: Vec<u64> = Vec::new();
+        let mut joined: Vec<usize> = Vec::new();
+        let mut join_at = u64::MAX;
+        if ec.layers_per_group > 0 {
+            for (k, s) in running.iter().enumerate() {
+                if s.phase != Phase::Loading || budget == 0 {
+                    continue;
+                }
+                let r = &reqs[s.idx as usize];
+                let Some(landing) =
+                    layerwise::landing_times(&core, &io, s.cache_req, layers, ec.layers_per_group)
+                        .map_err(err)?
+                else {
+                    continue;
+                };
+                let c = (s.target - s.computed).min(budget);
+                let mut trial = load.clone();
+                trial.prefill.push((c, s.computed));
+                trial.lora_param_tokens += c as f64 * hw.model.lora_params(spec.rank_of(r.adapter));
+                let mut with: Vec<u32> = adapters_in_batch.iter().copied().chain([r.adapter]).collect();
+                with.sort_unstable();
+                with.dedup();
+                trial.adapter_bytes = with.iter().map(|&a| hw.adapter_bytes(spec.rank_of(a))).sum();
+                let dt = (hw.step_time_s(&trial) * 1e6).ceil() as u64;
+                let (ov, lt) = (hw.step_overhead_s * 1e6, hw.layer_time_s(&trial) * 1e6);
+                let mut merged = gates.clone();
+                layerwise::merge_gates(&mut merged, &landing);
+                let slack = (dt as f64 * ec.join_slack) as u64;
+                let stall = layerwise::stalled_end(io.now, ov, lt, &merged).saturating_sub(io.now + dt);
+                if stall > slack {
+                    // Not in this step; an idle engine starts the step its copy lands in.
+                    let t = layerwise::earliest_start(ov, lt, &landing).saturating_sub(slack);
+                    join_at = join_at.min(t.max(io.now + 1));
+                    continue;
+                }
+                budget -= c;
+                load = trial;
+                adapters_in_batch.push(r.adapter);
+                chunks.push((k, c));
+                layerwise::merge_gates(&mut gates, &landing);
+                joined.push(k);
+            }
+            for &k in &joined {
+                running[k].phase = Phase::Prefill;
+            }
+            res.joined_loading += joined.len() as u64;
+        }
         if load.decode_seqs == 0 && chunks.is_empty() {
             // Idle: jump to the next arrival or copy completion.
-            let mut next = u64::MAX;
+            let mut next = join_at;
             if next_arrival < n {
                 next = next.min(reqs[next_arrival].arrival_us);
             }
@@ -675,8 +812,21 @@ pub fn run(
         adapters_in_batch.dedup();
         load.adapter_bytes = adapters_in_batch.iter().map(|&a| hw.adapter_bytes(spec.rank_of(a))).sum();
         let dt = (hw.step_time_s(&load) * 1e6).ceil() as u64;
-        io.now += dt.max(1);
+        let end = if gates.is_empty() {
+            io.now + dt
+        } else {
+            let ov = hw.step_overhead_s * 1e6;
+            let end =
+                layerwise::stalled_end(io.now, ov, hw.layer_time_s(&load) * 1e6, &gates).max(io.now + dt);
+            res.layer_wait_ms += (end - io.now - dt) as f64 / 1e3;
+            end
+        };
+        io.now = end.max(io.now + 1);
         let t_end = io.now;
+        // The joiners' copies have landed: finish them, so their blocks can be shared.
+        for &k in &joined {
+            core.poll(&mut io, running[k].cache_req).map_err(err)?;
+        }
 
         for (k, c) in chunks {
             running[k].computed += c;

@@ -279,6 +279,16 @@ impl Hardware {
         compute.max(memory) + comm + self.step_overhead_s
     }
 
+    /// One layer's share of a step, seconds: the step without its fixed overhead, split evenly
+    /// over the layers (every layer of a dense decoder does the same work).
+    pub fn layer_time_s(&self, load: &StepLoad) -> f64 {
+        let t = self.step_time_s(load);
+        if t == 0.0 {
+            return 0.0;
+        }
+        (t - self.step_overhead_s).max(0.0) / self.model.layers.max(1) as f64
+    }
+
     /// Prefill throughput of a typical chunk, tokens per microsecond (the cost hint an engine
     /// would measure and hand to the cache).
     pub fn prefill_tokens_per_us(&self, chunk: u32) -> f64 {

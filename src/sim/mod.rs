@@ -4,6 +4,7 @@
 pub mod engine;
 pub mod grid;
 pub mod hw;
+pub mod layerwise;
 pub mod peers;
 pub mod report;
 pub mod rng;

@@ -73,7 +73,8 @@ struct Coll {
     latency: Vec<f64>,
 }
 
-fn orders(items: &[usize]) -> Vec<Vec<usize>> {
+/// Every ordering of `items` (for the few involved dimensions of one collective).
+pub fn all_orders(items: &[usize]) -> Vec<Vec<usize>> {
     if items.len() <= 1 {
         return vec![items.to_vec()];
     }
@@ -81,7 +82,7 @@ fn orders(items: &[usize]) -> Vec<Vec<usize>> {
     for i in 0..items.len() {
         let mut rest = items.to_vec();
         let first = rest.remove(i);
-        for mut p in orders(&rest) {
+        for mut p in all_orders(&rest) {
             p.insert(0, first);
             out.push(p);
         }
@@ -143,7 +144,7 @@ fn compile(wl: &Workload, net: &Network, model: &TimeModel) -> Result<(f64, Vec<
         let vertices = if c.kind == CollectiveKind::AllToAll {
             vec![order_loads(c, &active)]
         } else {
-            orders(&active).iter().map(|o| order_loads(c, o)).collect()
+            all_orders(&active).iter().map(|o| order_loads(c, o)).collect()
         };
         if vertices.iter().flatten().any(|v| !v.is_finite()) {
             return Err(Error::invalid(format!(
