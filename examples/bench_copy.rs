@@ -6,8 +6,9 @@
 //! - `peak`:   one contiguous pinned memcpy of the same bytes (the link's practical peak).
 //!
 //! Prints a table and writes JSON (`--json PATH`, default bench_copy.json). Without a GPU it
-//! says why and exits 0. `--precompile DIR` only compiles the kernels for sm_80 and sm_90 into a
-//! cubin cache directory (needs NVRTC, not a GPU) and exits.
+//! says why and exits 0; on the libcuda stand-in it refuses (exit 3). `--precompile DIR` only
+//! compiles the kernels (cubins for `kernels::PREBUILT_ARCHS`, PTX for `kernels::PTX_ARCHS`) into a
+//! kernel cache directory (needs NVRTC, not a GPU) and exits.
 use libra::backend::cuda::{self, kernels, CopyPolicy, CudaBackend, CudaOptions};
 use libra::backend::{Backend, BatchState, BlockMove, Direction, Segment};
 use std::time::Instant;
@@ -77,14 +78,17 @@ struct Row {
 fn main() {
     let args = parse_args();
     if let Some(dir) = &args.precompile {
-        for arch in [(8, 0), (9, 0)] {
-            match kernels::swap_cubin(arch, Some(std::path::Path::new(dir))) {
+        let dir = std::path::Path::new(dir);
+        let images = kernels::PREBUILT_ARCHS
+            .iter()
+            .map(|&a| (a, kernels::Output::Cubin))
+            .chain(kernels::PTX_ARCHS.iter().map(|&a| (a, kernels::Output::Ptx)));
+        for (arch, output) in images {
+            match kernels::swap_image(arch, output, Some(dir)) {
                 Ok(c) => println!(
-                    "sm_{}{}: {} bytes -> {dir}/{}",
-                    arch.0,
-                    arch.1,
+                    "{} bytes -> {}",
                     c.len(),
-                    kernels::cache_file_name(arch)
+                    dir.join(kernels::image_file_name(arch, output)).display()
                 ),
                 Err(e) => {
                     eprintln!("cannot precompile: {e}");
@@ -120,6 +124,11 @@ fn main() {
     let host = b.host_tier_device_ptr();
     let stream = b.stream_handle() as cudarc::driver::sys::CUstream;
     let device = ctx.name().unwrap_or_default();
+    // A stand-in driver (tests/cuda_standin) measures nothing about a GPU.
+    if device.contains("stand-in") {
+        println!("bench_copy: refusing to benchmark `{device}`: not a GPU");
+        std::process::exit(3);
+    }
     println!(
         "device: {device} (sm_{}{}), {SEGMENTS} segments x {} KiB = {} MiB per block; {}",
         b.arch().0,
@@ -213,11 +222,12 @@ fn main() {
 
     let mut json = String::new();
     json.push_str(&format!(
-        "{{\n  \"device\": \"{}\",\n  \"arch\": \"sm_{}{}\",\n  \"segments\": {SEGMENTS},\n  \"piece_bytes\": {PIECE},\n  \"block_bytes\": {block_bytes},\n  \"reps\": {},\n  \"kernel_beats_memcpy_from_blocks\": {crossover_blocks},\n  \"suggested_policy\": \"{}\",\n  \"rows\": [\n",
+        "{{\n  \"device\": \"{}\",\n  \"arch\": \"sm_{}{}\",\n  \"segments\": {SEGMENTS},\n  \"piece_bytes\": {PIECE},\n  \"block_bytes\": {block_bytes},\n  \"reps\": {},\n  \"kernel_status\": \"{}\",\n  \"kernel_beats_memcpy_from_blocks\": {crossover_blocks},\n  \"suggested_policy\": \"{}\",\n  \"rows\": [\n",
         device.replace('"', "'"),
         b.arch().0,
         b.arch().1,
         args.reps,
+        b.kernel_status().replace('"', "'"),
         suggested
     ));
     for (i, r) in rows.iter().enumerate() {

@@ -109,6 +109,23 @@ fn build_and_run(linkage: &str) {
     }
 }
 
+/// Whether the C compiler builds, and the machine runs, an empty program with `flag`: a
+/// compiler without the sanitizer's runtime cannot, and on some kernels a runtime cannot shadow
+/// the memory map and dies at start-up.
+fn sanitizer_runs(out_dir: &std::path::Path, flag: &str) -> bool {
+    let probe = out_dir.join("probe");
+    let probe_src = out_dir.join("probe.c");
+    std::fs::write(&probe_src, "int main(void) { return 0; }\n").unwrap();
+    let builds = Command::new(c_compiler())
+        .arg(flag)
+        .arg(&probe_src)
+        .arg("-o")
+        .arg(&probe)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    builds && Command::new(&probe).output().is_ok_and(|o| o.status.success())
+}
+
 /// Builds every C test with AddressSanitizer and UndefinedBehaviorSanitizer against the static
 /// library and runs it with leak detection: any leak, bad access or undefined behaviour in the
 /// C programs or at the boundary fails the test.
@@ -118,19 +135,8 @@ fn c_harness_sanitizers() {
     ensure_c_libraries(&art);
     let out_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ffi_asan");
     std::fs::create_dir_all(&out_dir).unwrap();
-    // Probe: a compiler without the sanitizer runtimes cannot run this test.
-    let probe = out_dir.join("probe");
-    let probe_src = out_dir.join("probe.c");
-    std::fs::write(&probe_src, "int main(void) { return 0; }\n").unwrap();
-    let ok = Command::new(c_compiler())
-        .args(["-fsanitize=address,undefined"])
-        .arg(&probe_src)
-        .arg("-o")
-        .arg(&probe)
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        println!("skipped: the C compiler cannot build with -fsanitize=address,undefined");
+    if !sanitizer_runs(&out_dir, "-fsanitize=address,undefined") {
+        println!("skipped: the C compiler cannot build and run a -fsanitize=address,undefined program here");
         return;
     }
     for src in c_sources() {
@@ -163,19 +169,7 @@ fn c_harness_thread_sanitizer() {
     ensure_c_libraries(&art);
     let out_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ffi_tsan");
     std::fs::create_dir_all(&out_dir).unwrap();
-    let probe = out_dir.join("probe");
-    let probe_src = out_dir.join("probe.c");
-    std::fs::write(&probe_src, "int main(void) { return 0; }\n").unwrap();
-    let builds = Command::new(c_compiler())
-        .args(["-fsanitize=thread"])
-        .arg(&probe_src)
-        .arg("-o")
-        .arg(&probe)
-        .output()
-        .is_ok_and(|o| o.status.success());
-    // Some kernels map memory where this runtime cannot shadow it; it then dies at start-up.
-    let runs = builds && Command::new(&probe).output().is_ok_and(|o| o.status.success());
-    if !runs {
+    if !sanitizer_runs(&out_dir, "-fsanitize=thread") {
         println!("skipped: the C compiler cannot build and run a -fsanitize=thread program here");
         return;
     }

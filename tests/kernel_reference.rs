@@ -1,11 +1,99 @@
-//! The kernels' index math (run on the CPU by `backend::reference`) against plain copies, over
-//! many layouts: odd piece sizes, misaligned bases and strides, interleaved segments, pieces
-//! split into several chunks, every launch shape.
-use libra::backend::reference::{self, Launch, DEFAULT_CHUNK_BYTES};
+//! The swap kernels against plain copies, over many layouts: odd piece sizes, misaligned bases
+//! and strides, interleaved segments, pieces split into several chunks, every launch shape.
+//! Every case runs twice: on `backend::reference` (the index math in Rust) and on the real
+//! `kernels/swap.cu` compiled for the host (tests/cuda_host), launched with the argument array
+//! the CUDA backend builds. A last test applies mutations to swap.cu and requires each to be
+//! caught.
+mod cuda_host;
+
+use cuda_host::HostKernels;
+use libra::backend::cuda::params::{self, SwapKernel};
+use libra::backend::reference::{self, DevSegment, Launch, Unit, DEFAULT_CHUNK_BYTES};
 use libra::backend::{Segment, TierLayout};
 use proptest::prelude::*;
+use std::sync::OnceLock;
+
+/// Set in a child process: the host kernels to check instead of the unmodified source.
+const KERNELS_ENV: &str = "LIBRA_TEST_HOST_KERNELS";
+
+fn host_kernels() -> &'static HostKernels {
+    static K: OnceLock<HostKernels> = OnceLock::new();
+    K.get_or_init(|| {
+        let built = match std::env::var_os(KERNELS_ENV) {
+            Some(so) => HostKernels::load(std::path::Path::new(&so)),
+            None => HostKernels::build(&cuda_host::swap_cu(), &cuda_host::out_dir("host_kernels"), "swap"),
+        };
+        built.unwrap_or_else(|e| panic!("host kernels: {e}"))
+    })
+}
+
+/// What runs a kernel: the Rust mirror, or the kernel source itself on the host.
+#[derive(Clone, Copy)]
+enum Exec {
+    Reference,
+    Host,
+}
+
+impl Exec {
+    /// Runs one kernel over `list` with the tail arguments.
+    ///
+    /// # Safety
+    /// The addresses must be valid for the kernel's accesses.
+    unsafe fn run(
+        self,
+        kernel: SwapKernel,
+        launch: Launch,
+        segs: &[DevSegment],
+        units: &[Unit],
+        list: &[u32],
+        tail: &[u64],
+    ) -> Result<(), String> {
+        let pairs = || list.chunks(2).map(|p| [p[0], p[1]]).collect::<Vec<[u32; 2]>>();
+        match self {
+            Exec::Reference => {
+                match kernel {
+                    SwapKernel::Gather => reference::gather(launch, segs, units, &pairs(), tail[0], tail[1]),
+                    SwapKernel::Scatter => {
+                        reference::scatter(launch, segs, units, &pairs(), tail[0], tail[1])
+                    }
+                    SwapKernel::CopyBlocks => reference::copy_blocks(launch, segs, units, &pairs()),
+                    SwapKernel::Upload => {
+                        reference::upload(launch, segs, units, list, tail[0], tail[1], tail[2])
+                    }
+                }
+                Ok(())
+            }
+            Exec::Host => {
+                let entries = match kernel {
+                    SwapKernel::Upload => list.len(),
+                    _ => list.len() / 2,
+                };
+                let tables = params::Tables {
+                    segments: segs.as_ptr() as u64,
+                    units: units.as_ptr() as u64,
+                    units_per_block: units.len() as u32,
+                };
+                let mut l =
+                    params::swap_launch(kernel, tables, list.as_ptr() as u64, entries as u32, tail, 1);
+                l.shape = launch;
+                host_kernels().run(&mut l).map_err(|e| format!("{}: {e}", kernel.name()))
+            }
+        }
+    }
+}
+
+/// Runs `check` on both executors; the first failure, labelled.
+fn on_both(check: impl Fn(Exec) -> Result<(), String>) -> Result<(), String> {
+    check(Exec::Reference).map_err(|e| format!("reference: {e}"))?;
+    check(Exec::Host).map_err(|e| format!("swap.cu on the host: {e}"))
+}
+
+fn flatten(pairs: &[[u32; 2]]) -> Vec<u32> {
+    pairs.iter().flatten().copied().collect()
+}
 
 /// One buffer holding all segments, and the layout pointing into it.
+#[derive(Clone)]
 struct Arena {
     mem: Vec<u8>,
     /// (offset of segment base in `mem`, bytes, stride)
@@ -80,13 +168,14 @@ fn flat_buffer(len: usize, mis: usize, seed: u8) -> (Vec<u8>, usize) {
 }
 
 fn check_gather_scatter(
+    exec: Exec,
     mut arena: Arena,
     slots: u32,
-    moves: Vec<(u32, u32)>,
+    moves: &[(u32, u32)],
     launch: Launch,
     chunk: u64,
     mis: usize,
-) {
+) -> Result<(), String> {
     let layout = arena.layout();
     let segs = reference::device_segments(&layout);
     let units = reference::build_units(&layout, chunk);
@@ -96,30 +185,88 @@ fn check_gather_scatter(
     // Gather: GPU blocks -> flat slots.
     let (mut flat, off) = flat_buffer(bb * slots as usize, mis, 0x5a);
     let mut expected = flat.clone();
-    for &(g, h) in &moves {
+    for &(g, h) in moves {
         let at = off + h as usize * bb;
         expected[at..at + bb].copy_from_slice(&arena.read_block(g));
     }
-    unsafe {
-        reference::gather(launch, &segs, &units, &pairs, flat.as_mut_ptr() as u64 + off as u64, bb as u64)
-    };
-    assert!(flat == expected, "gather differs");
+    let tail = [flat.as_mut_ptr() as u64 + off as u64, bb as u64];
+    unsafe { exec.run(SwapKernel::Gather, launch, &segs, &units, &flatten(&pairs), &tail)? };
+    if flat != expected {
+        return Err("gather differs".into());
+    }
 
     // Scatter: flat slots -> GPU blocks (fresh bytes in the slots).
     for (i, b) in flat.iter_mut().enumerate() {
         *b = (i as u8).wrapping_mul(13).wrapping_add(1);
     }
-    let mut want = Arena { mem: arena.mem.clone(), segs: arena.segs.clone(), blocks: arena.blocks };
-    for &(g, h) in &moves {
+    let mut want = arena.clone();
+    for &(g, h) in moves {
         let at = off + h as usize * bb;
         want.write_block(g, &flat[at..at + bb]);
     }
     let layout = arena.layout();
     let segs = reference::device_segments(&layout);
-    unsafe {
-        reference::scatter(launch, &segs, &units, &pairs, flat.as_ptr() as u64 + off as u64, bb as u64)
-    };
-    assert!(arena.mem == want.mem, "scatter differs");
+    let tail = [flat.as_ptr() as u64 + off as u64, bb as u64];
+    unsafe { exec.run(SwapKernel::Scatter, launch, &segs, &units, &flatten(&pairs), &tail)? };
+    if arena.mem != want.mem {
+        return Err("scatter differs".into());
+    }
+    Ok(())
+}
+
+/// Copies between distinct GPU blocks `pairs` (source, destination).
+fn check_device_copies(
+    exec: Exec,
+    mut arena: Arena,
+    pairs: &[[u32; 2]],
+    launch: Launch,
+    chunk: u64,
+) -> Result<(), String> {
+    let mut want = arena.clone();
+    for p in pairs {
+        let b = arena.read_block(p[0]);
+        want.write_block(p[1], &b);
+    }
+    let layout = arena.layout();
+    let segs = reference::device_segments(&layout);
+    let units = reference::build_units(&layout, chunk);
+    unsafe { exec.run(SwapKernel::CopyBlocks, launch, &segs, &units, &flatten(pairs), &[])? };
+    if arena.mem != want.mem {
+        return Err("device copies differ".into());
+    }
+    Ok(())
+}
+
+/// Uploads `len` bytes (at misalignment `mis`) into `blocks`.
+#[allow(clippy::too_many_arguments)]
+fn check_upload(
+    exec: Exec,
+    mut arena: Arena,
+    blocks: &[u32],
+    len: usize,
+    launch: Launch,
+    chunk: u64,
+    mis: usize,
+    seed: u8,
+) -> Result<(), String> {
+    let bb = arena.block_bytes();
+    let (src, off) = flat_buffer(len, mis, seed ^ 0xff);
+    let data = &src[off..off + len];
+    let mut want = arena.clone();
+    for (i, &b) in blocks.iter().enumerate() {
+        let lo = (i * bb).min(len);
+        let hi = ((i + 1) * bb).min(len);
+        want.write_block(b, &data[lo..hi]);
+    }
+    let layout = arena.layout();
+    let segs = reference::device_segments(&layout);
+    let units = reference::build_units(&layout, chunk);
+    let tail = [data.as_ptr() as u64, bb as u64, len as u64];
+    unsafe { exec.run(SwapKernel::Upload, launch, &segs, &units, blocks, &tail)? };
+    if arena.mem != want.mem {
+        return Err("upload differs".into());
+    }
+    Ok(())
 }
 
 /// `n` distinct values below `limit` (a prefix of a shuffle).
@@ -147,8 +294,9 @@ proptest! {
         let k = perm.index(n) + 1;
         let gpu: Vec<u32> = (0..blocks).rev().take(k).collect();
         let host: Vec<u32> = (0..slots).take(k).collect();
-        let moves = gpu.into_iter().zip(host).collect();
-        check_gather_scatter(arena, slots, moves, launch, chunk, mis);
+        let moves: Vec<(u32, u32)> = gpu.into_iter().zip(host).collect();
+        let r = on_both(|e| check_gather_scatter(e, arena.clone(), slots, &moves, launch, chunk, mis));
+        prop_assert_eq!(r, Ok(()));
     }
 
     #[test]
@@ -160,19 +308,10 @@ proptest! {
         chunk in prop::sample::select(vec![16u64, 32, 80, DEFAULT_CHUNK_BYTES]),
         seed in any::<u8>(),
     ) {
-        let mut arena = sequential(&pieces, 8, seed);
+        let arena = sequential(&pieces, 8, seed);
         // Sources and destinations disjoint: the first k are sources, the next k destinations.
         let pairs: Vec<[u32; 2]> = (0..k).map(|i| [order[i], order[k + i]]).collect();
-        let mut want = Arena { mem: arena.mem.clone(), segs: arena.segs.clone(), blocks: 8 };
-        for p in &pairs {
-            let b = arena.read_block(p[0]);
-            want.write_block(p[1], &b);
-        }
-        let layout = arena.layout();
-        let segs = reference::device_segments(&layout);
-        let units = reference::build_units(&layout, chunk);
-        unsafe { reference::copy_blocks(launch, &segs, &units, &pairs) };
-        prop_assert!(arena.mem == want.mem);
+        prop_assert_eq!(on_both(|e| check_device_copies(e, arena.clone(), &pairs, launch, chunk)), Ok(()));
     }
 
     #[test]
@@ -186,26 +325,12 @@ proptest! {
         mis in 0usize..16,
         seed in any::<u8>(),
     ) {
-        let mut arena = sequential(&pieces, 6, seed);
+        let arena = sequential(&pieces, 6, seed);
         let bb = arena.block_bytes();
-        let blocks: Vec<u32> = order[..k].to_vec();
         // Anything from one byte to all k blocks: the last block may be partly filled.
         let len = (((k * bb) as f64 * fill) as usize).clamp(1, k * bb);
-        let (src, off) = flat_buffer(len, mis, seed ^ 0xff);
-        let data = &src[off..off + len];
-        let mut want = Arena { mem: arena.mem.clone(), segs: arena.segs.clone(), blocks: 6 };
-        for (i, &b) in blocks.iter().enumerate() {
-            let lo = (i * bb).min(len);
-            let hi = ((i + 1) * bb).min(len);
-            want.write_block(b, &data[lo..hi]);
-        }
-        let layout = arena.layout();
-        let segs = reference::device_segments(&layout);
-        let units = reference::build_units(&layout, chunk);
-        unsafe {
-            reference::upload(launch, &segs, &units, &blocks, data.as_ptr() as u64, bb as u64, len as u64)
-        };
-        prop_assert!(arena.mem == want.mem);
+        let blocks = &order[..k];
+        prop_assert_eq!(on_both(|e| check_upload(e, arena.clone(), blocks, len, launch, chunk, mis, seed)), Ok(()));
     }
 }
 
@@ -218,8 +343,8 @@ fn interleaved_segments() {
     let arena = Arena { mem, segs: vec![(3, piece, stride), (3 + piece + 5, piece, stride)], blocks };
     let moves = vec![(4, 0), (0, 2), (2, 1)];
     for threads in [1, 32, 256] {
-        let a = Arena { mem: arena.mem.clone(), segs: arena.segs.clone(), blocks };
-        check_gather_scatter(a, 3, moves.clone(), Launch { grid: 2, threads }, 32, 5);
+        let launch = Launch { grid: 2, threads };
+        on_both(|e| check_gather_scatter(e, arena.clone(), 3, &moves, launch, 32, 5)).unwrap();
     }
 }
 
@@ -230,10 +355,12 @@ fn llama_layout_with_device_launch_shape() {
     let mut arena = sequential(&pieces, 3, 9);
     let layout = arena.layout();
     let units = reference::build_units(&layout, DEFAULT_CHUNK_BYTES);
+    drop(layout);
     assert_eq!(units.len(), 64, "one unit per 32 KiB piece");
     let launch = Launch::for_work(2 * units.len() as u64, 132);
     assert_eq!((launch.grid, launch.threads), (128, 256));
-    check_gather_scatter(arena, 2, vec![(2, 1), (0, 0)], launch, DEFAULT_CHUNK_BYTES, 0);
+    on_both(|e| check_gather_scatter(e, arena.clone(), 2, &[(2, 1), (0, 0)], launch, DEFAULT_CHUNK_BYTES, 0))
+        .unwrap();
 }
 
 #[test]
@@ -253,5 +380,159 @@ fn units_cover_every_piece_exactly() {
             }
             assert_eq!(at, s.bytes_per_block);
         }
+    }
+}
+
+/// A fixed set of cases covering every kernel, misalignments, ragged tails, several chunks per
+/// piece, grid-stride loops and partial uploads. What the mutation check runs.
+fn fixed_checks(exec: Exec) -> Result<(), String> {
+    let shapes =
+        [Launch { grid: 1, threads: 1 }, Launch { grid: 3, threads: 32 }, Launch { grid: 2, threads: 256 }];
+    let layouts: [&[(usize, usize, usize)]; 3] = [
+        &[(4096 + 13, 0, 0)],
+        &[(100, 3, 1), (33, 0, 7), (200, 8, 0)],
+        &[(64, 0, 0), (1000, 24, 3), (17, 5, 9)],
+    ];
+    for (li, pieces) in layouts.iter().enumerate() {
+        for &launch in &shapes {
+            for chunk in [16u64, 48, DEFAULT_CHUNK_BYTES] {
+                for mis in [0usize, 3, 8] {
+                    let arena = sequential(pieces, 6, li as u8 * 7 + 1);
+                    let what = format!("layout {li}, {launch:?}, chunk {chunk}, misalignment {mis}");
+                    let ctx = |e: String| format!("{what}: {e}");
+                    check_gather_scatter(
+                        exec,
+                        arena.clone(),
+                        5,
+                        &[(5, 0), (0, 3), (2, 4)],
+                        launch,
+                        chunk,
+                        mis,
+                    )
+                    .map_err(ctx)?;
+                    check_device_copies(exec, arena.clone(), &[[0, 5], [1, 3]], launch, chunk)
+                        .map_err(ctx)?;
+                    let bb = arena.block_bytes();
+                    for len in [1, bb - 1, 2 * bb + bb / 2] {
+                        check_upload(exec, arena.clone(), &[4, 1, 2], len, launch, chunk, mis, 3)
+                            .map_err(ctx)?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs the fixed cases on the kernels named by the environment (a mutant, in a child process
+/// of `mutants_of_swap_cu_are_caught`), or on the unmodified source.
+#[test]
+fn fixed_cases_pass() {
+    on_both(fixed_checks).unwrap();
+}
+
+/// Each mutation of swap.cu must make the fixed cases fail (wrong bytes, a fault or a crash). A
+/// child process runs each mutant, so a mutant that corrupts memory cannot take this test down.
+#[test]
+fn mutants_of_swap_cu_are_caught() {
+    if std::env::var_os(KERNELS_ENV).is_some() {
+        return; // a child runs only `fixed_cases_pass`
+    }
+    let source = std::fs::read_to_string(cuda_host::swap_cu()).unwrap();
+    let mutations: &[(&str, &str, &str)] = &[
+        ("drops a segment's offset", "seg.offset + u.start;\n}", "u.start;\n}"),
+        ("skips work items", "w += gridDim.x)", "w += gridDim.x + 1)"),
+        ("drops the last tail byte", "i < tail; i += blockDim.x", "i + 1 < tail; i += blockDim.x"),
+        ("widens 8-byte vectors", "(rel & 7) == 0 ? 8", "(rel & 7) == 0 ? 16"),
+        ("does not clip uploads", "const u64 len = u.len < avail ? u.len : avail;", "const u64 len = u.len;"),
+        (
+            "unrolls onto the same vector",
+            "const u64 i = base + (u64)j * blockDim.x;",
+            "const u64 i = base + (u64)j;",
+        ),
+    ];
+    let dir = cuda_host::out_dir("swap_mutants");
+    let exe = std::env::current_exe().unwrap();
+    let run_child = |so: &std::path::Path| {
+        std::process::Command::new(&exe)
+            .args(["--exact", "fixed_cases_pass", "--test-threads=1"])
+            .env(KERNELS_ENV, so)
+            .output()
+            .unwrap()
+    };
+    let control = dir.join("control.so");
+    cuda_host::build_shared(
+        &[cuda_host::dir().join("host_kernels.cpp")],
+        &cuda_host::swap_cu(),
+        &[],
+        &control,
+    )
+    .unwrap();
+    let o = run_child(&control);
+    assert!(
+        o.status.success(),
+        "the unmodified kernels fail in a child:\n{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    for (i, &(what, from, to)) in mutations.iter().enumerate() {
+        assert!(source.contains(from), "mutation `{what}` no longer applies: `{from}` is not in swap.cu");
+        let mutant = source.replacen(from, to, 1);
+        let cu = dir.join(format!("mutant{i}.cu"));
+        std::fs::write(&cu, mutant).unwrap();
+        let so = dir.join(format!("mutant{i}.so"));
+        cuda_host::build_shared(&[cuda_host::dir().join("host_kernels.cpp")], &cu, &[], &so)
+            .unwrap_or_else(|e| panic!("mutant `{what}` does not compile: {e}"));
+        let o = run_child(&so);
+        assert!(!o.status.success(), "mutation `{what}` survived the fixed cases");
+        println!("mutation `{what}`: caught ({})", o.status);
+    }
+}
+
+/// The launcher runs every kernel of the source, with the parameter sizes the backend lays out.
+#[test]
+fn launcher_knows_every_kernel_and_its_signature() {
+    let k = host_kernels();
+    let mut names = k.names();
+    names.sort();
+    let mut want: Vec<String> =
+        libra::backend::cuda::kernels::KERNEL_NAMES.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    assert_eq!(names, want);
+    // Every `__global__` function in the source is in the list.
+    let source = std::fs::read_to_string(cuda_host::swap_cu()).unwrap();
+    let globals = source.matches("__global__ void ").count();
+    assert_eq!(globals, want.len(), "a kernel in swap.cu is missing from the launcher or KERNEL_NAMES");
+    let tables = params::Tables { segments: 0, units: 0, units_per_block: 1 };
+    for kernel in [SwapKernel::Gather, SwapKernel::Scatter, SwapKernel::CopyBlocks, SwapKernel::Upload] {
+        let tail = vec![0u64; kernel.tail_len()];
+        let l = params::swap_launch(kernel, tables, 0, 1, &tail, 1);
+        assert_eq!(k.param_sizes(kernel.name()), Some(l.param_sizes()), "{}", kernel.name());
+    }
+}
+
+/// Features sequential execution cannot model do not compile against the shim.
+#[test]
+fn shim_rejects_what_it_cannot_run() {
+    let dir = cuda_host::out_dir("shim_rejects");
+    for (i, body) in [
+        "__shared__ int s[32]; s[threadIdx.x] = 1;",
+        "__syncthreads();",
+        "unsigned v = __shfl_sync(0xffffffffu, 1u, 0);",
+        "atomicAdd((unsigned*)0, 1u);",
+        "asm volatile(\"membar.gl;\");",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let cu = dir.join(format!("feature{i}.cu"));
+        std::fs::write(&cu, format!("extern \"C\" __global__ void libra_gather() {{ {body} }}\n")).unwrap();
+        let e = cuda_host::build_shared(
+            &[cuda_host::dir().join("host_kernels.cpp")],
+            &cu,
+            &[],
+            &dir.join("x.so"),
+        )
+        .expect_err(body);
+        assert!(e.contains("poisoned"), "`{body}` was not rejected by the shim: {e}");
     }
 }

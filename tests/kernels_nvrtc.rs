@@ -71,3 +71,65 @@ fn cubin_cache_round_trips_through_a_directory() {
     // ELF magic: a cubin, loadable without the PTX JIT.
     assert_eq!(&cubin[..4], b"\x7fELF");
 }
+
+/// Every architecture gpu_check.sh prepares cubins for.
+const ALL_ARCHS: &[(i32, i32)] = &[(8, 0), (8, 6), (8, 9), (9, 0), (10, 0), (12, 0)];
+
+/// ptxas's report for one kernel: (name, registers per thread, spill store bytes, spill load bytes).
+fn ptxas_report(log: &str) -> Vec<(String, u32, u32, u32)> {
+    let mut out = Vec::new();
+    let mut name = None;
+    let mut spills = (0, 0);
+    for line in log.lines() {
+        if let Some(rest) = line.split("Compiling entry function '").nth(1) {
+            name = rest.split('\'').next().map(str::to_string);
+        } else if line.contains("bytes spill stores") {
+            let nums: Vec<u32> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+            // "N bytes stack frame, S bytes spill stores, L bytes spill loads"
+            spills = (nums[1], nums[2]);
+        } else if let Some(rest) = line.split("Used ").nth(1) {
+            let regs: u32 = rest.split_whitespace().next().unwrap().parse().unwrap();
+            out.push((name.take().expect("a kernel name before its registers"), regs, spills.0, spills.1));
+        }
+    }
+    out
+}
+
+/// The launch shape holds: no kernel spills, and registers (allocated per warp in units of 8 per
+/// thread) x threads per CTA x resident CTAs per SM fit the 65536 registers of an SM.
+#[test]
+fn register_budget_fits_the_launch_shape() {
+    use libra::backend::reference::{CTAS_PER_SM, THREADS_PER_CTA};
+    if !nvrtc_or_skip() {
+        return;
+    }
+    for &arch in ALL_ARCHS {
+        let c = kernels::compile_with(
+            kernels::SWAP_SOURCE,
+            "swap.cu",
+            arch,
+            Output::Cubin,
+            &["--ptxas-options=-v"],
+        )
+        .unwrap_or_else(|e| panic!("sm_{}{}: {e}", arch.0, arch.1));
+        let report = ptxas_report(&c.log);
+        for name in kernels::KERNEL_NAMES {
+            let &(_, regs, st, ld) = report
+                .iter()
+                .find(|r| r.0 == *name)
+                .unwrap_or_else(|| panic!("sm_{}{}: no ptxas report for {name}:\n{}", arch.0, arch.1, c.log));
+            let need = regs.div_ceil(8) * 8 * THREADS_PER_CTA * CTAS_PER_SM;
+            println!(
+                "sm_{}{} {name}: {regs} registers, spills {st}/{ld} bytes, {need} of 65536 registers for {CTAS_PER_SM} CTAs",
+                arch.0, arch.1
+            );
+            assert_eq!((st, ld), (0, 0), "sm_{}{} {name} spills", arch.0, arch.1);
+            assert!(
+                need <= 65536,
+                "sm_{}{} {name}: {regs} registers do not fit {CTAS_PER_SM} CTAs",
+                arch.0,
+                arch.1
+            );
+        }
+    }
+}

@@ -209,42 +209,71 @@ fn finish(cache: &Cache, ctl: &FaultControl, counts: &Counts, what: &str) {
     );
 }
 
+/// Eight workers, the completer and an invariant checker on one cache, then the final checks.
+fn stress(cache: &Cache, ctl: &FaultControl, what: &str) {
+    for a in 1..=4 {
+        cache.register_adapter(a, &weights(a), 8, 0).unwrap();
+    }
+    let counts = Counts::default();
+    let clock = AtomicU64::new(1);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|id| {
+                s.spawn({
+                    let (counts, clock) = (&counts, &clock);
+                    move || worker(cache, id, counts, clock)
+                })
+            })
+            .collect();
+        s.spawn(|| completer(ctl, &stop));
+        // Readers that only look: invariants and stats, concurrently with everything.
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                cache.check_invariants().unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        });
+        let results: Vec<_> = handles.into_iter().map(|h| h.join()).collect();
+        // Stop the helpers before reporting a worker's panic, or the scope never ends.
+        stop.store(true, Ordering::Relaxed);
+        for r in results {
+            r.unwrap();
+        }
+    });
+    finish(cache, ctl, &counts, what);
+}
+
 #[test]
 fn eight_threads_share_one_cache() {
     for policy in [PolicyKind::Elora, PolicyKind::Libra] {
         let (cache, ctl) = shared_cache(policy);
-        for a in 1..=4 {
-            cache.register_adapter(a, &weights(a), 8, 0).unwrap();
-        }
-        let counts = Counts::default();
-        let clock = AtomicU64::new(1);
-        let stop = AtomicBool::new(false);
-        std::thread::scope(|s| {
-            let handles: Vec<_> = (0..THREADS)
-                .map(|id| {
-                    s.spawn({
-                        let (cache, counts, clock) = (&cache, &counts, &clock);
-                        move || worker(cache, id, counts, clock)
-                    })
-                })
-                .collect();
-            s.spawn(|| completer(&ctl, &stop));
-            // Readers that only look: invariants and stats, concurrently with everything.
-            s.spawn(|| {
-                while !stop.load(Ordering::Relaxed) {
-                    cache.check_invariants().unwrap();
-                    std::thread::sleep(std::time::Duration::from_millis(2));
-                }
-            });
-            let results: Vec<_> = handles.into_iter().map(|h| h.join()).collect();
-            // Stop the helpers before reporting a worker's panic, or the scope never ends.
-            stop.store(true, Ordering::Relaxed);
-            for r in results {
-                r.unwrap();
-            }
-        });
-        finish(&cache, &ctl, &counts, &format!("{policy:?} (Rust API)"));
+        stress(&cache, &ctl, &format!("{policy:?} (Rust API)"));
     }
+}
+
+/// The same on the CUDA backend: copies complete on the device's own time (no held batches),
+/// and now and then a submission is refused or a batch fails. Skips without a CUDA device.
+#[test]
+fn eight_threads_share_one_cache_on_cuda() {
+    use libra::backend::cuda::{self, CudaBackend, CudaOptions};
+    if let Err(e) = cuda::device_count() {
+        println!("skipped eight_threads_share_one_cache_on_cuda: {}", e.message);
+        return;
+    }
+    let plan = FaultPlan { seed: 5, complete_fail_rate: 0.02, submit_fail_rate: 0.01, ..Default::default() };
+    let io =
+        FaultyBackend::new(CudaBackend::new(BLOCK_BYTES, 160, 96, CudaOptions::from_env()).unwrap(), plan);
+    let ctl = io.control();
+    let cfg = CacheConfig {
+        block_tokens: BT as u32,
+        policy: PolicyKind::Libra,
+        swap_wait_us: 0,
+        events: true,
+        ..Default::default()
+    };
+    let cache = Cache::with_backend(cfg, Box::new(io), "stress on cuda".into()).unwrap();
+    stress(&cache, &ctl, "Libra (Rust API, CUDA backend)");
 }
 
 /// A thread blocked in `wait` leaves the cache to the other threads, and wakes when its copy

@@ -125,7 +125,8 @@ impl CpuBackend {
     }
 
     /// Completes a deferred batch: copies its bytes when `success`, else marks it failed and
-    /// leaves every destination untouched.
+    /// leaves every destination untouched (beyond the groups `complete_groups` already
+    /// copied).
     pub fn complete(&mut self, batch: BatchId, success: bool) {
         if let Some(op) = self.pending.remove(&batch) {
             let from = self.groups_copied.remove(&batch).unwrap_or(0);

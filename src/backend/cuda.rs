@@ -8,6 +8,9 @@
 //! Nothing here touches the driver before [`driver_present`] says libcuda can be loaded:
 //! cudarc panics when it cannot find the library.
 pub mod kernels;
+mod memory;
+mod module;
+pub mod params;
 
 use super::reference;
 use super::{
@@ -17,7 +20,9 @@ use super::{
 use crate::error::{Error, Result};
 use cudarc::driver::result as cu;
 use cudarc::driver::sys;
-use cudarc::driver::{CudaContext, CudaEvent, CudaFunction, CudaStream, DriverError};
+use cudarc::driver::{CudaContext, CudaEvent, CudaStream, DriverError};
+use memory::{as_bytes, DeviceBuf, DeviceList, KeepCurrent, PinnedBuf, Staging};
+use module::Kernels;
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::path::PathBuf;
@@ -145,147 +150,6 @@ impl CudaOptions {
     }
 }
 
-/// The calling thread's current context, made current again on drop. Every entry point that
-/// touches the driver holds one, so no call changes which context (and so which device the
-/// CUDA runtime targets) the engine's thread has current. Only made once the driver is loaded.
-struct KeepCurrent {
-    /// The caller's `CUcontext` (null: none), as an integer so the backend stays `Send`.
-    previous: usize,
-}
-
-impl KeepCurrent {
-    fn save() -> Result<Self> {
-        let mut current: sys::CUcontext = std::ptr::null_mut();
-        // SAFETY: writes one handle; the driver is loaded (callers checked `device_count`).
-        unsafe { sys::cuCtxGetCurrent(&mut current) }.result().map_err(|e| dev_err("cuCtxGetCurrent", e))?;
-        Ok(KeepCurrent { previous: current as usize })
-    }
-}
-
-impl Drop for KeepCurrent {
-    fn drop(&mut self) {
-        let mut current: sys::CUcontext = std::ptr::null_mut();
-        // SAFETY: restores the handle the caller had current; nothing is done when it still is.
-        unsafe {
-            if sys::cuCtxGetCurrent(&mut current) == sys::CUresult::CUDA_SUCCESS
-                && current as usize != self.previous
-            {
-                let _ = sys::cuCtxSetCurrent(self.previous as sys::CUcontext);
-            }
-        }
-    }
-}
-
-/// Device memory freed on drop.
-struct DeviceBuf {
-    ctx: Arc<CudaContext>,
-    ptr: sys::CUdeviceptr,
-    len: usize,
-}
-
-impl DeviceBuf {
-    fn new(ctx: &Arc<CudaContext>, len: usize) -> Result<Self> {
-        ctx.bind_to_thread().map_err(|e| dev_err("cuCtxSetCurrent", e))?;
-        // SAFETY: plain allocation; zero-length requests are rounded up.
-        let ptr = unsafe { cu::malloc_sync(len.max(1)) }
-            .map_err(|e| Error::out_of_memory(format!("device allocation of {len} bytes failed: {e}")))?;
-        Ok(DeviceBuf { ctx: ctx.clone(), ptr, len })
-    }
-}
-
-impl Drop for DeviceBuf {
-    fn drop(&mut self) {
-        let _ = self.ctx.bind_to_thread();
-        // SAFETY: allocated by malloc_sync; the owner synchronised the stream that used it.
-        let _ = unsafe { cu::free_sync(self.ptr) };
-    }
-}
-
-/// Pinned, mapped host memory freed on drop.
-struct PinnedBuf {
-    ctx: Arc<CudaContext>,
-    host: *mut u8,
-    dev: sys::CUdeviceptr,
-}
-
-// The buffer is plain bytes owned by this value.
-unsafe impl Send for PinnedBuf {}
-
-impl PinnedBuf {
-    fn new(ctx: &Arc<CudaContext>, len: usize) -> Result<Self> {
-        ctx.bind_to_thread().map_err(|e| dev_err("cuCtxSetCurrent", e))?;
-        let flags = sys::CU_MEMHOSTALLOC_PORTABLE | sys::CU_MEMHOSTALLOC_DEVICEMAP;
-        // SAFETY: plain allocation; the memory is zeroed below before anyone reads it.
-        let host = unsafe { cu::malloc_host(len.max(1), flags) }
-            .map_err(|e| Error::out_of_memory(format!("pinned host allocation of {len} bytes failed: {e}")))?
-            as *mut u8;
-        let mut buf = PinnedBuf { ctx: ctx.clone(), host, dev: 0 };
-        // SAFETY: `host` was just mapped by cuMemHostAlloc with DEVICEMAP.
-        unsafe {
-            sys::cuMemHostGetDevicePointer_v2(&mut buf.dev, host as *mut c_void, 0)
-                .result()
-                .map_err(|e| dev_err("cuMemHostGetDevicePointer", e))?;
-            std::ptr::write_bytes(host, 0, len);
-        }
-        Ok(buf)
-    }
-}
-
-impl Drop for PinnedBuf {
-    fn drop(&mut self) {
-        let _ = self.ctx.bind_to_thread();
-        // SAFETY: allocated by malloc_host; the owner synchronised the stream that used it.
-        let _ = unsafe { cu::free_host(self.host as *mut c_void) };
-    }
-}
-
-/// A device buffer reused by consecutive batches. All its users run on one stream, so a new
-/// batch's upload into it is ordered after the previous batch's kernel has read it.
-struct StreamBuf {
-    buf: Option<DeviceBuf>,
-}
-
-impl StreamBuf {
-    /// Device copy of `bytes`, enqueued on `stream`.
-    fn upload(&mut self, stream: &CudaStream, bytes: &[u8]) -> Result<sys::CUdeviceptr> {
-        if self.buf.as_ref().map_or(true, |b| b.len < bytes.len()) {
-            // Growing: the old buffer may still be read by queued work.
-            stream.synchronize().map_err(|e| dev_err("cuStreamSynchronize", e))?;
-            self.buf = None;
-            let cap = bytes.len().next_power_of_two().max(4096);
-            self.buf = Some(DeviceBuf::new(stream.context(), cap)?);
-        }
-        let dst = self.buf.as_ref().map(|b| b.ptr).unwrap_or(0);
-        if !bytes.is_empty() {
-            // SAFETY: dst holds at least bytes.len() bytes; pageable sources are staged by the
-            // driver before this returns.
-            unsafe {
-                sys::cuMemcpyHtoDAsync_v2(
-                    dst,
-                    bytes.as_ptr() as *const c_void,
-                    bytes.len(),
-                    stream.cu_stream(),
-                )
-                .result()
-                .map_err(|e| dev_err("cuMemcpyHtoDAsync", e))?;
-            }
-        }
-        Ok(dst)
-    }
-}
-
-fn as_bytes<T: Copy>(v: &[T]) -> &[u8] {
-    // SAFETY: only used on repr(C) plain-data types without padding holes that matter.
-    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) }
-}
-
-struct Kernels {
-    gather: CudaFunction,
-    scatter: CudaFunction,
-    copy_blocks: CudaFunction,
-    upload: CudaFunction,
-}
-
 enum KernelState {
     NotLoaded,
     Loaded(Kernels),
@@ -296,17 +160,29 @@ enum KernelState {
 /// Waits on one batch's event without the backend. An error counts as finished: the backend's
 /// `poll` reports it.
 struct EventWaiter {
-    ctx: Arc<CudaContext>,
-    event: Arc<CudaEvent>,
+    /// Always `Some` until the drop, which releases both with the caller's context kept.
+    held: Option<(Arc<CudaContext>, Arc<CudaEvent>)>,
 }
 
 impl BatchWaiter for EventWaiter {
     fn wait_until(&self, deadline: Instant) -> bool {
+        let Some((ctx, event)) = &self.held else { return true };
         let Ok(_keep) = KeepCurrent::save() else { return true };
-        if self.ctx.bind_to_thread().is_err() {
+        if memory::bind(ctx).is_err() {
             return true;
         }
-        poll_until(deadline, || self.event.try_is_complete().unwrap_or(true))
+        poll_until(deadline, || event.try_is_complete().unwrap_or(true))
+    }
+}
+
+impl Drop for EventWaiter {
+    fn drop(&mut self) {
+        // A waiter can be the last owner of its event and of the context (the backend dropped
+        // first): destroying them binds the context and releases it, which must not leave a
+        // released context current on the caller's thread.
+        let keep = KeepCurrent::save().ok();
+        self.held = None;
+        drop(keep);
     }
 }
 
@@ -327,8 +203,11 @@ pub struct CudaBackend {
     /// The unit list, kept to slice it per readiness group.
     units: Vec<reference::Unit>,
     max_piece: u64,
-    pairs: StreamBuf,
-    staging: StreamBuf,
+    /// Device copy of each launch's block list.
+    list: DeviceList,
+    /// Pinned copies of caller bytes, and the slot the batch being submitted uses.
+    staging: Staging,
+    staged: Option<usize>,
     kernels: KernelState,
     next_batch: BatchId,
     /// Each batch's events, one per readiness group (the last completes the batch). Shared with
@@ -454,8 +333,9 @@ impl CudaBackend {
             units_per_block,
             units,
             max_piece,
-            pairs: StreamBuf { buf: None },
-            staging: StreamBuf { buf: None },
+            list: DeviceList::new(),
+            staging: Staging::new(),
+            staged: None,
             kernels: KernelState::NotLoaded,
             next_batch: 1,
             batches: HashMap::new(),
@@ -511,7 +391,9 @@ impl CudaBackend {
     pub fn kernel_status(&self) -> String {
         match &self.kernels {
             KernelState::NotLoaded => "kernels not built yet (built on first use)".into(),
-            KernelState::Loaded(_) => format!("kernels loaded for sm_{}{}", self.arch.0, self.arch.1),
+            KernelState::Loaded(k) => {
+                format!("kernels loaded for sm_{}{} from the {}", self.arch.0, self.arch.1, k.from)
+            }
             KernelState::Unavailable(why) => format!("memcpy only: {why}"),
         }
     }
@@ -527,18 +409,7 @@ impl CudaBackend {
     }
 
     fn load_kernels(&self) -> Result<Kernels> {
-        let cubin = kernels::swap_cubin(self.arch, self.options.kernel_cache_dir.as_deref())?;
-        let module = self
-            .ctx
-            .load_module(cudarc::nvrtc::Ptx::from_binary(cubin.as_ref().clone()))
-            .map_err(|e| dev_err("cuModuleLoadData", e))?;
-        let f = |name: &str| module.load_function(name).map_err(|e| dev_err(&format!("loading {name}"), e));
-        Ok(Kernels {
-            gather: f("libra_gather")?,
-            scatter: f("libra_scatter")?,
-            copy_blocks: f("libra_copy_blocks")?,
-            upload: f("libra_upload")?,
-        })
+        module::load(&self.ctx, self.arch, self.options.kernel_cache_dir.as_deref())
     }
 
     /// The path a batch of `blocks` whole blocks takes.
@@ -561,55 +432,51 @@ impl CudaBackend {
     /// Makes the backend's context current until the returned value drops.
     fn enter(&self) -> Result<KeepCurrent> {
         let keep = KeepCurrent::save()?;
-        self.ctx.bind_to_thread().map_err(|e| dev_err("cuCtxSetCurrent", e))?;
+        memory::bind(&self.ctx)?;
         Ok(keep)
     }
 
-    /// Launches one of the swap kernels over `entries` entries of the device list `list` (block
-    /// ids or pairs): every kernel takes (segments, units, units per block, list, entries) and
-    /// then the 64-bit `tail` arguments.
+    /// Launches one of the swap kernels over `entries` entries of the device list `list`, with
+    /// the arguments laid out by [`params::swap_launch`].
     fn launch_over(
         &self,
-        f: &CudaFunction,
+        kernel: params::SwapKernel,
         list: sys::CUdeviceptr,
         entries: usize,
         tail: &[u64],
     ) -> Result<()> {
-        self.launch_units(f, 0..self.units_per_block, list, entries, tail)
+        self.launch_units(kernel, 0..self.units_per_block, list, entries, tail)
     }
 
     /// `launch_over` restricted to the units `units` of every block (a run of segments).
     fn launch_units(
         &self,
-        f: &CudaFunction,
+        kernel: params::SwapKernel,
         units: std::ops::Range<u32>,
         list: sys::CUdeviceptr,
         entries: usize,
         tail: &[u64],
     ) -> Result<()> {
-        let mut segs = self.dev_segments.ptr;
-        let first = units.start as u64 * std::mem::size_of::<reference::Unit>() as u64;
-        let mut upb = units.end.saturating_sub(units.start);
+        let upb = units.end.saturating_sub(units.start);
         if upb == 0 {
             return Ok(());
         }
-        let mut units = self.dev_units.ptr + first;
-        let mut list = list;
-        let mut n = u32::try_from(entries).map_err(|_| Error::invalid("too many blocks in one batch"))?;
-        let mut tail = tail.to_vec();
-        let mut params: Vec<*mut c_void> = vec![
-            &mut segs as *mut _ as *mut c_void,
-            &mut units as *mut _ as *mut c_void,
-            &mut upb as *mut _ as *mut c_void,
-            &mut list as *mut _ as *mut c_void,
-            &mut n as *mut _ as *mut c_void,
-        ];
-        params.extend(tail.iter_mut().map(|v| v as *mut u64 as *mut c_void));
-        self.launch(f, entries as u64 * upb as u64, &mut params)
-    }
-
-    fn launch(&self, f: &CudaFunction, work: u64, params: &mut [*mut c_void]) -> Result<()> {
-        let shape = reference::Launch::for_work(work, self.sm_count);
+        let KernelState::Loaded(k) = &self.kernels else { unreachable!("path_for checked") };
+        let f = match kernel {
+            params::SwapKernel::Gather => &k.gather,
+            params::SwapKernel::Scatter => &k.scatter,
+            params::SwapKernel::CopyBlocks => &k.copy_blocks,
+            params::SwapKernel::Upload => &k.upload,
+        };
+        let entries = u32::try_from(entries).map_err(|_| Error::invalid("too many blocks in one batch"))?;
+        let tables = params::Tables {
+            segments: self.dev_segments.ptr,
+            units: self.dev_units.ptr + units.start as u64 * std::mem::size_of::<reference::Unit>() as u64,
+            units_per_block: upb,
+        };
+        let mut launch = params::swap_launch(kernel, tables, list, entries, tail, self.sm_count);
+        let shape = launch.shape;
+        let mut ptrs = launch.param_pointers();
         // SAFETY: the parameters match the kernel's signature and every address they lead to
         // was validated at submission; the buffers stay alive until the stream has run them.
         unsafe {
@@ -619,7 +486,7 @@ impl CudaBackend {
                 (shape.threads, 1, 1),
                 0,
                 self.stream.cu_stream(),
-                params,
+                &mut ptrs,
             )
         }
         .map_err(|e| dev_err("cuLaunchKernel", e))
@@ -654,10 +521,56 @@ impl CudaBackend {
 
     /// A new batch completed by `events` (one per group, in stream order).
     fn register(&mut self, events: Vec<Arc<CudaEvent>>) -> BatchId {
+        if let (Some(slot), Some(last)) = (self.staged, events.last()) {
+            self.staging.busy_until(slot, last.clone());
+            self.staged = None;
+        }
         let id = self.next_batch;
         self.next_batch += 1;
         self.batches.insert(id, events);
         id
+    }
+
+    /// Enqueues one batch and registers it. A failed submission waits for what it queued
+    /// before its staging buffer can be reused.
+    fn submit(&mut self, enqueue: impl FnOnce(&mut Self) -> Result<BatchId>) -> Result<BatchId> {
+        let r = enqueue(self);
+        if let Some(slot) = self.staged.take() {
+            self.staging.release_after(slot, &self.stream);
+        }
+        r
+    }
+
+    /// Copies `parts` into one pinned staging buffer for the batch being submitted, each at a
+    /// 256-byte aligned offset; their (host, device) addresses.
+    fn stage(&mut self, parts: &[&[u8]]) -> Result<Vec<(*const u8, u64)>> {
+        let offsets: Vec<usize> = parts
+            .iter()
+            .scan(0usize, |at, p| {
+                let off = *at;
+                *at += p.len().div_ceil(256) * 256;
+                Some(off)
+            })
+            .collect();
+        let total = offsets.last().map_or(0, |&o| o) + parts.last().map_or(0, |p| p.len());
+        let slot = self.staging.acquire(&self.ctx, total)?;
+        self.staged = Some(slot);
+        let (host, dev) = self.staging.addr(slot);
+        Ok(parts
+            .iter()
+            .zip(offsets)
+            .map(|(p, off)| {
+                // SAFETY: the slot holds `total` bytes and no queued work reads it.
+                unsafe { std::ptr::copy_nonoverlapping(p.as_ptr(), host.add(off), p.len()) };
+                (host.wrapping_add(off) as *const u8, dev + off as u64)
+            })
+            .collect())
+    }
+
+    /// Stages a block list and enqueues its copy to the device; the device address.
+    fn stage_list(&mut self, list: &[u8]) -> Result<sys::CUdeviceptr> {
+        let (host, _) = self.stage(&[list])?[0];
+        self.list.fill_from_pinned(&self.stream, host, list.len())
     }
 
     /// Enqueues a grouped swap: per group, one launch (or its memcpy run) over the group's
@@ -673,7 +586,7 @@ impl CudaBackend {
         let pairs_ptr = match path {
             CopyPath::Kernel => {
                 let pairs: Vec<[u32; 2]> = moves.iter().map(|m| [m.gpu_block, m.host_block]).collect();
-                self.pairs.upload(&self.stream, as_bytes(&pairs))?
+                self.stage_list(as_bytes(&pairs))?
             }
             CopyPath::Memcpy => 0,
         };
@@ -683,12 +596,11 @@ impl CudaBackend {
             let segs = groups.segments(g);
             match path {
                 CopyPath::Kernel => {
-                    let KernelState::Loaded(k) = &self.kernels else { unreachable!("path_for checked") };
-                    let f = match direction {
-                        Direction::GpuToHost => &k.gather,
-                        Direction::HostToGpu => &k.scatter,
+                    let kernel = match direction {
+                        Direction::GpuToHost => params::SwapKernel::Gather,
+                        Direction::HostToGpu => params::SwapKernel::Scatter,
                     };
-                    self.launch_units(f, units, pairs_ptr, moves.len(), &[self.host.dev, bb])?;
+                    self.launch_units(kernel, units, pairs_ptr, moves.len(), &[self.host.dev, bb])?;
                 }
                 CopyPath::Memcpy => self.memcpy_moves(direction, moves, segs)?,
             }
@@ -733,13 +645,12 @@ impl CudaBackend {
         match self.path_for(moves.len()) {
             CopyPath::Kernel => {
                 let pairs: Vec<[u32; 2]> = moves.iter().map(|m| [m.gpu_block, m.host_block]).collect();
-                let pairs_ptr = self.pairs.upload(&self.stream, as_bytes(&pairs))?;
-                let KernelState::Loaded(k) = &self.kernels else { unreachable!("path_for checked") };
-                let f = match direction {
-                    Direction::GpuToHost => &k.gather,
-                    Direction::HostToGpu => &k.scatter,
+                let pairs_ptr = self.stage_list(as_bytes(&pairs))?;
+                let kernel = match direction {
+                    Direction::GpuToHost => params::SwapKernel::Gather,
+                    Direction::HostToGpu => params::SwapKernel::Scatter,
                 };
-                self.launch_over(f, pairs_ptr, moves.len(), &[self.host.dev, bb])
+                self.launch_over(kernel, pairs_ptr, moves.len(), &[self.host.dev, bb])
             }
             CopyPath::Memcpy => self.memcpy_moves(direction, moves, 0..self.layout.segments().len()),
         }
@@ -750,12 +661,19 @@ impl CudaBackend {
             return Ok(());
         }
         let bb = self.layout.block_bytes();
-        let flat = self.staging.upload(&self.stream, bytes)?;
+        // The kernel (or the copies) read the adapter bytes straight from pinned memory.
+        let staged = self.stage(&[bytes, as_bytes(blocks)])?;
+        let flat = staged[0].1;
         match self.path_for(blocks.len()) {
             CopyPath::Kernel => {
-                let blocks_ptr = self.pairs.upload(&self.stream, as_bytes(blocks))?;
-                let KernelState::Loaded(k) = &self.kernels else { unreachable!("path_for checked") };
-                self.launch_over(&k.upload, blocks_ptr, blocks.len(), &[flat, bb, bytes.len() as u64])
+                let blocks_ptr =
+                    self.list.fill_from_pinned(&self.stream, staged[1].0, std::mem::size_of_val(blocks))?;
+                self.launch_over(
+                    params::SwapKernel::Upload,
+                    blocks_ptr,
+                    blocks.len(),
+                    &[flat, bb, bytes.len() as u64],
+                )
             }
             CopyPath::Memcpy => {
                 let len = bytes.len() as u64;
@@ -781,9 +699,8 @@ impl CudaBackend {
         match self.path_for(pairs.len()) {
             CopyPath::Kernel => {
                 let flat: Vec<[u32; 2]> = pairs.iter().map(|&(a, b)| [a, b]).collect();
-                let pairs_ptr = self.pairs.upload(&self.stream, as_bytes(&flat))?;
-                let KernelState::Loaded(k) = &self.kernels else { unreachable!("path_for checked") };
-                self.launch_over(&k.copy_blocks, pairs_ptr, pairs.len(), &[])
+                let pairs_ptr = self.stage_list(as_bytes(&flat))?;
+                self.launch_over(params::SwapKernel::CopyBlocks, pairs_ptr, pairs.len(), &[])
             }
             CopyPath::Memcpy => {
                 for &(src, dst) in pairs {
@@ -813,7 +730,13 @@ fn open_device(ordinal: usize) -> Result<Arc<CudaContext>> {
     if ordinal >= n {
         return Err(Error::invalid(format!("CUDA device {ordinal} does not exist ({n} present)")));
     }
-    CudaContext::new(ordinal).map_err(|e| dev_err(&format!("opening CUDA device {ordinal}"), e))
+    let ctx = CudaContext::new(ordinal).map_err(|e| dev_err(&format!("opening CUDA device {ordinal}"), e))?;
+    // cudarc's event tracking orders its own CudaSlice uses across streams, which libra does not
+    // use; left on, creating the first stream calls cuCtxSynchronize, which waits for all of
+    // the engine's work in the primary context.
+    // SAFETY: libra allocates through the driver directly and orders its work with events.
+    unsafe { ctx.disable_event_tracking() };
+    Ok(ctx)
 }
 
 fn upload_sync(ctx: &Arc<CudaContext>, stream: &CudaStream, bytes: &[u8]) -> Result<DeviceBuf> {
@@ -853,8 +776,10 @@ impl Backend for CudaBackend {
     fn submit_moves(&mut self, direction: Direction, moves: &[BlockMove]) -> Result<BatchId> {
         self.check_moves(moves)?;
         let _keep = self.enter()?;
-        self.enqueue_moves(direction, moves)?;
-        self.finish_batch()
+        self.submit(|b| {
+            b.enqueue_moves(direction, moves)?;
+            b.finish_batch()
+        })
     }
     fn submit_moves_grouped(
         &mut self,
@@ -865,8 +790,10 @@ impl Backend for CudaBackend {
         self.check_moves(moves)?;
         self.check_groups(groups)?;
         let _keep = self.enter()?;
-        let events = self.enqueue_grouped(direction, moves, groups)?;
-        Ok(self.register(events))
+        self.submit(|b| {
+            let events = b.enqueue_grouped(direction, moves, groups)?;
+            Ok(b.register(events))
+        })
     }
     fn groups_done(&mut self, batch: BatchId, groups: u32) -> u32 {
         let Some(events) = self.batches.get(&batch) else { return 0 };
@@ -882,21 +809,26 @@ impl Backend for CudaBackend {
     fn submit_upload(&mut self, bytes: &[u8], blocks: &[u32]) -> Result<BatchId> {
         self.check_upload(bytes, blocks)?;
         let _keep = self.enter()?;
-        self.enqueue_upload(bytes, blocks)?;
-        self.finish_batch()
+        self.submit(|b| {
+            b.enqueue_upload(bytes, blocks)?;
+            b.finish_batch()
+        })
     }
     fn submit_device_copies(&mut self, pairs: &[(u32, u32)]) -> Result<BatchId> {
         self.check_device_copies(pairs)?;
         let _keep = self.enter()?;
-        self.enqueue_device_copies(pairs)?;
-        self.finish_batch()
+        self.submit(|b| {
+            b.enqueue_device_copies(pairs)?;
+            b.finish_batch()
+        })
     }
     fn poll(&mut self, batch: BatchId) -> BatchState {
         let Some(event) = self.batches.get(&batch).and_then(|e| e.last()) else {
             return BatchState::Failed(format!("unknown batch {batch}"));
         };
-        let Ok(_keep) = self.enter() else {
-            return BatchState::Failed("cuCtxSetCurrent failed".into());
+        let _keep = match self.enter() {
+            Ok(k) => k,
+            Err(e) => return BatchState::Failed(e.message),
         };
         match event.try_is_complete() {
             Ok(true) => BatchState::Done,
@@ -935,7 +867,7 @@ impl Backend for CudaBackend {
     }
     fn waiter(&self, batch: BatchId) -> Option<Box<dyn BatchWaiter>> {
         let event = self.batches.get(&batch)?.last()?.clone();
-        Some(Box::new(EventWaiter { ctx: self.ctx.clone(), event }))
+        Some(Box::new(EventWaiter { held: Some((self.ctx.clone(), event)) }))
     }
     fn read_gpu_block(&mut self, block: u32, out: &mut [u8]) -> Result<()> {
         self.check_gpu_block(block)?;

@@ -168,9 +168,10 @@ pub trait Backend: Send {
         self.submit_moves(direction, moves)
     }
     /// How many leading groups of `batch` (submitted with `groups` groups) have completed: their
-    /// segments of every destination block hold the source bytes. Non-blocking. A batch that
-    /// fails stops counting at the group that failed; `poll` gives the verdict. The default
-    /// reports all or nothing from `poll`.
+    /// segments of every destination block hold the source bytes. Non-blocking, never more
+    /// than `groups`, and it never goes back while the batch has not failed. Once a batch has
+    /// failed the count promises nothing: `poll` gives the verdict, and no group of a failed
+    /// batch may be trusted. The default reports all or nothing from `poll`.
     fn groups_done(&mut self, batch: BatchId, groups: u32) -> u32 {
         if self.poll(batch) == BatchState::Done {
             groups

@@ -110,13 +110,26 @@ fn options_for(arch: (i32, i32), output: Output) -> Vec<String> {
 
 /// Compiles `source` for `arch` (compute capability). An error carries NVRTC's log.
 pub fn compile(source: &str, name: &str, arch: (i32, i32), output: Output) -> Result<Compiled> {
+    compile_with(source, name, arch, output, &[])
+}
+
+/// [`compile`] with `extra` options after the usual ones (e.g. `--ptxas-options=-v`, whose
+/// report of registers and spills lands in the log).
+pub fn compile_with(
+    source: &str,
+    name: &str,
+    arch: (i32, i32),
+    output: Output,
+    extra: &[&str],
+) -> Result<Compiled> {
     if !nvrtc_present() {
         return Err(Error::device(nvrtc_missing_reason()));
     }
     let src = CString::new(source).map_err(|_| Error::invalid("kernel source contains a NUL byte"))?;
     let cname = CString::new(name).map_err(|_| Error::invalid("kernel name contains a NUL byte"))?;
     let prog = nvrtc_result::create_program(&src, Some(&cname)).map_err(|e| nvrtc_err("create", e))?;
-    let opts = options_for(arch, output);
+    let mut opts = options_for(arch, output);
+    opts.extend(extra.iter().map(|s| s.to_string()));
     // SAFETY: `prog` is live until destroy_program below; the buffers match NVRTC's sizes.
     unsafe {
         let compiled = nvrtc_result::compile_program(prog, &opts);
@@ -154,29 +167,51 @@ pub fn compile(source: &str, name: &str, arch: (i32, i32), output: Output) -> Re
 /// File name of the cached cubin for `arch`: the hash covers the source and the options, so a
 /// changed kernel never picks up a stale file.
 pub fn cache_file_name(arch: (i32, i32)) -> String {
+    image_file_name(arch, Output::Cubin)
+}
+
+/// File name of a cached image: cubin for `sm_XY` or PTX for `compute_XY`.
+pub fn image_file_name(arch: (i32, i32), output: Output) -> String {
     let mut h = siphasher::sip::SipHasher13::new_with_keys(0x6c69627261, 0x73776170);
     h.write(SWAP_SOURCE.as_bytes());
-    for o in options_for(arch, Output::Cubin) {
+    for o in options_for(arch, output) {
         h.write(o.as_bytes());
         h.write_u8(0);
     }
-    format!("libra_swap_sm{}{}_{:016x}.cubin", arch.0, arch.1, h.finish())
+    match output {
+        Output::Cubin => format!("libra_swap_sm{}{}_{:016x}.cubin", arch.0, arch.1, h.finish()),
+        Output::Ptx => format!("libra_swap_compute{}{}_{:016x}.ptx", arch.0, arch.1, h.finish()),
+    }
+}
+
+type Cache = Mutex<HashMap<((i32, i32), Output), Arc<Vec<u8>>>>;
+
+fn memory_cache() -> &'static Cache {
+    static MEMORY: OnceLock<Cache> = OnceLock::new();
+    MEMORY.get_or_init(Default::default)
 }
 
 /// The swap kernels as a cubin for `arch`: from the process cache, else from `cache_dir`, else
 /// compiled by NVRTC (and then written to `cache_dir` when given).
 pub fn swap_cubin(arch: (i32, i32), cache_dir: Option<&Path>) -> Result<Arc<Vec<u8>>> {
-    type Cache = Mutex<HashMap<(i32, i32), Arc<Vec<u8>>>>;
-    static MEMORY: OnceLock<Cache> = OnceLock::new();
-    let memory = MEMORY.get_or_init(Default::default);
-    if let Some(c) = memory.lock().unwrap_or_else(|p| p.into_inner()).get(&arch) {
+    swap_image(arch, Output::Cubin, cache_dir)
+}
+
+/// The swap kernels as a cubin or as PTX (NUL-terminated, ready for `cuModuleLoadData`), found
+/// or built as [`swap_cubin`] says.
+pub fn swap_image(arch: (i32, i32), output: Output, cache_dir: Option<&Path>) -> Result<Arc<Vec<u8>>> {
+    let memory = memory_cache();
+    if let Some(c) = memory.lock().unwrap_or_else(|p| p.into_inner()).get(&(arch, output)) {
         return Ok(c.clone());
     }
-    let file = cache_dir.map(|d| d.join(cache_file_name(arch)));
-    let cubin = match file.as_ref().and_then(|f| std::fs::read(f).ok()).filter(|b| !b.is_empty()) {
+    let file = cache_dir.map(|d| d.join(image_file_name(arch, output)));
+    let image = match file.as_ref().and_then(|f| std::fs::read(f).ok()).filter(|b| !b.is_empty()) {
         Some(bytes) => bytes,
         None => {
-            let c = compile(SWAP_SOURCE, "swap.cu", arch, Output::Cubin)?;
+            let mut c = compile(SWAP_SOURCE, "swap.cu", arch, output)?;
+            if output == Output::Ptx {
+                c.image.push(0);
+            }
             if let (Some(dir), Some(f)) = (cache_dir, file.as_ref()) {
                 // The cache is an optimisation: failing to write it is not an error.
                 let _ = std::fs::create_dir_all(dir).and_then(|()| {
@@ -187,7 +222,49 @@ pub fn swap_cubin(arch: (i32, i32), cache_dir: Option<&Path>) -> Result<Arc<Vec<
             c.image
         }
     };
-    let cubin = Arc::new(cubin);
-    memory.lock().unwrap_or_else(|p| p.into_inner()).insert(arch, cubin.clone());
-    Ok(cubin)
+    let image = Arc::new(image);
+    memory.lock().unwrap_or_else(|p| p.into_inner()).insert((arch, output), image.clone());
+    Ok(image)
+}
+
+/// Drops a cached image (in memory and in `cache_dir`), e.g. one the driver refused to load,
+/// so the next [`swap_image`] compiles it afresh.
+pub fn forget(arch: (i32, i32), output: Output, cache_dir: Option<&Path>) {
+    memory_cache().lock().unwrap_or_else(|p| p.into_inner()).remove(&(arch, output));
+    if let Some(d) = cache_dir {
+        let _ = std::fs::remove_file(d.join(image_file_name(arch, output)));
+    }
+}
+
+/// The architectures this NVRTC compiles for, oldest first (None without NVRTC).
+pub fn supported_archs() -> Option<Vec<(i32, i32)>> {
+    if !nvrtc_present() {
+        return None;
+    }
+    let mut n = 0;
+    // SAFETY: NVRTC is loaded; the buffer has the size NVRTC reported.
+    unsafe {
+        nvrtc_sys::nvrtcGetNumSupportedArchs(&mut n).result().ok()?;
+        let mut v = vec![0i32; n.max(0) as usize];
+        nvrtc_sys::nvrtcGetSupportedArchs(v.as_mut_ptr()).result().ok()?;
+        Some(v.into_iter().map(|a| (a / 10, a % 10)).collect())
+    }
+}
+
+/// Architectures `gpu_check.sh --prepare` builds cubins for (Ampere, Ada, Hopper, Blackwell).
+pub const PREBUILT_ARCHS: &[(i32, i32)] = &[(8, 0), (8, 6), (8, 9), (9, 0), (10, 0), (12, 0)];
+
+/// Architectures of the PTX `gpu_check.sh --prepare` builds, newest first: PTX for one of them
+/// runs (through the driver's JIT) on any device at least as new.
+pub const PTX_ARCHS: &[(i32, i32)] = &[(12, 0), (10, 0), (9, 0), (8, 0)];
+
+/// The newest virtual architecture no newer than `device` whose PTX is cached in `cache_dir`
+/// or that NVRTC can compile; what a device runs when no cubin for it can be had.
+pub fn ptx_arch_for(device: (i32, i32), cache_dir: Option<&Path>) -> Option<(i32, i32)> {
+    let cached = PTX_ARCHS
+        .iter()
+        .copied()
+        .filter(|&a| a <= device)
+        .find(|&a| cache_dir.is_some_and(|d| d.join(image_file_name(a, Output::Ptx)).is_file()));
+    cached.or_else(|| supported_archs()?.into_iter().filter(|&a| a <= device).max())
 }
