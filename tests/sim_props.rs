@@ -3,30 +3,12 @@
 //! gain, more load never lowers TTFT, a seed fixes the output bytes, and the simulator runs
 //! far faster than the time it simulates.
 use libra::sim::report;
-use libra::sim::{self, EngineConfig, Hardware, RunResult, SimPolicy, Source, WorkloadSpec};
+use libra::sim::{self, RunResult, SimPolicy};
 use libra::PolicyKind;
 use std::time::Instant;
 
-fn spec(rate: f64, duration_s: f64, seed: u64) -> WorkloadSpec {
-    let source = Source::Poisson { rate, duration_s, prompt_mean: 600.0, output_mean: 60.0 };
-    let mut s = WorkloadSpec::preset("chatbot", source, seed).unwrap();
-    s.rate_mult = 1.0;
-    s.adapters = 8;
-    s.min_gap_s = 2.0;
-    s
-}
-
-fn engine(gpu_blocks: u32, host_blocks: u32) -> EngineConfig {
-    let mut ec = EngineConfig::new(Hardware::preset("llama3-8b-h800").unwrap());
-    ec.gpu_blocks = Some(gpu_blocks);
-    ec.host_blocks = Some(host_blocks);
-    ec
-}
-
-fn run(spec: &WorkloadSpec, ec: &EngineConfig, p: SimPolicy) -> RunResult {
-    let wl = sim::generate(spec);
-    sim::run(&wl, spec, ec, p, &mut |_| {}).unwrap()
-}
+mod sim_common;
+use sim_common::{engine, run, spec};
 
 const EVICTION_POLICIES: [SimPolicy; 4] = [
     SimPolicy::Lib(PolicyKind::Vllm),

@@ -1,5 +1,7 @@
-//! The workload generator: which conversation a follow-up continues.
-use libra::sim::{self, FollowupPick, Source, Workload, WorkloadSpec};
+//! The workload generator: which conversation a follow-up continues, and the built-in arrivals
+//! and lengths against the trace they are calibrated to.
+use libra::sim::rng::Rng;
+use libra::sim::{self, synth, FollowupPick, Source, TraceRow, Workload, WorkloadSpec};
 use std::sync::Arc;
 
 /// FNV-1a over every generated field: any change to the stream of requests changes it.
@@ -31,10 +33,25 @@ fn fingerprint(wl: &Workload) -> u64 {
     h
 }
 
-fn trace_spec(name: &str) -> WorkloadSpec {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/data/traces/azure_llm_2023_conv.csv");
-    let rows = Arc::new(sim::parse_azure_csv(&std::fs::read_to_string(path).unwrap()).unwrap());
-    let source = Source::Trace { rows, label: "azure".into(), start_s: 0.0, duration_s: 900.0 };
+/// The public trace in the shared data folder beside the checkout; it is never committed.
+const TRACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/traces/azure_llm_2023_conv.csv");
+
+/// The trace's rows, or `None` (with the reason printed) when it is not there.
+fn trace_rows() -> Option<Arc<Vec<TraceRow>>> {
+    match std::fs::read_to_string(TRACE) {
+        Ok(text) => Some(Arc::new(sim::parse_azure_csv(&text).expect("the trace parses"))),
+        Err(e) => {
+            println!(
+                "skipped: {TRACE}: {e} (download AzureLLMInferenceTrace_conv.csv from \
+                 https://github.com/Azure/AzurePublicDataset to run this test)"
+            );
+            None
+        }
+    }
+}
+
+fn trace_spec(name: &str, rows: &Arc<Vec<TraceRow>>) -> WorkloadSpec {
+    let source = Source::Trace { rows: rows.clone(), label: "azure".into(), start_s: 0.0, duration_s: 900.0 };
     WorkloadSpec::preset(name, source, 1).unwrap()
 }
 
@@ -48,6 +65,7 @@ fn poisson_spec(rate: f64, duration_s: f64, seed: u64) -> WorkloadSpec {
 
 #[test]
 fn uniform_pick_reproduces_the_earlier_generator() {
+    let Some(rows) = trace_rows() else { return };
     // Fingerprints of the generator before think times existed, same specs and seeds.
     let expect = [
         ("chatbot", 0x5e5b_3241_c836_45ab_u64),
@@ -56,7 +74,7 @@ fn uniform_pick_reproduces_the_earlier_generator() {
         ("many-adapters", 0xd989_35a9_9c87_498c),
     ];
     for (name, fp) in expect {
-        let mut s = trace_spec(name);
+        let mut s = trace_spec(name, &rows);
         s.followup_pick = FollowupPick::Uniform;
         assert_eq!(fingerprint(&sim::generate(&s)), fp, "{name}");
     }
@@ -68,7 +86,7 @@ fn uniform_pick_reproduces_the_earlier_generator() {
 
 #[test]
 fn think_time_is_the_default_and_deterministic() {
-    let s = trace_spec("chatbot");
+    let s = WorkloadSpec::preset("chatbot", Source::Synthetic { duration_s: 900.0 }, 1).unwrap();
     assert_eq!(s.followup_pick, FollowupPick::ThinkTime);
     assert_eq!(fingerprint(&sim::generate(&s)), fingerprint(&sim::generate(&s)));
     let mut t = s.clone();
@@ -127,4 +145,87 @@ fn long_idle_conversations_rarely_continue() {
     // Log-normal, sigma 1: P(think > 5 x mean) = 1 - Phi(ln 5 + 0.5) = 3.5%.
     assert!(think < 0.05, "think-time: {:.1}% of follow-ups after 100 s", 100.0 * think);
     assert!(uniform > 0.3, "uniform: {:.1}% of follow-ups after 100 s", 100.0 * uniform);
+}
+
+/// Mean, median, P90, and the inter-arrival coefficient of variation.
+struct Stats {
+    rate: f64,
+    prompt: (f64, f64, f64),
+    output: (f64, f64, f64),
+    interarrival_cv: f64,
+}
+
+fn stats(rows: &[TraceRow]) -> Stats {
+    let summary = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        (mean, v[v.len() / 2], v[(v.len() as f64 * 0.9) as usize])
+    };
+    let gaps: Vec<f64> = rows.windows(2).map(|w| w[1].t_s - w[0].t_s).collect();
+    let gm = gaps.iter().sum::<f64>() / gaps.len() as f64;
+    let gsd = (gaps.iter().map(|g| (g - gm) * (g - gm)).sum::<f64>() / gaps.len() as f64).sqrt();
+    Stats {
+        rate: rows.len() as f64 / rows.last().unwrap().t_s,
+        prompt: summary(rows.iter().map(|r| r.prompt as f64).collect()),
+        output: summary(rows.iter().map(|r| r.output as f64).collect()),
+        interarrival_cv: gsd / gm,
+    }
+}
+
+fn close(what: &str, got: f64, want: f64, tol: f64) {
+    assert!((got / want - 1.0).abs() <= tol, "{what}: {got:.3} vs {want:.3} (tolerance {tol})");
+}
+
+#[test]
+fn built_in_generator_has_the_stated_statistics() {
+    // An hour of the generator, as long as the trace, against the figures in `synth`'s header.
+    let rows = synth::rows(&mut Rng::new(1), 3600.0);
+    let s = stats(&rows);
+    println!(
+        "built-in: {:.2} req/s, prompt mean/P50/P90 {:.0}/{:.0}/{:.0}, output {:.0}/{:.0}/{:.0}, \
+         inter-arrival CV {:.2}",
+        s.rate, s.prompt.0, s.prompt.1, s.prompt.2, s.output.0, s.output.1, s.output.2, s.interarrival_cv
+    );
+    close("rate", s.rate, 5.53, 0.12);
+    close("prompt mean", s.prompt.0, 1155.0, 0.05);
+    close("prompt median", s.prompt.1, 1020.0, 0.03);
+    close("prompt P90", s.prompt.2, 2734.0, 0.05);
+    close("output mean", s.output.0, 211.0, 0.05);
+    close("output median", s.output.1, 129.0, 0.05);
+    close("output P90", s.output.2, 424.0, 0.05);
+    // Poisson within a minute, a slowly varying rate across minutes: a little over 1.
+    assert!(s.interarrival_cv > 1.0 && s.interarrival_cv < 1.2, "CV {:.3}", s.interarrival_cv);
+    // Deterministic in the seed.
+    assert_eq!(rows, synth::rows(&mut Rng::new(1), 3600.0));
+}
+
+#[test]
+fn built_in_generator_matches_the_trace() {
+    let Some(trace) = trace_rows() else { return };
+    let t = stats(&trace);
+    let s = stats(&synth::rows(&mut Rng::new(1), t.rate.recip() * trace.len() as f64));
+    println!(
+        "trace: {:.2} req/s, prompt {:.0}/{:.0}/{:.0}, output {:.0}/{:.0}/{:.0}, CV {:.2}",
+        t.rate, t.prompt.0, t.prompt.1, t.prompt.2, t.output.0, t.output.1, t.output.2, t.interarrival_cv
+    );
+    close("rate", s.rate, t.rate, 0.12);
+    close("prompt mean", s.prompt.0, t.prompt.0, 0.05);
+    close("prompt median", s.prompt.1, t.prompt.1, 0.03);
+    close("prompt P90", s.prompt.2, t.prompt.2, 0.05);
+    close("output mean", s.output.0, t.output.0, 0.05);
+    close("output median", s.output.1, t.output.1, 0.05);
+    close("output P90", s.output.2, t.output.2, 0.05);
+    close("inter-arrival CV", s.interarrival_cv, t.interarrival_cv, 0.1);
+    // The scenario's workload built on either source has the same shape of conversations.
+    let spec = |source| WorkloadSpec::preset("chatbot", source, 1).unwrap();
+    let real = sim::generate(&spec(Source::Trace {
+        rows: trace.clone(),
+        label: "azure".into(),
+        start_s: 0.0,
+        duration_s: 900.0,
+    }));
+    let built = sim::generate(&spec(Source::Synthetic { duration_s: 900.0 }));
+    let share =
+        |w: &Workload| w.requests.iter().filter(|r| r.turn > 0).count() as f64 / w.requests.len() as f64;
+    assert!((share(&real) - share(&built)).abs() < 0.05, "{} vs {}", share(&real), share(&built));
 }

@@ -399,7 +399,7 @@ impl CacheCore {
     }
 
     pub(crate) fn adapter_block_limit(&self) -> u32 {
-        if self.cfg.policy == PolicyKind::Vllm {
+        if self.cfg.policy.split_regions() {
             ((self.gpu.capacity() as f64 * self.cfg.vllm_adapter_fraction).floor() as u32).max(1)
         } else {
             self.gpu.capacity()
@@ -407,7 +407,7 @@ impl CacheCore {
     }
 
     pub(crate) fn kv_block_limit(&self) -> u32 {
-        if self.cfg.policy == PolicyKind::Vllm {
+        if self.cfg.policy.split_regions() {
             self.gpu.capacity() - self.adapter_block_limit()
         } else {
             self.gpu.capacity()

@@ -13,6 +13,10 @@ pub enum PolicyKind {
     /// vLLM: adapters and KV in separate, statically sized regions, each with its own LRU, no
     /// coupling (an evicted adapter's KV stays and is wasted), no host tier for KV.
     Vllm,
+    /// vLLM v1 with its CPU offloading connector: vLLM's static split and uncoupled adapter
+    /// slots, and KV evicted from the GPU region stored in an LRU host tier and loaded back on
+    /// a prefix hit.
+    VllmOffload,
     /// S-LoRA: one unified pool, adapters loaded on demand, finished requests' KV not kept.
     Slora,
     /// The same tree ranked by last use (with chain-aware plans and write-through it measured
@@ -28,6 +32,7 @@ impl PolicyKind {
             PolicyKind::Elora => "elora",
             PolicyKind::Lru => "lru",
             PolicyKind::Vllm => "vllm",
+            PolicyKind::VllmOffload => "vllm-offload",
             PolicyKind::Slora => "slora",
             PolicyKind::Libra => "libra",
         }
@@ -37,17 +42,28 @@ impl PolicyKind {
             "elora" => PolicyKind::Elora,
             "lru" => PolicyKind::Lru,
             "vllm" => PolicyKind::Vllm,
+            "vllm-offload" => PolicyKind::VllmOffload,
             "slora" => PolicyKind::Slora,
             "libra" => PolicyKind::Libra,
             _ => return None,
         })
     }
-    pub const ALL: [PolicyKind; 5] =
-        [PolicyKind::Vllm, PolicyKind::Slora, PolicyKind::Lru, PolicyKind::Elora, PolicyKind::Libra];
+    pub const ALL: [PolicyKind; 6] = [
+        PolicyKind::Vllm,
+        PolicyKind::VllmOffload,
+        PolicyKind::Slora,
+        PolicyKind::Lru,
+        PolicyKind::Elora,
+        PolicyKind::Libra,
+    ];
 
     /// Whether KV blocks move to the host tier instead of being dropped.
     pub fn uses_host_tier(self) -> bool {
-        matches!(self, PolicyKind::Elora | PolicyKind::Lru | PolicyKind::Libra)
+        matches!(self, PolicyKind::Elora | PolicyKind::Lru | PolicyKind::Libra | PolicyKind::VllmOffload)
+    }
+    /// Whether adapters and KV live in separate, statically sized GPU regions (vLLM).
+    pub fn split_regions(self) -> bool {
+        matches!(self, PolicyKind::Vllm | PolicyKind::VllmOffload)
     }
     /// Whether finished requests' KV stays cached for reuse.
     pub fn keeps_finished_kv(self) -> bool {
@@ -55,7 +71,7 @@ impl PolicyKind {
     }
     /// Whether adapters may leave while their KV stays (vLLM's uncoupled pools).
     pub fn uncoupled(self) -> bool {
-        self == PolicyKind::Vllm
+        self.split_regions()
     }
     /// Whether the host tier is kept full and pruned only when a swap-out needs the room,
     /// instead of being pruned from a high to a low watermark.
@@ -96,7 +112,9 @@ pub fn retention_value(
     ctx: &RankContext,
 ) -> f64 {
     match policy {
-        PolicyKind::Lru | PolicyKind::Vllm | PolicyKind::Slora | PolicyKind::Libra => node.last_use as f64,
+        PolicyKind::Lru | PolicyKind::Vllm | PolicyKind::VllmOffload | PolicyKind::Slora | PolicyKind::Libra => {
+            node.last_use as f64
+        }
         PolicyKind::Elora => {
             let is_adapter = node.kind == Kind::Adapter;
             let now_lora = match (is_adapter, leaving) {

@@ -6,7 +6,9 @@
 use super::core::{CacheCore, Flight};
 use super::events::EventKind;
 use super::plan::Tier;
-use super::policy::{retention_value, PolicyKind};
+use super::policy::retention_value;
+#[cfg(test)]
+use super::policy::PolicyKind;
 use super::tree::{Kind, Residency, NONE};
 use crate::backend::{Backend, BatchId, BatchState, BlockMove, Direction};
 use crate::error::{Error, Result};
@@ -35,8 +37,8 @@ impl CacheCore {
         adapter_need: u32,
         now: u64,
     ) -> Result<()> {
-        if self.cfg.policy == PolicyKind::Vllm {
-            return self.make_room_split(need, adapter_need, now);
+        if self.cfg.policy.split_regions() {
+            return self.make_room_split(io, need, adapter_need, now);
         }
         let mut rounds = 0;
         while (self.gpu.free_count() as usize) < need {
@@ -95,24 +97,35 @@ impl CacheCore {
                     self.drop_subtree(v);
                 }
             }
-            if !outgoing.is_empty() {
-                let batch = self.swap_out(io, &outgoing)?;
-                let state = io.wait(batch, self.cfg.swap_wait_us);
-                if state == BatchState::Pending {
-                    return Err(Error::busy(
-                        "swap-outs that would free GPU blocks are still in flight; retry after they complete",
-                    ));
-                }
-                self.poll_inflight(io);
-            }
+            self.swap_out_and_wait(io, &outgoing)?;
         }
+        Ok(())
+    }
+
+    /// Copies `nodes` to the host and waits (up to `swap_wait_us`) for their GPU blocks.
+    fn swap_out_and_wait(&mut self, io: &mut dyn Backend, nodes: &[u32]) -> Result<()> {
+        if nodes.is_empty() {
+            return Ok(());
+        }
+        let batch = self.swap_out(io, nodes)?;
+        if io.wait(batch, self.cfg.swap_wait_us) == BatchState::Pending {
+            return Err(Error::busy(
+                "swap-outs that would free GPU blocks are still in flight; retry after they complete",
+            ));
+        }
+        self.poll_inflight(io);
         Ok(())
     }
 
     /// vLLM's static split: adapters and KV each evict by LRU inside their own region, and an
     /// adapter leaves without regard to the KV computed under it.
-    fn make_room_split(&mut self, need: usize, adapter_need: u32, now: u64) -> Result<()> {
-        let _ = now;
+    fn make_room_split(
+        &mut self,
+        io: &mut dyn Backend,
+        need: usize,
+        adapter_need: u32,
+        now: u64,
+    ) -> Result<()> {
         let kv_need = need - adapter_need as usize;
         while self.adapter_gpu_blocks + adapter_need > self.adapter_block_limit() {
             let victim = self
@@ -130,11 +143,47 @@ impl CacheCore {
                 None => return Err(Error::out_of_memory("the adapter region is full of adapters in use")),
             }
         }
-        let kv_used = self.gpu.used_count() - self.adapter_gpu_blocks;
-        let mut over = (kv_used as usize + kv_need).saturating_sub(self.kv_block_limit() as usize);
+        let kv_over = |c: &Self| {
+            let kv_used = c.gpu.used_count() - c.adapter_gpu_blocks;
+            (kv_used as usize + kv_need).saturating_sub(c.kv_block_limit() as usize)
+        };
+        // The offloading connector stores the KV region's LRU victims in its host tier.
+        let mut rounds = 0;
+        while self.cfg.policy.uses_host_tier() && self.host_copy_pays() && kv_over(self) > 0 && rounds < 64 {
+            rounds += 1;
+            let over = kv_over(self);
+            let victims: Vec<u32> =
+                self.tree.gpu_leaves().iter().filter(|c| !c.adapter).take(over).map(|c| c.id).collect();
+            if victims.is_empty() {
+                if self.inflight.is_empty() {
+                    break;
+                }
+                self.wait_all(io);
+                continue;
+            }
+            self.prepare_host_room(victims.len(), now);
+            let mut outgoing = Vec::new();
+            for v in victims {
+                if self.host_slot_available(outgoing.len(), now) {
+                    outgoing.push(v);
+                } else if self.tree.node(v).children == 0 {
+                    self.delete_node(v, EventKind::Removed);
+                    self.stats.dropped_blocks += 1;
+                } else {
+                    self.drop_subtree(v);
+                }
+            }
+            self.swap_out_and_wait(io, &outgoing)?;
+        }
+        let mut over = kv_over(self);
         while over > 0 {
             let victim = self.tree.gpu_leaves().iter().find(|c| !c.adapter).copied();
             match victim {
+                Some(c) if self.tree.node(c.id).children > 0 => {
+                    // Offloaded KV below it goes with it.
+                    self.drop_subtree(c.id);
+                    over -= 1;
+                }
                 Some(c) => {
                     self.delete_node(c.id, EventKind::Removed);
                     self.stats.dropped_blocks += 1;

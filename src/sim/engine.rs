@@ -4,52 +4,15 @@
 //! simulated host link finishes them.
 use super::hw::{Hardware, StepLoad};
 use super::layerwise;
+use super::peers;
+pub use super::peers::SimPolicy;
 use super::workload::{Workload, WorkloadSpec};
 use crate::backend::{
     Backend, BatchId, BatchState, BlockMove, Direction, Segment, SegmentGroups, TierLayout,
 };
-use crate::cache::{CacheConfig, CacheCore, NextUse, PolicyKind, Readiness, RetentionHint};
+use crate::cache::{CacheConfig, CacheCore, NextUse, Readiness, RetentionHint};
 use crate::error::Result as LibResult;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-
-/// A policy under test: one of the library's, or the clairvoyant bound.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SimPolicy {
-    Lib(PolicyKind),
-    Oracle,
-}
-
-impl SimPolicy {
-    pub fn name(self) -> &'static str {
-        match self {
-            SimPolicy::Lib(k) => k.name(),
-            SimPolicy::Oracle => "oracle",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Self> {
-        if s == "oracle" {
-            Some(SimPolicy::Oracle)
-        } else {
-            PolicyKind::parse(s).map(SimPolicy::Lib)
-        }
-    }
-    pub const ALL: [SimPolicy; 6] = [
-        SimPolicy::Lib(PolicyKind::Vllm),
-        SimPolicy::Lib(PolicyKind::Slora),
-        SimPolicy::Lib(PolicyKind::Lru),
-        SimPolicy::Lib(PolicyKind::Elora),
-        SimPolicy::Lib(PolicyKind::Libra),
-        SimPolicy::Oracle,
-    ];
-    /// The library policy that runs underneath (the oracle places blocks itself on top of the
-    /// tiers of `lru`).
-    fn kind(self) -> PolicyKind {
-        match self {
-            SimPolicy::Lib(k) => k,
-            SimPolicy::Oracle => PolicyKind::Lru,
-        }
-    }
-}
 
 /// Engine knobs.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,6 +28,11 @@ pub struct EngineConfig {
     /// Overrides of the pool sizes derived from the hardware (tests).
     pub gpu_blocks: Option<u32>,
     pub host_blocks: Option<u32>,
+    /// Stop a run once a request has waited this long for admission, microseconds: an
+    /// overloaded engine is recognised without simulating its whole backlog.
+    pub give_up_wait_us: Option<u64>,
+    /// Share of GPU blocks in `vllm`'s adapter region (tuned per workload by the caller).
+    pub vllm_adapter_fraction: f64,
     /// Layers per readiness group of a swap-in. A request whose blocks are still being copied
     /// in joins the step in which its copy lands, layer L of its prefill waiting for its group.
     /// 0: it waits for the step after its copy has completed.
@@ -90,6 +58,8 @@ impl EngineConfig {
             sample_every_us: 5_000_000,
             gpu_blocks: None,
             host_blocks: None,
+            give_up_wait_us: None,
+            vllm_adapter_fraction: CacheConfig::default().vllm_adapter_fraction,
             layers_per_group: 4,
             group_latency_us: 3.0,
             join_slack: 0.5,
@@ -321,6 +291,8 @@ pub struct RunResult {
     pub layer_wait_ms: f64,
     /// Simulated time from the first arrival to the last completion, seconds.
     pub sim_s: f64,
+    /// The run stopped early: a request waited longer than `EngineConfig::give_up_wait_us`.
+    pub gave_up: bool,
 }
 
 impl RunResult {
@@ -452,15 +424,16 @@ pub fn run(
     let mut io = TimingBackend::new(gpu_blocks, host_blocks, real_bb, hw, ec.group_latency_us);
     // A block is one logical byte per layer.
     let logical_bb = io.gpu_layout().block_bytes();
-    let cfg = CacheConfig {
+    let mut cfg = CacheConfig {
         block_tokens: bt,
-        policy: policy.kind(),
+        vllm_adapter_fraction: ec.vllm_adapter_fraction,
         // Cost hints in the cache's units.
         link_bytes_per_us: hw.gpu.link_bytes_per_s / 1e6 / real_bb * logical_bb as f64,
         prefill_tokens_per_us: hw.prefill_tokens_per_us(ec.max_batch_tokens),
         segments_per_group: ec.layers_per_group,
         ..CacheConfig::default()
     };
+    policy.configure(&mut cfg);
     let mut core = CacheCore::new(cfg, logical_bb, gpu_blocks, host_blocks).map_err(|e| e.to_string())?;
     let mut adapter_blocks = Vec::new();
     for a in 0..spec.adapters.max(1) {
@@ -521,6 +494,7 @@ pub fn run(
         joined_loading: 0,
         layer_wait_ms: 0.0,
         sim_s: 0.0,
+        gave_up: false,
     };
     let (mut invalid_sum, mut invalid_n) = (0.0, 0u64);
     let mut next_sample = 0u64;
@@ -535,6 +509,12 @@ pub fn run(
         while next_arrival < n && reqs[next_arrival].arrival_us <= io.now {
             waiting.push_back(next_arrival as u32);
             next_arrival += 1;
+        }
+        if let (Some(limit), Some(&w)) = (ec.give_up_wait_us, waiting.front()) {
+            if io.now.saturating_sub(reqs[w as usize].arrival_us) > limit {
+                res.gave_up = true;
+                break;
+            }
         }
         if let Some(f) = future.as_mut() {
             f.cursor = waiting.iter().copied().min().unwrap_or(next_arrival as u32);
@@ -576,6 +556,16 @@ pub fn run(
         // a few later ones, as vLLM's scheduler skips requests whose LoRA cannot be scheduled.
         let mut pos = 0usize;
         let mut skipped = 0usize;
+        let mut held: Vec<(u64, u64)> = Vec::new();
+        let mut batch_adapters: Vec<u32> = Vec::new();
+        if policy.conservative_admission() {
+            for s in &running {
+                let r = &reqs[s.idx as usize];
+                let g = recs[s.idx as usize].generated;
+                held.push(((r.prompt + g) as u64, r.output.saturating_sub(g + 1) as u64));
+                batch_adapters.push(r.adapter);
+            }
+        }
         while let Some(&idx) = waiting.get(pos) {
             if running.len() >= ec.max_seqs as usize || prefill_demand >= budget || skipped > ADMIT_LOOKAHEAD
             {
@@ -585,6 +575,22 @@ pub fn run(
             let rec = &recs[idx as usize];
             let target = r.prompt + rec.generated;
             let toks = &wl.tokens(r)[..target as usize];
+            if policy.conservative_admission() {
+                // S-LoRA admits in order and stops at the first request that does not fit.
+                let mut seqs = held.clone();
+                seqs.push((target as u64 + 1, r.output.saturating_sub(rec.generated + 1) as u64));
+                let mut ads = batch_adapters.clone();
+                ads.push(r.adapter);
+                ads.sort_unstable();
+                ads.dedup();
+                let ad_tokens: u64 = ads.iter().map(|&a| adapter_blocks[a as usize] as u64 * bt as u64).sum();
+                if !peers::conservative_admits(&mut seqs, gpu_blocks as u64 * bt as u64, ad_tokens, bt as u64)
+                {
+                    break;
+                }
+                held = seqs;
+                batch_adapters = ads;
+            }
             if let Some(f) = future.as_ref() {
                 let absent = core.adapter_gpu_blocks(adapter_id(r.adapter)).map_err(err)?.is_empty();
                 let need = target.div_ceil(bt) + if absent { adapter_blocks[r.adapter as usize] } else { 0 };
@@ -778,6 +784,18 @@ pub fn run(
             if next == u64::MAX {
                 if waiting.is_empty() && running.is_empty() {
                     break;
+                }
+                // A copy may have landed while this step's admissions waited on the link (a
+                // blocking swap-out advances the clock): poll again before calling it a stall.
+                let mut ready = false;
+                for s in running.iter_mut().filter(|s| s.phase == Phase::Loading) {
+                    if core.poll(&mut io, s.cache_req).map_err(err)? == Readiness::Ready {
+                        s.phase = Phase::Prefill;
+                        ready = true;
+                    }
+                }
+                if ready {
+                    continue;
                 }
                 return Err(format!(
                     "{} policy stalled at {:.3} s with {} waiting and {} running requests",

@@ -122,10 +122,25 @@ impl Gpu {
             nvlink_bytes_per_s: 900e9,
         }
     }
+    /// L40S 48 GB (NVIDIA L40S datasheet): 362 TFLOP/s dense BF16 (733 with sparsity), 48 GB
+    /// GDDR6 at 864 GB/s, PCIe 4.0 x16 (64 GB/s both directions together, 32 GB/s each way;
+    /// 25 GB/s achieved by pinned copies, the same share as the H800's 50 of 64), no NVLink:
+    /// peer traffic would cross PCIe too.
+    pub fn l40s() -> Self {
+        Gpu {
+            name: "l40s-48gb",
+            peak_flops: 362e12,
+            hbm_bytes_per_s: 864e9,
+            mem_bytes: 48e9,
+            link_bytes_per_s: 25e9,
+            nvlink_bytes_per_s: 25e9,
+        }
+    }
     pub fn by_name(name: &str) -> Option<Self> {
         Some(match name {
             "h800" => Self::h800(),
             "h200" => Self::h200(),
+            "l40s" => Self::l40s(),
             _ => return None,
         })
     }
@@ -177,6 +192,7 @@ impl Hardware {
             "llama3-70b-h800" => (ModelShape::llama3_70b(), Gpu::h800(), 8),
             "llama3-8b-h200" => (ModelShape::llama3_8b(), Gpu::h200(), 1),
             "llama3-70b-h200" => (ModelShape::llama3_70b(), Gpu::h200(), 4),
+            "llama3-8b-l40s" => (ModelShape::llama3_8b(), Gpu::l40s(), 1),
             _ => return None,
         };
         Some(Hardware {
@@ -193,8 +209,14 @@ impl Hardware {
             link_batch_latency_s: 20e-6,
         })
     }
-    pub const PRESETS: [&'static str; 5] =
-        ["llama3-8b-h800", "llama2-34b-h800", "llama3-70b-h800", "llama3-8b-h200", "llama3-70b-h200"];
+    pub const PRESETS: [&'static str; 6] = [
+        "llama3-8b-h800",
+        "llama2-34b-h800",
+        "llama3-70b-h800",
+        "llama3-8b-h200",
+        "llama3-70b-h200",
+        "llama3-8b-l40s",
+    ];
 
     /// Bytes of one KV block of `block_tokens` tokens on one GPU (heads are split by TP).
     pub fn kv_block_bytes(&self, block_tokens: u32) -> f64 {

@@ -2,10 +2,14 @@
 //! Every cache decision is the library's; the simulator supplies the clock, the request
 //! schedule, step times from a roofline model and a host link that completes copies in order.
 pub mod engine;
+pub mod grid;
 pub mod hw;
 pub mod layerwise;
+pub mod peers;
 pub mod report;
 pub mod rng;
+pub mod summary;
+pub mod synth;
 pub mod workload;
 
 pub use engine::{run, EngineConfig, RunResult, SimPolicy, TimingBackend};

@@ -123,6 +123,10 @@ pub fn scenario_json(spec: &WorkloadSpec, ec: &EngineConfig, requests: usize, pr
             f.push(("prompt_mean", num(*prompt_mean)));
             f.push(("output_mean", num(*output_mean)));
         }
+        Source::Synthetic { duration_s } => {
+            f.push(("source", esc("synthetic-azure-conv-2023")));
+            f.push(("duration_s", num(*duration_s)));
+        }
     }
     let ranks: Vec<String> = spec.ranks.iter().map(|r| r.to_string()).collect();
     f.extend([
@@ -140,6 +144,7 @@ pub fn scenario_json(spec: &WorkloadSpec, ec: &EngineConfig, requests: usize, pr
         ("session_timeout_s", num(spec.session_timeout_s)),
         ("system_tokens", spec.system_tokens.to_string()),
         ("max_context", spec.max_context.to_string()),
+        ("popularity_period_s", num(spec.popularity_period_s)),
         ("seed", spec.seed.to_string()),
         ("model", esc(m.name)),
         ("layers", m.layers.to_string()),
@@ -209,4 +214,62 @@ pub fn scenario_results_json(scenario: &str, results: &[RunResult], peaks: &[Opt
         .map(|(i, r)| format!("    {}", result_json(r, peaks.get(i).copied().flatten())))
         .collect();
     format!("{{\n  \"scenario\": {scenario},\n  \"results\": [\n{}\n  ]\n}}", rows.join(",\n"))
+}
+
+/// The working set a cache would need to hold everything reused: the weights of the adapters
+/// requested and the KV of every distinct prefix (each conversation's longest turn, with the
+/// system prompts counted once per adapter), against the GPU tier.
+pub fn working_set(spec: &WorkloadSpec, ec: &EngineConfig, wl: &super::workload::Workload) -> String {
+    let hw = &ec.hw;
+    let mut used = vec![false; spec.adapters.max(1) as usize];
+    let mut longest = vec![0u64; wl.sessions.len()];
+    for r in &wl.requests {
+        used[r.adapter as usize] = true;
+        let l = &mut longest[r.session as usize];
+        *l = (*l).max((r.prompt + r.output) as u64);
+    }
+    let adapters: f64 =
+        (0..used.len()).filter(|&a| used[a]).map(|a| hw.adapter_bytes(spec.rank_of(a as u32))).sum();
+    let sys = spec.system_tokens as u64;
+    let tokens: u64 = longest.iter().map(|&l| l.saturating_sub(sys)).sum::<u64>()
+        + used.iter().filter(|&&u| u).count() as u64 * sys;
+    let kv = tokens as f64 * hw.kv_block_bytes(ec.block_tokens) / ec.block_tokens as f64;
+    let gpu = ec.gpu_blocks() as f64 * hw.kv_block_bytes(ec.block_tokens);
+    format!(
+        "working set: adapters {:.1} GB + distinct prefixes {:.1} GB = {:.1}x the GPU tier ({:.1} GB)",
+        adapters / 1e9,
+        kv / 1e9,
+        (adapters + kv) / gpu,
+        gpu / 1e9
+    )
+}
+
+/// A scenario, its peak loads, and every policy's results at every load of its grid.
+pub fn grid_json(
+    scenario: &str,
+    g: &super::summary::ScenarioGrid,
+    rate_mults: &[f64],
+    peaks: &[(String, Option<f64>)],
+) -> String {
+    let loads: Vec<String> = g
+        .results
+        .iter()
+        .enumerate()
+        .map(|(k, res)| {
+            let rows: Vec<String> = res.iter().map(|r| format!("      {}", result_json(r, None))).collect();
+            format!(
+                "    {{\"load_rps\": {}, \"rate_mult\": {}, \"results\": [\n{}\n    ]}}",
+                num(g.loads_rps[k]),
+                num(rate_mults.get(k).copied().unwrap_or(f64::NAN)),
+                rows.join(",\n")
+            )
+        })
+        .collect();
+    let peaks: Vec<String> =
+        peaks.iter().map(|(p, v)| format!("{}: {}", esc(p), v.map_or("null".into(), num))).collect();
+    format!(
+        "{{\n  \"scenario\": {scenario},\n  \"peak_load_rps\": {{{}}},\n  \"loads\": [\n{}\n  ]\n}}",
+        peaks.join(", "),
+        loads.join(",\n")
+    )
 }

@@ -1,6 +1,7 @@
-//! Workloads: arrivals and lengths from a trace (or a Poisson process), plus what a trace lacks,
-//! generated from a seed: adapter popularity (Zipf), multi-turn sessions whose later turns
-//! extend the previous turn's prompt and answer, and a shared system prompt per adapter.
+//! Workloads: arrivals and lengths from a trace, from the built-in generator calibrated to one,
+//! or from a Poisson process, plus what a trace lacks, generated from a seed: adapter
+//! popularity (Zipf), multi-turn sessions whose later turns extend the previous turn's prompt
+//! and answer, and a shared system prompt per adapter.
 //!
 //! Which conversation a follow-up continues is a model of the users behind the trace. By
 //! default each user, after a turn, either leaves (probability `1 - follow_prob`) or comes back
@@ -60,6 +61,9 @@ pub enum Source {
     Trace { rows: std::sync::Arc<Vec<TraceRow>>, label: String, start_s: f64, duration_s: f64 },
     /// A Poisson process at `rate` requests/s with log-normal lengths of the given means.
     Poisson { rate: f64, duration_s: f64, prompt_mean: f64, output_mean: f64 },
+    /// The built-in generator calibrated to the Azure LLM 2023 conversation trace
+    /// (`synth`), for `duration_s` seconds.
+    Synthetic { duration_s: f64 },
 }
 
 /// How a follow-up arrival chooses the conversation it continues.
@@ -122,6 +126,9 @@ pub struct WorkloadSpec {
     pub system_tokens: u32,
     /// Longest prompt; a conversation that would exceed it starts over.
     pub max_context: u32,
+    /// Every this many served seconds the adapters' popularity ranks are drawn anew (0: never):
+    /// yesterday's popular adapter may be rare today.
+    pub popularity_period_s: f64,
     pub seed: u64,
 }
 
@@ -146,6 +153,7 @@ impl WorkloadSpec {
             session_timeout_s: 900.0,
             system_tokens: 256,
             max_context: 12_000,
+            popularity_period_s: 0.0,
             seed,
         };
         match name {
@@ -175,11 +183,24 @@ impl WorkloadSpec {
                 s.zipf_s = 0.9;
                 s.rate_mult = 2.0;
             }
+            // Chat on a 48 GB card (`hardware_preset`): 200 adapters, whose weights alone
+            // (50 GB) are twice the GPU tier, and conversations' prefixes on top.
+            "memory-constrained" => {
+                s.adapters = 200;
+                s.zipf_s = 0.9;
+                s.rate_mult = 0.5;
+            }
             _ => return None,
         }
         Some(s)
     }
-    pub const PRESETS: [&'static str; 4] = ["chatbot", "translation", "agent", "many-adapters"];
+    pub const PRESETS: [&'static str; 5] =
+        ["chatbot", "translation", "agent", "many-adapters", "memory-constrained"];
+
+    /// The hardware a scenario is defined on, when it is not the default.
+    pub fn hardware_preset(&self) -> Option<&'static str> {
+        (self.name == "memory-constrained").then_some("llama3-8b-l40s")
+    }
 
     pub fn rank_of(&self, adapter: u32) -> u32 {
         self.ranks[adapter as usize % self.ranks.len()]
@@ -204,11 +225,15 @@ impl WorkloadSpec {
                      prompt mean {prompt_mean:.0}, output mean {output_mean:.0}"
                 );
             }
+            Source::Synthetic { duration_s } => {
+                let _ = writeln!(s, "{}", super::synth::describe(*duration_s));
+            }
         }
         let _ = writeln!(
             s,
             "scenario {}: rate x{:.2}, {} adapters Zipf s={:.2} ranks {:?}, follow-up p={:.2} \
-             (think >= {:.0} s, timeout {:.0} s), system prompt {} tokens/adapter, max context {}, seed {}",
+             (think >= {:.0} s, timeout {:.0} s), system prompt {} tokens/adapter, max context {}, \
+             popularity {}, seed {}",
             self.name,
             self.rate_mult,
             self.adapters,
@@ -219,6 +244,11 @@ impl WorkloadSpec {
             self.session_timeout_s,
             self.system_tokens,
             self.max_context,
+            if self.popularity_period_s > 0.0 {
+                format!("redrawn every {:.0} s", self.popularity_period_s)
+            } else {
+                "fixed".into()
+            },
             self.seed
         );
         let _ = match self.followup_pick {
@@ -335,6 +365,7 @@ pub fn generate(spec: &WorkloadSpec) -> Workload {
             }
             v
         }
+        Source::Synthetic { duration_s } => super::synth::rows(&mut rng, *duration_s),
     };
     let zipf = Zipf::new(spec.adapters.max(1) as usize, spec.zipf_s);
     // A random permutation so popularity does not follow the rank pattern of adapter ids.
@@ -349,8 +380,17 @@ pub fn generate(spec: &WorkloadSpec) -> Workload {
     let mut sessions: Vec<Vec<u32>> = Vec::new();
     let mut open: Vec<OpenSession> = Vec::new();
     let mut requests = Vec::with_capacity(rows.len());
+    let mut next_redraw = spec.popularity_period_s;
     for row in rows {
         let t = row.t_s;
+        // Served seconds; drawn only when drift is on, so other workloads stay as they were.
+        while spec.popularity_period_s > 0.0 && t / spec.rate_mult >= next_redraw {
+            for i in (1..perm.len()).rev() {
+                let j = rng.below(i as u64 + 1) as usize;
+                perm.swap(i, j);
+            }
+            next_redraw += spec.popularity_period_s;
+        }
         open.retain(|s| t - s.last_t <= spec.session_timeout_s);
         let mut chosen = None;
         // A follow-up needs a conversation whose history fits under the trace's prompt length
