@@ -112,9 +112,11 @@ pub fn retention_value(
     ctx: &RankContext,
 ) -> f64 {
     match policy {
-        PolicyKind::Lru | PolicyKind::Vllm | PolicyKind::VllmOffload | PolicyKind::Slora | PolicyKind::Libra => {
-            node.last_use as f64
-        }
+        PolicyKind::Lru
+        | PolicyKind::Vllm
+        | PolicyKind::VllmOffload
+        | PolicyKind::Slora
+        | PolicyKind::Libra => node.last_use as f64,
         PolicyKind::Elora => {
             let is_adapter = node.kind == Kind::Adapter;
             let now_lora = match (is_adapter, leaving) {
