@@ -47,9 +47,8 @@ static bool readiness_known(libra_readiness r) {
     return false;
 }
 
-static bool event_kind_known(uint32_t kind) {
-    // libra_event.kind is a uint32_t holding a libra_event_kind.
-    switch (static_cast<libra_event_kind>(kind)) {
+static bool event_kind_known(libra_event_kind kind) {
+    switch (kind) {
         case LIBRA_EVENT_STORED:
         case LIBRA_EVENT_REMOVED:
         case LIBRA_EVENT_TO_HOST:

@@ -117,7 +117,7 @@ typedef uint32_t libra_readiness;
  */
 enum libra_policy
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
-  : uint32_t
+  : int32_t
 #endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
  {
   /**
@@ -147,7 +147,7 @@ enum libra_policy
 #if __STDC_VERSION__ >= 202311L
 typedef enum libra_policy libra_policy;
 #else
-typedef uint32_t libra_policy;
+typedef int32_t libra_policy;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
@@ -156,7 +156,7 @@ typedef uint32_t libra_policy;
  */
 enum libra_backend
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
-  : uint32_t
+  : int32_t
 #endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
  {
   /**
@@ -183,16 +183,16 @@ enum libra_backend
 #if __STDC_VERSION__ >= 202311L
 typedef enum libra_backend libra_backend;
 #else
-typedef uint32_t libra_backend;
+typedef int32_t libra_backend;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
 /**
- * Kind of a residency event.
+ * Kind of a residency event (`libra_event.kind`).
  */
 enum libra_event_kind
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
-  : uint32_t
+  : int32_t
 #endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
  {
   LIBRA_EVENT_STORED = 0,
@@ -204,7 +204,7 @@ enum libra_event_kind
 #if __STDC_VERSION__ >= 202311L
 typedef enum libra_event_kind libra_event_kind;
 #else
-typedef uint32_t libra_event_kind;
+typedef int32_t libra_event_kind;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
@@ -481,6 +481,11 @@ typedef struct libra_segment {
 
 /**
  * Cache configuration. Fill it with `libra_cache_config_default`, then change fields.
+ *
+ * Versioning: the struct grows only by appending fields. `libra_cache_create` reads
+ * `min(struct_size, sizeof(libra_cache_config))` bytes, so a caller built against an older
+ * header keeps working and gets the defaults of the fields it lacks; a `struct_size` below the
+ * first published layout (184 bytes on 64-bit targets, ending at `event_capacity`) is refused.
  */
 typedef struct libra_cache_config {
   /**
@@ -500,13 +505,13 @@ typedef struct libra_cache_config {
    */
   uint32_t host_blocks;
   /**
-   * A `libra_policy` value.
+   * Swap policy (default LIBRA_POLICY_ELORA).
    */
-  uint32_t policy;
+  libra_policy policy;
   /**
-   * A `libra_backend` value.
+   * Backend (default LIBRA_BACKEND_CPU).
    */
-  uint32_t backend;
+  libra_backend backend;
   /**
    * Bytes per block when the cache owns its arena (ignored when `segments` is set).
    */
@@ -568,9 +573,10 @@ typedef struct libra_cache_config {
    */
   uint64_t prefetch_interval_us;
   /**
-   * Keep a residency event log for `libra_cache_drain_events`.
+   * Nonzero: keep a residency event log for `libra_cache_drain_events` (a `uint8_t` holding
+   * `true` or `false`, the size of a C `bool`, so that any byte is a defined value).
    */
-  bool events;
+  uint8_t events;
   /**
    * Events kept before the oldest are dropped (and counted in stats).
    */
@@ -594,6 +600,10 @@ typedef struct libra_cache_config {
 
 /**
  * What `libra_cache_match` found.
+ *
+ * Frozen for the 0.x ABI: the library writes this struct (no `struct_size`), so its size and
+ * fields never change; a later result grows through a new function with a new,
+ * `struct_size`-versioned struct, and this one keeps its meaning.
  */
 typedef struct libra_match {
   /**
@@ -629,6 +639,10 @@ typedef struct libra_match {
  * then set either `expect_back_us` (when the engine expects the prefix back, e.g. a pending
  * tool call) with an optional grace in `duration_us`, or a `duration_us` alone (e.g. a chat
  * session that stays open), and optionally a `priority`.
+ *
+ * Versioning as `libra_cache_config`: fields are only appended, `min(struct_size, sizeof)`
+ * bytes are read and missing fields take their defaults; the current layout is the first
+ * published one, so a smaller `struct_size` is refused.
  */
 typedef struct libra_retention {
   /**
@@ -653,6 +667,10 @@ typedef struct libra_retention {
 
 /**
  * What one `libra_cache_step` did.
+ *
+ * Frozen for the 0.x ABI: the library writes this struct (no `struct_size`), so its size and
+ * fields never change; a later result grows through a new function with a new,
+ * `struct_size`-versioned struct, and this one keeps its meaning.
  */
 typedef struct libra_step_report {
   uint32_t swapped_out;
@@ -664,6 +682,11 @@ typedef struct libra_step_report {
 
 /**
  * Cache statistics. Set `struct_size` to sizeof(libra_cache_stats) before the call.
+ *
+ * Versioning: the struct grows only by appending fields; `libra_cache_get_stats` writes
+ * `min(struct_size, sizeof(libra_cache_stats))` bytes, never past the caller's struct, so a
+ * caller built against an older header gets the fields it knows. A `struct_size` below the
+ * first published layout (160 bytes on 64-bit targets, ending at `events_dropped`) is refused.
  */
 typedef struct libra_cache_stats {
   size_t struct_size;
@@ -695,8 +718,7 @@ typedef struct libra_cache_stats {
   uint64_t events_dropped;
   /**
    * KV blocks holding a retention hint not yet expired at the last `libra_cache_step`.
-   * Fields from here on were appended after the first release: a caller built against an
-   * older header passes a smaller `struct_size` and gets the fields before them.
+   * Fields from here on were appended after the first published layout.
    */
   uint64_t hinted_blocks;
   /**
@@ -720,12 +742,14 @@ typedef struct libra_cache_stats {
  * weights from those blocks keeps that copy (the library never frees it), but must stop every
  * computation reading the blocks themselves first; it frees its copy only once no running
  * batch uses it.
+ *
+ * Frozen for the 0.x ABI: events are written as an array (`sizeof(libra_event)` apart) with
+ * no `struct_size`, so the size and fields never change; richer events would come from a new
+ * drain function with a new, `struct_size`-versioned struct. A `kind` outside
+ * `libra_event_kind` is never written.
  */
 typedef struct libra_event {
-  /**
-   * A `libra_event_kind` value.
-   */
-  uint32_t kind;
+  libra_event_kind kind;
   /**
    * True when the event concerns an adapter's weights rather than a KV block.
    */
@@ -1209,9 +1233,11 @@ enum libra_status libra_cache_set_cost_hints(const struct libra_cache *cache,
                                              double link_bytes_per_us);
 
 /**
- * Fills `*out` with statistics. Set `out->struct_size = sizeof(libra_cache_stats)` first; only
- * that many bytes are written (a struct from an older header, ending at `events_dropped`, is
- * accepted and gets the fields it has). Cheap enough to call every scheduler iteration: the cost grows
+ * Fills `*out` with statistics. Set `out->struct_size = sizeof(libra_cache_stats)` first: only
+ * `min(struct_size, sizeof(libra_cache_stats))` bytes are written and `struct_size` is kept,
+ * so a struct from an older header gets the fields it has. Errors: LIBRA_ERR_NULL_ARGUMENT,
+ * LIBRA_ERR_INVALID_ARGUMENT (`out` misaligned, or `struct_size` below the first published
+ * layout: nothing written). Cheap enough to call every scheduler iteration: the cost grows
  * with the number of registered adapters, not with the number of cached blocks. Thread-safe.
  */
 enum libra_status libra_cache_get_stats(const struct libra_cache *cache,

@@ -119,8 +119,8 @@ fn create_from_input(inp: &mut Input) {
     let blocks = [0, 1, 16, 256, (1 << 26) + 1, u32::MAX as u64];
     cfg.gpu_blocks = pick(inp, &blocks) as u32;
     cfg.host_blocks = pick(inp, &blocks) as u32;
-    cfg.policy = inp.u8() as u32 % 7;
-    cfg.backend = inp.u8() as u32 % 4;
+    cfg.policy = i32::from(inp.u8()) % 7;
+    cfg.backend = i32::from(inp.u8()) % 4;
     if inp.bool() {
         cfg.struct_size = inp.u8() as usize;
     }
@@ -128,7 +128,7 @@ fn create_from_input(inp: &mut Input) {
     cfg.swap_out_high = fracs[inp.u8() as usize % fracs.len()];
     cfg.swap_out_low = fracs[inp.u8() as usize % fracs.len()];
     cfg.link_bytes_per_us = [50_000.0, 0.0, -1.0, f64::INFINITY][inp.u8() as usize % 4];
-    cfg.events = inp.bool();
+    cfg.events = u8::from(inp.bool());
     cfg.event_capacity = pick(inp, &[0, 1, 1 << 24, (1 << 24) + 1]) as u32;
     let bytes: u128 = cfg.block_bytes as u128 * (cfg.gpu_blocks as u128 + cfg.host_blocks as u128);
     if bytes > 64 << 20 && bytes <= 1 << 40 && cfg.gpu_blocks <= 1 << 26 && cfg.host_blocks <= 1 << 26 {

@@ -404,6 +404,11 @@ fn header_rejects_a_constant_of_another_enumeration_cpp17() {
             "LIBRA_NETWORK_PRESET_4D",
             "LIBRA_WORKLOAD_PRESET_GPT3",
         ),
+        ("libra_cache_config c; c.policy = {}; (void)c;", "LIBRA_POLICY_LRU", "LIBRA_SCHEDULE_POLICY_THEMIS"),
+        ("libra_cache_config c; c.backend = {}; (void)c;", "LIBRA_BACKEND_CUDA", "LIBRA_POLICY_VLLM"),
+        ("libra_cache_config c; c.policy = {}; (void)c;", "LIBRA_POLICY_SLORA", "LIBRA_BACKEND_AUTO"),
+        ("libra_event e; e.kind = {}; (void)e;", "LIBRA_EVENT_TO_HOST", "LIBRA_READY"),
+        ("libra_event e; e.kind = {}; (void)e;", "LIBRA_EVENT_REMOVED", "LIBRA_DIM_RING"),
     ];
     for (i, (statement, right, wrong)) in cases.iter().enumerate() {
         for (constant, should_build) in [(right, true), (wrong, false)] {

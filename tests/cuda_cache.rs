@@ -346,7 +346,7 @@ fn a_faulting_launch_fails_its_request_and_the_cache_recovers() {
     cfg.block_bytes = 1024;
     cfg.gpu_blocks = 32;
     cfg.host_blocks = 32;
-    cfg.backend = libra_backend::LIBRA_BACKEND_CUDA as u32;
+    cfg.backend = libra_backend::LIBRA_BACKEND_CUDA as i32;
     let mut h: *mut libra_cache = std::ptr::null_mut();
     assert_eq!(libra_cache_create(&cfg, &mut h), Status::LIBRA_OK);
     let w = weights(1, 2500);

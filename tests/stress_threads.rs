@@ -349,7 +349,7 @@ fn eight_threads_through_the_c_entry_points() {
     cfg.block_bytes = BLOCK_BYTES;
     cfg.gpu_blocks = 128;
     cfg.host_blocks = 64;
-    cfg.events = true;
+    cfg.events = 1;
     let mut h: *mut libra_cache = std::ptr::null_mut();
     assert_eq!(libra_cache_create(&cfg, &mut h), Status::LIBRA_OK);
     for a in 1..=3u64 {

@@ -21,8 +21,8 @@
 struct EngineOptions {
     std::string model_path;
     std::vector<std::string> adapter_paths;  // adapter i + 1 is adapter_paths[i]
-    uint32_t policy = LIBRA_POLICY_ELORA;
-    uint32_t backend = LIBRA_BACKEND_CPU_ASYNC;
+    libra_policy policy = LIBRA_POLICY_ELORA;
+    libra_backend backend = LIBRA_BACKEND_CPU_ASYNC;
     uint32_t gpu_blocks = 64, host_blocks = 64, block_tokens = 16;
     double link_bytes_per_us = 2000.0;  // pace of the asynchronous backend's copies
     uint64_t swap_wait_us = 0;           // 0: allocations report BUSY instead of waiting

@@ -57,12 +57,12 @@ const Pool kTight{"tight", 40, 48}, kRoomy{"roomy", 512, 256}, kBenchTight{"tigh
 
 struct Policy {
     const char *name;
-    uint32_t value;
+    libra_policy value;
 };
 const Policy kPolicies[] = {{"elora", LIBRA_POLICY_ELORA}, {"lru", LIBRA_POLICY_LRU}, {"vllm", LIBRA_POLICY_VLLM},
                             {"slora", LIBRA_POLICY_SLORA}, {"libra", LIBRA_POLICY_LIBRA}};
 
-EngineOptions options(const std::string &dir, const Policy &p, const Pool &pool, uint32_t backend, int threads) {
+EngineOptions options(const std::string &dir, const Policy &p, const Pool &pool, libra_backend backend, int threads) {
     EngineOptions o;
     o.model_path = dir + "/model.gguf";
     for (int i = 1; i <= 3; i++) o.adapter_paths.push_back(dir + "/lora-" + std::to_string(i) + ".gguf");
@@ -149,7 +149,7 @@ std::vector<size_t> run_checked(Engine &e, const char *label, const Pool &pool, 
     return hits;
 }
 
-int check(const std::string &dir, const std::vector<Policy> &policies, uint32_t backend) {
+int check(const std::string &dir, const std::vector<Policy> &policies, libra_backend backend) {
     for (const Policy &p : policies) {
         for (const Pool *pool : {&kTight, &kRoomy}) {
             const std::string label = std::string(p.name) + "/" + pool->name;
@@ -247,7 +247,7 @@ int main(int argc, char **argv) {
     }
     const std::string mode = argv[1], dir = argv[2];
     std::vector<Policy> policies(std::begin(kPolicies), std::end(kPolicies));
-    uint32_t backend = LIBRA_BACKEND_CPU_ASYNC;
+    libra_backend backend = LIBRA_BACKEND_CPU_ASYNC;
     int runs = 5, threads = 1;
     for (int i = 3; i + 1 < argc; i += 2) {
         const std::string k = argv[i], v = argv[i + 1];

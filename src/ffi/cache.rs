@@ -2,8 +2,9 @@
 //! events. Thread safety: every function taking a `libra_cache *` may be called concurrently
 //! from several threads on the same cache (an internal lock serialises them), except
 //! `libra_cache_free`, which must not race with any other call on that cache.
-use super::boundary::{check_struct_size, deref, guard, null_arg, slice, write_out};
+use super::boundary::{deref, guard, null_arg, read_versioned, slice, write_out, write_versioned, Versioned};
 use super::cache_engine::match_into;
+use super::topo::{c_enum, CEnum};
 use crate::backend::Segment;
 use crate::cache::{CacheConfig, EventKind, PolicyKind, Readiness, RetentionHint};
 use crate::error::{libra_status, Error};
@@ -19,8 +20,8 @@ pub struct libra_cache {
 
 /// Swap policy (`libra_cache_config.policy`).
 #[allow(non_camel_case_types)]
-#[repr(u32)]
-#[derive(Debug, Clone, Copy)]
+#[repr(i32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum libra_policy {
     /// ELORA's unified cost model over the dependency tree (the default).
     LIBRA_POLICY_ELORA = 0,
@@ -35,11 +36,17 @@ pub enum libra_policy {
     /// from the cost hints (blocks not worth loading are not copied out).
     LIBRA_POLICY_LIBRA = 4,
 }
+c_enum!(
+    libra_policy,
+    libra_policy_raw,
+    "LIBRA_POLICY_*",
+    [LIBRA_POLICY_ELORA, LIBRA_POLICY_LRU, LIBRA_POLICY_VLLM, LIBRA_POLICY_SLORA, LIBRA_POLICY_LIBRA]
+);
 
 /// Backend choice (`libra_cache_config.backend`).
 #[allow(non_camel_case_types)]
-#[repr(u32)]
-#[derive(Debug, Clone, Copy)]
+#[repr(i32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum libra_backend {
     /// Host memory stands in for both tiers.
     LIBRA_BACKEND_CPU = 0,
@@ -53,6 +60,12 @@ pub enum libra_backend {
     /// "cpu-async".
     LIBRA_BACKEND_CPU_ASYNC = 3,
 }
+c_enum!(
+    libra_backend,
+    libra_backend_raw,
+    "LIBRA_BACKEND_*",
+    [LIBRA_BACKEND_CPU, LIBRA_BACKEND_CUDA, LIBRA_BACKEND_AUTO, LIBRA_BACKEND_CPU_ASYNC]
+);
 
 /// One region of the engine's KV memory holding a piece of every block:
 /// piece of block b = base + b * stride, `bytes_per_block` long.
@@ -65,6 +78,11 @@ pub struct libra_segment {
 }
 
 /// Cache configuration. Fill it with `libra_cache_config_default`, then change fields.
+///
+/// Versioning: the struct grows only by appending fields. `libra_cache_create` reads
+/// `min(struct_size, sizeof(libra_cache_config))` bytes, so a caller built against an older
+/// header keeps working and gets the defaults of the fields it lacks; a `struct_size` below the
+/// first published layout (184 bytes on 64-bit targets, ending at `event_capacity`) is refused.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct libra_cache_config {
@@ -76,10 +94,10 @@ pub struct libra_cache_config {
     pub gpu_blocks: u32,
     /// Host-tier blocks (0: no host tier).
     pub host_blocks: u32,
-    /// A `libra_policy` value.
-    pub policy: u32,
-    /// A `libra_backend` value.
-    pub backend: u32,
+    /// Swap policy (default LIBRA_POLICY_ELORA).
+    pub policy: libra_policy_raw,
+    /// Backend (default LIBRA_BACKEND_CPU).
+    pub backend: libra_backend_raw,
     /// Bytes per block when the cache owns its arena (ignored when `segments` is set).
     pub block_bytes: u64,
     /// Optional: the engine's KV memory to adopt as the GPU tier, `segment_count` entries.
@@ -114,8 +132,9 @@ pub struct libra_cache_config {
     /// Least time between two prefetch passes, microseconds (default 50 ms; a pass scans the
     /// tree).
     pub prefetch_interval_us: u64,
-    /// Keep a residency event log for `libra_cache_drain_events`.
-    pub events: bool,
+    /// Nonzero: keep a residency event log for `libra_cache_drain_events` (a `uint8_t` holding
+    /// `true` or `false`, the size of a C `bool`, so that any byte is a defined value).
+    pub events: u8,
     /// Events kept before the oldest are dropped (and counted in stats).
     pub event_capacity: u32,
     /// Layer-wise readiness: segments per layer group of a swap-in (default 0: one group). A
@@ -131,11 +150,28 @@ pub struct libra_cache_config {
     pub write_through_blocks: u32,
 }
 
-/// Size of `libra_cache_config` before `segments_per_group` was appended: callers built against
-/// that layout keep working and get the field's default.
-const CONFIG_SIZE_BEFORE_GROUPS: usize = std::mem::offset_of!(libra_cache_config, segments_per_group);
+/// `sizeof(libra_cache_config)` as first published (ending at `event_capacity`), on 64-bit
+/// targets: the least `struct_size` accepted.
+const LIBRA_CACHE_CONFIG_FIRST_SIZE: usize = 184;
+// The first layout ends where the first appended field starts: nothing was inserted before it.
+#[cfg(target_pointer_width = "64")]
+const _: () =
+    assert!(std::mem::offset_of!(libra_cache_config, segments_per_group) == LIBRA_CACHE_CONFIG_FIRST_SIZE);
+
+// SAFETY: repr(C), `struct_size: usize` first; integers, floats and a raw pointer only
+// (`events` is a `uint8_t`, not a `bool`, so no byte from C is an invalid value).
+unsafe impl Versioned for libra_cache_config {
+    const FIRST_SIZE: usize = LIBRA_CACHE_CONFIG_FIRST_SIZE;
+    fn defaults() -> Self {
+        default_config()
+    }
+}
 
 /// What `libra_cache_match` found.
+///
+/// Frozen for the 0.x ABI: the library writes this struct (no `struct_size`), so its size and
+/// fields never change; a later result grows through a new function with a new,
+/// `struct_size`-versioned struct, and this one keeps its meaning.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct libra_match {
@@ -167,6 +203,10 @@ pub enum libra_readiness {
 }
 
 /// What one `libra_cache_step` did.
+///
+/// Frozen for the 0.x ABI: the library writes this struct (no `struct_size`), so its size and
+/// fields never change; a later result grows through a new function with a new,
+/// `struct_size`-versioned struct, and this one keeps its meaning.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct libra_step_report {
@@ -178,6 +218,11 @@ pub struct libra_step_report {
 }
 
 /// Cache statistics. Set `struct_size` to sizeof(libra_cache_stats) before the call.
+///
+/// Versioning: the struct grows only by appending fields; `libra_cache_get_stats` writes
+/// `min(struct_size, sizeof(libra_cache_stats))` bytes, never past the caller's struct, so a
+/// caller built against an older header gets the fields it knows. A `struct_size` below the
+/// first published layout (160 bytes on 64-bit targets, ending at `events_dropped`) is refused.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct libra_cache_stats {
@@ -207,8 +252,7 @@ pub struct libra_cache_stats {
     pub open_requests: u32,
     pub events_dropped: u64,
     /// KV blocks holding a retention hint not yet expired at the last `libra_cache_step`.
-    /// Fields from here on were appended after the first release: a caller built against an
-    /// older header passes a smaller `struct_size` and gets the fields before them.
+    /// Fields from here on were appended after the first published layout.
     pub hinted_blocks: u64,
     /// GPU KV blocks with a complete host copy (write-through), which leave at once.
     pub clean_blocks: u64,
@@ -219,13 +263,28 @@ pub struct libra_cache_stats {
     pub instant_evictions: u64,
 }
 
-/// Size of `libra_cache_stats` before fields were appended: the least `struct_size` accepted.
-const STATS_V1_SIZE: usize = std::mem::offset_of!(libra_cache_stats, hinted_blocks);
+/// `sizeof(libra_cache_stats)` as first published (ending at `events_dropped`), on 64-bit
+/// targets: the least `struct_size` accepted.
+const LIBRA_CACHE_STATS_FIRST_SIZE: usize = 160;
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::offset_of!(libra_cache_stats, hinted_blocks) == LIBRA_CACHE_STATS_FIRST_SIZE);
+
+// SAFETY: repr(C), `struct_size: usize` first, integer fields only.
+unsafe impl Versioned for libra_cache_stats {
+    const FIRST_SIZE: usize = LIBRA_CACHE_STATS_FIRST_SIZE;
+    fn defaults() -> Self {
+        libra_cache_stats { struct_size: std::mem::size_of::<Self>(), ..Default::default() }
+    }
+}
 
 /// A retention hint (`libra_cache_set_retention`). Fill it with `libra_retention_default`,
 /// then set either `expect_back_us` (when the engine expects the prefix back, e.g. a pending
 /// tool call) with an optional grace in `duration_us`, or a `duration_us` alone (e.g. a chat
 /// session that stays open), and optionally a `priority`.
+///
+/// Versioning as `libra_cache_config`: fields are only appended, `min(struct_size, sizeof)`
+/// bytes are read and missing fields take their defaults; the current layout is the first
+/// published one, so a smaller `struct_size` is refused.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct libra_retention {
@@ -241,27 +300,52 @@ pub struct libra_retention {
     pub expect_back_us: u64,
 }
 
-/// Kind of a residency event.
+// SAFETY: repr(C), `struct_size: usize` first, integer and float fields only.
+unsafe impl Versioned for libra_retention {
+    // Published first in this layout.
+    const FIRST_SIZE: usize = std::mem::size_of::<libra_retention>();
+    fn defaults() -> Self {
+        let d = RetentionHint::default();
+        libra_retention {
+            struct_size: std::mem::size_of::<libra_retention>(),
+            priority: d.priority,
+            duration_us: d.duration_us,
+            expect_back_us: d.expect_back_us,
+        }
+    }
+}
+
+/// Kind of a residency event (`libra_event.kind`).
 #[allow(non_camel_case_types)]
-#[repr(u32)]
-#[derive(Debug, Clone, Copy)]
+#[repr(i32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum libra_event_kind {
     LIBRA_EVENT_STORED = 0,
     LIBRA_EVENT_REMOVED = 1,
     LIBRA_EVENT_TO_HOST = 2,
     LIBRA_EVENT_TO_GPU = 3,
 }
+c_enum!(
+    libra_event_kind,
+    libra_event_kind_raw,
+    "LIBRA_EVENT_*",
+    [LIBRA_EVENT_STORED, LIBRA_EVENT_REMOVED, LIBRA_EVENT_TO_HOST, LIBRA_EVENT_TO_GPU]
+);
 
 /// One residency change. An adapter event with kind LIBRA_EVENT_REMOVED means the adapter's
 /// GPU blocks were freed and may be reused at once: an engine that built its own copy of the
 /// weights from those blocks keeps that copy (the library never frees it), but must stop every
 /// computation reading the blocks themselves first; it frees its copy only once no running
 /// batch uses it.
+///
+/// Frozen for the 0.x ABI: events are written as an array (`sizeof(libra_event)` apart) with
+/// no `struct_size`, so the size and fields never change; richer events would come from a new
+/// drain function with a new, `struct_size`-versioned struct. A `kind` outside
+/// `libra_event_kind` is never written.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct libra_event {
-    /// A `libra_event_kind` value.
-    pub kind: u32,
+    pub kind: libra_event_kind_raw,
     /// True when the event concerns an adapter's weights rather than a KV block.
     pub adapter: bool,
     pub adapter_id: u64,
@@ -269,6 +353,17 @@ pub struct libra_event {
     pub block_hash_lo: u64,
     pub block_hash_hi: u64,
 }
+
+// The frozen results keep their published layouts (64-bit targets; ffi_tests/cache_compat.c
+// checks the same sizes from C).
+#[cfg(target_pointer_width = "64")]
+const _: () = {
+    assert!(std::mem::size_of::<libra_match>() == 48);
+    assert!(std::mem::offset_of!(libra_match, ready) == 40);
+    assert!(std::mem::size_of::<libra_step_report>() == 20);
+    assert!(std::mem::size_of::<libra_event>() == 32);
+    assert!(std::mem::offset_of!(libra_event, block_hash_hi) == 24);
+};
 
 impl libra_cache {
     /// Wraps a cache built in Rust (over any backend) in a C handle for `libra_cache_*`.
@@ -287,24 +382,22 @@ pub(super) fn cache_ref<'a>(cache: *const libra_cache) -> Result<&'a libra_cache
     unsafe { deref(cache, "cache") }
 }
 
-fn policy_from(v: u32) -> Result<PolicyKind, Error> {
-    Ok(match v {
-        0 => PolicyKind::Elora,
-        1 => PolicyKind::Lru,
-        2 => PolicyKind::Vllm,
-        3 => PolicyKind::Slora,
-        4 => PolicyKind::Libra,
-        _ => return Err(Error::invalid(format!("`config.policy` is {v}, not a libra_policy value"))),
+fn policy_from(v: libra_policy_raw) -> Result<PolicyKind, Error> {
+    Ok(match libra_policy::from_raw(v, "config.policy")? {
+        libra_policy::LIBRA_POLICY_ELORA => PolicyKind::Elora,
+        libra_policy::LIBRA_POLICY_LRU => PolicyKind::Lru,
+        libra_policy::LIBRA_POLICY_VLLM => PolicyKind::Vllm,
+        libra_policy::LIBRA_POLICY_SLORA => PolicyKind::Slora,
+        libra_policy::LIBRA_POLICY_LIBRA => PolicyKind::Libra,
     })
 }
 
-fn backend_from(v: u32) -> Result<BackendChoice, Error> {
-    Ok(match v {
-        0 => BackendChoice::Cpu,
-        1 => BackendChoice::Cuda,
-        2 => BackendChoice::Auto,
-        3 => BackendChoice::CpuAsync,
-        _ => return Err(Error::invalid(format!("`config.backend` is {v}, not a libra_backend value"))),
+fn backend_from(v: libra_backend_raw) -> Result<BackendChoice, Error> {
+    Ok(match libra_backend::from_raw(v, "config.backend")? {
+        libra_backend::LIBRA_BACKEND_CPU => BackendChoice::Cpu,
+        libra_backend::LIBRA_BACKEND_CUDA => BackendChoice::Cuda,
+        libra_backend::LIBRA_BACKEND_AUTO => BackendChoice::Auto,
+        libra_backend::LIBRA_BACKEND_CPU_ASYNC => BackendChoice::CpuAsync,
     })
 }
 
@@ -331,8 +424,8 @@ fn default_config() -> libra_cache_config {
         block_tokens: c.block_tokens,
         gpu_blocks: d.gpu_blocks,
         host_blocks: d.host_blocks,
-        policy: libra_policy::LIBRA_POLICY_ELORA as u32,
-        backend: libra_backend::LIBRA_BACKEND_CPU as u32,
+        policy: libra_policy::LIBRA_POLICY_ELORA.raw(),
+        backend: libra_backend::LIBRA_BACKEND_CPU.raw(),
         block_bytes: d.block_bytes,
         segments: std::ptr::null(),
         segment_count: 0,
@@ -350,29 +443,11 @@ fn default_config() -> libra_cache_config {
         value_time_unit_us: c.value_time_unit_us,
         swap_wait_us: c.swap_wait_us,
         prefetch_interval_us: c.prefetch_interval_us,
-        events: c.events,
+        events: u8::from(c.events),
         event_capacity: c.event_capacity as u32,
         segments_per_group: c.segments_per_group,
         write_through_blocks: c.write_through_blocks,
     }
-}
-
-/// Copies the caller's config, as many bytes as its `struct_size` says (at least the layout
-/// before `segments_per_group`); later fields keep their defaults.
-///
-/// # Safety
-/// `config` must be NULL or point to `struct_size` readable bytes of a libra_cache_config.
-unsafe fn read_config(config: *const libra_cache_config) -> Result<libra_cache_config, Error> {
-    if config.is_null() {
-        return Err(null_arg("config"));
-    }
-    let size = std::ptr::addr_of!((*config).struct_size).read_unaligned();
-    check_struct_size(size, CONFIG_SIZE_BEFORE_GROUPS, "config")?;
-    let mut value = default_config();
-    let n = size.min(std::mem::size_of::<libra_cache_config>());
-    std::ptr::copy_nonoverlapping(config as *const u8, &mut value as *mut libra_cache_config as *mut u8, n);
-    value.struct_size = std::mem::size_of::<libra_cache_config>();
-    Ok(value)
 }
 
 /// Creates a cache. `config` is borrowed for the call (its `segments` array is copied); only
@@ -390,11 +465,11 @@ pub extern "C" fn libra_cache_create(
 ) -> libra_status {
     guard("libra_cache_create", || {
         // SAFETY: NULL or a valid config, per the contract above.
-        let cfg = &unsafe { read_config(config) }?;
+        let cfg = &unsafe { read_versioned(config, "config") }?;
         if out.is_null() {
             return Err(null_arg("out"));
         }
-        if cfg.event_capacity == 0 && cfg.events {
+        if cfg.event_capacity == 0 && cfg.events != 0 {
             return Err(Error::invalid(
                 "`config.event_capacity` must be positive when `config.events` is set",
             ));
@@ -433,7 +508,7 @@ pub extern "C" fn libra_cache_create(
             value_time_unit_us: cfg.value_time_unit_us,
             swap_wait_us: cfg.swap_wait_us,
             prefetch_interval_us: cfg.prefetch_interval_us,
-            events: cfg.events,
+            events: cfg.events != 0,
             event_capacity: cfg.event_capacity.max(1) as usize,
             segments_per_group: cfg.segments_per_group,
             write_through_blocks: cfg.write_through_blocks,
@@ -694,15 +769,8 @@ pub extern "C" fn libra_retention_default(hint: *mut libra_retention) -> libra_s
         if hint.is_null() {
             return Err(null_arg("hint"));
         }
-        let d = RetentionHint::default();
-        let value = libra_retention {
-            struct_size: std::mem::size_of::<libra_retention>(),
-            priority: d.priority,
-            duration_us: d.duration_us,
-            expect_back_us: d.expect_back_us,
-        };
         // SAFETY: checked non-NULL; the caller provides a writable libra_retention.
-        unsafe { write_out(hint, value) };
+        unsafe { write_out(hint, libra_retention::defaults()) };
         Ok(())
     })
 }
@@ -730,8 +798,7 @@ pub extern "C" fn libra_cache_set_retention(
     guard("libra_cache_set_retention", || {
         let c = cache_ref(cache)?;
         // SAFETY: NULL or a valid hint, per the contract above.
-        let h = unsafe { deref(hint, "hint") }?;
-        check_struct_size(h.struct_size, std::mem::size_of::<libra_retention>(), "hint")?;
+        let h = unsafe { read_versioned(hint, "hint") }?;
         let hint = RetentionHint {
             priority: h.priority,
             duration_us: h.duration_us,
@@ -923,9 +990,11 @@ pub extern "C" fn libra_cache_set_cost_hints(
     })
 }
 
-/// Fills `*out` with statistics. Set `out->struct_size = sizeof(libra_cache_stats)` first; only
-/// that many bytes are written (a struct from an older header, ending at `events_dropped`, is
-/// accepted and gets the fields it has). Cheap enough to call every scheduler iteration: the cost grows
+/// Fills `*out` with statistics. Set `out->struct_size = sizeof(libra_cache_stats)` first: only
+/// `min(struct_size, sizeof(libra_cache_stats))` bytes are written and `struct_size` is kept,
+/// so a struct from an older header gets the fields it has. Errors: LIBRA_ERR_NULL_ARGUMENT,
+/// LIBRA_ERR_INVALID_ARGUMENT (`out` misaligned, or `struct_size` below the first published
+/// layout: nothing written). Cheap enough to call every scheduler iteration: the cost grows
 /// with the number of registered adapters, not with the number of cached blocks. Thread-safe.
 #[no_mangle]
 pub extern "C" fn libra_cache_get_stats(
@@ -934,16 +1003,13 @@ pub extern "C" fn libra_cache_get_stats(
 ) -> libra_status {
     guard("libra_cache_get_stats", || {
         let c = cache_ref(cache)?;
-        if out.is_null() {
-            return Err(null_arg("out"));
-        }
-        // SAFETY: non-NULL, and every version of the struct starts with `struct_size`; no
-        // reference to the whole struct is made, as the caller's may be an older, smaller one.
-        let given = unsafe { std::ptr::addr_of!((*out).struct_size).read() };
-        check_struct_size(given, STATS_V1_SIZE, "out")?;
+        // Checked before the stats are gathered, so a bad struct fails early; no reference to
+        // the caller's struct is made, as it may be an older, smaller one.
+        // SAFETY: NULL or `struct_size` readable bytes, per the contract above.
+        unsafe { super::boundary::versioned_size(out, "out") }?;
         let s = c.cache.stats()?;
         let full = libra_cache_stats {
-            struct_size: given,
+            struct_size: std::mem::size_of::<libra_cache_stats>(),
             gpu_blocks_total: s.gpu_blocks_total,
             gpu_blocks_used: s.gpu_blocks_used,
             host_blocks_total: s.host_blocks_total,
@@ -972,18 +1038,8 @@ pub extern "C" fn libra_cache_get_stats(
             write_through_bytes: s.write_through_bytes,
             instant_evictions: s.instant_evictions,
         };
-        // A caller built against an older header owns only `struct_size` bytes.
-        let n = given.min(std::mem::size_of::<libra_cache_stats>());
-        // SAFETY: `out` is valid for `given` >= `n` bytes per the contract above; `full` is a
-        // plain-old-data value of at least `n` bytes, and the two do not overlap.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                (&full as *const libra_cache_stats).cast::<u8>(),
-                out.cast::<u8>(),
-                n,
-            )
-        };
-        Ok(())
+        // SAFETY: `out` holds `struct_size` writable bytes, per the contract above.
+        unsafe { write_versioned(out, full, "out") }
     })
 }
 
@@ -1035,7 +1091,7 @@ pub extern "C" fn libra_cache_drain_events(
                 EventKind::ToGpu => libra_event_kind::LIBRA_EVENT_TO_GPU,
             };
             let v = libra_event {
-                kind: kind as u32,
+                kind: kind.raw(),
                 adapter: e.adapter,
                 adapter_id: e.adapter_id,
                 block_hash_lo: e.block_hash as u64,

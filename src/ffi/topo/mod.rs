@@ -16,3 +16,5 @@ pub use optimize::*;
 pub use schedule::*;
 pub use types::*;
 pub use workload::*;
+// The cache's enumerations follow the same convention.
+pub(crate) use types::c_enum;

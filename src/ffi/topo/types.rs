@@ -54,6 +54,7 @@ macro_rules! c_enum {
         }
     };
 }
+pub(crate) use c_enum;
 
 /// Kind of a network dimension (`libra_dim_desc.kind`).
 #[repr(i32)]
