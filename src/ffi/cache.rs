@@ -402,8 +402,10 @@ fn backend_from(v: libra_backend_raw) -> Result<BackendChoice, Error> {
 }
 
 /// Fills `*config` with the defaults (ELORA policy, CPU backend, 16-token blocks, 1024 GPU and
-/// 4096 host blocks of 64 KiB). Returns LIBRA_ERR_NULL_ARGUMENT when `config` is NULL.
-/// Thread-safe.
+/// 4096 host blocks of 64 KiB). Writes the whole current `sizeof(libra_cache_config)`: a
+/// caller must pass a struct declared from the header of the library it runs with (a caller
+/// built against an older header fills its struct itself and sets its own `struct_size`).
+/// Returns LIBRA_ERR_NULL_ARGUMENT when `config` is NULL. Thread-safe.
 #[no_mangle]
 pub extern "C" fn libra_cache_config_default(config: *mut libra_cache_config) -> libra_status {
     guard("libra_cache_config_default", || {
