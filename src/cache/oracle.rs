@@ -134,12 +134,7 @@ impl CacheCore {
                 if waits_for_child {
                     continue;
                 }
-                if self.tree.node(v).children == 0 {
-                    self.delete_node(v, EventKind::Removed);
-                    self.stats.dropped_blocks += 1;
-                } else {
-                    self.drop_subtree(v);
-                }
+                self.oracle_drop(v);
                 freed += 1;
             } else if self.is_clean(v) {
                 if !waits_for_child {
@@ -149,17 +144,22 @@ impl CacheCore {
             } else if self.oracle_host_slot(next, outgoing.len(), hints) {
                 outgoing.push(v);
             } else if !waits_for_child {
-                if self.tree.node(v).children == 0 {
-                    self.delete_node(v, EventKind::Removed);
-                    self.stats.dropped_blocks += 1;
-                } else {
-                    self.drop_subtree(v);
-                }
+                self.oracle_drop(v);
                 freed += 1;
             }
         }
         let batch = if outgoing.is_empty() { None } else { Some(self.swap_out(io, &outgoing)?) };
         Ok((freed + outgoing.len(), batch))
+    }
+
+    /// Drops a GPU node and whatever it holds on the host (its host copy, its host subtree).
+    fn oracle_drop(&mut self, v: u32) {
+        if self.tree.node(v).children == 0 {
+            self.delete_node(v, EventKind::Removed);
+            self.stats.dropped_blocks += 1;
+        } else {
+            self.drop_subtree(v);
+        }
     }
 
     /// Write-through with future knowledge: in idle link time, copies the head of the oracle's
