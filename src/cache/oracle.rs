@@ -2,9 +2,12 @@
 //! (a simulator replaying a trace) supplies, for every block, when it is next needed. Eviction
 //! then follows Belady (farthest next use leaves first; never-used-again blocks are dropped, not
 //! copied to the host) and prefetch brings back the nearest-needed host blocks and adapters.
-//! Tree legality is the swapper's: only GPU leaves leave, only host roots come back.
+//! Eviction plans whole chains, as the policies' plans do, and in idle link time the head of
+//! the plan is written through to the host, so the oracle has every mechanism the policies
+//! have and differs from them only in its ranking. Tree legality is the swapper's.
 use super::core::CacheCore;
 use super::events::EventKind;
+use super::plan::{Scorer, Tier};
 use super::swapper::StepReport;
 use super::tree::{Kind, Residency};
 use crate::backend::{Backend, BatchState};
@@ -89,8 +92,18 @@ impl CacheCore {
         Ok(())
     }
 
-    /// Moves `blocks` blocks' worth of GPU leaves out by farthest next use. Returns the blocks
-    /// freed at once and the swap-out batch submitted, if any.
+    /// The chain-aware plan (see `plan`) for `blocks` GPU blocks, farthest next use first:
+    /// a parent follows once all its GPU children are planned. Every use of a block passes
+    /// through its ancestors, so a parent is never needed later than its children and the
+    /// plan is Belady's order among the blocks that may legally leave.
+    fn oracle_plan(&self, blocks: usize, now: u64, hints: &dyn NextUse) -> Vec<(u64, u32)> {
+        let value = |n: u32| -(self.next_use_of(n, hints) as f64);
+        let plan = self.plan_with(Tier::Gpu, blocks, now, &Scorer::Given(&value));
+        plan.into_iter().map(|n| (self.next_use_of(n, hints), n)).collect()
+    }
+
+    /// Moves `blocks` blocks' worth of the oracle's plan off the GPU. Returns the blocks freed
+    /// at once and the swap-out batch submitted, if any.
     fn oracle_evict(
         &mut self,
         io: &mut dyn Backend,
@@ -98,7 +111,7 @@ impl CacheCore {
         now: u64,
         hints: &dyn NextUse,
     ) -> Result<(usize, Option<u64>)> {
-        let victims = self.farthest(self.tree.gpu_leaves().iter().map(|c| (c.last_use, c.id)), blocks, hints);
+        let victims = self.oracle_plan(blocks, now, hints);
         let mut freed = 0;
         let mut outgoing = Vec::new();
         for (next, v) in victims {
@@ -106,28 +119,74 @@ impl CacheCore {
                 break;
             }
             let node = self.tree.node(v);
-            if node.kind == Kind::Adapter {
-                freed += self.adapter(node.adapter).blocks_needed as usize;
-                self.evict_adapter(node.adapter);
+            // A planned child may be on its way to the host in this pass: its parent then
+            // leaves in the same batch, or not before the copy completes.
+            let (kind, slot, waits_for_child) = (node.kind, node.adapter, node.gpu_children > 0);
+            if kind == Kind::Adapter {
+                if !waits_for_child {
+                    freed += self.adapter(slot).blocks_needed as usize;
+                    self.evict_adapter(slot);
+                }
                 continue;
             }
-            let keep = next != u64::MAX
-                && self.cfg.policy.uses_host_tier()
-                && self.oracle_host_slot(next, outgoing.len(), hints);
-            if keep {
-                outgoing.push(v);
-            } else if self.tree.node(v).children == 0 {
-                self.delete_node(v, EventKind::Removed);
-                self.stats.dropped_blocks += 1;
+            if next == u64::MAX || !self.cfg.policy.uses_host_tier() {
+                // Belady: never needed again, dropped rather than copied (a clean copy too).
+                if waits_for_child {
+                    continue;
+                }
+                self.oracle_drop(v);
                 freed += 1;
-            } else {
-                self.drop_subtree(v);
+            } else if self.is_clean(v) {
+                if !waits_for_child {
+                    self.evict_clean(v);
+                    freed += 1;
+                }
+            } else if self.oracle_host_slot(next, outgoing.len(), hints) {
+                outgoing.push(v);
+            } else if !waits_for_child {
+                self.oracle_drop(v);
                 freed += 1;
             }
         }
-        let _ = now;
         let batch = if outgoing.is_empty() { None } else { Some(self.swap_out(io, &outgoing)?) };
         Ok((freed + outgoing.len(), batch))
+    }
+
+    /// Drops a GPU node and whatever it holds on the host (its host copy, its host subtree).
+    fn oracle_drop(&mut self, v: u32) {
+        if self.tree.node(v).children == 0 {
+            self.delete_node(v, EventKind::Removed);
+            self.stats.dropped_blocks += 1;
+        } else {
+            self.drop_subtree(v);
+        }
+    }
+
+    /// Write-through with future knowledge: in idle link time, copies the head of the oracle's
+    /// plan to the host while it stays on the GPU (see `write_through`). Blocks never needed
+    /// again get no copy; a full host tier gives way only to blocks needed sooner than what it
+    /// holds.
+    fn oracle_write_through(&mut self, io: &mut dyn Backend, now: u64, hints: &dyn NextUse) -> Result<u32> {
+        if !self.cfg.policy.uses_host_tier() {
+            return Ok(0);
+        }
+        let Some(window) = self.write_through_window(now) else {
+            return Ok(0);
+        };
+        let plan: Vec<u32> = self
+            .oracle_plan(window, now, hints)
+            .into_iter()
+            .filter(|&(u, _)| u != u64::MAX)
+            .map(|(_, n)| n)
+            .collect();
+        let mut todo = Vec::new();
+        for n in self.write_through_candidates(plan) {
+            if !self.oracle_host_slot(self.next_use_of(n, hints), todo.len(), hints) {
+                break;
+            }
+            todo.push(n);
+        }
+        self.write_through_start(io, &todo)
     }
 
     /// Whether a host block can take a block next used at `next`, pruning a host leaf that is
@@ -212,6 +271,11 @@ impl CacheCore {
                 self.swap_in(io, &kv)?;
             }
         }
+        report.written_through = self.oracle_write_through(io, now, hints)?;
         Ok(report)
     }
 }
+
+#[cfg(test)]
+#[path = "oracle_tests.rs"]
+mod tests;

@@ -79,7 +79,7 @@ impl KvLogValue {
 }
 
 /// How a plan scores nodes and bounds the entries of the candidate set not yet walked.
-pub(crate) enum Scorer {
+pub(crate) enum Scorer<'a> {
     /// Least recently used first: the set order is the score order, so an entry is its own
     /// bound.
     LastUse,
@@ -92,6 +92,9 @@ pub(crate) enum Scorer {
     /// node whose value is below the bound for the current entry therefore precedes it and
     /// everything after it, and can be handed out.
     Value { kv: KvLogValue, ctx: RankContext, now_s: f64 },
+    /// A caller's value per node (lowest leaves first), e.g. the oracle's farthest next use.
+    /// Nothing bounds the entries not yet walked: every candidate is scored.
+    Given(&'a dyn Fn(u32) -> f64),
 }
 
 /// The band bound's eps is refreshed once per unit of key, so the exponential is rarely taken.
@@ -141,7 +144,7 @@ struct Plan {
 impl Plan {
     /// Files a candidate under the pending heap or, when it holds an unexpired hint (or the
     /// plan is in its hinted phase), under the deferred one.
-    fn offer(&mut self, core: &CacheCore, scorer: &Scorer, id: u32) {
+    fn offer(&mut self, core: &CacheCore, scorer: &Scorer<'_>, id: u32) {
         let s = core.score(scorer, id);
         let class = match core.tree.hint(id) {
             Some(h) if h.expires > self.now => h.priority,
@@ -156,7 +159,7 @@ impl Plan {
 
     /// Hands `s` out and makes its parent a candidate once all of the parent's children in
     /// the tier are planned. Returns whether the plan is complete.
-    fn take(&mut self, core: &CacheCore, scorer: &Scorer, tier: Tier, s: Scored) -> bool {
+    fn take(&mut self, core: &CacheCore, scorer: &Scorer<'_>, tier: Tier, s: Scored) -> bool {
         self.out.push(s.node);
         self.taken += core.node_blocks(s.node) as usize;
         let parent = core.tree.node(s.node).parent;
@@ -203,7 +206,7 @@ impl CacheCore {
         }
     }
 
-    pub(crate) fn scorer(&self, now: u64) -> Scorer {
+    pub(crate) fn scorer(&self, now: u64) -> Scorer<'static> {
         if !self.cfg.policy.uses_cost_model() {
             return Scorer::LastUse;
         }
@@ -212,10 +215,11 @@ impl CacheCore {
     }
 
     /// The exact score of a node for leaving its tier.
-    pub(crate) fn score(&self, scorer: &Scorer, id: u32) -> Scored {
+    pub(crate) fn score(&self, scorer: &Scorer<'_>, id: u32) -> Scored {
         let c = self.tree.candidate(id);
         match scorer {
             Scorer::LastUse => Scored { value: c.last_use as f64, key: c.key, node: id },
+            Scorer::Given(f) => Scored { value: f(id), key: c.key, node: id },
             Scorer::Value { kv, ctx, .. } => {
                 let value = if c.adapter {
                     let node = self.tree.node(id);
@@ -257,6 +261,11 @@ impl CacheCore {
     /// entry not yet walked can be lower (see `Scorer`). It touches about as many set entries
     /// as the plan takes leaves, plus a band, and never scores the whole set.
     pub(crate) fn plan(&self, tier: Tier, blocks: usize, now: u64) -> Vec<u32> {
+        self.plan_with(tier, blocks, now, &self.scorer(now))
+    }
+
+    /// `plan` under a given scorer.
+    pub(crate) fn plan_with(&self, tier: Tier, blocks: usize, now: u64, scorer: &Scorer<'_>) -> Vec<u32> {
         let (set, hinted) = match tier {
             Tier::Gpu => (self.tree.gpu_leaves(), self.tree.hinted_gpu_leaves()),
             Tier::Host => (self.tree.host_leaves(), self.tree.hinted_host_leaves()),
@@ -266,7 +275,6 @@ impl CacheCore {
         if blocks == 0 || (set.is_empty() && hinted.is_empty()) {
             return Vec::new();
         }
-        let scorer = self.scorer(now);
         let mut plan = Plan {
             out: Vec::with_capacity(blocks.min(4 * set.len())),
             taken: 0,
@@ -278,7 +286,7 @@ impl CacheCore {
             planned_children: HashMap::new(),
         };
         for &id in hinted {
-            plan.offer(self, &scorer, id);
+            plan.offer(self, scorer, id);
         }
         // Under the cost model adapters have other constants than KV blocks: they are scored
         // apart, exactly. By last use the set order is theirs too: they are walked in place.
@@ -287,37 +295,38 @@ impl CacheCore {
             for a in self.adapters.iter().flatten() {
                 let node = self.tree.node(a.node);
                 if node.residency == Residency::Gpu && node.pins == 0 && node.gpu_children == 0 {
-                    plan.pending.push(Reverse(self.score(&scorer, a.node)));
+                    plan.pending.push(Reverse(self.score(scorer, a.node)));
                 }
             }
         }
         let mut band = Band { segment_end: f64::NEG_INFINITY, eps: std::f64::consts::LN_2, slack: 0.0 };
         'walk: for c in set.iter().filter(|c| !(apart && c.adapter)) {
-            let bound = self.bound(&scorer, &mut band, c);
+            let bound = self.bound(scorer, &mut band, c);
             while let Some(&Reverse(top)) = plan.pending.peek() {
                 if top >= bound {
                     break;
                 }
                 plan.pending.pop();
-                if plan.take(self, &scorer, tier, top) {
+                if plan.take(self, scorer, tier, top) {
                     break 'walk;
                 }
             }
-            let s = match &scorer {
+            let s = match scorer {
                 Scorer::LastUse => bound,
                 Scorer::Value { kv, .. } => Scored { value: kv.of(c), key: c.key, node: c.id },
+                Scorer::Given(_) => self.score(scorer, c.id),
             };
             plan.pending.push(Reverse(s));
         }
         if plan.taken < blocks {
             while let Some(Reverse(top)) = plan.pending.pop() {
-                if plan.take(self, &scorer, tier, top) {
+                if plan.take(self, scorer, tier, top) {
                     return plan.out;
                 }
             }
             plan.hinted_phase = true;
             while let Some(Reverse(top)) = plan.deferred.pop() {
-                if plan.take(self, &scorer, tier, top.s) {
+                if plan.take(self, scorer, tier, top.s) {
                     break;
                 }
             }
@@ -327,9 +336,11 @@ impl CacheCore {
 
     /// A score that no entry of the set at or after `c` (in set order) is below.
     #[inline]
-    fn bound(&self, scorer: &Scorer, band: &mut Band, c: &Candidate) -> Scored {
+    fn bound(&self, scorer: &Scorer<'_>, band: &mut Band, c: &Candidate) -> Scored {
         match scorer {
             Scorer::LastUse => Scored { value: c.last_use as f64, key: c.key, node: c.id },
+            // No bound: nothing is handed out before the walk ends.
+            Scorer::Given(_) => Scored { value: f64::NEG_INFINITY, key: 0, node: 0 },
             Scorer::Value { kv, now_s, .. } => {
                 if !kv.log_const.is_finite() {
                     // Every KV value is the same infinity: set order by key decides.

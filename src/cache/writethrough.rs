@@ -54,43 +54,57 @@ impl CacheCore {
     /// (a swap-out is coming), copies up to `write_through_blocks` of the blocks the next
     /// swap-out would take, in plan order, that are not clean yet. Returns the blocks started.
     pub(crate) fn write_through(&mut self, io: &mut dyn Backend, now: u64) -> Result<u32> {
-        let limit = self.cfg.write_through_blocks as usize;
-        if !self.cfg.policy.writes_through()
-            || limit == 0
-            || !self.inflight.is_empty()
-            || !self.host_copy_pays()
-        {
+        if !self.cfg.policy.writes_through() {
             return Ok(0);
         }
-        let cap = self.gpu.capacity() as f64;
-        if (self.gpu.used_count() as f64) < self.cfg.swap_out_low * cap || self.host.capacity() == 0 {
+        let Some(window) = self.write_through_window(now) else {
             return Ok(0);
-        }
-        if self.last_write_through.is_some_and(|t| now.saturating_sub(t) < self.cfg.prefetch_interval_us) {
-            return Ok(0);
-        }
-        self.last_write_through = Some(now);
-        // What the next swap-out takes: from the high mark down to the low one.
-        let window = ((self.cfg.swap_out_high - self.cfg.swap_out_low) * cap).round().max(1.0) as usize;
-        let mut todo: Vec<u32> = self
-            .plan(Tier::Gpu, window, now)
-            .into_iter()
-            .filter(|&n| {
-                let node = self.tree.node(n);
-                node.kind == Kind::Kv && node.residency == Residency::Gpu && node.host_block == NONE
-            })
-            .take(limit)
-            .collect();
+        };
+        let mut todo = self.write_through_candidates(self.plan(Tier::Gpu, window, now));
         let free = self.host.free_count() as usize;
         if todo.len() > free && self.cfg.policy.fills_host_tier() {
             self.prune_host(todo.len() - free, now);
         }
         todo.truncate(self.host.free_count() as usize);
+        self.write_through_start(io, &todo)
+    }
+
+    /// Whether a write-through pass is due now (the link is idle, a swap-out is coming, and
+    /// the last pass is an interval old); if so, marks the pass and returns how many blocks the
+    /// next swap-out takes, from the high mark down to the low one.
+    pub(crate) fn write_through_window(&mut self, now: u64) -> Option<usize> {
+        if self.cfg.write_through_blocks == 0 || !self.inflight.is_empty() || !self.host_copy_pays() {
+            return None;
+        }
+        let cap = self.gpu.capacity() as f64;
+        if (self.gpu.used_count() as f64) < self.cfg.swap_out_low * cap || self.host.capacity() == 0 {
+            return None;
+        }
+        if self.last_write_through.is_some_and(|t| now.saturating_sub(t) < self.cfg.prefetch_interval_us) {
+            return None;
+        }
+        self.last_write_through = Some(now);
+        Some(((self.cfg.swap_out_high - self.cfg.swap_out_low) * cap).round().max(1.0) as usize)
+    }
+
+    /// The KV blocks of `plan` without a host copy yet, at most `write_through_blocks`.
+    pub(crate) fn write_through_candidates(&self, plan: Vec<u32>) -> Vec<u32> {
+        plan.into_iter()
+            .filter(|&n| {
+                let node = self.tree.node(n);
+                node.kind == Kind::Kv && node.residency == Residency::Gpu && node.host_block == NONE
+            })
+            .take(self.cfg.write_through_blocks as usize)
+            .collect()
+    }
+
+    /// Starts the clean copies of `todo` (free host blocks must be there for all of them).
+    pub(crate) fn write_through_start(&mut self, io: &mut dyn Backend, todo: &[u32]) -> Result<u32> {
         if todo.is_empty() {
             return Ok(0);
         }
         // In flight like a swap-out: readable on the GPU, not a candidate until it lands.
-        self.copy_to_host(io, &todo, Flight::Clean)?;
+        self.copy_to_host(io, todo, Flight::Clean)?;
         Ok(todo.len() as u32)
     }
 
