@@ -185,7 +185,7 @@ fn real_main(a: Args) -> Result<(), String> {
         }
         ec.vllm_adapter_fraction = match a.vllm_fraction {
             Some(f) => f,
-            None if has("vllm") || has("vllm-offload") => {
+            None if has("vllm") || has("vllm-offload") || has("hicache") => {
                 let m = top(&peaks).map_or(spec.rate_mult, |t| TUNE_AT * t);
                 tune_vllm(&ctx, &grid::at_load(&spec, m), &ec)?
             }

@@ -40,6 +40,9 @@ impl CacheCore {
     /// clean copies stay a window at the head of the plan and never fill the host tier with
     /// duplicates of hot blocks. (Blocks still being copied become clean when they land.)
     pub(crate) fn used_again(&mut self, nodes: &[u32]) {
+        if self.cfg.policy.backs_up_everything() {
+            return;
+        }
         for &n in nodes {
             if self.is_clean(n) {
                 let node = self.tree.node(n).clone();
@@ -63,7 +66,9 @@ impl CacheCore {
             return Ok(0);
         }
         let cap = self.gpu.capacity() as f64;
-        if (self.gpu.used_count() as f64) < self.cfg.swap_out_low * cap || self.host.capacity() == 0 {
+        let all = self.cfg.policy.backs_up_everything();
+        if (!all && (self.gpu.used_count() as f64) < self.cfg.swap_out_low * cap) || self.host.capacity() == 0
+        {
             return Ok(0);
         }
         if self.last_write_through.is_some_and(|t| now.saturating_sub(t) < self.cfg.prefetch_interval_us) {
@@ -72,15 +77,23 @@ impl CacheCore {
         self.last_write_through = Some(now);
         // What the next swap-out takes: from the high mark down to the low one.
         let window = ((self.cfg.swap_out_high - self.cfg.swap_out_low) * cap).round().max(1.0) as usize;
-        let mut todo: Vec<u32> = self
-            .plan(Tier::Gpu, window, now)
-            .into_iter()
-            .filter(|&n| {
-                let node = self.tree.node(n);
-                node.kind == Kind::Kv && node.residency == Residency::Gpu && node.host_block == NONE
-            })
-            .take(limit)
-            .collect();
+        let unbacked = |c: &Self, n: u32| {
+            let node = c.tree.node(n);
+            node.kind == Kind::Kv && node.residency == Residency::Gpu && node.host_block == NONE
+        };
+        let mut todo: Vec<u32> = if all {
+            // Every unpinned block without a copy, coldest first: one scan of the tree, where
+            // a plan of the whole tier would rank every block on it.
+            let mut c: Vec<u32> =
+                self.tree.live_ids().filter(|&n| unbacked(self, n) && self.tree.node(n).pins == 0).collect();
+            if c.len() > limit {
+                c.select_nth_unstable_by_key(limit, |&n| self.tree.node(n).last_use);
+                c.truncate(limit);
+            }
+            c
+        } else {
+            self.plan(Tier::Gpu, window, now).into_iter().filter(|&n| unbacked(self, n)).take(limit).collect()
+        };
         let free = self.host.free_count() as usize;
         if todo.len() > free && self.cfg.policy.fills_host_tier() {
             self.prune_host(todo.len() - free, now);
