@@ -6,32 +6,14 @@
 //! from-scratch prefill (and equal greedy answers), with the negative control, the restored
 //! bytes, `libra_cache_check`, tenant isolation and logical-clock reproducibility checked.
 //! Skips with the reason when a requirement is missing, except under CI=true, where it fails.
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
+
+mod process_common;
+use process_common::*;
 
 const LLAMA_CPP_PYTHON: &str = "0.3.36";
 const GGUF: &str = "0.19.0";
-
-fn manifest_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn artifact_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().and_then(Path::parent).unwrap().to_path_buf()
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("could not run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed with {}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn works(cmd: &mut Command) -> Option<String> {
     let out = cmd.output().ok()?;
