@@ -108,7 +108,7 @@ fn tune_vllm(ctx: &Ctx, spec: &WorkloadSpec, ec: &EngineConfig) -> Result<f64, S
             })
             .collect();
     println!(
-        "vllm adapter share of GPU blocks, mean TTFT at load x{:.2}: {}; tuned: {best} (also vllm-offload's)",
+        "vllm adapter share of GPU blocks, mean TTFT at load x{:.2}: {}; tuned: {best} (also vllm-offload's and hicache's)",
         spec.rate_mult,
         cells.join(", ")
     );
