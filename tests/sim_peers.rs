@@ -1,5 +1,6 @@
 //! The peers of the simulator behave as the projects they follow document: vLLM's offloading
-//! connector keeps evicted KV on the host, S-LoRA's admission never over-commits memory, the
+//! connector keeps evicted KV on the host, SGLang's HiCache writes KV through to a host tier
+//! of twice its KV pool, S-LoRA's admission never over-commits memory, the
 //! released ELoRA ranks by visits, overloaded runs are recognised early, and popularity drift
 //! redraws which adapters are popular.
 use libra::sim::grid::{self, PeakSearch};
@@ -18,6 +19,7 @@ fn spec(rate: f64, duration_s: f64, seed: u64) -> WorkloadSpec {
 
 const VLLM: SimPolicy = SimPolicy::Lib(PolicyKind::Vllm);
 const OFFLOAD: SimPolicy = SimPolicy::Lib(PolicyKind::VllmOffload);
+const HICACHE: SimPolicy = SimPolicy::Lib(PolicyKind::HiCache);
 const SLORA: SimPolicy = SimPolicy::Lib(PolicyKind::Slora);
 
 #[test]
@@ -39,6 +41,35 @@ fn offloading_connector_keeps_evicted_kv_on_the_host() {
     let mut wide = tight.clone();
     wide.vllm_adapter_fraction = 0.5;
     assert_ne!(run(&s, &wide, VLLM).ttft_us, v.ttft_us);
+}
+
+#[test]
+fn hicache_writes_through_to_a_host_pool_twice_its_kv_pool() {
+    let s = spec(4.0, 60.0, 3);
+    // Ample memory: nothing leaves the GPU, yet HiCache copies its KV to the host (write-through)
+    // where the offloading connector, which stores at eviction, copies nothing.
+    let big = engine(2_000_000, 100_000);
+    let (o, h) = (run(&s, &big, OFFLOAD), run(&s, &big, HICACHE));
+    assert_eq!((o.swap_out_blocks, h.swap_out_blocks), (0, 0));
+    assert!(
+        h.host_link_bytes > o.host_link_bytes,
+        "no write-through: {} vs {}",
+        h.host_link_bytes,
+        o.host_link_bytes
+    );
+    // Tight memory: evicted blocks come back from the host.
+    let tight = engine(3_000, 30_000);
+    let h = run(&s, &tight, HICACHE);
+    assert!(h.host_hit_tokens > 0 && h.swap_out_blocks > 0 && h.swap_in_blocks > 0);
+    // The adapter pool is separate and sized like vLLM's region: the share changes the run.
+    let mut wide = tight.clone();
+    wide.vllm_adapter_fraction = 0.5;
+    assert_ne!(run(&s, &wide, HICACHE).ttft_us, h.ttft_us);
+    // `--hicache-ratio 2`: the host pool is twice the KV region, capped by what the host has.
+    assert_eq!(HICACHE.host_blocks(30_000, 3_000, 0.2), 4_800);
+    assert_eq!(HICACHE.host_blocks(1_000, 3_000, 0.2), 1_000);
+    assert_eq!(OFFLOAD.host_blocks(30_000, 3_000, 0.2), 30_000);
+    assert!(PolicyKind::HiCache.uncoupled() && PolicyKind::HiCache.writes_through());
 }
 
 #[test]

@@ -70,7 +70,7 @@ Engine and hardware
                        think time; other scenarios, an open session held until the timeout
 
 Policies and output
-  --policies LIST      vllm,vllm-offload,slora,lru,elora,elora-authors,libra,oracle [all]
+  --policies LIST      vllm,vllm-offload,hicache,slora,lru,elora,elora-authors,libra,oracle [all]
   --vllm-adapter-fraction F
                        share of GPU blocks in vllm's adapter region; without it, each
                        scenario's is tuned: the best mean TTFT over 0.02-0.4, sweep printed

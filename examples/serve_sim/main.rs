@@ -108,7 +108,7 @@ fn tune_vllm(ctx: &Ctx, spec: &WorkloadSpec, ec: &EngineConfig) -> Result<f64, S
             })
             .collect();
     println!(
-        "vllm adapter share of GPU blocks, mean TTFT at load x{:.2}: {}; tuned: {best} (also vllm-offload's)",
+        "vllm adapter share of GPU blocks, mean TTFT at load x{:.2}: {}; tuned: {best} (also vllm-offload's and hicache's)",
         spec.rate_mult,
         cells.join(", ")
     );
@@ -185,7 +185,7 @@ fn real_main(a: Args) -> Result<(), String> {
         }
         ec.vllm_adapter_fraction = match a.vllm_fraction {
             Some(f) => f,
-            None if has("vllm") || has("vllm-offload") => {
+            None if has("vllm") || has("vllm-offload") || has("hicache") => {
                 let m = top(&peaks).map_or(spec.rate_mult, |t| TUNE_AT * t);
                 tune_vllm(&ctx, &grid::at_load(&spec, m), &ec)?
             }

@@ -17,6 +17,11 @@ pub enum PolicyKind {
     /// slots, and KV evicted from the GPU region stored in an LRU host tier and loaded back on
     /// a prefix hit.
     VllmOffload,
+    /// SGLang HiCache: the split and uncoupled adapter pool of `Vllm` (SGLang's LoRA memory
+    /// pool is separate from its KV pool), an LRU radix cache, and a host tier written
+    /// through: every KV block gets a host copy as soon as the link is idle and keeps it while
+    /// it stays on the GPU, so evicting it is free.
+    HiCache,
     /// S-LoRA: one unified pool, adapters loaded on demand, finished requests' KV not kept.
     Slora,
     /// The same tree ranked by last use (with chain-aware plans and write-through it measured
@@ -33,6 +38,7 @@ impl PolicyKind {
             PolicyKind::Lru => "lru",
             PolicyKind::Vllm => "vllm",
             PolicyKind::VllmOffload => "vllm-offload",
+            PolicyKind::HiCache => "hicache",
             PolicyKind::Slora => "slora",
             PolicyKind::Libra => "libra",
         }
@@ -43,14 +49,16 @@ impl PolicyKind {
             "lru" => PolicyKind::Lru,
             "vllm" => PolicyKind::Vllm,
             "vllm-offload" => PolicyKind::VllmOffload,
+            "hicache" => PolicyKind::HiCache,
             "slora" => PolicyKind::Slora,
             "libra" => PolicyKind::Libra,
             _ => return None,
         })
     }
-    pub const ALL: [PolicyKind; 6] = [
+    pub const ALL: [PolicyKind; 7] = [
         PolicyKind::Vllm,
         PolicyKind::VllmOffload,
+        PolicyKind::HiCache,
         PolicyKind::Slora,
         PolicyKind::Lru,
         PolicyKind::Elora,
@@ -59,11 +67,19 @@ impl PolicyKind {
 
     /// Whether KV blocks move to the host tier instead of being dropped.
     pub fn uses_host_tier(self) -> bool {
-        matches!(self, PolicyKind::Elora | PolicyKind::Lru | PolicyKind::Libra | PolicyKind::VllmOffload)
+        matches!(
+            self,
+            PolicyKind::Elora
+                | PolicyKind::Lru
+                | PolicyKind::Libra
+                | PolicyKind::VllmOffload
+                | PolicyKind::HiCache
+        )
     }
-    /// Whether adapters and KV live in separate, statically sized GPU regions (vLLM).
+    /// Whether adapters and KV live in separate, statically sized GPU regions (vLLM; SGLang's
+    /// LoRA memory pool).
     pub fn split_regions(self) -> bool {
-        matches!(self, PolicyKind::Vllm | PolicyKind::VllmOffload)
+        matches!(self, PolicyKind::Vllm | PolicyKind::VllmOffload | PolicyKind::HiCache)
     }
     /// Whether finished requests' KV stays cached for reuse.
     pub fn keeps_finished_kv(self) -> bool {
@@ -75,12 +91,19 @@ impl PolicyKind {
     }
     /// Whether the host tier is kept full and pruned only when a swap-out needs the room,
     /// instead of being pruned from a high to a low watermark.
+    /// (HiCache evicts host nodes only when a write finds no room.)
     pub fn fills_host_tier(self) -> bool {
-        self == PolicyKind::Libra
+        matches!(self, PolicyKind::Libra | PolicyKind::HiCache)
     }
     /// Whether blocks next in line to leave the GPU are copied to the host ahead of time.
     pub fn writes_through(self) -> bool {
-        self == PolicyKind::Libra
+        matches!(self, PolicyKind::Libra | PolicyKind::HiCache)
+    }
+    /// Whether write-through backs up every GPU KV block, not only the next ones to leave, and
+    /// keeps the copy when the block is used again (SGLang's `write_through` policy, hit
+    /// threshold 1: a node is backed up once inserted, and a backed-up node stays backed up).
+    pub fn backs_up_everything(self) -> bool {
+        self == PolicyKind::HiCache
     }
     pub fn uses_cost_model(self) -> bool {
         self == PolicyKind::Elora
@@ -115,6 +138,7 @@ pub fn retention_value(
         PolicyKind::Lru
         | PolicyKind::Vllm
         | PolicyKind::VllmOffload
+        | PolicyKind::HiCache
         | PolicyKind::Slora
         | PolicyKind::Libra => node.last_use as f64,
         PolicyKind::Elora => {

@@ -161,10 +161,14 @@ impl CacheCore {
                 self.wait_all(io);
                 continue;
             }
-            self.prepare_host_room(victims.len(), now);
+            let copies = victims.iter().filter(|&&v| !self.is_clean(v)).count();
+            self.prepare_host_room(copies, now);
             let mut outgoing = Vec::new();
             for v in victims {
-                if self.host_slot_available(outgoing.len(), now) {
+                if self.is_clean(v) {
+                    // Written through (HiCache): its host copy is complete.
+                    self.evict_clean(v);
+                } else if self.host_slot_available(outgoing.len(), now) {
                     outgoing.push(v);
                 } else if self.tree.node(v).children == 0 {
                     self.delete_node(v, EventKind::Removed);
@@ -179,6 +183,10 @@ impl CacheCore {
         while over > 0 {
             let victim = self.tree.gpu_leaves().iter().find(|c| !c.adapter).copied();
             match victim {
+                Some(c) if self.is_clean(c.id) => {
+                    self.evict_clean(c.id);
+                    over -= 1;
+                }
                 Some(c) if self.tree.node(c.id).children > 0 => {
                     // Offloaded KV below it goes with it.
                     self.drop_subtree(c.id);

@@ -40,6 +40,9 @@ impl CacheCore {
     /// clean copies stay a window at the head of the plan and never fill the host tier with
     /// duplicates of hot blocks. (Blocks still being copied become clean when they land.)
     pub(crate) fn used_again(&mut self, nodes: &[u32]) {
+        if self.cfg.policy.backs_up_everything() {
+            return;
+        }
         for &n in nodes {
             if self.is_clean(n) {
                 let node = self.tree.node(n).clone();
@@ -60,7 +63,11 @@ impl CacheCore {
         let Some(window) = self.write_through_window(now) else {
             return Ok(0);
         };
-        let mut todo = self.write_through_candidates(self.plan(Tier::Gpu, window, now));
+        let mut todo = if self.cfg.policy.backs_up_everything() {
+            self.unbacked_coldest_first()
+        } else {
+            self.write_through_candidates(self.plan(Tier::Gpu, window, now))
+        };
         let free = self.host.free_count() as usize;
         if todo.len() > free && self.cfg.policy.fills_host_tier() {
             self.prune_host(todo.len() - free, now);
@@ -77,7 +84,9 @@ impl CacheCore {
             return None;
         }
         let cap = self.gpu.capacity() as f64;
-        if (self.gpu.used_count() as f64) < self.cfg.swap_out_low * cap || self.host.capacity() == 0 {
+        let all = self.cfg.policy.backs_up_everything();
+        if (!all && (self.gpu.used_count() as f64) < self.cfg.swap_out_low * cap) || self.host.capacity() == 0
+        {
             return None;
         }
         if self.last_write_through.is_some_and(|t| now.saturating_sub(t) < self.cfg.prefetch_interval_us) {
@@ -96,6 +105,29 @@ impl CacheCore {
             })
             .take(self.cfg.write_through_blocks as usize)
             .collect()
+    }
+
+    /// The coldest `write_through_blocks` unpinned KV blocks on the GPU without a host copy
+    /// (in no order): one scan of the tree, where a plan of the whole tier would rank
+    /// every block on it (policies that back up everything).
+    fn unbacked_coldest_first(&self) -> Vec<u32> {
+        let limit = self.cfg.write_through_blocks as usize;
+        let mut c: Vec<u32> = self
+            .tree
+            .live_ids()
+            .filter(|&n| {
+                let node = self.tree.node(n);
+                node.kind == Kind::Kv
+                    && node.residency == Residency::Gpu
+                    && node.host_block == NONE
+                    && node.pins == 0
+            })
+            .collect();
+        if c.len() > limit {
+            c.select_nth_unstable_by_key(limit, |&n| self.tree.node(n).last_use);
+            c.truncate(limit);
+        }
+        c
     }
 
     /// Starts the clean copies of `todo` (free host blocks must be there for all of them).

@@ -420,7 +420,7 @@ pub fn run(
     let bt = ec.block_tokens;
     let real_bb = hw.kv_block_bytes(bt);
     let gpu_blocks = ec.gpu_blocks();
-    let host_blocks = ec.host_blocks();
+    let host_blocks = policy.host_blocks(ec.host_blocks(), gpu_blocks, ec.vllm_adapter_fraction);
     let mut io = TimingBackend::new(gpu_blocks, host_blocks, real_bb, hw, ec.group_latency_us);
     // A block is one logical byte per layer.
     let logical_bb = io.gpu_layout().block_bytes();

@@ -21,6 +21,12 @@ pub enum SimPolicy {
 /// cbindgen:ignore
 pub const AUTHORS_TIME_UNIT_US: u64 = 1 << 40;
 
+/// SGLang's `--hicache-ratio` default: the host KV pool is twice the device KV pool
+/// (`python/sglang/srt/server_args.py`; HiCache design document).
+///
+/// cbindgen:ignore
+pub const HICACHE_RATIO: f64 = 2.0;
+
 impl SimPolicy {
     pub fn name(self) -> &'static str {
         match self {
@@ -36,9 +42,10 @@ impl SimPolicy {
             _ => PolicyKind::parse(s).map(SimPolicy::Lib),
         }
     }
-    pub const ALL: [SimPolicy; 8] = [
+    pub const ALL: [SimPolicy; 9] = [
         SimPolicy::Lib(PolicyKind::Vllm),
         SimPolicy::Lib(PolicyKind::VllmOffload),
+        SimPolicy::Lib(PolicyKind::HiCache),
         SimPolicy::Lib(PolicyKind::Slora),
         SimPolicy::Lib(PolicyKind::Lru),
         SimPolicy::Lib(PolicyKind::Elora),
@@ -61,6 +68,18 @@ impl SimPolicy {
         if self == SimPolicy::EloraAuthors {
             cfg.value_time_unit_us = AUTHORS_TIME_UNIT_US;
         }
+    }
+    /// Host tier blocks the policy uses out of `available`: `hicache` sizes its host pool at
+    /// `HICACHE_RATIO` times its device KV pool (the KV region of the split), as SGLang does by
+    /// default; the others use the whole host tier.
+    pub fn host_blocks(self, available: u32, gpu_blocks: u32, adapter_fraction: f64) -> u32 {
+        if self != SimPolicy::Lib(PolicyKind::HiCache) {
+            return available;
+        }
+        // The split as `CacheCore` draws it: the adapter region's floor, at least one block.
+        let adapter = ((gpu_blocks as f64 * adapter_fraction).floor() as u32).max(1);
+        let kv = gpu_blocks.saturating_sub(adapter) as f64;
+        available.min((kv * HICACHE_RATIO).floor() as u32)
     }
     /// Whether the engine admits as S-LoRA's scheduler does (`conservative_admits`).
     pub fn conservative_admission(self) -> bool {
