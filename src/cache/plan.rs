@@ -92,7 +92,7 @@ pub(crate) enum Scorer<'a> {
     /// node whose value is below the bound for the current entry therefore precedes it and
     /// everything after it, and can be handed out.
     Value { kv: KvLogValue, ctx: RankContext, now_s: f64 },
-    /// A caller's value per node (lowest leaves first), e.g. the oracle's farthest next use.
+    /// A caller's value per node (lowest leaves first), e.g. an external policy's (see `plan_gpu_by`).
     /// Nothing bounds the entries not yet walked: every candidate is scored.
     Given(&'a dyn Fn(u32) -> f64),
 }

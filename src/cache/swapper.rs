@@ -375,7 +375,7 @@ impl CacheCore {
     }
 
     /// Waits for every batch in flight (used when nothing else can free memory).
-    fn wait_all(&mut self, io: &mut dyn Backend) {
+    pub(crate) fn wait_all(&mut self, io: &mut dyn Backend) {
         let mut ids: Vec<BatchId> = self.inflight.keys().copied().collect();
         ids.sort_unstable();
         for b in ids {

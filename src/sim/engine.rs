@@ -10,8 +10,9 @@ use super::workload::{Workload, WorkloadSpec};
 use crate::backend::{
     Backend, BatchId, BatchState, BlockMove, Direction, Segment, SegmentGroups, TierLayout,
 };
-use crate::cache::{CacheConfig, CacheCore, NextUse, Readiness, RetentionHint};
+use crate::cache::{CacheConfig, CacheCore, Readiness, RetentionHint};
 use crate::error::Result as LibResult;
+use crate::sim::oracle::{NextUse, Oracle};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 /// Engine knobs.
@@ -530,7 +531,9 @@ pub fn run(
         let prefill_bound = !waiting.is_empty() || running.iter().any(|s| s.phase == Phase::Prefill);
         let now = io.now;
         match future.as_ref() {
-            Some(f) => core.oracle_step(&mut io, now, running.len() as u32, prefill_bound, f).map_err(err)?,
+            Some(f) => Oracle { core: &mut core, io: &mut io, hints: f }
+                .step(now, running.len() as u32, prefill_bound)
+                .map_err(err)?,
             None => core.step(&mut io, now, running.len() as u32, prefill_bound).map_err(err)?,
         };
 
@@ -595,7 +598,8 @@ pub fn run(
                 let absent = core.adapter_gpu_blocks(adapter_id(r.adapter)).map_err(err)?.is_empty();
                 let need = target.div_ceil(bt) + if absent { adapter_blocks[r.adapter as usize] } else { 0 };
                 let now = io.now;
-                if core.oracle_make_room(&mut io, need as usize, now, f).is_err() {
+                if (Oracle { core: &mut core, io: &mut io, hints: f }).make_room(need as usize, now).is_err()
+                {
                     pos += 1;
                     skipped += 1;
                     continue;
@@ -676,7 +680,7 @@ pub fn run(
             }
             if let Some(f) = future.as_ref() {
                 let now = io.now;
-                let _ = core.oracle_make_room(&mut io, 1, now, f);
+                let _ = Oracle { core: &mut core, io: &mut io, hints: f }.make_room(1, now);
             }
             let now = io.now;
             match core.allocate(&mut io, running[i].cache_req, bt as usize, now) {

@@ -5,6 +5,7 @@ pub mod engine;
 pub mod grid;
 pub mod hw;
 pub mod layerwise;
+pub mod oracle;
 pub mod peers;
 pub mod report;
 pub mod rng;

@@ -3,8 +3,17 @@
 use super::*;
 use crate::backend::cpu::CpuBackend;
 use crate::cache::{CacheConfig, PolicyKind};
-use crate::fuzzing::fixtures::{pattern, BLOCK_BYTES};
 use std::collections::HashMap;
+
+/// Bytes of one block in these small tiers.
+const BLOCK_BYTES: u64 = 32;
+
+/// What the KV block with prefix key `key` holds: derived from the key, so a block holding
+/// another prefix's bytes is caught.
+fn pattern(key: u128) -> Vec<u8> {
+    let b = key.to_le_bytes();
+    (0..BLOCK_BYTES as usize).map(|i| b[i % 16] ^ (i as u8)).collect()
+}
 
 /// Future knowledge given by hand: next use per prefix key; unlisted keys are never used
 /// again, the adapter is needed at once.
@@ -45,7 +54,7 @@ fn setup() -> (CacheCore, CpuBackend, Table) {
         let m = core.match_prefix(&mut io, 1, 0, &toks, 1_000 * c as u64).unwrap();
         if !m.ready {
             complete_all(&mut io);
-            core.poll_inflight(&mut io);
+            core.poll_copies(&mut io);
         }
         let blocks = core.allocate(&mut io, m.request, 3, 1_000 * c as u64).unwrap();
         let keys = core.prefix_keys(1, 0, &toks);
@@ -59,7 +68,8 @@ fn setup() -> (CacheCore, CpuBackend, Table) {
         core.release(&mut io, m.request, 1_000 * c as u64).unwrap();
     }
     core.check_invariants().unwrap();
-    assert_eq!(core.gpu.used_count(), 31);
+    let t = core.tier_blocks();
+    assert_eq!(t.gpu_capacity - t.gpu_free, 31);
     (core, io, Table(next))
 }
 
@@ -72,7 +82,7 @@ fn complete_all(io: &mut CpuBackend) {
 fn on_gpu(core: &CacheCore, c: u32) -> usize {
     core.prefix_keys(1, 0, &chain(c))
         .iter()
-        .filter(|&&k| core.tree.lookup(k).is_some_and(|n| core.tree.node(n).residency == Residency::Gpu))
+        .filter(|&&k| core.node_by_key(k).is_some_and(|n| n.residency == Residency::Gpu))
         .count()
 }
 
@@ -81,12 +91,12 @@ fn whole_cold_chains_leave_before_any_block_needed_again() {
     let (mut core, mut io, next) = setup();
     // Three blocks more than are free: among the GPU leaves alone, Belady would take chain 9's
     // leaf and then the leaves of chains 8 and 7, which are needed again.
-    let plan = core.oracle_plan(3, 20_000, &next);
+    let plan = plan(&core, 3, 20_000, &next);
     let chain9 = core.prefix_keys(1, 0, &chain(9));
-    let want: Vec<u32> = chain9.iter().rev().map(|&k| core.tree.lookup(k).unwrap()).collect();
+    let want: Vec<u32> = chain9.iter().rev().map(|&k| core.node_by_key(k).unwrap().id).collect();
     assert_eq!(plan.iter().map(|&(_, n)| n).collect::<Vec<_>>(), want);
     assert!(plan.iter().all(|&(u, _)| u == u64::MAX));
-    core.oracle_make_room(&mut io, 12, 20_000, &next).unwrap();
+    Oracle { core: &mut core, io: &mut io, hints: &next }.make_room(12, 20_000).unwrap();
     assert_eq!(core.stats().dropped_blocks, 3, "never-used-again blocks are dropped");
     assert_eq!(core.stats().swap_out_blocks, 0, "no block needed again leaves");
     assert!(io.pending_batches().is_empty());
@@ -103,20 +113,20 @@ fn the_head_of_the_plan_is_written_through_and_leaves_without_a_copy() {
     let (mut core, mut io, next) = setup();
     // Past the low mark: the next swap-out takes 4 blocks, chain 9 (no copy: never used
     // again) and chain 8's leaf, which gets a clean copy.
-    let r = core.oracle_step(&mut io, 20_000, 1, false, &next).unwrap();
+    let r = Oracle { core: &mut core, io: &mut io, hints: &next }.step(20_000, 1, false).unwrap();
     assert_eq!(r.written_through, 1);
     complete_all(&mut io);
-    core.poll_inflight(&mut io);
-    let leaf8 = core.tree.lookup(core.prefix_keys(1, 0, &chain(8))[2]).unwrap();
-    assert!(core.is_clean(leaf8));
-    assert_eq!(core.stats().write_through_bytes, core.block_bytes);
+    core.poll_copies(&mut io);
+    let leaf8 = core.node_by_key(core.prefix_keys(1, 0, &chain(8))[2]).unwrap();
+    assert!(leaf8.clean);
+    assert_eq!(core.stats().write_through_bytes, BLOCK_BYTES);
     core.check_invariants().unwrap();
     // Four blocks more than are free: chain 9 is dropped, chain 8's leaf leaves at once.
-    core.oracle_make_room(&mut io, 13, 20_000, &next).unwrap();
+    Oracle { core: &mut core, io: &mut io, hints: &next }.make_room(13, 20_000).unwrap();
     assert_eq!(core.stats().dropped_blocks, 3);
     assert_eq!(core.stats().instant_evictions, 1);
     assert!(io.pending_batches().is_empty(), "no copy on the allocation path");
-    assert_eq!(core.tree.node(leaf8).residency, Residency::Host);
+    assert_eq!(core.node(leaf8.id).unwrap().residency, Residency::Host);
     assert_eq!(on_gpu(&core, 8), 2);
     core.check_invariants().unwrap();
     core.verify_contents(&mut io, &mut |key, bytes| bytes == pattern(key)).unwrap();
