@@ -236,9 +236,10 @@ impl CacheCore {
 
     /// Submits one batch copying `ids` to the host tier, after which their GPU blocks are
     /// freed. Each must be an unpinned GPU KV block without a host copy whose GPU-side children
-    /// all come earlier in `ids` (children leave first); free host blocks must be there for all.
+    /// all come earlier in `ids` (children leave first), each once; free host blocks must be there for all.
     pub fn swap_out_nodes(&mut self, io: &mut dyn Backend, ids: &[u32]) -> Result<BatchId> {
         let mut earlier: HashMap<u32, u32> = HashMap::new();
+        let mut seen = HashSet::new();
         for &id in ids {
             self.live(id)?;
             let n = self.tree.node(id);
@@ -248,6 +249,7 @@ impl CacheCore {
                 || n.host_block != NONE
                 || n.pins > 0
                 || n.gpu_children != listed
+                || !seen.insert(id)
             {
                 return Err(Error::invalid(format!(
                     "node {id} cannot be swapped out: not an unpinned dirty GPU KV block whose GPU children all precede it"
@@ -307,3 +309,7 @@ impl CacheCore {
         self.write_through_start(io, ids)
     }
 }
+
+#[cfg(test)]
+#[path = "mechanism_tests.rs"]
+mod tests;

@@ -1,4 +1,4 @@
-//! The tree's structural self-check, for tests, fuzzing and debug builds.
+//! The tree's structural self-check, for tests, randomized checks and debug builds.
 use super::*;
 
 impl Tree {

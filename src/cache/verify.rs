@@ -1,4 +1,4 @@
-//! Self-checks for tests, fuzzing and debug builds of an engine: the structural invariants
+//! Self-checks for tests, randomized checks and debug builds of an engine: the structural invariants
 //! (O(nodes + blocks)), and the contents, read back from the tier that holds each block's
 //! valid copy (O(cached bytes)).
 use super::core::CacheCore;
