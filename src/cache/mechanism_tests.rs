@@ -2,16 +2,9 @@
 //! tree as it was, every move that would break an invariant.
 use super::*;
 use crate::backend::cpu::CpuBackend;
+use crate::cache::test_blocks::{pattern, BLOCK_BYTES};
 use crate::cache::{CacheConfig, PolicyKind};
 use crate::error::Status;
-
-const BLOCK_BYTES: u64 = 32;
-
-/// What the KV block with prefix key `key` holds.
-fn pattern(key: u128) -> Vec<u8> {
-    let b = key.to_le_bytes();
-    (0..BLOCK_BYTES as usize).map(|i| b[i % 16] ^ (i as u8)).collect()
-}
 
 /// `lru` over 16 GPU and 16 host blocks, copies completing at once; one 3-block chain under
 /// adapter 1, released, and a second chain still held by request `held`.

@@ -14,6 +14,8 @@ pub mod policy;
 pub mod pool;
 pub mod retention;
 pub mod swapper;
+#[cfg(test)]
+mod test_blocks;
 pub mod tree;
 pub mod verify;
 pub mod writethrough;

@@ -2,17 +2,8 @@
 //! no failure, match or full host tier loses a GPU copy.
 use super::*;
 use crate::backend::cpu::CpuBackend;
+use crate::cache::test_blocks::{pattern, BLOCK_BYTES};
 use crate::cache::{CacheConfig, PolicyKind};
-
-/// Bytes of one block in these small tiers.
-const BLOCK_BYTES: u64 = 32;
-
-/// What the KV block with prefix key `key` holds: derived from the key, so a block holding
-/// another prefix's bytes is caught.
-fn pattern(key: u128) -> Vec<u8> {
-    let b = key.to_le_bytes();
-    (0..BLOCK_BYTES as usize).map(|i| b[i % 16] ^ (i as u8)).collect()
-}
 
 /// `libra` over 40 GPU and `host` host blocks, copies completing only when told; ten 3-block
 /// chains and the adapter fill 31 blocks, past the low swap-out mark (28) and below the high
