@@ -5,6 +5,7 @@
 //! timings on a shared machine are noisy.
 //!
 //! Run: cargo run --release --example bench_tree [-- --nodes 100000,1000000] [--policy lru]
+use clap::Parser;
 use libra::backend::cpu::CpuBackend;
 use libra::cache::{CacheConfig, CacheCore, PolicyKind};
 use std::collections::HashMap;
@@ -162,17 +163,30 @@ fn run(nodes: usize, policy: PolicyKind) {
     core.check_invariants().unwrap();
 }
 
+#[derive(Parser)]
+#[command(
+    name = "bench_tree",
+    about = "Time match, commit, release and eviction on large trees beside a HashMap"
+)]
+struct Cli {
+    /// Tree sizes in nodes, comma-separated; one run each.
+    #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
+    nodes: Vec<usize>,
+    /// Eviction policy of the cache.
+    #[arg(long, default_value = "lru", value_parser = policy)]
+    policy: PolicyKind,
+}
+
+fn policy(s: &str) -> Result<PolicyKind, String> {
+    PolicyKind::parse(s).ok_or_else(|| {
+        let names: Vec<&str> = PolicyKind::ALL.iter().map(|p| p.name()).collect();
+        format!("one of {}", names.join(", "))
+    })
+}
+
 fn main() {
-    let mut sizes = vec![100_000usize, 1_000_000];
-    let args: Vec<String> = std::env::args().collect();
-    if let Some(i) = args.iter().position(|a| a == "--nodes") {
-        sizes = args[i + 1].split(',').map(|s| s.parse().expect("--nodes takes numbers")).collect();
-    }
-    let policy = match args.iter().position(|a| a == "--policy") {
-        Some(i) => PolicyKind::parse(&args[i + 1]).expect("--policy takes a policy name"),
-        None => PolicyKind::Lru,
-    };
-    for n in sizes {
-        run(n, policy);
+    let cli = Cli::parse();
+    for n in cli.nodes {
+        run(n, cli.policy);
     }
 }
