@@ -36,7 +36,7 @@ fn median_us(reps: usize, mut f: impl FnMut()) -> f64 {
 )]
 struct Cli {
     /// Timed repetitions of planning and of the float sorts (their medians are reported).
-    #[arg(long, default_value_t = 15)]
+    #[arg(long, value_name = "N", default_value_t = 15)]
     reps: usize,
 }
 

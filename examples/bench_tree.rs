@@ -5,6 +5,7 @@
 //! timings on a shared machine are noisy.
 //!
 //! Run: cargo run --release --example bench_tree [-- --nodes 100000,1000000] [--policy lru]
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::Parser;
 use libra::backend::cpu::CpuBackend;
 use libra::cache::{CacheConfig, CacheCore, PolicyKind};
@@ -170,18 +171,16 @@ fn run(nodes: usize, policy: PolicyKind) {
 )]
 struct Cli {
     /// Tree sizes in nodes, comma-separated; one run each.
-    #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
+    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "100000,1000000")]
     nodes: Vec<usize>,
     /// Eviction policy of the cache.
-    #[arg(long, default_value = "lru", value_parser = policy)]
+    #[arg(long, value_name = "NAME", default_value = "lru", value_parser = policies())]
     policy: PolicyKind,
 }
 
-fn policy(s: &str) -> Result<PolicyKind, String> {
-    PolicyKind::parse(s).ok_or_else(|| {
-        let names: Vec<&str> = PolicyKind::ALL.iter().map(|p| p.name()).collect();
-        format!("one of {}", names.join(", "))
-    })
+fn policies() -> impl TypedValueParser<Value = PolicyKind> {
+    PossibleValuesParser::new(PolicyKind::ALL.map(|p| p.name()))
+        .map(|s| PolicyKind::parse(&s).expect("a listed value"))
 }
 
 fn main() {
