@@ -9,6 +9,7 @@
 //! says why and exits 0; on the libcuda stand-in it refuses (exit 3). `--precompile DIR` only
 //! compiles the kernels (cubins for `kernels::PREBUILT_ARCHS`, PTX for `kernels::PTX_ARCHS`) into a
 //! kernel cache directory (needs NVRTC, not a GPU) and exits.
+use clap::Parser;
 use libra::backend::cuda::{self, kernels, CopyPolicy, CudaBackend, CudaOptions};
 use libra::backend::{Backend, BatchState, BlockMove, Direction, Segment};
 use std::time::Instant;
@@ -16,27 +17,24 @@ use std::time::Instant;
 const SEGMENTS: usize = 64;
 const PIECE: u64 = 16 * 8 * 128 * 2;
 
+#[derive(Parser)]
+#[command(
+    name = "bench_copy",
+    about = "Time libra's swap kernels against per-block memcpy and the link's peak"
+)]
 struct Args {
+    /// Write the results as JSON to PATH.
+    #[arg(long, value_name = "PATH", default_value = "bench_copy.json")]
     json: String,
+    /// Largest batch in blocks (batches double from 1).
+    #[arg(long, value_name = "N", default_value_t = 1024)]
     max_blocks: u32,
+    /// Timed repetitions per measurement, after one warm-up (the median is reported).
+    #[arg(long, value_name = "N", default_value_t = 5)]
     reps: usize,
+    /// Only compile the kernels into the kernel cache directory DIR (needs NVRTC, not a GPU) and exit.
+    #[arg(long, value_name = "DIR")]
     precompile: Option<String>,
-}
-
-fn parse_args() -> Args {
-    let mut a = Args { json: "bench_copy.json".into(), max_blocks: 1024, reps: 5, precompile: None };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let mut val = || it.next().unwrap_or_else(|| panic!("{arg} needs a value"));
-        match arg.as_str() {
-            "--json" => a.json = val(),
-            "--max-blocks" => a.max_blocks = val().parse().expect("--max-blocks N"),
-            "--reps" => a.reps = val().parse().expect("--reps N"),
-            "--precompile" => a.precompile = Some(val()),
-            other => panic!("unknown argument {other}"),
-        }
-    }
-    a
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -76,7 +74,7 @@ struct Row {
 }
 
 fn main() {
-    let args = parse_args();
+    let args = Args::parse();
     if let Some(dir) = &args.precompile {
         let dir = std::path::Path::new(dir);
         let images = kernels::PREBUILT_ARCHS

@@ -5,6 +5,7 @@
 //! as single timings on a shared machine are noisy.
 //!
 //! Run: cargo run --release --example bench_step [-- --reps 15]
+use clap::Parser;
 use libra::backend::cpu::CpuBackend;
 use libra::cache::{CacheConfig, CacheCore, PolicyKind};
 use std::hint::black_box;
@@ -28,12 +29,19 @@ fn median_us(reps: usize, mut f: impl FnMut()) -> f64 {
     t[t.len() / 2]
 }
 
+#[derive(Parser)]
+#[command(
+    name = "bench_step",
+    about = "Time one swap-planning step over 10^6 resident nodes beside float sorts"
+)]
+struct Cli {
+    /// Timed repetitions of planning and of the float sorts (their medians are reported).
+    #[arg(long, value_name = "N", default_value_t = 15)]
+    reps: usize,
+}
+
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let reps: usize = match args.iter().position(|a| a == "--reps") {
-        Some(i) => args[i + 1].parse().expect("--reps takes a number"),
-        None => 15,
-    };
+    let reps = Cli::parse().reps;
     let capacity = 1_240_000u32;
     for policy in [PolicyKind::Elora, PolicyKind::Libra, PolicyKind::Lru] {
         let adapters = 100u64;

@@ -5,6 +5,8 @@
 //! timings on a shared machine are noisy.
 //!
 //! Run: cargo run --release --example bench_tree [-- --nodes 100000,1000000] [--policy lru]
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::Parser;
 use libra::backend::cpu::CpuBackend;
 use libra::cache::{CacheConfig, CacheCore, PolicyKind};
 use std::collections::HashMap;
@@ -162,17 +164,28 @@ fn run(nodes: usize, policy: PolicyKind) {
     core.check_invariants().unwrap();
 }
 
+#[derive(Parser)]
+#[command(
+    name = "bench_tree",
+    about = "Time match, commit, release and eviction on large trees beside a HashMap"
+)]
+struct Cli {
+    /// Tree sizes in nodes, comma-separated; one run each.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "100000,1000000")]
+    nodes: Vec<usize>,
+    /// Eviction policy of the cache.
+    #[arg(long, value_name = "NAME", default_value = "lru", value_parser = policies())]
+    policy: PolicyKind,
+}
+
+fn policies() -> impl TypedValueParser<Value = PolicyKind> {
+    PossibleValuesParser::new(PolicyKind::ALL.map(|p| p.name()))
+        .map(|s| PolicyKind::parse(&s).expect("a listed value"))
+}
+
 fn main() {
-    let mut sizes = vec![100_000usize, 1_000_000];
-    let args: Vec<String> = std::env::args().collect();
-    if let Some(i) = args.iter().position(|a| a == "--nodes") {
-        sizes = args[i + 1].split(',').map(|s| s.parse().expect("--nodes takes numbers")).collect();
-    }
-    let policy = match args.iter().position(|a| a == "--policy") {
-        Some(i) => PolicyKind::parse(&args[i + 1]).expect("--policy takes a policy name"),
-        None => PolicyKind::Lru,
-    };
-    for n in sizes {
-        run(n, policy);
+    let cli = Cli::parse();
+    for n in cli.nodes {
+        run(n, cli.policy);
     }
 }

@@ -10,6 +10,7 @@
 //! non-increasing outward) and asymmetric networks, and for one all-to-all on the presets.
 //! Solve times are measured in this run on this machine; collective times are the schedule
 //! model's predictions.
+use clap::Parser;
 use libra::topo::optimize::{grid_search, CompiledWorkload};
 use libra::topo::parse::{parse_network, parse_workload};
 use libra::topo::presets::{asymmetric_sweep, is_realistic, realistic_sweep, NetworkPreset, WorkloadPreset};
@@ -188,9 +189,16 @@ fn themis_aware_figures(json: &mut String) {
     json.push_str("\n  ]");
 }
 
+#[derive(Parser)]
+#[command(name = "topo", about = "LIBRA's presets through the bandwidth optimiser and Themis's scheduler")]
+struct Cli {
+    /// Also write the results as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<String>,
+}
+
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let json_path = args.iter().position(|a| a == "--json").and_then(|i| args.get(i + 1)).cloned();
+    let json_path = Cli::parse().json;
     let mut json = String::from("{\n  \"optimizer\": [\n");
     let mut first = true;
     let mut worst_grid_gap: f64 = 0.0;

@@ -17,13 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 fn main() {
-    let a = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("serve_sim: {e}");
-            std::process::exit(2);
-        }
-    };
+    let a = parse_args();
     if let Err(e) = real_main(a) {
         eprintln!("serve_sim: {e}");
         std::process::exit(1);
@@ -242,7 +236,7 @@ fn real_main(a: Args) -> Result<(), String> {
             print!("{}", report::table(top));
             print!("{}", summary::comparisons(&g));
         });
-        if let Some(dir) = &a.plots {
+        if let Some(dir) = a.plots() {
             std::fs::create_dir_all(dir).map_err(|e| format!("{dir}: {e}"))?;
             let title =
                 format!("{} / {} ({:.2} req/s)", spec.name, ec.hw.model.name, g.loads_rps.last().unwrap());
