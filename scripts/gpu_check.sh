@@ -38,9 +38,9 @@ if [ "${1:-}" = "--prepare" ]; then
     rm -rf "${gpu_dir}" && mkdir -p "${gpu_dir}/bin" "${gpu_dir}/kernels"
     export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${root}/target}"
     list=$(mktemp)
-    { cargo test --release --no-run --message-format=json --test cuda_gpu --test cuda_cache --test stress_threads \
+    { cargo test --release --no-run --message-format=json -p libra-testkit --test cuda_gpu --test cuda_cache --test stress_threads \
         --test kernels_nvrtc
-      cargo build --release --example bench_copy --message-format=json; } >"${list}"
+      cargo build --release -p libra --example bench_copy --message-format=json; } >"${list}"
     grep '"reason":"compiler-artifact"' "${list}" | grep '"executable":"' |
         sed -e 's/.*"target":{[^}]*"name":"\([^"]*\)".*"executable":"\([^"]*\)".*/\1 \2/' |
         while read -r name exe; do
@@ -163,7 +163,7 @@ if [ -x "${gpu_dir}/bin/cuda_gpu" ] && [ -x "${gpu_dir}/bin/bench_copy" ]; then
     fi
 else
     export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${root}/target}"
-    if ! step 300 "${out}/build.log" cargo build --offline --release --tests --examples; then
+    if ! step 300 "${out}/build.log" cargo build --offline --release --workspace --tests --examples; then
         status="fail"
         reason="no prebuilt binaries and the offline build failed: see build.log"
         exit 1
@@ -175,7 +175,7 @@ run_tests() { # name, then filters
     local name=$1
     shift
     local cmd=("${gpu_dir}/bin/${name}")
-    [ "${build}" = "cargo" ] && cmd=(cargo test --offline --release --test "${name}" --)
+    [ "${build}" = "cargo" ] && cmd=(cargo test --offline --release --workspace --test "${name}" --)
     step 240 "${out}/${name}.log" "${cmd[@]}" --test-threads=1 --show-output "$@"
     local rc=$?
     local rows

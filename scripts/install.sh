@@ -20,6 +20,8 @@ if [ $# -lt 1 ]; then
 fi
 prefix="$1"
 shift
+# The crate that builds the artefacts and holds the header and package templates.
+capi="${root}/crates/libra-capi"
 from=""
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -29,7 +31,7 @@ while [ $# -gt 0 ]; do
 done
 
 if [ -z "${from}" ]; then
-    cargo build --release --lib --manifest-path "${root}/Cargo.toml"
+    cargo build --release --lib --manifest-path "${capi}/Cargo.toml"
     from="${CARGO_TARGET_DIR:-${root}/target}/release"
 fi
 for f in liblibra.a liblibra.so; do
@@ -47,13 +49,13 @@ install -m 644 "${from}/liblibra.a" "${prefix}/lib/liblibra.a"
 install -m 755 "${from}/liblibra.so" "${prefix}/lib/liblibra.so.${version}"
 ln -sf "liblibra.so.${version}" "${prefix}/lib/liblibra.so.${abi}"
 ln -sf "liblibra.so.${abi}" "${prefix}/lib/liblibra.so"
-install -m 644 "${root}/include/libra.h" "${prefix}/include/libra.h"
+install -m 644 "${capi}/include/libra.h" "${prefix}/include/libra.h"
 
 subst() {
     sed -e "s|@VERSION@|${version}|g" -e "s|@MAJOR@|${major}|g" -e "s|@MINOR@|${minor}|g" -e "s|@ABI@|${abi}|g" "$1" > "$2"
 }
-subst "${root}/packaging/libra.pc.in" "${prefix}/lib/pkgconfig/libra.pc"
-subst "${root}/packaging/libraConfig.cmake.in" "${prefix}/lib/cmake/libra/libraConfig.cmake"
-subst "${root}/packaging/libraConfigVersion.cmake.in" "${prefix}/lib/cmake/libra/libraConfigVersion.cmake"
+subst "${capi}/packaging/libra.pc.in" "${prefix}/lib/pkgconfig/libra.pc"
+subst "${capi}/packaging/libraConfig.cmake.in" "${prefix}/lib/cmake/libra/libraConfig.cmake"
+subst "${capi}/packaging/libraConfigVersion.cmake.in" "${prefix}/lib/cmake/libra/libraConfigVersion.cmake"
 
 echo "installed libra ${version} under ${prefix}"

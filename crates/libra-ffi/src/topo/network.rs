@@ -1,0 +1,281 @@
+//! Networks: built from dimension descriptions, a preset or a YAML text; queried, costed,
+//! exported and re-bandwidthed.
+use crate::boundary::{
+    deref, deref_mut, entry, null_arg, read_versioned_at, slice, versioned_size, write_out, write_versioned,
+};
+use crate::status::libra_status;
+use libra::error::Error;
+use libra::topo::astra::to_astra_sim_yaml;
+use libra::topo::network::{CostParams, Dimension, Network};
+use libra::topo::parse::parse_network;
+use std::os::raw::c_char;
+
+use super::types::*;
+
+/// Returns a libra_dim_desc with struct_size set, a ring of 2 NPUs at 1 GB/s, no latency and
+/// no cost. Thread-safe.
+#[no_mangle]
+pub extern "C" fn libra_dim_desc_default() -> libra_dim_desc {
+    libra_dim_desc {
+        struct_size: std::mem::size_of::<libra_dim_desc>(),
+        kind: libra_dim_kind::LIBRA_DIM_RING as i32,
+        size: 2,
+        bandwidth: 1.0,
+        latency: 0.0,
+        link_cost: 0.0,
+        switch_cost: 0.0,
+        nic_cost: 0.0,
+    }
+}
+
+/// Builds a network from `num_dims` dimension descriptions (dimension 0 first; NPU coordinates
+/// are mixed-radix with dimension 0 fastest). `dims` is borrowed for the call; its elements are
+/// `dims[0].struct_size` bytes apart (an older or newer header's size works), each declaring that
+/// size, which must keep them aligned. On success `*out` receives a new network that the caller
+/// frees with libra_network_free(). Fails with LIBRA_ERR_INVALID_ARGUMENT naming the field for
+/// an empty network, a size below 2 or a zero, negative or non-finite bandwidth.
+/// Thread-safe.
+///
+/// Pointers: `dims` must point to `num_dims` descriptions; `out` must be writable.
+#[no_mangle]
+pub unsafe extern "C" fn libra_network_new(
+    dims: *const libra_dim_desc,
+    num_dims: usize,
+    out: *mut *mut libra_network,
+) -> libra_status {
+    entry!({
+        if out.is_null() {
+            return Err(null_arg("out"));
+        }
+        if num_dims == 0 {
+            return Err(Error::invalid("`num_dims` is 0: a network needs at least one dimension"));
+        }
+        // Every dimension has at least 2 NPUs and a network at most 2^32: more is never valid,
+        // and `num_dims` must not size an allocation unchecked.
+        if num_dims > MAX_DIMS {
+            return Err(Error::invalid(format!("`num_dims` is {num_dims}; at most {MAX_DIMS} dimensions")));
+        }
+        // Elements are `dims[0].struct_size` bytes apart, so an array of an older, smaller
+        // layout is read as such.
+        let stride = versioned_size(dims, "dims[0]")?;
+        let mut v = Vec::with_capacity(num_dims);
+        for i in 0..num_dims {
+            let d = read_versioned_at(dims, i, stride, "dims")?;
+            v.push(Dimension {
+                kind: dim_kind(d.kind, &format!("dims[{i}].kind"))?,
+                size: d.size,
+                bandwidth: d.bandwidth,
+                latency: d.latency,
+                cost: CostParams { link: d.link_cost, switch: d.switch_cost, nic: d.nic_cost },
+            });
+        }
+        let net = Network::new(v)?;
+        write_out(out, boxed(libra_network { inner: net }));
+        Ok(())
+    })
+}
+
+/// Builds a preset network (LIBRA_NETWORK_PRESET_*), with a starting bandwidth split, per-step
+/// latencies and LIBRA's reference costs. `*out` is freed with libra_network_free().
+/// Thread-safe.
+///
+/// Pointers: `out` must be writable.
+#[no_mangle]
+pub unsafe extern "C" fn libra_network_preset_new(
+    preset: libra_network_preset_raw,
+    out: *mut *mut libra_network,
+) -> libra_status {
+    entry!({
+        if out.is_null() {
+            return Err(null_arg("out"));
+        }
+        let net = network_preset(preset)?.network();
+        write_out(out, boxed(libra_network { inner: net }));
+        Ok(())
+    })
+}
+
+/// Parses a network YAML file's text, told apart by its keys: LIBRA's (`Topology`,
+/// `NpusCount`, optional `CostDimension`, and our optional `Bandwidth` in GB/s per NPU, default
+/// 100, and `Latency` in ns per step) or ASTRA-sim 2.0's analytical one (`topology`,
+/// `npus_count`, `bandwidth` in GB/s per link with ASTRA-sim's 2^30-byte GB, `latency` in ns per
+/// link; converted to per-NPU bandwidth: x2 for a ring, x(n-1) fully-connected, x1 switch, and
+/// a switch step's latency is two links'). `cost_yaml`, if not NULL, is a LIBRA cost-model text
+/// (`Link` for every dimension, plus `Switch` and `Nic` for switch dimensions, positive $ per
+/// GB/s) and needs a LIBRA network with `CostDimension`. Both strings are borrowed,
+/// NUL-terminated UTF-8. Fails with LIBRA_ERR_PARSE and a message naming the key or line for
+/// unknown keys, values of the wrong shape or out of range, nesting deeper than 16 levels, and
+/// YAML outside the supported subset (flow mappings, anchors, several documents).
+/// `*out` is freed with libra_network_free(). Thread-safe.
+///
+/// Pointers: `network_yaml` must be a NUL-terminated string; `cost_yaml` NULL or one; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn libra_network_parse(
+    network_yaml: *const c_char,
+    cost_yaml: *const c_char,
+    out: *mut *mut libra_network,
+) -> libra_status {
+    entry!({
+        if out.is_null() {
+            return Err(null_arg("out"));
+        }
+        let text = c_str(network_yaml, "network_yaml")?;
+        let cost = if cost_yaml.is_null() { None } else { Some(c_str(cost_yaml, "cost_yaml")?) };
+        let net = parse_network(text, cost)?;
+        write_out(out, boxed(libra_network { inner: net }));
+        Ok(())
+    })
+}
+
+/// Writes `network` as an ASTRA-sim 2.0 analytical network YAML text (the inverse of the
+/// conversion in libra_network_parse(); costs are not part of that format). With `buf` NULL,
+/// writes the size needed (including the terminating NUL) to `*len_out` and succeeds. Otherwise
+/// `buf` must hold `cap` bytes: fails with LIBRA_ERR_INVALID_ARGUMENT when `cap` is smaller than
+/// the size needed (nothing written), and on success writes the NUL-terminated text to `buf` and
+/// its size including the NUL to `*len_out`. Thread-safe on a const network.
+///
+/// Pointers: `network` valid or NULL; `buf` NULL or `cap` writable bytes; `len_out` writable or NULL.
+#[no_mangle]
+pub unsafe extern "C" fn libra_network_export_astra_sim(
+    network: *const libra_network,
+    buf: *mut c_char,
+    cap: usize,
+    len_out: *mut usize,
+) -> libra_status {
+    entry!({
+        let n = deref(network, "network")?;
+        deref_mut(len_out, "len_out")?;
+        let text = to_astra_sim_yaml(&n.inner);
+        let need = text.len() + 1;
+        if !buf.is_null() {
+            if cap < need {
+                return Err(Error::invalid(format!("`cap` is {cap}; the text needs {need} bytes")));
+            }
+            std::ptr::copy_nonoverlapping(text.as_ptr(), buf as *mut u8, text.len());
+            *buf.add(text.len()) = 0;
+        }
+        write_out(len_out, need);
+        Ok(())
+    })
+}
+
+/// Frees a network. NULL is a no-op. The network must not be in use by another thread.
+///
+/// Pointers: `network` must be NULL or a handle from a libra_network_* constructor, not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn libra_network_free(network: *mut libra_network) {
+    entry!(void {
+        if !network.is_null() {
+            drop(Box::from_raw(network));
+        }
+    })
+}
+
+/// Writes the number of dimensions to `*out`. Thread-safe on a const network.
+///
+/// Pointers: `network` must be a valid handle or NULL; `out` writable or NULL.
+#[no_mangle]
+pub unsafe extern "C" fn libra_network_num_dims(
+    network: *const libra_network,
+    out: *mut usize,
+) -> libra_status {
+    entry!({
+        let n = deref(network, "network")?;
+        deref_mut(out, "out")?;
+        write_out(out, n.inner.num_dims());
+        Ok(())
+    })
+}
+
+/// Writes the total number of NPUs to `*out`. Thread-safe on a const network.
+///
+/// Pointers: `network` must be a valid handle or NULL; `out` writable or NULL.
+#[no_mangle]
+pub unsafe extern "C" fn libra_network_npus(network: *const libra_network, out: *mut u64) -> libra_status {
+    entry!({
+        let n = deref(network, "network")?;
+        deref_mut(out, "out")?;
+        write_out(out, n.inner.npus());
+        Ok(())
+    })
+}
+
+/// Copies dimension `index` into `*out`, whose `struct_size` the caller sets (e.g. from
+/// libra_dim_desc_default()); LIBRA_ERR_INVALID_ARGUMENT if `index` is out of range.
+/// Thread-safe on a const network.
+///
+/// Pointers: `network` must be a valid handle or NULL; `out` writable or NULL.
+#[no_mangle]
+pub unsafe extern "C" fn libra_network_dim(
+    network: *const libra_network,
+    index: usize,
+    out: *mut libra_dim_desc,
+) -> libra_status {
+    entry!({
+        let n = deref(network, "network")?;
+        versioned_size(out, "out")?;
+        let d = n.inner.dims().get(index).ok_or_else(|| {
+            Error::invalid(format!("`index` is {index}, the network has {} dimensions", n.inner.num_dims()))
+        })?;
+        let kind = dim_kind_to_c(d.kind).raw();
+        let desc = libra_dim_desc {
+            struct_size: 0,
+            kind,
+            size: d.size,
+            bandwidth: d.bandwidth,
+            latency: d.latency,
+            link_cost: d.cost.link,
+            switch_cost: d.cost.switch,
+            nic_cost: d.cost.nic,
+        };
+        write_versioned(out, desc, "out")?;
+        Ok(())
+    })
+}
+
+/// Writes LIBRA's network cost ($) of `bandwidths` (`num_dims` per-NPU GB/s values), or of
+/// the network's own bandwidths when `bandwidths` is NULL, to `*out`. Thread-safe on a const
+/// network.
+///
+/// Pointers: `network` valid or NULL; `bandwidths` NULL or `num_dims` values; `out` writable or NULL.
+#[no_mangle]
+pub unsafe extern "C" fn libra_network_cost(
+    network: *const libra_network,
+    bandwidths: *const f64,
+    num_dims: usize,
+    out: *mut f64,
+) -> libra_status {
+    entry!({
+        let n = deref(network, "network")?;
+        deref_mut(out, "out")?;
+        let cost = if bandwidths.is_null() {
+            n.inner.cost()
+        } else {
+            n.inner.cost_of(slice(bandwidths, num_dims, "bandwidths")?)?
+        };
+        write_out(out, cost);
+        Ok(())
+    })
+}
+
+/// Replaces the network's per-NPU bandwidths (`num_dims` positive GB/s values, e.g. an
+/// optimiser's answer). On error the network is unchanged. Not thread-safe: needs exclusive
+/// access to `network`.
+///
+/// Pointers: `network` valid or NULL; `bandwidths` NULL or `num_dims` values.
+#[no_mangle]
+pub unsafe extern "C" fn libra_network_set_bandwidths(
+    network: *mut libra_network,
+    bandwidths: *const f64,
+    num_dims: usize,
+) -> libra_status {
+    entry!({
+        let n = deref_mut(network, "network")?;
+        let bw = slice(bandwidths, num_dims, "bandwidths")?;
+        if bandwidths.is_null() {
+            return Err(null_arg("bandwidths"));
+        }
+        n.inner = n.inner.with_bandwidths(bw)?;
+        Ok(())
+    })
+}

@@ -1,0 +1,556 @@
+//! Harnesses shared by the fuzz targets (`fuzz/`) and the test that replays their corpus
+//! (`tests/fuzz_corpus.rs`). Each takes arbitrary bytes and panics only on a real defect: an
+//! internal fault reported at the C boundary, a broken invariant, or a cached block whose bytes
+//! are wrong.
+//!
+//! The cache harness drives the C API with a random sequence of calls and arguments, invalid
+//! ones included (NULL pointers, short arrays, unknown ids, huge counts, NaN hints), over a
+//! backend that fails submissions and copies and holds batches until the input completes them.
+use crate::faulty::{FaultControl, FaultPlan, FaultyBackend};
+use libra::backend::cpu::CpuBackend;
+use libra::cache::{CacheConfig, PolicyKind};
+use libra::handle::Cache;
+use libra_ffi::cache::*;
+use libra_ffi::libra_status as Status;
+use libra_ffi::topo::*;
+use std::ffi::CString;
+
+/// Reads the input a byte at a time; zeros once it runs out.
+struct Input<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Input<'a> {
+    fn done(&self) -> bool {
+        self.pos >= self.data.len()
+    }
+    fn u8(&mut self) -> u8 {
+        let b = self.data.get(self.pos).copied().unwrap_or(0);
+        self.pos += 1;
+        b
+    }
+    fn u16(&mut self) -> u16 {
+        u16::from_le_bytes([self.u8(), self.u8()])
+    }
+    fn u64(&mut self) -> u64 {
+        (0..8).fold(0u64, |acc, _| (acc << 8) | self.u8() as u64)
+    }
+    fn bool(&mut self) -> bool {
+        self.u8() & 1 == 1
+    }
+    /// A size that is usually small and sometimes extreme.
+    fn size(&mut self, small: usize) -> usize {
+        match self.u8() {
+            0..=239 => self.u8() as usize % (small + 1),
+            240..=247 => usize::MAX,
+            248..=251 => usize::MAX / 4 + 1,
+            _ => 1 << 24 | 1,
+        }
+    }
+}
+
+/// The bytes the cache checks write and expect, shared by the harness and the Rust tests, so
+/// every check agrees on what a block or an adapter must hold.
+pub mod fixtures {
+    /// Bytes of one block in the small tiers the checks use.
+    pub const BLOCK_BYTES: u64 = 32;
+
+    /// What a KV block with prefix key `key` holds: derived from the key, so a block holding
+    /// another prefix's bytes is caught.
+    pub fn pattern(key: u128) -> Vec<u8> {
+        let b = key.to_le_bytes();
+        (0..BLOCK_BYTES as usize).map(|i| b[i % 16] ^ (i as u8)).collect()
+    }
+
+    /// An adapter's registered weights.
+    pub fn weights(adapter: u64, len: usize) -> Vec<u8> {
+        (0..len as u64).map(|i| (adapter.wrapping_mul(31).wrapping_add(i)) as u8).collect()
+    }
+
+    /// A prompt of `len` tokens: 8 tokens every family shares, then the family's own.
+    pub fn family_tokens(family: u32, len: usize) -> Vec<u32> {
+        (0..len as u32).map(|i| if i < 8 { i } else { family * 100 + i }).collect()
+    }
+}
+use fixtures::{family_tokens, pattern, weights, BLOCK_BYTES};
+
+struct Open {
+    id: u64,
+    adapter: u64,
+    ns: u64,
+    tokens: Vec<u32>,
+    covered: usize,
+    fresh: Vec<u32>,
+}
+
+fn ok_or_expected(s: Status, what: &str) {
+    assert!(
+        s != Status::LIBRA_ERR_PANIC && s != Status::LIBRA_ERR_POISONED,
+        "{what} hit an internal fault: {}",
+        // SAFETY: the library's own NUL-terminated, thread-local message.
+        unsafe { std::ffi::CStr::from_ptr(libra_ffi::common::libra_last_error_message()) }.to_string_lossy()
+    );
+}
+
+/// Every cached block holds its prefix's bytes in the tier that has its valid copy; every
+/// resident adapter holds its weights.
+fn check_data(cache: &Cache) {
+    let checked = cache
+        .with_parts(|core, io| core.verify_contents(io, &mut |key, bytes| bytes == pattern(key)))
+        .expect("cache usable");
+    if let Err(e) = checked {
+        panic!("{e}");
+    }
+}
+
+/// Tries `libra_cache_create` with a configuration built from the input, valid or not, with
+/// sizes chosen so that an accepted one stays small.
+fn create_from_input(inp: &mut Input) {
+    let mut cfg = std::mem::MaybeUninit::<libra_cache_config>::uninit();
+    assert_eq!(libra_cache_config_default(cfg.as_mut_ptr()), Status::LIBRA_OK);
+    // SAFETY: filled by libra_cache_config_default.
+    let mut cfg = unsafe { cfg.assume_init() };
+    let pick = |i: &mut Input, v: &[u64]| v[i.u8() as usize % v.len()];
+    cfg.block_tokens = pick(inp, &[0, 1, 4, 16, 1 << 16, (1 << 16) + 1, u32::MAX as u64]) as u32;
+    cfg.block_bytes = pick(inp, &[0, 1, 64, 4096, 1 << 40, u64::MAX / 2, u64::MAX]);
+    let blocks = [0, 1, 16, 256, (1 << 26) + 1, u32::MAX as u64];
+    cfg.gpu_blocks = pick(inp, &blocks) as u32;
+    cfg.host_blocks = pick(inp, &blocks) as u32;
+    cfg.policy = i32::from(inp.u8()) % 7;
+    cfg.backend = i32::from(inp.u8()) % 4;
+    if inp.bool() {
+        cfg.struct_size = inp.u8() as usize;
+    }
+    let fracs = [0.0, 0.5, 0.8, 1.0, -0.1, 1.5, f64::NAN];
+    cfg.swap_out_high = fracs[inp.u8() as usize % fracs.len()];
+    cfg.swap_out_low = fracs[inp.u8() as usize % fracs.len()];
+    cfg.link_bytes_per_us = [50_000.0, 0.0, -1.0, f64::INFINITY][inp.u8() as usize % 4];
+    cfg.events = u8::from(inp.bool());
+    cfg.event_capacity = pick(inp, &[0, 1, 1 << 24, (1 << 24) + 1]) as u32;
+    let bytes: u128 = cfg.block_bytes as u128 * (cfg.gpu_blocks as u128 + cfg.host_blocks as u128);
+    if bytes > 64 << 20 && bytes <= 1 << 40 && cfg.gpu_blocks <= 1 << 26 && cfg.host_blocks <= 1 << 26 {
+        // Valid but large: would only measure the allocator.
+        return;
+    }
+    let mut out: *mut libra_cache = std::ptr::null_mut();
+    let s = libra_cache_create(&cfg, &mut out);
+    ok_or_expected(s, "libra_cache_create");
+    if s == Status::LIBRA_OK {
+        assert_eq!(libra_cache_check(out), Status::LIBRA_OK);
+        libra_cache_free(out);
+    } else {
+        assert!(out.is_null(), "out written on failure");
+    }
+}
+
+/// Runs a random sequence of C API calls on one cache; see the module comment.
+pub fn cache_ops(data: &[u8]) {
+    let mut inp = Input { data, pos: 0 };
+    if inp.u8() % 8 == 0 {
+        create_from_input(&mut inp);
+    }
+    let policy = [PolicyKind::Elora, PolicyKind::Lru, PolicyKind::Vllm, PolicyKind::Slora, PolicyKind::Libra]
+        [inp.u8() as usize % 5];
+    let bt = 1 + inp.u8() as usize % 4;
+    let gpu = 4 + inp.u8() as u32 % 28;
+    let host = inp.u8() as u32 % 16;
+    let rates = [0.0, 0.05, 0.2, 0.5];
+    let plan = FaultPlan {
+        seed: inp.u16() as u64,
+        submit_fail_rate: rates[inp.u8() as usize % 4],
+        complete_fail_rate: rates[inp.u8() as usize % 4],
+        hold: inp.bool(),
+        ..Default::default()
+    };
+    let cfg = CacheConfig {
+        block_tokens: bt as u32,
+        policy,
+        swap_wait_us: 0,
+        events: true,
+        event_capacity: 64,
+        ..Default::default()
+    };
+    let io = FaultyBackend::new(CpuBackend::new(BLOCK_BYTES, gpu, host).expect("small tiers"), plan);
+    let ctl: FaultControl = io.control();
+    let cache = Cache::with_backend(cfg, Box::new(io), "fuzz".into()).expect("valid config");
+    let handle = Box::into_raw(libra_cache::from_cache(cache).expect("handle"));
+    // SAFETY: a live handle until the libra_cache_free at the end.
+    let c: &libra_cache = unsafe { &*handle };
+    let mut adapter_len = [0usize; 5];
+    let mut open: Vec<Open> = Vec::new();
+    let mut now = 0u64;
+    let mut ops = 0;
+    while !inp.done() && ops < 400 {
+        ops += 1;
+        now += inp.u8() as u64 * 100;
+        let op = inp.u8() % 17;
+        match op {
+            0 | 1 => {
+                // match
+                let adapter = inp.u8() as u64 % 5;
+                let ns = inp.u8() as u64 % 2;
+                let family = inp.u8() as u32 % 6;
+                let len = inp.u8() as usize % 48;
+                let tokens = family_tokens(family, len);
+                let need = len / bt;
+                let cap = if inp.u8() % 8 == 0 { need.saturating_sub(1) } else { need };
+                let mut blocks = vec![0u32; cap];
+                let mut m = libra_match::default();
+                let null_tokens = inp.u8() % 16 == 0;
+                let null_out = inp.u8() % 16 == 0;
+                let s = libra_cache_match(
+                    handle,
+                    adapter,
+                    ns,
+                    if null_tokens { std::ptr::null() } else { tokens.as_ptr() },
+                    tokens.len(),
+                    now,
+                    if cap == 0 { std::ptr::null_mut() } else { blocks.as_mut_ptr() },
+                    cap,
+                    if null_out { std::ptr::null_mut() } else { &mut m },
+                );
+                ok_or_expected(s, "match");
+                if s == Status::LIBRA_OK {
+                    assert_eq!(m.cached_tokens % bt, 0);
+                    assert!(m.cached_tokens <= len && m.cached_blocks == m.cached_tokens / bt);
+                    if m.ready {
+                        check_ready(c.cache(), adapter, ns, &tokens, &blocks[..m.cached_blocks]);
+                    }
+                    open.push(Open {
+                        id: m.request,
+                        adapter,
+                        ns,
+                        tokens,
+                        covered: m.cached_tokens,
+                        fresh: vec![],
+                    });
+                }
+            }
+            2 | 3 => {
+                // allocate
+                let (id, want) = match pick(&mut inp, &open) {
+                    Some(k) => {
+                        let o = &open[k];
+                        let want = (o.tokens.len() + inp.u8() as usize % 8)
+                            .saturating_sub(o.covered + o.fresh.len() * bt);
+                        (o.id, if inp.u8() % 16 == 0 { inp.size(4096) } else { want })
+                    }
+                    None => (inp.u64(), inp.size(64)),
+                };
+                let need = want.div_ceil(bt).min(1 << 16);
+                let cap = if inp.u8() % 8 == 0 { need.saturating_sub(1) } else { need };
+                let mut blocks = vec![0u32; cap];
+                let mut n = 0usize;
+                let s = libra_cache_allocate(
+                    handle,
+                    id,
+                    want,
+                    now,
+                    if cap == 0 { std::ptr::null_mut() } else { blocks.as_mut_ptr() },
+                    cap,
+                    &mut n,
+                );
+                ok_or_expected(s, "allocate");
+                if s == Status::LIBRA_OK {
+                    if let Some(o) = open.iter_mut().find(|o| o.id == id) {
+                        o.fresh.extend_from_slice(&blocks[..n]);
+                    }
+                }
+            }
+            4 | 5 => {
+                // commit: the request's next full blocks (bytes written first), or junk
+                if let Some(k) = pick(&mut inp, &open) {
+                    let o = &mut open[k];
+                    let full = (o.tokens.len() / bt * bt).saturating_sub(o.covered) / bt;
+                    let n = full.min(o.fresh.len());
+                    let junk = inp.u8() % 8 == 0;
+                    // Junk: one block more than the request has allocated, never accepted.
+                    let junk_tokens = vec![7u32; (o.fresh.len() + 1) * bt];
+                    let (ptr, len) = if junk {
+                        (junk_tokens.as_ptr(), junk_tokens.len())
+                    } else {
+                        let keys = c
+                            .cache()
+                            .with_parts(|core, _| {
+                                core.prefix_keys(o.adapter, o.ns, &o.tokens[..o.covered + n * bt])
+                            })
+                            .unwrap();
+                        for (j, &b) in o.fresh[..n].iter().enumerate() {
+                            let p = pattern(keys[o.covered / bt + j]);
+                            c.cache().with_backend_mut(|io| io.write_gpu_block(b, &p)).unwrap().unwrap();
+                        }
+                        (o.tokens[o.covered..].as_ptr(), n * bt)
+                    };
+                    let mut shared = 0usize;
+                    let s = libra_cache_commit(handle, o.id, ptr, len, now, &mut shared);
+                    ok_or_expected(s, "commit");
+                    assert!(!(junk && s == Status::LIBRA_OK), "commit beyond the allocated blocks accepted");
+                    if s == Status::LIBRA_OK {
+                        o.covered += n * bt;
+                        o.fresh.drain(..n);
+                    }
+                } else {
+                    let t = [1u32; 4];
+                    ok_or_expected(
+                        libra_cache_commit(handle, inp.u64(), t.as_ptr(), 4, now, std::ptr::null_mut()),
+                        "commit",
+                    );
+                }
+            }
+            6 | 7 => {
+                // release or abort, sometimes twice
+                let abort = op == 7;
+                let id = match pick(&mut inp, &open) {
+                    Some(k) => open.swap_remove(k).id,
+                    None => inp.u64(),
+                };
+                let f = if abort { libra_cache_abort } else { libra_cache_release };
+                ok_or_expected(f(handle, id, now), "release");
+                if inp.u8() % 8 == 0 {
+                    assert_eq!(f(handle, id, now), Status::LIBRA_ERR_NOT_FOUND, "second release");
+                }
+            }
+            8 => {
+                let mut r = libra_step_report::default();
+                let out = if inp.bool() { &mut r as *mut _ } else { std::ptr::null_mut() };
+                ok_or_expected(libra_cache_step(handle, now, inp.u8() as u32, inp.bool(), out), "step");
+            }
+            9 => {
+                // poll / wait / wait_event; a failed request is aborted, as an engine would
+                let id = pick(&mut inp, &open).map(|k| open[k].id).unwrap_or_else(|| inp.u64());
+                let mut r: libra_readiness = libra_readiness::LIBRA_PENDING;
+                let s = match inp.u8() % 3 {
+                    0 => libra_cache_poll(handle, id, &mut r),
+                    // A held copy cannot complete during the wait: it times out (0-40 us).
+                    1 => libra_cache_wait(handle, id, inp.u8() as u64 % 3 * 20, &mut r),
+                    _ => {
+                        let mut ev = std::ptr::null_mut();
+                        libra_cache_wait_event(handle, id, &mut ev)
+                    }
+                };
+                ok_or_expected(s, "poll");
+                if s == Status::LIBRA_OK && r == libra_readiness::LIBRA_FAILED {
+                    if let Some(k) = open.iter().position(|o| o.id == id) {
+                        assert_eq!(libra_cache_abort(handle, open.swap_remove(k).id, now), Status::LIBRA_OK);
+                    }
+                }
+            }
+            10 => {
+                let mut st = libra_cache_stats { struct_size: inp.u8() as usize * 2, ..Default::default() };
+                if inp.bool() {
+                    st.struct_size = std::mem::size_of::<libra_cache_stats>();
+                }
+                let s = libra_cache_get_stats(handle, &mut st);
+                ok_or_expected(s, "stats");
+                if s == Status::LIBRA_OK && st.struct_size == std::mem::size_of::<libra_cache_stats>() {
+                    assert!(st.gpu_blocks_used <= st.gpu_blocks_total);
+                    assert_eq!(st.open_requests as usize, open.len());
+                    if policy != PolicyKind::Vllm {
+                        assert_eq!(st.invalid_kv_blocks, 0);
+                    }
+                }
+                let mut ev = vec![
+                    libra_event {
+                        kind: 0,
+                        adapter: false,
+                        adapter_id: 0,
+                        block_hash_lo: 0,
+                        block_hash_hi: 0
+                    };
+                    inp.u8() as usize % 8
+                ];
+                let mut n = 0usize;
+                let ptr = if ev.is_empty() { std::ptr::null_mut() } else { ev.as_mut_ptr() };
+                ok_or_expected(libra_cache_drain_events(handle, ptr, ev.len(), &mut n), "drain");
+                assert!(n <= ev.len());
+            }
+            11 => {
+                let a = inp.u8() as u64 % 5;
+                let len = [0, 1, 31, 32, 70, 200, usize::MAX][inp.u8() as usize % 7];
+                let w = weights(a, len.min(200));
+                let rank = inp.u8() as u32 % 3;
+                // usize::MAX: a length no object has, refused before the pointer is read.
+                let n = if len == usize::MAX { len } else { w.len() };
+                let s = libra_cache_register_adapter(handle, a, w.as_ptr().cast(), n, rank, now);
+                ok_or_expected(s, "register");
+                if s == Status::LIBRA_OK {
+                    adapter_len[a as usize] = w.len();
+                }
+            }
+            12 => {
+                let a = inp.u8() as u64 % 6;
+                ok_or_expected(libra_cache_unregister_adapter(handle, a), "unregister");
+            }
+            13 => {
+                for b in ctl.held() {
+                    if inp.u8() % 4 != 0 {
+                        ctl.complete(b, inp.u8() % 8 != 0);
+                    }
+                }
+            }
+            14 => {
+                let v = [0.0, 1.0, 1e9, -1.0, f64::NAN, f64::INFINITY, f64::MIN_POSITIVE];
+                let p = v[inp.u8() as usize % v.len()];
+                let l = v[inp.u8() as usize % v.len()];
+                ok_or_expected(libra_cache_set_cost_hints(handle, p, l), "hints");
+            }
+            15 => {
+                let mut addr = 0u64;
+                let s = libra_cache_block_address(
+                    handle,
+                    inp.u16() as u32 % (gpu + 4),
+                    inp.u8() as usize % 3,
+                    &mut addr,
+                );
+                ok_or_expected(s, "block_address");
+            }
+            _ => {
+                let a = inp.u8() as u64 % 5;
+                let cap = inp.u8() as usize % 6;
+                let mut out = vec![0u32; cap];
+                let mut n = 0usize;
+                let ptr = if cap == 0 || inp.u8() % 8 == 0 { std::ptr::null_mut() } else { out.as_mut_ptr() };
+                ok_or_expected(libra_cache_adapter_blocks(handle, a, ptr, cap, &mut n), "adapter_blocks");
+            }
+        }
+        let s = libra_cache_check(handle);
+        assert_eq!(s, Status::LIBRA_OK, "invariant broken after op {op}");
+        check_data(c.cache());
+    }
+    // Half the time free the cache with requests open and copies held; else drain first.
+    if inp.bool() {
+        ctl.disable();
+        ctl.set_hold(false);
+        for b in ctl.held() {
+            ctl.complete(b, true);
+        }
+        assert_eq!(libra_cache_step(handle, now + 1, 1, true, std::ptr::null_mut()), Status::LIBRA_OK);
+        for o in open.drain(..) {
+            assert_eq!(libra_cache_abort(handle, o.id, now + 1), Status::LIBRA_OK);
+        }
+        assert_eq!(libra_cache_check(handle), Status::LIBRA_OK);
+        check_data(c.cache());
+        assert_eq!(c.cache().stats().unwrap().open_requests, 0);
+    }
+    libra_cache_free(handle);
+}
+
+/// An index into `open` when it is non-empty and the input says so.
+fn pick(inp: &mut Input, open: &[Open]) -> Option<usize> {
+    let b = inp.u8();
+    if open.is_empty() || b % 16 == 0 {
+        None
+    } else {
+        Some(b as usize % open.len())
+    }
+}
+
+/// A request reported ready: its prefix blocks and adapter blocks hold the right bytes.
+fn check_ready(cache: &Cache, adapter: u64, ns: u64, tokens: &[u32], blocks: &[u32]) {
+    cache
+        .with_parts(|core, io| {
+            let bt = core.block_tokens();
+            let keys = core.prefix_keys(adapter, ns, &tokens[..blocks.len() * bt]);
+            let mut buf = vec![0u8; BLOCK_BYTES as usize];
+            for (i, &b) in blocks.iter().enumerate() {
+                io.read_gpu_block(b, &mut buf).unwrap();
+                assert_eq!(buf, pattern(keys[i]), "ready request's block {i} holds the wrong bytes");
+            }
+            assert!(
+                !core.adapter_gpu_blocks(adapter).unwrap().is_empty(),
+                "ready request's adapter is not resident"
+            );
+        })
+        .unwrap();
+}
+
+/// Splits the input at its first NUL into two strings (lossy UTF-8, NULs dropped).
+fn two_texts(data: &[u8]) -> (CString, Option<CString>) {
+    let clean = |b: &[u8]| CString::new(String::from_utf8_lossy(b).replace('\0', "")).unwrap();
+    match data.iter().position(|&b| b == 0) {
+        Some(i) => (clean(&data[..i]), Some(clean(&data[i + 1..]))),
+        None => (clean(data), None),
+    }
+}
+
+/// Parses a LIBRA network YAML (and a cost YAML after the first NUL) through the C API, and
+/// uses the network when it parses.
+pub fn parse_network(data: &[u8]) {
+    let (net_yaml, cost_yaml) = two_texts(data);
+    let _ = libra::topo::parse::parse_yaml(net_yaml.to_str().unwrap());
+    let mut net: *mut libra_network = std::ptr::null_mut();
+    let cost_ptr = cost_yaml.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
+    // SAFETY: NUL-terminated strings and a writable out-pointer.
+    let s = unsafe { libra_network_parse(net_yaml.as_ptr(), cost_ptr, &mut net) };
+    ok_or_expected(s, "libra_network_parse");
+    if s != Status::LIBRA_OK {
+        assert!(net.is_null());
+        return;
+    }
+    // SAFETY: a live network until freed below.
+    unsafe {
+        let (mut dims, mut npus, mut cost) = (0usize, 0u64, 0.0f64);
+        assert_eq!(libra_network_num_dims(net, &mut dims), Status::LIBRA_OK);
+        assert_eq!(libra_network_npus(net, &mut npus), Status::LIBRA_OK);
+        assert!(dims >= 1 && npus >= 2 && npus <= u32::MAX as u64);
+        assert_eq!(libra_network_cost(net, std::ptr::null(), 0, &mut cost), Status::LIBRA_OK);
+        assert!(cost.is_finite() && cost >= 0.0, "cost {cost}");
+        let mut product = 1u64;
+        for i in 0..dims {
+            let mut d = libra_dim_desc_default();
+            assert_eq!(libra_network_dim(net, i, &mut d), Status::LIBRA_OK);
+            assert!(d.size >= 2 && d.bandwidth > 0.0 && d.bandwidth.is_finite());
+            product *= d.size as u64;
+        }
+        assert_eq!(product, npus);
+        libra_network_free(net);
+    }
+}
+
+/// Parses an ASTRA-sim workload (and a communicator YAML after the first NUL) through the C
+/// API for a network of 1-4 dimensions chosen by the first byte, and times it on a network
+/// with matching dimensions when it parses.
+pub fn parse_workload(data: &[u8]) {
+    let Some((&first, rest)) = data.split_first() else { return };
+    let dims = 1 + first as usize % 4;
+    let (text, comm) = two_texts(rest);
+    let comm = comm.unwrap_or_else(|| CString::new("").unwrap());
+    let _ = libra::topo::parse::parse_astra_layers(text.to_str().unwrap());
+    let mut wl: *mut libra_workload = std::ptr::null_mut();
+    let overlap = (first / 4) as i32 % 3;
+    // SAFETY: NUL-terminated strings and a writable out-pointer.
+    let s = unsafe { libra_workload_parse(text.as_ptr(), comm.as_ptr(), dims, overlap, &mut wl) };
+    ok_or_expected(s, "libra_workload_parse");
+    if s != Status::LIBRA_OK {
+        assert!(wl.is_null());
+        return;
+    }
+    // SAFETY: live handles until freed below.
+    unsafe {
+        let mut phases = 0usize;
+        assert_eq!(libra_workload_num_phases(wl, &mut phases), Status::LIBRA_OK);
+        assert!(phases >= 1);
+        // A network of 2^k NPUs per dimension, so that many group sizes divide it.
+        let mut descs = vec![libra_dim_desc_default(); dims];
+        for d in descs.iter_mut() {
+            d.size = 64;
+            d.bandwidth = 50.0;
+            d.latency = 100.0;
+        }
+        let mut net: *mut libra_network = std::ptr::null_mut();
+        assert_eq!(libra_network_new(descs.as_ptr(), dims, &mut net), Status::LIBRA_OK);
+        for model in
+            [libra_time_model::LIBRA_MODEL_LIBRA, libra_time_model::LIBRA_MODEL_ALPHA_BETA].map(i32::from)
+        {
+            let mut t = 0.0f64;
+            let s = libra_iteration_time(net, wl, model, &mut t);
+            ok_or_expected(s, "libra_iteration_time");
+            if s == Status::LIBRA_OK {
+                assert!(t >= 0.0 && !t.is_nan(), "iteration time {t}");
+            }
+        }
+        libra_network_free(net);
+        libra_workload_free(wl);
+    }
+}

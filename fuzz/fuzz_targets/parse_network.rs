@@ -1,5 +1,0 @@
-//! Fuzz target: see `libra::fuzzing::parse_network` (the corpus replay test runs the same code).
-#![no_main]
-use libfuzzer_sys::fuzz_target;
-
-fuzz_target!(|data: &[u8]| libra::fuzzing::parse_network(data));
