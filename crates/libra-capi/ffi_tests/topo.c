@@ -118,8 +118,8 @@ static void test_network(void) {
     CHECK_STATUS(libra_network_preset_new(7, &net), LIBRA_ERR_INVALID_ARGUMENT);
     CHECK_STATUS(libra_network_preset_new(LIBRA_NETWORK_PRESET_3D, NULL), LIBRA_ERR_NULL_ARGUMENT);
     {
-        char *yml = read_file("tests/data/topo/network_3d.yml");
-        char *cost_yml = read_file("tests/data/topo/cost_3d.yml");
+        char *yml = read_file("../libra/tests/data/topo/network_3d.yml");
+        char *cost_yml = read_file("../libra/tests/data/topo/cost_3d.yml");
         net = NULL;
         CHECK_OK(libra_network_parse(yml, cost_yml, &net));
         CHECK_OK(libra_network_npus(net, &npus));
@@ -345,7 +345,7 @@ static void test_workload_and_optimizer(void) {
                  LIBRA_ERR_NULL_ARGUMENT);
     {
         char *text = read_file("../libra/tests/data/topo/toy_transformer.txt");
-        char *comm = read_file("tests/data/topo/communicator_3d.yml");
+        char *comm = read_file("../libra/tests/data/topo/communicator_3d.yml");
         double bw3[3];
         wl = NULL;
         CHECK_OK(libra_workload_parse(text, comm, 3, LIBRA_OVERLAP_NONE, &wl));
