@@ -1,10 +1,14 @@
 //! The example programs' command lines (serve_sim, bench_step, bench_tree, bench_copy, topo):
 //! `--help` lists every option, malformed arguments end with a usage error (status 2, no
 //! panic), and the options given reach the run.
-mod process_common;
-
-use process_common::{artifact_dir, manifest_dir};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+/// target/<profile>, where cargo puts the examples it builds.
+fn artifact_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().and_then(Path::parent).unwrap().to_path_buf()
+}
 
 const EXAMPLES: [&str; 5] = ["serve_sim", "bench_step", "bench_tree", "bench_copy", "topo"];
 
@@ -20,7 +24,8 @@ fn run(name: &str, args: &[&str]) -> Output {
             cmd.args(["--example", e]);
         }
         cmd.arg("--manifest-path")
-            .arg(manifest_dir().join("Cargo.toml"))
+            // The workspace's manifest: serve_sim is this crate's, the others the library's.
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.toml"))
             .arg("--target-dir")
             .arg(art.parent().unwrap());
         if art.file_name().is_some_and(|n| n == "release") {
