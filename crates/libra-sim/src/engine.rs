@@ -7,10 +7,10 @@ use super::layerwise;
 use super::peers;
 pub use super::peers::SimPolicy;
 use super::workload::{Workload, WorkloadSpec};
+use crate::oracle::{NextUse, Oracle};
 use libra::backend::{
     Backend, BatchId, BatchState, BlockMove, Direction, Segment, SegmentGroups, TierLayout,
 };
-use crate::oracle::{NextUse, Oracle};
 use libra::cache::{CacheConfig, CacheCore, Readiness, RetentionHint};
 use libra::error::Result as LibResult;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
