@@ -470,6 +470,39 @@ typedef struct libra_schedule libra_schedule;
 typedef struct libra_workload libra_workload;
 
 /**
+ * What `libra_cache_adapter_info` reports about a registered adapter.
+ */
+typedef struct libra_adapter_info {
+  /**
+   * sizeof(libra_adapter_info): set it before the call; only that many bytes are written.
+   */
+  size_t struct_size;
+  /**
+   * Length in bytes of the weights given to `libra_cache_register_adapter`.
+   */
+  uint64_t weights_len;
+  /**
+   * The rank given at registration; LIBRA_RANK_UNKNOWN (0) when the engine did not know it.
+   */
+  uint32_t rank;
+  /**
+   * Blocks the weights occupy while resident: ceil(weights_len / block bytes). The bytes run
+   * block by block in the order `libra_cache_adapter_blocks` lists the blocks, each block
+   * holding its logical bytes (its segment pieces in segment order); the last block holds
+   * weights_len - (blocks - 1) x block bytes of them, the rest of it is unspecified.
+   */
+  uint32_t blocks;
+  /**
+   * Bytes per block (the pool's block size).
+   */
+  uint64_t block_bytes;
+  /**
+   * True when the blocks are on the GPU tier with their copy complete.
+   */
+  bool resident;
+} libra_adapter_info;
+
+/**
  * One region of the engine's KV memory holding a piece of every block:
  * piece of block b = base + b * stride, `bytes_per_block` long.
  */
@@ -599,6 +632,32 @@ typedef struct libra_cache_config {
 } libra_cache_config;
 
 /**
+ * One residency change. An adapter event with kind LIBRA_EVENT_REMOVED means the adapter's
+ * GPU blocks were freed and may be reused at once: an engine that built its own copy of the
+ * weights from those blocks keeps that copy (the library never frees it), but must stop every
+ * computation reading the blocks themselves first; it frees its copy only once no running
+ * batch uses it.
+ *
+ * Frozen for the 0.x ABI: events are written as an array (`sizeof(libra_event)` apart) with
+ * no `struct_size`, so the size and fields never change; richer events would come from a new
+ * drain function with a new, `struct_size`-versioned struct. A `kind` outside
+ * `libra_event_kind` is never written.
+ */
+typedef struct libra_event {
+  libra_event_kind kind;
+  /**
+   * True when the event concerns an adapter's weights rather than a KV block.
+   */
+  bool adapter;
+  uint64_t adapter_id;
+  /**
+   * The block's 128-bit prefix hash, low and high halves.
+   */
+  uint64_t block_hash_lo;
+  uint64_t block_hash_hi;
+} libra_event;
+
+/**
  * What `libra_cache_match` found.
  *
  * Frozen for the 0.x ABI: the library writes this struct (no `struct_size`), so its size and
@@ -666,21 +725,6 @@ typedef struct libra_retention {
 } libra_retention;
 
 /**
- * What one `libra_cache_step` did.
- *
- * Frozen for the 0.x ABI: the library writes this struct (no `struct_size`), so its size and
- * fields never change; a later result grows through a new function with a new,
- * `struct_size`-versioned struct, and this one keeps its meaning.
- */
-typedef struct libra_step_report {
-  uint32_t swapped_out;
-  uint32_t swapped_in;
-  uint32_t adapters_loaded;
-  uint32_t pruned;
-  uint32_t completed_batches;
-} libra_step_report;
-
-/**
  * Cache statistics. Set `struct_size` to sizeof(libra_cache_stats) before the call.
  *
  * Versioning: the struct grows only by appending fields; `libra_cache_get_stats` writes
@@ -737,63 +781,19 @@ typedef struct libra_cache_stats {
 } libra_cache_stats;
 
 /**
- * One residency change. An adapter event with kind LIBRA_EVENT_REMOVED means the adapter's
- * GPU blocks were freed and may be reused at once: an engine that built its own copy of the
- * weights from those blocks keeps that copy (the library never frees it), but must stop every
- * computation reading the blocks themselves first; it frees its copy only once no running
- * batch uses it.
+ * What one `libra_cache_step` did.
  *
- * Frozen for the 0.x ABI: events are written as an array (`sizeof(libra_event)` apart) with
- * no `struct_size`, so the size and fields never change; richer events would come from a new
- * drain function with a new, `struct_size`-versioned struct. A `kind` outside
- * `libra_event_kind` is never written.
+ * Frozen for the 0.x ABI: the library writes this struct (no `struct_size`), so its size and
+ * fields never change; a later result grows through a new function with a new,
+ * `struct_size`-versioned struct, and this one keeps its meaning.
  */
-typedef struct libra_event {
-  libra_event_kind kind;
-  /**
-   * True when the event concerns an adapter's weights rather than a KV block.
-   */
-  bool adapter;
-  uint64_t adapter_id;
-  /**
-   * The block's 128-bit prefix hash, low and high halves.
-   */
-  uint64_t block_hash_lo;
-  uint64_t block_hash_hi;
-} libra_event;
-
-/**
- * What `libra_cache_adapter_info` reports about a registered adapter.
- */
-typedef struct libra_adapter_info {
-  /**
-   * sizeof(libra_adapter_info): set it before the call; only that many bytes are written.
-   */
-  size_t struct_size;
-  /**
-   * Length in bytes of the weights given to `libra_cache_register_adapter`.
-   */
-  uint64_t weights_len;
-  /**
-   * The rank given at registration; LIBRA_RANK_UNKNOWN (0) when the engine did not know it.
-   */
-  uint32_t rank;
-  /**
-   * Blocks the weights occupy while resident: ceil(weights_len / block bytes). The bytes run
-   * block by block in the order `libra_cache_adapter_blocks` lists the blocks, each block
-   * holding its logical bytes (its segment pieces in segment order); the last block holds
-   * weights_len - (blocks - 1) x block bytes of them, the rest of it is unspecified.
-   */
-  uint32_t blocks;
-  /**
-   * Bytes per block (the pool's block size).
-   */
-  uint64_t block_bytes;
-  /**
-   * True when the blocks are on the GPU tier with their copy complete.
-   */
-  bool resident;
-} libra_adapter_info;
+typedef struct libra_step_report {
+  uint32_t swapped_out;
+  uint32_t swapped_in;
+  uint32_t adapters_loaded;
+  uint32_t pruned;
+  uint32_t completed_batches;
+} libra_step_report;
 
 /**
  * One network dimension. Fill with libra_dim_desc_default() first.
@@ -974,46 +974,6 @@ extern "C" {
 #endif // __cplusplus
 
 /**
- * Fills `*config` with the defaults (ELORA policy, CPU backend, 16-token blocks, 1024 GPU and
- * 4096 host blocks of 64 KiB). Writes the whole current `sizeof(libra_cache_config)`: a
- * caller must pass a struct declared from the header of the library it runs with (a caller
- * built against an older header fills its struct itself and sets its own `struct_size`).
- * Returns LIBRA_ERR_NULL_ARGUMENT when `config` is NULL. Thread-safe.
- */
-enum libra_status libra_cache_config_default(struct libra_cache_config *config);
-
-/**
- * Creates a cache. `config` is borrowed for the call (its `segments` array is copied); only
- * its first `struct_size` bytes are read.
- * On success `*out` receives a new handle owned by the caller, to be released with
- * `libra_cache_free`. Fails with LIBRA_ERR_INVALID_ARGUMENT naming the bad field (including
- * more than 2^26 blocks in a tier, or an owned arena over 2^40 bytes), or LIBRA_ERR_DEVICE
- * when the CUDA backend was requested and is unavailable. Under CUDA the cache works in the
- * device's primary context, and no call changes the calling thread's current context.
- * Thread-safe.
- */
-enum libra_status libra_cache_create(const struct libra_cache_config *config,
-                                     struct libra_cache **out);
-
-/**
- * Releases a cache and everything it owns, including open requests and copies in flight
- * (waited for first). NULL is a no-op. Must not race with any other call on this cache.
- */
-void libra_cache_free(struct libra_cache *cache);
-
-/**
- * Name of the backend moving the bytes ("cpu" or "cuda"), owned by the cache and valid until
- * `libra_cache_free`. NULL when `cache` is NULL. Thread-safe.
- */
-const char *libra_cache_backend_name(const struct libra_cache *cache);
-
-/**
- * Why this backend was chosen (e.g. why `auto` fell back to CPU). Owned by the cache, valid
- * until `libra_cache_free`. NULL when `cache` is NULL. Thread-safe.
- */
-const char *libra_cache_backend_reason(const struct libra_cache *cache);
-
-/**
  * Registers adapter `adapter_id`: the library copies `weights_len` bytes from `weights` (the
  * caller keeps ownership) into its host store and loads them into pool blocks on first use.
  * `rank` is the LoRA rank, or LIBRA_RANK_UNKNOWN: a hint reported back by
@@ -1049,6 +1009,84 @@ enum libra_status libra_cache_adapter_blocks(const struct libra_cache *cache,
                                              size_t *count_out);
 
 /**
+ * Fills `*out` with adapter `adapter_id`'s byte length, rank, block count and residency. Set
+ * `out->struct_size = sizeof(libra_adapter_info)` first. To rebuild the weights from the
+ * pool: while a request of this adapter is open and ready (it pins the adapter), read
+ * `blocks` blocks from `libra_cache_adapter_blocks` in order, taking `block_bytes` bytes of
+ * each and `weights_len` bytes in all. Errors: LIBRA_ERR_NOT_FOUND (unknown adapter),
+ * LIBRA_ERR_NULL_ARGUMENT, LIBRA_ERR_INVALID_ARGUMENT (struct_size too small). Thread-safe.
+ */
+enum libra_status libra_cache_adapter_info(const struct libra_cache *cache,
+                                           uint64_t adapter_id,
+                                           struct libra_adapter_info *out);
+
+/**
+ * Fills `*config` with the defaults (ELORA policy, CPU backend, 16-token blocks, 1024 GPU and
+ * 4096 host blocks of 64 KiB). Writes the whole current `sizeof(libra_cache_config)`: a
+ * caller must pass a struct declared from the header of the library it runs with (a caller
+ * built against an older header fills its struct itself and sets its own `struct_size`).
+ * Returns LIBRA_ERR_NULL_ARGUMENT when `config` is NULL. Thread-safe.
+ */
+enum libra_status libra_cache_config_default(struct libra_cache_config *config);
+
+/**
+ * Moves up to `capacity` of the oldest residency events into `events_out` and their number
+ * into `*count_out` (0 when the log is off). Thread-safe.
+ */
+enum libra_status libra_cache_drain_events(const struct libra_cache *cache,
+                                           struct libra_event *events_out,
+                                           size_t capacity,
+                                           size_t *count_out);
+
+/**
+ * Creates a cache. `config` is borrowed for the call (its `segments` array is copied); only
+ * its first `struct_size` bytes are read.
+ * On success `*out` receives a new handle owned by the caller, to be released with
+ * `libra_cache_free`. Fails with LIBRA_ERR_INVALID_ARGUMENT naming the bad field (including
+ * more than 2^26 blocks in a tier, or an owned arena over 2^40 bytes), or LIBRA_ERR_DEVICE
+ * when the CUDA backend was requested and is unavailable. Under CUDA the cache works in the
+ * device's primary context, and no call changes the calling thread's current context.
+ * Thread-safe.
+ */
+enum libra_status libra_cache_create(const struct libra_cache_config *config,
+                                     struct libra_cache **out);
+
+/**
+ * Releases a cache and everything it owns, including open requests and copies in flight
+ * (waited for first). NULL is a no-op. Must not race with any other call on this cache.
+ */
+void libra_cache_free(struct libra_cache *cache);
+
+/**
+ * Name of the backend moving the bytes ("cpu" or "cuda"), owned by the cache and valid until
+ * `libra_cache_free`. NULL when `cache` is NULL. Thread-safe.
+ */
+const char *libra_cache_backend_name(const struct libra_cache *cache);
+
+/**
+ * Why this backend was chosen (e.g. why `auto` fell back to CPU). Owned by the cache, valid
+ * until `libra_cache_free`. NULL when `cache` is NULL. Thread-safe.
+ */
+const char *libra_cache_backend_reason(const struct libra_cache *cache);
+
+/**
+ * `*addr_out` receives the address of block `block`'s piece in segment `segment` (0 for an
+ * owned arena): a device pointer under CUDA, a host pointer on the CPU backend. The memory is
+ * owned by the cache (or the engine, for adopted segments). Thread-safe.
+ */
+enum libra_status libra_cache_block_address(const struct libra_cache *cache,
+                                            uint32_t block,
+                                            size_t segment,
+                                            uint64_t *addr_out);
+
+/**
+ * Verifies every internal invariant (blocks owned once, tier counts, the dependency rule);
+ * LIBRA_ERR_PANIC with a description when one is broken. For tests and debug builds: O(n).
+ * Thread-safe.
+ */
+enum libra_status libra_cache_check(const struct libra_cache *cache);
+
+/**
  * Looks up the longest cached prefix of `tokens` (`n_tokens` ids) for `adapter_id` in
  * `namespace_id` (0: shared; another value salts the prefix keys, e.g. per tenant), pins it
  * and the adapter, and starts the copies that make them usable. The cached prefix's block ids
@@ -1070,6 +1108,31 @@ enum libra_status libra_cache_match(const struct libra_cache *cache,
                                     uint32_t *blocks_out,
                                     size_t blocks_capacity,
                                     struct libra_match *out);
+
+/**
+ * `libra_cache_match`, but the cached prefix leaves at least `min_uncached` of the `n_tokens`
+ * tokens uncached (0 <= min_uncached <= n_tokens). Plain `libra_cache_match` may report every
+ * token cached when the prompt is a whole number of cached blocks, which leaves nothing to
+ * compute the next token's logits from: pass 1 for that, or more when the engine's kernels
+ * need a minimum batch (e.g. identical numerics). The tokens left count as misses in the
+ * stats. Same outputs, errors and thread safety as `libra_cache_match`, plus
+ * LIBRA_ERR_INVALID_ARGUMENT when `min_uncached` exceeds `n_tokens` (nothing changes).
+ *
+ * Reproducibility: every decision is a function of the calls and their `now` values, so an
+ * engine that passes a logical clock (e.g. a step counter) gets the same hits, swaps and
+ * events on every run of the same call sequence (with the synchronous CPU backend, or when
+ * copy completions are awaited at the same points).
+ */
+enum libra_status libra_cache_match_leaving(const struct libra_cache *cache,
+                                            uint64_t adapter_id,
+                                            uint64_t namespace_id,
+                                            const uint32_t *tokens,
+                                            size_t n_tokens,
+                                            size_t min_uncached,
+                                            uint64_t now,
+                                            uint32_t *blocks_out,
+                                            size_t blocks_capacity,
+                                            struct libra_match *out);
 
 /**
  * Allocates ceil(n_tokens / block_tokens) GPU blocks for `request`, evicting or swapping out
@@ -1121,33 +1184,6 @@ enum libra_status libra_cache_release(const struct libra_cache *cache,
 enum libra_status libra_cache_abort(const struct libra_cache *cache,
                                     uint64_t request,
                                     uint64_t now);
-
-/**
- * Fills `*hint` with the defaults: priority 1, no duration, no expected return (so the caller
- * must set `duration_us` or `expect_back_us` before use). Returns LIBRA_ERR_NULL_ARGUMENT when
- * `hint` is NULL. Thread-safe.
- */
-enum libra_status libra_retention_default(struct libra_retention *hint);
-
-/**
- * Says that an open request's prefix will be wanted again: until the hint expires, its KV
- * blocks leave the GPU (and then the host tier) only after every unhinted block, lower
- * priorities first. The blocks the request holds now get the hint at once, the ones it
- * commits later get it at `libra_cache_release` (not at `libra_cache_abort`); call it right
- * after `libra_cache_match` or right before the release. A block shared by several hinted
- * requests keeps the highest priority and the latest expiry. A hint pins nothing: allocation
- * still evicts hinted blocks when nothing else can go. The `VLLM` baseline ignores hints.
- *
- * `hint` is borrowed for the call. Fails with LIBRA_ERR_NULL_ARGUMENT (`hint` NULL),
- * LIBRA_ERR_NOT_FOUND (request not open) or LIBRA_ERR_INVALID_ARGUMENT naming the field:
- * `struct_size` too small, `priority` NaN, infinite or not positive, `expect_back_us` not
- * after `now_us`, `duration_us` 0 without `expect_back_us`, or a hint longer than 2^40 us.
- * Nothing changes on failure. Thread-safe.
- */
-enum libra_status libra_cache_set_retention(const struct libra_cache *cache,
-                                            uint64_t request,
-                                            uint64_t now_us,
-                                            const struct libra_retention *hint);
 
 /**
  * Non-blocking: whether the request's blocks are usable. `*out` receives a libra_readiness.
@@ -1214,6 +1250,44 @@ enum libra_status libra_cache_group_event(const struct libra_cache *cache,
                                           void **event_out);
 
 /**
+ * Fills `*hint` with the defaults: priority 1, no duration, no expected return (so the caller
+ * must set `duration_us` or `expect_back_us` before use). Returns LIBRA_ERR_NULL_ARGUMENT when
+ * `hint` is NULL. Thread-safe.
+ */
+enum libra_status libra_retention_default(struct libra_retention *hint);
+
+/**
+ * Says that an open request's prefix will be wanted again: until the hint expires, its KV
+ * blocks leave the GPU (and then the host tier) only after every unhinted block, lower
+ * priorities first. The blocks the request holds now get the hint at once, the ones it
+ * commits later get it at `libra_cache_release` (not at `libra_cache_abort`); call it right
+ * after `libra_cache_match` or right before the release. A block shared by several hinted
+ * requests keeps the highest priority and the latest expiry. A hint pins nothing: allocation
+ * still evicts hinted blocks when nothing else can go. The `VLLM` baseline ignores hints.
+ *
+ * `hint` is borrowed for the call. Fails with LIBRA_ERR_NULL_ARGUMENT (`hint` NULL),
+ * LIBRA_ERR_NOT_FOUND (request not open) or LIBRA_ERR_INVALID_ARGUMENT naming the field:
+ * `struct_size` too small, `priority` NaN, infinite or not positive, `expect_back_us` not
+ * after `now_us`, `duration_us` 0 without `expect_back_us`, or a hint longer than 2^40 us.
+ * Nothing changes on failure. Thread-safe.
+ */
+enum libra_status libra_cache_set_retention(const struct libra_cache *cache,
+                                            uint64_t request,
+                                            uint64_t now_us,
+                                            const struct libra_retention *hint);
+
+/**
+ * Fills `*out` with statistics. Set `out->struct_size = sizeof(libra_cache_stats)` first: only
+ * `min(struct_size, sizeof(libra_cache_stats))` bytes are written and `struct_size` is kept,
+ * so a struct from an older header gets the fields it has. Errors: LIBRA_ERR_NULL_ARGUMENT,
+ * LIBRA_ERR_INVALID_ARGUMENT (`out` misaligned, or `struct_size` below the first published
+ * layout: nothing written). Cheap enough to call every scheduler iteration: the cost grows
+ * with the number of registered adapters, not with the number of cached blocks. Thread-safe.
+ */
+enum libra_status libra_cache_get_stats(const struct libra_cache *cache,
+                                        struct libra_cache_stats *out);
+
+/**
  * One scheduler iteration: finishes completed copies, swaps out above the high watermark,
  * prefetches below the idle mark unless `prefill_bound`, prunes the host tier. `batch_size` is
  * the running batch. `report_out` may be NULL. Thread-safe.
@@ -1231,80 +1305,6 @@ enum libra_status libra_cache_step(const struct libra_cache *cache,
 enum libra_status libra_cache_set_cost_hints(const struct libra_cache *cache,
                                              double prefill_tokens_per_us,
                                              double link_bytes_per_us);
-
-/**
- * Fills `*out` with statistics. Set `out->struct_size = sizeof(libra_cache_stats)` first: only
- * `min(struct_size, sizeof(libra_cache_stats))` bytes are written and `struct_size` is kept,
- * so a struct from an older header gets the fields it has. Errors: LIBRA_ERR_NULL_ARGUMENT,
- * LIBRA_ERR_INVALID_ARGUMENT (`out` misaligned, or `struct_size` below the first published
- * layout: nothing written). Cheap enough to call every scheduler iteration: the cost grows
- * with the number of registered adapters, not with the number of cached blocks. Thread-safe.
- */
-enum libra_status libra_cache_get_stats(const struct libra_cache *cache,
-                                        struct libra_cache_stats *out);
-
-/**
- * `*addr_out` receives the address of block `block`'s piece in segment `segment` (0 for an
- * owned arena): a device pointer under CUDA, a host pointer on the CPU backend. The memory is
- * owned by the cache (or the engine, for adopted segments). Thread-safe.
- */
-enum libra_status libra_cache_block_address(const struct libra_cache *cache,
-                                            uint32_t block,
-                                            size_t segment,
-                                            uint64_t *addr_out);
-
-/**
- * Moves up to `capacity` of the oldest residency events into `events_out` and their number
- * into `*count_out` (0 when the log is off). Thread-safe.
- */
-enum libra_status libra_cache_drain_events(const struct libra_cache *cache,
-                                           struct libra_event *events_out,
-                                           size_t capacity,
-                                           size_t *count_out);
-
-/**
- * Verifies every internal invariant (blocks owned once, tier counts, the dependency rule);
- * LIBRA_ERR_PANIC with a description when one is broken. For tests and debug builds: O(n).
- * Thread-safe.
- */
-enum libra_status libra_cache_check(const struct libra_cache *cache);
-
-/**
- * Fills `*out` with adapter `adapter_id`'s byte length, rank, block count and residency. Set
- * `out->struct_size = sizeof(libra_adapter_info)` first. To rebuild the weights from the
- * pool: while a request of this adapter is open and ready (it pins the adapter), read
- * `blocks` blocks from `libra_cache_adapter_blocks` in order, taking `block_bytes` bytes of
- * each and `weights_len` bytes in all. Errors: LIBRA_ERR_NOT_FOUND (unknown adapter),
- * LIBRA_ERR_NULL_ARGUMENT, LIBRA_ERR_INVALID_ARGUMENT (struct_size too small). Thread-safe.
- */
-enum libra_status libra_cache_adapter_info(const struct libra_cache *cache,
-                                           uint64_t adapter_id,
-                                           struct libra_adapter_info *out);
-
-/**
- * `libra_cache_match`, but the cached prefix leaves at least `min_uncached` of the `n_tokens`
- * tokens uncached (0 <= min_uncached <= n_tokens). Plain `libra_cache_match` may report every
- * token cached when the prompt is a whole number of cached blocks, which leaves nothing to
- * compute the next token's logits from: pass 1 for that, or more when the engine's kernels
- * need a minimum batch (e.g. identical numerics). The tokens left count as misses in the
- * stats. Same outputs, errors and thread safety as `libra_cache_match`, plus
- * LIBRA_ERR_INVALID_ARGUMENT when `min_uncached` exceeds `n_tokens` (nothing changes).
- *
- * Reproducibility: every decision is a function of the calls and their `now` values, so an
- * engine that passes a logical clock (e.g. a step counter) gets the same hits, swaps and
- * events on every run of the same call sequence (with the synchronous CPU backend, or when
- * copy completions are awaited at the same points).
- */
-enum libra_status libra_cache_match_leaving(const struct libra_cache *cache,
-                                            uint64_t adapter_id,
-                                            uint64_t namespace_id,
-                                            const uint32_t *tokens,
-                                            size_t n_tokens,
-                                            size_t min_uncached,
-                                            uint64_t now,
-                                            uint32_t *blocks_out,
-                                            size_t blocks_capacity,
-                                            struct libra_match *out);
 
 /**
  * Returns a static, NUL-terminated description of a status code. Unknown codes give

@@ -6,7 +6,6 @@
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 pub mod boundary;
 pub mod cache;
-pub mod cache_engine;
 pub mod common;
 pub mod status;
 pub mod topo;

@@ -1,0 +1,138 @@
+//! Adapters: registration, their blocks in the pool and what the cache knows about them.
+use super::types::*;
+use crate::boundary::{check_struct_size, deref_mut, guard, null_arg, slice, write_out};
+use crate::status::libra_status;
+use libra::error::Error;
+use std::ffi::c_void;
+
+/// Registers adapter `adapter_id`: the library copies `weights_len` bytes from `weights` (the
+/// caller keeps ownership) into its host store and loads them into pool blocks on first use.
+/// `rank` is the LoRA rank, or LIBRA_RANK_UNKNOWN: a hint reported back by
+/// `libra_cache_adapter_info`, used in no decision. `now` is the engine clock in microseconds.
+/// Errors: LIBRA_ERR_ALREADY_EXISTS, LIBRA_ERR_INVALID_ARGUMENT (empty weights,
+/// larger than the pool, or 2^20 adapters already registered). Thread-safe.
+#[no_mangle]
+pub extern "C" fn libra_cache_register_adapter(
+    cache: *const libra_cache,
+    adapter_id: u64,
+    weights: *const c_void,
+    weights_len: usize,
+    rank: u32,
+    now: u64,
+) -> libra_status {
+    guard("libra_cache_register_adapter", || {
+        let c = cache_ref(cache)?;
+        // SAFETY: the caller passes `weights_len` readable bytes.
+        let w = unsafe { slice(weights as *const u8, weights_len, "weights") }?;
+        c.cache.register_adapter(adapter_id, w, rank, now)
+    })
+}
+
+/// Unregisters an adapter and drops every KV block computed under it. LIBRA_ERR_BUSY while
+/// an open request or a copy uses it; LIBRA_ERR_NOT_FOUND for an unknown id. Thread-safe.
+#[no_mangle]
+pub extern "C" fn libra_cache_unregister_adapter(cache: *const libra_cache, adapter_id: u64) -> libra_status {
+    guard("libra_cache_unregister_adapter", || cache_ref(cache)?.cache.unregister_adapter(adapter_id))
+}
+
+/// Copies the GPU block ids holding `adapter_id`'s weights, in the order their bytes run (the
+/// layout is under `libra_cache_adapter_info`), into `blocks_out` (capacity
+/// `capacity`) and their number into `*count_out`. Fails with LIBRA_ERR_INVALID_ARGUMENT when
+/// the capacity is too small (nothing written). Empty while the adapter is not resident.
+/// `blocks_out` may be NULL only when `capacity` is 0. Thread-safe.
+#[no_mangle]
+pub extern "C" fn libra_cache_adapter_blocks(
+    cache: *const libra_cache,
+    adapter_id: u64,
+    blocks_out: *mut u32,
+    capacity: usize,
+    count_out: *mut usize,
+) -> libra_status {
+    guard("libra_cache_adapter_blocks", || {
+        let c = cache_ref(cache)?;
+        if count_out.is_null() {
+            return Err(null_arg("count_out"));
+        }
+        let blocks = c.cache.adapter_blocks(adapter_id)?;
+        copy_blocks_out(&blocks, blocks_out, capacity, "blocks_out")?;
+        // SAFETY: checked non-NULL.
+        unsafe { write_out(count_out, blocks.len()) };
+        Ok(())
+    })
+}
+
+pub(crate) fn copy_blocks_out(
+    blocks: &[u32],
+    out: *mut u32,
+    capacity: usize,
+    name: &str,
+) -> Result<(), Error> {
+    if blocks.len() > capacity {
+        return Err(Error::invalid(format!("`{name}` holds {capacity} ids but {} are needed", blocks.len())));
+    }
+    if blocks.is_empty() {
+        return Ok(());
+    }
+    if out.is_null() {
+        return Err(null_arg(name));
+    }
+    // SAFETY: the caller provides `capacity` writable ids; blocks.len() <= capacity.
+    unsafe { std::ptr::copy_nonoverlapping(blocks.as_ptr(), out, blocks.len()) };
+    Ok(())
+}
+
+/// What `libra_cache_adapter_info` reports about a registered adapter.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct libra_adapter_info {
+    /// sizeof(libra_adapter_info): set it before the call; only that many bytes are written.
+    pub struct_size: usize,
+    /// Length in bytes of the weights given to `libra_cache_register_adapter`.
+    pub weights_len: u64,
+    /// The rank given at registration; LIBRA_RANK_UNKNOWN (0) when the engine did not know it.
+    pub rank: u32,
+    /// Blocks the weights occupy while resident: ceil(weights_len / block bytes). The bytes run
+    /// block by block in the order `libra_cache_adapter_blocks` lists the blocks, each block
+    /// holding its logical bytes (its segment pieces in segment order); the last block holds
+    /// weights_len - (blocks - 1) x block bytes of them, the rest of it is unspecified.
+    pub blocks: u32,
+    /// Bytes per block (the pool's block size).
+    pub block_bytes: u64,
+    /// True when the blocks are on the GPU tier with their copy complete.
+    pub resident: bool,
+}
+
+/// `rank` value for an adapter whose rank the engine does not know (GGUF LoRA files carry
+/// none). The rank is only reported back by `libra_cache_adapter_info`: no decision uses it,
+/// since an adapter's block count follows from its byte length.
+pub const LIBRA_RANK_UNKNOWN: u32 = 0;
+
+/// Fills `*out` with adapter `adapter_id`'s byte length, rank, block count and residency. Set
+/// `out->struct_size = sizeof(libra_adapter_info)` first. To rebuild the weights from the
+/// pool: while a request of this adapter is open and ready (it pins the adapter), read
+/// `blocks` blocks from `libra_cache_adapter_blocks` in order, taking `block_bytes` bytes of
+/// each and `weights_len` bytes in all. Errors: LIBRA_ERR_NOT_FOUND (unknown adapter),
+/// LIBRA_ERR_NULL_ARGUMENT, LIBRA_ERR_INVALID_ARGUMENT (struct_size too small). Thread-safe.
+#[no_mangle]
+pub extern "C" fn libra_cache_adapter_info(
+    cache: *const libra_cache,
+    adapter_id: u64,
+    out: *mut libra_adapter_info,
+) -> libra_status {
+    guard("libra_cache_adapter_info", || {
+        let c = cache_ref(cache)?;
+        // SAFETY: NULL or a caller-provided info struct.
+        let o = unsafe { deref_mut(out, "out") }?;
+        check_struct_size(o.struct_size, std::mem::size_of::<libra_adapter_info>(), "out")?;
+        let i = c.cache().adapter_info(adapter_id)?;
+        *o = libra_adapter_info {
+            struct_size: o.struct_size,
+            weights_len: i.weights_len as u64,
+            rank: i.rank,
+            blocks: i.blocks,
+            block_bytes: c.cache().block_bytes()?,
+            resident: i.resident,
+        };
+        Ok(())
+    })
+}
