@@ -980,6 +980,9 @@ extern "C" {
  * `libra_cache_adapter_info`, used in no decision. `now` is the engine clock in microseconds.
  * Errors: LIBRA_ERR_ALREADY_EXISTS, LIBRA_ERR_INVALID_ARGUMENT (empty weights,
  * larger than the pool, or 2^20 adapters already registered). Thread-safe.
+ *
+ * Pointers: `cache` NULL or a live handle from libra_cache_create(); `weights` NULL only with
+ * `weights_len` 0, else `weights_len` readable bytes.
  */
 enum libra_status libra_cache_register_adapter(const struct libra_cache *cache,
                                                uint64_t adapter_id,
@@ -991,6 +994,8 @@ enum libra_status libra_cache_register_adapter(const struct libra_cache *cache,
 /**
  * Unregisters an adapter and drops every KV block computed under it. LIBRA_ERR_BUSY while
  * an open request or a copy uses it; LIBRA_ERR_NOT_FOUND for an unknown id. Thread-safe.
+ *
+ * Pointers: `cache` NULL or a live handle from libra_cache_create().
  */
 enum libra_status libra_cache_unregister_adapter(const struct libra_cache *cache,
                                                  uint64_t adapter_id);
@@ -1001,6 +1006,9 @@ enum libra_status libra_cache_unregister_adapter(const struct libra_cache *cache
  * `capacity`) and their number into `*count_out`. Fails with LIBRA_ERR_INVALID_ARGUMENT when
  * the capacity is too small (nothing written). Empty while the adapter is not resident.
  * `blocks_out` may be NULL only when `capacity` is 0. Thread-safe.
+ *
+ * Pointers: `cache` NULL or a live handle from libra_cache_create(); `blocks_out` NULL or room for
+ * `capacity` ids; `count_out` NULL or writable.
  */
 enum libra_status libra_cache_adapter_blocks(const struct libra_cache *cache,
                                              uint64_t adapter_id,
@@ -1015,6 +1023,9 @@ enum libra_status libra_cache_adapter_blocks(const struct libra_cache *cache,
  * `blocks` blocks from `libra_cache_adapter_blocks` in order, taking `block_bytes` bytes of
  * each and `weights_len` bytes in all. Errors: LIBRA_ERR_NOT_FOUND (unknown adapter),
  * LIBRA_ERR_NULL_ARGUMENT, LIBRA_ERR_INVALID_ARGUMENT (struct_size too small). Thread-safe.
+ *
+ * Pointers: `cache` NULL or a live handle from libra_cache_create(); `out` NULL or a writable
+ * struct of the `struct_size` it declares.
  */
 enum libra_status libra_cache_adapter_info(const struct libra_cache *cache,
                                            uint64_t adapter_id,
@@ -1026,12 +1037,17 @@ enum libra_status libra_cache_adapter_info(const struct libra_cache *cache,
  * caller must pass a struct declared from the header of the library it runs with (a caller
  * built against an older header fills its struct itself and sets its own `struct_size`).
  * Returns LIBRA_ERR_NULL_ARGUMENT when `config` is NULL. Thread-safe.
+ *
+ * Pointers: `config` NULL or writable.
  */
 enum libra_status libra_cache_config_default(struct libra_cache_config *config);
 
 /**
  * Moves up to `capacity` of the oldest residency events into `events_out` and their number
  * into `*count_out` (0 when the log is off). Thread-safe.
+ *
+ * Pointers: `cache` NULL or a live handle from libra_cache_create(); `events_out` NULL or room for
+ * `capacity` events; `count_out` NULL or writable.
  */
 enum libra_status libra_cache_drain_events(const struct libra_cache *cache,
                                            struct libra_event *events_out,
@@ -1047,6 +1063,8 @@ enum libra_status libra_cache_drain_events(const struct libra_cache *cache,
  * when the CUDA backend was requested and is unavailable. Under CUDA the cache works in the
  * device's primary context, and no call changes the calling thread's current context.
  * Thread-safe.
+ *
+ * Pointers: `config` NULL or a struct of the `struct_size` it declares; `out` NULL or writable.
  */
 enum libra_status libra_cache_create(const struct libra_cache_config *config,
                                      struct libra_cache **out);
@@ -1054,18 +1072,24 @@ enum libra_status libra_cache_create(const struct libra_cache_config *config,
 /**
  * Releases a cache and everything it owns, including open requests and copies in flight
  * (waited for first). NULL is a no-op. Must not race with any other call on this cache.
+ *
+ * Pointers: `cache` NULL or a handle from libra_cache_create(), not yet freed.
  */
 void libra_cache_free(struct libra_cache *cache);
 
 /**
  * Name of the backend moving the bytes ("cpu" or "cuda"), owned by the cache and valid until
  * `libra_cache_free`. NULL when `cache` is NULL. Thread-safe.
+ *
+ * Pointers: `cache` NULL or a live handle from libra_cache_create().
  */
 const char *libra_cache_backend_name(const struct libra_cache *cache);
 
 /**
  * Why this backend was chosen (e.g. why `auto` fell back to CPU). Owned by the cache, valid
  * until `libra_cache_free`. NULL when `cache` is NULL. Thread-safe.
+ *
+ * Pointers: `cache` NULL or a live handle from libra_cache_create().
  */
 const char *libra_cache_backend_reason(const struct libra_cache *cache);
 
@@ -1073,6 +1097,8 @@ const char *libra_cache_backend_reason(const struct libra_cache *cache);
  * `*addr_out` receives the address of block `block`'s piece in segment `segment` (0 for an
  * owned arena): a device pointer under CUDA, a host pointer on the CPU backend. The memory is
  * owned by the cache (or the engine, for adopted segments). Thread-safe.
+ *
+ * Pointers: `cache` NULL or a live handle from libra_cache_create(); `addr_out` NULL or writable.
  */
 enum libra_status libra_cache_block_address(const struct libra_cache *cache,
                                             uint32_t block,
@@ -1083,6 +1109,8 @@ enum libra_status libra_cache_block_address(const struct libra_cache *cache,
  * Verifies every internal invariant (blocks owned once, tier counts, the dependency rule);
  * LIBRA_ERR_PANIC with a description when one is broken. For tests and debug builds: O(n).
  * Thread-safe.
+ *
+ * Pointers: `cache` NULL or a live handle from libra_cache_create().
  */
 enum libra_status libra_cache_check(const struct libra_cache *cache);
 
@@ -1098,6 +1126,10 @@ enum libra_status libra_cache_check(const struct libra_cache *cache);
  * LIBRA_ERR_OUT_OF_MEMORY (no room for the adapter), LIBRA_ERR_INVALID_ARGUMENT (capacity too
  * small, or more than 2^24 tokens: nothing changes), LIBRA_ERR_BUSY (2^22 requests already
  * open). Thread-safe.
+ *
+ * Pointers: `cache` NULL or a live handle from libra_cache_create(); `tokens` NULL only with
+ * `n_tokens` 0, else `n_tokens` readable ids; `blocks_out` NULL or room for `blocks_capacity` ids;
+ * `out` NULL or writable.
  */
 enum libra_status libra_cache_match(const struct libra_cache *cache,
                                     uint64_t adapter_id,
@@ -1122,6 +1154,10 @@ enum libra_status libra_cache_match(const struct libra_cache *cache,
  * engine that passes a logical clock (e.g. a step counter) gets the same hits, swaps and
  * events on every run of the same call sequence (with the synchronous CPU backend, or when
  * copy completions are awaited at the same points).
+ *
+ * Pointers: `cache` NULL or a live handle from libra_cache_create(); `tokens` NULL only with
+ * `n_tokens` 0, else `n_tokens` readable ids; `blocks_out` NULL or room for `blocks_capacity` ids;
+ * `out` NULL or writable.
  */
 enum libra_status libra_cache_match_leaving(const struct libra_cache *cache,
                                             uint64_t adapter_id,
@@ -1141,6 +1177,9 @@ enum libra_status libra_cache_match_leaving(const struct libra_cache *cache,
  * LIBRA_ERR_OUT_OF_MEMORY (everything pinned: nothing allocated), LIBRA_ERR_BUSY (swap-outs
  * still in flight; retry after `libra_cache_step`), LIBRA_ERR_INVALID_ARGUMENT (capacity too
  * small, or more blocks than the whole GPU tier: nothing allocated). Thread-safe.
+ *
+ * Pointers: `cache` NULL or a live handle from libra_cache_create(); `blocks_out` NULL or room for
+ * `capacity` ids; `count_out` NULL or writable.
  */
 enum libra_status libra_cache_allocate(const struct libra_cache *cache,
                                        uint64_t request,
@@ -1161,6 +1200,9 @@ enum libra_status libra_cache_allocate(const struct libra_cache *cache,
  * LIBRA_ERR_NOT_FOUND (request not open), LIBRA_ERR_BUSY (the request's own copies have not
  * completed, or a block it would share is still being copied in for another request: nothing
  * changed; retry after `libra_cache_step`). Thread-safe.
+ *
+ * Pointers: `cache` NULL or a live handle from libra_cache_create(); `tokens` NULL only with
+ * `n_tokens` 0, else `n_tokens` readable ids; `shared_out` NULL or writable.
  */
 enum libra_status libra_cache_commit(const struct libra_cache *cache,
                                      uint64_t request,
@@ -1172,6 +1214,8 @@ enum libra_status libra_cache_commit(const struct libra_cache *cache,
 /**
  * Ends a request: unpins its blocks, frees the ones it did not share; the request id becomes
  * invalid (a second release gives LIBRA_ERR_NOT_FOUND). Thread-safe.
+ *
+ * Pointers: `cache` NULL or a live handle from libra_cache_create().
  */
 enum libra_status libra_cache_release(const struct libra_cache *cache,
                                       uint64_t request,
@@ -1180,6 +1224,8 @@ enum libra_status libra_cache_release(const struct libra_cache *cache,
 /**
  * Ends a failed request like `libra_cache_release`, and drops the blocks it shared that no
  * other request uses, since their contents may be incomplete. Thread-safe.
+ *
+ * Pointers: `cache` NULL or a live handle from libra_cache_create().
  */
 enum libra_status libra_cache_abort(const struct libra_cache *cache,
                                     uint64_t request,
@@ -1188,6 +1234,8 @@ enum libra_status libra_cache_abort(const struct libra_cache *cache,
 /**
  * Non-blocking: whether the request's blocks are usable. `*out` receives a libra_readiness.
  * Thread-safe.
+ *
+ * Pointers: `cache` NULL or a live handle from libra_cache_create(); `out` NULL or writable.
  */
 enum libra_status libra_cache_poll(const struct libra_cache *cache,
                                    uint64_t request,
@@ -1200,6 +1248,8 @@ enum libra_status libra_cache_poll(const struct libra_cache *cache,
  * with LIBRA_PENDING when nothing but a later call could complete the copies, and with
  * LIBRA_ERR_NOT_FOUND if another thread releases or aborts the request meanwhile. On a GPU,
  * `libra_cache_wait_event` avoids blocking the CPU at all. Thread-safe.
+ *
+ * Pointers: `cache` NULL or a live handle from libra_cache_create(); `out` NULL or writable.
  */
 enum libra_status libra_cache_wait(const struct libra_cache *cache,
                                    uint64_t request,
@@ -1212,6 +1262,8 @@ enum libra_status libra_cache_wait(const struct libra_cache *cache,
  * (CPU). The event is owned by the cache and stays a valid CUevent until the cache is freed;
  * once the request's copies have completed the cache may record later copies on it, so make
  * the stream wait on it right away rather than keeping it. Thread-safe.
+ *
+ * Pointers: `cache` NULL or a live handle from libra_cache_create(); `event_out` NULL or writable.
  */
 enum libra_status libra_cache_wait_event(const struct libra_cache *cache,
                                          uint64_t request,
@@ -1226,6 +1278,9 @@ enum libra_status libra_cache_wait_event(const struct libra_cache *cache,
  * groups; commit still waits for LIBRA_READY. Should a later group's copy fail, the request
  * turns LIBRA_FAILED and whatever was computed from it must be discarded with an abort.
  * Errors: LIBRA_ERR_NULL_ARGUMENT, LIBRA_ERR_NOT_FOUND (request not open). Thread-safe.
+ *
+ * Pointers: `cache` NULL or a live handle from libra_cache_create(); `readiness_out` NULL or
+ * writable; `ready_groups_out` NULL or writable; `groups_out` NULL or writable.
  */
 enum libra_status libra_cache_poll_groups(const struct libra_cache *cache,
                                           uint64_t request,
@@ -1243,6 +1298,8 @@ enum libra_status libra_cache_poll_groups(const struct libra_cache *cache,
  * rather than keeping it. Errors: LIBRA_ERR_NULL_ARGUMENT, LIBRA_ERR_NOT_FOUND (request not
  * open), LIBRA_ERR_INVALID_ARGUMENT (`group` is not below the number of layer groups).
  * Thread-safe.
+ *
+ * Pointers: `cache` NULL or a live handle from libra_cache_create(); `event_out` NULL or writable.
  */
 enum libra_status libra_cache_group_event(const struct libra_cache *cache,
                                           uint64_t request,
@@ -1253,6 +1310,8 @@ enum libra_status libra_cache_group_event(const struct libra_cache *cache,
  * Fills `*hint` with the defaults: priority 1, no duration, no expected return (so the caller
  * must set `duration_us` or `expect_back_us` before use). Returns LIBRA_ERR_NULL_ARGUMENT when
  * `hint` is NULL. Thread-safe.
+ *
+ * Pointers: `hint` NULL or writable.
  */
 enum libra_status libra_retention_default(struct libra_retention *hint);
 
@@ -1270,6 +1329,9 @@ enum libra_status libra_retention_default(struct libra_retention *hint);
  * `struct_size` too small, `priority` NaN, infinite or not positive, `expect_back_us` not
  * after `now_us`, `duration_us` 0 without `expect_back_us`, or a hint longer than 2^40 us.
  * Nothing changes on failure. Thread-safe.
+ *
+ * Pointers: `cache` NULL or a live handle from libra_cache_create(); `hint` NULL or a struct of
+ * the `struct_size` it declares.
  */
 enum libra_status libra_cache_set_retention(const struct libra_cache *cache,
                                             uint64_t request,
@@ -1283,6 +1345,9 @@ enum libra_status libra_cache_set_retention(const struct libra_cache *cache,
  * LIBRA_ERR_INVALID_ARGUMENT (`out` misaligned, or `struct_size` below the first published
  * layout: nothing written). Cheap enough to call every scheduler iteration: the cost grows
  * with the number of registered adapters, not with the number of cached blocks. Thread-safe.
+ *
+ * Pointers: `cache` NULL or a live handle from libra_cache_create(); `out` NULL or a writable
+ * struct of the `struct_size` it declares.
  */
 enum libra_status libra_cache_get_stats(const struct libra_cache *cache,
                                         struct libra_cache_stats *out);
@@ -1291,6 +1356,9 @@ enum libra_status libra_cache_get_stats(const struct libra_cache *cache,
  * One scheduler iteration: finishes completed copies, swaps out above the high watermark,
  * prefetches below the idle mark unless `prefill_bound`, prunes the host tier. `batch_size` is
  * the running batch. `report_out` may be NULL. Thread-safe.
+ *
+ * Pointers: `cache` NULL or a live handle from libra_cache_create(); `report_out` NULL or
+ * writable.
  */
 enum libra_status libra_cache_step(const struct libra_cache *cache,
                                    uint64_t now,
@@ -1301,6 +1369,8 @@ enum libra_status libra_cache_step(const struct libra_cache *cache,
 /**
  * Updates the engine's cost hints: prefill throughput (tokens per microsecond, 0 disables
  * recompute-or-load) and host-link bandwidth (bytes per microsecond, positive). Thread-safe.
+ *
+ * Pointers: `cache` NULL or a live handle from libra_cache_create().
  */
 enum libra_status libra_cache_set_cost_hints(const struct libra_cache *cache,
                                              double prefill_tokens_per_us,

@@ -27,11 +27,23 @@ pub fn guard<F>(function: &str, body: F) -> Status
 where
     F: FnOnce() -> Result<(), Error>,
 {
+    match guard_value(function, body) {
+        Ok(()) => Status::LIBRA_OK,
+        Err(status) => status,
+    }
+}
+
+/// Runs `body`, returning its value, or the status of its `Err` or panic (recorded as the last
+/// error, prefixed with `function`).
+pub fn guard_value<T, F>(function: &str, body: F) -> Result<T, Status>
+where
+    F: FnOnce() -> Result<T, Error>,
+{
     match catch_unwind(AssertUnwindSafe(body)) {
-        Ok(Ok(())) => Status::LIBRA_OK,
+        Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => {
             set_last_error(&format!("{function}: {}", e.message));
-            e.status.into()
+            Err(e.status.into())
         }
         Err(payload) => {
             let what = payload
@@ -40,7 +52,7 @@ where
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".to_string());
             set_last_error(&format!("{function}: internal fault: {what}"));
-            Status::LIBRA_ERR_PANIC
+            Err(Status::LIBRA_ERR_PANIC)
         }
     }
 }
@@ -55,7 +67,8 @@ pub fn null_arg(name: &str) -> Error {
 /// # Safety
 /// `ptr` must be NULL or point to a valid `T` for the returned lifetime.
 pub unsafe fn deref<'a, T>(ptr: *const T, name: &str) -> Result<&'a T, Error> {
-    ptr.as_ref().ok_or_else(|| null_arg(name))
+    // SAFETY: `ptr` is NULL or valid for `'a`, as this function requires.
+    unsafe { ptr.as_ref() }.ok_or_else(|| null_arg(name))
 }
 
 /// Mutably borrows `*ptr` or fails naming the argument.
@@ -63,7 +76,8 @@ pub unsafe fn deref<'a, T>(ptr: *const T, name: &str) -> Result<&'a T, Error> {
 /// # Safety
 /// `ptr` must be NULL or point to a valid, unaliased `T` for the returned lifetime.
 pub unsafe fn deref_mut<'a, T>(ptr: *mut T, name: &str) -> Result<&'a mut T, Error> {
-    ptr.as_mut().ok_or_else(|| null_arg(name))
+    // SAFETY: `ptr` is NULL or valid and unaliased for `'a`, as this function requires.
+    unsafe { ptr.as_mut() }.ok_or_else(|| null_arg(name))
 }
 
 /// Views `(ptr, len)` as a slice; a NULL pointer is allowed only with `len == 0`.
@@ -81,7 +95,9 @@ pub unsafe fn slice<'a, T>(ptr: *const T, len: usize, name: &str) -> Result<&'a 
         return Err(Error::invalid(format!("length of `{name}` is too large")));
     }
     check_aligned(ptr, name)?;
-    Ok(std::slice::from_raw_parts(ptr, len))
+    // SAFETY: non-NULL and aligned (checked above), `len` elements long with a byte length
+    // within `isize::MAX` (checked above), valid for `'a` as this function requires.
+    Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
 }
 
 /// Writes `value` through an out-pointer that was checked for NULL beforehand.
@@ -89,7 +105,8 @@ pub unsafe fn slice<'a, T>(ptr: *const T, len: usize, name: &str) -> Result<&'a 
 /// # Safety
 /// `out` must be a valid, writable `T` pointer.
 pub unsafe fn write_out<T>(out: *mut T, value: T) {
-    std::ptr::write(out, value);
+    // SAFETY: `out` is valid and writable, as this function requires.
+    unsafe { std::ptr::write(out, value) };
 }
 
 /// Checks that a caller's config struct is at least as large as the fields we read.
@@ -138,7 +155,9 @@ pub unsafe fn versioned_size<T: Versioned>(ptr: *const T, name: &str) -> Result<
         return Err(null_arg(name));
     }
     check_aligned(ptr, name)?;
-    let given = std::ptr::read(ptr as *const usize);
+    // SAFETY: non-NULL and aligned (checked above; a `usize` first field shares the struct's
+    // alignment), and the caller provides at least the `usize` it starts with.
+    let given = unsafe { std::ptr::read(ptr as *const usize) };
     if given < T::FIRST_SIZE {
         return Err(Error::invalid(format!(
             "`{name}.struct_size` is {given}, expected at least {}: initialise it with the matching _default() function",
@@ -154,12 +173,13 @@ pub unsafe fn versioned_size<T: Versioned>(ptr: *const T, name: &str) -> Result<
 /// # Safety
 /// `ptr` is NULL or points to `struct_size` readable bytes (as the caller's `struct_size` says).
 pub unsafe fn read_versioned<T: Versioned>(ptr: *const T, name: &str) -> Result<T, Error> {
-    let given = versioned_size(ptr, name)?;
+    // SAFETY: `ptr` is NULL or holds the `struct_size` bytes it declares, per the contract above.
+    let given = unsafe { versioned_size(ptr, name) }?;
     let mut value = T::defaults();
     let n = given.min(std::mem::size_of::<T>());
-    // SAFETY (for the reader): the caller holds `given >= n` bytes; `T: Versioned` makes any
-    // bytes a valid `T`; the two objects are distinct.
-    std::ptr::copy_nonoverlapping(ptr as *const u8, &mut value as *mut T as *mut u8, n);
+    // SAFETY: the caller holds `given >= n` readable bytes; `T: Versioned` makes any bytes a
+    // valid `T`; `value` is a distinct local of `size_of::<T>() >= n` bytes.
+    unsafe { std::ptr::copy_nonoverlapping(ptr as *const u8, &mut value as *mut T as *mut u8, n) };
     Ok(value)
 }
 
@@ -171,11 +191,14 @@ pub unsafe fn read_versioned<T: Versioned>(ptr: *const T, name: &str) -> Result<
 /// # Safety
 /// `ptr` is NULL or points to `struct_size` writable bytes.
 pub unsafe fn write_versioned<T: Versioned>(ptr: *mut T, value: T, name: &str) -> Result<(), Error> {
-    let given = versioned_size(ptr, name)?;
+    // SAFETY: `ptr` is NULL or holds the `struct_size` bytes it declares, per the contract above.
+    let given = unsafe { versioned_size(ptr, name) }?;
     let mut value = value;
-    std::ptr::write(&mut value as *mut T as *mut usize, given);
+    // SAFETY: `T: Versioned` starts with its `usize` struct size.
+    unsafe { std::ptr::write(&mut value as *mut T as *mut usize, given) };
     let n = given.min(std::mem::size_of::<T>());
-    std::ptr::copy_nonoverlapping(&value as *const T as *const u8, ptr as *mut u8, n);
+    // SAFETY: the caller holds `given >= n` writable bytes at `ptr`, distinct from the local.
+    unsafe { std::ptr::copy_nonoverlapping(&value as *const T as *const u8, ptr as *mut u8, n) };
     Ok(())
 }
 
@@ -202,8 +225,10 @@ pub unsafe fn read_versioned_at<T: Versioned>(
         .filter(|&o| o <= isize::MAX as usize)
         .ok_or_else(|| Error::invalid(format!("`{name}` is too large: {index} x {stride} bytes")))?;
     let element = (base as *const u8).wrapping_add(offset) as *const T;
-    let value = read_versioned(element, &format!("{name}[{index}]"))?;
-    let own = std::ptr::read(element as *const usize);
+    // SAFETY: `element` is NULL or holds the `struct_size` bytes it declares, per the contract above.
+    let value = unsafe { read_versioned(element, &format!("{name}[{index}]")) }?;
+    // SAFETY: `read_versioned` just read this element, so it is aligned and readable.
+    let own = unsafe { std::ptr::read(element as *const usize) };
     if own != stride {
         return Err(Error::invalid(format!(
             "`{name}[{index}].struct_size` is {own}, `{name}[0].struct_size` is {stride}: every element must be the same size"
@@ -219,10 +244,18 @@ pub fn enclosing_function(here: &'static str) -> &'static str {
     path.rsplit("::").next().unwrap_or(path)
 }
 
-/// The body of a C entry point: runs it through [`guard`] with the entry point's own name, so
-/// a last-error message always names the function that failed. `entry!({ ...; Ok(()) })`
-/// returns a status; `entry!(void { ... })` is for functions that return nothing (`_free`):
-/// a panic there is caught and left as the last error.
+/// The body of every C entry point: runs it through [`guard`] with the entry point's own name,
+/// so a last-error message always names the function that failed, and no panic crosses into C.
+/// - `entry!({ ...; Ok(()) })` returns a `libra_status`;
+/// - `entry!(void { ... })` is for functions that return nothing (`_free`): a panic there is
+///   caught and left as the last error;
+/// - `entry!(or FALLBACK, { ...; Ok(value) })` returns the body's value, or `FALLBACK` after an
+///   error (recorded as the last error) or a panic.
+///
+/// cbindgen reads the signature, which stays plain Rust around the macro: it does not expand
+/// macros, so a macro that wrote the whole `#[no_mangle] pub unsafe extern "C" fn` would hide
+/// the function from the header. `tests::every_entry_point_follows_the_convention` checks the
+/// signatures instead.
 macro_rules! entry {
     ($body:block) => {{
         fn here() {}
@@ -236,6 +269,11 @@ macro_rules! entry {
             $body;
             Ok(())
         });
+    }};
+    (or $fallback:expr, $body:block) => {{
+        fn here() {}
+        let name = $crate::boundary::enclosing_function(::std::any::type_name_of_val(&here));
+        $crate::boundary::guard_value(name, || $body).unwrap_or($fallback)
     }};
 }
 pub(crate) use entry;
@@ -375,6 +413,71 @@ mod tests {
                 panic!("dropped twice");
             }
         })
+    }
+
+    /// Every C function of the skin: its name, whether the signature is exported as the
+    /// convention says, and the start of its body.
+    fn entry_points() -> Vec<(String, String, String)> {
+        fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    out.push(p);
+                }
+            }
+        }
+        let mut files = Vec::new();
+        walk(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut files);
+        let mut found = Vec::new();
+        for f in files {
+            let text = std::fs::read_to_string(&f).unwrap();
+            let mut rest = text.as_str();
+            while let Some(at) = rest.find("extern \"C\" fn libra_") {
+                let before = &rest[..at];
+                let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+                let head = &rest[line_start..at];
+                let attrs: Vec<&str> =
+                    before[..line_start].lines().rev().take_while(|l| l.starts_with("#[")).collect();
+                let after = &rest[at..];
+                let name = after["extern \"C\" fn ".len()..].split('(').next().unwrap().to_string();
+                let open = after.find('(').unwrap();
+                let close = open + after[open..].find(')').unwrap();
+                let params = after[open + 1..close].trim().to_string();
+                let body_at = after.find('{').unwrap();
+                let body: String = after[body_at + 1..].trim_start().chars().take(12).collect();
+                let signature = format!(
+                    "{}{head}|{params}",
+                    if attrs.contains(&"#[no_mangle]") { "#[no_mangle] " } else { "" }
+                );
+                found.push((name, signature, body));
+                rest = &after[body_at..];
+            }
+        }
+        found
+    }
+
+    /// The one convention of the skin: exported by name; `unsafe extern "C"` whenever it takes
+    /// a pointer; the body runs through `entry!` whenever there is an argument to fail on (a
+    /// function without parameters only returns a constant or this thread's last error).
+    #[test]
+    fn every_entry_point_follows_the_convention() {
+        let found = entry_points();
+        assert!(found.len() >= 60, "only {} entry points found", found.len());
+        let mut wrong = Vec::new();
+        for (name, signature, body) in &found {
+            let (head, params) = signature.split_once('|').unwrap();
+            let takes_pointer = params.contains('*');
+            let want = if takes_pointer { "#[no_mangle] pub unsafe " } else { "#[no_mangle] pub " };
+            if head != want {
+                wrong.push(format!("{name}: `{head}`, want `{want}extern \"C\" fn`"));
+            }
+            if !params.is_empty() && !body.starts_with("entry!(") {
+                wrong.push(format!("{name}: body starts `{body}`, not `entry!(`"));
+            }
+        }
+        assert!(wrong.is_empty(), "{wrong:#?}");
     }
 
     #[test]

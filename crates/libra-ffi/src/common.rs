@@ -1,4 +1,5 @@
 //! Status strings, last-error access and the version.
+use crate::boundary::entry;
 use std::os::raw::c_char;
 
 pub use crate::status::libra_status;
@@ -7,10 +8,12 @@ pub use crate::status::libra_status;
 /// "unknown status". The pointer is never NULL and must not be freed. Thread-safe.
 #[no_mangle]
 pub extern "C" fn libra_status_str(code: i32) -> *const c_char {
-    match libra::Status::from_raw(code) {
-        Some(status) => status.describe_c().as_ptr(),
-        None => c"unknown status".as_ptr(),
-    }
+    entry!(or c"unknown status".as_ptr(), {
+        Ok(match libra::Status::from_raw(code) {
+            Some(status) => status.describe_c().as_ptr(),
+            None => c"unknown status".as_ptr(),
+        })
+    })
 }
 
 /// Returns the message of the last failing libra call on the calling thread, naming the bad

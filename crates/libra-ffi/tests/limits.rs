@@ -12,12 +12,15 @@ use libra_ffi::topo::*;
 use std::ffi::CStr;
 
 fn last_error() -> String {
+    // SAFETY: the last error is a NUL-terminated string that lives until the next failing call on this thread.
     unsafe { CStr::from_ptr(libra_ffi::common::libra_last_error_message()) }.to_string_lossy().into_owned()
 }
 
 fn config() -> libra_cache_config {
     let mut c = std::mem::MaybeUninit::<libra_cache_config>::uninit();
-    assert_eq!(libra_cache_config_default(c.as_mut_ptr()), Status::LIBRA_OK);
+    // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+    assert_eq!(unsafe { libra_cache_config_default(c.as_mut_ptr()) }, Status::LIBRA_OK);
+    // SAFETY: initialised by the `_default` call just above, which succeeded.
     let mut c = unsafe { c.assume_init() };
     c.block_tokens = 4;
     c.block_bytes = 64;
@@ -28,7 +31,8 @@ fn config() -> libra_cache_config {
 
 fn create(c: &libra_cache_config) -> Result<*mut libra_cache, (Status, String)> {
     let mut out: *mut libra_cache = std::ptr::null_mut();
-    match Status::from(libra_cache_create(c, &mut out)) {
+    // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+    match Status::from(unsafe { libra_cache_create(c, &mut out) }) {
         Status::LIBRA_OK => Ok(out),
         s => Err((s, last_error())),
     }
@@ -58,7 +62,8 @@ fn cache_geometry_that_overflows_is_refused() {
     for (needle, set) in cases {
         let mut c = config();
         set(&mut c);
-        let (status, msg) = create(&c).map(|p| libra_cache_free(p)).unwrap_err();
+        // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+        let (status, msg) = create(&c).map(|p| unsafe { libra_cache_free(p) }).unwrap_err();
         assert_eq!(status, Status::LIBRA_ERR_INVALID_ARGUMENT, "{msg}");
         assert!(msg.contains(needle), "message `{msg}` should name `{needle}`");
     }
@@ -67,12 +72,14 @@ fn cache_geometry_that_overflows_is_refused() {
     let mut c = config();
     c.segments = &seg;
     c.segment_count = 1;
-    let (status, msg) = create(&c).map(|p| libra_cache_free(p)).unwrap_err();
+    // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+    let (status, msg) = create(&c).map(|p| unsafe { libra_cache_free(p) }).unwrap_err();
     assert_eq!(status, Status::LIBRA_ERR_INVALID_ARGUMENT);
     assert!(msg.contains("segments[0]"), "{msg}");
     // Too many segments to copy.
     c.segment_count = 1 << 20;
-    let (_, msg) = create(&c).map(|p| libra_cache_free(p)).unwrap_err();
+    // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+    let (_, msg) = create(&c).map(|p| unsafe { libra_cache_free(p) }).unwrap_err();
     assert!(msg.contains("segment_count"), "{msg}");
 }
 
@@ -90,22 +97,29 @@ fn token_counts_are_bounded() {
     let c = config();
     let cache = create(&c).unwrap();
     let w = [1u8; 64];
-    assert_eq!(libra_cache_register_adapter(cache, 1, w.as_ptr().cast(), w.len(), 8, 0), Status::LIBRA_OK);
+    assert_eq!(
+        // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+        unsafe { libra_cache_register_adapter(cache, 1, w.as_ptr().cast(), w.len(), 8, 0) },
+        Status::LIBRA_OK
+    );
     // More tokens than one call accepts: refused before the ids are read.
     let huge = vec![0u32; MAX_TOKENS_PER_CALL + 4];
     let mut blocks = vec![0u32; huge.len() / 4];
     let mut m = libra_match::default();
-    let s = libra_cache_match(
-        cache,
-        1,
-        0,
-        huge.as_ptr(),
-        huge.len(),
-        0,
-        blocks.as_mut_ptr(),
-        blocks.len(),
-        &mut m,
-    );
+    // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+    let s = unsafe {
+        libra_cache_match(
+            cache,
+            1,
+            0,
+            huge.as_ptr(),
+            huge.len(),
+            0,
+            blocks.as_mut_ptr(),
+            blocks.len(),
+            &mut m,
+        )
+    };
     assert_eq!(s, Status::LIBRA_ERR_INVALID_ARGUMENT);
     assert!(last_error().contains("limit"), "{}", last_error());
     drop(huge);
@@ -113,28 +127,41 @@ fn token_counts_are_bounded() {
     let toks = [1u32, 2, 3, 4];
     let mut b = [0u32; 1];
     assert_eq!(
-        libra_cache_match(cache, 1, 0, toks.as_ptr(), 4, 0, b.as_mut_ptr(), 1, &mut m),
+        // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+        unsafe { libra_cache_match(cache, 1, 0, toks.as_ptr(), 4, 0, b.as_mut_ptr(), 1, &mut m) },
         Status::LIBRA_OK
     );
     // A huge allocation is refused without evicting anything, whatever the out capacity says.
     let mut n = 0usize;
-    let s = libra_cache_allocate(cache, m.request, usize::MAX, 0, blocks.as_mut_ptr(), 0, &mut n);
+    // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+    let s = unsafe { libra_cache_allocate(cache, m.request, usize::MAX, 0, blocks.as_mut_ptr(), 0, &mut n) };
     assert_eq!(s, Status::LIBRA_ERR_INVALID_ARGUMENT);
-    let s = libra_cache_allocate(cache, m.request, 17 * 4, 0, blocks.as_mut_ptr(), blocks.len(), &mut n);
+    // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+    let s = unsafe {
+        libra_cache_allocate(cache, m.request, 17 * 4, 0, blocks.as_mut_ptr(), blocks.len(), &mut n)
+    };
     assert_eq!(s, Status::LIBRA_ERR_INVALID_ARGUMENT, "{}", last_error());
     assert!(last_error().contains("n_tokens"), "{}", last_error());
     // Committing more tokens than were allocated.
-    let s = libra_cache_commit(cache, m.request, huge_ptr(), usize::MAX / 4 * 4, 0, std::ptr::null_mut());
+    // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+    let s = unsafe {
+        libra_cache_commit(cache, m.request, huge_ptr(), usize::MAX / 4 * 4, 0, std::ptr::null_mut())
+    };
     assert_ne!(s, Status::LIBRA_OK);
-    let s = libra_cache_commit(cache, m.request, toks.as_ptr(), 4, 0, std::ptr::null_mut());
+    // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+    let s = unsafe { libra_cache_commit(cache, m.request, toks.as_ptr(), 4, 0, std::ptr::null_mut()) };
     assert_eq!(s, Status::LIBRA_ERR_INVALID_ARGUMENT, "nothing was allocated: {}", last_error());
     // Event capacity in drain is a caller array size, not an allocation.
     let mut count = 0usize;
-    let s = libra_cache_drain_events(cache, std::ptr::null_mut(), 0, &mut count);
+    // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+    let s = unsafe { libra_cache_drain_events(cache, std::ptr::null_mut(), 0, &mut count) };
     assert_eq!(s, Status::LIBRA_OK);
-    assert_eq!(libra_cache_release(cache, m.request, 1), Status::LIBRA_OK);
-    assert_eq!(libra_cache_check(cache), Status::LIBRA_OK);
-    libra_cache_free(cache);
+    // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+    assert_eq!(unsafe { libra_cache_release(cache, m.request, 1) }, Status::LIBRA_OK);
+    // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+    assert_eq!(unsafe { libra_cache_check(cache) }, Status::LIBRA_OK);
+    // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+    unsafe { libra_cache_free(cache) };
 }
 
 /// A pointer that must never be read: the length check comes first.
@@ -148,13 +175,16 @@ fn adapter_size_is_bounded_by_the_pool() {
     let cache = create(&c).unwrap();
     // 17 blocks of weights for a 16-block tier: refused before the bytes are copied.
     let w = vec![7u8; 64 * 17];
-    let s = libra_cache_register_adapter(cache, 1, w.as_ptr().cast(), w.len(), 8, 0);
+    // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+    let s = unsafe { libra_cache_register_adapter(cache, 1, w.as_ptr().cast(), w.len(), 8, 0) };
     assert_eq!(s, Status::LIBRA_ERR_INVALID_ARGUMENT);
     assert!(last_error().contains("blocks"), "{}", last_error());
     // A length larger than any object: refused as too large, the pointer is not read.
-    let s = libra_cache_register_adapter(cache, 2, huge_ptr().cast(), usize::MAX, 8, 0);
+    // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+    let s = unsafe { libra_cache_register_adapter(cache, 2, huge_ptr().cast(), usize::MAX, 8, 0) };
     assert_eq!(s, Status::LIBRA_ERR_INVALID_ARGUMENT);
-    libra_cache_free(cache);
+    // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+    unsafe { libra_cache_free(cache) };
 }
 
 /// Registration reuses freed slots without scanning: 2^16 registrations with churn (one in
@@ -194,6 +224,7 @@ fn topology_sizes_are_bounded() {
     // More dimensions than any valid network: refused before `dims` is read.
     let mut out: *mut libra_network = std::ptr::null_mut();
     let d = libra_dim_desc_default();
+    // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
     let s = unsafe { libra_network_new(&d, 1 << 40, &mut out) };
     assert_eq!(s, Status::LIBRA_ERR_INVALID_ARGUMENT);
     assert!(last_error().contains("num_dims"), "{}", last_error());
@@ -210,15 +241,20 @@ fn topology_sizes_are_bounded() {
     cfg.num_constraints = 1 << 40;
     cfg.total_bandwidth = 100.0;
     let mut net_h: *mut libra_network = std::ptr::null_mut();
+    // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
     assert_eq!(unsafe { libra_network_new(&d, 1, &mut net_h) }, Status::LIBRA_OK);
     let mut wl: *mut libra_workload = std::ptr::null_mut();
+    // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
     assert_eq!(unsafe { libra_workload_new(0, &mut wl) }, Status::LIBRA_OK);
     let mut bw = [0.0f64; 1];
+    // SAFETY: all-zero bytes are a valid value of this plain C struct (integers, floats, NULL pointers).
     let mut res: libra_optimize_result = unsafe { std::mem::zeroed() };
     res.struct_size = std::mem::size_of::<libra_optimize_result>();
+    // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
     let s = unsafe { libra_optimize(net_h, wl, &cfg, bw.as_mut_ptr(), 1, &mut res) };
     assert_eq!(s, Status::LIBRA_ERR_INVALID_ARGUMENT);
     assert!(last_error().contains("num_constraints"), "{}", last_error());
+    // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
     unsafe {
         libra_workload_free(wl);
         libra_network_free(net_h);

@@ -108,7 +108,8 @@ fn check_data(cache: &Cache) {
 /// sizes chosen so that an accepted one stays small.
 fn create_from_input(inp: &mut Input) {
     let mut cfg = std::mem::MaybeUninit::<libra_cache_config>::uninit();
-    assert_eq!(libra_cache_config_default(cfg.as_mut_ptr()), Status::LIBRA_OK);
+    // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+    assert_eq!(unsafe { libra_cache_config_default(cfg.as_mut_ptr()) }, Status::LIBRA_OK);
     // SAFETY: filled by libra_cache_config_default.
     let mut cfg = unsafe { cfg.assume_init() };
     let pick = |i: &mut Input, v: &[u64]| v[i.u8() as usize % v.len()];
@@ -134,11 +135,14 @@ fn create_from_input(inp: &mut Input) {
         return;
     }
     let mut out: *mut libra_cache = std::ptr::null_mut();
-    let s = libra_cache_create(&cfg, &mut out);
+    // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+    let s = unsafe { libra_cache_create(&cfg, &mut out) };
     ok_or_expected(s, "libra_cache_create");
     if s == Status::LIBRA_OK {
-        assert_eq!(libra_cache_check(out), Status::LIBRA_OK);
-        libra_cache_free(out);
+        // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+        assert_eq!(unsafe { libra_cache_check(out) }, Status::LIBRA_OK);
+        // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+        unsafe { libra_cache_free(out) };
     } else {
         assert!(out.is_null(), "out written on failure");
     }
@@ -199,17 +203,20 @@ pub fn cache_ops(data: &[u8]) {
                 let mut m = libra_match::default();
                 let null_tokens = inp.u8() % 16 == 0;
                 let null_out = inp.u8() % 16 == 0;
-                let s = libra_cache_match(
-                    handle,
-                    adapter,
-                    ns,
-                    if null_tokens { std::ptr::null() } else { tokens.as_ptr() },
-                    tokens.len(),
-                    now,
-                    if cap == 0 { std::ptr::null_mut() } else { blocks.as_mut_ptr() },
-                    cap,
-                    if null_out { std::ptr::null_mut() } else { &mut m },
-                );
+                // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+                let s = unsafe {
+                    libra_cache_match(
+                        handle,
+                        adapter,
+                        ns,
+                        if null_tokens { std::ptr::null() } else { tokens.as_ptr() },
+                        tokens.len(),
+                        now,
+                        if cap == 0 { std::ptr::null_mut() } else { blocks.as_mut_ptr() },
+                        cap,
+                        if null_out { std::ptr::null_mut() } else { &mut m },
+                    )
+                };
                 ok_or_expected(s, "match");
                 if s == Status::LIBRA_OK {
                     assert_eq!(m.cached_tokens % bt, 0);
@@ -242,15 +249,18 @@ pub fn cache_ops(data: &[u8]) {
                 let cap = if inp.u8() % 8 == 0 { need.saturating_sub(1) } else { need };
                 let mut blocks = vec![0u32; cap];
                 let mut n = 0usize;
-                let s = libra_cache_allocate(
-                    handle,
-                    id,
-                    want,
-                    now,
-                    if cap == 0 { std::ptr::null_mut() } else { blocks.as_mut_ptr() },
-                    cap,
-                    &mut n,
-                );
+                // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+                let s = unsafe {
+                    libra_cache_allocate(
+                        handle,
+                        id,
+                        want,
+                        now,
+                        if cap == 0 { std::ptr::null_mut() } else { blocks.as_mut_ptr() },
+                        cap,
+                        &mut n,
+                    )
+                };
                 ok_or_expected(s, "allocate");
                 if s == Status::LIBRA_OK {
                     if let Some(o) = open.iter_mut().find(|o| o.id == id) {
@@ -283,7 +293,8 @@ pub fn cache_ops(data: &[u8]) {
                         (o.tokens[o.covered..].as_ptr(), n * bt)
                     };
                     let mut shared = 0usize;
-                    let s = libra_cache_commit(handle, o.id, ptr, len, now, &mut shared);
+                    // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+                    let s = unsafe { libra_cache_commit(handle, o.id, ptr, len, now, &mut shared) };
                     ok_or_expected(s, "commit");
                     assert!(!(junk && s == Status::LIBRA_OK), "commit beyond the allocated blocks accepted");
                     if s == Status::LIBRA_OK {
@@ -293,7 +304,10 @@ pub fn cache_ops(data: &[u8]) {
                 } else {
                     let t = [1u32; 4];
                     ok_or_expected(
-                        libra_cache_commit(handle, inp.u64(), t.as_ptr(), 4, now, std::ptr::null_mut()),
+                        // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+                        unsafe {
+                            libra_cache_commit(handle, inp.u64(), t.as_ptr(), 4, now, std::ptr::null_mut())
+                        },
                         "commit",
                     );
                 }
@@ -306,33 +320,47 @@ pub fn cache_ops(data: &[u8]) {
                     None => inp.u64(),
                 };
                 let f = if abort { libra_cache_abort } else { libra_cache_release };
-                ok_or_expected(f(handle, id, now), "release");
+                // SAFETY: `handle` is this run's live cache; ids are plain values.
+                ok_or_expected(unsafe { f(handle, id, now) }, "release");
                 if inp.u8() % 8 == 0 {
-                    assert_eq!(f(handle, id, now), Status::LIBRA_ERR_NOT_FOUND, "second release");
+                    // SAFETY: as above.
+                    let again = unsafe { f(handle, id, now) };
+                    assert_eq!(again, Status::LIBRA_ERR_NOT_FOUND, "second release");
                 }
             }
             8 => {
                 let mut r = libra_step_report::default();
                 let out = if inp.bool() { &mut r as *mut _ } else { std::ptr::null_mut() };
-                ok_or_expected(libra_cache_step(handle, now, inp.u8() as u32, inp.bool(), out), "step");
+                // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+                ok_or_expected(
+                    unsafe { libra_cache_step(handle, now, inp.u8() as u32, inp.bool(), out) },
+                    "step",
+                );
             }
             9 => {
                 // poll / wait / wait_event; a failed request is aborted, as an engine would
                 let id = pick(&mut inp, &open).map(|k| open[k].id).unwrap_or_else(|| inp.u64());
                 let mut r: libra_readiness = libra_readiness::LIBRA_PENDING;
                 let s = match inp.u8() % 3 {
-                    0 => libra_cache_poll(handle, id, &mut r),
+                    // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+                    0 => unsafe { libra_cache_poll(handle, id, &mut r) },
                     // A held copy cannot complete during the wait: it times out (0-40 us).
-                    1 => libra_cache_wait(handle, id, inp.u8() as u64 % 3 * 20, &mut r),
+                    // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+                    1 => unsafe { libra_cache_wait(handle, id, inp.u8() as u64 % 3 * 20, &mut r) },
                     _ => {
                         let mut ev = std::ptr::null_mut();
-                        libra_cache_wait_event(handle, id, &mut ev)
+                        // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+                        unsafe { libra_cache_wait_event(handle, id, &mut ev) }
                     }
                 };
                 ok_or_expected(s, "poll");
                 if s == Status::LIBRA_OK && r == libra_readiness::LIBRA_FAILED {
                     if let Some(k) = open.iter().position(|o| o.id == id) {
-                        assert_eq!(libra_cache_abort(handle, open.swap_remove(k).id, now), Status::LIBRA_OK);
+                        assert_eq!(
+                            // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+                            unsafe { libra_cache_abort(handle, open.swap_remove(k).id, now) },
+                            Status::LIBRA_OK
+                        );
                     }
                 }
             }
@@ -341,7 +369,8 @@ pub fn cache_ops(data: &[u8]) {
                 if inp.bool() {
                     st.struct_size = std::mem::size_of::<libra_cache_stats>();
                 }
-                let s = libra_cache_get_stats(handle, &mut st);
+                // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+                let s = unsafe { libra_cache_get_stats(handle, &mut st) };
                 ok_or_expected(s, "stats");
                 if s == Status::LIBRA_OK && st.struct_size == std::mem::size_of::<libra_cache_stats>() {
                     assert!(st.gpu_blocks_used <= st.gpu_blocks_total);
@@ -362,7 +391,8 @@ pub fn cache_ops(data: &[u8]) {
                 ];
                 let mut n = 0usize;
                 let ptr = if ev.is_empty() { std::ptr::null_mut() } else { ev.as_mut_ptr() };
-                ok_or_expected(libra_cache_drain_events(handle, ptr, ev.len(), &mut n), "drain");
+                // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+                ok_or_expected(unsafe { libra_cache_drain_events(handle, ptr, ev.len(), &mut n) }, "drain");
                 assert!(n <= ev.len());
             }
             11 => {
@@ -372,7 +402,8 @@ pub fn cache_ops(data: &[u8]) {
                 let rank = inp.u8() as u32 % 3;
                 // usize::MAX: a length no object has, refused before the pointer is read.
                 let n = if len == usize::MAX { len } else { w.len() };
-                let s = libra_cache_register_adapter(handle, a, w.as_ptr().cast(), n, rank, now);
+                // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+                let s = unsafe { libra_cache_register_adapter(handle, a, w.as_ptr().cast(), n, rank, now) };
                 ok_or_expected(s, "register");
                 if s == Status::LIBRA_OK {
                     adapter_len[a as usize] = w.len();
@@ -380,7 +411,8 @@ pub fn cache_ops(data: &[u8]) {
             }
             12 => {
                 let a = inp.u8() as u64 % 6;
-                ok_or_expected(libra_cache_unregister_adapter(handle, a), "unregister");
+                // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+                ok_or_expected(unsafe { libra_cache_unregister_adapter(handle, a) }, "unregister");
             }
             13 => {
                 for b in ctl.held() {
@@ -393,16 +425,20 @@ pub fn cache_ops(data: &[u8]) {
                 let v = [0.0, 1.0, 1e9, -1.0, f64::NAN, f64::INFINITY, f64::MIN_POSITIVE];
                 let p = v[inp.u8() as usize % v.len()];
                 let l = v[inp.u8() as usize % v.len()];
-                ok_or_expected(libra_cache_set_cost_hints(handle, p, l), "hints");
+                // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+                ok_or_expected(unsafe { libra_cache_set_cost_hints(handle, p, l) }, "hints");
             }
             15 => {
                 let mut addr = 0u64;
-                let s = libra_cache_block_address(
-                    handle,
-                    inp.u16() as u32 % (gpu + 4),
-                    inp.u8() as usize % 3,
-                    &mut addr,
-                );
+                // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+                let s = unsafe {
+                    libra_cache_block_address(
+                        handle,
+                        inp.u16() as u32 % (gpu + 4),
+                        inp.u8() as usize % 3,
+                        &mut addr,
+                    )
+                };
                 ok_or_expected(s, "block_address");
             }
             _ => {
@@ -411,10 +447,15 @@ pub fn cache_ops(data: &[u8]) {
                 let mut out = vec![0u32; cap];
                 let mut n = 0usize;
                 let ptr = if cap == 0 || inp.u8() % 8 == 0 { std::ptr::null_mut() } else { out.as_mut_ptr() };
-                ok_or_expected(libra_cache_adapter_blocks(handle, a, ptr, cap, &mut n), "adapter_blocks");
+                // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+                ok_or_expected(
+                    unsafe { libra_cache_adapter_blocks(handle, a, ptr, cap, &mut n) },
+                    "adapter_blocks",
+                );
             }
         }
-        let s = libra_cache_check(handle);
+        // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+        let s = unsafe { libra_cache_check(handle) };
         assert_eq!(s, Status::LIBRA_OK, "invariant broken after op {op}");
         check_data(c.cache());
     }
@@ -425,15 +466,22 @@ pub fn cache_ops(data: &[u8]) {
         for b in ctl.held() {
             ctl.complete(b, true);
         }
-        assert_eq!(libra_cache_step(handle, now + 1, 1, true, std::ptr::null_mut()), Status::LIBRA_OK);
+        assert_eq!(
+            // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+            unsafe { libra_cache_step(handle, now + 1, 1, true, std::ptr::null_mut()) },
+            Status::LIBRA_OK
+        );
         for o in open.drain(..) {
-            assert_eq!(libra_cache_abort(handle, o.id, now + 1), Status::LIBRA_OK);
+            // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+            assert_eq!(unsafe { libra_cache_abort(handle, o.id, now + 1) }, Status::LIBRA_OK);
         }
-        assert_eq!(libra_cache_check(handle), Status::LIBRA_OK);
+        // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+        assert_eq!(unsafe { libra_cache_check(handle) }, Status::LIBRA_OK);
         check_data(c.cache());
         assert_eq!(c.cache().stats().unwrap().open_requests, 0);
     }
-    libra_cache_free(handle);
+    // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+    unsafe { libra_cache_free(handle) };
 }
 
 /// An index into `open` when it is non-empty and the input says so.

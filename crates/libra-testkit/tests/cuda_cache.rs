@@ -37,6 +37,7 @@ fn standin_loaded() -> bool {
 
 fn current_context() -> usize {
     let mut c: cudarc::driver::sys::CUcontext = std::ptr::null_mut();
+    // SAFETY: writes the current context into a live local.
     unsafe { cudarc::driver::sys::cuCtxGetCurrent(&mut c).result().unwrap() };
     c as usize
 }
@@ -58,6 +59,7 @@ impl Drop for Gate {
 /// `store(true)` or on drop, so a failing test still lets the stream drain).
 fn hold_swap_stream(gpu: &CudaBackend) -> Box<Gate> {
     extern "C" fn hold(gate: *mut std::ffi::c_void) {
+        // SAFETY: `gate` is the `AtomicBool` that `hold_swap_stream` passed, boxed and kept alive until the stream has run this function.
         let gate = unsafe { &*(gate as *const std::sync::atomic::AtomicBool) };
         while !gate.load(std::sync::atomic::Ordering::Acquire) {
             std::thread::sleep(Duration::from_micros(100));
@@ -67,6 +69,7 @@ fn hold_swap_stream(gpu: &CudaBackend) -> Box<Gate> {
     gpu.context().bind_to_thread().unwrap();
     let stream = gpu.stream_handle() as cudarc::driver::sys::CUstream;
     let gate_ptr = &gate.0 as *const std::sync::atomic::AtomicBool as *mut std::ffi::c_void;
+    // SAFETY: `hold` is a valid host function and `gate_ptr` points into the returned box, which outlives the stream's wait on it.
     unsafe { cudarc::driver::sys::cuLaunchHostFunc(stream, Some(hold), gate_ptr).result().unwrap() };
     gate
 }
@@ -154,6 +157,7 @@ fn a_waiter_outlives_its_backend() {
     if !gpu_or_skip("a_waiter_outlives_its_backend") {
         return;
     }
+    // SAFETY: unbinding the calling thread's context takes no memory.
     unsafe { cudarc::driver::sys::cuCtxSetCurrent(std::ptr::null_mut()).result().unwrap() };
     let mut gpu = CudaBackend::new(4096, 8, 8, CudaOptions::from_env()).unwrap();
     gpu.write_gpu_block(1, &[5u8; 4096]).unwrap();
@@ -179,6 +183,7 @@ struct EngineTensor {
 impl EngineTensor {
     fn new(ctx: &std::sync::Arc<cudarc::driver::CudaContext>, bytes: usize) -> Self {
         ctx.bind_to_thread().unwrap();
+        // SAFETY: a plain device allocation of the given size, freed by this test.
         EngineTensor { ctx: ctx.clone(), ptr: unsafe { cudarc::driver::result::malloc_sync(bytes) }.unwrap() }
     }
 }
@@ -186,6 +191,7 @@ impl EngineTensor {
 impl Drop for EngineTensor {
     fn drop(&mut self) {
         self.ctx.bind_to_thread().unwrap();
+        // SAFETY: `self.ptr` came from `malloc_sync` and is freed once, here.
         unsafe { cudarc::driver::result::free_sync(self.ptr) }.unwrap();
     }
 }
@@ -203,6 +209,7 @@ fn adopt_does_not_wait_for_the_engines_work() {
     let big = 64 << 20;
     let (a, b) = (EngineTensor::new(&ctx, big), EngineTensor::new(&ctx, big));
     for _ in 0..400 {
+        // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
         unsafe {
             cudarc::driver::sys::cuMemcpyAsync(b.ptr, a.ptr, big, engine.cu_stream()).result().unwrap()
         };
@@ -210,6 +217,7 @@ fn adopt_does_not_wait_for_the_engines_work() {
     let busy = ctx.new_event(None).unwrap();
     busy.record(&engine).unwrap();
     let segs = vec![Segment { base: a.ptr, bytes_per_block: 4096, stride: 4096 }];
+    // SAFETY: the segment lies in `a`, a device allocation that outlives the backend.
     let gpu = unsafe { CudaBackend::adopt(segs, 64, 16, CudaOptions::from_env()) }.unwrap();
     assert!(!busy.is_complete(), "adopt waited for the engine's queued work");
     drop(gpu);
@@ -340,7 +348,9 @@ fn a_faulting_launch_fails_its_request_and_the_cache_recovers() {
         return;
     }
     let mut cfg = std::mem::MaybeUninit::<libra_cache_config>::uninit();
-    assert_eq!(libra_cache_config_default(cfg.as_mut_ptr()), Status::LIBRA_OK);
+    // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+    assert_eq!(unsafe { libra_cache_config_default(cfg.as_mut_ptr()) }, Status::LIBRA_OK);
+    // SAFETY: initialised by the `_default` call just above, which succeeded.
     let mut cfg = unsafe { cfg.assume_init() };
     cfg.block_tokens = 4;
     cfg.block_bytes = 1024;
@@ -348,42 +358,69 @@ fn a_faulting_launch_fails_its_request_and_the_cache_recovers() {
     cfg.host_blocks = 32;
     cfg.backend = libra_backend::LIBRA_BACKEND_CUDA as i32;
     let mut h: *mut libra_cache = std::ptr::null_mut();
-    assert_eq!(libra_cache_create(&cfg, &mut h), Status::LIBRA_OK);
+    // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+    assert_eq!(unsafe { libra_cache_create(&cfg, &mut h) }, Status::LIBRA_OK);
     let w = weights(1, 2500);
-    assert_eq!(libra_cache_register_adapter(h, 1, w.as_ptr().cast(), w.len(), 8, 0), Status::LIBRA_OK);
+    assert_eq!(
+        // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+        unsafe { libra_cache_register_adapter(h, 1, w.as_ptr().cast(), w.len(), 8, 0) },
+        Status::LIBRA_OK
+    );
     let toks: Vec<u32> = (0..8).collect();
     let mut blocks = [0u32; 8];
     let mut m = libra_match::default();
-    let st = libra_cache_match(h, 1, 0, toks.as_ptr(), toks.len(), 1, blocks.as_mut_ptr(), 8, &mut m);
+    // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+    let st =
+        unsafe { libra_cache_match(h, 1, 0, toks.as_ptr(), toks.len(), 1, blocks.as_mut_ptr(), 8, &mut m) };
     assert_eq!(st, Status::LIBRA_OK);
     // The adapter's upload is the process's first launch: it faults.
     let mut r = libra_readiness::LIBRA_PENDING;
-    assert_eq!(libra_cache_wait(h, m.request, 20_000_000, &mut r), Status::LIBRA_OK);
+    // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+    assert_eq!(unsafe { libra_cache_wait(h, m.request, 20_000_000, &mut r) }, Status::LIBRA_OK);
     assert_eq!(r, libra_readiness::LIBRA_FAILED, "a faulted upload reads LIBRA_FAILED");
-    assert_eq!(libra_cache_poll(h, m.request, &mut r), Status::LIBRA_OK);
+    // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+    assert_eq!(unsafe { libra_cache_poll(h, m.request, &mut r) }, Status::LIBRA_OK);
     assert_eq!(r, libra_readiness::LIBRA_FAILED);
-    assert_eq!(libra_cache_abort(h, m.request, 2), Status::LIBRA_OK);
-    assert_eq!(libra_cache_check(h), Status::LIBRA_OK, "invariants hold after the fault");
+    // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+    assert_eq!(unsafe { libra_cache_abort(h, m.request, 2) }, Status::LIBRA_OK);
+    // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+    assert_eq!(unsafe { libra_cache_check(h) }, Status::LIBRA_OK, "invariants hold after the fault");
     // The context's error is sticky: later work fails, reported, never hangs or crashes.
-    let st = libra_cache_match(h, 1, 0, toks.as_ptr(), toks.len(), 3, blocks.as_mut_ptr(), 8, &mut m);
+    // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+    let st =
+        unsafe { libra_cache_match(h, 1, 0, toks.as_ptr(), toks.len(), 3, blocks.as_mut_ptr(), 8, &mut m) };
     if st == Status::LIBRA_OK {
-        assert_eq!(libra_cache_wait(h, m.request, 20_000_000, &mut r), Status::LIBRA_OK);
+        // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+        assert_eq!(unsafe { libra_cache_wait(h, m.request, 20_000_000, &mut r) }, Status::LIBRA_OK);
         assert_ne!(r, libra_readiness::LIBRA_READY, "nothing completes in a faulted context");
-        assert_eq!(libra_cache_abort(h, m.request, 4), Status::LIBRA_OK);
+        // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+        assert_eq!(unsafe { libra_cache_abort(h, m.request, 4) }, Status::LIBRA_OK);
     } else {
         assert_eq!(st, Status::LIBRA_ERR_DEVICE);
     }
-    assert_eq!(libra_cache_check(h), Status::LIBRA_OK);
-    libra_cache_free(h);
+    // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+    assert_eq!(unsafe { libra_cache_check(h) }, Status::LIBRA_OK);
+    // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+    unsafe { libra_cache_free(h) };
     // Freeing the cache released the primary context; a new cache starts on a fresh one.
-    assert_eq!(libra_cache_create(&cfg, &mut h), Status::LIBRA_OK);
-    assert_eq!(libra_cache_register_adapter(h, 1, w.as_ptr().cast(), w.len(), 8, 0), Status::LIBRA_OK);
-    let st = libra_cache_match(h, 1, 0, toks.as_ptr(), toks.len(), 5, blocks.as_mut_ptr(), 8, &mut m);
+    // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+    assert_eq!(unsafe { libra_cache_create(&cfg, &mut h) }, Status::LIBRA_OK);
+    assert_eq!(
+        // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+        unsafe { libra_cache_register_adapter(h, 1, w.as_ptr().cast(), w.len(), 8, 0) },
+        Status::LIBRA_OK
+    );
+    // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+    let st =
+        unsafe { libra_cache_match(h, 1, 0, toks.as_ptr(), toks.len(), 5, blocks.as_mut_ptr(), 8, &mut m) };
     assert_eq!(st, Status::LIBRA_OK);
-    assert_eq!(libra_cache_wait(h, m.request, 20_000_000, &mut r), Status::LIBRA_OK);
+    // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+    assert_eq!(unsafe { libra_cache_wait(h, m.request, 20_000_000, &mut r) }, Status::LIBRA_OK);
     assert_eq!(r, libra_readiness::LIBRA_READY, "the new cache works");
-    assert_eq!(libra_cache_release(h, m.request, 6), Status::LIBRA_OK);
-    libra_cache_free(h);
+    // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+    assert_eq!(unsafe { libra_cache_release(h, m.request, 6) }, Status::LIBRA_OK);
+    // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+    unsafe { libra_cache_free(h) };
 }
 
 /// A grouped swap-in (one launch and one event per group of layers) lands group by group: the
@@ -412,6 +449,7 @@ fn grouped_swap_ins_land_group_by_group() {
     let bb: u64 = sizes.iter().sum();
     for policy in [CopyPolicy::kernel(), CopyPolicy::memcpy()] {
         let opts = CudaOptions { copy_policy: policy, ..CudaOptions::from_env() };
+        // SAFETY: the segments lie in `t`, a device allocation that outlives the backend.
         let mut gpu = unsafe { CudaBackend::adopt(segs.clone(), blocks, blocks, opts) }.unwrap();
         for b in 0..blocks {
             gpu.write_gpu_block(b, &pattern(b, bb as usize, 3)).unwrap();

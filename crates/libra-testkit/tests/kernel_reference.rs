@@ -51,14 +51,20 @@ impl Exec {
         let pairs = || list.chunks(2).map(|p| [p[0], p[1]]).collect::<Vec<[u32; 2]>>();
         match self {
             Exec::Reference => {
-                match kernel {
-                    SwapKernel::Gather => reference::gather(launch, segs, units, &pairs(), tail[0], tail[1]),
-                    SwapKernel::Scatter => {
-                        reference::scatter(launch, segs, units, &pairs(), tail[0], tail[1])
-                    }
-                    SwapKernel::CopyBlocks => reference::copy_blocks(launch, segs, units, &pairs()),
-                    SwapKernel::Upload => {
-                        reference::upload(launch, segs, units, list, tail[0], tail[1], tail[2])
+                // SAFETY: the addresses are valid for the kernel's accesses, as this function
+                // requires.
+                unsafe {
+                    match kernel {
+                        SwapKernel::Gather => {
+                            reference::gather(launch, segs, units, &pairs(), tail[0], tail[1])
+                        }
+                        SwapKernel::Scatter => {
+                            reference::scatter(launch, segs, units, &pairs(), tail[0], tail[1])
+                        }
+                        SwapKernel::CopyBlocks => reference::copy_blocks(launch, segs, units, &pairs()),
+                        SwapKernel::Upload => {
+                            reference::upload(launch, segs, units, list, tail[0], tail[1], tail[2])
+                        }
                     }
                 }
                 Ok(())
@@ -76,7 +82,8 @@ impl Exec {
                 let mut l =
                     params::swap_launch(kernel, tables, list.as_ptr() as u64, entries as u32, tail, 1);
                 l.shape = launch;
-                host_kernels().run(&mut l).map_err(|e| format!("{}: {e}", kernel.name()))
+                // SAFETY: as above.
+                unsafe { host_kernels().run(&mut l) }.map_err(|e| format!("{}: {e}", kernel.name()))
             }
         }
     }
@@ -190,6 +197,7 @@ fn check_gather_scatter(
         expected[at..at + bb].copy_from_slice(&arena.read_block(g));
     }
     let tail = [flat.as_mut_ptr() as u64 + off as u64, bb as u64];
+    // SAFETY: the segments and units describe `arena`'s live memory and the tail points into a live local buffer of the block bytes the pairs need.
     unsafe { exec.run(SwapKernel::Gather, launch, &segs, &units, &flatten(&pairs), &tail)? };
     if flat != expected {
         return Err("gather differs".into());
@@ -207,6 +215,7 @@ fn check_gather_scatter(
     let layout = arena.layout();
     let segs = reference::device_segments(&layout);
     let tail = [flat.as_ptr() as u64 + off as u64, bb as u64];
+    // SAFETY: the segments and units describe `arena`'s live memory and the tail points into a live local buffer of the block bytes the pairs need.
     unsafe { exec.run(SwapKernel::Scatter, launch, &segs, &units, &flatten(&pairs), &tail)? };
     if arena.mem != want.mem {
         return Err("scatter differs".into());
@@ -230,6 +239,7 @@ fn check_device_copies(
     let layout = arena.layout();
     let segs = reference::device_segments(&layout);
     let units = reference::build_units(&layout, chunk);
+    // SAFETY: the segments and units describe `arena`'s live memory and the tail points into a live local buffer of the block bytes the pairs need.
     unsafe { exec.run(SwapKernel::CopyBlocks, launch, &segs, &units, &flatten(pairs), &[])? };
     if arena.mem != want.mem {
         return Err("device copies differ".into());
@@ -262,6 +272,7 @@ fn check_upload(
     let segs = reference::device_segments(&layout);
     let units = reference::build_units(&layout, chunk);
     let tail = [data.as_ptr() as u64, bb as u64, len as u64];
+    // SAFETY: the segments and units describe `arena`'s live memory and the tail points into a live local buffer of the block bytes the pairs need.
     unsafe { exec.run(SwapKernel::Upload, launch, &segs, &units, blocks, &tail)? };
     if arena.mem != want.mem {
         return Err("upload differs".into());

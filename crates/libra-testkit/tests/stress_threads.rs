@@ -338,12 +338,15 @@ fn wait_lets_other_threads_in() {
 struct Shared(*const libra_cache);
 // SAFETY: the header documents every call used here as thread-safe on one handle.
 unsafe impl Send for Shared {}
+// SAFETY: the handle is only used through calls the header documents as thread-safe.
 unsafe impl Sync for Shared {}
 
 #[test]
 fn eight_threads_through_the_c_entry_points() {
     let mut cfg = std::mem::MaybeUninit::<libra_cache_config>::uninit();
-    assert_eq!(libra_cache_config_default(cfg.as_mut_ptr()), Status::LIBRA_OK);
+    // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+    assert_eq!(unsafe { libra_cache_config_default(cfg.as_mut_ptr()) }, Status::LIBRA_OK);
+    // SAFETY: initialised by the `_default` call just above, which succeeded.
     let mut cfg = unsafe { cfg.assume_init() };
     cfg.block_tokens = BT as u32;
     cfg.block_bytes = BLOCK_BYTES;
@@ -351,10 +354,15 @@ fn eight_threads_through_the_c_entry_points() {
     cfg.host_blocks = 64;
     cfg.events = 1;
     let mut h: *mut libra_cache = std::ptr::null_mut();
-    assert_eq!(libra_cache_create(&cfg, &mut h), Status::LIBRA_OK);
+    // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+    assert_eq!(unsafe { libra_cache_create(&cfg, &mut h) }, Status::LIBRA_OK);
     for a in 1..=3u64 {
         let w = weights(a);
-        assert_eq!(libra_cache_register_adapter(h, a, w.as_ptr().cast(), w.len(), 8, 0), Status::LIBRA_OK);
+        assert_eq!(
+            // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+            unsafe { libra_cache_register_adapter(h, a, w.as_ptr().cast(), w.len(), 8, 0) },
+            Status::LIBRA_OK
+        );
     }
     let shared = Shared(h);
     let matches = AtomicU64::new(0);
@@ -371,17 +379,20 @@ fn eight_threads_through_the_c_entry_points() {
                     let toks = tokens(family, 8 + rng.below(40) as usize);
                     let adapter = 1 + rng.below(3);
                     let mut m = libra_match::default();
-                    let st = libra_cache_match(
-                        c.0,
-                        adapter,
-                        0,
-                        toks.as_ptr(),
-                        toks.len(),
-                        now,
-                        blocks.as_mut_ptr(),
-                        16,
-                        &mut m,
-                    );
+                    // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+                    let st = unsafe {
+                        libra_cache_match(
+                            c.0,
+                            adapter,
+                            0,
+                            toks.as_ptr(),
+                            toks.len(),
+                            now,
+                            blocks.as_mut_ptr(),
+                            16,
+                            &mut m,
+                        )
+                    };
                     if st != Status::LIBRA_OK {
                         assert!(
                             matches!(
@@ -394,29 +405,39 @@ fn eight_threads_through_the_c_entry_points() {
                     }
                     matches.fetch_add(1, Ordering::Relaxed);
                     let mut r = libra_readiness::LIBRA_PENDING;
-                    assert_eq!(libra_cache_wait(c.0, m.request, 1000, &mut r), Status::LIBRA_OK);
+                    // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+                    assert_eq!(unsafe { libra_cache_wait(c.0, m.request, 1000, &mut r) }, Status::LIBRA_OK);
                     assert_eq!(r, libra_readiness::LIBRA_READY, "CPU copies finish at submission");
                     let rest = toks.len() - m.cached_tokens;
                     let mut n = 0usize;
-                    let st = libra_cache_allocate(c.0, m.request, rest, now, blocks.as_mut_ptr(), 16, &mut n);
+                    // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+                    let st = unsafe {
+                        libra_cache_allocate(c.0, m.request, rest, now, blocks.as_mut_ptr(), 16, &mut n)
+                    };
                     if st == Status::LIBRA_OK {
                         let full = rest / BT * BT;
-                        let st = libra_cache_commit(
-                            c.0,
-                            m.request,
-                            toks[m.cached_tokens..].as_ptr(),
-                            full,
-                            now,
-                            std::ptr::null_mut(),
-                        );
+                        // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+                        let st = unsafe {
+                            libra_cache_commit(
+                                c.0,
+                                m.request,
+                                toks[m.cached_tokens..].as_ptr(),
+                                full,
+                                now,
+                                std::ptr::null_mut(),
+                            )
+                        };
                         assert_eq!(st, Status::LIBRA_OK);
-                        assert_eq!(libra_cache_release(c.0, m.request, now), Status::LIBRA_OK);
+                        // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+                        assert_eq!(unsafe { libra_cache_release(c.0, m.request, now) }, Status::LIBRA_OK);
                     } else {
-                        assert_eq!(libra_cache_abort(c.0, m.request, now), Status::LIBRA_OK);
+                        // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+                        assert_eq!(unsafe { libra_cache_abort(c.0, m.request, now) }, Status::LIBRA_OK);
                     }
                     match round % 6 {
                         0 => assert_eq!(
-                            libra_cache_step(c.0, now, 8, false, std::ptr::null_mut()),
+                            // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+                            unsafe { libra_cache_step(c.0, now, 8, false, std::ptr::null_mut()) },
                             Status::LIBRA_OK
                         ),
                         1 => {
@@ -424,7 +445,8 @@ fn eight_threads_through_the_c_entry_points() {
                                 struct_size: std::mem::size_of::<libra_cache_stats>(),
                                 ..Default::default()
                             };
-                            assert_eq!(libra_cache_get_stats(c.0, &mut st), Status::LIBRA_OK);
+                            // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+                            assert_eq!(unsafe { libra_cache_get_stats(c.0, &mut st) }, Status::LIBRA_OK);
                         }
                         2 => {
                             let mut ev = [libra_event {
@@ -436,29 +458,41 @@ fn eight_threads_through_the_c_entry_points() {
                             }; 8];
                             let mut k = 0usize;
                             assert_eq!(
-                                libra_cache_drain_events(c.0, ev.as_mut_ptr(), 8, &mut k),
+                                // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+                                unsafe { libra_cache_drain_events(c.0, ev.as_mut_ptr(), 8, &mut k) },
                                 Status::LIBRA_OK
                             );
                         }
-                        3 => assert_eq!(libra_cache_check(c.0), Status::LIBRA_OK),
+                        // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+                        3 => assert_eq!(unsafe { libra_cache_check(c.0) }, Status::LIBRA_OK),
                         4 => {
                             let mut k = 0usize;
-                            let _ = libra_cache_adapter_blocks(c.0, adapter, blocks.as_mut_ptr(), 16, &mut k);
-                            assert!(!libra_cache_backend_name(c.0).is_null());
+                            // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+                            let _ = unsafe {
+                                libra_cache_adapter_blocks(c.0, adapter, blocks.as_mut_ptr(), 16, &mut k)
+                            };
+                            // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+                            assert!(!unsafe { libra_cache_backend_name(c.0) }.is_null());
                         }
                         _ => {
                             // Errors on one thread leave the other threads' messages alone.
-                            assert_eq!(libra_cache_release(c.0, u64::MAX, now), Status::LIBRA_ERR_NOT_FOUND);
+                            assert_eq!(
+                                // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+                                unsafe { libra_cache_release(c.0, u64::MAX, now) },
+                                Status::LIBRA_ERR_NOT_FOUND
+                            );
                         }
                     }
                 }
             });
         }
     });
-    assert_eq!(libra_cache_check(h), Status::LIBRA_OK);
+    // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+    assert_eq!(unsafe { libra_cache_check(h) }, Status::LIBRA_OK);
     let mut st =
         libra_cache_stats { struct_size: std::mem::size_of::<libra_cache_stats>(), ..Default::default() };
-    assert_eq!(libra_cache_get_stats(h, &mut st), Status::LIBRA_OK);
+    // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+    assert_eq!(unsafe { libra_cache_get_stats(h, &mut st) }, Status::LIBRA_OK);
     assert_eq!(st.open_requests, 0);
     assert!(st.hit_tokens > 0);
     println!(
@@ -467,5 +501,6 @@ fn eight_threads_through_the_c_entry_points() {
         st.hit_tokens,
         st.swap_out_blocks
     );
-    libra_cache_free(h);
+    // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+    unsafe { libra_cache_free(h) };
 }

@@ -1,6 +1,6 @@
 //! Adapters: registration, their blocks in the pool and what the cache knows about them.
 use super::types::*;
-use crate::boundary::{check_struct_size, deref_mut, guard, null_arg, slice, write_out};
+use crate::boundary::{check_aligned, check_struct_size, deref_mut, entry, null_arg, slice, write_out};
 use crate::status::libra_status;
 use libra::error::Error;
 use std::ffi::c_void;
@@ -11,8 +11,11 @@ use std::ffi::c_void;
 /// `libra_cache_adapter_info`, used in no decision. `now` is the engine clock in microseconds.
 /// Errors: LIBRA_ERR_ALREADY_EXISTS, LIBRA_ERR_INVALID_ARGUMENT (empty weights,
 /// larger than the pool, or 2^20 adapters already registered). Thread-safe.
+///
+/// Pointers: `cache` NULL or a live handle from libra_cache_create(); `weights` NULL only with
+/// `weights_len` 0, else `weights_len` readable bytes.
 #[no_mangle]
-pub extern "C" fn libra_cache_register_adapter(
+pub unsafe extern "C" fn libra_cache_register_adapter(
     cache: *const libra_cache,
     adapter_id: u64,
     weights: *const c_void,
@@ -20,8 +23,9 @@ pub extern "C" fn libra_cache_register_adapter(
     rank: u32,
     now: u64,
 ) -> libra_status {
-    guard("libra_cache_register_adapter", || {
-        let c = cache_ref(cache)?;
+    entry!({
+        // SAFETY: `cache` is NULL or a live handle, per the contract above.
+        let c = unsafe { cache_ref(cache) }?;
         // SAFETY: the caller passes `weights_len` readable bytes.
         let w = unsafe { slice(weights as *const u8, weights_len, "weights") }?;
         c.cache.register_adapter(adapter_id, w, rank, now)
@@ -30,9 +34,17 @@ pub extern "C" fn libra_cache_register_adapter(
 
 /// Unregisters an adapter and drops every KV block computed under it. LIBRA_ERR_BUSY while
 /// an open request or a copy uses it; LIBRA_ERR_NOT_FOUND for an unknown id. Thread-safe.
+///
+/// Pointers: `cache` NULL or a live handle from libra_cache_create().
 #[no_mangle]
-pub extern "C" fn libra_cache_unregister_adapter(cache: *const libra_cache, adapter_id: u64) -> libra_status {
-    guard("libra_cache_unregister_adapter", || cache_ref(cache)?.cache.unregister_adapter(adapter_id))
+pub unsafe extern "C" fn libra_cache_unregister_adapter(
+    cache: *const libra_cache,
+    adapter_id: u64,
+) -> libra_status {
+    entry!({
+        // SAFETY: `cache` is NULL or a live handle, per the contract above.
+        unsafe { cache_ref(cache) }?.cache.unregister_adapter(adapter_id)
+    })
 }
 
 /// Copies the GPU block ids holding `adapter_id`'s weights, in the order their bytes run (the
@@ -40,28 +52,38 @@ pub extern "C" fn libra_cache_unregister_adapter(cache: *const libra_cache, adap
 /// `capacity`) and their number into `*count_out`. Fails with LIBRA_ERR_INVALID_ARGUMENT when
 /// the capacity is too small (nothing written). Empty while the adapter is not resident.
 /// `blocks_out` may be NULL only when `capacity` is 0. Thread-safe.
+///
+/// Pointers: `cache` NULL or a live handle from libra_cache_create(); `blocks_out` NULL or room for
+/// `capacity` ids; `count_out` NULL or writable.
 #[no_mangle]
-pub extern "C" fn libra_cache_adapter_blocks(
+pub unsafe extern "C" fn libra_cache_adapter_blocks(
     cache: *const libra_cache,
     adapter_id: u64,
     blocks_out: *mut u32,
     capacity: usize,
     count_out: *mut usize,
 ) -> libra_status {
-    guard("libra_cache_adapter_blocks", || {
-        let c = cache_ref(cache)?;
+    entry!({
+        // SAFETY: `cache` is NULL or a live handle, per the contract above.
+        let c = unsafe { cache_ref(cache) }?;
         if count_out.is_null() {
             return Err(null_arg("count_out"));
         }
         let blocks = c.cache.adapter_blocks(adapter_id)?;
-        copy_blocks_out(&blocks, blocks_out, capacity, "blocks_out")?;
+        // SAFETY: `blocks_out` is NULL or holds `capacity` writable ids, per the contract above.
+        unsafe { copy_blocks_out(&blocks, blocks_out, capacity, "blocks_out") }?;
         // SAFETY: checked non-NULL.
         unsafe { write_out(count_out, blocks.len()) };
         Ok(())
     })
 }
 
-pub(crate) fn copy_blocks_out(
+/// Copies `blocks` to the caller's array `out` of `capacity` ids, or fails naming it (too
+/// small, or NULL while there is something to copy).
+///
+/// # Safety
+/// `out` is NULL or holds `capacity` writable, aligned ids.
+pub(crate) unsafe fn copy_blocks_out(
     blocks: &[u32],
     out: *mut u32,
     capacity: usize,
@@ -76,7 +98,9 @@ pub(crate) fn copy_blocks_out(
     if out.is_null() {
         return Err(null_arg(name));
     }
-    // SAFETY: the caller provides `capacity` writable ids; blocks.len() <= capacity.
+    check_aligned(out as *const u32, name)?;
+    // SAFETY: non-NULL and aligned, holding `capacity >= blocks.len()` writable ids, as this
+    // function requires; `blocks` is our own memory, so the two do not overlap.
     unsafe { std::ptr::copy_nonoverlapping(blocks.as_ptr(), out, blocks.len()) };
     Ok(())
 }
@@ -113,14 +137,18 @@ pub const LIBRA_RANK_UNKNOWN: u32 = 0;
 /// `blocks` blocks from `libra_cache_adapter_blocks` in order, taking `block_bytes` bytes of
 /// each and `weights_len` bytes in all. Errors: LIBRA_ERR_NOT_FOUND (unknown adapter),
 /// LIBRA_ERR_NULL_ARGUMENT, LIBRA_ERR_INVALID_ARGUMENT (struct_size too small). Thread-safe.
+///
+/// Pointers: `cache` NULL or a live handle from libra_cache_create(); `out` NULL or a writable
+/// struct of the `struct_size` it declares.
 #[no_mangle]
-pub extern "C" fn libra_cache_adapter_info(
+pub unsafe extern "C" fn libra_cache_adapter_info(
     cache: *const libra_cache,
     adapter_id: u64,
     out: *mut libra_adapter_info,
 ) -> libra_status {
-    guard("libra_cache_adapter_info", || {
-        let c = cache_ref(cache)?;
+    entry!({
+        // SAFETY: `cache` is NULL or a live handle, per the contract above.
+        let c = unsafe { cache_ref(cache) }?;
         // SAFETY: NULL or a caller-provided info struct.
         let o = unsafe { deref_mut(out, "out") }?;
         check_struct_size(o.struct_size, std::mem::size_of::<libra_adapter_info>(), "out")?;

@@ -1,7 +1,7 @@
 //! `libra_cache_config`: its layout, versioning and defaults, and its conversion into the
 //! Rust cache's options.
 use super::types::*;
-use crate::boundary::{guard, null_arg, slice, write_out, Versioned};
+use crate::boundary::{entry, null_arg, slice, write_out, Versioned};
 use crate::status::libra_status;
 use crate::topo::CEnum;
 use libra::backend::Segment;
@@ -104,9 +104,11 @@ unsafe impl Versioned for libra_cache_config {
 /// caller must pass a struct declared from the header of the library it runs with (a caller
 /// built against an older header fills its struct itself and sets its own `struct_size`).
 /// Returns LIBRA_ERR_NULL_ARGUMENT when `config` is NULL. Thread-safe.
+///
+/// Pointers: `config` NULL or writable.
 #[no_mangle]
-pub extern "C" fn libra_cache_config_default(config: *mut libra_cache_config) -> libra_status {
-    guard("libra_cache_config_default", || {
+pub unsafe extern "C" fn libra_cache_config_default(config: *mut libra_cache_config) -> libra_status {
+    entry!({
         if config.is_null() {
             return Err(null_arg("config"));
         }

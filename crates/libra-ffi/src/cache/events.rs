@@ -1,6 +1,6 @@
 //! The residency event log.
 use super::types::*;
-use crate::boundary::{guard, null_arg, write_out};
+use crate::boundary::{entry, null_arg, write_out};
 use crate::status::libra_status;
 use crate::topo::{c_enum, CEnum};
 use libra::cache::EventKind;
@@ -46,15 +46,19 @@ pub struct libra_event {
 
 /// Moves up to `capacity` of the oldest residency events into `events_out` and their number
 /// into `*count_out` (0 when the log is off). Thread-safe.
+///
+/// Pointers: `cache` NULL or a live handle from libra_cache_create(); `events_out` NULL or room for
+/// `capacity` events; `count_out` NULL or writable.
 #[no_mangle]
-pub extern "C" fn libra_cache_drain_events(
+pub unsafe extern "C" fn libra_cache_drain_events(
     cache: *const libra_cache,
     events_out: *mut libra_event,
     capacity: usize,
     count_out: *mut usize,
 ) -> libra_status {
-    guard("libra_cache_drain_events", || {
-        let c = cache_ref(cache)?;
+    entry!({
+        // SAFETY: `cache` is NULL or a live handle, per the contract above.
+        let c = unsafe { cache_ref(cache) }?;
         if count_out.is_null() {
             return Err(null_arg("count_out"));
         }

@@ -2,7 +2,7 @@
 //! addresses and invariants.
 use super::config::{cache_options, libra_cache_config};
 use super::types::*;
-use crate::boundary::{guard, null_arg, read_versioned, write_out};
+use crate::boundary::{entry, null_arg, read_versioned, write_out};
 use crate::status::libra_status;
 use libra::handle::Cache;
 use std::ffi::c_char;
@@ -15,12 +15,14 @@ use std::ffi::c_char;
 /// when the CUDA backend was requested and is unavailable. Under CUDA the cache works in the
 /// device's primary context, and no call changes the calling thread's current context.
 /// Thread-safe.
+///
+/// Pointers: `config` NULL or a struct of the `struct_size` it declares; `out` NULL or writable.
 #[no_mangle]
-pub extern "C" fn libra_cache_create(
+pub unsafe extern "C" fn libra_cache_create(
     config: *const libra_cache_config,
     out: *mut *mut libra_cache,
 ) -> libra_status {
-    guard("libra_cache_create", || {
+    entry!({
         // SAFETY: NULL or a valid config, per the contract above.
         let cfg = &unsafe { read_versioned(config, "config") }?;
         if out.is_null() {
@@ -36,50 +38,59 @@ pub extern "C" fn libra_cache_create(
 
 /// Releases a cache and everything it owns, including open requests and copies in flight
 /// (waited for first). NULL is a no-op. Must not race with any other call on this cache.
+///
+/// Pointers: `cache` NULL or a handle from libra_cache_create(), not yet freed.
 #[no_mangle]
-pub extern "C" fn libra_cache_free(cache: *mut libra_cache) {
-    if cache.is_null() {
-        return;
-    }
-    let _ = guard("libra_cache_free", || {
-        // SAFETY: a handle from libra_cache_create, freed once, per the contract.
-        drop(unsafe { Box::from_raw(cache) });
-        Ok(())
-    });
+pub unsafe extern "C" fn libra_cache_free(cache: *mut libra_cache) {
+    entry!(void {
+        if !cache.is_null() {
+            // SAFETY: a handle from libra_cache_create, freed once, per the contract above.
+            drop(unsafe { Box::from_raw(cache) });
+        }
+    })
 }
 
 /// Name of the backend moving the bytes ("cpu" or "cuda"), owned by the cache and valid until
 /// `libra_cache_free`. NULL when `cache` is NULL. Thread-safe.
+///
+/// Pointers: `cache` NULL or a live handle from libra_cache_create().
 #[no_mangle]
-pub extern "C" fn libra_cache_backend_name(cache: *const libra_cache) -> *const c_char {
-    match cache_ref(cache) {
-        Ok(c) => c.backend_name.as_ptr(),
-        Err(_) => std::ptr::null(),
-    }
+pub unsafe extern "C" fn libra_cache_backend_name(cache: *const libra_cache) -> *const c_char {
+    entry!(or std::ptr::null(), {
+        // SAFETY: `cache` is NULL or a live handle, per the contract above.
+        let c = unsafe { cache_ref(cache) }?;
+        Ok(c.backend_name.as_ptr())
+    })
 }
 
 /// Why this backend was chosen (e.g. why `auto` fell back to CPU). Owned by the cache, valid
 /// until `libra_cache_free`. NULL when `cache` is NULL. Thread-safe.
+///
+/// Pointers: `cache` NULL or a live handle from libra_cache_create().
 #[no_mangle]
-pub extern "C" fn libra_cache_backend_reason(cache: *const libra_cache) -> *const c_char {
-    match cache_ref(cache) {
-        Ok(c) => c.backend_reason.as_ptr(),
-        Err(_) => std::ptr::null(),
-    }
+pub unsafe extern "C" fn libra_cache_backend_reason(cache: *const libra_cache) -> *const c_char {
+    entry!(or std::ptr::null(), {
+        // SAFETY: `cache` is NULL or a live handle, per the contract above.
+        let c = unsafe { cache_ref(cache) }?;
+        Ok(c.backend_reason.as_ptr())
+    })
 }
 
 /// `*addr_out` receives the address of block `block`'s piece in segment `segment` (0 for an
 /// owned arena): a device pointer under CUDA, a host pointer on the CPU backend. The memory is
 /// owned by the cache (or the engine, for adopted segments). Thread-safe.
+///
+/// Pointers: `cache` NULL or a live handle from libra_cache_create(); `addr_out` NULL or writable.
 #[no_mangle]
-pub extern "C" fn libra_cache_block_address(
+pub unsafe extern "C" fn libra_cache_block_address(
     cache: *const libra_cache,
     block: u32,
     segment: usize,
     addr_out: *mut u64,
 ) -> libra_status {
-    guard("libra_cache_block_address", || {
-        let c = cache_ref(cache)?;
+    entry!({
+        // SAFETY: `cache` is NULL or a live handle, per the contract above.
+        let c = unsafe { cache_ref(cache) }?;
         if addr_out.is_null() {
             return Err(null_arg("addr_out"));
         }
@@ -93,7 +104,12 @@ pub extern "C" fn libra_cache_block_address(
 /// Verifies every internal invariant (blocks owned once, tier counts, the dependency rule);
 /// LIBRA_ERR_PANIC with a description when one is broken. For tests and debug builds: O(n).
 /// Thread-safe.
+///
+/// Pointers: `cache` NULL or a live handle from libra_cache_create().
 #[no_mangle]
-pub extern "C" fn libra_cache_check(cache: *const libra_cache) -> libra_status {
-    guard("libra_cache_check", || cache_ref(cache)?.cache.check_invariants())
+pub unsafe extern "C" fn libra_cache_check(cache: *const libra_cache) -> libra_status {
+    entry!({
+        // SAFETY: `cache` is NULL or a live handle, per the contract above.
+        unsafe { cache_ref(cache) }?.cache.check_invariants()
+    })
 }

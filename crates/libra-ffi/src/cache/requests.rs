@@ -2,7 +2,7 @@
 //! events, layer groups).
 use super::adapters::copy_blocks_out;
 use super::types::*;
-use crate::boundary::{guard, null_arg, slice, write_out};
+use crate::boundary::{entry, null_arg, slice, write_out};
 use crate::status::libra_status;
 use libra::cache::Readiness;
 use libra::error::Error;
@@ -54,9 +54,13 @@ pub enum libra_readiness {
 /// LIBRA_ERR_OUT_OF_MEMORY (no room for the adapter), LIBRA_ERR_INVALID_ARGUMENT (capacity too
 /// small, or more than 2^24 tokens: nothing changes), LIBRA_ERR_BUSY (2^22 requests already
 /// open). Thread-safe.
+///
+/// Pointers: `cache` NULL or a live handle from libra_cache_create(); `tokens` NULL only with
+/// `n_tokens` 0, else `n_tokens` readable ids; `blocks_out` NULL or room for `blocks_capacity` ids;
+/// `out` NULL or writable.
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
-pub extern "C" fn libra_cache_match(
+pub unsafe extern "C" fn libra_cache_match(
     cache: *const libra_cache,
     adapter_id: u64,
     namespace_id: u64,
@@ -67,19 +71,22 @@ pub extern "C" fn libra_cache_match(
     blocks_capacity: usize,
     out: *mut libra_match,
 ) -> libra_status {
-    guard("libra_cache_match", || {
-        match_into(
-            cache,
-            adapter_id,
-            namespace_id,
-            tokens,
-            n_tokens,
-            0,
-            now,
-            blocks_out,
-            blocks_capacity,
-            out,
-        )
+    entry!({
+        // SAFETY: the pointers are as this function's contract says, which is `match_into`'s.
+        unsafe {
+            match_into(
+                cache,
+                adapter_id,
+                namespace_id,
+                tokens,
+                n_tokens,
+                0,
+                now,
+                blocks_out,
+                blocks_capacity,
+                out,
+            )
+        }
     })
 }
 
@@ -95,9 +102,13 @@ pub extern "C" fn libra_cache_match(
 /// engine that passes a logical clock (e.g. a step counter) gets the same hits, swaps and
 /// events on every run of the same call sequence (with the synchronous CPU backend, or when
 /// copy completions are awaited at the same points).
+///
+/// Pointers: `cache` NULL or a live handle from libra_cache_create(); `tokens` NULL only with
+/// `n_tokens` 0, else `n_tokens` readable ids; `blocks_out` NULL or room for `blocks_capacity` ids;
+/// `out` NULL or writable.
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
-pub extern "C" fn libra_cache_match_leaving(
+pub unsafe extern "C" fn libra_cache_match_leaving(
     cache: *const libra_cache,
     adapter_id: u64,
     namespace_id: u64,
@@ -109,24 +120,31 @@ pub extern "C" fn libra_cache_match_leaving(
     blocks_capacity: usize,
     out: *mut libra_match,
 ) -> libra_status {
-    guard("libra_cache_match_leaving", || {
-        match_into(
-            cache,
-            adapter_id,
-            namespace_id,
-            tokens,
-            n_tokens,
-            min_uncached,
-            now,
-            blocks_out,
-            blocks_capacity,
-            out,
-        )
+    entry!({
+        // SAFETY: the pointers are as this function's contract says, which is `match_into`'s.
+        unsafe {
+            match_into(
+                cache,
+                adapter_id,
+                namespace_id,
+                tokens,
+                n_tokens,
+                min_uncached,
+                now,
+                blocks_out,
+                blocks_capacity,
+                out,
+            )
+        }
     })
 }
 
+/// The body of `libra_cache_match` and `libra_cache_match_leaving`.
+///
+/// # Safety
+/// As those functions' pointer contracts.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn match_into(
+pub(crate) unsafe fn match_into(
     cache: *const libra_cache,
     adapter_id: u64,
     namespace_id: u64,
@@ -138,7 +156,8 @@ pub(crate) fn match_into(
     blocks_capacity: usize,
     out: *mut libra_match,
 ) -> Result<(), Error> {
-    let c = cache_ref(cache)?;
+    // SAFETY: `cache` is NULL or a live handle, per the contract above.
+    let c = unsafe { cache_ref(cache) }?;
     // SAFETY: the caller passes `n_tokens` readable ids.
     let t = unsafe { slice(tokens, n_tokens, "tokens") }?;
     if out.is_null() {
@@ -160,7 +179,8 @@ pub(crate) fn match_into(
         return Err(null_arg("blocks_out"));
     }
     let m = c.cache().match_prefix_leaving(adapter_id, namespace_id, t, min_uncached, now)?;
-    copy_blocks_out(&m.kv_blocks, blocks_out, blocks_capacity, "blocks_out")?;
+    // SAFETY: `blocks_out` is NULL or holds `blocks_capacity` writable ids, per the contract.
+    unsafe { copy_blocks_out(&m.kv_blocks, blocks_out, blocks_capacity, "blocks_out") }?;
     let value = libra_match {
         request: m.request,
         cached_tokens: m.cached_tokens,
@@ -180,8 +200,11 @@ pub(crate) fn match_into(
 /// LIBRA_ERR_OUT_OF_MEMORY (everything pinned: nothing allocated), LIBRA_ERR_BUSY (swap-outs
 /// still in flight; retry after `libra_cache_step`), LIBRA_ERR_INVALID_ARGUMENT (capacity too
 /// small, or more blocks than the whole GPU tier: nothing allocated). Thread-safe.
+///
+/// Pointers: `cache` NULL or a live handle from libra_cache_create(); `blocks_out` NULL or room for
+/// `capacity` ids; `count_out` NULL or writable.
 #[no_mangle]
-pub extern "C" fn libra_cache_allocate(
+pub unsafe extern "C" fn libra_cache_allocate(
     cache: *const libra_cache,
     request: u64,
     n_tokens: usize,
@@ -190,8 +213,9 @@ pub extern "C" fn libra_cache_allocate(
     capacity: usize,
     count_out: *mut usize,
 ) -> libra_status {
-    guard("libra_cache_allocate", || {
-        let c = cache_ref(cache)?;
+    entry!({
+        // SAFETY: `cache` is NULL or a live handle, per the contract above.
+        let c = unsafe { cache_ref(cache) }?;
         if count_out.is_null() {
             return Err(null_arg("count_out"));
         }
@@ -203,7 +227,8 @@ pub extern "C" fn libra_cache_allocate(
             return Err(null_arg("blocks_out"));
         }
         let blocks = c.cache.allocate(request, n_tokens, now)?;
-        copy_blocks_out(&blocks, blocks_out, capacity, "blocks_out")?;
+        // SAFETY: `blocks_out` is NULL or holds `capacity` writable ids, per the contract above.
+        unsafe { copy_blocks_out(&blocks, blocks_out, capacity, "blocks_out") }?;
         // SAFETY: checked non-NULL.
         unsafe { write_out(count_out, blocks.len()) };
         Ok(())
@@ -220,8 +245,11 @@ pub extern "C" fn libra_cache_allocate(
 /// LIBRA_ERR_NOT_FOUND (request not open), LIBRA_ERR_BUSY (the request's own copies have not
 /// completed, or a block it would share is still being copied in for another request: nothing
 /// changed; retry after `libra_cache_step`). Thread-safe.
+///
+/// Pointers: `cache` NULL or a live handle from libra_cache_create(); `tokens` NULL only with
+/// `n_tokens` 0, else `n_tokens` readable ids; `shared_out` NULL or writable.
 #[no_mangle]
-pub extern "C" fn libra_cache_commit(
+pub unsafe extern "C" fn libra_cache_commit(
     cache: *const libra_cache,
     request: u64,
     tokens: *const u32,
@@ -229,8 +257,9 @@ pub extern "C" fn libra_cache_commit(
     now: u64,
     shared_out: *mut usize,
 ) -> libra_status {
-    guard("libra_cache_commit", || {
-        let c = cache_ref(cache)?;
+    entry!({
+        // SAFETY: `cache` is NULL or a live handle, per the contract above.
+        let c = unsafe { cache_ref(cache) }?;
         // SAFETY: the caller passes `n_tokens` readable ids.
         let t = unsafe { slice(tokens, n_tokens, "tokens") }?;
         let shared = c.cache.commit(request, t, now)?;
@@ -244,16 +273,34 @@ pub extern "C" fn libra_cache_commit(
 
 /// Ends a request: unpins its blocks, frees the ones it did not share; the request id becomes
 /// invalid (a second release gives LIBRA_ERR_NOT_FOUND). Thread-safe.
+///
+/// Pointers: `cache` NULL or a live handle from libra_cache_create().
 #[no_mangle]
-pub extern "C" fn libra_cache_release(cache: *const libra_cache, request: u64, now: u64) -> libra_status {
-    guard("libra_cache_release", || cache_ref(cache)?.cache.release(request, now))
+pub unsafe extern "C" fn libra_cache_release(
+    cache: *const libra_cache,
+    request: u64,
+    now: u64,
+) -> libra_status {
+    entry!({
+        // SAFETY: `cache` is NULL or a live handle, per the contract above.
+        unsafe { cache_ref(cache) }?.cache.release(request, now)
+    })
 }
 
 /// Ends a failed request like `libra_cache_release`, and drops the blocks it shared that no
 /// other request uses, since their contents may be incomplete. Thread-safe.
+///
+/// Pointers: `cache` NULL or a live handle from libra_cache_create().
 #[no_mangle]
-pub extern "C" fn libra_cache_abort(cache: *const libra_cache, request: u64, now: u64) -> libra_status {
-    guard("libra_cache_abort", || cache_ref(cache)?.cache.abort(request, now))
+pub unsafe extern "C" fn libra_cache_abort(
+    cache: *const libra_cache,
+    request: u64,
+    now: u64,
+) -> libra_status {
+    entry!({
+        // SAFETY: `cache` is NULL or a live handle, per the contract above.
+        unsafe { cache_ref(cache) }?.cache.abort(request, now)
+    })
 }
 
 fn readiness(r: Readiness) -> libra_readiness {
@@ -266,14 +313,17 @@ fn readiness(r: Readiness) -> libra_readiness {
 
 /// Non-blocking: whether the request's blocks are usable. `*out` receives a libra_readiness.
 /// Thread-safe.
+///
+/// Pointers: `cache` NULL or a live handle from libra_cache_create(); `out` NULL or writable.
 #[no_mangle]
-pub extern "C" fn libra_cache_poll(
+pub unsafe extern "C" fn libra_cache_poll(
     cache: *const libra_cache,
     request: u64,
     out: *mut libra_readiness,
 ) -> libra_status {
-    guard("libra_cache_poll", || {
-        let c = cache_ref(cache)?;
+    entry!({
+        // SAFETY: `cache` is NULL or a live handle, per the contract above.
+        let c = unsafe { cache_ref(cache) }?;
         if out.is_null() {
             return Err(null_arg("out"));
         }
@@ -290,15 +340,18 @@ pub extern "C" fn libra_cache_poll(
 /// with LIBRA_PENDING when nothing but a later call could complete the copies, and with
 /// LIBRA_ERR_NOT_FOUND if another thread releases or aborts the request meanwhile. On a GPU,
 /// `libra_cache_wait_event` avoids blocking the CPU at all. Thread-safe.
+///
+/// Pointers: `cache` NULL or a live handle from libra_cache_create(); `out` NULL or writable.
 #[no_mangle]
-pub extern "C" fn libra_cache_wait(
+pub unsafe extern "C" fn libra_cache_wait(
     cache: *const libra_cache,
     request: u64,
     timeout_us: u64,
     out: *mut libra_readiness,
 ) -> libra_status {
-    guard("libra_cache_wait", || {
-        let c = cache_ref(cache)?;
+    entry!({
+        // SAFETY: `cache` is NULL or a live handle, per the contract above.
+        let c = unsafe { cache_ref(cache) }?;
         if out.is_null() {
             return Err(null_arg("out"));
         }
@@ -314,14 +367,17 @@ pub extern "C" fn libra_cache_wait(
 /// (CPU). The event is owned by the cache and stays a valid CUevent until the cache is freed;
 /// once the request's copies have completed the cache may record later copies on it, so make
 /// the stream wait on it right away rather than keeping it. Thread-safe.
+///
+/// Pointers: `cache` NULL or a live handle from libra_cache_create(); `event_out` NULL or writable.
 #[no_mangle]
-pub extern "C" fn libra_cache_wait_event(
+pub unsafe extern "C" fn libra_cache_wait_event(
     cache: *const libra_cache,
     request: u64,
     event_out: *mut *mut c_void,
 ) -> libra_status {
-    guard("libra_cache_wait_event", || {
-        let c = cache_ref(cache)?;
+    entry!({
+        // SAFETY: `cache` is NULL or a live handle, per the contract above.
+        let c = unsafe { cache_ref(cache) }?;
         if event_out.is_null() {
             return Err(null_arg("event_out"));
         }
@@ -340,16 +396,20 @@ pub extern "C" fn libra_cache_wait_event(
 /// groups; commit still waits for LIBRA_READY. Should a later group's copy fail, the request
 /// turns LIBRA_FAILED and whatever was computed from it must be discarded with an abort.
 /// Errors: LIBRA_ERR_NULL_ARGUMENT, LIBRA_ERR_NOT_FOUND (request not open). Thread-safe.
+///
+/// Pointers: `cache` NULL or a live handle from libra_cache_create(); `readiness_out` NULL or
+/// writable; `ready_groups_out` NULL or writable; `groups_out` NULL or writable.
 #[no_mangle]
-pub extern "C" fn libra_cache_poll_groups(
+pub unsafe extern "C" fn libra_cache_poll_groups(
     cache: *const libra_cache,
     request: u64,
     readiness_out: *mut libra_readiness,
     ready_groups_out: *mut u32,
     groups_out: *mut u32,
 ) -> libra_status {
-    guard("libra_cache_poll_groups", || {
-        let c = cache_ref(cache)?;
+    entry!({
+        // SAFETY: `cache` is NULL or a live handle, per the contract above.
+        let c = unsafe { cache_ref(cache) }?;
         if readiness_out.is_null() {
             return Err(null_arg("readiness_out"));
         }
@@ -378,15 +438,18 @@ pub extern "C" fn libra_cache_poll_groups(
 /// rather than keeping it. Errors: LIBRA_ERR_NULL_ARGUMENT, LIBRA_ERR_NOT_FOUND (request not
 /// open), LIBRA_ERR_INVALID_ARGUMENT (`group` is not below the number of layer groups).
 /// Thread-safe.
+///
+/// Pointers: `cache` NULL or a live handle from libra_cache_create(); `event_out` NULL or writable.
 #[no_mangle]
-pub extern "C" fn libra_cache_group_event(
+pub unsafe extern "C" fn libra_cache_group_event(
     cache: *const libra_cache,
     request: u64,
     group: u32,
     event_out: *mut *mut c_void,
 ) -> libra_status {
-    guard("libra_cache_group_event", || {
-        let c = cache_ref(cache)?;
+    entry!({
+        // SAFETY: `cache` is NULL or a live handle, per the contract above.
+        let c = unsafe { cache_ref(cache) }?;
         if event_out.is_null() {
             return Err(null_arg("event_out"));
         }

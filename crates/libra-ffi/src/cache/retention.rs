@@ -1,6 +1,6 @@
 //! Retention hints: the engine says which prefixes it will want back.
 use super::types::*;
-use crate::boundary::{guard, null_arg, read_versioned, write_out, Versioned};
+use crate::boundary::{entry, null_arg, read_versioned, write_out, Versioned};
 use crate::status::libra_status;
 use libra::cache::RetentionHint;
 
@@ -45,9 +45,11 @@ unsafe impl Versioned for libra_retention {
 /// Fills `*hint` with the defaults: priority 1, no duration, no expected return (so the caller
 /// must set `duration_us` or `expect_back_us` before use). Returns LIBRA_ERR_NULL_ARGUMENT when
 /// `hint` is NULL. Thread-safe.
+///
+/// Pointers: `hint` NULL or writable.
 #[no_mangle]
-pub extern "C" fn libra_retention_default(hint: *mut libra_retention) -> libra_status {
-    guard("libra_retention_default", || {
+pub unsafe extern "C" fn libra_retention_default(hint: *mut libra_retention) -> libra_status {
+    entry!({
         if hint.is_null() {
             return Err(null_arg("hint"));
         }
@@ -70,15 +72,19 @@ pub extern "C" fn libra_retention_default(hint: *mut libra_retention) -> libra_s
 /// `struct_size` too small, `priority` NaN, infinite or not positive, `expect_back_us` not
 /// after `now_us`, `duration_us` 0 without `expect_back_us`, or a hint longer than 2^40 us.
 /// Nothing changes on failure. Thread-safe.
+///
+/// Pointers: `cache` NULL or a live handle from libra_cache_create(); `hint` NULL or a struct of
+/// the `struct_size` it declares.
 #[no_mangle]
-pub extern "C" fn libra_cache_set_retention(
+pub unsafe extern "C" fn libra_cache_set_retention(
     cache: *const libra_cache,
     request: u64,
     now_us: u64,
     hint: *const libra_retention,
 ) -> libra_status {
-    guard("libra_cache_set_retention", || {
-        let c = cache_ref(cache)?;
+    entry!({
+        // SAFETY: `cache` is NULL or a live handle, per the contract above.
+        let c = unsafe { cache_ref(cache) }?;
         // SAFETY: NULL or a valid hint, per the contract above.
         let h = unsafe { read_versioned(hint, "hint") }?;
         let hint = RetentionHint {

@@ -1,6 +1,6 @@
 //! Cache statistics.
 use super::types::*;
-use crate::boundary::{guard, write_versioned, Versioned};
+use crate::boundary::{entry, write_versioned, Versioned};
 use crate::status::libra_status;
 
 /// Cache statistics. Set `struct_size` to sizeof(libra_cache_stats) before the call.
@@ -69,13 +69,17 @@ unsafe impl Versioned for libra_cache_stats {
 /// LIBRA_ERR_INVALID_ARGUMENT (`out` misaligned, or `struct_size` below the first published
 /// layout: nothing written). Cheap enough to call every scheduler iteration: the cost grows
 /// with the number of registered adapters, not with the number of cached blocks. Thread-safe.
+///
+/// Pointers: `cache` NULL or a live handle from libra_cache_create(); `out` NULL or a writable
+/// struct of the `struct_size` it declares.
 #[no_mangle]
-pub extern "C" fn libra_cache_get_stats(
+pub unsafe extern "C" fn libra_cache_get_stats(
     cache: *const libra_cache,
     out: *mut libra_cache_stats,
 ) -> libra_status {
-    guard("libra_cache_get_stats", || {
-        let c = cache_ref(cache)?;
+    entry!({
+        // SAFETY: `cache` is NULL or a live handle, per the contract above.
+        let c = unsafe { cache_ref(cache) }?;
         // Checked before the stats are gathered, so a bad struct fails early; no reference to
         // the caller's struct is made, as it may be an older, smaller one.
         // SAFETY: NULL or `struct_size` readable bytes, per the contract above.

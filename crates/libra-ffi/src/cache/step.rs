@@ -1,6 +1,6 @@
 //! One scheduler iteration and the cost hints it plans with.
 use super::types::*;
-use crate::boundary::{guard, write_out};
+use crate::boundary::{entry, write_out};
 use crate::status::libra_status;
 
 /// What one `libra_cache_step` did.
@@ -21,16 +21,20 @@ pub struct libra_step_report {
 /// One scheduler iteration: finishes completed copies, swaps out above the high watermark,
 /// prefetches below the idle mark unless `prefill_bound`, prunes the host tier. `batch_size` is
 /// the running batch. `report_out` may be NULL. Thread-safe.
+///
+/// Pointers: `cache` NULL or a live handle from libra_cache_create(); `report_out` NULL or
+/// writable.
 #[no_mangle]
-pub extern "C" fn libra_cache_step(
+pub unsafe extern "C" fn libra_cache_step(
     cache: *const libra_cache,
     now: u64,
     batch_size: u32,
     prefill_bound: bool,
     report_out: *mut libra_step_report,
 ) -> libra_status {
-    guard("libra_cache_step", || {
-        let r = cache_ref(cache)?.cache.step(now, batch_size, prefill_bound)?;
+    entry!({
+        // SAFETY: `cache` is NULL or a live handle, per the contract above.
+        let r = unsafe { cache_ref(cache) }?.cache.step(now, batch_size, prefill_bound)?;
         if !report_out.is_null() {
             let v = libra_step_report {
                 swapped_out: r.swapped_out,
@@ -48,14 +52,17 @@ pub extern "C" fn libra_cache_step(
 
 /// Updates the engine's cost hints: prefill throughput (tokens per microsecond, 0 disables
 /// recompute-or-load) and host-link bandwidth (bytes per microsecond, positive). Thread-safe.
+///
+/// Pointers: `cache` NULL or a live handle from libra_cache_create().
 #[no_mangle]
-pub extern "C" fn libra_cache_set_cost_hints(
+pub unsafe extern "C" fn libra_cache_set_cost_hints(
     cache: *const libra_cache,
     prefill_tokens_per_us: f64,
     link_bytes_per_us: f64,
 ) -> libra_status {
-    guard("libra_cache_set_cost_hints", || {
-        cache_ref(cache)?.cache.set_cost_hints(prefill_tokens_per_us, link_bytes_per_us)
+    entry!({
+        // SAFETY: `cache` is NULL or a live handle, per the contract above.
+        unsafe { cache_ref(cache) }?.cache.set_cost_hints(prefill_tokens_per_us, link_bytes_per_us)
     })
 }
 

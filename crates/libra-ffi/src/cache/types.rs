@@ -87,8 +87,12 @@ impl libra_cache {
     }
 }
 
-pub(crate) fn cache_ref<'a>(cache: *const libra_cache) -> Result<&'a libra_cache, Error> {
-    // SAFETY: the caller passes NULL or a handle from libra_cache_create that was not freed.
+/// Borrows the handle behind `cache`, or fails naming the argument when it is NULL.
+///
+/// # Safety
+/// `cache` is NULL or a handle from `libra_cache_create` that was not freed, for `'a`.
+pub(crate) unsafe fn cache_ref<'a>(cache: *const libra_cache) -> Result<&'a libra_cache, Error> {
+    // SAFETY: as this function's contract.
     unsafe { deref(cache, "cache") }
 }
 

@@ -2,9 +2,6 @@
 //! schedules. Enumerations are stored as `i32` (see `types::CEnum`), so an out-of-range value
 //! from C is an error, never undefined behaviour.
 #![allow(non_camel_case_types)]
-// Each entry point's pointer contract is written for C callers, as a "Pointers:" paragraph of
-// its header comment, rather than under a Rust `# Safety` heading.
-#![allow(clippy::missing_safety_doc)]
 mod network;
 mod optimize;
 mod schedule;

@@ -57,10 +57,12 @@ pub unsafe extern "C" fn libra_network_new(
         }
         // Elements are `dims[0].struct_size` bytes apart, so an array of an older, smaller
         // layout is read as such.
-        let stride = versioned_size(dims, "dims[0]")?;
+        // SAFETY: `dims` is NULL or holds the `struct_size` bytes it declares, per the contract above.
+        let stride = unsafe { versioned_size(dims, "dims[0]") }?;
         let mut v = Vec::with_capacity(num_dims);
         for i in 0..num_dims {
-            let d = read_versioned_at(dims, i, stride, "dims")?;
+            // SAFETY: `dims` is NULL or holds the `struct_size` bytes it declares, per the contract above.
+            let d = unsafe { read_versioned_at(dims, i, stride, "dims") }?;
             v.push(Dimension {
                 kind: dim_kind(d.kind, &format!("dims[{i}].kind"))?,
                 size: d.size,
@@ -70,7 +72,8 @@ pub unsafe extern "C" fn libra_network_new(
             });
         }
         let net = Network::new(v)?;
-        write_out(out, boxed(libra_network { inner: net }));
+        // SAFETY: `out` was checked non-NULL above and is writable, per the contract above.
+        unsafe { write_out(out, boxed(libra_network { inner: net })) };
         Ok(())
     })
 }
@@ -90,7 +93,8 @@ pub unsafe extern "C" fn libra_network_preset_new(
             return Err(null_arg("out"));
         }
         let net = network_preset(preset)?.network();
-        write_out(out, boxed(libra_network { inner: net }));
+        // SAFETY: `out` was checked non-NULL above and is writable, per the contract above.
+        unsafe { write_out(out, boxed(libra_network { inner: net })) };
         Ok(())
     })
 }
@@ -119,10 +123,13 @@ pub unsafe extern "C" fn libra_network_parse(
         if out.is_null() {
             return Err(null_arg("out"));
         }
-        let text = c_str(network_yaml, "network_yaml")?;
-        let cost = if cost_yaml.is_null() { None } else { Some(c_str(cost_yaml, "cost_yaml")?) };
+        // SAFETY: `network_yaml` is NULL or a NUL-terminated string, per the contract above.
+        let text = unsafe { c_str(network_yaml, "network_yaml") }?;
+        // SAFETY: `cost_yaml` is NULL or a NUL-terminated string, per the contract above.
+        let cost = if cost_yaml.is_null() { None } else { Some(unsafe { c_str(cost_yaml, "cost_yaml") }?) };
         let net = parse_network(text, cost)?;
-        write_out(out, boxed(libra_network { inner: net }));
+        // SAFETY: `out` was checked non-NULL above and is writable, per the contract above.
+        unsafe { write_out(out, boxed(libra_network { inner: net })) };
         Ok(())
     })
 }
@@ -143,18 +150,25 @@ pub unsafe extern "C" fn libra_network_export_astra_sim(
     len_out: *mut usize,
 ) -> libra_status {
     entry!({
-        let n = deref(network, "network")?;
-        deref_mut(len_out, "len_out")?;
+        // SAFETY: `network` is NULL or points to a live value, per the contract above.
+        let n = unsafe { deref(network, "network") }?;
+        // SAFETY: `len_out` is NULL or points to a live, writable value no one else uses during the call, per the contract above.
+        unsafe { deref_mut(len_out, "len_out") }?;
         let text = to_astra_sim_yaml(&n.inner);
         let need = text.len() + 1;
         if !buf.is_null() {
             if cap < need {
                 return Err(Error::invalid(format!("`cap` is {cap}; the text needs {need} bytes")));
             }
-            std::ptr::copy_nonoverlapping(text.as_ptr(), buf as *mut u8, text.len());
-            *buf.add(text.len()) = 0;
+            // SAFETY: `buf` is non-NULL and holds `cap >= need = text.len() + 1` writable bytes,
+            // per the contract above; a byte buffer needs no alignment.
+            unsafe {
+                std::ptr::copy_nonoverlapping(text.as_ptr(), buf as *mut u8, text.len());
+                *buf.add(text.len()) = 0;
+            }
         }
-        write_out(len_out, need);
+        // SAFETY: `len_out` was checked non-NULL above and is writable, per the contract above.
+        unsafe { write_out(len_out, need) };
         Ok(())
     })
 }
@@ -166,7 +180,9 @@ pub unsafe extern "C" fn libra_network_export_astra_sim(
 pub unsafe extern "C" fn libra_network_free(network: *mut libra_network) {
     entry!(void {
         if !network.is_null() {
-            drop(Box::from_raw(network));
+            // SAFETY: non-NULL, so a handle this library boxed and the caller has not freed,
+            // per the contract above; it is freed once, here.
+            drop(unsafe { Box::from_raw(network) });
         }
     })
 }
@@ -180,9 +196,12 @@ pub unsafe extern "C" fn libra_network_num_dims(
     out: *mut usize,
 ) -> libra_status {
     entry!({
-        let n = deref(network, "network")?;
-        deref_mut(out, "out")?;
-        write_out(out, n.inner.num_dims());
+        // SAFETY: `network` is NULL or points to a live value, per the contract above.
+        let n = unsafe { deref(network, "network") }?;
+        // SAFETY: `out` is NULL or points to a live, writable value no one else uses during the call, per the contract above.
+        unsafe { deref_mut(out, "out") }?;
+        // SAFETY: `out` was checked non-NULL above and is writable, per the contract above.
+        unsafe { write_out(out, n.inner.num_dims()) };
         Ok(())
     })
 }
@@ -193,9 +212,12 @@ pub unsafe extern "C" fn libra_network_num_dims(
 #[no_mangle]
 pub unsafe extern "C" fn libra_network_npus(network: *const libra_network, out: *mut u64) -> libra_status {
     entry!({
-        let n = deref(network, "network")?;
-        deref_mut(out, "out")?;
-        write_out(out, n.inner.npus());
+        // SAFETY: `network` is NULL or points to a live value, per the contract above.
+        let n = unsafe { deref(network, "network") }?;
+        // SAFETY: `out` is NULL or points to a live, writable value no one else uses during the call, per the contract above.
+        unsafe { deref_mut(out, "out") }?;
+        // SAFETY: `out` was checked non-NULL above and is writable, per the contract above.
+        unsafe { write_out(out, n.inner.npus()) };
         Ok(())
     })
 }
@@ -212,8 +234,10 @@ pub unsafe extern "C" fn libra_network_dim(
     out: *mut libra_dim_desc,
 ) -> libra_status {
     entry!({
-        let n = deref(network, "network")?;
-        versioned_size(out, "out")?;
+        // SAFETY: `network` is NULL or points to a live value, per the contract above.
+        let n = unsafe { deref(network, "network") }?;
+        // SAFETY: `out` is NULL or holds the `struct_size` bytes it declares, per the contract above.
+        unsafe { versioned_size(out, "out") }?;
         let d = n.inner.dims().get(index).ok_or_else(|| {
             Error::invalid(format!("`index` is {index}, the network has {} dimensions", n.inner.num_dims()))
         })?;
@@ -228,7 +252,8 @@ pub unsafe extern "C" fn libra_network_dim(
             switch_cost: d.cost.switch,
             nic_cost: d.cost.nic,
         };
-        write_versioned(out, desc, "out")?;
+        // SAFETY: `out` is NULL or holds the `struct_size` writable bytes it declares, per the contract above.
+        unsafe { write_versioned(out, desc, "out") }?;
         Ok(())
     })
 }
@@ -246,14 +271,18 @@ pub unsafe extern "C" fn libra_network_cost(
     out: *mut f64,
 ) -> libra_status {
     entry!({
-        let n = deref(network, "network")?;
-        deref_mut(out, "out")?;
+        // SAFETY: `network` is NULL or points to a live value, per the contract above.
+        let n = unsafe { deref(network, "network") }?;
+        // SAFETY: `out` is NULL or points to a live, writable value no one else uses during the call, per the contract above.
+        unsafe { deref_mut(out, "out") }?;
         let cost = if bandwidths.is_null() {
             n.inner.cost()
         } else {
-            n.inner.cost_of(slice(bandwidths, num_dims, "bandwidths")?)?
+            // SAFETY: `bandwidths` points to `num_dims` readable elements (or the count is 0), per the contract above.
+            n.inner.cost_of(unsafe { slice(bandwidths, num_dims, "bandwidths") }?)?
         };
-        write_out(out, cost);
+        // SAFETY: `out` was checked non-NULL above and is writable, per the contract above.
+        unsafe { write_out(out, cost) };
         Ok(())
     })
 }
@@ -270,8 +299,10 @@ pub unsafe extern "C" fn libra_network_set_bandwidths(
     num_dims: usize,
 ) -> libra_status {
     entry!({
-        let n = deref_mut(network, "network")?;
-        let bw = slice(bandwidths, num_dims, "bandwidths")?;
+        // SAFETY: `network` is NULL or points to a live, writable value no one else uses during the call, per the contract above.
+        let n = unsafe { deref_mut(network, "network") }?;
+        // SAFETY: `bandwidths` points to `num_dims` readable elements (or the count is 0), per the contract above.
+        let bw = unsafe { slice(bandwidths, num_dims, "bandwidths") }?;
         if bandwidths.is_null() {
             return Err(null_arg("bandwidths"));
         }

@@ -1,5 +1,7 @@
 //! The bandwidth optimiser.
-use crate::boundary::{deref, entry, null_arg, read_versioned, slice, versioned_size, write_versioned};
+use crate::boundary::{
+    check_aligned, deref, entry, null_arg, read_versioned, slice, versioned_size, write_versioned,
+};
 use crate::status::libra_status;
 use libra::error::Error;
 use libra::topo::optimize::{optimize, Cmp, LinearConstraint, Objective, OptimizeSpec};
@@ -56,13 +58,17 @@ pub unsafe extern "C" fn libra_optimize(
     out: *mut libra_optimize_result,
 ) -> libra_status {
     entry!({
-        let n = deref(network, "network")?;
-        let wl = deref(workload, "workload")?;
-        let cfg = read_versioned(config, "config")?;
+        // SAFETY: `network` is NULL or points to a live value, per the contract above.
+        let n = unsafe { deref(network, "network") }?;
+        // SAFETY: `workload` is NULL or points to a live value, per the contract above.
+        let wl = unsafe { deref(workload, "workload") }?;
+        // SAFETY: `config` is NULL or holds the `struct_size` bytes it declares, per the contract above.
+        let cfg = unsafe { read_versioned(config, "config") }?;
         if bandwidths_out.is_null() {
             return Err(null_arg("bandwidths_out"));
         }
-        versioned_size(out, "out")?;
+        // SAFETY: `out` is NULL or holds the `struct_size` bytes it declares, per the contract above.
+        unsafe { versioned_size(out, "out") }?;
         let d = n.inner.num_dims();
         if num_dims != d {
             return Err(Error::invalid(format!("`num_dims` is {num_dims}, the network has {d} dimensions")));
@@ -78,13 +84,19 @@ pub unsafe extern "C" fn libra_optimize(
             )));
         }
         let mut linear = Vec::with_capacity(cfg.num_constraints);
-        for (i, c) in slice(cfg.constraints, cfg.num_constraints, "config.constraints")?.iter().enumerate() {
+        // SAFETY: `cfg.constraints` points to `cfg.num_constraints` readable elements (or the
+        // count is 0), per the contract above.
+        let constraints = unsafe { slice(cfg.constraints, cfg.num_constraints, "config.constraints") }?;
+        for (i, c) in constraints.iter().enumerate() {
             let cmp = match libra_cmp::from_raw(c.cmp, &format!("config.constraints[{i}].cmp"))? {
                 libra_cmp::LIBRA_CMP_LE => Cmp::Le,
                 libra_cmp::LIBRA_CMP_GE => Cmp::Ge,
                 libra_cmp::LIBRA_CMP_EQ => Cmp::Eq,
             };
-            let coeffs = slice(c.coeffs, c.num_coeffs, &format!("config.constraints[{i}].coeffs"))?.to_vec();
+            // SAFETY: `c.coeffs` points to `c.num_coeffs` readable elements (or the count is 0), per the contract above.
+            let coeffs =
+                unsafe { slice(c.coeffs, c.num_coeffs, &format!("config.constraints[{i}].coeffs")) }?
+                    .to_vec();
             linear.push(LinearConstraint::new(coeffs, cmp, c.rhs));
         }
         if cfg.num_bounds == 0 && !(cfg.lower.is_null() && cfg.upper.is_null()) {
@@ -101,17 +113,22 @@ pub unsafe extern "C" fn libra_optimize(
             lower: if cfg.lower.is_null() {
                 Vec::new()
             } else {
-                slice(cfg.lower, cfg.num_bounds, "config.lower")?.to_vec()
+                // SAFETY: `cfg.lower` points to `cfg.num_bounds` readable elements (or the count is 0), per the contract above.
+                unsafe { slice(cfg.lower, cfg.num_bounds, "config.lower") }?.to_vec()
             },
             upper: if cfg.upper.is_null() {
                 Vec::new()
             } else {
-                slice(cfg.upper, cfg.num_bounds, "config.upper")?.to_vec()
+                // SAFETY: `cfg.upper` points to `cfg.num_bounds` readable elements (or the count is 0), per the contract above.
+                unsafe { slice(cfg.upper, cfg.num_bounds, "config.upper") }?.to_vec()
             },
             linear,
         };
         let a = optimize(&n.inner, &wl.inner, &spec)?;
-        std::slice::from_raw_parts_mut(bandwidths_out, d).copy_from_slice(&a.bandwidths);
+        check_aligned(bandwidths_out, "bandwidths_out")?;
+        // SAFETY: non-NULL (checked above) and aligned, with `num_dims == d` writable doubles,
+        // per the contract above.
+        unsafe { std::slice::from_raw_parts_mut(bandwidths_out, d) }.copy_from_slice(&a.bandwidths);
         let result = libra_optimize_result {
             struct_size: 0,
             time_ns: a.time,
@@ -122,7 +139,8 @@ pub unsafe extern "C" fn libra_optimize(
             speedup_vs_proportional: a.speedup_vs_proportional(),
             solver_iterations: a.iterations,
         };
-        write_versioned(out, result, "out")?;
+        // SAFETY: `out` is NULL or holds the `struct_size` writable bytes it declares, per the contract above.
+        unsafe { write_versioned(out, result, "out") }?;
         Ok(())
     })
 }

@@ -42,7 +42,8 @@ pub unsafe extern "C" fn libra_schedule_new(
     out: *mut *mut libra_schedule,
 ) -> libra_status {
     entry!({
-        let n = deref(network, "network")?;
+        // SAFETY: `network` is NULL or points to a live value, per the contract above.
+        let n = unsafe { deref(network, "network") }?;
         if out.is_null() {
             return Err(null_arg("out"));
         }
@@ -51,11 +52,13 @@ pub unsafe extern "C" fn libra_schedule_new(
         let groups = if groups.is_null() {
             None
         } else {
-            Some(groups_from_c(slice(groups, num_groups, "groups")?, "groups")?)
+            // SAFETY: `groups` points to `num_groups` readable elements (or the count is 0), per the contract above.
+            Some(groups_from_c(unsafe { slice(groups, num_groups, "groups") }?, "groups")?)
         };
         let mut cfg = ScheduleConfig::default();
         if !config.is_null() {
-            let c = read_versioned(config, "config")?;
+            // SAFETY: `config` is NULL or holds the `struct_size` bytes it declares, per the contract above.
+            let c = unsafe { read_versioned(config, "config") }?;
             cfg.policy = match libra_schedule_policy::from_raw(c.policy, "config.policy")? {
                 libra_schedule_policy::LIBRA_SCHEDULE_POLICY_BASELINE => Policy::Baseline,
                 libra_schedule_policy::LIBRA_SCHEDULE_POLICY_THEMIS => Policy::Themis,
@@ -64,7 +67,8 @@ pub unsafe extern "C" fn libra_schedule_new(
             cfg.elem_size = c.elem_size;
         }
         let s = Schedule::new(&n.inner, kind, count, groups.as_deref(), &cfg)?;
-        write_out(out, boxed(libra_schedule { inner: s }));
+        // SAFETY: `out` was checked non-NULL above and is writable, per the contract above.
+        unsafe { write_out(out, boxed(libra_schedule { inner: s })) };
         Ok(())
     })
 }
@@ -76,7 +80,9 @@ pub unsafe extern "C" fn libra_schedule_new(
 pub unsafe extern "C" fn libra_schedule_free(schedule: *mut libra_schedule) {
     entry!(void {
         if !schedule.is_null() {
-            drop(Box::from_raw(schedule));
+            // SAFETY: non-NULL, so a handle this library boxed and the caller has not freed,
+            // per the contract above; it is freed once, here.
+            drop(unsafe { Box::from_raw(schedule) });
         }
     })
 }
@@ -92,9 +98,12 @@ pub unsafe extern "C" fn libra_schedule_num_steps(
     out: *mut usize,
 ) -> libra_status {
     entry!({
-        let s = deref(schedule, "schedule")?;
-        deref_mut(out, "out")?;
-        write_out(out, s.inner.steps.len());
+        // SAFETY: `schedule` is NULL or points to a live value, per the contract above.
+        let s = unsafe { deref(schedule, "schedule") }?;
+        // SAFETY: `out` is NULL or points to a live, writable value no one else uses during the call, per the contract above.
+        unsafe { deref_mut(out, "out") }?;
+        // SAFETY: `out` was checked non-NULL above and is writable, per the contract above.
+        unsafe { write_out(out, s.inner.steps.len()) };
         Ok(())
     })
 }
@@ -109,9 +118,12 @@ pub unsafe extern "C" fn libra_schedule_num_ranks(
     out: *mut usize,
 ) -> libra_status {
     entry!({
-        let s = deref(schedule, "schedule")?;
-        deref_mut(out, "out")?;
-        write_out(out, s.inner.ranks());
+        // SAFETY: `schedule` is NULL or points to a live value, per the contract above.
+        let s = unsafe { deref(schedule, "schedule") }?;
+        // SAFETY: `out` is NULL or points to a live, writable value no one else uses during the call, per the contract above.
+        unsafe { deref_mut(out, "out") }?;
+        // SAFETY: `out` was checked non-NULL above and is writable, per the contract above.
+        unsafe { write_out(out, s.inner.ranks()) };
         Ok(())
     })
 }
@@ -125,9 +137,12 @@ pub unsafe extern "C" fn libra_schedule_finish_time(
     out_ns: *mut f64,
 ) -> libra_status {
     entry!({
-        let s = deref(schedule, "schedule")?;
-        deref_mut(out_ns, "out_ns")?;
-        write_out(out_ns, s.inner.finish_time);
+        // SAFETY: `schedule` is NULL or points to a live value, per the contract above.
+        let s = unsafe { deref(schedule, "schedule") }?;
+        // SAFETY: `out_ns` is NULL or points to a live, writable value no one else uses during the call, per the contract above.
+        unsafe { deref_mut(out_ns, "out_ns") }?;
+        // SAFETY: `out_ns` was checked non-NULL above and is writable, per the contract above.
+        unsafe { write_out(out_ns, s.inner.finish_time) };
         Ok(())
     })
 }
@@ -149,8 +164,10 @@ pub unsafe extern "C" fn libra_schedule_step(
     out: *mut libra_step,
 ) -> libra_status {
     entry!({
-        let s = deref(schedule, "schedule")?;
-        versioned_size(out, "out")?;
+        // SAFETY: `schedule` is NULL or points to a live value, per the contract above.
+        let s = unsafe { deref(schedule, "schedule") }?;
+        // SAFETY: `out` is NULL or holds the `struct_size` bytes it declares, per the contract above.
+        unsafe { versioned_size(out, "out") }?;
         let st = step_at(s, index)?;
         let step = libra_step {
             struct_size: 0,
@@ -171,7 +188,8 @@ pub unsafe extern "C" fn libra_schedule_step(
             start_ns: st.start,
             finish_ns: st.finish,
         };
-        write_versioned(out, step, "out")?;
+        // SAFETY: `out` is NULL or holds the `struct_size` writable bytes it declares, per the contract above.
+        unsafe { write_versioned(out, step, "out") }?;
         Ok(())
     })
 }
@@ -188,13 +206,16 @@ pub unsafe extern "C" fn libra_schedule_step_dep(
     out: *mut usize,
 ) -> libra_status {
     entry!({
-        let s = deref(schedule, "schedule")?;
-        deref_mut(out, "out")?;
+        // SAFETY: `schedule` is NULL or points to a live value, per the contract above.
+        let s = unsafe { deref(schedule, "schedule") }?;
+        // SAFETY: `out` is NULL or points to a live, writable value no one else uses during the call, per the contract above.
+        unsafe { deref_mut(out, "out") }?;
         let st = step_at(s, index)?;
         let d = *st.deps.get(dep).ok_or_else(|| {
             Error::invalid(format!("`dep` is {dep}, step {index} has {} dependencies", st.deps.len()))
         })?;
-        write_out(out, d);
+        // SAFETY: `out` was checked non-NULL above and is writable, per the contract above.
+        unsafe { write_out(out, d) };
         Ok(())
     })
 }
@@ -215,9 +236,12 @@ pub unsafe extern "C" fn libra_schedule_step_segment(
     count: *mut usize,
 ) -> libra_status {
     entry!({
-        let s = deref(schedule, "schedule")?;
-        deref_mut(offset, "offset")?;
-        deref_mut(count, "count")?;
+        // SAFETY: `schedule` is NULL or points to a live value, per the contract above.
+        let s = unsafe { deref(schedule, "schedule") }?;
+        // SAFETY: `offset` is NULL or points to a live, writable value no one else uses during the call, per the contract above.
+        unsafe { deref_mut(offset, "offset") }?;
+        // SAFETY: `count` is NULL or points to a live, writable value no one else uses during the call, per the contract above.
+        unsafe { deref_mut(count, "count") }?;
         step_at(s, index)?;
         if rank >= s.inner.ranks() {
             return Err(Error::invalid(format!(
@@ -226,8 +250,10 @@ pub unsafe extern "C" fn libra_schedule_step_segment(
             )));
         }
         let (o, c) = s.inner.segment(index, rank);
-        write_out(offset, o);
-        write_out(count, c);
+        // SAFETY: `offset` was checked non-NULL above and is writable, per the contract above.
+        unsafe { write_out(offset, o) };
+        // SAFETY: `count` was checked non-NULL above and is writable, per the contract above.
+        unsafe { write_out(count, c) };
         Ok(())
     })
 }
@@ -246,8 +272,10 @@ pub unsafe extern "C" fn libra_schedule_execute_f64(
     count: usize,
 ) -> libra_status {
     entry!({
-        let s = deref(schedule, "schedule")?;
-        let ptrs = slice(buffers, num_ranks, "buffers")?;
+        // SAFETY: `schedule` is NULL or points to a live value, per the contract above.
+        let s = unsafe { deref(schedule, "schedule") }?;
+        // SAFETY: `buffers` points to `num_ranks` readable elements (or the count is 0), per the contract above.
+        let ptrs = unsafe { slice(buffers, num_ranks, "buffers") }?;
         if buffers.is_null() {
             return Err(null_arg("buffers"));
         }
@@ -262,11 +290,16 @@ pub unsafe extern "C" fn libra_schedule_execute_f64(
         }
         let mut bufs = Vec::with_capacity(num_ranks);
         for (r, &p) in ptrs.iter().enumerate() {
-            bufs.push(slice(p, count, &format!("buffers[{r}]"))?.to_vec());
+            // SAFETY: `p` points to `count` readable elements (or the count is 0), per the contract above.
+            bufs.push(unsafe { slice(p, count, &format!("buffers[{r}]")) }?.to_vec());
         }
         execute(&s.inner, &mut bufs)?;
         for (&p, b) in ptrs.iter().zip(&bufs) {
-            std::slice::from_raw_parts_mut(p, count).copy_from_slice(b);
+            if count > 0 {
+                // SAFETY: `slice` above checked `p` non-NULL and aligned; it holds `count`
+                // writable doubles and overlaps no other buffer, per the contract above.
+                unsafe { std::slice::from_raw_parts_mut(p, count) }.copy_from_slice(b);
+            }
         }
         Ok(())
     })

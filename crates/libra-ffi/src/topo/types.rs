@@ -433,11 +433,18 @@ const _: () = {
     assert!(<libra_step as Versioned>::FIRST_SIZE == 88);
 };
 
+/// Borrows a C string as UTF-8, or fails naming the argument.
+///
+/// # Safety
+/// `ptr` is NULL or a NUL-terminated string that lives and does not change for `'a`.
 pub(super) unsafe fn c_str<'a>(ptr: *const c_char, name: &str) -> Result<&'a str, Error> {
     if ptr.is_null() {
         return Err(null_arg(name));
     }
-    CStr::from_ptr(ptr).to_str().map_err(|_| Error::invalid(format!("`{name}` is not valid UTF-8")))
+    // SAFETY: non-NULL, so a NUL-terminated string valid for `'a`, as this function requires.
+    unsafe { CStr::from_ptr(ptr) }
+        .to_str()
+        .map_err(|_| Error::invalid(format!("`{name}` is not valid UTF-8")))
 }
 
 pub(super) fn dim_kind(k: libra_dim_kind_raw, name: &str) -> Result<DimKind, Error> {

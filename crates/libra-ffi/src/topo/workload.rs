@@ -26,7 +26,8 @@ pub unsafe extern "C" fn libra_workload_new(
             return Err(null_arg("out"));
         }
         let wl = Workload::new(overlap(overlap_mode)?);
-        write_out(out, boxed(libra_workload { inner: wl }));
+        // SAFETY: `out` was checked non-NULL above and is writable, per the contract above.
+        unsafe { write_out(out, boxed(libra_workload { inner: wl })) };
         Ok(())
     })
 }
@@ -50,11 +51,13 @@ pub unsafe extern "C" fn libra_workload_add_phase(
     num_groups: usize,
 ) -> libra_status {
     entry!({
-        let wl = deref_mut(workload, "workload")?;
+        // SAFETY: `workload` is NULL or points to a live, writable value no one else uses during the call, per the contract above.
+        let wl = unsafe { deref_mut(workload, "workload") }?;
         let name = if name.is_null() {
             format!("phase{}", wl.inner.phases.len())
         } else {
-            c_str(name, "name")?.to_string()
+            // SAFETY: `name` is NULL or a NUL-terminated string, per the contract above.
+            unsafe { c_str(name, "name") }?.to_string()
         };
         if !(compute_ns.is_finite() && compute_ns >= 0.0) {
             return Err(Error::invalid(format!("`compute_ns` is {compute_ns}, must be non-negative")));
@@ -68,7 +71,8 @@ pub unsafe extern "C" fn libra_workload_add_phase(
                 if groups.is_null() {
                     return Err(null_arg("groups"));
                 }
-                let g = groups_from_c(slice(groups, num_groups, "groups")?, "groups")?;
+                // SAFETY: `groups` points to `num_groups` readable elements (or the count is 0), per the contract above.
+                let g = groups_from_c(unsafe { slice(groups, num_groups, "groups") }?, "groups")?;
                 if g.is_empty() {
                     return Err(Error::invalid("`num_groups` is 0"));
                 }
@@ -102,7 +106,8 @@ pub unsafe extern "C" fn libra_workload_preset_new(
             libra_workload_preset::LIBRA_WORKLOAD_PRESET_RESNET50 => WorkloadPreset::ResNet50,
         };
         let wl = w.workload(network_preset(network)?);
-        write_out(out, boxed(libra_workload { inner: wl }));
+        // SAFETY: `out` was checked non-NULL above and is writable, per the contract above.
+        unsafe { write_out(out, boxed(libra_workload { inner: wl })) };
         Ok(())
     })
 }
@@ -126,10 +131,13 @@ pub unsafe extern "C" fn libra_workload_parse(
         if out.is_null() {
             return Err(null_arg("out"));
         }
-        let text = c_str(workload_text, "workload_text")?;
-        let comm = c_str(communicator_yaml, "communicator_yaml")?;
+        // SAFETY: `workload_text` is NULL or a NUL-terminated string, per the contract above.
+        let text = unsafe { c_str(workload_text, "workload_text") }?;
+        // SAFETY: `communicator_yaml` is NULL or a NUL-terminated string, per the contract above.
+        let comm = unsafe { c_str(communicator_yaml, "communicator_yaml") }?;
         let wl = parse_workload(text, comm, num_dims, overlap(overlap_mode)?)?;
-        write_out(out, boxed(libra_workload { inner: wl }));
+        // SAFETY: `out` was checked non-NULL above and is writable, per the contract above.
+        unsafe { write_out(out, boxed(libra_workload { inner: wl })) };
         Ok(())
     })
 }
@@ -156,19 +164,26 @@ pub unsafe extern "C" fn libra_workload_parse_astra(
     out: *mut *mut libra_workload,
 ) -> libra_status {
     entry!({
-        let n = deref(network, "network")?;
+        // SAFETY: `network` is NULL or points to a live value, per the contract above.
+        let n = unsafe { deref(network, "network") }?;
         if out.is_null() {
             return Err(null_arg("out"));
         }
-        let text = c_str(workload_text, "workload_text")?;
+        // SAFETY: `workload_text` is NULL or a NUL-terminated string, per the contract above.
+        let text = unsafe { c_str(workload_text, "workload_text") }?;
         let comm = if communicator_yaml.is_null() {
             None
         } else {
-            Some(parse_communicator(c_str(communicator_yaml, "communicator_yaml")?, n.inner.num_dims())?)
+            // SAFETY: `communicator_yaml` is NULL or a NUL-terminated string, per the contract above.
+            Some(parse_communicator(
+                unsafe { c_str(communicator_yaml, "communicator_yaml") }?,
+                n.inner.num_dims(),
+            )?)
         };
         let w = parse_astra_workload(text)?;
         let wl = astra_iteration(&w, &n.inner, comm.as_ref(), overlap(overlap_mode)?)?;
-        write_out(out, boxed(libra_workload { inner: wl }));
+        // SAFETY: `out` was checked non-NULL above and is writable, per the contract above.
+        unsafe { write_out(out, boxed(libra_workload { inner: wl })) };
         Ok(())
     })
 }
@@ -180,7 +195,9 @@ pub unsafe extern "C" fn libra_workload_parse_astra(
 pub unsafe extern "C" fn libra_workload_free(workload: *mut libra_workload) {
     entry!(void {
         if !workload.is_null() {
-            drop(Box::from_raw(workload));
+            // SAFETY: non-NULL, so a handle this library boxed and the caller has not freed,
+            // per the contract above; it is freed once, here.
+            drop(unsafe { Box::from_raw(workload) });
         }
     })
 }
@@ -194,9 +211,12 @@ pub unsafe extern "C" fn libra_workload_num_phases(
     out: *mut usize,
 ) -> libra_status {
     entry!({
-        let wl = deref(workload, "workload")?;
-        deref_mut(out, "out")?;
-        write_out(out, wl.inner.phases.len());
+        // SAFETY: `workload` is NULL or points to a live value, per the contract above.
+        let wl = unsafe { deref(workload, "workload") }?;
+        // SAFETY: `out` is NULL or points to a live, writable value no one else uses during the call, per the contract above.
+        unsafe { deref_mut(out, "out") }?;
+        // SAFETY: `out` was checked non-NULL above and is writable, per the contract above.
+        unsafe { write_out(out, wl.inner.phases.len()) };
         Ok(())
     })
 }
@@ -214,11 +234,15 @@ pub unsafe extern "C" fn libra_iteration_time(
     out_ns: *mut f64,
 ) -> libra_status {
     entry!({
-        let n = deref(network, "network")?;
-        let wl = deref(workload, "workload")?;
-        deref_mut(out_ns, "out_ns")?;
+        // SAFETY: `network` is NULL or points to a live value, per the contract above.
+        let n = unsafe { deref(network, "network") }?;
+        // SAFETY: `workload` is NULL or points to a live value, per the contract above.
+        let wl = unsafe { deref(workload, "workload") }?;
+        // SAFETY: `out_ns` is NULL or points to a live, writable value no one else uses during the call, per the contract above.
+        unsafe { deref_mut(out_ns, "out_ns") }?;
         let t = iteration_time(&wl.inner, &n.inner, &time_model(model)?, None)?;
-        write_out(out_ns, t);
+        // SAFETY: `out_ns` was checked non-NULL above and is writable, per the contract above.
+        unsafe { write_out(out_ns, t) };
         Ok(())
     })
 }
