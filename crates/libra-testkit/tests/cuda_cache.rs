@@ -328,7 +328,9 @@ fn adopted_engine_segments_through_the_whole_cycle() {
         backend: BackendChoice::Cuda,
         segments: Some(segs),
     };
-    let c = Cache::new(opts).unwrap();
+    // SAFETY: the segments lie in `k` and `v`, device allocations of this test that outlive
+    // the cache (dropped below, before them).
+    let c = unsafe { Cache::adopt(opts) }.unwrap();
     swapper_cycle(&c, bb as usize, "adopted segments");
     drop(c);
 }

@@ -36,7 +36,8 @@ pub struct CacheOptions {
     pub backend: BackendChoice,
     /// The engine's own KV memory, adopted as the GPU tier (None: the cache owns an arena).
     /// The memory must stay valid and unmoved for the cache's lifetime: device pointers for the
-    /// CUDA backend, host pointers for the CPU backend.
+    /// CUDA backend, host pointers for the CPU backend. Only [`Cache::adopt`] (unsafe) takes
+    /// them: [`Cache::new`] refuses options that carry segments.
     pub segments: Option<Vec<Segment>>,
 }
 
@@ -69,7 +70,32 @@ pub struct Cache {
 }
 
 impl Cache {
+    /// A cache over its own arena, on the backend the options choose. Fails with
+    /// `LIBRA_ERR_INVALID_ARGUMENT` when `opts.segments` is set: adopting raw addresses is
+    /// [`Cache::adopt`]'s job, because only the caller can vouch for them.
     pub fn new(opts: CacheOptions) -> Result<Self> {
+        if opts.segments.is_some() {
+            return Err(Error::invalid(
+                "`segments` is set: adopting the engine's memory is unsafe, use `Cache::adopt`",
+            ));
+        }
+        Self::build(opts)
+    }
+
+    /// A cache whose GPU tier is the engine's memory described by `opts.segments` (with
+    /// `segments: None` it is [`Cache::new`]).
+    ///
+    /// # Safety
+    /// Every segment's `bytes_per_block` bytes at `base + b * stride`, for each block `b` below
+    /// `opts.gpu_blocks`, must be memory the chosen backend can address (device memory for
+    /// CUDA, host memory for the CPU backends) that stays valid, unmoved and otherwise unused
+    /// while the cache lives: the cache reads and writes it without further checks.
+    pub unsafe fn adopt(opts: CacheOptions) -> Result<Self> {
+        Self::build(opts)
+    }
+
+    /// Both constructors; the adopted memory, if any, is vouched for by `adopt`'s caller.
+    fn build(opts: CacheOptions) -> Result<Self> {
         opts.config.validate()?;
         // Checked before the backend allocates its tiers, not only by the core after.
         if opts.gpu_blocks > MAX_BLOCKS_PER_TIER || opts.host_blocks > MAX_BLOCKS_PER_TIER {
@@ -308,7 +334,8 @@ impl Cache {
 fn cuda_backend(opts: &CacheOptions) -> Result<Box<dyn Backend>> {
     let options = cuda::CudaOptions::from_env();
     match &opts.segments {
-        // SAFETY: the caller vouches for the adopted device memory (see `CacheOptions::segments`).
+        // SAFETY: segments reach here only through `Cache::adopt`, whose caller vouches for the
+        // memory.
         Some(segs) => Ok(Box::new(unsafe {
             cuda::CudaBackend::adopt(segs.clone(), opts.gpu_blocks, opts.host_blocks, options)?
         })),
@@ -328,8 +355,8 @@ fn cpu_backend(opts: &CacheOptions) -> Result<Box<dyn Backend>> {
 fn cpu_host_backend(opts: &CacheOptions) -> Result<CpuBackend> {
     match &opts.segments {
         Some(segs) => {
-            // SAFETY: the caller of the adopting constructor vouches for the memory (documented
-            // on `CacheOptions::segments` and in the C header).
+            // SAFETY: segments reach here only through `Cache::adopt`, whose caller vouches for
+            // the memory (documented there and in the C header).
             Ok(unsafe { CpuBackend::adopt(segs.clone(), opts.gpu_blocks, opts.host_blocks)? })
         }
         None => {
@@ -344,5 +371,30 @@ fn cpu_host_backend(opts: &CacheOptions) -> Result<CpuBackend> {
             }
             CpuBackend::new(opts.block_bytes, opts.gpu_blocks, opts.host_blocks)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Raw addresses reach a cache only through the unsafe constructor.
+    #[test]
+    fn new_refuses_segments_and_adopt_takes_them() {
+        let mut mem = vec![0u8; 4 * 64];
+        let opts = CacheOptions {
+            gpu_blocks: 4,
+            host_blocks: 2,
+            segments: Some(vec![Segment { base: mem.as_mut_ptr() as u64, bytes_per_block: 64, stride: 64 }]),
+            ..CacheOptions::default()
+        };
+        let e = Cache::new(opts.clone()).err().expect("segments refused");
+        assert_eq!(e.status, Status::LIBRA_ERR_INVALID_ARGUMENT);
+        assert!(e.message.contains("`segments`") && e.message.contains("Cache::adopt"), "{}", e.message);
+        // SAFETY: the segment is `mem`'s 4 x 64 bytes, host memory that outlives the cache.
+        let cache = unsafe { Cache::adopt(opts) }.unwrap();
+        assert_eq!(cache.block_address(3, 0).unwrap(), mem.as_ptr() as u64 + 3 * 64);
+        drop(cache);
+        drop(mem);
     }
 }

@@ -29,7 +29,14 @@ pub unsafe extern "C" fn libra_cache_create(
             return Err(null_arg("out"));
         }
         let opts = cache_options(cfg)?;
-        let handle = libra_cache::from_cache(Cache::new(opts)?)?;
+        let cache = if opts.segments.is_some() {
+            // SAFETY: the caller vouches for the memory its `segments` describe, as the header
+            // says of `libra_cache_config.segments` (it must outlive the cache).
+            unsafe { Cache::adopt(opts) }?
+        } else {
+            Cache::new(opts)?
+        };
+        let handle = libra_cache::from_cache(cache)?;
         // SAFETY: checked non-NULL.
         unsafe { write_out(out, Box::into_raw(handle)) };
         Ok(())
