@@ -2,7 +2,7 @@
 //! events, layer groups).
 use super::adapters::copy_blocks_out;
 use super::types::*;
-use crate::boundary::{entry, null_arg, slice, write_out};
+use crate::boundary::{check_aligned, entry, null_arg, slice, write_out};
 use crate::status::libra_status;
 use libra::cache::Readiness;
 use libra::error::Error;
@@ -178,6 +178,8 @@ pub(crate) unsafe fn match_into(
     if blocks_out.is_null() && most > 0 {
         return Err(null_arg("blocks_out"));
     }
+    // Checked before the match opens a request, so a bad array changes nothing.
+    check_aligned(blocks_out, "blocks_out")?;
     let m = c.cache().match_prefix_leaving(adapter_id, namespace_id, t, min_uncached, now)?;
     // SAFETY: `blocks_out` is NULL or holds `blocks_capacity` writable ids, per the contract.
     unsafe { copy_blocks_out(&m.kv_blocks, blocks_out, blocks_capacity, "blocks_out") }?;
@@ -226,6 +228,8 @@ pub unsafe extern "C" fn libra_cache_allocate(
         if blocks_out.is_null() && need > 0 {
             return Err(null_arg("blocks_out"));
         }
+        // Checked before anything is allocated, so a bad array changes nothing.
+        check_aligned(blocks_out, "blocks_out")?;
         let blocks = c.cache.allocate(request, n_tokens, now)?;
         // SAFETY: `blocks_out` is NULL or holds `capacity` writable ids, per the contract above.
         unsafe { copy_blocks_out(&blocks, blocks_out, capacity, "blocks_out") }?;

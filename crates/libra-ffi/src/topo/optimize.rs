@@ -67,6 +67,7 @@ pub unsafe extern "C" fn libra_optimize(
         if bandwidths_out.is_null() {
             return Err(null_arg("bandwidths_out"));
         }
+        check_aligned(bandwidths_out, "bandwidths_out")?;
         // SAFETY: `out` is NULL or holds the `struct_size` bytes it declares, per the contract above.
         unsafe { versioned_size(out, "out") }?;
         let d = n.inner.num_dims();
@@ -125,8 +126,7 @@ pub unsafe extern "C" fn libra_optimize(
             linear,
         };
         let a = optimize(&n.inner, &wl.inner, &spec)?;
-        check_aligned(bandwidths_out, "bandwidths_out")?;
-        // SAFETY: non-NULL (checked above) and aligned, with `num_dims == d` writable doubles,
+        // SAFETY: non-NULL and aligned (checked above), with `num_dims == d` writable doubles,
         // per the contract above.
         unsafe { std::slice::from_raw_parts_mut(bandwidths_out, d) }.copy_from_slice(&a.bandwidths);
         let result = libra_optimize_result {
