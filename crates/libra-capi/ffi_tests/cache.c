@@ -7,6 +7,7 @@
 
 static libra_cache *make_cache(uint32_t policy, uint32_t gpu_blocks, uint32_t host_blocks) {
     libra_cache_config cfg;
+    cfg.struct_size = sizeof cfg;
     CHECK_OK(libra_cache_config_default(&cfg));
     cfg.block_tokens = BT;
     cfg.block_bytes = 64;
@@ -28,6 +29,7 @@ static void test_config_errors(void) {
     libra_cache_config cfg;
     libra_cache *c = (libra_cache *)0x1;
     CHECK_STATUS(libra_cache_config_default(NULL), LIBRA_ERR_NULL_ARGUMENT);
+    cfg.struct_size = sizeof cfg;
     CHECK_OK(libra_cache_config_default(&cfg));
     CHECK(cfg.struct_size == sizeof(cfg));
     CHECK_STATUS(libra_cache_create(NULL, &c), LIBRA_ERR_NULL_ARGUMENT);
@@ -262,6 +264,7 @@ static void test_adopted_segments(void) {
         segs[i].stride = STRIDE;
     }
     libra_cache_config cfg;
+    cfg.struct_size = sizeof cfg;
     CHECK_OK(libra_cache_config_default(&cfg));
     cfg.block_tokens = BT;
     cfg.gpu_blocks = BLOCKS;

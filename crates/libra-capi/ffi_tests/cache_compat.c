@@ -1,7 +1,9 @@
 /* A caller built against the first published cache header: its own copies of the
  * libra_cache_config and libra_cache_stats layouts of that header, passed with their smaller
  * struct_size. Every field it sets must be read, the fields it lacks must take their defaults,
- * and no byte past its stats struct may be written. Also pins the sizes of the frozen results. */
+ * and no byte past its config (filled by libra_cache_config_default) or stats struct may be
+ * written. libra_adapter_info and libra_retention, published once, take a newer caller's larger
+ * struct and refuse a truncated one. Also pins the sizes of the frozen results. */
 #include "libra.h"
 #include "check.h"
 #include <stddef.h>
@@ -48,6 +50,10 @@ _Static_assert(sizeof(void *) != 8 || sizeof(libra_step_report) == 20, "libra_st
 _Static_assert(sizeof(void *) != 8 || sizeof(libra_event) == 32, "libra_event is frozen");
 _Static_assert(sizeof(void *) != 8 || sizeof(config_v0) == 184, "first config layout");
 _Static_assert(sizeof(void *) != 8 || sizeof(stats_v0) == 160, "first stats layout");
+/* Published once: these layouts are the first ones (64-bit targets). */
+_Static_assert(sizeof(void *) != 8 || sizeof(libra_adapter_info) == 40, "first adapter info layout");
+_Static_assert(sizeof(void *) != 8 || offsetof(libra_adapter_info, resident) == 32, "adapter info");
+_Static_assert(sizeof(libra_adapter_info) % 8 == 0 && sizeof(libra_retention) == 32, "first layouts");
 
 #define BT 4
 
@@ -264,7 +270,131 @@ static void test_old_sizes_are_checked(void) {
     libra_cache_free(cache);
 }
 
+/* libra_cache_config_default on the old struct: the defaults of the fields it has, nothing
+ * written past it, and the result creates a cache. */
+static void test_old_config_filled_by_default(void) {
+    union {
+        config_v0 c;
+        unsigned char bytes[sizeof(libra_cache_config) + 32];
+    } buf;
+    memset(buf.bytes, 0xEE, sizeof buf.bytes);
+    buf.c.struct_size = sizeof(config_v0);
+    CHECK_OK(libra_cache_config_default((libra_cache_config *)&buf.c));
+    CHECK(buf.c.struct_size == sizeof(config_v0));
+    for (size_t i = sizeof(config_v0); i < sizeof buf.bytes; i++) CHECK(buf.bytes[i] == 0xEE);
+    libra_cache_config now;
+    now.struct_size = sizeof now;
+    CHECK_OK(libra_cache_config_default(&now));
+    CHECK(now.struct_size == sizeof now);
+    /* Every field of the old layout holds today's default (padding bytes are unspecified). */
+    CHECK(buf.c.block_bytes == now.block_bytes && buf.c.segments == NULL && buf.c.segment_count == 0);
+    CHECK(buf.c.swap_out_high == now.swap_out_high && buf.c.swap_out_low == now.swap_out_low);
+    CHECK(buf.c.swap_in_idle == now.swap_in_idle && buf.c.swap_in_target == now.swap_in_target);
+    CHECK(buf.c.host_high == now.host_high && buf.c.host_low == now.host_low);
+    CHECK(buf.c.vllm_adapter_fraction == now.vllm_adapter_fraction);
+    CHECK(buf.c.hash_key[0] == now.hash_key[0] && buf.c.hash_key[1] == now.hash_key[1]);
+    CHECK(buf.c.link_bytes_per_us == now.link_bytes_per_us);
+    CHECK(buf.c.prefill_tokens_per_us == now.prefill_tokens_per_us);
+    CHECK(buf.c.popularity_window_us == now.popularity_window_us);
+    CHECK(buf.c.value_time_unit_us == now.value_time_unit_us && buf.c.swap_wait_us == now.swap_wait_us);
+    CHECK(buf.c.prefetch_interval_us == now.prefetch_interval_us);
+    CHECK(buf.c.event_capacity == now.event_capacity);
+    CHECK(buf.c.block_tokens == 16 && buf.c.gpu_blocks == 1024 && buf.c.host_blocks == 4096);
+    CHECK(buf.c.policy == LIBRA_POLICY_ELORA && buf.c.backend == LIBRA_BACKEND_CPU && !buf.c.events);
+    buf.c.gpu_blocks = 8;
+    buf.c.host_blocks = 4;
+    buf.c.block_bytes = 64;
+    libra_cache *cache = create_old(&buf.c);
+    stats_v0 s;
+    get_old_stats(cache, &s);
+    CHECK(s.gpu_blocks_total == 8 && s.host_blocks_total == 4);
+    libra_cache_free(cache);
+
+    /* A newer header's larger struct: the known bytes written, its size kept, its tail not. */
+    union {
+        libra_cache_config c;
+        unsigned char bytes[sizeof(libra_cache_config) + 32];
+    } big;
+    memset(big.bytes, 0xEE, sizeof big.bytes);
+    big.c.struct_size = sizeof big.bytes;
+    CHECK_OK(libra_cache_config_default(&big.c));
+    CHECK(big.c.struct_size == sizeof big.bytes && big.c.write_through_blocks == now.write_through_blocks);
+    for (size_t i = sizeof(libra_cache_config); i < sizeof big.bytes; i++) CHECK(big.bytes[i] == 0xEE);
+
+    /* Below the first layout (e.g. never set): refused, nothing written. */
+    size_t bad[] = {0, sizeof(config_v0) - 1, sizeof(size_t)};
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        memset(buf.bytes, 0xEE, sizeof buf.bytes);
+        buf.c.struct_size = bad[k];
+        CHECK_STATUS(libra_cache_config_default((libra_cache_config *)&buf.c), LIBRA_ERR_INVALID_ARGUMENT);
+        CHECK(strstr(libra_last_error_message(), "libra_cache_config_default:") != NULL);
+        CHECK(strstr(libra_last_error_message(), "config.struct_size") != NULL);
+        CHECK(buf.c.struct_size == bad[k]);
+        for (size_t i = sizeof(size_t); i < sizeof buf.bytes; i++) CHECK(buf.bytes[i] == 0xEE);
+    }
+    CHECK_STATUS(libra_cache_config_default(NULL), LIBRA_ERR_NULL_ARGUMENT);
+    uint64_t raw[sizeof(libra_cache_config) / 8 + 2];
+    memset(raw, 0, sizeof raw);
+    raw[1] = sizeof(libra_cache_config);
+    CHECK_STATUS(libra_cache_config_default((libra_cache_config *)((char *)raw + 4)), LIBRA_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(libra_last_error_message(), "aligned") != NULL);
+}
+
+/* libra_adapter_info: a newer caller's larger struct gets today's fields and keeps its tail; a
+ * truncated struct (smaller than the first published layout) is refused, nothing written. */
+static void test_adapter_info_sizes(void) {
+    config_v0 c = old_config();
+    libra_cache *cache = create_old(&c);
+    const unsigned char w[40] = {1};
+    CHECK_OK(libra_cache_register_adapter(cache, 1, w, sizeof w, 8, 0));
+    union {
+        libra_adapter_info i;
+        unsigned char bytes[sizeof(libra_adapter_info) + 24];
+    } big;
+    memset(big.bytes, 0xEE, sizeof big.bytes);
+    big.i.struct_size = sizeof big.bytes;
+    CHECK_OK(libra_cache_adapter_info(cache, 1, &big.i));
+    CHECK(big.i.struct_size == sizeof big.bytes);
+    CHECK(big.i.weights_len == 40 && big.i.rank == 8 && big.i.blocks == 2 && big.i.block_bytes == 32);
+    CHECK(big.i.resident == 0);
+    for (size_t i = sizeof(libra_adapter_info); i < sizeof big.bytes; i++) CHECK(big.bytes[i] == 0xEE);
+
+    /* Truncated before `resident` and before `block_bytes`. */
+    size_t truncated[] = {offsetof(libra_adapter_info, resident), offsetof(libra_adapter_info, block_bytes), 0};
+    for (size_t k = 0; k < sizeof truncated / sizeof truncated[0]; k++) {
+        memset(big.bytes, 0xEE, sizeof big.bytes);
+        big.i.struct_size = truncated[k];
+        CHECK_STATUS(libra_cache_adapter_info(cache, 1, &big.i), LIBRA_ERR_INVALID_ARGUMENT);
+        CHECK(strstr(libra_last_error_message(), "libra_cache_adapter_info:") != NULL);
+        CHECK(strstr(libra_last_error_message(), "out.struct_size") != NULL);
+        CHECK(big.i.struct_size == truncated[k]);
+        for (size_t i = sizeof(size_t); i < sizeof big.bytes; i++) CHECK(big.bytes[i] == 0xEE);
+    }
+    /* Refused before the lookup: a bad size wins over an unknown adapter. */
+    big.i.struct_size = 0;
+    CHECK_STATUS(libra_cache_adapter_info(cache, 99, &big.i), LIBRA_ERR_INVALID_ARGUMENT);
+    libra_cache_free(cache);
+
+    /* libra_retention_default the same way. */
+    union {
+        libra_retention h;
+        unsigned char bytes[sizeof(libra_retention) + 16];
+    } hint;
+    memset(hint.bytes, 0xEE, sizeof hint.bytes);
+    hint.h.struct_size = sizeof hint.bytes;
+    CHECK_OK(libra_retention_default(&hint.h));
+    CHECK(hint.h.struct_size == sizeof hint.bytes && hint.h.priority == 1.0 && hint.h.duration_us == 0);
+    for (size_t i = sizeof(libra_retention); i < sizeof hint.bytes; i++) CHECK(hint.bytes[i] == 0xEE);
+    memset(hint.bytes, 0xEE, sizeof hint.bytes);
+    hint.h.struct_size = offsetof(libra_retention, expect_back_us);
+    CHECK_STATUS(libra_retention_default(&hint.h), LIBRA_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(libra_last_error_message(), "hint.struct_size") != NULL);
+    for (size_t i = sizeof(size_t); i < sizeof hint.bytes; i++) CHECK(hint.bytes[i] == 0xEE);
+}
+
 int main(void) {
+    test_old_config_filled_by_default();
+    test_adapter_info_sizes();
     test_old_config_fields_are_read();
     test_old_config_gets_defaults_for_new_fields();
     test_old_sizes_are_checked();

@@ -9,6 +9,7 @@
 
 static libra_cache *busy_cache(uint32_t policy) {
     libra_cache_config cfg;
+    cfg.struct_size = sizeof cfg;
     CHECK_OK(libra_cache_config_default(&cfg));
     cfg.block_tokens = BT;
     cfg.block_bytes = 128;
@@ -78,6 +79,7 @@ int main(void) {
     }
     /* Created and freed unused; and a failed create leaves nothing behind. */
     libra_cache_config cfg;
+    cfg.struct_size = sizeof cfg;
     CHECK_OK(libra_cache_config_default(&cfg));
     cfg.gpu_blocks = 8;
     cfg.host_blocks = 8;

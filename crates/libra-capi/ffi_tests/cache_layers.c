@@ -17,6 +17,7 @@ static libra_cache *make_cache(libra_cache_config *cfg, libra_segment *segs) {
         segs[i].bytes_per_block = PIECE;
         segs[i].stride = PIECE;
     }
+    cfg->struct_size = sizeof *cfg;
     CHECK_OK(libra_cache_config_default(cfg));
     CHECK(cfg->segments_per_group == 0); /* default: one group */
     cfg->block_tokens = BT;

@@ -52,6 +52,7 @@ static void *worker(void *arg) {
 
 int main(void) {
     libra_cache_config cfg;
+    cfg.struct_size = sizeof cfg;
     CHECK_OK(libra_cache_config_default(&cfg));
     cfg.block_tokens = BT;
     cfg.block_bytes = 64;

@@ -12,6 +12,7 @@
 
 static libra_cache *make(uint32_t backend, uint32_t gpu, uint32_t host, double link, uint64_t swap_wait) {
     libra_cache_config cfg;
+    cfg.struct_size = sizeof cfg;
     CHECK_OK(libra_cache_config_default(&cfg));
     cfg.block_tokens = BT;
     cfg.block_bytes = 64;
@@ -187,6 +188,7 @@ static void test_async_backend(void) {
     libra_cache_free(c); /* with copies possibly still queued on the worker */
 
     libra_cache_config cfg;
+    cfg.struct_size = sizeof cfg;
     CHECK_OK(libra_cache_config_default(&cfg));
     cfg.backend = 4;
     libra_cache *bad = NULL;

@@ -74,6 +74,7 @@ static void cache_constants() {
     for (libra_policy p : policies) {
         for (libra_backend b : backends) {
             libra_cache_config cfg;
+            cfg.struct_size = sizeof cfg;
             EXPECT(libra_cache_config_default(&cfg) == LIBRA_OK);
             cfg.policy = p;
             cfg.backend = b;

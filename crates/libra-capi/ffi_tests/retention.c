@@ -10,6 +10,7 @@
 
 static libra_cache *make_cache(uint32_t gpu_blocks) {
     libra_cache_config cfg;
+    cfg.struct_size = sizeof cfg;
     CHECK_OK(libra_cache_config_default(&cfg));
     cfg.block_tokens = BT;
     cfg.block_bytes = 64;
@@ -53,6 +54,7 @@ static void expect_refused(libra_cache *c, uint64_t req, const libra_retention *
 static void test_errors(void) {
     libra_retention h;
     CHECK_STATUS(libra_retention_default(NULL), LIBRA_ERR_NULL_ARGUMENT);
+    h.struct_size = sizeof h;
     CHECK_OK(libra_retention_default(&h));
     CHECK(h.struct_size == sizeof h && h.priority == 1.0 && h.duration_us == 0 && h.expect_back_us == 0);
 
@@ -124,6 +126,7 @@ static void test_order(void) {
     uint8_t w[128] = {0};
     CHECK_OK(libra_cache_register_adapter(c, 1, w, sizeof w, 8, 0));
     libra_retention h;
+    h.struct_size = sizeof h;
     CHECK_OK(libra_retention_default(&h));
     h.expect_back_us = 60000000; /* the tool call is expected back within a minute */
     h.duration_us = 5000000;     /* and may run 5 s late */
@@ -148,6 +151,7 @@ static void test_order(void) {
  * them without a copy. With write_through_blocks = 0 nothing is copied ahead. */
 static void test_write_through(uint32_t blocks_per_pass) {
     libra_cache_config cfg;
+    cfg.struct_size = sizeof cfg;
     CHECK_OK(libra_cache_config_default(&cfg));
     CHECK(cfg.write_through_blocks == 1024);
     cfg.block_tokens = BT;

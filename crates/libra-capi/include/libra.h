@@ -471,10 +471,15 @@ typedef struct libra_workload libra_workload;
 
 /**
  * What `libra_cache_adapter_info` reports about a registered adapter.
+ *
+ * Versioning as `libra_cache_stats`: fields are only appended, and `min(struct_size,
+ * sizeof(libra_adapter_info))` bytes are written, never past the caller's struct; the current
+ * layout (40 bytes on 64-bit targets) is the first published one, so a smaller `struct_size`
+ * is refused.
  */
 typedef struct libra_adapter_info {
   /**
-   * sizeof(libra_adapter_info): set it before the call; only that many bytes are written.
+   * sizeof(libra_adapter_info): set it before the call; `struct_size` is kept.
    */
   size_t struct_size;
   /**
@@ -497,9 +502,10 @@ typedef struct libra_adapter_info {
    */
   uint64_t block_bytes;
   /**
-   * True when the blocks are on the GPU tier with their copy complete.
+   * Nonzero (1) when the blocks are on the GPU tier with their copy complete, else 0. A
+   * `uint8_t`, the size of a C `bool`, like `libra_cache_config.events`.
    */
-  bool resident;
+  uint8_t resident;
 } libra_adapter_info;
 
 /**
@@ -513,16 +519,18 @@ typedef struct libra_segment {
 } libra_segment;
 
 /**
- * Cache configuration. Fill it with `libra_cache_config_default`, then change fields.
+ * Cache configuration. Set `struct_size = sizeof(libra_cache_config)`, fill it with
+ * `libra_cache_config_default`, then change fields.
  *
- * Versioning: the struct grows only by appending fields. `libra_cache_create` reads
- * `min(struct_size, sizeof(libra_cache_config))` bytes, so a caller built against an older
- * header keeps working and gets the defaults of the fields it lacks; a `struct_size` below the
- * first published layout (184 bytes on 64-bit targets, ending at `event_capacity`) is refused.
+ * Versioning: the struct grows only by appending fields. `libra_cache_config_default` writes
+ * and `libra_cache_create` reads `min(struct_size, sizeof(libra_cache_config))` bytes, so a
+ * caller built against an older header keeps working and gets the defaults of the fields it
+ * lacks; a `struct_size` below the first published layout (184 bytes on 64-bit targets,
+ * ending at `event_capacity`) is refused.
  */
 typedef struct libra_cache_config {
   /**
-   * sizeof(libra_cache_config), set by `libra_cache_config_default`.
+   * sizeof(libra_cache_config), set by the caller before `libra_cache_config_default`.
    */
   size_t struct_size;
   /**
@@ -694,7 +702,8 @@ typedef struct libra_match {
 } libra_match;
 
 /**
- * A retention hint (`libra_cache_set_retention`). Fill it with `libra_retention_default`,
+ * A retention hint (`libra_cache_set_retention`). Set `struct_size = sizeof(libra_retention)`
+ * and fill it with `libra_retention_default`,
  * then set either `expect_back_us` (when the engine expects the prefix back, e.g. a pending
  * tool call) with an optional grace in `duration_us`, or a `duration_us` alone (e.g. a chat
  * session that stays open), and optionally a `priority`.
@@ -705,7 +714,7 @@ typedef struct libra_match {
  */
 typedef struct libra_retention {
   /**
-   * sizeof(libra_retention), set by `libra_retention_default`.
+   * sizeof(libra_retention), set by the caller before `libra_retention_default`.
    */
   size_t struct_size;
   /**
@@ -1022,7 +1031,9 @@ enum libra_status libra_cache_adapter_blocks(const struct libra_cache *cache,
  * pool: while a request of this adapter is open and ready (it pins the adapter), read
  * `blocks` blocks from `libra_cache_adapter_blocks` in order, taking `block_bytes` bytes of
  * each and `weights_len` bytes in all. Errors: LIBRA_ERR_NOT_FOUND (unknown adapter),
- * LIBRA_ERR_NULL_ARGUMENT, LIBRA_ERR_INVALID_ARGUMENT (struct_size too small). Thread-safe.
+ * LIBRA_ERR_NULL_ARGUMENT, LIBRA_ERR_INVALID_ARGUMENT (`out` misaligned or its `struct_size`
+ * below the first published layout: nothing written). Only `min(struct_size,
+ * sizeof(libra_adapter_info))` bytes are written and `struct_size` is kept. Thread-safe.
  *
  * Pointers: `cache` NULL or a live handle from libra_cache_create(); `out` NULL or a writable
  * struct of the `struct_size` it declares.
@@ -1033,12 +1044,14 @@ enum libra_status libra_cache_adapter_info(const struct libra_cache *cache,
 
 /**
  * Fills `*config` with the defaults (ELORA policy, CPU backend, 16-token blocks, 1024 GPU and
- * 4096 host blocks of 64 KiB). Writes the whole current `sizeof(libra_cache_config)`: a
- * caller must pass a struct declared from the header of the library it runs with (a caller
- * built against an older header fills its struct itself and sets its own `struct_size`).
- * Returns LIBRA_ERR_NULL_ARGUMENT when `config` is NULL. Thread-safe.
+ * 4096 host blocks of 64 KiB). Set `config->struct_size = sizeof(libra_cache_config)` first:
+ * only `min(struct_size, sizeof(libra_cache_config))` bytes are written and `struct_size` is
+ * kept, so a struct declared from an older header (a smaller `struct_size`) is filled with
+ * the fields it has and nothing past it is written. Errors: LIBRA_ERR_NULL_ARGUMENT,
+ * LIBRA_ERR_INVALID_ARGUMENT (`config` misaligned, or `struct_size` below the first published
+ * layout, e.g. left unset: nothing written). Thread-safe.
  *
- * Pointers: `config` NULL or writable.
+ * Pointers: `config` NULL or a writable struct of the `struct_size` it declares.
  */
 enum libra_status libra_cache_config_default(struct libra_cache_config *config);
 
@@ -1308,10 +1321,14 @@ enum libra_status libra_cache_group_event(const struct libra_cache *cache,
 
 /**
  * Fills `*hint` with the defaults: priority 1, no duration, no expected return (so the caller
- * must set `duration_us` or `expect_back_us` before use). Returns LIBRA_ERR_NULL_ARGUMENT when
- * `hint` is NULL. Thread-safe.
+ * must set `duration_us` or `expect_back_us` before use). Set `hint->struct_size =
+ * sizeof(libra_retention)` first: as for `libra_cache_config_default`, only
+ * `min(struct_size, sizeof(libra_retention))` bytes are written and `struct_size` is kept.
+ * Errors: LIBRA_ERR_NULL_ARGUMENT, LIBRA_ERR_INVALID_ARGUMENT (`hint` misaligned, or
+ * `struct_size` below the first published layout, e.g. left unset: nothing written).
+ * Thread-safe.
  *
- * Pointers: `hint` NULL or writable.
+ * Pointers: `hint` NULL or a writable struct of the `struct_size` it declares.
  */
 enum libra_status libra_retention_default(struct libra_retention *hint);
 

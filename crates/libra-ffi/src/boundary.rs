@@ -109,16 +109,6 @@ pub unsafe fn write_out<T>(out: *mut T, value: T) {
     unsafe { std::ptr::write(out, value) };
 }
 
-/// Checks that a caller's config struct is at least as large as the fields we read.
-pub fn check_struct_size(given: usize, required: usize, name: &str) -> Result<(), Error> {
-    if given < required {
-        return Err(Error::invalid(format!(
-            "`{name}.struct_size` is {given}, expected at least {required}: initialise it with the matching _default() function"
-        )));
-    }
-    Ok(())
-}
-
 /// Fails, naming the argument, unless `ptr` is aligned for `T` (reading through a misaligned
 /// pointer is undefined behaviour).
 pub fn check_aligned<T>(ptr: *const T, name: &str) -> Result<(), Error> {

@@ -17,11 +17,11 @@ fn last_error() -> String {
 }
 
 fn config() -> libra_cache_config {
-    let mut c = std::mem::MaybeUninit::<libra_cache_config>::uninit();
-    // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
-    assert_eq!(unsafe { libra_cache_config_default(c.as_mut_ptr()) }, Status::LIBRA_OK);
-    // SAFETY: initialised by the `_default` call just above, which succeeded.
-    let mut c = unsafe { c.assume_init() };
+    // SAFETY: all-zero bytes are a valid config (integers, floats and a NULL pointer).
+    let mut c: libra_cache_config = unsafe { std::mem::zeroed() };
+    c.struct_size = std::mem::size_of::<libra_cache_config>();
+    // SAFETY: `c` is a live, aligned config of the size it declares.
+    assert_eq!(unsafe { libra_cache_config_default(&mut c) }, Status::LIBRA_OK);
     c.block_tokens = 4;
     c.block_bytes = 64;
     c.gpu_blocks = 16;

@@ -107,11 +107,7 @@ fn check_data(cache: &Cache) {
 /// Tries `libra_cache_create` with a configuration built from the input, valid or not, with
 /// sizes chosen so that an accepted one stays small.
 fn create_from_input(inp: &mut Input) {
-    let mut cfg = std::mem::MaybeUninit::<libra_cache_config>::uninit();
-    // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
-    assert_eq!(unsafe { libra_cache_config_default(cfg.as_mut_ptr()) }, Status::LIBRA_OK);
-    // SAFETY: filled by libra_cache_config_default.
-    let mut cfg = unsafe { cfg.assume_init() };
+    let mut cfg = crate::c_config::default_cache_config();
     let pick = |i: &mut Input, v: &[u64]| v[i.u8() as usize % v.len()];
     cfg.block_tokens = pick(inp, &[0, 1, 4, 16, 1 << 16, (1 << 16) + 1, u32::MAX as u64]) as u32;
     cfg.block_bytes = pick(inp, &[0, 1, 64, 4096, 1 << 40, u64::MAX / 2, u64::MAX]);

@@ -349,11 +349,7 @@ fn a_faulting_launch_fails_its_request_and_the_cache_recovers() {
         println!("skipped: faults on demand need the libcuda stand-in with LIBRA_STANDIN_FAULT_LAUNCH=1");
         return;
     }
-    let mut cfg = std::mem::MaybeUninit::<libra_cache_config>::uninit();
-    // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
-    assert_eq!(unsafe { libra_cache_config_default(cfg.as_mut_ptr()) }, Status::LIBRA_OK);
-    // SAFETY: initialised by the `_default` call just above, which succeeded.
-    let mut cfg = unsafe { cfg.assume_init() };
+    let mut cfg = libra_testkit::c_config::default_cache_config();
     cfg.block_tokens = 4;
     cfg.block_bytes = 1024;
     cfg.gpu_blocks = 32;

@@ -343,11 +343,7 @@ unsafe impl Sync for Shared {}
 
 #[test]
 fn eight_threads_through_the_c_entry_points() {
-    let mut cfg = std::mem::MaybeUninit::<libra_cache_config>::uninit();
-    // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
-    assert_eq!(unsafe { libra_cache_config_default(cfg.as_mut_ptr()) }, Status::LIBRA_OK);
-    // SAFETY: initialised by the `_default` call just above, which succeeded.
-    let mut cfg = unsafe { cfg.assume_init() };
+    let mut cfg = libra_testkit::c_config::default_cache_config();
     cfg.block_tokens = BT as u32;
     cfg.block_bytes = BLOCK_BYTES;
     cfg.gpu_blocks = 128;

@@ -22,6 +22,7 @@ int main(void) {
         return 1;
     }
     libra_cache_config cfg;
+    cfg.struct_size = sizeof cfg;
     libra_cache_config_default(&cfg);
     cfg.block_tokens = BLOCK_TOKENS;
     cfg.block_bytes = 4096;

@@ -28,6 +28,7 @@ using CachePtr = std::unique_ptr<libra_cache, CacheDeleter>;
 
 CachePtr make_cache() {
     libra_cache_config cfg;
+    cfg.struct_size = sizeof cfg;
     check(libra_cache_config_default(&cfg), "config");
     cfg.block_tokens = kBlockTokens;
     cfg.block_bytes = 4096;

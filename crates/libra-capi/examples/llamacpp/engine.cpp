@@ -66,6 +66,7 @@ Engine::Engine(const EngineOptions &o) : o_(o) {
     probe_geometry();
 
     libra_cache_config cfg;
+    cfg.struct_size = sizeof cfg;
     check(libra_cache_config_default(&cfg), "config_default");
     cfg.block_tokens = o.block_tokens;
     cfg.block_bytes = geo_.block_bytes(o.block_tokens);

@@ -1,6 +1,8 @@
 //! Adapters: registration, their blocks in the pool and what the cache knows about them.
 use super::types::*;
-use crate::boundary::{check_aligned, check_struct_size, deref_mut, entry, null_arg, slice, write_out};
+use crate::boundary::{
+    check_aligned, entry, null_arg, slice, versioned_size, write_out, write_versioned, Versioned,
+};
 use crate::status::libra_status;
 use libra::error::Error;
 use std::ffi::c_void;
@@ -106,10 +108,15 @@ pub(crate) unsafe fn copy_blocks_out(
 }
 
 /// What `libra_cache_adapter_info` reports about a registered adapter.
+///
+/// Versioning as `libra_cache_stats`: fields are only appended, and `min(struct_size,
+/// sizeof(libra_adapter_info))` bytes are written, never past the caller's struct; the current
+/// layout (40 bytes on 64-bit targets) is the first published one, so a smaller `struct_size`
+/// is refused.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct libra_adapter_info {
-    /// sizeof(libra_adapter_info): set it before the call; only that many bytes are written.
+    /// sizeof(libra_adapter_info): set it before the call; `struct_size` is kept.
     pub struct_size: usize,
     /// Length in bytes of the weights given to `libra_cache_register_adapter`.
     pub weights_len: u64,
@@ -122,8 +129,26 @@ pub struct libra_adapter_info {
     pub blocks: u32,
     /// Bytes per block (the pool's block size).
     pub block_bytes: u64,
-    /// True when the blocks are on the GPU tier with their copy complete.
-    pub resident: bool,
+    /// Nonzero (1) when the blocks are on the GPU tier with their copy complete, else 0. A
+    /// `uint8_t`, the size of a C `bool`, like `libra_cache_config.events`.
+    pub resident: u8,
+}
+
+// The first published layout: `resident` last, padded to 40 bytes (64-bit targets;
+// ffi_tests/cache_compat.c checks the same from C).
+#[cfg(target_pointer_width = "64")]
+const _: () = {
+    assert!(std::mem::size_of::<libra_adapter_info>() == 40);
+    assert!(std::mem::offset_of!(libra_adapter_info, resident) == 32);
+};
+
+// SAFETY: repr(C), `struct_size: usize` first, integer fields only (`resident` is a `u8`, not
+// a `bool`).
+unsafe impl Versioned for libra_adapter_info {
+    const FIRST_SIZE: usize = std::mem::size_of::<libra_adapter_info>();
+    fn defaults() -> Self {
+        libra_adapter_info { struct_size: std::mem::size_of::<Self>(), ..Default::default() }
+    }
 }
 
 /// `rank` value for an adapter whose rank the engine does not know (GGUF LoRA files carry
@@ -136,7 +161,9 @@ pub const LIBRA_RANK_UNKNOWN: u32 = 0;
 /// pool: while a request of this adapter is open and ready (it pins the adapter), read
 /// `blocks` blocks from `libra_cache_adapter_blocks` in order, taking `block_bytes` bytes of
 /// each and `weights_len` bytes in all. Errors: LIBRA_ERR_NOT_FOUND (unknown adapter),
-/// LIBRA_ERR_NULL_ARGUMENT, LIBRA_ERR_INVALID_ARGUMENT (struct_size too small). Thread-safe.
+/// LIBRA_ERR_NULL_ARGUMENT, LIBRA_ERR_INVALID_ARGUMENT (`out` misaligned or its `struct_size`
+/// below the first published layout: nothing written). Only `min(struct_size,
+/// sizeof(libra_adapter_info))` bytes are written and `struct_size` is kept. Thread-safe.
 ///
 /// Pointers: `cache` NULL or a live handle from libra_cache_create(); `out` NULL or a writable
 /// struct of the `struct_size` it declares.
@@ -149,18 +176,20 @@ pub unsafe extern "C" fn libra_cache_adapter_info(
     entry!({
         // SAFETY: `cache` is NULL or a live handle, per the contract above.
         let c = unsafe { cache_ref(cache) }?;
-        // SAFETY: NULL or a caller-provided info struct.
-        let o = unsafe { deref_mut(out, "out") }?;
-        check_struct_size(o.struct_size, std::mem::size_of::<libra_adapter_info>(), "out")?;
+        // Checked first, so a bad struct fails before the lookup; no reference to the caller's
+        // struct is made, as it may be an older, smaller one.
+        // SAFETY: `out` is NULL or holds the `struct_size` bytes it declares, per the contract.
+        unsafe { versioned_size(out, "out") }?;
         let i = c.cache().adapter_info(adapter_id)?;
-        *o = libra_adapter_info {
-            struct_size: o.struct_size,
+        let full = libra_adapter_info {
+            struct_size: std::mem::size_of::<libra_adapter_info>(),
             weights_len: i.weights_len as u64,
             rank: i.rank,
             blocks: i.blocks,
             block_bytes: c.cache().block_bytes()?,
-            resident: i.resident,
+            resident: u8::from(i.resident),
         };
-        Ok(())
+        // SAFETY: as above: `struct_size` writable bytes.
+        unsafe { write_versioned(out, full, "out") }
     })
 }

@@ -1,7 +1,7 @@
 //! `libra_cache_config`: its layout, versioning and defaults, and its conversion into the
 //! Rust cache's options.
 use super::types::*;
-use crate::boundary::{entry, null_arg, slice, write_out, Versioned};
+use crate::boundary::{entry, slice, write_versioned, Versioned};
 use crate::status::libra_status;
 use crate::topo::CEnum;
 use libra::backend::Segment;
@@ -9,16 +9,18 @@ use libra::cache::CacheConfig;
 use libra::error::Error;
 use libra::handle::CacheOptions;
 
-/// Cache configuration. Fill it with `libra_cache_config_default`, then change fields.
+/// Cache configuration. Set `struct_size = sizeof(libra_cache_config)`, fill it with
+/// `libra_cache_config_default`, then change fields.
 ///
-/// Versioning: the struct grows only by appending fields. `libra_cache_create` reads
-/// `min(struct_size, sizeof(libra_cache_config))` bytes, so a caller built against an older
-/// header keeps working and gets the defaults of the fields it lacks; a `struct_size` below the
-/// first published layout (184 bytes on 64-bit targets, ending at `event_capacity`) is refused.
+/// Versioning: the struct grows only by appending fields. `libra_cache_config_default` writes
+/// and `libra_cache_create` reads `min(struct_size, sizeof(libra_cache_config))` bytes, so a
+/// caller built against an older header keeps working and gets the defaults of the fields it
+/// lacks; a `struct_size` below the first published layout (184 bytes on 64-bit targets,
+/// ending at `event_capacity`) is refused.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct libra_cache_config {
-    /// sizeof(libra_cache_config), set by `libra_cache_config_default`.
+    /// sizeof(libra_cache_config), set by the caller before `libra_cache_config_default`.
     pub struct_size: usize,
     /// Tokens per KV block (default 16).
     pub block_tokens: u32,
@@ -100,21 +102,20 @@ unsafe impl Versioned for libra_cache_config {
 }
 
 /// Fills `*config` with the defaults (ELORA policy, CPU backend, 16-token blocks, 1024 GPU and
-/// 4096 host blocks of 64 KiB). Writes the whole current `sizeof(libra_cache_config)`: a
-/// caller must pass a struct declared from the header of the library it runs with (a caller
-/// built against an older header fills its struct itself and sets its own `struct_size`).
-/// Returns LIBRA_ERR_NULL_ARGUMENT when `config` is NULL. Thread-safe.
+/// 4096 host blocks of 64 KiB). Set `config->struct_size = sizeof(libra_cache_config)` first:
+/// only `min(struct_size, sizeof(libra_cache_config))` bytes are written and `struct_size` is
+/// kept, so a struct declared from an older header (a smaller `struct_size`) is filled with
+/// the fields it has and nothing past it is written. Errors: LIBRA_ERR_NULL_ARGUMENT,
+/// LIBRA_ERR_INVALID_ARGUMENT (`config` misaligned, or `struct_size` below the first published
+/// layout, e.g. left unset: nothing written). Thread-safe.
 ///
-/// Pointers: `config` NULL or writable.
+/// Pointers: `config` NULL or a writable struct of the `struct_size` it declares.
 #[no_mangle]
 pub unsafe extern "C" fn libra_cache_config_default(config: *mut libra_cache_config) -> libra_status {
     entry!({
-        if config.is_null() {
-            return Err(null_arg("config"));
-        }
-        // SAFETY: checked non-NULL; the caller provides a writable libra_cache_config.
-        unsafe { write_out(config, default_config()) };
-        Ok(())
+        // SAFETY: `config` is NULL or holds the `struct_size` writable bytes it declares, per
+        // the contract above.
+        unsafe { write_versioned(config, default_config(), "config") }
     })
 }
 

@@ -1,10 +1,11 @@
 //! Retention hints: the engine says which prefixes it will want back.
 use super::types::*;
-use crate::boundary::{entry, null_arg, read_versioned, write_out, Versioned};
+use crate::boundary::{entry, read_versioned, write_versioned, Versioned};
 use crate::status::libra_status;
 use libra::cache::RetentionHint;
 
-/// A retention hint (`libra_cache_set_retention`). Fill it with `libra_retention_default`,
+/// A retention hint (`libra_cache_set_retention`). Set `struct_size = sizeof(libra_retention)`
+/// and fill it with `libra_retention_default`,
 /// then set either `expect_back_us` (when the engine expects the prefix back, e.g. a pending
 /// tool call) with an optional grace in `duration_us`, or a `duration_us` alone (e.g. a chat
 /// session that stays open), and optionally a `priority`.
@@ -15,7 +16,7 @@ use libra::cache::RetentionHint;
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct libra_retention {
-    /// sizeof(libra_retention), set by `libra_retention_default`.
+    /// sizeof(libra_retention), set by the caller before `libra_retention_default`.
     pub struct_size: usize,
     /// Finite and positive (default 1): among hinted blocks, lower priorities leave first.
     pub priority: f64,
@@ -43,19 +44,20 @@ unsafe impl Versioned for libra_retention {
 }
 
 /// Fills `*hint` with the defaults: priority 1, no duration, no expected return (so the caller
-/// must set `duration_us` or `expect_back_us` before use). Returns LIBRA_ERR_NULL_ARGUMENT when
-/// `hint` is NULL. Thread-safe.
+/// must set `duration_us` or `expect_back_us` before use). Set `hint->struct_size =
+/// sizeof(libra_retention)` first: as for `libra_cache_config_default`, only
+/// `min(struct_size, sizeof(libra_retention))` bytes are written and `struct_size` is kept.
+/// Errors: LIBRA_ERR_NULL_ARGUMENT, LIBRA_ERR_INVALID_ARGUMENT (`hint` misaligned, or
+/// `struct_size` below the first published layout, e.g. left unset: nothing written).
+/// Thread-safe.
 ///
-/// Pointers: `hint` NULL or writable.
+/// Pointers: `hint` NULL or a writable struct of the `struct_size` it declares.
 #[no_mangle]
 pub unsafe extern "C" fn libra_retention_default(hint: *mut libra_retention) -> libra_status {
     entry!({
-        if hint.is_null() {
-            return Err(null_arg("hint"));
-        }
-        // SAFETY: checked non-NULL; the caller provides a writable libra_retention.
-        unsafe { write_out(hint, libra_retention::defaults()) };
-        Ok(())
+        // SAFETY: `hint` is NULL or holds the `struct_size` writable bytes it declares, per the
+        // contract above.
+        unsafe { write_versioned(hint, libra_retention::defaults(), "hint") }
     })
 }
 
