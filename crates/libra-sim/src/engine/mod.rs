@@ -84,6 +84,7 @@ impl EngineConfig {
     }
 }
 
+/// Where a running request is: its prefix still on the host link, prefilling, or decoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Loading,
@@ -93,16 +94,20 @@ enum Phase {
 
 /// A request being served.
 struct Seq {
+    /// Index in the workload's requests.
     idx: u32,
+    /// The cache's request id.
     cache_req: u64,
     phase: Phase,
     /// Tokens to prefill (prompt, plus the output produced before a preemption).
     target: u32,
     /// Tokens whose KV exists.
     computed: u32,
+    /// Tokens committed to the cache, where later requests can share them.
     committed: u32,
     /// Tokens the allocated blocks can hold.
     cap: u32,
+    /// Admission order: the youngest is preempted first.
     order: u64,
 }
 
