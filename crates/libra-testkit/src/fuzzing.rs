@@ -7,6 +7,7 @@
 //! ones included (NULL pointers, short arrays, unknown ids, huge counts, NaN hints), over a
 //! backend that fails submissions and copies and holds batches until the input completes them.
 use crate::faulty::{FaultControl, FaultPlan, FaultyBackend};
+use crate::requests::Open;
 use libra::backend::cpu::CpuBackend;
 use libra::cache::{CacheConfig, PolicyKind};
 use libra::handle::Cache;
@@ -74,15 +75,6 @@ pub mod fixtures {
     }
 }
 use fixtures::{family_tokens, pattern, weights, BLOCK_BYTES};
-
-struct Open {
-    id: u64,
-    adapter: u64,
-    ns: u64,
-    tokens: Vec<u32>,
-    covered: usize,
-    fresh: Vec<u32>,
-}
 
 fn ok_or_expected(s: Status, what: &str) {
     assert!(
@@ -220,14 +212,7 @@ pub fn cache_ops(data: &[u8]) {
                     if m.ready {
                         check_ready(c.cache(), adapter, ns, &tokens, &blocks[..m.cached_blocks]);
                     }
-                    open.push(Open {
-                        id: m.request,
-                        adapter,
-                        ns,
-                        tokens,
-                        covered: m.cached_tokens,
-                        fresh: vec![],
-                    });
+                    open.push(Open::new(m.request, adapter, ns, tokens, m.cached_tokens, Vec::new()));
                 }
             }
             2 | 3 => {
@@ -235,8 +220,7 @@ pub fn cache_ops(data: &[u8]) {
                 let (id, want) = match pick(&mut inp, &open) {
                     Some(k) => {
                         let o = &open[k];
-                        let want = (o.tokens.len() + inp.u8() as usize % 8)
-                            .saturating_sub(o.covered + o.fresh.len() * bt);
+                        let want = o.tokens_to_allocate(inp.u8() as usize % 8, bt);
                         (o.id, if inp.u8() % 16 == 0 { inp.size(4096) } else { want })
                     }
                     None => (inp.u64(), inp.size(64)),
@@ -268,25 +252,15 @@ pub fn cache_ops(data: &[u8]) {
                 // commit: the request's next full blocks (bytes written first), or junk
                 if let Some(k) = pick(&mut inp, &open) {
                     let o = &mut open[k];
-                    let full = (o.tokens.len() / bt * bt).saturating_sub(o.covered) / bt;
-                    let n = full.min(o.fresh.len());
+                    let n = o.committable(bt);
                     let junk = inp.u8() % 8 == 0;
                     // Junk: one block more than the request has allocated, never accepted.
                     let junk_tokens = vec![7u32; (o.fresh.len() + 1) * bt];
                     let (ptr, len) = if junk {
                         (junk_tokens.as_ptr(), junk_tokens.len())
                     } else {
-                        let keys = c
-                            .cache()
-                            .with_parts(|core, _| {
-                                core.prefix_keys(o.adapter, o.ns, &o.tokens[..o.covered + n * bt])
-                            })
-                            .unwrap();
-                        for (j, &b) in o.fresh[..n].iter().enumerate() {
-                            let p = pattern(keys[o.covered / bt + j]);
-                            c.cache().with_backend_mut(|io| io.write_gpu_block(b, &p)).unwrap().unwrap();
-                        }
-                        (o.tokens[o.covered..].as_ptr(), n * bt)
+                        c.cache().with_parts(|core, io| o.fill_next(core, io, n, bt)).unwrap();
+                        (o.next_tokens(n, bt).as_ptr(), n * bt)
                     };
                     let mut shared = 0usize;
                     // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
@@ -294,8 +268,7 @@ pub fn cache_ops(data: &[u8]) {
                     ok_or_expected(s, "commit");
                     assert!(!(junk && s == Status::LIBRA_OK), "commit beyond the allocated blocks accepted");
                     if s == Status::LIBRA_OK {
-                        o.covered += n * bt;
-                        o.fresh.drain(..n);
+                        o.committed(n, bt);
                     }
                 } else {
                     let t = [1u32; 4];

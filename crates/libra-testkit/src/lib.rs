@@ -4,5 +4,6 @@
 pub mod c_config;
 pub mod faulty;
 pub mod fuzzing;
+pub mod requests;
 
 pub use fuzzing::fixtures;

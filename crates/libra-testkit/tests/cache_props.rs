@@ -2,9 +2,9 @@
 //! or fail. After every step: the invariants hold and every cached block still holds the bytes
 //! written for its prefix, in whichever tier it lives.
 use libra::backend::cpu::CpuBackend;
-use libra::backend::Backend;
 use libra::cache::{CacheConfig, CacheCore, PolicyKind, RetentionHint};
 use libra_testkit::fuzzing::fixtures::{self, family_tokens, pattern, BLOCK_BYTES};
+use libra_testkit::requests::Open;
 use proptest::prelude::*;
 
 const BT: usize = 4;
@@ -74,17 +74,6 @@ fn weights(adapter: u64) -> Vec<u8> {
     fixtures::weights(adapter, 70)
 }
 
-struct Open {
-    id: u64,
-    adapter: u64,
-    ns: u64,
-    tokens: Vec<u32>,
-    /// Tokens covered so far (cached + committed).
-    covered: usize,
-    /// Allocated, uncommitted blocks.
-    fresh: Vec<u32>,
-}
-
 fn check_data(core: &CacheCore, io: &mut CpuBackend) -> Result<(), TestCaseError> {
     core.verify_contents(io, &mut |key, bytes| bytes == pattern(key)).map_err(TestCaseError::fail)
 }
@@ -111,19 +100,12 @@ fn run_with(cfg: CacheConfig, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 if let Ok(m) = core.match_prefix(&mut io, adapter, ns, &tokens, now) {
                     prop_assert_eq!(m.cached_tokens % BT, 0);
                     prop_assert!(m.cached_tokens <= len);
-                    open.push(Open {
-                        id: m.request,
-                        adapter,
-                        ns,
-                        tokens,
-                        covered: m.cached_tokens,
-                        fresh: vec![],
-                    });
+                    open.push(Open::new(m.request, adapter, ns, tokens, m.cached_tokens, m.kv_blocks));
                 }
             }
             Op::Allocate { req, extra } => {
                 if let Some(o) = open.get_mut(req) {
-                    let want = (o.tokens.len() + extra).saturating_sub(o.covered + o.fresh.len() * BT);
+                    let want = o.tokens_to_allocate(extra, BT);
                     if let Ok(blocks) = core.allocate(&mut io, o.id, want, now) {
                         o.fresh.extend(blocks);
                     }
@@ -131,17 +113,11 @@ fn run_with(cfg: CacheConfig, ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::Commit { req } => {
                 if let Some(o) = open.get_mut(req) {
-                    let full = (o.tokens.len() / BT * BT).saturating_sub(o.covered) / BT;
-                    let n = full.min(o.fresh.len());
+                    let n = o.committable(BT);
                     if n > 0 {
-                        let toks = &o.tokens[o.covered..o.covered + n * BT];
-                        let keys = core.prefix_keys(o.adapter, o.ns, &o.tokens[..o.covered + n * BT]);
-                        for (i, &b) in o.fresh[..n].iter().enumerate() {
-                            io.write_gpu_block(b, &pattern(keys[o.covered / BT + i])).unwrap();
-                        }
-                        if core.commit(o.id, toks, now).is_ok() {
-                            o.covered += n * BT;
-                            o.fresh.drain(..n);
+                        o.fill_next(&core, &mut io, n, BT);
+                        if core.commit(o.id, o.next_tokens(n, BT), now).is_ok() {
+                            o.committed(n, BT);
                         }
                     }
                 }

@@ -9,6 +9,7 @@ use libra::cache::{CacheConfig, CacheCore, PolicyKind, Readiness};
 use libra::{Cache, Status};
 use libra_testkit::faulty::{FaultCounters, FaultPlan, FaultyBackend};
 use libra_testkit::fuzzing::fixtures::{self, family_tokens, pattern, BLOCK_BYTES};
+use libra_testkit::requests::Open;
 use std::collections::BTreeSet;
 
 const BT: usize = 4;
@@ -33,18 +34,6 @@ impl Rng {
     fn chance(&mut self, pct: u64) -> bool {
         self.below(100) < pct
     }
-}
-
-struct Open {
-    id: u64,
-    adapter: u64,
-    ns: u64,
-    tokens: Vec<u32>,
-    covered: usize,
-    fresh: Vec<u32>,
-    /// Block ids of the matched prefix, checked once the request is ready.
-    matched: Vec<u32>,
-    verified: bool,
 }
 
 /// Every KV node's bytes in the tier that holds its valid copy, and every resident adapter.
@@ -127,16 +116,14 @@ fn run_with(cfg: CacheConfig, seed: u64, ops: usize, plan: FaultPlan) -> Tally {
                 let ns = rng.below(2);
                 let tokens = family_tokens(rng.below(6) as u32, 1 + rng.below(40) as usize);
                 core.match_prefix(&mut io, adapter, ns, &tokens, now).map(|m| {
-                    open.push(Open {
-                        id: m.request,
+                    open.push(Open::new(
+                        m.request,
                         adapter,
                         ns,
-                        covered: m.cached_tokens,
                         tokens,
-                        fresh: vec![],
-                        matched: m.kv_blocks.clone(),
-                        verified: false,
-                    });
+                        m.cached_tokens,
+                        m.kv_blocks.clone(),
+                    ));
                     if m.ready {
                         let o = open.last_mut().unwrap();
                         check_ready(&core, &mut io, o).unwrap_or_else(|e| panic!("{}: {e}", ctx(what, i)));
@@ -148,28 +135,19 @@ fn run_with(cfg: CacheConfig, seed: u64, ops: usize, plan: FaultPlan) -> Tally {
                 what = "allocate";
                 let k = rng.below(open.len() as u64) as usize;
                 let o = &mut open[k];
-                let want =
-                    (o.tokens.len() + rng.below(8) as usize).saturating_sub(o.covered + o.fresh.len() * BT);
+                let want = o.tokens_to_allocate(rng.below(8) as usize, BT);
                 core.allocate(&mut io, o.id, want, now).map(|b| o.fresh.extend(b))
             }
             8..=10 if !open.is_empty() => {
                 what = "commit";
                 let k = rng.below(open.len() as u64) as usize;
                 let o = &mut open[k];
-                let full = (o.tokens.len() / BT * BT).saturating_sub(o.covered) / BT;
-                let n = full.min(o.fresh.len());
+                let n = o.committable(BT);
                 if n == 0 {
                     Ok(())
                 } else {
-                    let keys = core.prefix_keys(o.adapter, o.ns, &o.tokens[..o.covered + n * BT]);
-                    for (j, &b) in o.fresh[..n].iter().enumerate() {
-                        io.write_gpu_block(b, &pattern(keys[o.covered / BT + j])).unwrap();
-                    }
-                    let toks = o.tokens[o.covered..o.covered + n * BT].to_vec();
-                    core.commit(o.id, &toks, now).map(|_| {
-                        o.covered += n * BT;
-                        o.fresh.drain(..n);
-                    })
+                    o.fill_next(&core, &mut io, n, BT);
+                    core.commit(o.id, o.next_tokens(n, BT), now).map(|_| o.committed(n, BT))
                 }
             }
             11..=12 if !open.is_empty() => {

@@ -8,6 +8,7 @@ use libra::backend::{Backend, Segment};
 use libra::cache::{CacheConfig, CacheCore, PolicyKind, Readiness};
 use libra_testkit::faulty::{FaultPlan, FaultyBackend};
 use libra_testkit::fuzzing::fixtures::{family_tokens, pattern, weights, BLOCK_BYTES};
+use libra_testkit::requests::Open;
 
 const SEGS: usize = 8;
 const PIECE: usize = BLOCK_BYTES as usize / SEGS;
@@ -24,16 +25,6 @@ impl Rng {
         self.0 ^= self.0 << 17;
         self.0 % n.max(1)
     }
-}
-
-struct Open {
-    id: u64,
-    adapter: u64,
-    tokens: Vec<u32>,
-    matched: Vec<u32>,
-    covered: usize,
-    fresh: Vec<u32>,
-    ready_groups: u32,
 }
 
 #[derive(Default)]
@@ -99,21 +90,13 @@ fn run(policy: PolicyKind, seed: u64, ops: usize) -> Tally {
                 let adapter = 1 + rng.below(3);
                 let tokens = family_tokens(rng.below(5) as u32, 4 + rng.below(36) as usize);
                 if let Ok(m) = core.match_prefix(&mut io, adapter, 0, &tokens, now) {
-                    open.push(Open {
-                        id: m.request,
-                        adapter,
-                        covered: m.cached_tokens,
-                        matched: m.kv_blocks,
-                        tokens,
-                        fresh: Vec::new(),
-                        ready_groups: 0,
-                    });
+                    open.push(Open::new(m.request, adapter, 0, tokens, m.cached_tokens, m.kv_blocks));
                 }
             }
             4..=5 if !open.is_empty() => {
                 let pick = rng.below(open.len() as u64) as usize;
                 let o = &mut open[pick];
-                let want = o.tokens.len().saturating_sub(o.covered + o.fresh.len() * BT);
+                let want = o.tokens_to_allocate(0, BT);
                 if let Ok(b) = core.allocate(&mut io, o.id, want, now) {
                     o.fresh.extend(b);
                 }
@@ -121,16 +104,12 @@ fn run(policy: PolicyKind, seed: u64, ops: usize) -> Tally {
             6..=8 if !open.is_empty() => {
                 let pick = rng.below(open.len() as u64) as usize;
                 let o = &mut open[pick];
-                let n = ((o.tokens.len() - o.covered) / BT).min(o.fresh.len());
+                let n = o.committable(BT);
                 if n > 0 {
                     // The engine fills the blocks, then shares them.
-                    let keys = core.prefix_keys(o.adapter, 0, &o.tokens[..o.covered + n * BT]);
-                    for (j, &b) in o.fresh[..n].iter().enumerate() {
-                        io.write_gpu_block(b, &pattern(keys[o.covered / BT + j])).unwrap();
-                    }
-                    if core.commit(o.id, &o.tokens[o.covered..o.covered + n * BT], now).is_ok() {
-                        o.covered += n * BT;
-                        o.fresh.drain(..n);
+                    o.fill_next(&core, &mut io, n, BT);
+                    if core.commit(o.id, o.next_tokens(n, BT), now).is_ok() {
+                        o.committed(n, BT);
                     }
                 }
             }
