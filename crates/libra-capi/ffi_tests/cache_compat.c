@@ -57,6 +57,11 @@ _Static_assert(sizeof(libra_adapter_info) % 8 == 0 && sizeof(libra_retention) ==
 
 #define BT 4
 
+/* Every byte of `bytes[from..to)` still holds the 0xEE a test filled it with. */
+static void check_untouched(const unsigned char *bytes, size_t from, size_t to) {
+    for (size_t i = from; i < to; i++) CHECK(bytes[i] == 0xEE);
+}
+
 /* An old caller fills its struct by hand (its defaults come from its own header's docs), with
  * values that differ from today's defaults wherever a difference shows in behaviour. */
 static config_v0 old_config(void) {
@@ -281,7 +286,7 @@ static void test_old_config_filled_by_default(void) {
     buf.c.struct_size = sizeof(config_v0);
     CHECK_OK(libra_cache_config_default((libra_cache_config *)&buf.c));
     CHECK(buf.c.struct_size == sizeof(config_v0));
-    for (size_t i = sizeof(config_v0); i < sizeof buf.bytes; i++) CHECK(buf.bytes[i] == 0xEE);
+    check_untouched(buf.bytes, sizeof(config_v0), sizeof buf.bytes);
     libra_cache_config now;
     now.struct_size = sizeof now;
     CHECK_OK(libra_cache_config_default(&now));
@@ -319,7 +324,7 @@ static void test_old_config_filled_by_default(void) {
     big.c.struct_size = sizeof big.bytes;
     CHECK_OK(libra_cache_config_default(&big.c));
     CHECK(big.c.struct_size == sizeof big.bytes && big.c.write_through_blocks == now.write_through_blocks);
-    for (size_t i = sizeof(libra_cache_config); i < sizeof big.bytes; i++) CHECK(big.bytes[i] == 0xEE);
+    check_untouched(big.bytes, sizeof(libra_cache_config), sizeof big.bytes);
 
     /* Below the first layout (e.g. never set): refused, nothing written. */
     size_t bad[] = {0, sizeof(config_v0) - 1, sizeof(size_t)};
@@ -330,7 +335,7 @@ static void test_old_config_filled_by_default(void) {
         CHECK(strstr(libra_last_error_message(), "libra_cache_config_default:") != NULL);
         CHECK(strstr(libra_last_error_message(), "config.struct_size") != NULL);
         CHECK(buf.c.struct_size == bad[k]);
-        for (size_t i = sizeof(size_t); i < sizeof buf.bytes; i++) CHECK(buf.bytes[i] == 0xEE);
+        check_untouched(buf.bytes, sizeof(size_t), sizeof buf.bytes);
     }
     CHECK_STATUS(libra_cache_config_default(NULL), LIBRA_ERR_NULL_ARGUMENT);
     uint64_t raw[sizeof(libra_cache_config) / 8 + 2];
@@ -357,7 +362,7 @@ static void test_adapter_info_sizes(void) {
     CHECK(big.i.struct_size == sizeof big.bytes);
     CHECK(big.i.weights_len == 40 && big.i.rank == 8 && big.i.blocks == 2 && big.i.block_bytes == 32);
     CHECK(big.i.resident == 0);
-    for (size_t i = sizeof(libra_adapter_info); i < sizeof big.bytes; i++) CHECK(big.bytes[i] == 0xEE);
+    check_untouched(big.bytes, sizeof(libra_adapter_info), sizeof big.bytes);
 
     /* Truncated before `resident` and before `block_bytes`. */
     size_t truncated[] = {offsetof(libra_adapter_info, resident), offsetof(libra_adapter_info, block_bytes), 0};
@@ -368,7 +373,7 @@ static void test_adapter_info_sizes(void) {
         CHECK(strstr(libra_last_error_message(), "libra_cache_adapter_info:") != NULL);
         CHECK(strstr(libra_last_error_message(), "out.struct_size") != NULL);
         CHECK(big.i.struct_size == truncated[k]);
-        for (size_t i = sizeof(size_t); i < sizeof big.bytes; i++) CHECK(big.bytes[i] == 0xEE);
+        check_untouched(big.bytes, sizeof(size_t), sizeof big.bytes);
     }
     /* Refused before the lookup: a bad size wins over an unknown adapter. */
     big.i.struct_size = 0;
@@ -384,12 +389,12 @@ static void test_adapter_info_sizes(void) {
     hint.h.struct_size = sizeof hint.bytes;
     CHECK_OK(libra_retention_default(&hint.h));
     CHECK(hint.h.struct_size == sizeof hint.bytes && hint.h.priority == 1.0 && hint.h.duration_us == 0);
-    for (size_t i = sizeof(libra_retention); i < sizeof hint.bytes; i++) CHECK(hint.bytes[i] == 0xEE);
+    check_untouched(hint.bytes, sizeof(libra_retention), sizeof hint.bytes);
     memset(hint.bytes, 0xEE, sizeof hint.bytes);
     hint.h.struct_size = offsetof(libra_retention, expect_back_us);
     CHECK_STATUS(libra_retention_default(&hint.h), LIBRA_ERR_INVALID_ARGUMENT);
     CHECK(strstr(libra_last_error_message(), "hint.struct_size") != NULL);
-    for (size_t i = sizeof(size_t); i < sizeof hint.bytes; i++) CHECK(hint.bytes[i] == 0xEE);
+    check_untouched(hint.bytes, sizeof(size_t), sizeof hint.bytes);
 }
 
 int main(void) {

@@ -62,6 +62,14 @@ pub fn null_arg(name: &str) -> Error {
     Error::new(libra::Status::LIBRA_ERR_NULL_ARGUMENT, format!("argument `{name}` is NULL"))
 }
 
+/// Fails naming the argument when `ptr` is NULL (an out-pointer checked before any work).
+pub fn non_null<T>(ptr: *const T, name: &str) -> Result<(), Error> {
+    if ptr.is_null() {
+        return Err(null_arg(name));
+    }
+    Ok(())
+}
+
 /// Borrows `*ptr` or fails naming the argument.
 ///
 /// # Safety

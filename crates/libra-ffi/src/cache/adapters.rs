@@ -1,7 +1,7 @@
 //! Adapters: registration, their blocks in the pool and what the cache knows about them.
 use super::types::*;
 use crate::boundary::{
-    check_aligned, entry, null_arg, slice, versioned_size, write_out, write_versioned, Versioned,
+    check_aligned, entry, non_null, null_arg, slice, versioned_size, write_out, write_versioned, Versioned,
 };
 use crate::status::libra_status;
 use libra::error::Error;
@@ -68,9 +68,7 @@ pub unsafe extern "C" fn libra_cache_adapter_blocks(
     entry!({
         // SAFETY: `cache` is NULL or a live handle, per the contract above.
         let c = unsafe { cache_ref(cache) }?;
-        if count_out.is_null() {
-            return Err(null_arg("count_out"));
-        }
+        non_null(count_out, "count_out")?;
         let blocks = c.cache.adapter_blocks(adapter_id)?;
         // SAFETY: `blocks_out` is NULL or holds `capacity` writable ids, per the contract above.
         unsafe { copy_blocks_out(&blocks, blocks_out, capacity, "blocks_out") }?;

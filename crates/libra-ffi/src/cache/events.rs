@@ -1,6 +1,6 @@
 //! The residency event log.
 use super::types::*;
-use crate::boundary::{entry, null_arg, write_out};
+use crate::boundary::{entry, non_null, null_arg, write_out};
 use crate::status::libra_status;
 use crate::topo::{c_enum, CEnum};
 use libra::cache::EventKind;
@@ -59,9 +59,7 @@ pub unsafe extern "C" fn libra_cache_drain_events(
     entry!({
         // SAFETY: `cache` is NULL or a live handle, per the contract above.
         let c = unsafe { cache_ref(cache) }?;
-        if count_out.is_null() {
-            return Err(null_arg("count_out"));
-        }
+        non_null(count_out, "count_out")?;
         if events_out.is_null() && capacity > 0 {
             return Err(null_arg("events_out"));
         }

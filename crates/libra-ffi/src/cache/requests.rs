@@ -2,7 +2,7 @@
 //! events, layer groups).
 use super::adapters::copy_blocks_out;
 use super::types::*;
-use crate::boundary::{check_aligned, entry, null_arg, slice, write_out};
+use crate::boundary::{check_aligned, entry, non_null, null_arg, slice, write_out};
 use crate::status::libra_status;
 use libra::cache::Readiness;
 use libra::error::Error;
@@ -160,9 +160,7 @@ pub(crate) unsafe fn match_into(
     let c = unsafe { cache_ref(cache) }?;
     // SAFETY: the caller passes `n_tokens` readable ids.
     let t = unsafe { slice(tokens, n_tokens, "tokens") }?;
-    if out.is_null() {
-        return Err(null_arg("out"));
-    }
+    non_null(out, "out")?;
     if min_uncached > n_tokens {
         return Err(Error::invalid(format!(
             "`min_uncached` is {min_uncached} but `n_tokens` is only {n_tokens}"
@@ -218,9 +216,7 @@ pub unsafe extern "C" fn libra_cache_allocate(
     entry!({
         // SAFETY: `cache` is NULL or a live handle, per the contract above.
         let c = unsafe { cache_ref(cache) }?;
-        if count_out.is_null() {
-            return Err(null_arg("count_out"));
-        }
+        non_null(count_out, "count_out")?;
         let need = n_tokens.div_ceil(c.cache.block_tokens()?);
         if need > capacity {
             return Err(Error::invalid(format!("`capacity` is {capacity} but {need} blocks are needed")));
@@ -328,9 +324,7 @@ pub unsafe extern "C" fn libra_cache_poll(
     entry!({
         // SAFETY: `cache` is NULL or a live handle, per the contract above.
         let c = unsafe { cache_ref(cache) }?;
-        if out.is_null() {
-            return Err(null_arg("out"));
-        }
+        non_null(out, "out")?;
         let r = c.cache.poll(request)?;
         // SAFETY: checked non-NULL.
         unsafe { write_out(out, readiness(r)) };
@@ -356,9 +350,7 @@ pub unsafe extern "C" fn libra_cache_wait(
     entry!({
         // SAFETY: `cache` is NULL or a live handle, per the contract above.
         let c = unsafe { cache_ref(cache) }?;
-        if out.is_null() {
-            return Err(null_arg("out"));
-        }
+        non_null(out, "out")?;
         let r = c.cache.wait(request, timeout_us)?;
         // SAFETY: checked non-NULL.
         unsafe { write_out(out, readiness(r)) };
@@ -382,9 +374,7 @@ pub unsafe extern "C" fn libra_cache_wait_event(
     entry!({
         // SAFETY: `cache` is NULL or a live handle, per the contract above.
         let c = unsafe { cache_ref(cache) }?;
-        if event_out.is_null() {
-            return Err(null_arg("event_out"));
-        }
+        non_null(event_out, "event_out")?;
         let e = c.cache.wait_event(request)?;
         // SAFETY: checked non-NULL.
         unsafe { write_out(event_out, e) };
@@ -414,12 +404,8 @@ pub unsafe extern "C" fn libra_cache_poll_groups(
     entry!({
         // SAFETY: `cache` is NULL or a live handle, per the contract above.
         let c = unsafe { cache_ref(cache) }?;
-        if readiness_out.is_null() {
-            return Err(null_arg("readiness_out"));
-        }
-        if ready_groups_out.is_null() {
-            return Err(null_arg("ready_groups_out"));
-        }
+        non_null(readiness_out, "readiness_out")?;
+        non_null(ready_groups_out, "ready_groups_out")?;
         let r = c.cache.poll_groups(request)?;
         // SAFETY: checked non-NULL (groups_out just below).
         unsafe {
@@ -454,9 +440,7 @@ pub unsafe extern "C" fn libra_cache_group_event(
     entry!({
         // SAFETY: `cache` is NULL or a live handle, per the contract above.
         let c = unsafe { cache_ref(cache) }?;
-        if event_out.is_null() {
-            return Err(null_arg("event_out"));
-        }
+        non_null(event_out, "event_out")?;
         let e = c.cache.group_event(request, group)?;
         // SAFETY: checked non-NULL.
         unsafe { write_out(event_out, e) };

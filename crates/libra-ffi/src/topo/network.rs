@@ -1,7 +1,7 @@
 //! Networks: built from dimension descriptions, a preset or a YAML text; queried, costed,
 //! exported and re-bandwidthed.
 use crate::boundary::{
-    deref, deref_mut, entry, null_arg, read_versioned_at, slice, versioned_size, write_out, write_versioned,
+    deref, deref_mut, entry, non_null, read_versioned_at, slice, versioned_size, write_out, write_versioned,
 };
 use crate::status::libra_status;
 use libra::error::Error;
@@ -44,9 +44,7 @@ pub unsafe extern "C" fn libra_network_new(
     out: *mut *mut libra_network,
 ) -> libra_status {
     entry!({
-        if out.is_null() {
-            return Err(null_arg("out"));
-        }
+        non_null(out, "out")?;
         if num_dims == 0 {
             return Err(Error::invalid("`num_dims` is 0: a network needs at least one dimension"));
         }
@@ -89,9 +87,7 @@ pub unsafe extern "C" fn libra_network_preset_new(
     out: *mut *mut libra_network,
 ) -> libra_status {
     entry!({
-        if out.is_null() {
-            return Err(null_arg("out"));
-        }
+        non_null(out, "out")?;
         let net = network_preset(preset)?.network();
         // SAFETY: `out` was checked non-NULL above and is writable, per the contract above.
         unsafe { write_out(out, boxed(libra_network { inner: net })) };
@@ -120,9 +116,7 @@ pub unsafe extern "C" fn libra_network_parse(
     out: *mut *mut libra_network,
 ) -> libra_status {
     entry!({
-        if out.is_null() {
-            return Err(null_arg("out"));
-        }
+        non_null(out, "out")?;
         // SAFETY: `network_yaml` is NULL or a NUL-terminated string, per the contract above.
         let text = unsafe { c_str(network_yaml, "network_yaml") }?;
         // SAFETY: `cost_yaml` is NULL or a NUL-terminated string, per the contract above.
@@ -303,9 +297,7 @@ pub unsafe extern "C" fn libra_network_set_bandwidths(
         let n = unsafe { deref_mut(network, "network") }?;
         // SAFETY: `bandwidths` points to `num_dims` readable elements (or the count is 0), per the contract above.
         let bw = unsafe { slice(bandwidths, num_dims, "bandwidths") }?;
-        if bandwidths.is_null() {
-            return Err(null_arg("bandwidths"));
-        }
+        non_null(bandwidths, "bandwidths")?;
         n.inner = n.inner.with_bandwidths(bw)?;
         Ok(())
     })

@@ -1,6 +1,6 @@
 //! Collective schedules: built for a network, walked step by step, and run on host buffers.
 use crate::boundary::{
-    deref, deref_mut, entry, null_arg, read_versioned, slice, versioned_size, write_out, write_versioned,
+    deref, deref_mut, entry, non_null, read_versioned, slice, versioned_size, write_out, write_versioned,
 };
 use crate::status::libra_status;
 use libra::error::Error;
@@ -44,9 +44,7 @@ pub unsafe extern "C" fn libra_schedule_new(
     entry!({
         // SAFETY: `network` is NULL or points to a live value, per the contract above.
         let n = unsafe { deref(network, "network") }?;
-        if out.is_null() {
-            return Err(null_arg("out"));
-        }
+        non_null(out, "out")?;
         let kind = collective_kind(kind, "kind")?
             .ok_or_else(|| Error::invalid("`kind` is LIBRA_COLLECTIVE_NONE"))?;
         let groups = if groups.is_null() {
@@ -276,9 +274,7 @@ pub unsafe extern "C" fn libra_schedule_execute_f64(
         let s = unsafe { deref(schedule, "schedule") }?;
         // SAFETY: `buffers` points to `num_ranks` readable elements (or the count is 0), per the contract above.
         let ptrs = unsafe { slice(buffers, num_ranks, "buffers") }?;
-        if buffers.is_null() {
-            return Err(null_arg("buffers"));
-        }
+        non_null(buffers, "buffers")?;
         if num_ranks != s.inner.ranks() {
             return Err(Error::invalid(format!(
                 "`num_ranks` is {num_ranks}, the schedule has {}",

@@ -1,6 +1,6 @@
 //! Workloads: phases added one by one, a preset, or a parsed ASTRA-sim text; and the
 //! iteration time of a workload on a network.
-use crate::boundary::{deref, deref_mut, entry, null_arg, slice, write_out};
+use crate::boundary::{deref, deref_mut, entry, non_null, slice, write_out};
 use crate::status::libra_status;
 use libra::error::Error;
 use libra::topo::astra::{astra_iteration, parse_astra_workload};
@@ -22,9 +22,7 @@ pub unsafe extern "C" fn libra_workload_new(
     out: *mut *mut libra_workload,
 ) -> libra_status {
     entry!({
-        if out.is_null() {
-            return Err(null_arg("out"));
-        }
+        non_null(out, "out")?;
         let wl = Workload::new(overlap(overlap_mode)?);
         // SAFETY: `out` was checked non-NULL above and is writable, per the contract above.
         unsafe { write_out(out, boxed(libra_workload { inner: wl })) };
@@ -68,9 +66,7 @@ pub unsafe extern "C" fn libra_workload_add_phase(
                 if !(bytes.is_finite() && bytes >= 0.0) {
                     return Err(Error::invalid(format!("`bytes` is {bytes}, must be non-negative")));
                 }
-                if groups.is_null() {
-                    return Err(null_arg("groups"));
-                }
+                non_null(groups, "groups")?;
                 // SAFETY: `groups` points to `num_groups` readable elements (or the count is 0), per the contract above.
                 let g = groups_from_c(unsafe { slice(groups, num_groups, "groups") }?, "groups")?;
                 if g.is_empty() {
@@ -96,9 +92,7 @@ pub unsafe extern "C" fn libra_workload_preset_new(
     out: *mut *mut libra_workload,
 ) -> libra_status {
     entry!({
-        if out.is_null() {
-            return Err(null_arg("out"));
-        }
+        non_null(out, "out")?;
         let w = match libra_workload_preset::from_raw(preset, "preset")? {
             libra_workload_preset::LIBRA_WORKLOAD_PRESET_GPT3 => WorkloadPreset::Gpt3,
             libra_workload_preset::LIBRA_WORKLOAD_PRESET_MSFT_1T => WorkloadPreset::Msft1T,
@@ -128,9 +122,7 @@ pub unsafe extern "C" fn libra_workload_parse(
     out: *mut *mut libra_workload,
 ) -> libra_status {
     entry!({
-        if out.is_null() {
-            return Err(null_arg("out"));
-        }
+        non_null(out, "out")?;
         // SAFETY: `workload_text` is NULL or a NUL-terminated string, per the contract above.
         let text = unsafe { c_str(workload_text, "workload_text") }?;
         // SAFETY: `communicator_yaml` is NULL or a NUL-terminated string, per the contract above.
@@ -166,9 +158,7 @@ pub unsafe extern "C" fn libra_workload_parse_astra(
     entry!({
         // SAFETY: `network` is NULL or points to a live value, per the contract above.
         let n = unsafe { deref(network, "network") }?;
-        if out.is_null() {
-            return Err(null_arg("out"));
-        }
+        non_null(out, "out")?;
         // SAFETY: `workload_text` is NULL or a NUL-terminated string, per the contract above.
         let text = unsafe { c_str(workload_text, "workload_text") }?;
         let comm = if communicator_yaml.is_null() {
