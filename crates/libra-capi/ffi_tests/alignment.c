@@ -133,7 +133,25 @@ static void test_cache_arrays(void) {
     CHECK_STATUS(libra_cache_adapter_blocks(cache, 1, (uint32_t *)((unsigned char *)ids + 2), 8, &n),
                  LIBRA_ERR_INVALID_ARGUMENT);
     check_named("libra_cache_adapter_blocks:", "`blocks_out`");
+    /* Optional and scalar outputs: refused before the call changes anything. */
+    alignas(8) unsigned char scratch[64] = {0};
+    CHECK_STATUS(libra_cache_commit(cache, m.request, tokens, 8, 1, (size_t *)ODD(scratch)), LIBRA_ERR_INVALID_ARGUMENT);
+    check_named("libra_cache_commit:", "`shared_out`");
+    CHECK_STATUS(libra_cache_allocate(cache, m.request, 0, 1, ids, 8, (size_t *)ODD(scratch)), LIBRA_ERR_INVALID_ARGUMENT);
+    check_named("libra_cache_allocate:", "`count_out`");
+    libra_readiness r;
+    uint32_t ready = 0;
+    CHECK_STATUS(libra_cache_poll_groups(cache, m.request, &r, &ready, (uint32_t *)((unsigned char *)scratch + 2)),
+                 LIBRA_ERR_INVALID_ARGUMENT);
+    check_named("libra_cache_poll_groups:", "`groups_out`");
+    CHECK_STATUS(libra_cache_step(cache, 2, 1, false, (libra_step_report *)((unsigned char *)scratch + 2)), LIBRA_ERR_INVALID_ARGUMENT);
+    check_named("libra_cache_step:", "`report_out`");
+    CHECK_OK(libra_cache_commit(cache, m.request, tokens, 8, 1, NULL));
     CHECK_OK(libra_cache_release(cache, m.request, 2));
+    /* The event log's output: nothing is drained. */
+    size_t count = 0;
+    CHECK_STATUS(libra_cache_drain_events(cache, (libra_event *)ODD(scratch), 1, &count), LIBRA_ERR_INVALID_ARGUMENT);
+    check_named("libra_cache_drain_events:", "`events_out`");
     /* Result structs. */
     alignas(8) unsigned char sbuf[sizeof(libra_cache_stats) + 8];
     ((libra_cache_stats *)(void *)sbuf)->struct_size = sizeof(libra_cache_stats);

@@ -9,6 +9,15 @@
  *  - Handles are opaque. libra_X_free(NULL) is a no-op.
  *  - No panic or exception crosses this boundary: an internal fault is
  *    reported as LIBRA_ERR_PANIC.
+ *  - Pointers must be aligned for their type: a misaligned one is refused
+ *    with LIBRA_ERR_INVALID_ARGUMENT naming it, before anything changes.
+ *  - A struct starting with `struct_size`: set it to the sizeof you compiled
+ *    with before any call that reads or fills the struct through a pointer,
+ *    libra_cache_config_default() and libra_retention_default() included.
+ *    The library reads and writes min(struct_size, its own sizeof) bytes,
+ *    gives the fields an older caller lacks their defaults, never writes
+ *    past the caller's struct, and refuses only a size below the struct's
+ *    first published layout.
  */
 
 #ifndef LIBRA_H

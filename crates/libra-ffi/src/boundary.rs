@@ -62,28 +62,32 @@ pub fn null_arg(name: &str) -> Error {
     Error::new(libra::Status::LIBRA_ERR_NULL_ARGUMENT, format!("argument `{name}` is NULL"))
 }
 
-/// Fails naming the argument when `ptr` is NULL (an out-pointer checked before any work).
-pub fn non_null<T>(ptr: *const T, name: &str) -> Result<(), Error> {
+/// Fails naming the argument unless `ptr` is non-NULL and aligned for `T`: an out-pointer,
+/// checked before any work so that a bad one changes nothing.
+pub fn check_ptr<T>(ptr: *const T, name: &str) -> Result<(), Error> {
     if ptr.is_null() {
         return Err(null_arg(name));
     }
-    Ok(())
+    check_aligned(ptr, name)
 }
 
-/// Borrows `*ptr` or fails naming the argument.
+/// Borrows `*ptr` or fails naming the argument (NULL or misaligned).
 ///
 /// # Safety
-/// `ptr` must be NULL or point to a valid `T` for the returned lifetime.
+/// `ptr` must be NULL, misaligned, or point to a valid `T` for the returned lifetime.
 pub unsafe fn deref<'a, T>(ptr: *const T, name: &str) -> Result<&'a T, Error> {
+    check_aligned(ptr, name)?;
     // SAFETY: `ptr` is NULL or valid for `'a`, as this function requires.
     unsafe { ptr.as_ref() }.ok_or_else(|| null_arg(name))
 }
 
-/// Mutably borrows `*ptr` or fails naming the argument.
+/// Mutably borrows `*ptr` or fails naming the argument (NULL or misaligned).
 ///
 /// # Safety
-/// `ptr` must be NULL or point to a valid, unaliased `T` for the returned lifetime.
+/// `ptr` must be NULL, misaligned, or point to a valid, unaliased `T` for the returned
+/// lifetime.
 pub unsafe fn deref_mut<'a, T>(ptr: *mut T, name: &str) -> Result<&'a mut T, Error> {
+    check_aligned(ptr, name)?;
     // SAFETY: `ptr` is NULL or valid and unaliased for `'a`, as this function requires.
     unsafe { ptr.as_mut() }.ok_or_else(|| null_arg(name))
 }
@@ -108,7 +112,7 @@ pub unsafe fn slice<'a, T>(ptr: *const T, len: usize, name: &str) -> Result<&'a 
     Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
 }
 
-/// Writes `value` through an out-pointer that was checked for NULL beforehand.
+/// Writes `value` through an out-pointer that was checked (non-NULL, aligned) beforehand.
 ///
 /// # Safety
 /// `out` must be a valid, writable `T` pointer.

@@ -1,7 +1,7 @@
 //! Adapters: registration, their blocks in the pool and what the cache knows about them.
 use super::types::*;
 use crate::boundary::{
-    check_aligned, entry, non_null, null_arg, slice, versioned_size, write_out, write_versioned, Versioned,
+    check_aligned, check_ptr, entry, null_arg, slice, versioned_size, write_out, write_versioned, Versioned,
 };
 use crate::status::libra_status;
 use libra::error::Error;
@@ -68,11 +68,11 @@ pub unsafe extern "C" fn libra_cache_adapter_blocks(
     entry!({
         // SAFETY: `cache` is NULL or a live handle, per the contract above.
         let c = unsafe { cache_ref(cache) }?;
-        non_null(count_out, "count_out")?;
+        check_ptr(count_out, "count_out")?;
         let blocks = c.cache.adapter_blocks(adapter_id)?;
         // SAFETY: `blocks_out` is NULL or holds `capacity` writable ids, per the contract above.
         unsafe { copy_blocks_out(&blocks, blocks_out, capacity, "blocks_out") }?;
-        // SAFETY: checked non-NULL.
+        // SAFETY: checked non-NULL and aligned above; writable per the contract above.
         unsafe { write_out(count_out, blocks.len()) };
         Ok(())
     })

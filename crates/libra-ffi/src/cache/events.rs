@@ -1,6 +1,6 @@
 //! The residency event log.
 use super::types::*;
-use crate::boundary::{entry, non_null, null_arg, write_out};
+use crate::boundary::{check_aligned, check_ptr, entry, null_arg, write_out};
 use crate::status::libra_status;
 use crate::topo::{c_enum, CEnum};
 use libra::cache::EventKind;
@@ -59,10 +59,12 @@ pub unsafe extern "C" fn libra_cache_drain_events(
     entry!({
         // SAFETY: `cache` is NULL or a live handle, per the contract above.
         let c = unsafe { cache_ref(cache) }?;
-        non_null(count_out, "count_out")?;
+        check_ptr(count_out, "count_out")?;
         if events_out.is_null() && capacity > 0 {
             return Err(null_arg("events_out"));
         }
+        // Checked before the log is drained, so a bad array loses no event.
+        check_aligned(events_out, "events_out")?;
         let events = c.cache.drain_events(capacity)?;
         for (i, e) in events.iter().enumerate() {
             let kind = match e.kind {
@@ -78,10 +80,11 @@ pub unsafe extern "C" fn libra_cache_drain_events(
                 block_hash_lo: e.block_hash as u64,
                 block_hash_hi: (e.block_hash >> 64) as u64,
             };
-            // SAFETY: i < events.len() <= capacity writable slots.
+            // SAFETY: `events_out` is aligned (checked above) with `capacity >= events.len() > i`
+            // writable slots, per the contract above.
             unsafe { write_out(events_out.add(i), v) };
         }
-        // SAFETY: checked non-NULL.
+        // SAFETY: checked non-NULL and aligned above; writable per the contract above.
         unsafe { write_out(count_out, events.len()) };
         Ok(())
     })

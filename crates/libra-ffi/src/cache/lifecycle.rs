@@ -2,7 +2,7 @@
 //! addresses and invariants.
 use super::config::{cache_options, libra_cache_config};
 use super::types::*;
-use crate::boundary::{entry, non_null, read_versioned, write_out};
+use crate::boundary::{check_ptr, entry, read_versioned, write_out};
 use crate::status::libra_status;
 use libra::handle::Cache;
 use std::ffi::c_char;
@@ -25,7 +25,7 @@ pub unsafe extern "C" fn libra_cache_create(
     entry!({
         // SAFETY: NULL or a valid config, per the contract above.
         let cfg = &unsafe { read_versioned(config, "config") }?;
-        non_null(out, "out")?;
+        check_ptr(out, "out")?;
         let opts = cache_options(cfg)?;
         let cache = if opts.segments.is_some() {
             // SAFETY: the caller vouches for the memory its `segments` describe, as the header
@@ -35,7 +35,7 @@ pub unsafe extern "C" fn libra_cache_create(
             Cache::new(opts)?
         };
         let handle = libra_cache::from_cache(cache)?;
-        // SAFETY: checked non-NULL.
+        // SAFETY: checked non-NULL and aligned above; writable per the contract above.
         unsafe { write_out(out, Box::into_raw(handle)) };
         Ok(())
     })
@@ -96,9 +96,9 @@ pub unsafe extern "C" fn libra_cache_block_address(
     entry!({
         // SAFETY: `cache` is NULL or a live handle, per the contract above.
         let c = unsafe { cache_ref(cache) }?;
-        non_null(addr_out, "addr_out")?;
+        check_ptr(addr_out, "addr_out")?;
         let a = c.cache.block_address(block, segment)?;
-        // SAFETY: checked non-NULL.
+        // SAFETY: checked non-NULL and aligned above; writable per the contract above.
         unsafe { write_out(addr_out, a) };
         Ok(())
     })

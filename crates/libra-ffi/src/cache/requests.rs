@@ -2,7 +2,7 @@
 //! events, layer groups).
 use super::adapters::copy_blocks_out;
 use super::types::*;
-use crate::boundary::{check_aligned, entry, non_null, null_arg, slice, write_out};
+use crate::boundary::{check_aligned, check_ptr, entry, null_arg, slice, write_out};
 use crate::status::libra_status;
 use libra::cache::Readiness;
 use libra::error::Error;
@@ -160,7 +160,7 @@ pub(crate) unsafe fn match_into(
     let c = unsafe { cache_ref(cache) }?;
     // SAFETY: the caller passes `n_tokens` readable ids.
     let t = unsafe { slice(tokens, n_tokens, "tokens") }?;
-    non_null(out, "out")?;
+    check_ptr(out, "out")?;
     if min_uncached > n_tokens {
         return Err(Error::invalid(format!(
             "`min_uncached` is {min_uncached} but `n_tokens` is only {n_tokens}"
@@ -189,7 +189,7 @@ pub(crate) unsafe fn match_into(
         recompute_tokens: m.recompute_tokens,
         ready: m.ready,
     };
-    // SAFETY: checked non-NULL.
+    // SAFETY: checked non-NULL and aligned above; writable per the contract above.
     unsafe { write_out(out, value) };
     Ok(())
 }
@@ -216,7 +216,7 @@ pub unsafe extern "C" fn libra_cache_allocate(
     entry!({
         // SAFETY: `cache` is NULL or a live handle, per the contract above.
         let c = unsafe { cache_ref(cache) }?;
-        non_null(count_out, "count_out")?;
+        check_ptr(count_out, "count_out")?;
         let need = n_tokens.div_ceil(c.cache.block_tokens()?);
         if need > capacity {
             return Err(Error::invalid(format!("`capacity` is {capacity} but {need} blocks are needed")));
@@ -229,7 +229,7 @@ pub unsafe extern "C" fn libra_cache_allocate(
         let blocks = c.cache.allocate(request, n_tokens, now)?;
         // SAFETY: `blocks_out` is NULL or holds `capacity` writable ids, per the contract above.
         unsafe { copy_blocks_out(&blocks, blocks_out, capacity, "blocks_out") }?;
-        // SAFETY: checked non-NULL.
+        // SAFETY: checked non-NULL and aligned above; writable per the contract above.
         unsafe { write_out(count_out, blocks.len()) };
         Ok(())
     })
@@ -262,9 +262,11 @@ pub unsafe extern "C" fn libra_cache_commit(
         let c = unsafe { cache_ref(cache) }?;
         // SAFETY: the caller passes `n_tokens` readable ids.
         let t = unsafe { slice(tokens, n_tokens, "tokens") }?;
+        // Optional, but checked before the commit changes anything.
+        check_aligned(shared_out, "shared_out")?;
         let shared = c.cache.commit(request, t, now)?;
         if !shared_out.is_null() {
-            // SAFETY: non-NULL, provided by the caller.
+            // SAFETY: non-NULL and aligned (checked above), writable per the contract above.
             unsafe { write_out(shared_out, shared) };
         }
         Ok(())
@@ -324,9 +326,9 @@ pub unsafe extern "C" fn libra_cache_poll(
     entry!({
         // SAFETY: `cache` is NULL or a live handle, per the contract above.
         let c = unsafe { cache_ref(cache) }?;
-        non_null(out, "out")?;
+        check_ptr(out, "out")?;
         let r = c.cache.poll(request)?;
-        // SAFETY: checked non-NULL.
+        // SAFETY: checked non-NULL and aligned above; writable per the contract above.
         unsafe { write_out(out, readiness(r)) };
         Ok(())
     })
@@ -350,9 +352,9 @@ pub unsafe extern "C" fn libra_cache_wait(
     entry!({
         // SAFETY: `cache` is NULL or a live handle, per the contract above.
         let c = unsafe { cache_ref(cache) }?;
-        non_null(out, "out")?;
+        check_ptr(out, "out")?;
         let r = c.cache.wait(request, timeout_us)?;
-        // SAFETY: checked non-NULL.
+        // SAFETY: checked non-NULL and aligned above; writable per the contract above.
         unsafe { write_out(out, readiness(r)) };
         Ok(())
     })
@@ -374,9 +376,9 @@ pub unsafe extern "C" fn libra_cache_wait_event(
     entry!({
         // SAFETY: `cache` is NULL or a live handle, per the contract above.
         let c = unsafe { cache_ref(cache) }?;
-        non_null(event_out, "event_out")?;
+        check_ptr(event_out, "event_out")?;
         let e = c.cache.wait_event(request)?;
-        // SAFETY: checked non-NULL.
+        // SAFETY: checked non-NULL and aligned above; writable per the contract above.
         unsafe { write_out(event_out, e) };
         Ok(())
     })
@@ -404,10 +406,12 @@ pub unsafe extern "C" fn libra_cache_poll_groups(
     entry!({
         // SAFETY: `cache` is NULL or a live handle, per the contract above.
         let c = unsafe { cache_ref(cache) }?;
-        non_null(readiness_out, "readiness_out")?;
-        non_null(ready_groups_out, "ready_groups_out")?;
+        check_ptr(readiness_out, "readiness_out")?;
+        check_ptr(ready_groups_out, "ready_groups_out")?;
+        check_aligned(groups_out, "groups_out")?;
         let r = c.cache.poll_groups(request)?;
-        // SAFETY: checked non-NULL (groups_out just below).
+        // SAFETY: the three are aligned and writable, per the contract above; the first two
+        // were checked non-NULL, `groups_out` is just below.
         unsafe {
             write_out(readiness_out, readiness(r.readiness));
             write_out(ready_groups_out, r.ready_groups);
@@ -440,9 +444,9 @@ pub unsafe extern "C" fn libra_cache_group_event(
     entry!({
         // SAFETY: `cache` is NULL or a live handle, per the contract above.
         let c = unsafe { cache_ref(cache) }?;
-        non_null(event_out, "event_out")?;
+        check_ptr(event_out, "event_out")?;
         let e = c.cache.group_event(request, group)?;
-        // SAFETY: checked non-NULL.
+        // SAFETY: checked non-NULL and aligned above; writable per the contract above.
         unsafe { write_out(event_out, e) };
         Ok(())
     })

@@ -1,6 +1,6 @@
 //! One scheduler iteration and the cost hints it plans with.
 use super::types::*;
-use crate::boundary::{entry, write_out};
+use crate::boundary::{check_aligned, entry, write_out};
 use crate::status::libra_status;
 
 /// What one `libra_cache_step` did.
@@ -34,7 +34,10 @@ pub unsafe extern "C" fn libra_cache_step(
 ) -> libra_status {
     entry!({
         // SAFETY: `cache` is NULL or a live handle, per the contract above.
-        let r = unsafe { cache_ref(cache) }?.cache.step(now, batch_size, prefill_bound)?;
+        let c = unsafe { cache_ref(cache) }?;
+        // Optional, but checked before the step changes anything.
+        check_aligned(report_out, "report_out")?;
+        let r = c.cache.step(now, batch_size, prefill_bound)?;
         if !report_out.is_null() {
             let v = libra_step_report {
                 swapped_out: r.swapped_out,
@@ -43,7 +46,7 @@ pub unsafe extern "C" fn libra_cache_step(
                 pruned: r.pruned,
                 completed_batches: r.completed_batches,
             };
-            // SAFETY: non-NULL, provided by the caller.
+            // SAFETY: non-NULL and aligned (checked above), writable per the contract above.
             unsafe { write_out(report_out, v) };
         }
         Ok(())

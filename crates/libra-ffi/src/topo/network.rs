@@ -1,7 +1,7 @@
 //! Networks: built from dimension descriptions, a preset or a YAML text; queried, costed,
 //! exported and re-bandwidthed.
 use crate::boundary::{
-    deref, deref_mut, entry, non_null, read_versioned_at, slice, versioned_size, write_out, write_versioned,
+    check_ptr, deref, deref_mut, entry, read_versioned_at, slice, versioned_size, write_out, write_versioned,
 };
 use crate::status::libra_status;
 use libra::error::Error;
@@ -44,7 +44,7 @@ pub unsafe extern "C" fn libra_network_new(
     out: *mut *mut libra_network,
 ) -> libra_status {
     entry!({
-        non_null(out, "out")?;
+        check_ptr(out, "out")?;
         if num_dims == 0 {
             return Err(Error::invalid("`num_dims` is 0: a network needs at least one dimension"));
         }
@@ -70,7 +70,7 @@ pub unsafe extern "C" fn libra_network_new(
             });
         }
         let net = Network::new(v)?;
-        // SAFETY: `out` was checked non-NULL above and is writable, per the contract above.
+        // SAFETY: `out` was checked (non-NULL, aligned) above and is writable, per the contract above.
         unsafe { write_out(out, boxed(libra_network { inner: net })) };
         Ok(())
     })
@@ -87,9 +87,9 @@ pub unsafe extern "C" fn libra_network_preset_new(
     out: *mut *mut libra_network,
 ) -> libra_status {
     entry!({
-        non_null(out, "out")?;
+        check_ptr(out, "out")?;
         let net = network_preset(preset)?.network();
-        // SAFETY: `out` was checked non-NULL above and is writable, per the contract above.
+        // SAFETY: `out` was checked (non-NULL, aligned) above and is writable, per the contract above.
         unsafe { write_out(out, boxed(libra_network { inner: net })) };
         Ok(())
     })
@@ -116,13 +116,13 @@ pub unsafe extern "C" fn libra_network_parse(
     out: *mut *mut libra_network,
 ) -> libra_status {
     entry!({
-        non_null(out, "out")?;
+        check_ptr(out, "out")?;
         // SAFETY: `network_yaml` is NULL or a NUL-terminated string, per the contract above.
         let text = unsafe { c_str(network_yaml, "network_yaml") }?;
         // SAFETY: `cost_yaml` is NULL or a NUL-terminated string, per the contract above.
         let cost = if cost_yaml.is_null() { None } else { Some(unsafe { c_str(cost_yaml, "cost_yaml") }?) };
         let net = parse_network(text, cost)?;
-        // SAFETY: `out` was checked non-NULL above and is writable, per the contract above.
+        // SAFETY: `out` was checked (non-NULL, aligned) above and is writable, per the contract above.
         unsafe { write_out(out, boxed(libra_network { inner: net })) };
         Ok(())
     })
@@ -161,7 +161,7 @@ pub unsafe extern "C" fn libra_network_export_astra_sim(
                 *buf.add(text.len()) = 0;
             }
         }
-        // SAFETY: `len_out` was checked non-NULL above and is writable, per the contract above.
+        // SAFETY: `len_out` was checked (non-NULL, aligned) above and is writable, per the contract above.
         unsafe { write_out(len_out, need) };
         Ok(())
     })
@@ -194,7 +194,7 @@ pub unsafe extern "C" fn libra_network_num_dims(
         let n = unsafe { deref(network, "network") }?;
         // SAFETY: `out` is NULL or points to a live, writable value no one else uses during the call, per the contract above.
         unsafe { deref_mut(out, "out") }?;
-        // SAFETY: `out` was checked non-NULL above and is writable, per the contract above.
+        // SAFETY: `out` was checked (non-NULL, aligned) above and is writable, per the contract above.
         unsafe { write_out(out, n.inner.num_dims()) };
         Ok(())
     })
@@ -210,7 +210,7 @@ pub unsafe extern "C" fn libra_network_npus(network: *const libra_network, out: 
         let n = unsafe { deref(network, "network") }?;
         // SAFETY: `out` is NULL or points to a live, writable value no one else uses during the call, per the contract above.
         unsafe { deref_mut(out, "out") }?;
-        // SAFETY: `out` was checked non-NULL above and is writable, per the contract above.
+        // SAFETY: `out` was checked (non-NULL, aligned) above and is writable, per the contract above.
         unsafe { write_out(out, n.inner.npus()) };
         Ok(())
     })
@@ -275,7 +275,7 @@ pub unsafe extern "C" fn libra_network_cost(
             // SAFETY: `bandwidths` points to `num_dims` readable elements (or the count is 0), per the contract above.
             n.inner.cost_of(unsafe { slice(bandwidths, num_dims, "bandwidths") }?)?
         };
-        // SAFETY: `out` was checked non-NULL above and is writable, per the contract above.
+        // SAFETY: `out` was checked (non-NULL, aligned) above and is writable, per the contract above.
         unsafe { write_out(out, cost) };
         Ok(())
     })
@@ -297,7 +297,7 @@ pub unsafe extern "C" fn libra_network_set_bandwidths(
         let n = unsafe { deref_mut(network, "network") }?;
         // SAFETY: `bandwidths` points to `num_dims` readable elements (or the count is 0), per the contract above.
         let bw = unsafe { slice(bandwidths, num_dims, "bandwidths") }?;
-        non_null(bandwidths, "bandwidths")?;
+        check_ptr(bandwidths, "bandwidths")?;
         n.inner = n.inner.with_bandwidths(bw)?;
         Ok(())
     })

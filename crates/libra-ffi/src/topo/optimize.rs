@@ -1,6 +1,6 @@
 //! The bandwidth optimiser.
 use crate::boundary::{
-    check_aligned, deref, entry, non_null, read_versioned, slice, versioned_size, write_versioned,
+    check_aligned, check_ptr, deref, entry, read_versioned, slice, versioned_size, write_versioned,
 };
 use crate::status::libra_status;
 use libra::error::Error;
@@ -64,7 +64,7 @@ pub unsafe extern "C" fn libra_optimize(
         let wl = unsafe { deref(workload, "workload") }?;
         // SAFETY: `config` is NULL or holds the `struct_size` bytes it declares, per the contract above.
         let cfg = unsafe { read_versioned(config, "config") }?;
-        non_null(bandwidths_out, "bandwidths_out")?;
+        check_ptr(bandwidths_out, "bandwidths_out")?;
         check_aligned(bandwidths_out, "bandwidths_out")?;
         // SAFETY: `out` is NULL or holds the `struct_size` bytes it declares, per the contract above.
         unsafe { versioned_size(out, "out") }?;

@@ -1,6 +1,6 @@
 //! Collective schedules: built for a network, walked step by step, and run on host buffers.
 use crate::boundary::{
-    deref, deref_mut, entry, non_null, read_versioned, slice, versioned_size, write_out, write_versioned,
+    check_ptr, deref, deref_mut, entry, read_versioned, slice, versioned_size, write_out, write_versioned,
 };
 use crate::status::libra_status;
 use libra::error::Error;
@@ -44,7 +44,7 @@ pub unsafe extern "C" fn libra_schedule_new(
     entry!({
         // SAFETY: `network` is NULL or points to a live value, per the contract above.
         let n = unsafe { deref(network, "network") }?;
-        non_null(out, "out")?;
+        check_ptr(out, "out")?;
         let kind = collective_kind(kind, "kind")?
             .ok_or_else(|| Error::invalid("`kind` is LIBRA_COLLECTIVE_NONE"))?;
         let groups = if groups.is_null() {
@@ -65,7 +65,7 @@ pub unsafe extern "C" fn libra_schedule_new(
             cfg.elem_size = c.elem_size;
         }
         let s = Schedule::new(&n.inner, kind, count, groups.as_deref(), &cfg)?;
-        // SAFETY: `out` was checked non-NULL above and is writable, per the contract above.
+        // SAFETY: `out` was checked (non-NULL, aligned) above and is writable, per the contract above.
         unsafe { write_out(out, boxed(libra_schedule { inner: s })) };
         Ok(())
     })
@@ -100,7 +100,7 @@ pub unsafe extern "C" fn libra_schedule_num_steps(
         let s = unsafe { deref(schedule, "schedule") }?;
         // SAFETY: `out` is NULL or points to a live, writable value no one else uses during the call, per the contract above.
         unsafe { deref_mut(out, "out") }?;
-        // SAFETY: `out` was checked non-NULL above and is writable, per the contract above.
+        // SAFETY: `out` was checked (non-NULL, aligned) above and is writable, per the contract above.
         unsafe { write_out(out, s.inner.steps.len()) };
         Ok(())
     })
@@ -120,7 +120,7 @@ pub unsafe extern "C" fn libra_schedule_num_ranks(
         let s = unsafe { deref(schedule, "schedule") }?;
         // SAFETY: `out` is NULL or points to a live, writable value no one else uses during the call, per the contract above.
         unsafe { deref_mut(out, "out") }?;
-        // SAFETY: `out` was checked non-NULL above and is writable, per the contract above.
+        // SAFETY: `out` was checked (non-NULL, aligned) above and is writable, per the contract above.
         unsafe { write_out(out, s.inner.ranks()) };
         Ok(())
     })
@@ -139,7 +139,7 @@ pub unsafe extern "C" fn libra_schedule_finish_time(
         let s = unsafe { deref(schedule, "schedule") }?;
         // SAFETY: `out_ns` is NULL or points to a live, writable value no one else uses during the call, per the contract above.
         unsafe { deref_mut(out_ns, "out_ns") }?;
-        // SAFETY: `out_ns` was checked non-NULL above and is writable, per the contract above.
+        // SAFETY: `out_ns` was checked (non-NULL, aligned) above and is writable, per the contract above.
         unsafe { write_out(out_ns, s.inner.finish_time) };
         Ok(())
     })
@@ -212,7 +212,7 @@ pub unsafe extern "C" fn libra_schedule_step_dep(
         let d = *st.deps.get(dep).ok_or_else(|| {
             Error::invalid(format!("`dep` is {dep}, step {index} has {} dependencies", st.deps.len()))
         })?;
-        // SAFETY: `out` was checked non-NULL above and is writable, per the contract above.
+        // SAFETY: `out` was checked (non-NULL, aligned) above and is writable, per the contract above.
         unsafe { write_out(out, d) };
         Ok(())
     })
@@ -248,9 +248,9 @@ pub unsafe extern "C" fn libra_schedule_step_segment(
             )));
         }
         let (o, c) = s.inner.segment(index, rank);
-        // SAFETY: `offset` was checked non-NULL above and is writable, per the contract above.
+        // SAFETY: `offset` was checked (non-NULL, aligned) above and is writable, per the contract above.
         unsafe { write_out(offset, o) };
-        // SAFETY: `count` was checked non-NULL above and is writable, per the contract above.
+        // SAFETY: `count` was checked (non-NULL, aligned) above and is writable, per the contract above.
         unsafe { write_out(count, c) };
         Ok(())
     })
@@ -274,7 +274,7 @@ pub unsafe extern "C" fn libra_schedule_execute_f64(
         let s = unsafe { deref(schedule, "schedule") }?;
         // SAFETY: `buffers` points to `num_ranks` readable elements (or the count is 0), per the contract above.
         let ptrs = unsafe { slice(buffers, num_ranks, "buffers") }?;
-        non_null(buffers, "buffers")?;
+        check_ptr(buffers, "buffers")?;
         if num_ranks != s.inner.ranks() {
             return Err(Error::invalid(format!(
                 "`num_ranks` is {num_ranks}, the schedule has {}",

@@ -1,6 +1,6 @@
 //! Workloads: phases added one by one, a preset, or a parsed ASTRA-sim text; and the
 //! iteration time of a workload on a network.
-use crate::boundary::{deref, deref_mut, entry, non_null, slice, write_out};
+use crate::boundary::{check_ptr, deref, deref_mut, entry, slice, write_out};
 use crate::status::libra_status;
 use libra::error::Error;
 use libra::topo::astra::{astra_iteration, parse_astra_workload};
@@ -22,9 +22,9 @@ pub unsafe extern "C" fn libra_workload_new(
     out: *mut *mut libra_workload,
 ) -> libra_status {
     entry!({
-        non_null(out, "out")?;
+        check_ptr(out, "out")?;
         let wl = Workload::new(overlap(overlap_mode)?);
-        // SAFETY: `out` was checked non-NULL above and is writable, per the contract above.
+        // SAFETY: `out` was checked (non-NULL, aligned) above and is writable, per the contract above.
         unsafe { write_out(out, boxed(libra_workload { inner: wl })) };
         Ok(())
     })
@@ -66,7 +66,7 @@ pub unsafe extern "C" fn libra_workload_add_phase(
                 if !(bytes.is_finite() && bytes >= 0.0) {
                     return Err(Error::invalid(format!("`bytes` is {bytes}, must be non-negative")));
                 }
-                non_null(groups, "groups")?;
+                check_ptr(groups, "groups")?;
                 // SAFETY: `groups` points to `num_groups` readable elements (or the count is 0), per the contract above.
                 let g = groups_from_c(unsafe { slice(groups, num_groups, "groups") }?, "groups")?;
                 if g.is_empty() {
@@ -92,7 +92,7 @@ pub unsafe extern "C" fn libra_workload_preset_new(
     out: *mut *mut libra_workload,
 ) -> libra_status {
     entry!({
-        non_null(out, "out")?;
+        check_ptr(out, "out")?;
         let w = match libra_workload_preset::from_raw(preset, "preset")? {
             libra_workload_preset::LIBRA_WORKLOAD_PRESET_GPT3 => WorkloadPreset::Gpt3,
             libra_workload_preset::LIBRA_WORKLOAD_PRESET_MSFT_1T => WorkloadPreset::Msft1T,
@@ -100,7 +100,7 @@ pub unsafe extern "C" fn libra_workload_preset_new(
             libra_workload_preset::LIBRA_WORKLOAD_PRESET_RESNET50 => WorkloadPreset::ResNet50,
         };
         let wl = w.workload(network_preset(network)?);
-        // SAFETY: `out` was checked non-NULL above and is writable, per the contract above.
+        // SAFETY: `out` was checked (non-NULL, aligned) above and is writable, per the contract above.
         unsafe { write_out(out, boxed(libra_workload { inner: wl })) };
         Ok(())
     })
@@ -122,13 +122,13 @@ pub unsafe extern "C" fn libra_workload_parse(
     out: *mut *mut libra_workload,
 ) -> libra_status {
     entry!({
-        non_null(out, "out")?;
+        check_ptr(out, "out")?;
         // SAFETY: `workload_text` is NULL or a NUL-terminated string, per the contract above.
         let text = unsafe { c_str(workload_text, "workload_text") }?;
         // SAFETY: `communicator_yaml` is NULL or a NUL-terminated string, per the contract above.
         let comm = unsafe { c_str(communicator_yaml, "communicator_yaml") }?;
         let wl = parse_workload(text, comm, num_dims, overlap(overlap_mode)?)?;
-        // SAFETY: `out` was checked non-NULL above and is writable, per the contract above.
+        // SAFETY: `out` was checked (non-NULL, aligned) above and is writable, per the contract above.
         unsafe { write_out(out, boxed(libra_workload { inner: wl })) };
         Ok(())
     })
@@ -158,7 +158,7 @@ pub unsafe extern "C" fn libra_workload_parse_astra(
     entry!({
         // SAFETY: `network` is NULL or points to a live value, per the contract above.
         let n = unsafe { deref(network, "network") }?;
-        non_null(out, "out")?;
+        check_ptr(out, "out")?;
         // SAFETY: `workload_text` is NULL or a NUL-terminated string, per the contract above.
         let text = unsafe { c_str(workload_text, "workload_text") }?;
         let comm = if communicator_yaml.is_null() {
@@ -172,7 +172,7 @@ pub unsafe extern "C" fn libra_workload_parse_astra(
         };
         let w = parse_astra_workload(text)?;
         let wl = astra_iteration(&w, &n.inner, comm.as_ref(), overlap(overlap_mode)?)?;
-        // SAFETY: `out` was checked non-NULL above and is writable, per the contract above.
+        // SAFETY: `out` was checked (non-NULL, aligned) above and is writable, per the contract above.
         unsafe { write_out(out, boxed(libra_workload { inner: wl })) };
         Ok(())
     })
@@ -205,7 +205,7 @@ pub unsafe extern "C" fn libra_workload_num_phases(
         let wl = unsafe { deref(workload, "workload") }?;
         // SAFETY: `out` is NULL or points to a live, writable value no one else uses during the call, per the contract above.
         unsafe { deref_mut(out, "out") }?;
-        // SAFETY: `out` was checked non-NULL above and is writable, per the contract above.
+        // SAFETY: `out` was checked (non-NULL, aligned) above and is writable, per the contract above.
         unsafe { write_out(out, wl.inner.phases.len()) };
         Ok(())
     })
@@ -231,7 +231,7 @@ pub unsafe extern "C" fn libra_iteration_time(
         // SAFETY: `out_ns` is NULL or points to a live, writable value no one else uses during the call, per the contract above.
         unsafe { deref_mut(out_ns, "out_ns") }?;
         let t = iteration_time(&wl.inner, &n.inner, &time_model(model)?, None)?;
-        // SAFETY: `out_ns` was checked non-NULL above and is writable, per the contract above.
+        // SAFETY: `out_ns` was checked (non-NULL, aligned) above and is writable, per the contract above.
         unsafe { write_out(out_ns, t) };
         Ok(())
     })
