@@ -268,3 +268,16 @@ pub fn ptx_arch_for(device: (i32, i32), cache_dir: Option<&Path>) -> Option<(i32
         .find(|&a| cache_dir.is_some_and(|d| d.join(image_file_name(a, Output::Ptx)).is_file()));
     cached.or_else(|| supported_archs()?.into_iter().filter(|&a| a <= device).max())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_names_differ_per_architecture() {
+        let a = cache_file_name((8, 0));
+        let b = cache_file_name((9, 0));
+        assert_ne!(a, b);
+        assert!(a.starts_with("libra_swap_sm80_") && a.ends_with(".cubin"));
+    }
+}

@@ -1,50 +1,13 @@
-//! Memory the CUDA backend owns (device buffers, pinned host buffers, the per-batch staging of
-//! lists and adapter bytes) and the guard that keeps the caller's current context.
-use super::dev_err;
+//! Memory the CUDA backend owns: device buffers, pinned host buffers, the per-batch staging of
+//! lists and adapter bytes.
+use super::context::bind;
+use super::probe::dev_err;
 use crate::error::{Error, Result};
 use cudarc::driver::result as cu;
 use cudarc::driver::sys;
 use cudarc::driver::{CudaContext, CudaEvent, CudaStream};
 use std::ffi::c_void;
 use std::sync::Arc;
-
-/// The calling thread's current context, made current again on drop. Every entry point that
-/// touches the driver holds one, so no call changes which context (and so which device the
-/// CUDA runtime targets) the engine's thread has current. Only made once the driver is loaded.
-pub(super) struct KeepCurrent {
-    /// The caller's `CUcontext` (null: none), as an integer so the backend stays `Send`.
-    previous: usize,
-}
-
-impl KeepCurrent {
-    pub(super) fn save() -> Result<Self> {
-        let mut current: sys::CUcontext = std::ptr::null_mut();
-        // SAFETY: writes one handle; the driver is loaded (callers checked `device_count`).
-        unsafe { sys::cuCtxGetCurrent(&mut current) }.result().map_err(|e| dev_err("cuCtxGetCurrent", e))?;
-        Ok(KeepCurrent { previous: current as usize })
-    }
-}
-
-impl Drop for KeepCurrent {
-    fn drop(&mut self) {
-        let mut current: sys::CUcontext = std::ptr::null_mut();
-        // SAFETY: restores the handle the caller had current; nothing is done when it still is.
-        unsafe {
-            if sys::cuCtxGetCurrent(&mut current) == sys::CUresult::CUDA_SUCCESS
-                && current as usize != self.previous
-            {
-                let _ = sys::cuCtxSetCurrent(self.previous as sys::CUcontext);
-            }
-        }
-    }
-}
-
-/// Makes `ctx` current. An error cudarc recorded earlier (in a drop, which cannot return one)
-/// is reported as that, not as a failure to bind.
-pub(super) fn bind(ctx: &CudaContext) -> Result<()> {
-    ctx.check_err().map_err(|e| dev_err("an earlier driver call during a release", e))?;
-    ctx.bind_to_thread().map_err(|e| dev_err("cuCtxSetCurrent", e))
-}
 
 /// An allocation's failure: out of memory only when the driver says so; otherwise (e.g. an
 /// earlier fault left the context unusable) a device error.
@@ -70,6 +33,24 @@ impl DeviceBuf {
         let ptr = unsafe { cu::malloc_sync(len.max(1)) }
             .map_err(|e| alloc_err(&format!("device allocation of {len} bytes"), e))?;
         Ok(DeviceBuf { ctx: ctx.clone(), ptr, len })
+    }
+
+    /// A new buffer holding `bytes`, copied through `stream` before this returns.
+    pub(super) fn upload_sync(ctx: &Arc<CudaContext>, stream: &CudaStream, bytes: &[u8]) -> Result<Self> {
+        let buf = DeviceBuf::new(ctx, bytes.len())?;
+        // SAFETY: buf holds bytes.len() bytes.
+        unsafe {
+            sys::cuMemcpyHtoDAsync_v2(
+                buf.ptr,
+                bytes.as_ptr() as *const c_void,
+                bytes.len(),
+                stream.cu_stream(),
+            )
+            .result()
+            .map_err(|e| dev_err("cuMemcpyHtoDAsync", e))?;
+        }
+        stream.synchronize().map_err(|e| dev_err("cuStreamSynchronize", e))?;
+        Ok(buf)
     }
 }
 
