@@ -7,8 +7,9 @@
 mod cuda_host;
 
 use cuda_host::HostKernels;
-use libra::backend::cuda::params::{self, SwapKernel};
-use libra::backend::reference::{self, DevSegment, Launch, Unit, DEFAULT_CHUNK_BYTES};
+use libra::backend::cuda::params::{self, Launch, SwapKernel};
+use libra::backend::cuda::tables::{self, DevSegment, Unit, DEFAULT_CHUNK_BYTES};
+use libra::backend::reference;
 use libra::backend::{Segment, TierLayout};
 use proptest::prelude::*;
 use std::sync::OnceLock;
@@ -177,8 +178,8 @@ fn check_gather_scatter(
     mis: usize,
 ) -> Result<(), String> {
     let layout = arena.layout();
-    let segs = reference::device_segments(&layout);
-    let units = reference::build_units(&layout, chunk);
+    let segs = tables::device_segments(&layout);
+    let units = tables::build_units(&layout, chunk);
     let bb = arena.block_bytes();
     let pairs: Vec<[u32; 2]> = moves.iter().map(|&(g, h)| [g, h]).collect();
 
@@ -205,7 +206,7 @@ fn check_gather_scatter(
         want.write_block(g, &flat[at..at + bb]);
     }
     let layout = arena.layout();
-    let segs = reference::device_segments(&layout);
+    let segs = tables::device_segments(&layout);
     let tail = [flat.as_ptr() as u64 + off as u64, bb as u64];
     unsafe { exec.run(SwapKernel::Scatter, launch, &segs, &units, &flatten(&pairs), &tail)? };
     if arena.mem != want.mem {
@@ -228,8 +229,8 @@ fn check_device_copies(
         want.write_block(p[1], &b);
     }
     let layout = arena.layout();
-    let segs = reference::device_segments(&layout);
-    let units = reference::build_units(&layout, chunk);
+    let segs = tables::device_segments(&layout);
+    let units = tables::build_units(&layout, chunk);
     unsafe { exec.run(SwapKernel::CopyBlocks, launch, &segs, &units, &flatten(pairs), &[])? };
     if arena.mem != want.mem {
         return Err("device copies differ".into());
@@ -259,8 +260,8 @@ fn check_upload(
         want.write_block(b, &data[lo..hi]);
     }
     let layout = arena.layout();
-    let segs = reference::device_segments(&layout);
-    let units = reference::build_units(&layout, chunk);
+    let segs = tables::device_segments(&layout);
+    let units = tables::build_units(&layout, chunk);
     let tail = [data.as_ptr() as u64, bb as u64, len as u64];
     unsafe { exec.run(SwapKernel::Upload, launch, &segs, &units, blocks, &tail)? };
     if arena.mem != want.mem {
@@ -354,7 +355,7 @@ fn llama_layout_with_device_launch_shape() {
     let pieces = vec![(32 * 1024, 0, 0); 64];
     let mut arena = sequential(&pieces, 3, 9);
     let layout = arena.layout();
-    let units = reference::build_units(&layout, DEFAULT_CHUNK_BYTES);
+    let units = tables::build_units(&layout, DEFAULT_CHUNK_BYTES);
     drop(layout);
     assert_eq!(units.len(), 64, "one unit per 32 KiB piece");
     let launch = Launch::for_work(2 * units.len() as u64, 132);
@@ -368,7 +369,7 @@ fn units_cover_every_piece_exactly() {
     let mut arena = sequential(&[(1, 0, 0), (100, 3, 1), (33, 0, 7)], 2, 0);
     let layout = arena.layout();
     for chunk in [1u64, 16, 17, 32, 1 << 20] {
-        let units = reference::build_units(&layout, chunk);
+        let units = tables::build_units(&layout, chunk);
         for (i, s) in layout.segments().iter().enumerate() {
             let mine: Vec<_> = units.iter().filter(|u| u.segment == i as u32).collect();
             let mut at = 0;

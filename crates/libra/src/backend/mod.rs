@@ -4,7 +4,7 @@ pub mod cpu;
 pub mod cpu_async;
 pub mod cuda;
 pub mod layout;
-/// The swap kernels' index math on the CPU.
+/// The swap kernels' index math on the CPU, for tests: a mirror, not used in production.
 pub mod reference;
 
 use crate::error::Result;

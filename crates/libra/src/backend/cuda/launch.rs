@@ -4,8 +4,9 @@
 use super::memory::as_bytes;
 use super::module::KernelState;
 use super::probe::dev_err;
+use super::tables;
 use super::{params, CopyPath, CudaBackend};
-use crate::backend::{reference, BatchId, BlockMove, Direction, SegmentGroups};
+use crate::backend::{BatchId, BlockMove, Direction, SegmentGroups};
 use crate::error::{Error, Result};
 use cudarc::driver::result as cu;
 use cudarc::driver::sys;
@@ -65,7 +66,7 @@ impl CudaBackend {
         let entries = u32::try_from(entries).map_err(|_| Error::invalid("too many blocks in one batch"))?;
         let tables = params::Tables {
             segments: self.dev_segments.ptr,
-            units: self.dev_units.ptr + units.start as u64 * std::mem::size_of::<reference::Unit>() as u64,
+            units: self.dev_units.ptr + units.start as u64 * std::mem::size_of::<tables::Unit>() as u64,
             units_per_block: upb,
         };
         let mut launch = params::swap_launch(kernel, tables, list, entries, tail, self.sm_count);
@@ -152,7 +153,7 @@ impl CudaBackend {
             }
             CopyPath::Memcpy => 0,
         };
-        let unit_ranges = reference::group_units(&self.units, groups);
+        let unit_ranges = tables::group_units(&self.units, groups);
         let mut events = Vec::with_capacity(groups.count() as usize);
         for (g, units) in (0..groups.count()).zip(unit_ranges) {
             let segs = groups.segments(g);

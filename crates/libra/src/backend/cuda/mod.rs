@@ -16,8 +16,8 @@ mod module;
 mod options;
 pub mod params;
 mod probe;
+pub mod tables;
 
-use super::reference;
 use super::{
     poll_until, Backend, BatchId, BatchState, BatchWaiter, BlockMove, Direction, Segment, SegmentGroups,
     TierLayout,
@@ -33,6 +33,7 @@ use probe::dev_err;
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::Arc;
+use tables::Unit;
 
 pub use kernels::{nvrtc_present, nvrtc_version};
 pub use options::{CopyPath, CopyPolicy, CudaOptions};
@@ -53,7 +54,7 @@ pub struct CudaBackend {
     dev_units: DeviceBuf,
     units_per_block: u32,
     /// The unit list, kept to slice it per readiness group.
-    units: Vec<reference::Unit>,
+    units: Vec<Unit>,
     max_piece: u64,
     /// Device copy of each launch's block list.
     list: DeviceList,
@@ -129,8 +130,8 @@ impl CudaBackend {
         let caps = context::device_caps(&ctx)?;
         let stream = ctx.new_stream().map_err(|e| dev_err("cuStreamCreate", e))?;
         let host = PinnedBuf::new(&ctx, host_total as usize)?;
-        let segs = reference::device_segments(&layout);
-        let units = reference::build_units(&layout, options.chunk_bytes);
+        let segs = tables::device_segments(&layout);
+        let units = tables::build_units(&layout, options.chunk_bytes);
         let units_per_block = u32::try_from(units.len())
             .map_err(|_| Error::invalid("too many units per block: raise `chunk_bytes`"))?;
         let dev_segments = DeviceBuf::upload_sync(&ctx, &stream, as_bytes(&segs))?;

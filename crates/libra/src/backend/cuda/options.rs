@@ -1,5 +1,5 @@
 //! What a CUDA backend is opened with, and the rule that picks kernel or memcpy per batch.
-use crate::backend::reference;
+use super::tables;
 use std::path::PathBuf;
 
 /// How a batch's bytes are moved.
@@ -66,7 +66,7 @@ impl Default for CudaOptions {
             device: 0,
             kernel_cache_dir: None,
             copy_policy: CopyPolicy::default(),
-            chunk_bytes: reference::DEFAULT_CHUNK_BYTES,
+            chunk_bytes: tables::DEFAULT_CHUNK_BYTES,
         }
     }
 }
