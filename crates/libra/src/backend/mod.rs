@@ -4,6 +4,7 @@ pub mod cpu;
 pub mod cpu_async;
 pub mod cuda;
 pub mod layout;
+pub mod pieces;
 /// The swap kernels' index math on the CPU, for tests: a mirror, not used in production.
 pub mod reference;
 

@@ -185,16 +185,10 @@ impl CudaBackend {
         moves: &[BlockMove],
         segments: std::ops::Range<usize>,
     ) -> Result<()> {
-        let bb = self.layout.block_bytes();
-        for m in moves {
-            for s in segments.clone() {
-                let len = self.layout.segments()[s].bytes_per_block;
-                let g = self.layout.segment_addr(m.gpu_block, s);
-                let h = self.host.dev + m.host_block as u64 * bb + self.layout.segment_offset(s);
-                match direction {
-                    Direction::GpuToHost => self.memcpy(h, g, len)?,
-                    Direction::HostToGpu => self.memcpy(g, h, len)?,
-                }
+        for s in self.layout.move_spans(moves, segments, self.host.dev) {
+            match direction {
+                Direction::GpuToHost => self.memcpy(s.other, s.gpu, s.len)?,
+                Direction::HostToGpu => self.memcpy(s.gpu, s.other, s.len)?,
             }
         }
         Ok(())
@@ -239,16 +233,8 @@ impl CudaBackend {
                 )
             }
             CopyPath::Memcpy => {
-                let len = bytes.len() as u64;
-                for (i, &b) in blocks.iter().enumerate() {
-                    for (s, seg) in self.layout.segments().iter().enumerate() {
-                        let logical = i as u64 * bb + self.layout.segment_offset(s);
-                        if logical >= len {
-                            break;
-                        }
-                        let n = seg.bytes_per_block.min(len - logical);
-                        self.memcpy(self.layout.segment_addr(b, s), flat + logical, n)?;
-                    }
+                for s in self.layout.upload_spans(blocks, bytes.len() as u64) {
+                    self.memcpy(s.gpu, flat + s.other, s.len)?;
                 }
                 Ok(())
             }
@@ -266,12 +252,8 @@ impl CudaBackend {
                 self.launch_over(params::SwapKernel::CopyBlocks, pairs_ptr, pairs.len(), &[])
             }
             CopyPath::Memcpy => {
-                for &(src, dst) in pairs {
-                    for (s, seg) in self.layout.segments().iter().enumerate() {
-                        let a = self.layout.segment_addr(src, s);
-                        let b = self.layout.segment_addr(dst, s);
-                        self.memcpy(b, a, seg.bytes_per_block)?;
-                    }
+                for s in self.layout.copy_spans(pairs) {
+                    self.memcpy(s.other, s.gpu, s.len)?;
                 }
                 Ok(())
             }

@@ -361,19 +361,14 @@ impl Backend for CudaBackend {
     fn read_gpu_block(&mut self, block: u32, out: &mut [u8]) -> Result<()> {
         self.check_gpu_block(block)?;
         let _keep = self.enter()?;
-        for s in 0..self.layout.segments().len() {
-            let off = self.layout.segment_offset(s) as usize;
-            if off >= out.len() {
-                break;
-            }
-            let n = (self.layout.segments()[s].bytes_per_block as usize).min(out.len() - off);
-            // SAFETY: validated block id; n is within the piece and within `out`, which outlives
-            // the synchronisation below.
+        for s in self.layout.block_spans(block, out.len() as u64) {
+            // SAFETY: validated block id; the span lies inside the piece and inside `out`,
+            // which outlives the synchronisation below.
             unsafe {
                 sys::cuMemcpyDtoHAsync_v2(
-                    out.as_mut_ptr().add(off) as *mut c_void,
-                    self.layout.segment_addr(block, s),
-                    n,
+                    out.as_mut_ptr().add(s.other as usize) as *mut c_void,
+                    s.gpu,
+                    s.len as usize,
                     self.stream.cu_stream(),
                 )
                 .result()
@@ -388,18 +383,14 @@ impl Backend for CudaBackend {
             return Err(Error::invalid("data is larger than a block"));
         }
         let _keep = self.enter()?;
-        for s in 0..self.layout.segments().len() {
-            let off = self.layout.segment_offset(s) as usize;
-            if off >= data.len() {
-                break;
-            }
-            let n = (self.layout.segments()[s].bytes_per_block as usize).min(data.len() - off);
-            // SAFETY: validated block id; n is within the piece and within `data`.
+        for s in self.layout.block_spans(block, data.len() as u64) {
+            // SAFETY: validated block id; the span lies inside the piece and inside `data`,
+            // which outlives the synchronisation below.
             unsafe {
                 sys::cuMemcpyHtoDAsync_v2(
-                    self.layout.segment_addr(block, s),
-                    data.as_ptr().add(off) as *const c_void,
-                    n,
+                    s.gpu,
+                    data.as_ptr().add(s.other as usize) as *const c_void,
+                    s.len as usize,
                     self.stream.cu_stream(),
                 )
                 .result()
