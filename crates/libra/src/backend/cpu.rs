@@ -13,7 +13,8 @@ pub struct AlignedBuf {
     len: usize,
 }
 
-// The buffer is plain bytes owned by this value.
+// SAFETY: the pointer is to plain bytes this value alone owns (no alias escapes it), so moving
+// the value to another thread moves sole ownership; freeing needs no particular thread.
 unsafe impl Send for AlignedBuf {}
 
 impl AlignedBuf {
@@ -195,7 +196,8 @@ impl CpuBackend {
             }
             Op::DeviceCopies(pairs) => {
                 for s in self.layout.copy_spans(pairs) {
-                    // SAFETY: validated ids; distinct blocks never overlap.
+                    // SAFETY: validated ids, so both pieces lie inside the GPU tier; `copy`
+                    // allows them to overlap (a block copied onto itself).
                     unsafe { std::ptr::copy(s.gpu as *const u8, s.other as *mut u8, s.len as usize) };
                 }
             }

@@ -58,27 +58,42 @@ unsafe fn copy_range(src: u64, dst: u64, len: u64, threads: u64) {
     let d = dst as *mut u8;
     for tid in 0..threads {
         for i in (tid..sp.head).step_by(threads as usize) {
-            *d.add(i as usize) = *s.add(i as usize);
+            // SAFETY: i < head <= len, inside both ranges (the caller's promise).
+            unsafe { *d.add(i as usize) = *s.add(i as usize) };
         }
         for i in thread_vectors(tid, threads, sp.nvec) {
             let off = (sp.head + i * sp.width) as usize;
             debug_assert_eq!((src as usize + off) % sp.width as usize, 0);
             debug_assert_eq!((dst as usize + off) % sp.width as usize, 0);
-            std::ptr::copy_nonoverlapping(s.add(off), d.add(off), sp.width as usize);
+            // SAFETY: i < nvec, so [off, off + width) lies within head + nvec * width <= len;
+            // the ranges do not overlap (the caller's promise).
+            unsafe { std::ptr::copy_nonoverlapping(s.add(off), d.add(off), sp.width as usize) };
         }
         let t0 = sp.head + sp.nvec * sp.width;
         for i in (tid..sp.tail).step_by(threads as usize) {
-            *d.add((t0 + i) as usize) = *s.add((t0 + i) as usize);
+            // SAFETY: t0 + i < head + nvec * width + tail = len.
+            unsafe { *d.add((t0 + i) as usize) = *s.add((t0 + i) as usize) };
         }
     }
 }
 
-/// The grid-stride walk over work items: CTA `cta` handles `cta`, `cta + grid`, ...
-fn for_each_item(launch: Launch, total: u64, mut f: impl FnMut(u64)) {
+/// The grid-stride walk over (list entry, unit) work items: CTA `cta` handles items `cta`,
+/// `cta + grid`, ...; `f` gets the entry's index, the entry, the unit and its segment.
+fn for_each_item<T: Copy>(
+    launch: Launch,
+    list: &[T],
+    segs: &[DevSegment],
+    units: &[Unit],
+    mut f: impl FnMut(usize, T, &Unit, &DevSegment),
+) {
+    let upb = units.len() as u64;
+    let total = list.len() as u64 * upb;
     for cta in 0..launch.grid as u64 {
         let mut w = cta;
         while w < total {
-            f(w);
+            let entry = (w / upb) as usize;
+            let u = &units[(w % upb) as usize];
+            f(entry, list[entry], u, &segs[u.segment as usize]);
             w += launch.grid as u64;
         }
     }
@@ -105,17 +120,10 @@ pub unsafe fn gather(
     flat_base: u64,
     block_bytes: u64,
 ) {
-    let upb = units.len() as u64;
-    for_each_item(launch, pairs.len() as u64 * upb, |w| {
-        let p = pairs[(w / upb) as usize];
-        let u = &units[(w % upb) as usize];
-        let seg = &segs[u.segment as usize];
-        copy_range(
-            gpu_addr(seg, p[0], u),
-            flat_addr(flat_base, block_bytes, seg, p[1], u),
-            u.len,
-            launch.threads as u64,
-        );
+    for_each_item(launch, pairs, segs, units, |_, p, u, seg| {
+        let (src, dst) = (gpu_addr(seg, p[0], u), flat_addr(flat_base, block_bytes, seg, p[1], u));
+        // SAFETY: valid, disjoint ranges (the caller's promise).
+        unsafe { copy_range(src, dst, u.len, launch.threads as u64) };
     });
 }
 
@@ -131,17 +139,10 @@ pub unsafe fn scatter(
     flat_base: u64,
     block_bytes: u64,
 ) {
-    let upb = units.len() as u64;
-    for_each_item(launch, pairs.len() as u64 * upb, |w| {
-        let p = pairs[(w / upb) as usize];
-        let u = &units[(w % upb) as usize];
-        let seg = &segs[u.segment as usize];
-        copy_range(
-            flat_addr(flat_base, block_bytes, seg, p[1], u),
-            gpu_addr(seg, p[0], u),
-            u.len,
-            launch.threads as u64,
-        );
+    for_each_item(launch, pairs, segs, units, |_, p, u, seg| {
+        let (src, dst) = (flat_addr(flat_base, block_bytes, seg, p[1], u), gpu_addr(seg, p[0], u));
+        // SAFETY: valid, disjoint ranges (the caller's promise).
+        unsafe { copy_range(src, dst, u.len, launch.threads as u64) };
     });
 }
 
@@ -150,12 +151,9 @@ pub unsafe fn scatter(
 /// # Safety
 /// As for [`gather`].
 pub unsafe fn copy_blocks(launch: Launch, segs: &[DevSegment], units: &[Unit], pairs: &[[u32; 2]]) {
-    let upb = units.len() as u64;
-    for_each_item(launch, pairs.len() as u64 * upb, |w| {
-        let p = pairs[(w / upb) as usize];
-        let u = &units[(w % upb) as usize];
-        let seg = &segs[u.segment as usize];
-        copy_range(gpu_addr(seg, p[0], u), gpu_addr(seg, p[1], u), u.len, launch.threads as u64);
+    for_each_item(launch, pairs, segs, units, |_, p, u, seg| {
+        // SAFETY: valid, disjoint ranges (the caller's promise).
+        unsafe { copy_range(gpu_addr(seg, p[0], u), gpu_addr(seg, p[1], u), u.len, launch.threads as u64) };
     });
 }
 
@@ -173,17 +171,14 @@ pub unsafe fn upload(
     block_bytes: u64,
     flat_len: u64,
 ) {
-    let upb = units.len() as u64;
-    for_each_item(launch, blocks.len() as u64 * upb, |w| {
-        let slot = (w / upb) as u32;
-        let u = &units[(w % upb) as usize];
-        let seg = &segs[u.segment as usize];
+    for_each_item(launch, blocks, segs, units, |slot, block, u, seg| {
         let logical = slot as u64 * block_bytes + seg.offset + u.start;
         if logical >= flat_len {
             return;
         }
         let len = u.len.min(flat_len - logical);
-        copy_range(flat_base + logical, gpu_addr(seg, blocks[slot as usize], u), len, launch.threads as u64);
+        // SAFETY: valid, disjoint ranges (the caller's promise); `len` stays within the bytes.
+        unsafe { copy_range(flat_base + logical, gpu_addr(seg, block, u), len, launch.threads as u64) };
     });
 }
 

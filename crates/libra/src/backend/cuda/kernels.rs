@@ -130,7 +130,8 @@ pub fn compile_with(
     let prog = nvrtc_result::create_program(&src, Some(&cname)).map_err(|e| nvrtc_err("create", e))?;
     let mut opts = options_for(arch, output);
     opts.extend(extra.iter().map(|s| s.to_string()));
-    // SAFETY: `prog` is live until destroy_program below; the buffers match NVRTC's sizes.
+    // SAFETY: `prog` is live until destroy_program below; the buffers match the sizes NVRTC
+    // reports, and the log NVRTC returns is NUL-terminated.
     unsafe {
         let compiled = nvrtc_result::compile_program(prog, &opts);
         let log = nvrtc_result::get_program_log(prog)

@@ -123,7 +123,9 @@ impl CudaBackend {
             .iter()
             .zip(offsets)
             .map(|(p, off)| {
-                // SAFETY: the slot holds `total` bytes and no queued work reads it.
+                // SAFETY: the slot holds `total` bytes, of which this part takes
+                // [off, off + len); no queued work reads the slot, and `p` is caller memory
+                // distinct from it.
                 unsafe { std::ptr::copy_nonoverlapping(p.as_ptr(), host.add(off), p.len()) };
                 (host.wrapping_add(off) as *const u8, dev + off as u64)
             })

@@ -230,9 +230,9 @@ impl CudaBackend {
         module::load(&self.ctx, self.arch, self.options.kernel_cache_dir.as_deref())
     }
 
+    /// Host address of a host-tier block; only dereferenced for validated ids.
     fn host_ptr(&self, block: u32) -> *mut u8 {
-        // SAFETY: callers validate `block`.
-        unsafe { self.host.host.add(block as usize * self.layout.block_bytes() as usize) }
+        self.host.host.wrapping_add(block as usize * self.layout.block_bytes() as usize)
     }
 
     fn sync(&self) -> Result<()> {

@@ -55,7 +55,7 @@ mod tests {
         if driver_present() {
             return;
         }
-        assert_eq!(device_count().unwrap_err().status, crate::Status::LIBRA_ERR_DEVICE);
+        assert_eq!(device_count().unwrap_err().status, crate::error::Status::LIBRA_ERR_DEVICE);
         let e = CudaBackend::new(4096, 1, 1, CudaOptions::default()).err().expect("no driver");
         assert!(e.message.contains("libcuda"), "{}", e.message);
     }
