@@ -52,14 +52,19 @@ impl Exec {
         let pairs = || list.chunks(2).map(|p| [p[0], p[1]]).collect::<Vec<[u32; 2]>>();
         match self {
             Exec::Reference => {
-                match kernel {
-                    SwapKernel::Gather => reference::gather(launch, segs, units, &pairs(), tail[0], tail[1]),
-                    SwapKernel::Scatter => {
-                        reference::scatter(launch, segs, units, &pairs(), tail[0], tail[1])
-                    }
-                    SwapKernel::CopyBlocks => reference::copy_blocks(launch, segs, units, &pairs()),
-                    SwapKernel::Upload => {
-                        reference::upload(launch, segs, units, list, tail[0], tail[1], tail[2])
+                // SAFETY: the caller's promise: every address is valid for the kernel's accesses.
+                unsafe {
+                    match kernel {
+                        SwapKernel::Gather => {
+                            reference::gather(launch, segs, units, &pairs(), tail[0], tail[1])
+                        }
+                        SwapKernel::Scatter => {
+                            reference::scatter(launch, segs, units, &pairs(), tail[0], tail[1])
+                        }
+                        SwapKernel::CopyBlocks => reference::copy_blocks(launch, segs, units, &pairs()),
+                        SwapKernel::Upload => {
+                            reference::upload(launch, segs, units, list, tail[0], tail[1], tail[2])
+                        }
                     }
                 }
                 Ok(())
@@ -77,7 +82,8 @@ impl Exec {
                 let mut l =
                     params::swap_launch(kernel, tables, list.as_ptr() as u64, entries as u32, tail, 1);
                 l.shape = launch;
-                host_kernels().run(&mut l).map_err(|e| format!("{}: {e}", kernel.name()))
+                // SAFETY: the caller's promise: every address is valid for the kernel's accesses.
+                unsafe { host_kernels().run(&mut l) }.map_err(|e| format!("{}: {e}", kernel.name()))
             }
         }
     }
@@ -191,6 +197,8 @@ fn check_gather_scatter(
         expected[at..at + bb].copy_from_slice(&arena.read_block(g));
     }
     let tail = [flat.as_mut_ptr() as u64 + off as u64, bb as u64];
+    // SAFETY: the tables describe `arena`, the pairs name its blocks and slots of `flat`, which
+    // holds `off` bytes before the slots; both outlive the call.
     unsafe { exec.run(SwapKernel::Gather, launch, &segs, &units, &flatten(&pairs), &tail)? };
     if flat != expected {
         return Err("gather differs".into());
@@ -208,6 +216,8 @@ fn check_gather_scatter(
     let layout = arena.layout();
     let segs = tables::device_segments(&layout);
     let tail = [flat.as_ptr() as u64 + off as u64, bb as u64];
+    // SAFETY: as for the gather: the tables describe `arena`, the pairs name its blocks and
+    // slots of `flat`.
     unsafe { exec.run(SwapKernel::Scatter, launch, &segs, &units, &flatten(&pairs), &tail)? };
     if arena.mem != want.mem {
         return Err("scatter differs".into());
@@ -231,6 +241,7 @@ fn check_device_copies(
     let layout = arena.layout();
     let segs = tables::device_segments(&layout);
     let units = tables::build_units(&layout, chunk);
+    // SAFETY: the tables describe `arena` and the pairs name its blocks.
     unsafe { exec.run(SwapKernel::CopyBlocks, launch, &segs, &units, &flatten(pairs), &[])? };
     if arena.mem != want.mem {
         return Err("device copies differ".into());
@@ -263,6 +274,8 @@ fn check_upload(
     let segs = tables::device_segments(&layout);
     let units = tables::build_units(&layout, chunk);
     let tail = [data.as_ptr() as u64, bb as u64, len as u64];
+    // SAFETY: the tables describe `arena`, the list names its blocks, and `data` holds `len`
+    // bytes.
     unsafe { exec.run(SwapKernel::Upload, launch, &segs, &units, blocks, &tail)? };
     if arena.mem != want.mem {
         return Err("upload differs".into());
