@@ -138,8 +138,8 @@ impl CudaBackend {
         self.list.fill_from_pinned(&self.stream, host, list.len())
     }
 
-    /// Enqueues a grouped swap: per group, one launch (or its memcpy run) over the group's
-    /// segments of every block, then that group's event.
+    /// Enqueues a swap: per readiness group, one launch (or its memcpy run) over the group's
+    /// segments of every block, then that group's event. A swap submitted whole is one group.
     pub(super) fn enqueue_grouped(
         &mut self,
         direction: Direction,
@@ -194,25 +194,6 @@ impl CudaBackend {
             }
         }
         Ok(())
-    }
-
-    pub(super) fn enqueue_moves(&mut self, direction: Direction, moves: &[BlockMove]) -> Result<()> {
-        if moves.is_empty() {
-            return Ok(());
-        }
-        let bb = self.layout.block_bytes();
-        match self.path_for(moves.len()) {
-            CopyPath::Kernel => {
-                let pairs: Vec<[u32; 2]> = moves.iter().map(|m| [m.gpu_block, m.host_block]).collect();
-                let pairs_ptr = self.stage_list(as_bytes(&pairs))?;
-                let kernel = match direction {
-                    Direction::GpuToHost => params::SwapKernel::Gather,
-                    Direction::HostToGpu => params::SwapKernel::Scatter,
-                };
-                self.launch_over(kernel, pairs_ptr, moves.len(), &[self.host.dev, bb])
-            }
-            CopyPath::Memcpy => self.memcpy_moves(direction, moves, 0..self.layout.segments().len()),
-        }
     }
 
     pub(super) fn enqueue_upload(&mut self, bytes: &[u8], blocks: &[u32]) -> Result<()> {

@@ -7,6 +7,12 @@
 //!
 //! Nothing here touches the driver before [`driver_present`] says libcuda can be loaded:
 //! cudarc panics when it cannot find the library.
+//!
+//! The parts: `probe` finds the driver and devices, `options` says how the backend is opened,
+//! `context` owns the context it runs in, `memory` the buffers, `tables` and `params` lay out
+//! what a launch reads, `kernels` and `module` build and load the kernels, `launch` submits
+//! batches and `events` tracks their completion; this file holds the backend and its
+//! [`Backend`] implementation.
 mod context;
 mod events;
 pub mod kernels;
@@ -263,12 +269,8 @@ impl Backend for CudaBackend {
         self.host_ptr(block) as u64
     }
     fn submit_moves(&mut self, direction: Direction, moves: &[BlockMove]) -> Result<BatchId> {
-        self.check_moves(moves)?;
-        let _keep = self.enter()?;
-        self.submit(|b| {
-            b.enqueue_moves(direction, moves)?;
-            b.finish_batch()
-        })
+        let whole = SegmentGroups::whole(&self.layout);
+        self.submit_moves_grouped(direction, moves, whole)
     }
     fn submit_moves_grouped(
         &mut self,
