@@ -37,7 +37,7 @@ fn standin_loaded() -> bool {
 
 fn current_context() -> usize {
     let mut c: cudarc::driver::sys::CUcontext = std::ptr::null_mut();
-    // SAFETY: writes the current context into a live local.
+    // SAFETY: writes one handle into `c`.
     unsafe { cudarc::driver::sys::cuCtxGetCurrent(&mut c).result().unwrap() };
     c as usize
 }
@@ -59,7 +59,8 @@ impl Drop for Gate {
 /// `store(true)` or on drop, so a failing test still lets the stream drain).
 fn hold_swap_stream(gpu: &CudaBackend) -> Box<Gate> {
     extern "C" fn hold(gate: *mut std::ffi::c_void) {
-        // SAFETY: `gate` is the `AtomicBool` that `hold_swap_stream` passed, boxed and kept alive until the stream has run this function.
+        // SAFETY: `gate` is the AtomicBool inside the boxed Gate, which the caller keeps until
+        // it has opened and the stream has drained.
         let gate = unsafe { &*(gate as *const std::sync::atomic::AtomicBool) };
         while !gate.load(std::sync::atomic::Ordering::Acquire) {
             std::thread::sleep(Duration::from_micros(100));
@@ -69,7 +70,8 @@ fn hold_swap_stream(gpu: &CudaBackend) -> Box<Gate> {
     gpu.context().bind_to_thread().unwrap();
     let stream = gpu.stream_handle() as cudarc::driver::sys::CUstream;
     let gate_ptr = &gate.0 as *const std::sync::atomic::AtomicBool as *mut std::ffi::c_void;
-    // SAFETY: `hold` is a valid host function and `gate_ptr` points into the returned box, which outlives the stream's wait on it.
+    // SAFETY: `hold` only reads the gate, which lives in a box the caller holds until the host
+    // function has returned (opening it on drop at the latest).
     unsafe { cudarc::driver::sys::cuLaunchHostFunc(stream, Some(hold), gate_ptr).result().unwrap() };
     gate
 }
@@ -157,7 +159,7 @@ fn a_waiter_outlives_its_backend() {
     if !gpu_or_skip("a_waiter_outlives_its_backend") {
         return;
     }
-    // SAFETY: unbinding the calling thread's context takes no memory.
+    // SAFETY: unbinding leaves no context current; nothing on this thread relies on one.
     unsafe { cudarc::driver::sys::cuCtxSetCurrent(std::ptr::null_mut()).result().unwrap() };
     let mut gpu = CudaBackend::new(4096, 8, 8, CudaOptions::from_env()).unwrap();
     gpu.write_gpu_block(1, &[5u8; 4096]).unwrap();
@@ -183,7 +185,7 @@ struct EngineTensor {
 impl EngineTensor {
     fn new(ctx: &std::sync::Arc<cudarc::driver::CudaContext>, bytes: usize) -> Self {
         ctx.bind_to_thread().unwrap();
-        // SAFETY: a plain device allocation of the given size, freed by this test.
+        // SAFETY: a plain allocation in the context bound above; freed once, on drop.
         EngineTensor { ctx: ctx.clone(), ptr: unsafe { cudarc::driver::result::malloc_sync(bytes) }.unwrap() }
     }
 }
@@ -191,7 +193,7 @@ impl EngineTensor {
 impl Drop for EngineTensor {
     fn drop(&mut self) {
         self.ctx.bind_to_thread().unwrap();
-        // SAFETY: `self.ptr` came from `malloc_sync` and is freed once, here.
+        // SAFETY: allocated by `new`, freed only here; every backend adopting it is gone.
         unsafe { cudarc::driver::result::free_sync(self.ptr) }.unwrap();
     }
 }
@@ -209,7 +211,8 @@ fn adopt_does_not_wait_for_the_engines_work() {
     let big = 64 << 20;
     let (a, b) = (EngineTensor::new(&ctx, big), EngineTensor::new(&ctx, big));
     for _ in 0..400 {
-        // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+        // SAFETY: both tensors hold `big` bytes and outlive the stream's work (synchronised
+        // below).
         unsafe {
             cudarc::driver::sys::cuMemcpyAsync(b.ptr, a.ptr, big, engine.cu_stream()).result().unwrap()
         };
@@ -217,7 +220,7 @@ fn adopt_does_not_wait_for_the_engines_work() {
     let busy = ctx.new_event(None).unwrap();
     busy.record(&engine).unwrap();
     let segs = vec![Segment { base: a.ptr, bytes_per_block: 4096, stride: 4096 }];
-    // SAFETY: the segment lies in `a`, a device allocation that outlives the backend.
+    // SAFETY: `a` holds 64 blocks of 4096 bytes and outlives the backend.
     let gpu = unsafe { CudaBackend::adopt(segs, 64, 16, CudaOptions::from_env()) }.unwrap();
     assert!(!busy.is_complete(), "adopt waited for the engine's queued work");
     drop(gpu);
@@ -447,7 +450,8 @@ fn grouped_swap_ins_land_group_by_group() {
     let bb: u64 = sizes.iter().sum();
     for policy in [CopyPolicy::kernel(), CopyPolicy::memcpy()] {
         let opts = CudaOptions { copy_policy: policy, ..CudaOptions::from_env() };
-        // SAFETY: the segments lie in `t`, a device allocation that outlives the backend.
+        // SAFETY: the segments lie inside `t` (1 MiB) for `blocks` blocks, and `t` outlives the
+        // backend.
         let mut gpu = unsafe { CudaBackend::adopt(segs.clone(), blocks, blocks, opts) }.unwrap();
         for b in 0..blocks {
             gpu.write_gpu_block(b, &pattern(b, bb as usize, 3)).unwrap();

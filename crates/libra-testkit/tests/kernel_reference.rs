@@ -7,8 +7,9 @@
 mod cuda_host;
 
 use cuda_host::HostKernels;
-use libra::backend::cuda::params::{self, SwapKernel};
-use libra::backend::reference::{self, DevSegment, Launch, Unit, DEFAULT_CHUNK_BYTES};
+use libra::backend::cuda::params::{self, Launch, SwapKernel};
+use libra::backend::cuda::tables::{self, DevSegment, Unit, DEFAULT_CHUNK_BYTES};
+use libra::backend::reference;
 use libra::backend::{Segment, TierLayout};
 use proptest::prelude::*;
 use std::sync::OnceLock;
@@ -51,8 +52,7 @@ impl Exec {
         let pairs = || list.chunks(2).map(|p| [p[0], p[1]]).collect::<Vec<[u32; 2]>>();
         match self {
             Exec::Reference => {
-                // SAFETY: the addresses are valid for the kernel's accesses, as this function
-                // requires.
+                // SAFETY: the caller's promise: every address is valid for the kernel's accesses.
                 unsafe {
                     match kernel {
                         SwapKernel::Gather => {
@@ -82,7 +82,7 @@ impl Exec {
                 let mut l =
                     params::swap_launch(kernel, tables, list.as_ptr() as u64, entries as u32, tail, 1);
                 l.shape = launch;
-                // SAFETY: as above.
+                // SAFETY: the caller's promise: every address is valid for the kernel's accesses.
                 unsafe { host_kernels().run(&mut l) }.map_err(|e| format!("{}: {e}", kernel.name()))
             }
         }
@@ -184,8 +184,8 @@ fn check_gather_scatter(
     mis: usize,
 ) -> Result<(), String> {
     let layout = arena.layout();
-    let segs = reference::device_segments(&layout);
-    let units = reference::build_units(&layout, chunk);
+    let segs = tables::device_segments(&layout);
+    let units = tables::build_units(&layout, chunk);
     let bb = arena.block_bytes();
     let pairs: Vec<[u32; 2]> = moves.iter().map(|&(g, h)| [g, h]).collect();
 
@@ -197,7 +197,8 @@ fn check_gather_scatter(
         expected[at..at + bb].copy_from_slice(&arena.read_block(g));
     }
     let tail = [flat.as_mut_ptr() as u64 + off as u64, bb as u64];
-    // SAFETY: the segments and units describe `arena`'s live memory and the tail points into a live local buffer of the block bytes the pairs need.
+    // SAFETY: the tables describe `arena`, the pairs name its blocks and slots of `flat`, which
+    // holds `off` bytes before the slots; both outlive the call.
     unsafe { exec.run(SwapKernel::Gather, launch, &segs, &units, &flatten(&pairs), &tail)? };
     if flat != expected {
         return Err("gather differs".into());
@@ -213,9 +214,10 @@ fn check_gather_scatter(
         want.write_block(g, &flat[at..at + bb]);
     }
     let layout = arena.layout();
-    let segs = reference::device_segments(&layout);
+    let segs = tables::device_segments(&layout);
     let tail = [flat.as_ptr() as u64 + off as u64, bb as u64];
-    // SAFETY: the segments and units describe `arena`'s live memory and the tail points into a live local buffer of the block bytes the pairs need.
+    // SAFETY: as for the gather: the tables describe `arena`, the pairs name its blocks and
+    // slots of `flat`.
     unsafe { exec.run(SwapKernel::Scatter, launch, &segs, &units, &flatten(&pairs), &tail)? };
     if arena.mem != want.mem {
         return Err("scatter differs".into());
@@ -237,9 +239,9 @@ fn check_device_copies(
         want.write_block(p[1], &b);
     }
     let layout = arena.layout();
-    let segs = reference::device_segments(&layout);
-    let units = reference::build_units(&layout, chunk);
-    // SAFETY: the segments and units describe `arena`'s live memory and the tail points into a live local buffer of the block bytes the pairs need.
+    let segs = tables::device_segments(&layout);
+    let units = tables::build_units(&layout, chunk);
+    // SAFETY: the tables describe `arena` and the pairs name its blocks.
     unsafe { exec.run(SwapKernel::CopyBlocks, launch, &segs, &units, &flatten(pairs), &[])? };
     if arena.mem != want.mem {
         return Err("device copies differ".into());
@@ -269,10 +271,11 @@ fn check_upload(
         want.write_block(b, &data[lo..hi]);
     }
     let layout = arena.layout();
-    let segs = reference::device_segments(&layout);
-    let units = reference::build_units(&layout, chunk);
+    let segs = tables::device_segments(&layout);
+    let units = tables::build_units(&layout, chunk);
     let tail = [data.as_ptr() as u64, bb as u64, len as u64];
-    // SAFETY: the segments and units describe `arena`'s live memory and the tail points into a live local buffer of the block bytes the pairs need.
+    // SAFETY: the tables describe `arena`, the list names its blocks, and `data` holds `len`
+    // bytes.
     unsafe { exec.run(SwapKernel::Upload, launch, &segs, &units, blocks, &tail)? };
     if arena.mem != want.mem {
         return Err("upload differs".into());
@@ -365,7 +368,7 @@ fn llama_layout_with_device_launch_shape() {
     let pieces = vec![(32 * 1024, 0, 0); 64];
     let mut arena = sequential(&pieces, 3, 9);
     let layout = arena.layout();
-    let units = reference::build_units(&layout, DEFAULT_CHUNK_BYTES);
+    let units = tables::build_units(&layout, DEFAULT_CHUNK_BYTES);
     drop(layout);
     assert_eq!(units.len(), 64, "one unit per 32 KiB piece");
     let launch = Launch::for_work(2 * units.len() as u64, 132);
@@ -379,7 +382,7 @@ fn units_cover_every_piece_exactly() {
     let mut arena = sequential(&[(1, 0, 0), (100, 3, 1), (33, 0, 7)], 2, 0);
     let layout = arena.layout();
     for chunk in [1u64, 16, 17, 32, 1 << 20] {
-        let units = reference::build_units(&layout, chunk);
+        let units = tables::build_units(&layout, chunk);
         for (i, s) in layout.segments().iter().enumerate() {
             let mine: Vec<_> = units.iter().filter(|u| u.segment == i as u32).collect();
             let mut at = 0;

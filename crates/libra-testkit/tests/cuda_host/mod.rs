@@ -108,7 +108,7 @@ impl HostKernels {
         if h.is_null() {
             // SAFETY: dlerror returns a static string or NULL.
             let e = unsafe { libc::dlerror() };
-            // SAFETY: non-NULL, so the NUL-terminated message dlerror keeps until the next dl call.
+            // SAFETY: a non-NULL dlerror result is a NUL-terminated string.
             let why = if e.is_null() { "?".into() } else { unsafe { CStr::from_ptr(e) }.to_string_lossy() };
             return Err(format!("dlopen {}: {why}", so.display()));
         }
@@ -149,8 +149,8 @@ impl HostKernels {
         let block = [launch.shape.threads, 1, 1];
         let mut ptrs = launch.param_pointers();
         let mut err = [0 as c_char; 256];
-        // SAFETY: the name, shape and parameter arrays are live locals; the memory the kernel
-        // reaches through the parameters is valid, as this function requires.
+        // SAFETY: the arrays live across the call and `err` holds the 256 bytes passed; the
+        // arguments lead to memory the kernel may use (the caller's promise).
         let r = unsafe {
             (self.launch)(
                 name.as_ptr(),
@@ -163,7 +163,7 @@ impl HostKernels {
         };
         match r {
             0 => Ok(()),
-            // SAFETY: on failure the runner wrote a NUL-terminated message into `err` (256 bytes).
+            // SAFETY: on failure the launcher writes a NUL-terminated message into `err`.
             _ => Err(unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy().into_owned()),
         }
     }
