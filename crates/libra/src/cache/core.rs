@@ -1052,14 +1052,4 @@ impl CacheCore {
             })
             .collect()
     }
-
-    /// (adapter id, GPU blocks) of every adapter whose upload completed.
-    pub fn resident_adapter_blocks(&self) -> Vec<(u64, Vec<u32>)> {
-        self.adapters
-            .iter()
-            .flatten()
-            .filter(|a| self.tree.node(a.node).residency == Residency::Gpu)
-            .map(|a| (a.id, a.gpu_blocks.clone()))
-            .collect()
-    }
 }

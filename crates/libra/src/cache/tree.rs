@@ -479,13 +479,6 @@ impl Tree {
         self.refresh(id);
     }
 
-    pub fn touch(&mut self, id: u32, now: u64) {
-        self.unlist(id);
-        let n = self.node_mut(id);
-        n.last_use = n.last_use.max(now);
-        self.refresh(id);
-    }
-
     fn unlist(&mut self, id: u32) {
         let listed = self.nodes[id as usize].listed;
         // Most pinned nodes are interior and unlisted: no set entry (and no logarithm) to make.
