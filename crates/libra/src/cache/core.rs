@@ -881,7 +881,9 @@ impl CacheCore {
         Ok(())
     }
 
-    /// Whether the request's blocks are usable; finishes completed copies first.
+    /// Whether the request's blocks are usable; finishes completed copies first. One
+    /// non-blocking step: a caller that must block (`Cache::wait`) waits on `request_waiters`
+    /// with its own deadline and polls again, so no clock is read here.
     pub fn poll(&mut self, io: &mut dyn Backend, request: u64) -> Result<Readiness> {
         let slot = self.request_slot(request)?;
         self.poll_inflight(io);
@@ -893,19 +895,6 @@ impl CacheCore {
         } else {
             Readiness::Pending
         })
-    }
-
-    /// Blocks (in the backend) until the request's copies complete or `timeout_us` passes, in
-    /// all (not per copy).
-    pub fn wait(&mut self, io: &mut dyn Backend, request: u64, timeout_us: u64) -> Result<Readiness> {
-        let slot = self.request_slot(request)?;
-        let deadline = crate::backend::deadline_after(timeout_us);
-        let batches: Vec<BatchId> = self.req(slot).waits.iter().copied().collect();
-        for b in batches {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            io.wait(b, left.as_micros().min(u64::MAX as u128) as u64);
-        }
-        self.poll(io, request)
     }
 
     /// Waiters for the copies a request still waits on, for waiting without the core borrowed.
