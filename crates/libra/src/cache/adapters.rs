@@ -105,12 +105,7 @@ impl CacheCore {
             }
             self.delete_node(n, EventKind::Removed);
         }
-        let blocks = std::mem::take(&mut self.adapter_mut(slot).gpu_blocks);
-        self.adapter_gpu_blocks -= blocks.len() as u32;
-        for b in blocks {
-            self.free_gpu(b);
-        }
-        self.tree.set_residency(anode, Residency::Absent, NONE, NONE);
+        self.drop_adapter_blocks(slot);
         self.tree.remove(anode);
         self.adapters[slot as usize] = None;
         self.free_adapter_slots.push(slot);
@@ -127,6 +122,18 @@ impl CacheCore {
             d += 1;
         }
         d
+    }
+
+    /// Frees the GPU blocks an adapter holds or is receiving; its registered host copy
+    /// remains.
+    pub(crate) fn drop_adapter_blocks(&mut self, slot: u32) {
+        let node = self.adapter(slot).node;
+        let blocks = std::mem::take(&mut self.adapter_mut(slot).gpu_blocks);
+        self.adapter_gpu_blocks -= blocks.len() as u32;
+        for b in blocks {
+            self.free_gpu(b);
+        }
+        self.tree.set_residency(node, Residency::Absent, NONE, NONE);
     }
 
     pub(crate) fn adapter_block_limit(&self) -> u32 {

@@ -5,7 +5,7 @@
 use super::core::CacheCore;
 use super::events::EventKind;
 use super::plan::Tier;
-use super::tree::{Kind, Residency, NONE};
+use super::tree::{Kind, Residency};
 use crate::backend::{Backend, BatchState};
 use crate::error::{Error, Result};
 use std::collections::HashMap;
@@ -70,14 +70,8 @@ impl CacheCore {
                     }
                 } else if to_host && self.host_slot_available(outgoing.len(), now) {
                     outgoing.push(v);
-                } else if waits_for_child {
-                    continue;
-                } else if self.tree.node(v).children == 0 {
-                    self.delete_node(v, EventKind::Removed);
-                    self.stats.dropped_blocks += 1;
-                } else {
-                    // A GPU leaf with host children and no room on the host: drop its host
-                    // subtree first, then the node itself.
+                } else if !waits_for_child {
+                    // No room on the host: the leaf goes, with any host subtree below it.
                     self.drop_subtree(v);
                 }
             }
@@ -154,9 +148,6 @@ impl CacheCore {
                     self.evict_clean(v);
                 } else if self.host_slot_available(outgoing.len(), now) {
                     outgoing.push(v);
-                } else if self.tree.node(v).children == 0 {
-                    self.delete_node(v, EventKind::Removed);
-                    self.stats.dropped_blocks += 1;
                 } else {
                     self.drop_subtree(v);
                 }
@@ -171,14 +162,9 @@ impl CacheCore {
                     self.evict_clean(c.id);
                     over -= 1;
                 }
-                Some(c) if self.tree.node(c.id).children > 0 => {
+                Some(c) => {
                     // Offloaded KV below it goes with it.
                     self.drop_subtree(c.id);
-                    over -= 1;
-                }
-                Some(c) => {
-                    self.delete_node(c.id, EventKind::Removed);
-                    self.stats.dropped_blocks += 1;
                     over -= 1;
                 }
                 None => return Err(Error::out_of_memory("the KV region is full of blocks in use")),
@@ -190,17 +176,12 @@ impl CacheCore {
 
     /// Frees an unpinned resident adapter's GPU blocks; its registered host copy remains.
     pub(crate) fn evict_adapter(&mut self, slot: u32) {
-        let node = self.adapter(slot).node;
-        let blocks = std::mem::take(&mut self.adapter_mut(slot).gpu_blocks);
-        self.adapter_gpu_blocks -= blocks.len() as u32;
-        for b in blocks {
-            self.free_gpu(b);
-        }
-        self.tree.set_residency(node, Residency::Absent, NONE, NONE);
-        self.emit(EventKind::Removed, node);
+        self.drop_adapter_blocks(slot);
+        self.emit(EventKind::Removed, self.adapter(slot).node);
     }
 
-    /// Deletes a GPU node and all of its (host-resident) descendants, deepest first.
+    /// Deletes a GPU leaf and all of its (host-resident) descendants, deepest first, counting
+    /// each as dropped: a leaf without children goes alone.
     pub(crate) fn drop_subtree(&mut self, top: u32) {
         // Below a GPU leaf every node is on the host only. One pass files the host nodes under
         // their parents (in arena order), then a breadth-first walk from `top` collects its

@@ -4,6 +4,7 @@
 //! copy it fed completed.
 use super::core::CacheCore;
 use super::events::EventKind;
+use super::plan::Tier;
 use super::tree::{Kind, Residency, NONE};
 use crate::backend::{Backend, BatchId, BatchState, BlockMove, Direction};
 use crate::error::{Error, Result};
@@ -35,68 +36,68 @@ impl CacheCore {
     /// available for all of them.
     pub(crate) fn swap_out(&mut self, io: &mut dyn Backend, nodes: &[u32]) -> Result<BatchId> {
         debug_assert!(nodes.iter().all(|&n| !self.is_clean(n)), "clean blocks leave without a copy");
-        self.copy_to_host(io, nodes, Flight::ToHost)
-    }
-
-    /// Submits one GPU -> host batch of `nodes` into fresh host blocks; the nodes are `ToHost`
-    /// (readable on the GPU) until `flight`'s completion decides where they end.
-    pub(crate) fn copy_to_host(
-        &mut self,
-        io: &mut dyn Backend,
-        nodes: &[u32],
-        flight: fn(Vec<u32>) -> Flight,
-    ) -> Result<BatchId> {
-        let host =
-            self.host.allocate_many(nodes.len()).ok_or_else(|| Error::out_of_memory("host tier is full"))?;
-        let moves: Vec<BlockMove> = nodes
-            .iter()
-            .zip(&host)
-            .map(|(&n, &h)| BlockMove { gpu_block: self.tree.node(n).gpu_block, host_block: h })
-            .collect();
-        let batch = match io.submit_moves(Direction::GpuToHost, &moves) {
-            Ok(b) => b,
-            Err(e) => {
-                for h in host {
-                    self.free_host(h);
-                }
-                self.stats.failed_batches += 1;
-                return Err(e);
-            }
-        };
-        for (&n, &h) in nodes.iter().zip(&host) {
-            let g = self.tree.node(n).gpu_block;
-            self.tree.set_residency(n, Residency::ToHost, g, h);
-        }
-        self.inflight.insert(batch, flight(nodes.to_vec()));
-        Ok(batch)
+        self.copy(io, Direction::GpuToHost, nodes, Flight::ToHost)
     }
 
     /// Submits one batch that copies host `nodes` back to the GPU, parents before children.
     /// Free GPU blocks must be available.
     pub(crate) fn swap_in(&mut self, io: &mut dyn Backend, nodes: &[u32]) -> Result<BatchId> {
-        let gpu =
-            self.gpu.allocate_many(nodes.len()).ok_or_else(|| Error::out_of_memory("GPU tier is full"))?;
+        self.copy(io, Direction::HostToGpu, nodes, Flight::ToGpu)
+    }
+
+    /// Submits one batch copying `nodes` into fresh blocks of the other tier. The nodes are
+    /// `ToHost` (still readable on the GPU) or `ToGpu` (not readable yet) until the completion
+    /// of `flight` decides where they end. A swap-in is submitted by layer group.
+    pub(crate) fn copy(
+        &mut self,
+        io: &mut dyn Backend,
+        direction: Direction,
+        nodes: &[u32],
+        flight: fn(Vec<u32>) -> Flight,
+    ) -> Result<BatchId> {
+        let to_gpu = direction == Direction::HostToGpu;
+        let fresh = if to_gpu {
+            self.gpu.allocate_many(nodes.len()).ok_or_else(|| Error::out_of_memory("GPU tier is full"))?
+        } else {
+            self.host.allocate_many(nodes.len()).ok_or_else(|| Error::out_of_memory("host tier is full"))?
+        };
         let moves: Vec<BlockMove> = nodes
             .iter()
-            .zip(&gpu)
-            .map(|(&n, &g)| BlockMove { gpu_block: g, host_block: self.tree.node(n).host_block })
+            .zip(&fresh)
+            .map(|(&n, &b)| {
+                let node = self.tree.node(n);
+                if to_gpu {
+                    BlockMove { gpu_block: b, host_block: node.host_block }
+                } else {
+                    BlockMove { gpu_block: node.gpu_block, host_block: b }
+                }
+            })
             .collect();
-        let groups = self.layer_groups(io);
-        let batch = match io.submit_moves_grouped(Direction::HostToGpu, &moves, groups) {
+        let submitted = if to_gpu {
+            let groups = self.layer_groups(io);
+            io.submit_moves_grouped(direction, &moves, groups)
+        } else {
+            io.submit_moves(direction, &moves)
+        };
+        let batch = match submitted {
             Ok(b) => b,
             Err(e) => {
-                for g in gpu {
-                    self.free_gpu(g);
+                for b in fresh {
+                    if to_gpu {
+                        self.free_gpu(b);
+                    } else {
+                        self.free_host(b);
+                    }
                 }
                 self.stats.failed_batches += 1;
                 return Err(e);
             }
         };
-        for (&n, &g) in nodes.iter().zip(&gpu) {
-            let h = self.tree.node(n).host_block;
-            self.tree.set_residency(n, Residency::ToGpu, g, h);
+        let moving = if to_gpu { Residency::ToGpu } else { Residency::ToHost };
+        for (&n, m) in nodes.iter().zip(&moves) {
+            self.tree.set_residency(n, moving, m.gpu_block, m.host_block);
         }
-        self.inflight.insert(batch, Flight::ToGpu(nodes.to_vec()));
+        self.inflight.insert(batch, flight(nodes.to_vec()));
         Ok(batch)
     }
 
@@ -210,54 +211,15 @@ impl CacheCore {
         if failure.is_some() {
             self.stats.failed_batches += 1;
         }
-        let bb = self.block_bytes;
         match flight {
-            Flight::ToHost(nodes) => {
-                for n in nodes {
-                    let node = self.tree.node(n).clone();
-                    let keep_on_gpu = failure.is_some() || node.pins > 0 || node.gpu_children > 0;
-                    if keep_on_gpu {
-                        // Failed, or wanted again meanwhile: the GPU copy stays authoritative.
-                        self.tree.set_residency(n, Residency::Gpu, node.gpu_block, NONE);
-                        self.free_host(node.host_block);
-                    } else {
-                        self.tree.set_residency(n, Residency::Host, NONE, node.host_block);
-                        self.free_gpu(node.gpu_block);
-                        self.stats.swap_out_blocks += 1;
-                        self.stats.bytes_to_host += bb;
-                        self.emit(EventKind::ToHost, n);
-                    }
-                }
-            }
-            Flight::ToGpu(nodes) => {
-                // Children before parents on failure, so a parent never leaves a GPU-side child.
-                let order: Vec<u32> =
-                    if failure.is_some() { nodes.iter().rev().copied().collect() } else { nodes };
-                for n in order {
-                    let node = self.tree.node(n).clone();
-                    if failure.is_some() {
-                        self.tree.set_residency(n, Residency::Host, NONE, node.host_block);
-                        self.free_gpu(node.gpu_block);
-                    } else {
-                        self.tree.set_residency(n, Residency::Gpu, node.gpu_block, NONE);
-                        self.free_host(node.host_block);
-                        self.stats.swap_in_blocks += 1;
-                        self.stats.bytes_to_gpu += bb;
-                        self.emit(EventKind::ToGpu, n);
-                    }
-                }
-            }
+            Flight::ToHost(nodes) => self.land(Direction::GpuToHost, nodes, failure.is_some()),
+            Flight::ToGpu(nodes) => self.land(Direction::HostToGpu, nodes, failure.is_some()),
             Flight::Clean(nodes) => self.finish_clean(nodes, failure.is_some()),
             Flight::Upload(slot) => {
                 if self.adapters.get(slot as usize).is_some_and(Option::is_some) {
                     let node = self.adapter(slot).node;
                     if failure.is_some() {
-                        let blocks = std::mem::take(&mut self.adapter_mut(slot).gpu_blocks);
-                        self.adapter_gpu_blocks -= blocks.len() as u32;
-                        for b in blocks {
-                            self.free_gpu(b);
-                        }
-                        self.tree.set_residency(node, Residency::Absent, NONE, NONE);
+                        self.drop_adapter_blocks(slot);
                     } else {
                         self.tree.set_residency(node, Residency::Gpu, NONE, NONE);
                         self.emit(EventKind::ToGpu, node);
@@ -289,6 +251,49 @@ impl CacheCore {
                 for n in unpin.into_iter().rev() {
                     self.tree.unpin(n, now);
                 }
+            }
+        }
+    }
+
+    /// Ends a swap of `nodes` in `direction`: each node settles in the destination tier, or
+    /// (the copy failed, or a swap-out's node was wanted again meanwhile) back in the source
+    /// tier, whose copy stays authoritative.
+    fn land(&mut self, direction: Direction, nodes: Vec<u32>, failed: bool) {
+        let to_gpu = direction == Direction::HostToGpu;
+        let (source, destination) = if to_gpu { (Tier::Host, Tier::Gpu) } else { (Tier::Gpu, Tier::Host) };
+        // Children before parents on a failed swap-in, so a parent never leaves a GPU-side child.
+        let order: Vec<u32> = if failed && to_gpu { nodes.iter().rev().copied().collect() } else { nodes };
+        for n in order {
+            let node = self.tree.node(n);
+            let wanted_on_gpu = !to_gpu && (node.pins > 0 || node.gpu_children > 0);
+            if failed || wanted_on_gpu {
+                self.settle(n, source);
+                continue;
+            }
+            self.settle(n, destination);
+            if to_gpu {
+                self.stats.swap_in_blocks += 1;
+                self.stats.bytes_to_gpu += self.block_bytes;
+                self.emit(EventKind::ToGpu, n);
+            } else {
+                self.stats.swap_out_blocks += 1;
+                self.stats.bytes_to_host += self.block_bytes;
+                self.emit(EventKind::ToHost, n);
+            }
+        }
+    }
+
+    /// Leaves node `n` resident in `tier` alone, freeing its block in the other tier.
+    pub(crate) fn settle(&mut self, n: u32, tier: Tier) {
+        let (g, h) = (self.tree.node(n).gpu_block, self.tree.node(n).host_block);
+        match tier {
+            Tier::Gpu => {
+                self.tree.set_residency(n, Residency::Gpu, g, NONE);
+                self.free_host(h);
+            }
+            Tier::Host => {
+                self.tree.set_residency(n, Residency::Host, NONE, h);
+                self.free_gpu(g);
             }
         }
     }

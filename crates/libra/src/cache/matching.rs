@@ -186,50 +186,33 @@ impl CacheCore {
         if self.clean_blocks > 0 {
             self.used_again(path);
         }
-        let unpin_all = |core: &mut Self| {
-            core.tree.unpin(adapter_node, now);
+        let started = self.make_room(io, need, adapter_need, now).and_then(|()| {
+            let mut waits = HashSet::new();
+            // Blocks already on their way to the GPU: wait for the copies that carry them.
+            for &n in std::iter::once(&adapter_node).chain(&path[..first_host.min(path.len())]) {
+                if self.tree.node(n).residency == Residency::ToGpu {
+                    if let Some(b) = self.inflight_batch_of(n) {
+                        waits.insert(b);
+                    }
+                }
+            }
+            if adapter_missing {
+                waits.insert(self.load_adapter(io, slot)?);
+            }
+            if !to_load.is_empty() {
+                waits.insert(self.swap_in(io, to_load)?);
+            }
+            Ok(waits)
+        });
+        if started.is_err() {
+            // No request will own these pins: drop them, or the prefix and the adapter stay
+            // pinned for good.
+            self.tree.unpin(adapter_node, now);
             for &n in path {
-                core.tree.unpin(n, now);
-            }
-        };
-        if let Err(e) = self.make_room(io, need, adapter_need, now) {
-            unpin_all(self);
-            return Err(e);
-        }
-        let mut waits = HashSet::new();
-        // Blocks already on their way to the GPU: wait for the copies that carry them.
-        for &n in std::iter::once(&adapter_node).chain(&path[..first_host.min(path.len())]) {
-            if self.tree.node(n).residency == Residency::ToGpu {
-                if let Some(b) = self.inflight_batch_of(n) {
-                    waits.insert(b);
-                }
+                self.tree.unpin(n, now);
             }
         }
-        if adapter_missing {
-            match self.load_adapter(io, slot) {
-                Ok(b) => {
-                    waits.insert(b);
-                }
-                Err(e) => {
-                    // No request will own these pins: drop them, or the prefix and the
-                    // adapter stay pinned for good.
-                    unpin_all(self);
-                    return Err(e);
-                }
-            }
-        }
-        if !to_load.is_empty() {
-            match self.swap_in(io, to_load) {
-                Ok(b) => {
-                    waits.insert(b);
-                }
-                Err(e) => {
-                    unpin_all(self);
-                    return Err(e);
-                }
-            }
-        }
-        Ok(waits)
+        started
     }
 
     /// `match_prefix` that leaves at least `min_uncached` tokens of `tokens` uncached, so the

@@ -1,7 +1,6 @@
 //! The watermark driver: each `step` finishes completed copies, swaps out above the high
 //! watermark, prefetches below the idle mark, prunes the host tier and writes through.
 use super::core::CacheCore;
-use super::events::EventKind;
 use super::plan::Tier;
 use super::policy::retention_value;
 #[cfg(test)]
@@ -104,12 +103,7 @@ impl CacheCore {
             } else if host_full {
                 continue;
             } else if !to_host {
-                if self.tree.node(v).children == 0 {
-                    self.delete_node(v, EventKind::Removed);
-                    self.stats.dropped_blocks += 1;
-                } else {
-                    self.drop_subtree(v);
-                }
+                self.drop_subtree(v);
                 freed += 1;
             } else if self.host_slot_available(outgoing.len(), now) {
                 // Reserve the slot now so the next availability check sees it taken.
