@@ -8,10 +8,10 @@
 //! `n` NPUs `n - 1` and a switch 1 (LIBRA's link model), and a step through a switch crosses
 //! two links (NPU to switch to NPU), so its step latency is twice the link latency.
 use crate::error::{Error, Result};
-use crate::topo::network::{CostParams, DimKind, Dimension, Network};
-use crate::topo::parse::{
+use crate::topo::fields::{
     build, check_count, check_keys, dim_kind, non_negative, npus, number, positive, required_list,
 };
+use crate::topo::network::{CostParams, DimKind, Dimension, Network};
 use crate::topo::workload::{
     training_iteration_per_layer, CollectiveKind, Communicator, Layer, Overlap, Workload,
 };

@@ -2,11 +2,11 @@
 //! Pure and deterministic: no clocks, threads or I/O (parsers take `&str`).
 pub mod astra;
 pub mod exec;
+mod fields;
 pub mod grid;
 pub mod model;
 pub mod network;
 pub mod optimize;
-pub mod optimize_cost;
 pub mod parse;
 pub mod presets;
 pub mod schedule;

@@ -1,8 +1,9 @@
 //! Perf-per-cost: time x cost is minimised by a one-dimensional search over the network's cost,
 //! each point an exact time-optimal conic solve under a cost cap.
+use super::spec::{Cmp, CompiledWorkload, OptimizeSpec};
+use super::time::{solve_time, Rows};
 use crate::error::{Error, Result, Status};
 use crate::topo::network::Network;
-use crate::topo::optimize::{solve_time, Cmp, CompiledWorkload, OptimizeSpec, Rows};
 use clarabel::algebra::CscMatrix;
 use clarabel::solver::{
     DefaultSettings, DefaultSolver, IPSolver, SolverStatus,
