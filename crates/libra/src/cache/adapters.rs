@@ -1,6 +1,6 @@
 //! Adapters: registration (the library keeps the weights' host copy), removal, and how many
 //! GPU blocks adapters may hold.
-use super::core::CacheCore;
+use super::core::{Adapter, CacheCore};
 use super::events::EventKind;
 use super::tree::{Residency, NONE, ROOT};
 use crate::cache::config::MAX_ADAPTERS;
@@ -13,21 +13,6 @@ pub struct AdapterInfo {
     pub rank: u32,
     pub blocks: u32,
     pub resident: bool,
-}
-
-/// A registered adapter.
-pub(crate) struct Adapter {
-    pub id: u64,
-    /// The registered host copy: adapters are never lost, whatever the tiers do.
-    pub weights: Vec<u8>,
-    pub blocks_needed: u32,
-    /// The rank the engine gave at registration, 0 when unknown: reported back, never used in
-    /// a decision (the block count follows from the byte length).
-    pub rank: u32,
-    /// GPU blocks while resident or uploading.
-    pub gpu_blocks: Vec<u32>,
-    pub node: u32,
-    pub chain_key: u128,
 }
 
 impl CacheCore {

@@ -1,20 +1,65 @@
 //! The cache core: the state every part of the cache works on (pools, tree, adapters, open
-//! requests, copies in flight, counters) and the helpers they share. The request lifecycle,
-//! adapters, the match walk, the swapper and the counters each have their own file. Byte moves
-//! go through the backend handed to each call; decisions depend only on the call sequence and
-//! the `now` arguments.
-use super::adapters::Adapter;
+//! requests, copies in flight, counters), the helpers they share, and what it reports. The
+//! request lifecycle, adapters, the match walk, eviction, copies in flight and the watermark
+//! driver each have their own file, which imports this one and never the other way round. Byte
+//! moves go through the backend handed to each call; decisions depend only on the call sequence
+//! and the `now` arguments.
 use super::config::{CacheConfig, MAX_BLOCKS_PER_TIER};
 use super::cost::LoadStats;
 use super::events::{Event, EventKind, EventLog};
-use super::flight::Flight;
+use super::keyhash::PrefixHasher;
 use super::pool::BlockPool;
-use super::requests::{next_cache_tag, Request};
-use super::stats::Stats;
+use super::request_ids::next_cache_tag;
+use super::stats::{KvNodeInfo, Stats};
 use super::tree::{Kind, Residency, Tree, NONE};
 use crate::backend::BatchId;
 use crate::error::{Error, Result};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+
+/// A registered adapter.
+pub(crate) struct Adapter {
+    pub id: u64,
+    /// The registered host copy: adapters are never lost, whatever the tiers do.
+    pub weights: Vec<u8>,
+    pub blocks_needed: u32,
+    /// The rank the engine gave at registration, 0 when unknown: reported back, never used in
+    /// a decision (the block count follows from the byte length).
+    pub rank: u32,
+    /// GPU blocks while resident or uploading.
+    pub gpu_blocks: Vec<u32>,
+    pub node: u32,
+    pub chain_key: u128,
+}
+
+/// An open request.
+pub(crate) struct Request {
+    /// Pinned tree nodes (adapter node first).
+    pub pinned: Vec<u32>,
+    /// Node the next committed block hangs under, and its chain key.
+    pub tail_node: u32,
+    pub tail_hash: PrefixHasher,
+    /// Allocated blocks not yet committed, in order.
+    pub fresh: Vec<u32>,
+    pub fresh_pos: usize,
+    /// Blocks this request filled but the tree already had: freed at release.
+    pub spare: Vec<u32>,
+    /// Nodes this request inserted (dropped by abort).
+    pub inserted: Vec<u32>,
+    /// Batches this request waits for.
+    pub waits: HashSet<BatchId>,
+    pub failure: Option<String>,
+    /// Retention hint for the request's blocks, applied again at release.
+    pub retention: Option<super::tree::Hint>,
+}
+
+/// What a batch in flight carries.
+pub(crate) enum Flight {
+    ToHost(Vec<u32>),
+    ToGpu(Vec<u32>),
+    Upload(u32),
+    /// Write-through copies: the nodes stay on the GPU and become clean.
+    Clean(Vec<u32>),
+}
 
 /// The cache core.
 pub struct CacheCore {
@@ -180,5 +225,41 @@ impl CacheCore {
         cfg.validate()?;
         self.cfg = cfg;
         Ok(())
+    }
+
+    /// Counters and gauges; O(adapters), independent of the tree's size.
+    pub fn stats(&self) -> Stats {
+        let mut s = self.stats.clone();
+        s.gpu_blocks_total = self.gpu.capacity();
+        s.gpu_blocks_used = self.gpu.used_count();
+        s.host_blocks_total = self.host.capacity();
+        s.host_blocks_used = self.host.used_count();
+        s.inflight_batches = self.inflight.len() as u32;
+        s.events_dropped = self.events.dropped();
+        s.adapters_resident = self.resident_adapters() as u32;
+        let kv = self.tree.kv_counts();
+        s.kv_nodes_gpu = kv.gpu;
+        s.kv_nodes_host = kv.host;
+        s.invalid_kv_blocks = kv.invalid;
+        s.hinted_blocks = self.tree.hinted_nodes() as u64;
+        s.clean_blocks = self.clean_blocks;
+        s
+    }
+
+    /// Every KV node, in arena order.
+    pub fn kv_nodes(&self) -> Vec<KvNodeInfo> {
+        self.tree
+            .live_ids()
+            .map(|id| self.tree.node(id))
+            .filter(|n| n.kind == Kind::Kv)
+            .map(|n| KvNodeInfo {
+                key: n.key,
+                adapter_id: self.adapter(n.adapter).id,
+                residency: n.residency,
+                gpu_block: n.gpu_block,
+                host_block: n.host_block,
+                pinned: n.pins > 0,
+            })
+            .collect()
     }
 }

@@ -2,21 +2,12 @@
 //! the backend reports them done or failed. Only host nodes under a GPU-side parent come back;
 //! a GPU copy is freed only after its host copy completed, and a host copy only after the GPU
 //! copy it fed completed.
-use super::core::CacheCore;
+use super::core::{CacheCore, Flight};
 use super::events::EventKind;
 use super::plan::Tier;
 use super::tree::{Kind, Residency, NONE};
 use crate::backend::{Backend, BatchId, BatchState, BlockMove, Direction};
 use crate::error::{Error, Result};
-
-/// What a batch in flight carries.
-pub(crate) enum Flight {
-    ToHost(Vec<u32>),
-    ToGpu(Vec<u32>),
-    Upload(u32),
-    /// Write-through copies: the nodes stay on the GPU and become clean.
-    Clean(Vec<u32>),
-}
 
 impl CacheCore {
     /// The batch in flight that carries node `n`, if any.

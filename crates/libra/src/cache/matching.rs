@@ -4,7 +4,7 @@ use super::config::{MAX_OPEN_REQUESTS, MAX_TOKENS_PER_CALL};
 use super::core::CacheCore;
 use super::keyhash::{self, PrefixHasher};
 use super::policy::PolicyKind;
-use super::requests::slot_bits;
+use super::request_ids::slot_bits;
 use super::tree::{Residency, NONE};
 use crate::backend::{Backend, BatchId};
 use crate::error::{Error, Result};

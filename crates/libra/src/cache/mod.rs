@@ -17,6 +17,7 @@ pub mod mechanism;
 pub mod plan;
 pub mod policy;
 pub mod pool;
+pub mod request_ids;
 pub mod requests;
 pub mod retention;
 pub mod stats;

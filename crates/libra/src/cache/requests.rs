@@ -1,34 +1,14 @@
-//! The request lifecycle after a match: allocate, commit, release or abort, and readiness;
-//! and the request ids that name open requests.
-use super::config::{MAX_OPEN_REQUESTS, MAX_TOKENS_PER_CALL};
+//! The request lifecycle after a match: allocate, commit, release or abort, and readiness.
+use super::config::MAX_TOKENS_PER_CALL;
 use super::core::CacheCore;
+use super::core::Request;
 use super::events::EventKind;
 use super::keyhash::PrefixHasher;
+use super::request_ids::{next_generation, parse, request_id};
 use super::tree::{Kind, Residency, NONE};
 use crate::backend::{Backend, BatchId, BatchWaiter};
 use crate::error::{Error, Result};
 use std::collections::HashSet;
-
-/// An open request.
-pub(crate) struct Request {
-    /// Pinned tree nodes (adapter node first).
-    pub pinned: Vec<u32>,
-    /// Node the next committed block hangs under, and its chain key.
-    pub tail_node: u32,
-    pub tail_hash: PrefixHasher,
-    /// Allocated blocks not yet committed, in order.
-    pub fresh: Vec<u32>,
-    pub fresh_pos: usize,
-    /// Blocks this request filled but the tree already had: freed at release.
-    pub spare: Vec<u32>,
-    /// Nodes this request inserted (dropped by abort).
-    pub inserted: Vec<u32>,
-    /// Batches this request waits for.
-    pub waits: HashSet<BatchId>,
-    pub failure: Option<String>,
-    /// Retention hint for the request's blocks, applied again at release.
-    pub retention: Option<super::tree::Hint>,
-}
 
 /// Readiness of a request's blocks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,55 +18,9 @@ pub enum Readiness {
     Failed(String),
 }
 
-/// Request ids are `tag:16 | generation:26 | slot:22`. The tag is unique to this cache among
-/// the first 65,535 caches of a process and the generation never 0, so no id is 0 (which C
-/// code often reads as "none"), a released id stays stale for 2^26 reuses of its slot, and an
-/// id from another cache is rejected instead of naming whatever request has that slot here.
-/// Request ids are `tag:16 | generation:26 | slot:22`. The tag is unique to this cache among
-/// the first 65,535 caches of a process and the generation never 0, so no id is 0 (which C
-/// code often reads as "none"), a released id stays stale for 2^26 reuses of its slot, and an
-/// id from another cache is rejected instead of naming whatever request has that slot here.
-const REQUEST_SLOT_BITS: u32 = 22;
-const REQUEST_GENERATION_BITS: u32 = 26;
-const REQUEST_GENERATION_MASK: u32 = (1 << REQUEST_GENERATION_BITS) - 1;
-const _: () = assert!(MAX_OPEN_REQUESTS <= 1 << REQUEST_SLOT_BITS);
-
-fn request_id(tag: u16, slot: u32, generation: u32) -> u64 {
-    ((tag as u64) << (REQUEST_SLOT_BITS + REQUEST_GENERATION_BITS))
-        | ((generation as u64) << REQUEST_SLOT_BITS)
-        | slot as u64
-}
-
-/// The slot part of a request id (whether the id is open is `request_slot`'s question).
-pub(crate) fn slot_bits(request: u64) -> u32 {
-    (request & ((1 << REQUEST_SLOT_BITS) - 1)) as u32
-}
-
-/// The next generation of a request slot: wraps within its bits and skips 0.
-fn next_generation(generation: u32) -> u32 {
-    match (generation + 1) & REQUEST_GENERATION_MASK {
-        0 => 1,
-        g => g,
-    }
-}
-
-/// A tag per cache from a process-wide counter that skips 0.
-pub(crate) fn next_cache_tag() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    loop {
-        let tag = (NEXT.fetch_add(1, Ordering::Relaxed) + 1) as u16;
-        if tag != 0 {
-            return tag;
-        }
-    }
-}
-
 impl CacheCore {
     pub(crate) fn request_slot(&self, request: u64) -> Result<u32> {
-        let slot = slot_bits(request);
-        let generation = ((request >> REQUEST_SLOT_BITS) as u32) & REQUEST_GENERATION_MASK;
-        let tag = (request >> (REQUEST_SLOT_BITS + REQUEST_GENERATION_BITS)) as u16;
+        let (tag, generation, slot) = parse(request);
         match (self.requests.get(slot as usize), self.request_gen.get(slot as usize)) {
             (Some(Some(_)), Some(&g)) if g == generation && tag == self.request_tag => Ok(slot),
             _ => Err(Error::not_found(format!("request {request} is not open (already released?)"))),

@@ -1,6 +1,4 @@
-//! Counters and gauges, and read-only views of the tree for tests and tools.
-use super::core::CacheCore;
-use super::tree::Kind;
+//! What the core reports: counters and gauges, and KV nodes as seen from outside.
 
 /// Counters and gauges.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -49,42 +47,4 @@ pub struct KvNodeInfo {
     pub gpu_block: u32,
     pub host_block: u32,
     pub pinned: bool,
-}
-
-impl CacheCore {
-    /// Counters and gauges; O(adapters), independent of the tree's size.
-    pub fn stats(&self) -> Stats {
-        let mut s = self.stats.clone();
-        s.gpu_blocks_total = self.gpu.capacity();
-        s.gpu_blocks_used = self.gpu.used_count();
-        s.host_blocks_total = self.host.capacity();
-        s.host_blocks_used = self.host.used_count();
-        s.inflight_batches = self.inflight.len() as u32;
-        s.events_dropped = self.events.dropped();
-        s.adapters_resident = self.resident_adapters() as u32;
-        let kv = self.tree.kv_counts();
-        s.kv_nodes_gpu = kv.gpu;
-        s.kv_nodes_host = kv.host;
-        s.invalid_kv_blocks = kv.invalid;
-        s.hinted_blocks = self.tree.hinted_nodes() as u64;
-        s.clean_blocks = self.clean_blocks;
-        s
-    }
-
-    /// Every KV node, in arena order.
-    pub fn kv_nodes(&self) -> Vec<KvNodeInfo> {
-        self.tree
-            .live_ids()
-            .map(|id| self.tree.node(id))
-            .filter(|n| n.kind == Kind::Kv)
-            .map(|n| KvNodeInfo {
-                key: n.key,
-                adapter_id: self.adapter(n.adapter).id,
-                residency: n.residency,
-                gpu_block: n.gpu_block,
-                host_block: n.host_block,
-                pinned: n.pins > 0,
-            })
-            .collect()
-    }
 }

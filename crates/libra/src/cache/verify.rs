@@ -93,7 +93,7 @@ impl CacheCore {
         // A clean copy lands only through a write-through batch: one in flight holds a GPU
         // block and a host block, and frees the GPU one never.
         for f in self.inflight.values() {
-            if let super::flight::Flight::Clean(nodes) = f {
+            if let super::core::Flight::Clean(nodes) = f {
                 for &n in nodes {
                     let r = self.tree.node(n).residency;
                     if r != Residency::ToHost {

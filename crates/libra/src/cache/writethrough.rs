@@ -10,9 +10,8 @@
 //! - Write-through never takes host room a swap-out needs: it uses free host blocks, and under
 //!   `libra`, which keeps the host tier full, only displaces the coldest host leaves, which the
 //!   coming swap-out would displace anyway, never a block whose only copy is on the GPU.
-use super::core::CacheCore;
+use super::core::{CacheCore, Flight};
 use super::events::EventKind;
-use super::flight::Flight;
 use super::plan::Tier;
 use super::tree::{Kind, Residency, NONE};
 use crate::backend::{Backend, Direction};
