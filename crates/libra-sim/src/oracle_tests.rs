@@ -3,17 +3,8 @@
 use super::*;
 use libra::backend::cpu::CpuBackend;
 use libra::cache::{CacheConfig, PolicyKind};
+use libra_testkit::fixtures::{pattern, BLOCK_BYTES};
 use std::collections::HashMap;
-
-/// Bytes of one block in these small tiers.
-const BLOCK_BYTES: u64 = 32;
-
-/// What the KV block with prefix key `key` holds: derived from the key, so a block holding
-/// another prefix's bytes is caught.
-fn pattern(key: u128) -> Vec<u8> {
-    let b = key.to_le_bytes();
-    (0..BLOCK_BYTES as usize).map(|i| b[i % 16] ^ (i as u8)).collect()
-}
 
 /// Future knowledge given by hand: next use per prefix key; unlisted keys are never used
 /// again, the adapter is needed at once.
