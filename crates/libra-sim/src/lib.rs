@@ -11,8 +11,10 @@ pub mod report;
 pub mod rng;
 pub mod summary;
 pub mod synth;
+pub mod trace;
 pub mod workload;
 
 pub use engine::{run, EngineConfig, RunResult, SimPolicy, TimingBackend};
 pub use hw::{Gpu, Hardware, ModelShape, StepLoad};
-pub use workload::{generate, parse_azure_csv, FollowupPick, Source, TraceRow, Workload, WorkloadSpec};
+pub use trace::{parse_azure_csv, TraceRow};
+pub use workload::{generate, FollowupPick, Source, Workload, WorkloadSpec};

@@ -16,7 +16,7 @@
 //! (log-linear between quantiles, which keeps the trace's clusters at ~200, ~400, ~1,000 and
 //! ~4,100 prompt tokens and at ~100 and ~400 output tokens).
 use super::rng::Rng;
-use super::workload::TraceRow;
+use super::trace::TraceRow;
 
 /// Mean request rate of the trace, requests per second.
 pub const MEAN_RATE: f64 = 5.53;

@@ -37,6 +37,7 @@ fn standin_loaded() -> bool {
 
 fn current_context() -> usize {
     let mut c: cudarc::driver::sys::CUcontext = std::ptr::null_mut();
+    // SAFETY: writes one handle into `c`.
     unsafe { cudarc::driver::sys::cuCtxGetCurrent(&mut c).result().unwrap() };
     c as usize
 }
@@ -58,6 +59,8 @@ impl Drop for Gate {
 /// `store(true)` or on drop, so a failing test still lets the stream drain).
 fn hold_swap_stream(gpu: &CudaBackend) -> Box<Gate> {
     extern "C" fn hold(gate: *mut std::ffi::c_void) {
+        // SAFETY: `gate` is the AtomicBool inside the boxed Gate, which the caller keeps until
+        // it has opened and the stream has drained.
         let gate = unsafe { &*(gate as *const std::sync::atomic::AtomicBool) };
         while !gate.load(std::sync::atomic::Ordering::Acquire) {
             std::thread::sleep(Duration::from_micros(100));
@@ -67,6 +70,8 @@ fn hold_swap_stream(gpu: &CudaBackend) -> Box<Gate> {
     gpu.context().bind_to_thread().unwrap();
     let stream = gpu.stream_handle() as cudarc::driver::sys::CUstream;
     let gate_ptr = &gate.0 as *const std::sync::atomic::AtomicBool as *mut std::ffi::c_void;
+    // SAFETY: `hold` only reads the gate, which lives in a box the caller holds until the host
+    // function has returned (opening it on drop at the latest).
     unsafe { cudarc::driver::sys::cuLaunchHostFunc(stream, Some(hold), gate_ptr).result().unwrap() };
     gate
 }
@@ -154,6 +159,7 @@ fn a_waiter_outlives_its_backend() {
     if !gpu_or_skip("a_waiter_outlives_its_backend") {
         return;
     }
+    // SAFETY: unbinding leaves no context current; nothing on this thread relies on one.
     unsafe { cudarc::driver::sys::cuCtxSetCurrent(std::ptr::null_mut()).result().unwrap() };
     let mut gpu = CudaBackend::new(4096, 8, 8, CudaOptions::from_env()).unwrap();
     gpu.write_gpu_block(1, &[5u8; 4096]).unwrap();
@@ -179,6 +185,7 @@ struct EngineTensor {
 impl EngineTensor {
     fn new(ctx: &std::sync::Arc<cudarc::driver::CudaContext>, bytes: usize) -> Self {
         ctx.bind_to_thread().unwrap();
+        // SAFETY: a plain allocation in the context bound above; freed once, on drop.
         EngineTensor { ctx: ctx.clone(), ptr: unsafe { cudarc::driver::result::malloc_sync(bytes) }.unwrap() }
     }
 }
@@ -186,6 +193,7 @@ impl EngineTensor {
 impl Drop for EngineTensor {
     fn drop(&mut self) {
         self.ctx.bind_to_thread().unwrap();
+        // SAFETY: allocated by `new`, freed only here; every backend adopting it is gone.
         unsafe { cudarc::driver::result::free_sync(self.ptr) }.unwrap();
     }
 }
@@ -203,6 +211,8 @@ fn adopt_does_not_wait_for_the_engines_work() {
     let big = 64 << 20;
     let (a, b) = (EngineTensor::new(&ctx, big), EngineTensor::new(&ctx, big));
     for _ in 0..400 {
+        // SAFETY: both tensors hold `big` bytes and outlive the stream's work (synchronised
+        // below).
         unsafe {
             cudarc::driver::sys::cuMemcpyAsync(b.ptr, a.ptr, big, engine.cu_stream()).result().unwrap()
         };
@@ -210,6 +220,7 @@ fn adopt_does_not_wait_for_the_engines_work() {
     let busy = ctx.new_event(None).unwrap();
     busy.record(&engine).unwrap();
     let segs = vec![Segment { base: a.ptr, bytes_per_block: 4096, stride: 4096 }];
+    // SAFETY: `a` holds 64 blocks of 4096 bytes and outlives the backend.
     let gpu = unsafe { CudaBackend::adopt(segs, 64, 16, CudaOptions::from_env()) }.unwrap();
     assert!(!busy.is_complete(), "adopt waited for the engine's queued work");
     drop(gpu);
@@ -341,6 +352,7 @@ fn a_faulting_launch_fails_its_request_and_the_cache_recovers() {
     }
     let mut cfg = std::mem::MaybeUninit::<libra_cache_config>::uninit();
     assert_eq!(libra_cache_config_default(cfg.as_mut_ptr()), Status::LIBRA_OK);
+    // SAFETY: libra_cache_config_default returned LIBRA_OK, so it wrote the whole struct.
     let mut cfg = unsafe { cfg.assume_init() };
     cfg.block_tokens = 4;
     cfg.block_bytes = 1024;
@@ -412,6 +424,8 @@ fn grouped_swap_ins_land_group_by_group() {
     let bb: u64 = sizes.iter().sum();
     for policy in [CopyPolicy::kernel(), CopyPolicy::memcpy()] {
         let opts = CudaOptions { copy_policy: policy, ..CudaOptions::from_env() };
+        // SAFETY: the segments lie inside `t` (1 MiB) for `blocks` blocks, and `t` outlives the
+        // backend.
         let mut gpu = unsafe { CudaBackend::adopt(segs.clone(), blocks, blocks, opts) }.unwrap();
         for b in 0..blocks {
             gpu.write_gpu_block(b, &pattern(b, bb as usize, 3)).unwrap();

@@ -151,6 +151,7 @@ struct EngineTensors {
 impl EngineTensors {
     fn alloc(ctx: &std::sync::Arc<cudarc::driver::CudaContext>, sizes: &[usize]) -> Self {
         ctx.bind_to_thread().unwrap();
+        // SAFETY: plain allocations in the context bound above; freed once, on drop.
         let ptrs =
             sizes.iter().map(|&n| unsafe { cudarc::driver::result::malloc_sync(n) }.unwrap()).collect();
         EngineTensors { ptrs }
@@ -160,6 +161,7 @@ impl EngineTensors {
 impl Drop for EngineTensors {
     fn drop(&mut self) {
         for &p in &self.ptrs {
+            // SAFETY: allocated by `alloc`, freed only here; every backend using it is gone.
             unsafe { cudarc::driver::result::free_sync(p) }.unwrap();
         }
     }
@@ -193,7 +195,10 @@ fn adopted_segments_round_trip_on_both_paths() {
                 stride,
             })
             .collect();
+        // SAFETY: `host_mem` and the tensors hold every segment's `blocks` pieces and outlive
+        // both backends.
         let mut cpu = unsafe { CpuBackend::adopt(host_segs, blocks, 24) }.unwrap();
+        // SAFETY: as above.
         let mut gpu = unsafe { CudaBackend::adopt(segs.clone(), blocks, 24, options(policy)) }.unwrap();
         if policy == CopyPolicy::kernel() {
             require_kernels(&mut gpu);
@@ -212,6 +217,7 @@ fn adopt_rejects_host_pointers() {
     }
     let mut v = vec![0u8; 4096];
     let segs = vec![Segment { base: v.as_mut_ptr() as u64, bytes_per_block: 64, stride: 64 }];
+    // SAFETY: `v` outlives the call, which must refuse it before any copy.
     let e = unsafe { CudaBackend::adopt(segs, 8, 8, CudaOptions::from_env()) }.err().expect("must fail");
     assert_eq!(e.status, Status::LIBRA_ERR_INVALID_ARGUMENT, "{e}");
 }
@@ -234,6 +240,8 @@ fn batch_events_order_another_stream() {
     // An engine's stream waits on the event, then its own work sees the copied bytes.
     let ctx = gpu.context().clone();
     let other = ctx.new_stream().unwrap();
+    // SAFETY: `ev` is the batch's live CUevent (the batch is not retired yet) and `other` a live
+    // stream of the same context.
     unsafe {
         cudarc::driver::sys::cuStreamWaitEvent(other.cu_stream(), ev as cudarc::driver::sys::CUevent, 0)
             .result()
@@ -301,9 +309,11 @@ fn calls_keep_the_callers_context() {
     use cudarc::driver::sys;
     let current = || {
         let mut c: sys::CUcontext = std::ptr::null_mut();
+        // SAFETY: writes one handle into `c`.
         unsafe { sys::cuCtxGetCurrent(&mut c).result().unwrap() };
         c
     };
+    // SAFETY: unbinding leaves no context current; nothing on this thread relies on one.
     unsafe { sys::cuCtxSetCurrent(std::ptr::null_mut()).result().unwrap() };
     let mut gpu = CudaBackend::new(4096, 8, 8, CudaOptions::from_env()).unwrap();
     assert!(current().is_null(), "after new");
@@ -351,6 +361,7 @@ fn constructors_report_a_missing_device() {
     assert!(!e.message.is_empty());
     println!("without a device: {}", e.message);
     let segs = vec![Segment { base: 0x1000, bytes_per_block: 64, stride: 64 }];
+    // SAFETY: without a device the call fails before it touches the (made-up) address.
     let e = unsafe { CudaBackend::adopt(segs, 4, 4, CudaOptions::default()) }.err().expect("no device");
     assert_eq!(e.status, Status::LIBRA_ERR_DEVICE);
     assert_eq!(cuda::unavailable_reason().status, Status::LIBRA_ERR_DEVICE);
@@ -388,7 +399,10 @@ fn grouped_swaps_land_group_by_group() {
                 stride,
             })
             .collect();
+        // SAFETY: `host_mem` and the tensors hold every segment's `blocks` pieces and outlive
+        // both backends.
         let mut cpu = unsafe { CpuBackend::adopt(host_segs, blocks, 24) }.unwrap();
+        // SAFETY: as above.
         let mut gpu = unsafe { CudaBackend::adopt(segs.clone(), blocks, 24, options(policy)) }.unwrap();
         if policy == CopyPolicy::kernel() {
             require_kernels(&mut gpu);

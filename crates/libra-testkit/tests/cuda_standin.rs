@@ -241,29 +241,39 @@ fn child_standin_refuses_and_reports() {
     };
     let mut launch = copy_blocks(params::Tables { segments: 0, units: 0, units_per_block: 1 }, 0, 0);
     let mut params = launch.param_pointers();
+    // SAFETY: the arguments match the kernel's signature; the launch is refused before it runs.
     let e = unsafe {
         result::launch_kernel(f.cu_function(), (1, 1, 1), (1024, 1, 1), 0, stream.cu_stream(), &mut params)
     }
     .unwrap_err();
     assert_eq!(e.0, sys::CUresult::CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES);
     // A copy into freed device memory: CUDA_ERROR_INVALID_VALUE (the range is never reused).
+    // SAFETY: a plain allocation, freed once.
     let p = unsafe { result::malloc_sync(4096) }.unwrap();
+    // SAFETY: allocated above and not used by any queued work.
     unsafe { result::free_sync(p) }.unwrap();
     let src = [0u8; 16];
+    // SAFETY: on this child's stand-in a copy into freed memory is refused, never performed;
+    // `src` holds the 16 bytes.
     let r = unsafe { sys::cuMemcpyHtoDAsync_v2(p, src.as_ptr().cast(), 16, stream.cu_stream()) };
     assert_eq!(r, sys::CUresult::CUDA_ERROR_INVALID_VALUE);
     // A free while queued work still uses the memory is reported.
     let before = reports();
+    // SAFETY: a plain allocation.
     let q = unsafe { result::malloc_sync(1 << 20) }.unwrap();
     let host = vec![1u8; 1 << 20];
     for _ in 0..20 {
+        // SAFETY: `q` and `host` hold the 1 MiB copied; `host` outlives the stream's work.
         unsafe {
             sys::cuMemcpyHtoDAsync_v2(q, host.as_ptr().cast(), 1 << 20, stream.cu_stream()).result().unwrap()
         };
     }
+    // SAFETY: deliberately early, on the stand-in only: it reports the free and runs the queued
+    // copies before it unmaps the range, so nothing writes to memory that is gone.
     unsafe { result::free_sync(q) }.unwrap();
     assert_eq!(reports(), before + 1, "a free with queued work is reported");
     // An allocation alive when the last reference to the primary context goes is a leak.
+    // SAFETY: a plain allocation, deliberately never freed.
     let _leaked = unsafe { result::malloc_sync(4096) }.unwrap();
     drop((f, module, stream));
     drop(ctx);
@@ -274,15 +284,20 @@ fn child_standin_refuses_and_reports() {
     let module = ctx.load_module(cudarc::nvrtc::Ptx::from_binary(sm90.as_ref().clone())).unwrap();
     let f = module.load_function("libra_copy_blocks").unwrap();
     let stream = ctx.new_stream().unwrap();
+    // SAFETY: a plain allocation, freed once.
     let gone = unsafe { result::malloc_sync(4096) }.unwrap();
+    // SAFETY: allocated above and not used by any queued work.
     unsafe { result::free_sync(gone) }.unwrap();
     let mut launch = copy_blocks(params::Tables { segments: gone, units: gone, units_per_block: 1 }, gone, 1);
     let mut params = launch.param_pointers();
+    // SAFETY: on the stand-in a kernel touching freed memory faults on its guard mapping (the
+    // error the test expects) instead of touching anything live.
     unsafe {
         result::launch_kernel(f.cu_function(), (1, 1, 1), (32, 1, 1), 0, stream.cu_stream(), &mut params)
     }
     .unwrap();
     assert_eq!(stream.synchronize().unwrap_err().0, sys::CUresult::CUDA_ERROR_ILLEGAL_ADDRESS);
+    // SAFETY: a plain allocation, refused by the faulted context.
     let e = unsafe { result::malloc_sync(64) }.unwrap_err();
     assert_eq!(e.0, sys::CUresult::CUDA_ERROR_ILLEGAL_ADDRESS, "the error is sticky");
 }

@@ -7,8 +7,9 @@
 mod cuda_host;
 
 use cuda_host::HostKernels;
-use libra::backend::cuda::params::{self, SwapKernel};
-use libra::backend::reference::{self, DevSegment, Launch, Unit, DEFAULT_CHUNK_BYTES};
+use libra::backend::cuda::params::{self, Launch, SwapKernel};
+use libra::backend::cuda::tables::{self, DevSegment, Unit, DEFAULT_CHUNK_BYTES};
+use libra::backend::reference;
 use libra::backend::{Segment, TierLayout};
 use proptest::prelude::*;
 use std::sync::OnceLock;
@@ -51,14 +52,19 @@ impl Exec {
         let pairs = || list.chunks(2).map(|p| [p[0], p[1]]).collect::<Vec<[u32; 2]>>();
         match self {
             Exec::Reference => {
-                match kernel {
-                    SwapKernel::Gather => reference::gather(launch, segs, units, &pairs(), tail[0], tail[1]),
-                    SwapKernel::Scatter => {
-                        reference::scatter(launch, segs, units, &pairs(), tail[0], tail[1])
-                    }
-                    SwapKernel::CopyBlocks => reference::copy_blocks(launch, segs, units, &pairs()),
-                    SwapKernel::Upload => {
-                        reference::upload(launch, segs, units, list, tail[0], tail[1], tail[2])
+                // SAFETY: the caller's promise: every address is valid for the kernel's accesses.
+                unsafe {
+                    match kernel {
+                        SwapKernel::Gather => {
+                            reference::gather(launch, segs, units, &pairs(), tail[0], tail[1])
+                        }
+                        SwapKernel::Scatter => {
+                            reference::scatter(launch, segs, units, &pairs(), tail[0], tail[1])
+                        }
+                        SwapKernel::CopyBlocks => reference::copy_blocks(launch, segs, units, &pairs()),
+                        SwapKernel::Upload => {
+                            reference::upload(launch, segs, units, list, tail[0], tail[1], tail[2])
+                        }
                     }
                 }
                 Ok(())
@@ -76,7 +82,8 @@ impl Exec {
                 let mut l =
                     params::swap_launch(kernel, tables, list.as_ptr() as u64, entries as u32, tail, 1);
                 l.shape = launch;
-                host_kernels().run(&mut l).map_err(|e| format!("{}: {e}", kernel.name()))
+                // SAFETY: the caller's promise: every address is valid for the kernel's accesses.
+                unsafe { host_kernels().run(&mut l) }.map_err(|e| format!("{}: {e}", kernel.name()))
             }
         }
     }
@@ -177,8 +184,8 @@ fn check_gather_scatter(
     mis: usize,
 ) -> Result<(), String> {
     let layout = arena.layout();
-    let segs = reference::device_segments(&layout);
-    let units = reference::build_units(&layout, chunk);
+    let segs = tables::device_segments(&layout);
+    let units = tables::build_units(&layout, chunk);
     let bb = arena.block_bytes();
     let pairs: Vec<[u32; 2]> = moves.iter().map(|&(g, h)| [g, h]).collect();
 
@@ -190,6 +197,8 @@ fn check_gather_scatter(
         expected[at..at + bb].copy_from_slice(&arena.read_block(g));
     }
     let tail = [flat.as_mut_ptr() as u64 + off as u64, bb as u64];
+    // SAFETY: the tables describe `arena`, the pairs name its blocks and slots of `flat`, which
+    // holds `off` bytes before the slots; both outlive the call.
     unsafe { exec.run(SwapKernel::Gather, launch, &segs, &units, &flatten(&pairs), &tail)? };
     if flat != expected {
         return Err("gather differs".into());
@@ -205,8 +214,10 @@ fn check_gather_scatter(
         want.write_block(g, &flat[at..at + bb]);
     }
     let layout = arena.layout();
-    let segs = reference::device_segments(&layout);
+    let segs = tables::device_segments(&layout);
     let tail = [flat.as_ptr() as u64 + off as u64, bb as u64];
+    // SAFETY: as for the gather: the tables describe `arena`, the pairs name its blocks and
+    // slots of `flat`.
     unsafe { exec.run(SwapKernel::Scatter, launch, &segs, &units, &flatten(&pairs), &tail)? };
     if arena.mem != want.mem {
         return Err("scatter differs".into());
@@ -228,8 +239,9 @@ fn check_device_copies(
         want.write_block(p[1], &b);
     }
     let layout = arena.layout();
-    let segs = reference::device_segments(&layout);
-    let units = reference::build_units(&layout, chunk);
+    let segs = tables::device_segments(&layout);
+    let units = tables::build_units(&layout, chunk);
+    // SAFETY: the tables describe `arena` and the pairs name its blocks.
     unsafe { exec.run(SwapKernel::CopyBlocks, launch, &segs, &units, &flatten(pairs), &[])? };
     if arena.mem != want.mem {
         return Err("device copies differ".into());
@@ -259,9 +271,11 @@ fn check_upload(
         want.write_block(b, &data[lo..hi]);
     }
     let layout = arena.layout();
-    let segs = reference::device_segments(&layout);
-    let units = reference::build_units(&layout, chunk);
+    let segs = tables::device_segments(&layout);
+    let units = tables::build_units(&layout, chunk);
     let tail = [data.as_ptr() as u64, bb as u64, len as u64];
+    // SAFETY: the tables describe `arena`, the list names its blocks, and `data` holds `len`
+    // bytes.
     unsafe { exec.run(SwapKernel::Upload, launch, &segs, &units, blocks, &tail)? };
     if arena.mem != want.mem {
         return Err("upload differs".into());
@@ -354,7 +368,7 @@ fn llama_layout_with_device_launch_shape() {
     let pieces = vec![(32 * 1024, 0, 0); 64];
     let mut arena = sequential(&pieces, 3, 9);
     let layout = arena.layout();
-    let units = reference::build_units(&layout, DEFAULT_CHUNK_BYTES);
+    let units = tables::build_units(&layout, DEFAULT_CHUNK_BYTES);
     drop(layout);
     assert_eq!(units.len(), 64, "one unit per 32 KiB piece");
     let launch = Launch::for_work(2 * units.len() as u64, 132);
@@ -368,7 +382,7 @@ fn units_cover_every_piece_exactly() {
     let mut arena = sequential(&[(1, 0, 0), (100, 3, 1), (33, 0, 7)], 2, 0);
     let layout = arena.layout();
     for chunk in [1u64, 16, 17, 32, 1 << 20] {
-        let units = reference::build_units(&layout, chunk);
+        let units = tables::build_units(&layout, chunk);
         for (i, s) in layout.segments().iter().enumerate() {
             let mine: Vec<_> = units.iter().filter(|u| u.segment == i as u32).collect();
             let mut at = 0;

@@ -99,7 +99,7 @@ fn ptxas_report(log: &str) -> Vec<(String, u32, u32, u32)> {
 /// thread) x threads per CTA x resident CTAs per SM fit the 65536 registers of an SM.
 #[test]
 fn register_budget_fits_the_launch_shape() {
-    use libra::backend::reference::{CTAS_PER_SM, THREADS_PER_CTA};
+    use libra::backend::cuda::params::{CTAS_PER_SM, THREADS_PER_CTA};
     if !nvrtc_or_skip() {
         return;
     }

@@ -240,7 +240,9 @@ fn one_group_unless_configured() {
 /// units) gives the bytes of one whole scatter, and each group touches only its segments.
 #[test]
 fn per_group_launches_cover_each_segment_once() {
-    use libra::backend::reference::{self, Launch};
+    use libra::backend::cuda::params::Launch;
+    use libra::backend::cuda::tables;
+    use libra::backend::reference;
     use libra::backend::{SegmentGroups, TierLayout};
     let blocks = 6u32;
     let sizes = [48u64, 48, 100, 100, 16, 16, 200];
@@ -254,8 +256,8 @@ fn per_group_launches_cover_each_segment_once() {
     let bb = layout.block_bytes() as usize;
     let flat: Vec<u8> = (0..bb * 4).map(|i| (i * 7 + 3) as u8).collect();
     let pairs: Vec<[u32; 2]> = vec![[5, 0], [1, 1], [3, 3], [0, 2]];
-    let dsegs = reference::device_segments(&layout);
-    let units = reference::build_units(&layout, 32);
+    let dsegs = tables::device_segments(&layout);
+    let units = tables::build_units(&layout, 32);
     let launch = Launch { grid: 3, threads: 8 };
     // SAFETY: every address lies in `mem` or `flat`, which do not overlap.
     unsafe { reference::scatter(launch, &dsegs, &units, &pairs, flat.as_ptr() as u64, bb as u64) };
@@ -265,7 +267,7 @@ fn per_group_launches_cover_each_segment_once() {
             m.fill(0);
         }
         let groups = SegmentGroups::new(sizes.len(), per);
-        let ranges = reference::group_units(&units, groups);
+        let ranges = tables::group_units(&units, groups);
         assert_eq!(ranges.len() as u32, groups.count());
         assert_eq!(ranges.first().unwrap().start, 0);
         assert_eq!(ranges.last().unwrap().end, units.len() as u32);

@@ -107,16 +107,19 @@ fn main() {
     let ctx = cudarc::driver::CudaContext::new(0).expect("device 0");
     let tensors: Vec<u64> = (0..SEGMENTS)
         .map(|_| {
+            // SAFETY: a plain allocation in the context just made current; written before read.
             unsafe { cudarc::driver::result::malloc_sync((PIECE * n as u64) as usize) }.expect("cuMemAlloc")
         })
         .collect();
     let segs: Vec<Segment> =
         tensors.iter().map(|&base| Segment { base, bytes_per_block: PIECE, stride: PIECE }).collect();
+    // SAFETY: the tensors hold `n` blocks of every segment and are freed only after `b`.
     let mut b = unsafe { CudaBackend::adopt(segs, n, n, CudaOptions::from_env()) }.expect("CUDA backend");
     if let Err(e) = b.prepare_kernels() {
         println!("bench_copy: the swap kernels are unavailable: {}", e.message);
         std::process::exit(1);
     }
+    // SAFETY: a plain allocation; only the copies below touch it.
     let scratch =
         unsafe { cudarc::driver::result::malloc_sync((block_bytes * n as u64) as usize) }.expect("scratch");
     let host = b.host_tier_device_ptr();
@@ -173,6 +176,8 @@ fn main() {
                     Direction::GpuToHost => (host, scratch),
                     Direction::HostToGpu => (scratch, host),
                 };
+                // SAFETY: both ranges hold `bytes` bytes (the host tier and the scratch buffer
+                // each span `n` blocks), and the copy is finished before the next one starts.
                 unsafe {
                     ctx.bind_to_thread().unwrap();
                     cudarc::driver::sys::cuMemcpyAsync(dst, src, bytes as usize, stream).result().unwrap();
@@ -250,6 +255,8 @@ fn main() {
     println!("wrote {}", args.json);
 
     drop(b);
+    // SAFETY: the backend that used the tensors and the scratch buffer is gone, and its drop
+    // synchronised its stream.
     unsafe {
         for t in tensors {
             let _ = cudarc::driver::result::free_sync(t);

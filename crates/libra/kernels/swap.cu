@@ -2,8 +2,8 @@
 // in each of several segments) and a flat buffer (host slots in pinned, mapped memory, or a
 // device staging buffer), or between GPU blocks.
 //
-// Work is split host-side into units: one unit is a range of at most a chunk of one segment's
-// piece, the same list for every block. A batch is (pairs x units); each CTA takes units in a
+// Work is split host-side into units (src/backend/cuda/tables.rs): one unit is a range of at
+// most a chunk of one segment's piece, the same list for every block. A batch is (pairs x units); each CTA takes units in a
 // grid-stride loop, so a batch of many small pieces needs one launch and a huge piece still
 // spreads over many SMs. src/backend/reference.rs mirrors this index math on the CPU and is
 // tested against plain copies.

@@ -108,6 +108,7 @@ impl HostKernels {
         if h.is_null() {
             // SAFETY: dlerror returns a static string or NULL.
             let e = unsafe { libc::dlerror() };
+            // SAFETY: a non-NULL dlerror result is a NUL-terminated string.
             let why = if e.is_null() { "?".into() } else { unsafe { CStr::from_ptr(e) }.to_string_lossy() };
             return Err(format!("dlopen {}: {why}", so.display()));
         }
@@ -148,17 +149,22 @@ impl HostKernels {
         let block = [launch.shape.threads, 1, 1];
         let mut ptrs = launch.param_pointers();
         let mut err = [0 as c_char; 256];
-        let r = (self.launch)(
-            name.as_ptr(),
-            grid.as_ptr(),
-            block.as_ptr(),
-            ptrs.as_mut_ptr(),
-            err.as_mut_ptr(),
-            256,
-        );
+        // SAFETY: the arrays live across the call and `err` holds the 256 bytes passed; the
+        // arguments lead to memory the kernel may use (the caller's promise).
+        let r = unsafe {
+            (self.launch)(
+                name.as_ptr(),
+                grid.as_ptr(),
+                block.as_ptr(),
+                ptrs.as_mut_ptr(),
+                err.as_mut_ptr(),
+                256,
+            )
+        };
         match r {
             0 => Ok(()),
-            _ => Err(CStr::from_ptr(err.as_ptr()).to_string_lossy().into_owned()),
+            // SAFETY: on failure the launcher writes a NUL-terminated message into `err`.
+            _ => Err(unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy().into_owned()),
         }
     }
 }

@@ -13,7 +13,8 @@ pub struct AlignedBuf {
     len: usize,
 }
 
-// The buffer is plain bytes owned by this value.
+// SAFETY: the pointer is to plain bytes this value alone owns (no alias escapes it), so moving
+// the value to another thread moves sole ownership; freeing needs no particular thread.
 unsafe impl Send for AlignedBuf {}
 
 impl AlignedBuf {
@@ -140,10 +141,6 @@ impl CpuBackend {
         }
     }
 
-    fn gpu_piece(&self, block: u32, seg: usize) -> *mut u8 {
-        self.layout.segment_addr(block, seg) as *mut u8
-    }
-
     fn host_ptr(&self, block: u32) -> *mut u8 {
         (self.host.addr() + block as u64 * self.layout.block_bytes()) as *mut u8
     }
@@ -167,17 +164,14 @@ impl CpuBackend {
 
     /// Copies `segments` of every move.
     fn copy_segments(&self, dir: Direction, moves: &[BlockMove], segments: std::ops::Range<usize>) {
-        for m in moves {
-            for s in segments.clone() {
-                let n = self.layout.segments()[s].bytes_per_block as usize;
-                let g = self.gpu_piece(m.gpu_block, s);
-                // SAFETY: ids were validated at submission; pieces lie inside the tiers.
-                let h = unsafe { self.host_ptr(m.host_block).add(self.layout.segment_offset(s) as usize) };
-                unsafe {
-                    match dir {
-                        Direction::GpuToHost => std::ptr::copy(g, h, n),
-                        Direction::HostToGpu => std::ptr::copy(h, g, n),
-                    }
+        for s in self.layout.move_spans(moves, segments, self.host.addr()) {
+            let (g, h, n) = (s.gpu as *mut u8, s.other as *mut u8, s.len as usize);
+            // SAFETY: ids were validated at submission, so both pieces lie inside their tiers;
+            // `copy` allows the (never expected) overlap of adopted memory.
+            unsafe {
+                match dir {
+                    Direction::GpuToHost => std::ptr::copy(g, h, n),
+                    Direction::HostToGpu => std::ptr::copy(h, g, n),
                 }
             }
         }
@@ -185,7 +179,6 @@ impl CpuBackend {
 
     /// Runs `op`; a grouped batch from group `from_group` on (earlier ones were copied).
     fn execute(&self, op: &Op, from_group: u32) {
-        let segs = self.layout.segments().len();
         match op {
             Op::Moves(dir, moves, groups) => {
                 for g in from_group..groups.count() {
@@ -193,19 +186,19 @@ impl CpuBackend {
                 }
             }
             Op::Upload(bytes, blocks) => {
-                let bb = self.layout.block_bytes() as usize;
-                for (i, &b) in blocks.iter().enumerate() {
-                    let chunk = &bytes[(i * bb).min(bytes.len())..((i + 1) * bb).min(bytes.len())];
-                    self.scatter_logical(b, chunk);
+                for s in self.layout.upload_spans(blocks, bytes.len() as u64) {
+                    // SAFETY: validated block ids; the span lies inside the piece and inside
+                    // `bytes`.
+                    unsafe {
+                        std::ptr::copy(bytes.as_ptr().add(s.other as usize), s.gpu as *mut u8, s.len as usize)
+                    };
                 }
             }
             Op::DeviceCopies(pairs) => {
-                for &(src, dst) in pairs {
-                    for s in 0..segs {
-                        let n = self.layout.segments()[s].bytes_per_block as usize;
-                        // SAFETY: validated ids; distinct blocks never overlap.
-                        unsafe { std::ptr::copy(self.gpu_piece(src, s), self.gpu_piece(dst, s), n) };
-                    }
+                for s in self.layout.copy_spans(pairs) {
+                    // SAFETY: validated ids, so both pieces lie inside the GPU tier; `copy`
+                    // allows them to overlap (a block copied onto itself).
+                    unsafe { std::ptr::copy(s.gpu as *const u8, s.other as *mut u8, s.len as usize) };
                 }
             }
         }
@@ -213,14 +206,9 @@ impl CpuBackend {
 
     /// Writes `data` (at most one block's logical bytes) into a GPU block's segment pieces.
     fn scatter_logical(&self, block: u32, data: &[u8]) {
-        for s in 0..self.layout.segments().len() {
-            let off = self.layout.segment_offset(s) as usize;
-            if off >= data.len() {
-                break;
-            }
-            let n = (self.layout.segments()[s].bytes_per_block as usize).min(data.len() - off);
-            // SAFETY: validated block id; n is within the piece.
-            unsafe { std::ptr::copy(data.as_ptr().add(off), self.gpu_piece(block, s), n) };
+        for s in self.layout.block_spans(block, data.len() as u64) {
+            // SAFETY: validated block id; the span lies inside the piece and inside `data`.
+            unsafe { std::ptr::copy(data.as_ptr().add(s.other as usize), s.gpu as *mut u8, s.len as usize) };
         }
     }
 
@@ -301,14 +289,11 @@ impl Backend for CpuBackend {
     }
     fn read_gpu_block(&mut self, block: u32, out: &mut [u8]) -> Result<()> {
         self.check_gpu_block(block)?;
-        for s in 0..self.layout.segments().len() {
-            let off = self.layout.segment_offset(s) as usize;
-            if off >= out.len() {
-                break;
-            }
-            let n = (self.layout.segments()[s].bytes_per_block as usize).min(out.len() - off);
-            // SAFETY: validated block id; n within the piece and within `out`.
-            unsafe { std::ptr::copy(self.gpu_piece(block, s), out.as_mut_ptr().add(off), n) };
+        for s in self.layout.block_spans(block, out.len() as u64) {
+            // SAFETY: validated block id; the span lies inside the piece and inside `out`.
+            unsafe {
+                std::ptr::copy(s.gpu as *const u8, out.as_mut_ptr().add(s.other as usize), s.len as usize)
+            };
         }
         Ok(())
     }

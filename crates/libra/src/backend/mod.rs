@@ -4,10 +4,11 @@ pub mod cpu;
 pub mod cpu_async;
 pub mod cuda;
 pub mod layout;
-/// The swap kernels' index math on the CPU.
+pub mod pieces;
+/// The swap kernels' index math on the CPU, for tests: a mirror, not used in production.
 pub mod reference;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 pub use layout::{Segment, SegmentGroups, TierLayout};
 use std::time::{Duration, Instant};
 
@@ -96,14 +97,14 @@ pub trait Backend: Send {
     /// Refuses a GPU-tier block id outside the tier.
     fn check_gpu_block(&self, block: u32) -> Result<()> {
         if block >= self.gpu_layout().blocks() {
-            return Err(crate::Error::invalid(format!("GPU block {block} is out of range")));
+            return Err(Error::invalid(format!("GPU block {block} is out of range")));
         }
         Ok(())
     }
     /// Refuses a host-tier block id outside the tier.
     fn check_host_block(&self, block: u32) -> Result<()> {
         if block >= self.host_blocks() {
-            return Err(crate::Error::invalid(format!("host block {block} is out of range")));
+            return Err(Error::invalid(format!("host block {block} is out of range")));
         }
         Ok(())
     }
@@ -121,7 +122,7 @@ pub trait Backend: Send {
             self.check_gpu_block(b)?;
         }
         if bytes.len() as u64 > blocks.len() as u64 * self.gpu_layout().block_bytes() {
-            return Err(crate::Error::invalid(format!(
+            return Err(Error::invalid(format!(
                 "upload of {} bytes does not fit {} blocks",
                 bytes.len(),
                 blocks.len()
@@ -133,7 +134,7 @@ pub trait Backend: Send {
     fn check_groups(&self, groups: SegmentGroups) -> Result<()> {
         let n = self.gpu_layout().segments().len();
         if groups.segment_count() != n {
-            return Err(crate::Error::invalid(format!(
+            return Err(Error::invalid(format!(
                 "`groups` covers {} segments but the GPU tier has {n}",
                 groups.segment_count()
             )));

@@ -1,94 +1,14 @@
-//! The swap kernels' index math, executed on the CPU. `kernels/swap.cu` and this file make the
-//! same decisions: the same unit list (a chunk of one segment's piece), the same walk of CTAs
-//! over (block, unit) work items, the same head / vector / tail split of every range and the
-//! same thread-to-vector mapping. Tests compare it byte for byte with plain copies, so a
-//! mistake in the shared math shows up on machines without a GPU.
-use super::TierLayout;
+//! The swap kernels' index math, executed on the CPU: a mirror for tests, used by nothing in
+//! production. `kernels/swap.cu` and this file make the same decisions over the tables the
+//! CUDA backend builds (`cuda::tables`) and the launch shape it picks (`cuda::params`): the
+//! same walk of CTAs over (block, unit) work items, the same head / vector / tail split of
+//! every range and the same thread-to-vector mapping. Tests compare it byte for byte with plain
+//! copies, so a mistake in the shared math shows up on machines without a GPU.
+use super::cuda::params::Launch;
+use super::cuda::tables::{DevSegment, Unit};
 
-/// Largest range one unit covers. A multiple of 16, so every chunk of a piece keeps the piece's
-/// alignment and gets the same vector width.
-pub const DEFAULT_CHUNK_BYTES: u64 = 32 * 1024;
-/// Threads per CTA.
-pub const THREADS_PER_CTA: u32 = 256;
 /// Vector loads each thread keeps in flight (LIBRA_UNROLL in the kernel).
 pub const UNROLL: u64 = 4;
-/// Resident CTAs per SM the launch aims for. The kernels use 72-80 registers per thread
-/// (ptxas, sm_80 to sm_120; tests/kernels_nvrtc.rs measures and checks it), so 3 CTAs of 256
-/// threads fit a 64 Ki-register SM; forcing 4 with `__launch_bounds__` makes ptxas spill.
-pub const CTAS_PER_SM: u32 = 3;
-
-/// `LibraSegment` in the kernel.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct DevSegment {
-    pub base: u64,
-    pub bytes: u64,
-    pub stride: u64,
-    /// Offset of this segment's piece in a block's logical bytes.
-    pub offset: u64,
-}
-
-/// `LibraUnit` in the kernel: bytes [start, start + len) of one segment's piece.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Unit {
-    pub segment: u32,
-    pub pad: u32,
-    pub start: u64,
-    pub len: u64,
-}
-
-/// The kernel's view of a layout's segments.
-pub fn device_segments(layout: &TierLayout) -> Vec<DevSegment> {
-    layout
-        .segments()
-        .iter()
-        .enumerate()
-        .map(|(i, s)| DevSegment {
-            base: s.base,
-            bytes: s.bytes_per_block,
-            stride: s.stride,
-            offset: layout.segment_offset(i),
-        })
-        .collect()
-}
-
-/// Splits every segment's piece into units of at most `chunk` bytes (rounded down to a multiple
-/// of 16, at least 16), in segment order: the unit list is the same for every block.
-pub fn build_units(layout: &TierLayout, chunk: u64) -> Vec<Unit> {
-    let chunk = (chunk & !15).max(16);
-    let mut units = Vec::new();
-    for (i, s) in layout.segments().iter().enumerate() {
-        let mut start = 0;
-        while start < s.bytes_per_block {
-            let len = chunk.min(s.bytes_per_block - start);
-            units.push(Unit { segment: i as u32, pad: 0, start, len });
-            start += len;
-        }
-    }
-    units
-}
-
-/// The slice of the unit list each readiness group's launch reads: units are in segment order,
-/// so a run of segments is a run of units, and a group's launch is the same kernel over a
-/// shorter list (offset pointer, fewer units per block).
-pub fn group_units(units: &[Unit], groups: super::SegmentGroups) -> Vec<std::ops::Range<u32>> {
-    (0..groups.count())
-        .map(|g| {
-            let segs = groups.segments(g);
-            let first = units.partition_point(|u| (u.segment as usize) < segs.start) as u32;
-            let end = units.partition_point(|u| (u.segment as usize) < segs.end) as u32;
-            first..end
-        })
-        .collect()
-}
-
-/// Grid size for `work` (block, unit) items: one CTA per item up to what the device keeps
-/// resident; a grid-stride loop takes the rest.
-pub fn grid_size(work: u64, sm_count: u32) -> u32 {
-    let cap = (sm_count.max(1) as u64) * CTAS_PER_SM as u64;
-    work.clamp(1, cap) as u32
-}
 
 /// How one range is copied: `head` bytes one at a time, `nvec` accesses of `width` bytes, then
 /// `tail` bytes one at a time.
@@ -138,41 +58,42 @@ unsafe fn copy_range(src: u64, dst: u64, len: u64, threads: u64) {
     let d = dst as *mut u8;
     for tid in 0..threads {
         for i in (tid..sp.head).step_by(threads as usize) {
-            *d.add(i as usize) = *s.add(i as usize);
+            // SAFETY: i < head <= len, inside both ranges (the caller's promise).
+            unsafe { *d.add(i as usize) = *s.add(i as usize) };
         }
         for i in thread_vectors(tid, threads, sp.nvec) {
             let off = (sp.head + i * sp.width) as usize;
             debug_assert_eq!((src as usize + off) % sp.width as usize, 0);
             debug_assert_eq!((dst as usize + off) % sp.width as usize, 0);
-            std::ptr::copy_nonoverlapping(s.add(off), d.add(off), sp.width as usize);
+            // SAFETY: i < nvec, so [off, off + width) lies within head + nvec * width <= len;
+            // the ranges do not overlap (the caller's promise).
+            unsafe { std::ptr::copy_nonoverlapping(s.add(off), d.add(off), sp.width as usize) };
         }
         let t0 = sp.head + sp.nvec * sp.width;
         for i in (tid..sp.tail).step_by(threads as usize) {
-            *d.add((t0 + i) as usize) = *s.add((t0 + i) as usize);
+            // SAFETY: t0 + i < head + nvec * width + tail = len.
+            unsafe { *d.add((t0 + i) as usize) = *s.add((t0 + i) as usize) };
         }
     }
 }
 
-/// Launch shape of one simulated launch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Launch {
-    pub grid: u32,
-    pub threads: u32,
-}
-
-impl Launch {
-    /// The shape the CUDA backend uses for `work` items on a device with `sm_count` SMs.
-    pub fn for_work(work: u64, sm_count: u32) -> Self {
-        Launch { grid: grid_size(work, sm_count), threads: THREADS_PER_CTA }
-    }
-}
-
-/// The grid-stride walk over work items: CTA `cta` handles `cta`, `cta + grid`, ...
-fn for_each_item(launch: Launch, total: u64, mut f: impl FnMut(u64)) {
+/// The grid-stride walk over (list entry, unit) work items: CTA `cta` handles items `cta`,
+/// `cta + grid`, ...; `f` gets the entry's index, the entry, the unit and its segment.
+fn for_each_item<T: Copy>(
+    launch: Launch,
+    list: &[T],
+    segs: &[DevSegment],
+    units: &[Unit],
+    mut f: impl FnMut(usize, T, &Unit, &DevSegment),
+) {
+    let upb = units.len() as u64;
+    let total = list.len() as u64 * upb;
     for cta in 0..launch.grid as u64 {
         let mut w = cta;
         while w < total {
-            f(w);
+            let entry = (w / upb) as usize;
+            let u = &units[(w % upb) as usize];
+            f(entry, list[entry], u, &segs[u.segment as usize]);
             w += launch.grid as u64;
         }
     }
@@ -199,17 +120,10 @@ pub unsafe fn gather(
     flat_base: u64,
     block_bytes: u64,
 ) {
-    let upb = units.len() as u64;
-    for_each_item(launch, pairs.len() as u64 * upb, |w| {
-        let p = pairs[(w / upb) as usize];
-        let u = &units[(w % upb) as usize];
-        let seg = &segs[u.segment as usize];
-        copy_range(
-            gpu_addr(seg, p[0], u),
-            flat_addr(flat_base, block_bytes, seg, p[1], u),
-            u.len,
-            launch.threads as u64,
-        );
+    for_each_item(launch, pairs, segs, units, |_, p, u, seg| {
+        let (src, dst) = (gpu_addr(seg, p[0], u), flat_addr(flat_base, block_bytes, seg, p[1], u));
+        // SAFETY: valid, disjoint ranges (the caller's promise).
+        unsafe { copy_range(src, dst, u.len, launch.threads as u64) };
     });
 }
 
@@ -225,17 +139,10 @@ pub unsafe fn scatter(
     flat_base: u64,
     block_bytes: u64,
 ) {
-    let upb = units.len() as u64;
-    for_each_item(launch, pairs.len() as u64 * upb, |w| {
-        let p = pairs[(w / upb) as usize];
-        let u = &units[(w % upb) as usize];
-        let seg = &segs[u.segment as usize];
-        copy_range(
-            flat_addr(flat_base, block_bytes, seg, p[1], u),
-            gpu_addr(seg, p[0], u),
-            u.len,
-            launch.threads as u64,
-        );
+    for_each_item(launch, pairs, segs, units, |_, p, u, seg| {
+        let (src, dst) = (flat_addr(flat_base, block_bytes, seg, p[1], u), gpu_addr(seg, p[0], u));
+        // SAFETY: valid, disjoint ranges (the caller's promise).
+        unsafe { copy_range(src, dst, u.len, launch.threads as u64) };
     });
 }
 
@@ -244,12 +151,9 @@ pub unsafe fn scatter(
 /// # Safety
 /// As for [`gather`].
 pub unsafe fn copy_blocks(launch: Launch, segs: &[DevSegment], units: &[Unit], pairs: &[[u32; 2]]) {
-    let upb = units.len() as u64;
-    for_each_item(launch, pairs.len() as u64 * upb, |w| {
-        let p = pairs[(w / upb) as usize];
-        let u = &units[(w % upb) as usize];
-        let seg = &segs[u.segment as usize];
-        copy_range(gpu_addr(seg, p[0], u), gpu_addr(seg, p[1], u), u.len, launch.threads as u64);
+    for_each_item(launch, pairs, segs, units, |_, p, u, seg| {
+        // SAFETY: valid, disjoint ranges (the caller's promise).
+        unsafe { copy_range(gpu_addr(seg, p[0], u), gpu_addr(seg, p[1], u), u.len, launch.threads as u64) };
     });
 }
 
@@ -267,17 +171,14 @@ pub unsafe fn upload(
     block_bytes: u64,
     flat_len: u64,
 ) {
-    let upb = units.len() as u64;
-    for_each_item(launch, blocks.len() as u64 * upb, |w| {
-        let slot = (w / upb) as u32;
-        let u = &units[(w % upb) as usize];
-        let seg = &segs[u.segment as usize];
+    for_each_item(launch, blocks, segs, units, |slot, block, u, seg| {
         let logical = slot as u64 * block_bytes + seg.offset + u.start;
         if logical >= flat_len {
             return;
         }
         let len = u.len.min(flat_len - logical);
-        copy_range(flat_base + logical, gpu_addr(seg, blocks[slot as usize], u), len, launch.threads as u64);
+        // SAFETY: valid, disjoint ranges (the caller's promise); `len` stays within the bytes.
+        unsafe { copy_range(flat_base + logical, gpu_addr(seg, block, u), len, launch.threads as u64) };
     });
 }
 

@@ -130,7 +130,8 @@ pub fn compile_with(
     let prog = nvrtc_result::create_program(&src, Some(&cname)).map_err(|e| nvrtc_err("create", e))?;
     let mut opts = options_for(arch, output);
     opts.extend(extra.iter().map(|s| s.to_string()));
-    // SAFETY: `prog` is live until destroy_program below; the buffers match NVRTC's sizes.
+    // SAFETY: `prog` is live until destroy_program below; the buffers match the sizes NVRTC
+    // reports, and the log NVRTC returns is NUL-terminated.
     unsafe {
         let compiled = nvrtc_result::compile_program(prog, &opts);
         let log = nvrtc_result::get_program_log(prog)
@@ -267,4 +268,17 @@ pub fn ptx_arch_for(device: (i32, i32), cache_dir: Option<&Path>) -> Option<(i32
         .filter(|&a| a <= device)
         .find(|&a| cache_dir.is_some_and(|d| d.join(image_file_name(a, Output::Ptx)).is_file()));
     cached.or_else(|| supported_archs()?.into_iter().filter(|&a| a <= device).max())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_names_differ_per_architecture() {
+        let a = cache_file_name((8, 0));
+        let b = cache_file_name((9, 0));
+        assert_ne!(a, b);
+        assert!(a.starts_with("libra_swap_sm80_") && a.ends_with(".cubin"));
+    }
 }

@@ -1,50 +1,14 @@
-//! Memory the CUDA backend owns (device buffers, pinned host buffers, the per-batch staging of
-//! lists and adapter bytes) and the guard that keeps the caller's current context.
-use super::dev_err;
+//! Memory the CUDA backend owns: device buffers, pinned host buffers, the per-batch staging of
+//! lists and adapter bytes.
+use super::context::bind;
+use super::probe::dev_err;
+use super::tables::{DevSegment, Unit};
 use crate::error::{Error, Result};
 use cudarc::driver::result as cu;
 use cudarc::driver::sys;
 use cudarc::driver::{CudaContext, CudaEvent, CudaStream};
 use std::ffi::c_void;
 use std::sync::Arc;
-
-/// The calling thread's current context, made current again on drop. Every entry point that
-/// touches the driver holds one, so no call changes which context (and so which device the
-/// CUDA runtime targets) the engine's thread has current. Only made once the driver is loaded.
-pub(super) struct KeepCurrent {
-    /// The caller's `CUcontext` (null: none), as an integer so the backend stays `Send`.
-    previous: usize,
-}
-
-impl KeepCurrent {
-    pub(super) fn save() -> Result<Self> {
-        let mut current: sys::CUcontext = std::ptr::null_mut();
-        // SAFETY: writes one handle; the driver is loaded (callers checked `device_count`).
-        unsafe { sys::cuCtxGetCurrent(&mut current) }.result().map_err(|e| dev_err("cuCtxGetCurrent", e))?;
-        Ok(KeepCurrent { previous: current as usize })
-    }
-}
-
-impl Drop for KeepCurrent {
-    fn drop(&mut self) {
-        let mut current: sys::CUcontext = std::ptr::null_mut();
-        // SAFETY: restores the handle the caller had current; nothing is done when it still is.
-        unsafe {
-            if sys::cuCtxGetCurrent(&mut current) == sys::CUresult::CUDA_SUCCESS
-                && current as usize != self.previous
-            {
-                let _ = sys::cuCtxSetCurrent(self.previous as sys::CUcontext);
-            }
-        }
-    }
-}
-
-/// Makes `ctx` current. An error cudarc recorded earlier (in a drop, which cannot return one)
-/// is reported as that, not as a failure to bind.
-pub(super) fn bind(ctx: &CudaContext) -> Result<()> {
-    ctx.check_err().map_err(|e| dev_err("an earlier driver call during a release", e))?;
-    ctx.bind_to_thread().map_err(|e| dev_err("cuCtxSetCurrent", e))
-}
 
 /// An allocation's failure: out of memory only when the driver says so; otherwise (e.g. an
 /// earlier fault left the context unusable) a device error.
@@ -66,10 +30,30 @@ pub(super) struct DeviceBuf {
 impl DeviceBuf {
     pub(super) fn new(ctx: &Arc<CudaContext>, len: usize) -> Result<Self> {
         bind(ctx)?;
-        // SAFETY: plain allocation; zero-length requests are rounded up.
+        // SAFETY: a plain allocation in the context bound above (zero-length requests are
+        // rounded up); nothing reads the memory before it is written.
         let ptr = unsafe { cu::malloc_sync(len.max(1)) }
             .map_err(|e| alloc_err(&format!("device allocation of {len} bytes"), e))?;
         Ok(DeviceBuf { ctx: ctx.clone(), ptr, len })
+    }
+
+    /// A new buffer holding `bytes`, copied through `stream` before this returns.
+    pub(super) fn upload_sync(ctx: &Arc<CudaContext>, stream: &CudaStream, bytes: &[u8]) -> Result<Self> {
+        let buf = DeviceBuf::new(ctx, bytes.len())?;
+        // SAFETY: buf holds bytes.len() bytes, and `bytes` outlives the copy: the stream is
+        // synchronised before this returns.
+        unsafe {
+            sys::cuMemcpyHtoDAsync_v2(
+                buf.ptr,
+                bytes.as_ptr() as *const c_void,
+                bytes.len(),
+                stream.cu_stream(),
+            )
+            .result()
+            .map_err(|e| dev_err("cuMemcpyHtoDAsync", e))?;
+        }
+        stream.synchronize().map_err(|e| dev_err("cuStreamSynchronize", e))?;
+        Ok(buf)
     }
 }
 
@@ -89,7 +73,8 @@ pub(super) struct PinnedBuf {
     pub(super) len: usize,
 }
 
-// The buffer is plain bytes owned by this value.
+// SAFETY: the pointer is to plain bytes this value alone owns (no alias escapes it), so moving
+// the value to another thread moves sole ownership; freeing needs no particular thread.
 unsafe impl Send for PinnedBuf {}
 
 impl PinnedBuf {
@@ -101,7 +86,8 @@ impl PinnedBuf {
             .map_err(|e| alloc_err(&format!("pinned host allocation of {len} bytes"), e))?
             as *mut u8;
         let mut buf = PinnedBuf { ctx: ctx.clone(), host, dev: 0, len };
-        // SAFETY: `host` was just mapped by cuMemHostAlloc with DEVICEMAP.
+        // SAFETY: `host` was just allocated and mapped by cuMemHostAlloc with DEVICEMAP, for at
+        // least `len` bytes, and nothing else holds it yet.
         unsafe {
             sys::cuMemHostGetDevicePointer_v2(&mut buf.dev, host as *mut c_void, 0)
                 .result()
@@ -225,7 +211,24 @@ impl Staging {
     }
 }
 
-pub(super) fn as_bytes<T: Copy>(v: &[T]) -> &[u8] {
-    // SAFETY: only used on repr(C) plain-data types without padding holes that matter.
+/// Plain data without padding: every byte of a value is initialised, so a slice of them can be
+/// read as bytes (what the device tables and block lists are uploaded as).
+///
+/// # Safety
+/// Implement only for `Copy` types without padding bytes.
+pub(super) unsafe trait NoPadding: Copy {}
+// SAFETY: an integer has no padding.
+unsafe impl NoPadding for u32 {}
+// SAFETY: an array of padding-free elements has no padding.
+unsafe impl NoPadding for [u32; 2] {}
+// SAFETY: repr(C) with four u64 fields.
+unsafe impl NoPadding for DevSegment {}
+// SAFETY: repr(C) with u32, u32, u64, u64: each field at its natural alignment, none between.
+unsafe impl NoPadding for Unit {}
+
+/// The bytes of `v`.
+pub(super) fn as_bytes<T: NoPadding>(v: &[T]) -> &[u8] {
+    // SAFETY: `T` has no padding, so all size_of_val(v) bytes are initialised; they are borrowed
+    // from `v` for the same lifetime, and u8 needs no alignment.
     unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) }
 }

@@ -1,7 +1,7 @@
 //! Loading the swap kernels into a context: the cubin for the device, compiled afresh when the
 //! driver refuses a cached one, else PTX for the newest older architecture.
-use super::dev_err;
 use super::kernels::{self, Output};
+use super::probe::dev_err;
 use crate::error::{Error, Result};
 use cudarc::driver::sys;
 use cudarc::driver::{CudaContext, CudaFunction};
@@ -16,6 +16,14 @@ pub(super) struct Kernels {
     pub(super) scatter: CudaFunction,
     pub(super) copy_blocks: CudaFunction,
     pub(super) upload: CudaFunction,
+}
+
+/// Whether the kernels are loaded; built on first use.
+pub(super) enum KernelState {
+    NotLoaded,
+    Loaded(Kernels),
+    /// The kernels could not be built (e.g. no NVRTC and no cached cubin): memcpy only.
+    Unavailable(String),
 }
 
 /// Why an image did not give kernels.

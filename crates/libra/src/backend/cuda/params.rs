@@ -1,8 +1,36 @@
-//! The argument list of one swap-kernel launch, laid out once: the CUDA backend hands it to
-//! `cuLaunchKernel`, and the host-compiled kernels in the tests decode the same `void **` array
-//! from the kernels' own signatures. A pure function of its inputs, so both see identical bytes.
-use super::super::reference::Launch;
+//! The shape and argument list of one swap-kernel launch, laid out once: the CUDA backend hands
+//! it to `cuLaunchKernel`, and the host-compiled kernels in the tests decode the same `void **`
+//! array from the kernels' own signatures. A pure function of its inputs, so both see identical
+//! bytes.
 use std::ffi::c_void;
+
+/// Threads per CTA.
+pub const THREADS_PER_CTA: u32 = 256;
+/// Resident CTAs per SM the launch aims for. The kernels use 72-80 registers per thread
+/// (ptxas, sm_80 to sm_120; tests/kernels_nvrtc.rs measures and checks it), so 3 CTAs of 256
+/// threads fit a 64 Ki-register SM; forcing 4 with `__launch_bounds__` makes ptxas spill.
+pub const CTAS_PER_SM: u32 = 3;
+
+/// Grid size for `work` (block, unit) items: one CTA per item up to what the device keeps
+/// resident; a grid-stride loop takes the rest.
+pub fn grid_size(work: u64, sm_count: u32) -> u32 {
+    let cap = (sm_count.max(1) as u64) * CTAS_PER_SM as u64;
+    work.clamp(1, cap) as u32
+}
+
+/// Grid and CTA size of one launch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Launch {
+    pub grid: u32,
+    pub threads: u32,
+}
+
+impl Launch {
+    /// The shape the CUDA backend uses for `work` items on a device with `sm_count` SMs.
+    pub fn for_work(work: u64, sm_count: u32) -> Self {
+        Launch { grid: grid_size(work, sm_count), threads: THREADS_PER_CTA }
+    }
+}
 
 /// One kernel argument, stored at its own address for the `void **` array.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,245 @@
+//! Submitting a batch: staging its lists and bytes in pinned memory, then one launch of the swap
+//! kernels (or a run of `cuMemcpyAsync` calls, where the copy policy says so) per batch, or per
+//! readiness group of a grouped swap.
+use super::memory::as_bytes;
+use super::module::KernelState;
+use super::probe::dev_err;
+use super::tables;
+use super::{params, CopyPath, CudaBackend};
+use crate::backend::{BatchId, BlockMove, Direction, SegmentGroups};
+use crate::error::{Error, Result};
+use cudarc::driver::result as cu;
+use cudarc::driver::sys;
+use cudarc::driver::CudaEvent;
+use std::sync::Arc;
+
+impl CudaBackend {
+    /// The path a batch of `blocks` whole blocks takes.
+    pub fn path_for(&mut self, blocks: usize) -> CopyPath {
+        let _keep = self.enter().ok();
+        let pieces = blocks as u64 * self.layout.segments().len() as u64;
+        match self.options.copy_policy.choose(pieces, self.max_piece) {
+            CopyPath::Memcpy => CopyPath::Memcpy,
+            CopyPath::Kernel => {
+                self.ensure_kernels();
+                if matches!(self.kernels, KernelState::Loaded(_)) {
+                    CopyPath::Kernel
+                } else {
+                    CopyPath::Memcpy
+                }
+            }
+        }
+    }
+
+    /// Launches one of the swap kernels over `entries` entries of the device list `list`, with
+    /// the arguments laid out by [`params::swap_launch`].
+    fn launch_over(
+        &self,
+        kernel: params::SwapKernel,
+        list: sys::CUdeviceptr,
+        entries: usize,
+        tail: &[u64],
+    ) -> Result<()> {
+        self.launch_units(kernel, 0..self.units_per_block, list, entries, tail)
+    }
+
+    /// `launch_over` restricted to the units `units` of every block (a run of segments).
+    fn launch_units(
+        &self,
+        kernel: params::SwapKernel,
+        units: std::ops::Range<u32>,
+        list: sys::CUdeviceptr,
+        entries: usize,
+        tail: &[u64],
+    ) -> Result<()> {
+        let upb = units.end.saturating_sub(units.start);
+        if upb == 0 {
+            return Ok(());
+        }
+        let KernelState::Loaded(k) = &self.kernels else { unreachable!("path_for checked") };
+        let f = match kernel {
+            params::SwapKernel::Gather => &k.gather,
+            params::SwapKernel::Scatter => &k.scatter,
+            params::SwapKernel::CopyBlocks => &k.copy_blocks,
+            params::SwapKernel::Upload => &k.upload,
+        };
+        let entries = u32::try_from(entries).map_err(|_| Error::invalid("too many blocks in one batch"))?;
+        let tables = params::Tables {
+            segments: self.dev_segments.ptr,
+            units: self.dev_units.ptr + units.start as u64 * std::mem::size_of::<tables::Unit>() as u64,
+            units_per_block: upb,
+        };
+        let mut launch = params::swap_launch(kernel, tables, list, entries, tail, self.sm_count);
+        let shape = launch.shape;
+        let mut ptrs = launch.param_pointers();
+        // SAFETY: the parameters match the kernel's signature and every address they lead to
+        // was validated at submission; the buffers stay alive until the stream has run them.
+        unsafe {
+            cu::launch_kernel(
+                f.cu_function(),
+                (shape.grid, 1, 1),
+                (shape.threads, 1, 1),
+                0,
+                self.stream.cu_stream(),
+                &mut ptrs,
+            )
+        }
+        .map_err(|e| dev_err("cuLaunchKernel", e))
+    }
+
+    fn memcpy(&self, dst: u64, src: u64, len: u64) -> Result<()> {
+        // SAFETY: both ranges were validated at submission (unified addressing: any direction).
+        unsafe { sys::cuMemcpyAsync(dst, src, len as usize, self.stream.cu_stream()) }
+            .result()
+            .map_err(|e| dev_err("cuMemcpyAsync", e))
+    }
+
+    /// Enqueues one batch and registers it. A failed submission waits for what it queued
+    /// before its staging buffer can be reused.
+    pub(super) fn submit(&mut self, enqueue: impl FnOnce(&mut Self) -> Result<BatchId>) -> Result<BatchId> {
+        let r = enqueue(self);
+        if let Some(slot) = self.staged.take() {
+            self.staging.release_after(slot, &self.stream);
+        }
+        r
+    }
+
+    /// Copies `parts` into one pinned staging buffer for the batch being submitted, each at a
+    /// 256-byte aligned offset; their (host, device) addresses.
+    fn stage(&mut self, parts: &[&[u8]]) -> Result<Vec<(*const u8, u64)>> {
+        let offsets: Vec<usize> = parts
+            .iter()
+            .scan(0usize, |at, p| {
+                let off = *at;
+                *at += p.len().div_ceil(256) * 256;
+                Some(off)
+            })
+            .collect();
+        let total = offsets.last().map_or(0, |&o| o) + parts.last().map_or(0, |p| p.len());
+        let slot = self.staging.acquire(&self.ctx, total)?;
+        self.staged = Some(slot);
+        let (host, dev) = self.staging.addr(slot);
+        Ok(parts
+            .iter()
+            .zip(offsets)
+            .map(|(p, off)| {
+                // SAFETY: the slot holds `total` bytes, of which this part takes
+                // [off, off + len); no queued work reads the slot, and `p` is caller memory
+                // distinct from it.
+                unsafe { std::ptr::copy_nonoverlapping(p.as_ptr(), host.add(off), p.len()) };
+                (host.wrapping_add(off) as *const u8, dev + off as u64)
+            })
+            .collect())
+    }
+
+    /// Stages a block list and enqueues its copy to the device; the device address.
+    fn stage_list(&mut self, list: &[u8]) -> Result<sys::CUdeviceptr> {
+        let (host, _) = self.stage(&[list])?[0];
+        self.list.fill_from_pinned(&self.stream, host, list.len())
+    }
+
+    /// Enqueues a swap: per readiness group, one launch (or its memcpy run) over the group's
+    /// segments of every block, then that group's event. A swap submitted whole is one group.
+    pub(super) fn enqueue_grouped(
+        &mut self,
+        direction: Direction,
+        moves: &[BlockMove],
+        groups: SegmentGroups,
+    ) -> Result<Vec<Arc<CudaEvent>>> {
+        let bb = self.layout.block_bytes();
+        let path = if moves.is_empty() { CopyPath::Memcpy } else { self.path_for(moves.len()) };
+        let pairs_ptr = match path {
+            CopyPath::Kernel => {
+                let pairs: Vec<[u32; 2]> = moves.iter().map(|m| [m.gpu_block, m.host_block]).collect();
+                self.stage_list(as_bytes(&pairs))?
+            }
+            CopyPath::Memcpy => 0,
+        };
+        let unit_ranges = tables::group_units(&self.units, groups);
+        let mut events = Vec::with_capacity(groups.count() as usize);
+        for (g, units) in (0..groups.count()).zip(unit_ranges) {
+            let segs = groups.segments(g);
+            match path {
+                CopyPath::Kernel => {
+                    let kernel = match direction {
+                        Direction::GpuToHost => params::SwapKernel::Gather,
+                        Direction::HostToGpu => params::SwapKernel::Scatter,
+                    };
+                    self.launch_units(kernel, units, pairs_ptr, moves.len(), &[self.host.dev, bb])?;
+                }
+                CopyPath::Memcpy => self.memcpy_moves(direction, moves, segs)?,
+            }
+            match self.record_event() {
+                Ok(e) => events.push(e),
+                Err(e) => {
+                    self.spare_events.extend(events);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(events)
+    }
+
+    /// One `cuMemcpyAsync` per block per segment in `segments`.
+    fn memcpy_moves(
+        &self,
+        direction: Direction,
+        moves: &[BlockMove],
+        segments: std::ops::Range<usize>,
+    ) -> Result<()> {
+        for s in self.layout.move_spans(moves, segments, self.host.dev) {
+            match direction {
+                Direction::GpuToHost => self.memcpy(s.other, s.gpu, s.len)?,
+                Direction::HostToGpu => self.memcpy(s.gpu, s.other, s.len)?,
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn enqueue_upload(&mut self, bytes: &[u8], blocks: &[u32]) -> Result<()> {
+        if bytes.is_empty() || blocks.is_empty() {
+            return Ok(());
+        }
+        let bb = self.layout.block_bytes();
+        // The kernel (or the copies) read the adapter bytes straight from pinned memory.
+        let staged = self.stage(&[bytes, as_bytes(blocks)])?;
+        let flat = staged[0].1;
+        match self.path_for(blocks.len()) {
+            CopyPath::Kernel => {
+                let blocks_ptr =
+                    self.list.fill_from_pinned(&self.stream, staged[1].0, std::mem::size_of_val(blocks))?;
+                self.launch_over(
+                    params::SwapKernel::Upload,
+                    blocks_ptr,
+                    blocks.len(),
+                    &[flat, bb, bytes.len() as u64],
+                )
+            }
+            CopyPath::Memcpy => {
+                for s in self.layout.upload_spans(blocks, bytes.len() as u64) {
+                    self.memcpy(s.gpu, flat + s.other, s.len)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    pub(super) fn enqueue_device_copies(&mut self, pairs: &[(u32, u32)]) -> Result<()> {
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        match self.path_for(pairs.len()) {
+            CopyPath::Kernel => {
+                let flat: Vec<[u32; 2]> = pairs.iter().map(|&(a, b)| [a, b]).collect();
+                let pairs_ptr = self.stage_list(as_bytes(&flat))?;
+                self.launch_over(params::SwapKernel::CopyBlocks, pairs_ptr, pairs.len(), &[])
+            }
+            CopyPath::Memcpy => {
+                for s in self.layout.copy_spans(pairs) {
+                    self.memcpy(s.other, s.gpu, s.len)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
