@@ -3,84 +3,71 @@
 use std::ffi::CStr;
 use std::fmt;
 
-/// What went wrong, as a code. The variants carry the names of the C ABI's `libra_status`
-/// constants (libra-ffi maps one to the other, variant by variant), so that a code reads the
-/// same in Rust, in C and in a log.
-#[allow(non_camel_case_types)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Status {
+/// Declares `Status` and derives its description and its decoding from one table of
+/// (variant, code, description), so a code added to the enum cannot be missing from either.
+macro_rules! statuses {
+    ($($(#[doc = $doc:literal])* $name:ident = $code:literal, $text:literal;)*) => {
+        /// What went wrong, as a code. The variants carry the names of the C ABI's `libra_status`
+        /// constants (libra-ffi maps one to the other, variant by variant), so that a code reads
+        /// the same in Rust, in C and in a log.
+        #[allow(non_camel_case_types)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Status {
+            $($(#[doc = $doc])* $name = $code,)*
+        }
+
+        impl Status {
+            /// A static, human-readable description of the code, NUL-terminated for C.
+            pub fn describe_c(self) -> &'static CStr {
+                match self {
+                    $(Status::$name => $text,)*
+                }
+            }
+
+            /// Maps a raw integer (as C may pass any value) to a status.
+            pub fn from_raw(code: i32) -> Option<Status> {
+                match code {
+                    $($code => Some(Status::$name),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+statuses! {
     /// Success.
-    LIBRA_OK = 0,
+    LIBRA_OK = 0, c"ok";
     /// A required pointer argument was NULL.
-    LIBRA_ERR_NULL_ARGUMENT = 1,
+    LIBRA_ERR_NULL_ARGUMENT = 1, c"a required pointer argument was NULL";
     /// An argument was out of range or inconsistent; the message names it.
-    LIBRA_ERR_INVALID_ARGUMENT = 2,
+    LIBRA_ERR_INVALID_ARGUMENT = 2, c"invalid argument";
     /// The pool has no block to give and nothing may be evicted or swapped.
-    LIBRA_ERR_OUT_OF_MEMORY = 3,
+    LIBRA_ERR_OUT_OF_MEMORY = 3, c"out of memory: no block can be freed";
     /// An id (adapter, request, event) is unknown or was already released.
-    LIBRA_ERR_NOT_FOUND = 4,
+    LIBRA_ERR_NOT_FOUND = 4, c"not found";
     /// The object is in use (e.g. unregistering an adapter that requests still pin).
-    LIBRA_ERR_BUSY = 5,
+    LIBRA_ERR_BUSY = 5, c"busy: the object is in use";
     /// A device call failed, or the requested backend is unavailable.
-    LIBRA_ERR_DEVICE = 6,
+    LIBRA_ERR_DEVICE = 6, c"device error or device unavailable";
     /// An internal fault was caught at the boundary; the handle may be poisoned.
-    LIBRA_ERR_PANIC = 7,
+    LIBRA_ERR_PANIC = 7, c"internal fault caught at the API boundary";
     /// The object already exists (e.g. registering an adapter id twice).
-    LIBRA_ERR_ALREADY_EXISTS = 8,
+    LIBRA_ERR_ALREADY_EXISTS = 8, c"already exists";
     /// A wait ended before the awaited copies completed.
-    LIBRA_ERR_TIMEOUT = 9,
+    LIBRA_ERR_TIMEOUT = 9, c"timed out";
     /// A handle was poisoned by an earlier internal fault and must be freed.
-    LIBRA_ERR_POISONED = 10,
+    LIBRA_ERR_POISONED = 10, c"handle poisoned by an earlier internal fault";
     /// The optimiser found no feasible point (e.g. a budget below the lower bounds).
-    LIBRA_ERR_INFEASIBLE = 11,
+    LIBRA_ERR_INFEASIBLE = 11, c"infeasible problem";
     /// Text input (a configuration or topology file) could not be parsed.
-    LIBRA_ERR_PARSE = 12,
+    LIBRA_ERR_PARSE = 12, c"parse error";
 }
 
 impl Status {
     /// A static, human-readable description of the code.
     pub fn describe(self) -> &'static str {
         self.describe_c().to_str().unwrap_or("")
-    }
-
-    /// The same description, NUL-terminated for C.
-    pub fn describe_c(self) -> &'static CStr {
-        match self {
-            Status::LIBRA_OK => c"ok",
-            Status::LIBRA_ERR_NULL_ARGUMENT => c"a required pointer argument was NULL",
-            Status::LIBRA_ERR_INVALID_ARGUMENT => c"invalid argument",
-            Status::LIBRA_ERR_OUT_OF_MEMORY => c"out of memory: no block can be freed",
-            Status::LIBRA_ERR_NOT_FOUND => c"not found",
-            Status::LIBRA_ERR_BUSY => c"busy: the object is in use",
-            Status::LIBRA_ERR_DEVICE => c"device error or device unavailable",
-            Status::LIBRA_ERR_PANIC => c"internal fault caught at the API boundary",
-            Status::LIBRA_ERR_ALREADY_EXISTS => c"already exists",
-            Status::LIBRA_ERR_TIMEOUT => c"timed out",
-            Status::LIBRA_ERR_POISONED => c"handle poisoned by an earlier internal fault",
-            Status::LIBRA_ERR_INFEASIBLE => c"infeasible problem",
-            Status::LIBRA_ERR_PARSE => c"parse error",
-        }
-    }
-
-    /// Maps a raw integer (as C may pass any value) to a status.
-    pub fn from_raw(code: i32) -> Option<Status> {
-        use Status::*;
-        Some(match code {
-            0 => LIBRA_OK,
-            1 => LIBRA_ERR_NULL_ARGUMENT,
-            2 => LIBRA_ERR_INVALID_ARGUMENT,
-            3 => LIBRA_ERR_OUT_OF_MEMORY,
-            4 => LIBRA_ERR_NOT_FOUND,
-            5 => LIBRA_ERR_BUSY,
-            6 => LIBRA_ERR_DEVICE,
-            7 => LIBRA_ERR_PANIC,
-            8 => LIBRA_ERR_ALREADY_EXISTS,
-            9 => LIBRA_ERR_TIMEOUT,
-            10 => LIBRA_ERR_POISONED,
-            11 => LIBRA_ERR_INFEASIBLE,
-            12 => LIBRA_ERR_PARSE,
-            _ => return None,
-        })
     }
 }
 

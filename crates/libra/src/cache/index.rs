@@ -7,7 +7,7 @@
 //! memory, so a match can prefetch the home slots of all its keys before probing them.
 //!
 //! The hash is a node key's low 64 bits: keys are keyed SipHash outputs, already uniform.
-use super::tree::NONE;
+use super::ids::NONE;
 
 #[derive(Debug, Clone, Copy)]
 struct Slot {

@@ -116,38 +116,49 @@ pub fn keys_of(states: &[PrefixHasher], out: &mut [u128]) {
 }
 
 /// Every function here needs AVX2; only `keys_of` is called from outside, once it is detected.
+/// Their bodies are `unsafe` blocks because the intrinsics are unsafe to call before Rust 1.86;
+/// later compilers find some of those blocks unneeded, hence `unused_unsafe`.
 #[cfg(target_arch = "x86_64")]
+#[allow(unused_unsafe)]
 mod avx2 {
     use super::PrefixHasher;
     use std::arch::x86_64::*;
 
+    /// # Safety
+    /// The CPU must support AVX2 (so must it for every function below).
     #[inline]
     #[target_feature(enable = "avx2")]
     unsafe fn rotl<const L: i32, const R: i32>(x: __m256i) -> __m256i {
-        _mm256_or_si256(_mm256_slli_epi64::<L>(x), _mm256_srli_epi64::<R>(x))
+        // SAFETY: AVX2 is available (the contract), all these register-only intrinsics need.
+        unsafe { _mm256_or_si256(_mm256_slli_epi64::<L>(x), _mm256_srli_epi64::<R>(x)) }
     }
 
     /// Swaps the 32-bit halves of each lane: a rotation by 32 in one instruction.
     #[inline]
     #[target_feature(enable = "avx2")]
     unsafe fn rotl32(x: __m256i) -> __m256i {
-        _mm256_shuffle_epi32::<0b10_11_00_01>(x)
+        // SAFETY: AVX2 is available (the contract), all this register-only intrinsic needs.
+        unsafe { _mm256_shuffle_epi32::<0b10_11_00_01>(x) }
     }
 
     /// The scalar `round`, lane by lane.
     #[inline]
     #[target_feature(enable = "avx2")]
     unsafe fn round(v: &mut [__m256i; 4]) {
-        v[0] = _mm256_add_epi64(v[0], v[1]);
-        v[1] = _mm256_xor_si256(rotl::<13, 51>(v[1]), v[0]);
-        v[0] = rotl32(v[0]);
-        v[2] = _mm256_add_epi64(v[2], v[3]);
-        v[3] = _mm256_xor_si256(rotl::<16, 48>(v[3]), v[2]);
-        v[0] = _mm256_add_epi64(v[0], v[3]);
-        v[3] = _mm256_xor_si256(rotl::<21, 43>(v[3]), v[0]);
-        v[2] = _mm256_add_epi64(v[2], v[1]);
-        v[1] = _mm256_xor_si256(rotl::<17, 47>(v[1]), v[2]);
-        v[2] = rotl32(v[2]);
+        // SAFETY: AVX2 is available (the contract), all these register-only intrinsics and the
+        // helpers above need.
+        unsafe {
+            v[0] = _mm256_add_epi64(v[0], v[1]);
+            v[1] = _mm256_xor_si256(rotl::<13, 51>(v[1]), v[0]);
+            v[0] = rotl32(v[0]);
+            v[2] = _mm256_add_epi64(v[2], v[3]);
+            v[3] = _mm256_xor_si256(rotl::<16, 48>(v[3]), v[2]);
+            v[0] = _mm256_add_epi64(v[0], v[3]);
+            v[3] = _mm256_xor_si256(rotl::<21, 43>(v[3]), v[0]);
+            v[2] = _mm256_add_epi64(v[2], v[1]);
+            v[1] = _mm256_xor_si256(rotl::<17, 47>(v[1]), v[2]);
+            v[2] = rotl32(v[2]);
+        }
     }
 
     /// # Safety
@@ -156,47 +167,52 @@ mod avx2 {
     pub(super) unsafe fn keys_of(states: &[PrefixHasher], out: &mut [u128]) {
         let mut chunks = states.chunks_exact(4);
         let mut outs = out.chunks_exact_mut(4);
-        for (s, o) in (&mut chunks).zip(&mut outs) {
-            // Rows are the states; transpose so that vector i holds v[i] of all four.
-            // `[u64; 4]` is 32 bytes and `loadu` takes any alignment.
-            let r0 = _mm256_loadu_si256(s[0].v.as_ptr().cast());
-            let r1 = _mm256_loadu_si256(s[1].v.as_ptr().cast());
-            let r2 = _mm256_loadu_si256(s[2].v.as_ptr().cast());
-            let r3 = _mm256_loadu_si256(s[3].v.as_ptr().cast());
-            let t0 = _mm256_unpacklo_epi64(r0, r1);
-            let t1 = _mm256_unpackhi_epi64(r0, r1);
-            let t2 = _mm256_unpacklo_epi64(r2, r3);
-            let t3 = _mm256_unpackhi_epi64(r2, r3);
-            let mut v = [
-                _mm256_permute2x128_si256::<0x20>(t0, t2),
-                _mm256_permute2x128_si256::<0x20>(t1, t3),
-                _mm256_permute2x128_si256::<0x31>(t0, t2),
-                _mm256_permute2x128_si256::<0x31>(t1, t3),
-            ];
-            let last = s.iter().map(PrefixHasher::last_word);
-            let mut words = [0u64; 4];
-            for (w, l) in words.iter_mut().zip(last) {
-                *w = l;
-            }
-            let b = _mm256_loadu_si256(words.as_ptr().cast());
-            v[3] = _mm256_xor_si256(v[3], b);
-            round(&mut v);
-            v[0] = _mm256_xor_si256(v[0], b);
-            v[2] = _mm256_xor_si256(v[2], _mm256_set1_epi64x(0xee));
-            round(&mut v);
-            round(&mut v);
-            round(&mut v);
-            let h1 = _mm256_xor_si256(_mm256_xor_si256(v[0], v[1]), _mm256_xor_si256(v[2], v[3]));
-            v[1] = _mm256_xor_si256(v[1], _mm256_set1_epi64x(0xdd));
-            round(&mut v);
-            round(&mut v);
-            round(&mut v);
-            let h2 = _mm256_xor_si256(_mm256_xor_si256(v[0], v[1]), _mm256_xor_si256(v[2], v[3]));
-            let (mut lo, mut hi) = ([0u64; 4], [0u64; 4]);
-            _mm256_storeu_si256(lo.as_mut_ptr().cast(), h1);
-            _mm256_storeu_si256(hi.as_mut_ptr().cast(), h2);
-            for ((k, l), h) in o.iter_mut().zip(lo).zip(hi) {
-                *k = l as u128 | (h as u128) << 64;
+        // SAFETY: AVX2 is available (the contract). Every load and store moves 32 bytes to or
+        // from a live `[u64; 4]` (a state's words, `words`, `lo`, `hi`), and the unaligned forms
+        // accept any alignment.
+        unsafe {
+            for (s, o) in (&mut chunks).zip(&mut outs) {
+                // Rows are the states; transpose so that vector i holds v[i] of all four.
+                // `[u64; 4]` is 32 bytes and `loadu` takes any alignment.
+                let r0 = _mm256_loadu_si256(s[0].v.as_ptr().cast());
+                let r1 = _mm256_loadu_si256(s[1].v.as_ptr().cast());
+                let r2 = _mm256_loadu_si256(s[2].v.as_ptr().cast());
+                let r3 = _mm256_loadu_si256(s[3].v.as_ptr().cast());
+                let t0 = _mm256_unpacklo_epi64(r0, r1);
+                let t1 = _mm256_unpackhi_epi64(r0, r1);
+                let t2 = _mm256_unpacklo_epi64(r2, r3);
+                let t3 = _mm256_unpackhi_epi64(r2, r3);
+                let mut v = [
+                    _mm256_permute2x128_si256::<0x20>(t0, t2),
+                    _mm256_permute2x128_si256::<0x20>(t1, t3),
+                    _mm256_permute2x128_si256::<0x31>(t0, t2),
+                    _mm256_permute2x128_si256::<0x31>(t1, t3),
+                ];
+                let last = s.iter().map(PrefixHasher::last_word);
+                let mut words = [0u64; 4];
+                for (w, l) in words.iter_mut().zip(last) {
+                    *w = l;
+                }
+                let b = _mm256_loadu_si256(words.as_ptr().cast());
+                v[3] = _mm256_xor_si256(v[3], b);
+                round(&mut v);
+                v[0] = _mm256_xor_si256(v[0], b);
+                v[2] = _mm256_xor_si256(v[2], _mm256_set1_epi64x(0xee));
+                round(&mut v);
+                round(&mut v);
+                round(&mut v);
+                let h1 = _mm256_xor_si256(_mm256_xor_si256(v[0], v[1]), _mm256_xor_si256(v[2], v[3]));
+                v[1] = _mm256_xor_si256(v[1], _mm256_set1_epi64x(0xdd));
+                round(&mut v);
+                round(&mut v);
+                round(&mut v);
+                let h2 = _mm256_xor_si256(_mm256_xor_si256(v[0], v[1]), _mm256_xor_si256(v[2], v[3]));
+                let (mut lo, mut hi) = ([0u64; 4], [0u64; 4]);
+                _mm256_storeu_si256(lo.as_mut_ptr().cast(), h1);
+                _mm256_storeu_si256(hi.as_mut_ptr().cast(), h2);
+                for ((k, l), h) in o.iter_mut().zip(lo).zip(hi) {
+                    *k = l as u128 | (h as u128) << 64;
+                }
             }
         }
         for (o, s) in outs.into_remainder().iter_mut().zip(chunks.remainder()) {

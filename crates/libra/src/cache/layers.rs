@@ -3,7 +3,8 @@
 //! A request is ready up to group g when every copy it waits for has landed group g: its
 //! swap-ins (its own and those it shares with other requests) group by group, an adapter
 //! upload only as a whole, since every layer reads the adapter.
-use super::core::{CacheCore, Flight, Readiness};
+use super::core::{CacheCore, Flight};
+use super::requests::Readiness;
 use crate::backend::{Backend, SegmentGroups};
 use crate::error::{Error, Result};
 

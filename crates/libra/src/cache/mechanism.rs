@@ -175,12 +175,7 @@ impl CacheCore {
                 "node {id} cannot be dropped: only an unpinned GPU KV block without GPU children can"
             )));
         }
-        if n.children == 0 {
-            self.delete_node(id, EventKind::Removed);
-            self.stats.dropped_blocks += 1;
-        } else {
-            self.drop_subtree(id);
-        }
+        self.drop_subtree(id);
         Ok(())
     }
 

@@ -18,7 +18,7 @@ use super::tree::{Candidate, Kind, Residency, ROOT};
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap};
 
-/// The tier a plan takes blocks from.
+/// A tier: where a plan takes blocks from, or where a node is left resident (`settle`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Tier {
     /// GPU blocks leaving for the host tier (or dropped): leaves are GPU nodes with no

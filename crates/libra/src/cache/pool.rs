@@ -22,14 +22,6 @@ impl BlockPool {
     pub fn used_count(&self) -> u32 {
         self.capacity() - self.free_count()
     }
-    /// Fraction of blocks in use, 0.0 for an empty tier.
-    pub fn usage(&self) -> f64 {
-        if self.capacity() == 0 {
-            0.0
-        } else {
-            self.used_count() as f64 / self.capacity() as f64
-        }
-    }
     pub fn allocate(&mut self) -> Option<u32> {
         let b = self.free.pop()?;
         self.in_use[b as usize] = true;

@@ -142,7 +142,7 @@ fn making_room_for_a_match_keeps_its_host_prefix() {
         let m = core.match_prefix(&mut io, 1, 0, &[1, 2, 3], 20).unwrap();
         assert_eq!(m.cached_tokens, 2, "{policy:?}");
         core.check_invariants().unwrap();
-        core.wait(&mut io, m.request, 0).unwrap();
+        core.poll(&mut io, m.request).unwrap();
         core.allocate(&mut io, m.request, 1, 20).unwrap();
         core.commit(m.request, &[3], 20).unwrap();
         core.release(&mut io, m.request, 20).unwrap();

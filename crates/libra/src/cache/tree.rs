@@ -12,7 +12,9 @@ use siphasher::sip128::{Hasher128, SipHasher13};
 use std::collections::{BTreeSet, HashMap};
 use std::hash::Hasher;
 
-pub const NONE: u32 = u32::MAX;
+pub use super::ids::NONE;
+pub use sets::{Candidate, CandidateOrder};
+use sets::{IN_GPU_LEAVES, IN_HINTED_GPU_LEAVES, IN_HINTED_HOST_LEAVES, IN_HOST_LEAVES};
 pub const ROOT: u32 = 0;
 
 /// Where a node's data lives.
@@ -70,10 +72,27 @@ pub struct Node {
     pub hinted: bool,
 }
 
-const IN_GPU_LEAVES: u8 = 1;
-const IN_HOST_LEAVES: u8 = 2;
-const IN_HINTED_GPU_LEAVES: u8 = 4;
-const IN_HINTED_HOST_LEAVES: u8 = 8;
+impl Node {
+    /// A node without blocks, pins, visits or children, listed nowhere yet.
+    fn new(kind: Kind, key: u128, parent: u32, adapter: u32, residency: Residency, now: u64) -> Node {
+        Node {
+            key,
+            last_use: now,
+            parent,
+            adapter,
+            gpu_block: NONE,
+            host_block: NONE,
+            pins: 0,
+            visits: 0,
+            gpu_children: 0,
+            children: 0,
+            residency,
+            kind,
+            listed: 0,
+            hinted: false,
+        }
+    }
+}
 
 /// A retention hint on a KV node: until `expires` (engine time) the node leaves its tier only
 /// after every unhinted candidate, lowest `priority` first.
@@ -81,27 +100,6 @@ const IN_HINTED_HOST_LEAVES: u8 = 8;
 pub struct Hint {
     pub priority: f64,
     pub expires: u64,
-}
-
-/// An entry of a candidate set: ordered by key, then age and id (ties broken
-/// deterministically). Carries what ranking needs so a walk of the set touches no node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Candidate {
-    pub key: u64,
-    pub last_use: u64,
-    pub id: u32,
-    pub adapter: bool,
-}
-
-/// How candidate sets are ordered.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum CandidateOrder {
-    /// By last use: least recently used first.
-    LastUse,
-    /// By `ln(visits) + last_use / time_unit`. Under ELORA's Eq. 5 a block's
-    /// log value is this key minus `now` minus a term in (0, ln 2], so walking the set in key
-    /// order finds the lowest values exactly after a short band (see the swapper).
-    Value { time_unit_us: f64 },
 }
 
 /// KV gauges kept in step with every residency change, so reading them costs nothing under the
@@ -142,24 +140,8 @@ pub struct Tree {
 
 impl Tree {
     pub fn new(hash_key: (u64, u64), order: CandidateOrder) -> Self {
-        let root = Node {
-            key: 0,
-            last_use: 0,
-            parent: NONE,
-            adapter: NONE,
-            gpu_block: NONE,
-            host_block: NONE,
-            pins: 0,
-            visits: 0,
-            gpu_children: 0,
-            children: 0,
-            residency: Residency::Gpu,
-            kind: Kind::Root,
-            listed: 0,
-            hinted: false,
-        };
         Tree {
-            nodes: vec![root],
+            nodes: vec![Node::new(Kind::Root, 0, NONE, NONE, Residency::Gpu, 0)],
             vacant: Vec::new(),
             index: PrefixIndex::new(),
             hash_key,
@@ -221,29 +203,6 @@ impl Tree {
         }
     }
 
-    /// The node's position key in the candidate sets. Depends only on fields that do not change
-    /// while the node is listed.
-    pub fn order_key(&self, n: &Node) -> u64 {
-        match self.order {
-            CandidateOrder::LastUse => n.last_use,
-            CandidateOrder::Value { time_unit_us } => {
-                let key = (n.visits.max(1) as f64).ln() + n.last_use as f64 / time_unit_us;
-                // Non-negative floats order like their bit patterns.
-                key.max(0.0).to_bits()
-            }
-        }
-    }
-
-    /// The node's entry in a candidate set.
-    pub fn candidate(&self, id: u32) -> Candidate {
-        let n = &self.nodes[id as usize];
-        Candidate { key: self.order_key(n), last_use: n.last_use, id, adapter: n.kind == Kind::Adapter }
-    }
-
-    pub fn order(&self) -> CandidateOrder {
-        self.order
-    }
-
     pub fn node(&self, id: u32) -> &Node {
         &self.nodes[id as usize]
     }
@@ -256,12 +215,6 @@ impl Tree {
     }
     pub fn live_nodes(&self) -> usize {
         self.nodes.len() - self.vacant.len()
-    }
-    pub fn gpu_leaves(&self) -> &BTreeSet<Candidate> {
-        &self.gpu_leaves
-    }
-    pub fn host_leaves(&self) -> &BTreeSet<Candidate> {
-        &self.host_leaves
     }
     /// Approximate metadata bytes per live node: the node, its index entry, its share of the
     /// candidate sets.
@@ -345,22 +298,7 @@ impl Tree {
 
     /// Adds an adapter node under the root, without GPU residency.
     pub fn add_adapter(&mut self, slot: u32, key: u128, now: u64) -> u32 {
-        let id = self.alloc_node(Node {
-            key,
-            last_use: now,
-            parent: ROOT,
-            adapter: slot,
-            gpu_block: NONE,
-            host_block: NONE,
-            pins: 0,
-            visits: 0,
-            gpu_children: 0,
-            children: 0,
-            residency: Residency::Absent,
-            kind: Kind::Adapter,
-            listed: 0,
-            hinted: false,
-        });
+        let id = self.alloc_node(Node::new(Kind::Adapter, key, ROOT, slot, Residency::Absent, now));
         self.node_mut(ROOT).children += 1;
         let i = slot as usize;
         if self.adapter_nodes.len() <= i {
@@ -378,20 +316,10 @@ impl Tree {
         debug_assert!(self.node(parent).residency.gpu_side(), "parent must be GPU-side");
         let adapter = self.node(parent).adapter;
         let id = self.alloc_node(Node {
-            key,
-            last_use: now,
-            parent,
-            adapter,
             gpu_block,
-            host_block: NONE,
             pins,
             visits: pins,
-            gpu_children: 0,
-            children: 0,
-            residency: Residency::Gpu,
-            kind: Kind::Kv,
-            listed: 0,
-            hinted: false,
+            ..Node::new(Kind::Kv, key, parent, adapter, Residency::Gpu, now)
         });
         let nodes = &self.nodes;
         self.index.insert_unique(key as u64, id, |&n| nodes[n as usize].key as u64);
@@ -479,94 +407,6 @@ impl Tree {
         self.refresh(id);
     }
 
-    pub fn touch(&mut self, id: u32, now: u64) {
-        self.unlist(id);
-        let n = self.node_mut(id);
-        n.last_use = n.last_use.max(now);
-        self.refresh(id);
-    }
-
-    fn unlist(&mut self, id: u32) {
-        let listed = self.nodes[id as usize].listed;
-        // Most pinned nodes are interior and unlisted: no set entry (and no logarithm) to make.
-        if listed == 0 {
-            return;
-        }
-        if listed & (IN_GPU_LEAVES | IN_HOST_LEAVES) != 0 {
-            let c = self.candidate(id);
-            if listed & IN_GPU_LEAVES != 0 {
-                self.gpu_leaves.remove(&c);
-            }
-            if listed & IN_HOST_LEAVES != 0 {
-                self.host_leaves.remove(&c);
-            }
-        }
-        if listed & IN_HINTED_GPU_LEAVES != 0 {
-            self.hinted_gpu_leaves.remove(&id);
-        }
-        if listed & IN_HINTED_HOST_LEAVES != 0 {
-            self.hinted_host_leaves.remove(&id);
-        }
-        self.nodes[id as usize].listed = 0;
-    }
-
-    /// Re-derives the node's candidate-set membership from its state.
-    fn refresh(&mut self, id: u32) {
-        let n = &self.nodes[id as usize];
-        if matches!(n.kind, Kind::Root | Kind::Vacant) {
-            return;
-        }
-        let gpu_leaf = n.residency == Residency::Gpu && n.pins == 0 && n.gpu_children == 0;
-        let host_leaf = n.residency == Residency::Host && n.pins == 0 && n.children == 0;
-        let mut want = if gpu_leaf { IN_GPU_LEAVES } else { 0 } | if host_leaf { IN_HOST_LEAVES } else { 0 };
-        if n.hinted {
-            // The hinted twins of the same bits.
-            want <<= 2;
-        }
-        let have = n.listed;
-        if want == have {
-            return;
-        }
-        if (have | want) & (IN_HINTED_GPU_LEAVES | IN_HINTED_HOST_LEAVES) != 0 {
-            // A hint moves a node between the plain and the hinted sets: start from neither.
-            self.unlist(id);
-            self.nodes[id as usize].listed = 0;
-            if want & IN_HINTED_GPU_LEAVES != 0 {
-                self.hinted_gpu_leaves.insert(id);
-            }
-            if want & IN_HINTED_HOST_LEAVES != 0 {
-                self.hinted_host_leaves.insert(id);
-            }
-            if want & (IN_GPU_LEAVES | IN_HOST_LEAVES) != 0 {
-                self.refresh_plain(id, 0, want);
-            }
-            self.nodes[id as usize].listed = want;
-            return;
-        }
-        self.refresh_plain(id, have, want);
-        self.nodes[id as usize].listed = want;
-    }
-
-    /// Moves a node between the plain candidate sets from membership `have` to `want`.
-    fn refresh_plain(&mut self, id: u32, have: u8, want: u8) {
-        let (gpu_leaf, host_leaf) = (want & IN_GPU_LEAVES != 0, want & IN_HOST_LEAVES != 0);
-        let c = self.candidate(id);
-        if (have ^ want) & IN_GPU_LEAVES != 0 {
-            if gpu_leaf {
-                self.gpu_leaves.insert(c);
-            } else {
-                self.gpu_leaves.remove(&c);
-            }
-        }
-        if (have ^ want) & IN_HOST_LEAVES != 0 {
-            if host_leaf {
-                self.host_leaves.insert(c);
-            } else {
-                self.host_leaves.remove(&c);
-            }
-        }
-    }
-
     /// Every live node id, in arena order.
     pub fn live_ids(&self) -> impl Iterator<Item = u32> + '_ {
         self.nodes.iter().enumerate().filter(|(_, n)| n.kind != Kind::Vacant).map(|(i, _)| i as u32)
@@ -577,51 +417,8 @@ impl Tree {
 mod check;
 #[path = "tree_hints.rs"]
 mod hints;
-
+#[path = "tree_sets.rs"]
+mod sets;
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn node_stays_small() {
-        assert!(std::mem::size_of::<Node>() <= 64, "Node is {} bytes", std::mem::size_of::<Node>());
-    }
-
-    #[test]
-    fn chain_keys_depend_on_everything() {
-        let t = Tree::new((1, 2), CandidateOrder::LastUse);
-        let key = |tree: &Tree, adapter: u64, ns: u64, tokens: &[u32]| {
-            let mut h = tree.prefix_hasher(tree.chain_root(adapter, ns));
-            h.extend(tokens);
-            h.key()
-        };
-        let r = t.chain_root(7, 0);
-        assert_ne!(r, t.chain_root(8, 0), "adapter id");
-        assert_ne!(r, t.chain_root(7, 1), "namespace");
-        let a = key(&t, 7, 0, &[1, 2, 3, 4]);
-        assert_ne!(a, key(&t, 7, 0, &[1, 2, 3, 5]), "tokens");
-        assert_ne!(a, key(&t, 7, 1, &[1, 2, 3, 4]), "namespace of the prefix");
-        assert_ne!(a, key(&t, 8, 0, &[1, 2, 3, 4]), "adapter of the prefix");
-        assert_ne!(a, key(&Tree::new((1, 3), CandidateOrder::LastUse), 7, 0, &[1, 2, 3, 4]), "hash key");
-        assert_eq!(a, key(&t, 7, 0, &[1, 2, 3, 4]), "deterministic");
-    }
-
-    #[test]
-    fn leaves_follow_residency() {
-        let mut t = Tree::new((0, 0), CandidateOrder::LastUse);
-        let a = t.add_adapter(0, 1, 0);
-        t.set_residency(a, Residency::Gpu, NONE, NONE);
-        let k1 = t.add_kv(a, 10, 0, 1, 0);
-        let k2 = t.add_kv(k1, 11, 1, 2, 0);
-        assert!(t.gpu_leaves().contains(&t.candidate(k2)));
-        assert!(!t.gpu_leaves().contains(&t.candidate(k1)));
-        t.set_residency(k2, Residency::Host, NONE, 0);
-        assert!(t.gpu_leaves().contains(&t.candidate(k1)));
-        assert!(t.host_leaves().contains(&t.candidate(k2)));
-        t.check(false).unwrap();
-        t.remove(k2);
-        t.check(false).unwrap();
-        assert_eq!(t.lookup(11), None);
-        assert_eq!(t.lookup(10), Some(k1));
-    }
-}
+#[path = "tree_tests.rs"]
+mod tests;

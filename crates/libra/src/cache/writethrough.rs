@@ -14,7 +14,7 @@ use super::core::{CacheCore, Flight};
 use super::events::EventKind;
 use super::plan::Tier;
 use super::tree::{Kind, Residency, NONE};
-use crate::backend::Backend;
+use crate::backend::{Backend, Direction};
 use crate::error::Result;
 
 impl CacheCore {
@@ -26,10 +26,8 @@ impl CacheCore {
 
     /// Frees a clean node's GPU block: it is on the host tier now, without a copy.
     pub(crate) fn evict_clean(&mut self, n: u32) {
-        let node = self.tree.node(n).clone();
-        debug_assert!(self.is_clean(n) && node.gpu_children == 0);
-        self.tree.set_residency(n, Residency::Host, NONE, node.host_block);
-        self.free_gpu(node.gpu_block);
+        debug_assert!(self.is_clean(n) && self.tree.node(n).gpu_children == 0);
+        self.settle(n, Tier::Host);
         self.clean_blocks -= 1;
         self.stats.instant_evictions += 1;
         self.stats.swap_out_blocks += 1;
@@ -45,9 +43,7 @@ impl CacheCore {
         }
         for &n in nodes {
             if self.is_clean(n) {
-                let node = self.tree.node(n).clone();
-                self.tree.set_residency(n, Residency::Gpu, node.gpu_block, NONE);
-                self.free_host(node.host_block);
+                self.settle(n, Tier::Gpu);
                 self.clean_blocks -= 1;
             }
         }
@@ -136,7 +132,7 @@ impl CacheCore {
             return Ok(0);
         }
         // In flight like a swap-out: readable on the GPU, not a candidate until it lands.
-        self.copy_to_host(io, todo, Flight::Clean)?;
+        self.copy(io, Direction::GpuToHost, todo, Flight::Clean)?;
         Ok(todo.len() as u32)
     }
 
@@ -149,8 +145,7 @@ impl CacheCore {
                 continue;
             }
             if failed {
-                self.tree.set_residency(n, Residency::Gpu, node.gpu_block, NONE);
-                self.free_host(node.host_block);
+                self.settle(n, Tier::Gpu);
             } else {
                 self.tree.set_residency(n, Residency::Gpu, node.gpu_block, node.host_block);
                 self.clean_blocks += 1;

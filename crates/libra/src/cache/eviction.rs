@@ -1,0 +1,244 @@
+//! Eviction: making room on the GPU for an allocation, a match or an upload, by freeing
+//! adapters, dropping KV, evicting clean blocks or swapping out (waiting for those copies), and
+//! pruning the host tier. Nodes leave in plan order (children first, see `plan`), so a
+//! GPU-side block always has its parent (and adapter) on the GPU side.
+use super::core::CacheCore;
+use super::events::EventKind;
+use super::plan::Tier;
+use super::tree::{Kind, Residency};
+use crate::backend::{Backend, BatchState};
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+
+impl CacheCore {
+    /// Makes `need` GPU blocks free (of which `adapter_need` for an adapter, which the vLLM
+    /// baseline counts against its adapter region), by dropping, freeing or swapping out
+    /// unpinned GPU leaves.
+    pub(crate) fn make_room(
+        &mut self,
+        io: &mut dyn Backend,
+        need: usize,
+        adapter_need: u32,
+        now: u64,
+    ) -> Result<()> {
+        if self.cfg.policy.split_regions() {
+            return self.make_room_split(io, need, adapter_need, now);
+        }
+        let mut rounds = 0;
+        while (self.gpu.free_count() as usize) < need {
+            rounds += 1;
+            let short = need - self.gpu.free_count() as usize;
+            let victims = self.plan(Tier::Gpu, short, now);
+            if victims.is_empty() {
+                if self.inflight.is_empty() || rounds > 64 {
+                    return Err(Error::out_of_memory(format!(
+                        "{need} GPU blocks needed, {} free, and every cached block is pinned or in flight",
+                        self.gpu.free_count()
+                    )));
+                }
+                self.wait_all(io);
+                if !self.inflight.is_empty() {
+                    // Copies still running after `swap_wait_us` may free or unpin blocks: the
+                    // caller retries later rather than being told the tier is exhausted.
+                    return Err(Error::busy(
+                        "every unpinned GPU block is in flight; retry after the copies complete",
+                    ));
+                }
+                continue;
+            }
+            let to_host = self.cfg.policy.uses_host_tier() && self.host_copy_pays();
+            if to_host {
+                let kv = victims
+                    .iter()
+                    .filter(|&&v| self.tree.node(v).kind == Kind::Kv && !self.is_clean(v))
+                    .count();
+                self.prepare_host_room(kv, now);
+            }
+            let mut outgoing = Vec::new();
+            for v in victims {
+                let node = self.tree.node(v);
+                // A planned child may be on its way to the host in this pass: its parent then
+                // leaves in the same batch, or not before the copy completes.
+                let (kind, slot, waits_for_child) = (node.kind, node.adapter, node.gpu_children > 0);
+                if kind == Kind::Adapter {
+                    if !waits_for_child {
+                        self.evict_adapter(slot);
+                    }
+                } else if self.is_clean(v) {
+                    if !waits_for_child {
+                        self.evict_clean(v);
+                    }
+                } else if to_host && self.host_slot_available(outgoing.len(), now) {
+                    outgoing.push(v);
+                } else if !waits_for_child {
+                    // No room on the host: the leaf goes, with any host subtree below it.
+                    self.drop_subtree(v);
+                }
+            }
+            self.swap_out_and_wait(io, &outgoing)?;
+        }
+        Ok(())
+    }
+
+    /// Copies `nodes` to the host and waits (up to `swap_wait_us`) for their GPU blocks.
+    fn swap_out_and_wait(&mut self, io: &mut dyn Backend, nodes: &[u32]) -> Result<()> {
+        if nodes.is_empty() {
+            return Ok(());
+        }
+        let batch = self.swap_out(io, nodes)?;
+        if io.wait(batch, self.cfg.swap_wait_us) == BatchState::Pending {
+            return Err(Error::busy(
+                "swap-outs that would free GPU blocks are still in flight; retry after they complete",
+            ));
+        }
+        self.poll_inflight(io);
+        Ok(())
+    }
+
+    /// vLLM's static split: adapters and KV each evict by LRU inside their own region, and an
+    /// adapter leaves without regard to the KV computed under it.
+    fn make_room_split(
+        &mut self,
+        io: &mut dyn Backend,
+        need: usize,
+        adapter_need: u32,
+        now: u64,
+    ) -> Result<()> {
+        let kv_need = need - adapter_need as usize;
+        while self.adapter_gpu_blocks + adapter_need > self.adapter_block_limit() {
+            let victim = self
+                .adapters
+                .iter()
+                .flatten()
+                .filter(|a| {
+                    let n = self.tree.node(a.node);
+                    n.residency == Residency::Gpu && n.pins == 0
+                })
+                .min_by_key(|a| (self.tree.node(a.node).last_use, a.node))
+                .map(|a| self.tree.node(a.node).adapter);
+            match victim {
+                Some(slot) => self.evict_adapter(slot),
+                None => return Err(Error::out_of_memory("the adapter region is full of adapters in use")),
+            }
+        }
+        let kv_over = |c: &Self| {
+            let kv_used = c.gpu.used_count() - c.adapter_gpu_blocks;
+            (kv_used as usize + kv_need).saturating_sub(c.kv_block_limit() as usize)
+        };
+        // The offloading connector stores the KV region's LRU victims in its host tier.
+        let mut rounds = 0;
+        while self.cfg.policy.uses_host_tier() && self.host_copy_pays() && kv_over(self) > 0 && rounds < 64 {
+            rounds += 1;
+            let over = kv_over(self);
+            let victims: Vec<u32> =
+                self.tree.gpu_leaves().iter().filter(|c| !c.adapter).take(over).map(|c| c.id).collect();
+            if victims.is_empty() {
+                if self.inflight.is_empty() {
+                    break;
+                }
+                self.wait_all(io);
+                continue;
+            }
+            let copies = victims.iter().filter(|&&v| !self.is_clean(v)).count();
+            self.prepare_host_room(copies, now);
+            let mut outgoing = Vec::new();
+            for v in victims {
+                if self.is_clean(v) {
+                    // Written through (HiCache): its host copy is complete.
+                    self.evict_clean(v);
+                } else if self.host_slot_available(outgoing.len(), now) {
+                    outgoing.push(v);
+                } else {
+                    self.drop_subtree(v);
+                }
+            }
+            self.swap_out_and_wait(io, &outgoing)?;
+        }
+        let mut over = kv_over(self);
+        while over > 0 {
+            let victim = self.tree.gpu_leaves().iter().find(|c| !c.adapter).copied();
+            match victim {
+                Some(c) if self.is_clean(c.id) => {
+                    self.evict_clean(c.id);
+                    over -= 1;
+                }
+                Some(c) => {
+                    // Offloaded KV below it goes with it.
+                    self.drop_subtree(c.id);
+                    over -= 1;
+                }
+                None => return Err(Error::out_of_memory("the KV region is full of blocks in use")),
+            }
+        }
+        debug_assert!(self.gpu.free_count() as usize >= need);
+        Ok(())
+    }
+
+    /// Frees an unpinned resident adapter's GPU blocks; its registered host copy remains.
+    pub(crate) fn evict_adapter(&mut self, slot: u32) {
+        self.drop_adapter_blocks(slot);
+        self.emit(EventKind::Removed, self.adapter(slot).node);
+    }
+
+    /// Deletes a GPU leaf and all of its (host-resident) descendants, deepest first, counting
+    /// each as dropped: a leaf without children goes alone.
+    pub(crate) fn drop_subtree(&mut self, top: u32) {
+        // Below a GPU leaf every node is on the host only. One pass files the host nodes under
+        // their parents (in arena order), then a breadth-first walk from `top` collects its
+        // subtree: one scan of the tree however large the subtree, none for a plain leaf.
+        let mut host_children: HashMap<u32, Vec<u32>> = HashMap::new();
+        if self.tree.node(top).children > 0 {
+            for id in self.tree.live_ids() {
+                let n = self.tree.node(id);
+                if n.residency == Residency::Host {
+                    host_children.entry(n.parent).or_default().push(id);
+                }
+            }
+        }
+        let mut members = vec![top];
+        let mut i = 0;
+        while i < members.len() {
+            if let Some(c) = host_children.remove(&members[i]) {
+                members.extend(c);
+            }
+            i += 1;
+        }
+        for &n in members.iter().rev() {
+            self.delete_node(n, EventKind::Removed);
+            self.stats.dropped_blocks += 1;
+        }
+    }
+
+    /// Whether a host block beyond the `reserved` ones already promised is free now, or after
+    /// pruning one cold host leaf.
+    pub(crate) fn host_slot_available(&mut self, reserved: usize, now: u64) -> bool {
+        if self.host.free_count() as usize > reserved {
+            return true;
+        }
+        self.prune_host(1, now) > 0 && self.host.free_count() as usize > reserved
+    }
+
+    /// Under a policy that keeps the host tier full, prunes in one pass the cold host leaves that
+    /// `blocks` swap-outs will displace, so that they go out as one batch.
+    pub(crate) fn prepare_host_room(&mut self, blocks: usize, now: u64) {
+        if !self.cfg.policy.fills_host_tier() {
+            return;
+        }
+        let free = self.host.free_count() as usize;
+        if blocks > free {
+            self.prune_host(blocks - free, now);
+        }
+    }
+
+    /// Deletes up to `k` cold host blocks (lowest value first, whole cold chains when they are
+    /// the coldest); returns how many.
+    pub(crate) fn prune_host(&mut self, k: usize, now: u64) -> u32 {
+        let victims = self.plan(Tier::Host, k, now);
+        // Children come before their parents in a plan: each is childless when deleted.
+        for &v in &victims {
+            self.delete_node(v, EventKind::Removed);
+        }
+        self.stats.pruned_host_blocks += victims.len() as u64;
+        victims.len() as u32
+    }
+}
