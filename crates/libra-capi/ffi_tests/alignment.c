@@ -3,6 +3,7 @@
  * anything changes, rather than read through a misaligned pointer. */
 #include "libra.h"
 #include "check.h"
+#include "topo_defaults.h"
 #include <stdalign.h>
 #include <stdint.h>
 
@@ -19,7 +20,7 @@ static void check_named(const char *function, const char *argument) {
 static void test_network_arrays(void) {
     /* The dimension array itself misaligned (its stride is fine). */
     alignas(8) unsigned char buf[2 * sizeof(libra_dim_desc) + 8];
-    libra_dim_desc d = libra_dim_desc_default();
+    libra_dim_desc d = dim_desc_defaults();
     memcpy(ODD(buf), &d, sizeof d);
     libra_network *net = NULL;
     CHECK_STATUS(libra_network_new((const libra_dim_desc *)ODD(buf), 1, &net), LIBRA_ERR_INVALID_ARGUMENT);
@@ -41,7 +42,7 @@ static void test_network_arrays(void) {
     /* The optimiser's output array: refused before the solve, nothing written. */
     libra_workload *wl = NULL;
     CHECK_OK(libra_workload_new(LIBRA_OVERLAP_NONE, &wl));
-    libra_optimize_config cfg = libra_optimize_config_default();
+    libra_optimize_config cfg = optimize_config_defaults();
     cfg.total_bandwidth = 300.0;
     libra_optimize_result res;
     memset(&res, 0, sizeof res);

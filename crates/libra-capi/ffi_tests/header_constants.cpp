@@ -19,6 +19,29 @@ static int failures = 0;
         }                                                                   \
     } while (0)
 
+// The topology structs holding their defaults, filled as a caller does: struct_size first.
+template <typename T>
+static T with_size() {
+    T v{};
+    v.struct_size = sizeof v;
+    return v;
+}
+static libra_dim_desc dim_desc_defaults() {
+    libra_dim_desc d = with_size<libra_dim_desc>();
+    EXPECT(libra_dim_desc_default(&d) == LIBRA_OK);
+    return d;
+}
+static libra_optimize_config optimize_config_defaults() {
+    libra_optimize_config c = with_size<libra_optimize_config>();
+    EXPECT(libra_optimize_config_default(&c) == LIBRA_OK);
+    return c;
+}
+static libra_schedule_config schedule_config_defaults() {
+    libra_schedule_config c = with_size<libra_schedule_config>();
+    EXPECT(libra_schedule_config_default(&c) == LIBRA_OK);
+    return c;
+}
+
 static const char *status_name(libra_status s) {
     switch (s) {
         case LIBRA_OK: return "ok";
@@ -103,7 +126,7 @@ static void cache_constants() {
 }
 
 static libra_network *network_of(libra_dim_kind kind) {
-    libra_dim_desc d[2] = {libra_dim_desc_default(), libra_dim_desc_default()};
+    libra_dim_desc d[2] = {dim_desc_defaults(), dim_desc_defaults()};
     d[0].kind = kind;
     d[0].size = 4;
     d[0].bandwidth = 100.0;
@@ -116,7 +139,7 @@ static libra_network *network_of(libra_dim_kind kind) {
     d[1].link_cost = 7.8;
     libra_network *net = nullptr;
     EXPECT(libra_network_new(d, 2, &net) == LIBRA_OK);
-    libra_dim_desc back = libra_dim_desc_default();
+    libra_dim_desc back = dim_desc_defaults();
     EXPECT(libra_network_dim(net, 0, &back) == LIBRA_OK && back.kind == kind);
     return net;
 }
@@ -143,7 +166,7 @@ static void topology_constants() {
                         lc.num_coeffs = 2;
                         lc.cmp = cmp;
                         lc.rhs = 40.0;
-                        libra_optimize_config cfg = libra_optimize_config_default();
+                        libra_optimize_config cfg = optimize_config_defaults();
                         cfg.objective = o;
                         cfg.model = m;
                         cfg.total_bandwidth = 200.0;
@@ -161,7 +184,7 @@ static void topology_constants() {
             libra_workload_free(wl);
         }
         for (libra_schedule_policy policy : {LIBRA_SCHEDULE_POLICY_BASELINE, LIBRA_SCHEDULE_POLICY_THEMIS}) {
-            libra_schedule_config cfg = libra_schedule_config_default();
+            libra_schedule_config cfg = schedule_config_defaults();
             cfg.policy = policy;
             for (libra_collective c : {LIBRA_COLLECTIVE_ALL_REDUCE, LIBRA_COLLECTIVE_REDUCE_SCATTER,
                                        LIBRA_COLLECTIVE_ALL_GATHER, LIBRA_COLLECTIVE_ALL_TO_ALL}) {

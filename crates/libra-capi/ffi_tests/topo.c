@@ -1,6 +1,7 @@
 /* Topology: networks, workloads, the optimiser and schedules, including their error paths. */
 #include "libra.h"
 #include "check.h"
+#include "topo_defaults.h"
 #include <math.h>
 
 static char *read_file(const char *path) {
@@ -22,12 +23,12 @@ static char *read_file(const char *path) {
 static libra_network *two_dim_network(double bw0, double bw1) {
     libra_dim_desc dims[2];
     libra_network *net = NULL;
-    dims[0] = libra_dim_desc_default();
+    dims[0] = dim_desc_defaults();
     dims[0].kind = LIBRA_DIM_RING;
     dims[0].size = 4;
     dims[0].bandwidth = bw0;
     dims[0].link_cost = 2.0;
-    dims[1] = libra_dim_desc_default();
+    dims[1] = dim_desc_defaults();
     dims[1].kind = LIBRA_DIM_SWITCH;
     dims[1].size = 6;
     dims[1].bandwidth = bw1;
@@ -41,7 +42,7 @@ static libra_network *two_dim_network(double bw0, double bw1) {
 
 static void test_network(void) {
     libra_dim_desc dims[2];
-    libra_dim_desc d = libra_dim_desc_default();
+    libra_dim_desc d = dim_desc_defaults();
     libra_network *net = NULL;
     size_t n = 0;
     uint64_t npus = 0;
@@ -79,14 +80,14 @@ static void test_network(void) {
     d.struct_size = 1;
     CHECK_STATUS(libra_network_dim(net, 0, &d), LIBRA_ERR_INVALID_ARGUMENT);
     CHECK(strstr(libra_last_error_message(), "struct_size") != NULL);
-    d = libra_dim_desc_default();
+    d = dim_desc_defaults();
     libra_network_free(net);
     libra_network_free(NULL);
 
     /* Bad networks: empty, zero and negative bandwidth, bad kind, size 1; out untouched. */
     net = (libra_network *)&n; /* sentinel: must stay unchanged on failure */
-    dims[0] = libra_dim_desc_default();
-    dims[1] = libra_dim_desc_default();
+    dims[0] = dim_desc_defaults();
+    dims[1] = dim_desc_defaults();
     CHECK_STATUS(libra_network_new(dims, 0, &net), LIBRA_ERR_INVALID_ARGUMENT);
     CHECK(strstr(libra_last_error_message(), "num_dims") != NULL);
     dims[1].bandwidth = 0.0;
@@ -156,7 +157,7 @@ static void test_network(void) {
         char small[8];
         char *text;
         libra_network *back = NULL;
-        libra_dim_desc d2 = libra_dim_desc_default();
+        libra_dim_desc d2 = dim_desc_defaults();
         net = NULL;
         CHECK_OK(libra_network_parse(astra, NULL, &net));
         CHECK_OK(libra_network_dim(net, 0, &d));
@@ -189,7 +190,7 @@ static void test_workload_and_optimizer(void) {
     int32_t all[2] = {4, 6}, inner[2] = {4, -1}, bad[2] = {3, 6}, zero[2] = {0, 6};
     size_t n = 0;
     double t = 0.0, bw[2] = {0.0, 0.0}, lower[2] = {300.0, 300.0}, coeffs[2] = {1.0, -1.0};
-    libra_optimize_config cfg = libra_optimize_config_default();
+    libra_optimize_config cfg = optimize_config_defaults();
     libra_optimize_result res;
     libra_linear_constraint lc;
 
@@ -308,7 +309,7 @@ static void test_workload_and_optimizer(void) {
     CHECK_STATUS(libra_optimize(NULL, wl, &cfg, bw, 2, &res), LIBRA_ERR_NULL_ARGUMENT);
     cfg.struct_size = 0;
     CHECK_STATUS(libra_optimize(net, wl, &cfg, bw, 2, &res), LIBRA_ERR_INVALID_ARGUMENT);
-    cfg = libra_optimize_config_default();
+    cfg = optimize_config_defaults();
     cfg.total_bandwidth = 150.0;
 
     /* A group size that does not divide its dimension is caught when the workload is used. */
@@ -399,7 +400,7 @@ static void test_workload_and_optimizer(void) {
 static void test_schedule(void) {
     libra_network *net = two_dim_network(25.0, 200.0);
     libra_schedule *s = NULL, *b = NULL;
-    libra_schedule_config cfg = libra_schedule_config_default();
+    libra_schedule_config cfg = schedule_config_defaults();
     libra_step st;
     size_t steps = 0, ranks = 0, i, r, off = 0, cnt = 0, dep = 0;
     double tt = 0.0, tb = 0.0;
@@ -476,7 +477,7 @@ static void test_schedule(void) {
     CHECK(strstr(libra_last_error_message(), "count") != NULL);
     cfg.policy = 9;
     CHECK_STATUS(libra_schedule_new(net, LIBRA_COLLECTIVE_ALL_REDUCE, 10, NULL, 0, &cfg, &s), LIBRA_ERR_INVALID_ARGUMENT);
-    cfg = libra_schedule_config_default();
+    cfg = schedule_config_defaults();
     cfg.chunks = 0;
     CHECK_STATUS(libra_schedule_new(net, LIBRA_COLLECTIVE_ALL_REDUCE, 10, NULL, 0, &cfg, &s), LIBRA_ERR_INVALID_ARGUMENT);
     CHECK_STATUS(libra_schedule_new(NULL, LIBRA_COLLECTIVE_ALL_REDUCE, 10, NULL, 0, NULL, &s), LIBRA_ERR_NULL_ARGUMENT);
@@ -495,7 +496,7 @@ static void test_schedule(void) {
 static void test_all_to_all(void) {
     libra_network *net = two_dim_network(25.0, 200.0);
     libra_schedule *s = NULL;
-    libra_schedule_config cfg = libra_schedule_config_default();
+    libra_schedule_config cfg = schedule_config_defaults();
     libra_step st;
     size_t steps = 0, i, r, j, off = 0, cnt = 0;
     enum { RANKS = 24, BLOCK = 5, COUNT = RANKS * BLOCK };

@@ -3,6 +3,7 @@
  * longer libra_dim_desc array, sizes below the first published layout, strides that would
  * misalign the array, and misaligned pointers. Every error names the function and field. */
 #include "check.h"
+#include "topo_defaults.h"
 #include "libra.h"
 #include <math.h>
 #include <stdalign.h>
@@ -31,7 +32,7 @@ static libra_network *ring_and_switch(void) {
     size_t n = 0;
     memset(dims, 0, sizeof dims);
     for (int i = 0; i < 2; i++) {
-        dims[i].d = libra_dim_desc_default();
+        dims[i].d = dim_desc_defaults();
         dims[i].d.struct_size = sizeof(dim_desc_next);
         dims[i].added_later = 1e300;
     }
@@ -49,7 +50,7 @@ static libra_network *ring_and_switch(void) {
     CHECK_OK(libra_network_new(&dims[0].d, 2, &net));
     CHECK_OK(libra_network_num_dims(net, &n));
     CHECK(n == 2);
-    got = libra_dim_desc_default();
+    got = dim_desc_defaults();
     CHECK_OK(libra_network_dim(net, 1, &got));
     CHECK(got.kind == LIBRA_DIM_SWITCH && got.size == 6 && got.bandwidth == 50.0 && got.nic_cost == 31.6);
 
@@ -61,7 +62,7 @@ static libra_network *ring_and_switch(void) {
     CHECK(strstr(libra_last_error_message(), "dims[1].struct_size") != NULL);
     {
         alignas(8) unsigned char buf[2 * 64];
-        libra_dim_desc d = libra_dim_desc_default();
+        libra_dim_desc d = dim_desc_defaults();
         size_t odd = sizeof(libra_dim_desc) + 4;
         d.struct_size = odd;
         memcpy(buf, &d, sizeof d);
@@ -78,7 +79,7 @@ static void test_older_result_struct(void) {
     libra_workload *wl = NULL;
     int32_t all[2] = {4, 6};
     double bw[2] = {0.0, 0.0}, bw_old[2] = {0.0, 0.0}, t_full = 0.0;
-    libra_optimize_config cfg = libra_optimize_config_default();
+    libra_optimize_config cfg = optimize_config_defaults();
     libra_optimize_result now;
     struct {
         optimize_result_v1 r;
@@ -127,7 +128,7 @@ static void test_older_result_struct(void) {
             double added_later;
         } next;
         memset(&next, 0, sizeof next);
-        next.c = libra_optimize_config_default();
+        next.c = optimize_config_defaults();
         next.c.struct_size = sizeof next;
         next.c.total_bandwidth = 300.0;
         next.added_later = NAN;
@@ -145,7 +146,7 @@ static void test_older_result_struct(void) {
 static void test_schedule_structs(void) {
     libra_network *net = ring_and_switch();
     libra_schedule *s = NULL;
-    libra_schedule_config cfg = libra_schedule_config_default();
+    libra_schedule_config cfg = schedule_config_defaults();
     libra_step st;
     alignas(8) unsigned char buf[sizeof(libra_schedule_config) + 8];
 

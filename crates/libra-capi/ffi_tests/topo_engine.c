@@ -9,6 +9,7 @@
  * and against the library's reference executor. */
 #include "libra.h"
 #include "check.h"
+#include "topo_defaults.h"
 
 #define MAX_DIMS 4
 
@@ -48,7 +49,7 @@ static void run_group(const dim_comm *c, int op, size_t lead, size_t off, size_t
 
 static void engine_all_reduce(libra_network *net, libra_schedule_policy policy) {
     enum { COUNT = 1000 };
-    libra_schedule_config cfg = libra_schedule_config_default();
+    libra_schedule_config cfg = schedule_config_defaults();
     libra_schedule *s = NULL;
     dim_comm comms[MAX_DIMS];
     size_t dims = 0, ranks = 0, steps = 0, d, r, i, e, k;
@@ -59,7 +60,7 @@ static void engine_all_reduce(libra_network *net, libra_schedule_policy policy) 
     CHECK_OK(libra_network_num_dims(net, &dims));
     CHECK(dims <= MAX_DIMS);
     for (d = 0, k = 1; d < dims; d++) {
-        libra_dim_desc desc = libra_dim_desc_default();
+        libra_dim_desc desc = dim_desc_defaults();
         CHECK_OK(libra_network_dim(net, d, &desc));
         comms[d].group = desc.size;
         comms[d].stride = k;
@@ -130,7 +131,7 @@ int main(void) {
     const uint32_t sizes[3] = {4, 3, 2};
     const double bw[3] = {50.0, 200.0, 100.0};
     for (d = 0; d < 3; d++) {
-        dims[d] = libra_dim_desc_default();
+        dims[d] = dim_desc_defaults();
         dims[d].kind = d == 2 ? LIBRA_DIM_SWITCH : LIBRA_DIM_RING;
         dims[d].size = sizes[d];
         dims[d].bandwidth = bw[d];

@@ -13,7 +13,7 @@
  *    with LIBRA_ERR_INVALID_ARGUMENT naming it, before anything changes.
  *  - A struct starting with `struct_size`: set it to the sizeof you compiled
  *    with before any call that reads or fills the struct through a pointer,
- *    libra_cache_config_default() and libra_retention_default() included.
+ *    the _default() functions that fill one with its defaults included.
  *    The library reads and writes min(struct_size, its own sizeof) bytes,
  *    gives the fields an older caller lacks their defaults, never writes
  *    past the caller's struct, and refuses only a size below the struct's
@@ -814,11 +814,12 @@ typedef struct libra_step_report {
 } libra_step_report;
 
 /**
- * One network dimension. Fill with libra_dim_desc_default() first.
+ * One network dimension. Set `struct_size = sizeof(libra_dim_desc)`, fill it with
+ * libra_dim_desc_default(), then change fields.
  */
 typedef struct libra_dim_desc {
   /**
-   * sizeof(libra_dim_desc), set by libra_dim_desc_default().
+   * sizeof(libra_dim_desc), set by the caller before libra_dim_desc_default().
    */
   size_t struct_size;
   libra_dim_kind kind;
@@ -856,11 +857,12 @@ typedef struct libra_linear_constraint {
 } libra_linear_constraint;
 
 /**
- * Optimiser settings. Fill with libra_optimize_config_default() first.
+ * Optimiser settings. Set `struct_size = sizeof(libra_optimize_config)`, fill it with
+ * libra_optimize_config_default(), then change fields.
  */
 typedef struct libra_optimize_config {
   /**
-   * sizeof(libra_optimize_config), set by libra_optimize_config_default().
+   * sizeof(libra_optimize_config), set by the caller before libra_optimize_config_default().
    */
   size_t struct_size;
   libra_objective objective;
@@ -925,11 +927,12 @@ typedef struct libra_optimize_result {
 } libra_optimize_result;
 
 /**
- * Scheduling settings. Fill with libra_schedule_config_default() first.
+ * Scheduling settings. Set `struct_size = sizeof(libra_schedule_config)`, fill it with
+ * libra_schedule_config_default(), then change fields.
  */
 typedef struct libra_schedule_config {
   /**
-   * sizeof(libra_schedule_config), set by libra_schedule_config_default().
+   * sizeof(libra_schedule_config), set by the caller before libra_schedule_config_default().
    */
   size_t struct_size;
   libra_schedule_policy policy;
@@ -1423,10 +1426,17 @@ const char *libra_last_error_message(void);
 const char *libra_version(void);
 
 /**
- * Returns a libra_dim_desc with struct_size set, a ring of 2 NPUs at 1 GB/s, no latency and
- * no cost. Thread-safe.
+ * Fills `*desc` with the defaults: a ring of 2 NPUs at 1 GB/s, no latency and no cost. Set
+ * `desc->struct_size = sizeof(libra_dim_desc)` first: only `min(struct_size,
+ * sizeof(libra_dim_desc))` bytes are written and `struct_size` is kept, so a struct declared
+ * from another header is filled with the fields it has and nothing past it is written.
+ * Errors: LIBRA_ERR_NULL_ARGUMENT, LIBRA_ERR_INVALID_ARGUMENT (`desc` misaligned, or
+ * `struct_size` below the first published layout, e.g. left unset: nothing written).
+ * Thread-safe.
+ *
+ * Pointers: `desc` NULL or a writable struct of the `struct_size` it declares.
  */
-struct libra_dim_desc libra_dim_desc_default(void);
+enum libra_status libra_dim_desc_default(struct libra_dim_desc *desc);
 
 /**
  * Builds a network from `num_dims` dimension descriptions (dimension 0 first; NPU coordinates
@@ -1543,10 +1553,17 @@ enum libra_status libra_network_set_bandwidths(struct libra_network *network,
                                                size_t num_dims);
 
 /**
- * Returns a libra_optimize_config with struct_size set: minimise time under the LIBRA model,
- * no budget, bounds or constraints (set `total_bandwidth` or `dollar_budget`). Thread-safe.
+ * Fills `*config` with the defaults: minimise time under the LIBRA model, no budget, bounds or
+ * constraints (then set `total_bandwidth` or `dollar_budget`). Set `config->struct_size =
+ * sizeof(libra_optimize_config)` first: only `min(struct_size, sizeof(libra_optimize_config))`
+ * bytes are written and `struct_size` is kept, so a struct declared from another header is
+ * filled with the fields it has and nothing past it is written. Errors:
+ * LIBRA_ERR_NULL_ARGUMENT, LIBRA_ERR_INVALID_ARGUMENT (`config` misaligned, or `struct_size`
+ * below the first published layout, e.g. left unset: nothing written). Thread-safe.
+ *
+ * Pointers: `config` NULL or a writable struct of the `struct_size` it declares.
  */
-struct libra_optimize_config libra_optimize_config_default(void);
+enum libra_status libra_optimize_config_default(struct libra_optimize_config *config);
 
 /**
  * Finds the per-NPU bandwidths that minimise the objective for `workload` on `network` (the
@@ -1570,10 +1587,17 @@ enum libra_status libra_optimize(const struct libra_network *network,
                                  struct libra_optimize_result *out);
 
 /**
- * Returns a libra_schedule_config with struct_size set: Themis, 64 chunks, 4-byte elements.
+ * Fills `*config` with the defaults: Themis, 64 chunks, 4-byte elements. Set
+ * `config->struct_size = sizeof(libra_schedule_config)` first: only `min(struct_size,
+ * sizeof(libra_schedule_config))` bytes are written and `struct_size` is kept, so a struct
+ * declared from another header is filled with the fields it has and nothing past it is
+ * written. Errors: LIBRA_ERR_NULL_ARGUMENT, LIBRA_ERR_INVALID_ARGUMENT (`config` misaligned,
+ * or `struct_size` below the first published layout, e.g. left unset: nothing written).
  * Thread-safe.
+ *
+ * Pointers: `config` NULL or a writable struct of the `struct_size` it declares.
  */
-struct libra_schedule_config libra_schedule_config_default(void);
+enum libra_status libra_schedule_config_default(struct libra_schedule_config *config);
 
 /**
  * Schedules a collective `kind` (all-reduce, reduce-scatter, all-gather, or all-to-all, whose

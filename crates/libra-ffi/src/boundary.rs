@@ -162,7 +162,7 @@ pub unsafe fn versioned_size<T: Versioned>(ptr: *const T, name: &str) -> Result<
     let given = unsafe { std::ptr::read(ptr as *const usize) };
     if given < T::FIRST_SIZE {
         return Err(Error::invalid(format!(
-            "`{name}.struct_size` is {given}, expected at least {}: initialise it with the matching _default() function",
+            "`{name}.struct_size` is {given}, expected at least {}: set it to the struct's sizeof before passing the struct, _default() functions included",
             T::FIRST_SIZE
         )));
     }

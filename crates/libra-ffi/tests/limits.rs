@@ -223,7 +223,11 @@ fn rust_options_are_checked() {
 fn topology_sizes_are_bounded() {
     // More dimensions than any valid network: refused before `dims` is read.
     let mut out: *mut libra_network = std::ptr::null_mut();
-    let d = libra_dim_desc_default();
+    // SAFETY: all-zero bytes are a valid description (integers and floats).
+    let mut d: libra_dim_desc = unsafe { std::mem::zeroed() };
+    d.struct_size = std::mem::size_of::<libra_dim_desc>();
+    // SAFETY: `d` is a live, aligned description of the size it declares.
+    assert_eq!(unsafe { libra_dim_desc_default(&mut d) }, Status::LIBRA_OK);
     // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
     let s = unsafe { libra_network_new(&d, 1 << 40, &mut out) };
     assert_eq!(s, Status::LIBRA_ERR_INVALID_ARGUMENT);
@@ -237,7 +241,11 @@ fn topology_sizes_are_bounded() {
     let e = Schedule::new(&net, CollectiveKind::AllReduce, usize::MAX, None, &cfg).err().unwrap();
     assert!(e.message.contains("chunks"), "{}", e.message);
     // Constraint counts in the optimiser.
-    let mut cfg = libra_optimize_config_default();
+    // SAFETY: all-zero bytes are a valid config (integers, floats and NULL pointers).
+    let mut cfg: libra_optimize_config = unsafe { std::mem::zeroed() };
+    cfg.struct_size = std::mem::size_of::<libra_optimize_config>();
+    // SAFETY: `cfg` is a live, aligned config of the size it declares.
+    assert_eq!(unsafe { libra_optimize_config_default(&mut cfg) }, Status::LIBRA_OK);
     cfg.num_constraints = 1 << 40;
     cfg.total_bandwidth = 100.0;
     let mut net_h: *mut libra_network = std::ptr::null_mut();

@@ -482,6 +482,16 @@ fn check_ready(cache: &Cache, adapter: u64, ns: u64, tokens: &[u32], blocks: &[u
         .unwrap();
 }
 
+/// A dimension description holding the defaults, filled by `libra_dim_desc_default`.
+fn dim_desc() -> libra_dim_desc {
+    // SAFETY: all-zero bytes are a valid description (integers and floats).
+    let mut d: libra_dim_desc = unsafe { std::mem::zeroed() };
+    d.struct_size = std::mem::size_of::<libra_dim_desc>();
+    // SAFETY: `d` is a live, aligned description of the size it declares.
+    assert_eq!(unsafe { libra_dim_desc_default(&mut d) }, Status::LIBRA_OK);
+    d
+}
+
 /// Splits the input at its first NUL into two strings (lossy UTF-8, NULs dropped).
 fn two_texts(data: &[u8]) -> (CString, Option<CString>) {
     let clean = |b: &[u8]| CString::new(String::from_utf8_lossy(b).replace('\0', "")).unwrap();
@@ -515,7 +525,7 @@ pub fn parse_network(data: &[u8]) {
         assert!(cost.is_finite() && cost >= 0.0, "cost {cost}");
         let mut product = 1u64;
         for i in 0..dims {
-            let mut d = libra_dim_desc_default();
+            let mut d = dim_desc();
             assert_eq!(libra_network_dim(net, i, &mut d), Status::LIBRA_OK);
             assert!(d.size >= 2 && d.bandwidth > 0.0 && d.bandwidth.is_finite());
             product *= d.size as u64;
@@ -549,7 +559,7 @@ pub fn parse_workload(data: &[u8]) {
         assert_eq!(libra_workload_num_phases(wl, &mut phases), Status::LIBRA_OK);
         assert!(phases >= 1);
         // A network of 2^k NPUs per dimension, so that many group sizes divide it.
-        let mut descs = vec![libra_dim_desc_default(); dims];
+        let mut descs = vec![dim_desc(); dims];
         for d in descs.iter_mut() {
             d.size = 64;
             d.bandwidth = 50.0;

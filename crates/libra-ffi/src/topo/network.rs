@@ -12,10 +12,26 @@ use std::os::raw::c_char;
 
 use super::types::*;
 
-/// Returns a libra_dim_desc with struct_size set, a ring of 2 NPUs at 1 GB/s, no latency and
-/// no cost. Thread-safe.
+/// Fills `*desc` with the defaults: a ring of 2 NPUs at 1 GB/s, no latency and no cost. Set
+/// `desc->struct_size = sizeof(libra_dim_desc)` first: only `min(struct_size,
+/// sizeof(libra_dim_desc))` bytes are written and `struct_size` is kept, so a struct declared
+/// from another header is filled with the fields it has and nothing past it is written.
+/// Errors: LIBRA_ERR_NULL_ARGUMENT, LIBRA_ERR_INVALID_ARGUMENT (`desc` misaligned, or
+/// `struct_size` below the first published layout, e.g. left unset: nothing written).
+/// Thread-safe.
+///
+/// Pointers: `desc` NULL or a writable struct of the `struct_size` it declares.
 #[no_mangle]
-pub extern "C" fn libra_dim_desc_default() -> libra_dim_desc {
+pub unsafe extern "C" fn libra_dim_desc_default(desc: *mut libra_dim_desc) -> libra_status {
+    entry!({
+        // SAFETY: `desc` is NULL or holds the `struct_size` writable bytes it declares, per the
+        // contract above.
+        unsafe { write_versioned(desc, dim_desc_defaults(), "desc") }
+    })
+}
+
+/// The defaults `libra_dim_desc_default` writes, at today's size.
+pub(super) fn dim_desc_defaults() -> libra_dim_desc {
     libra_dim_desc {
         struct_size: std::mem::size_of::<libra_dim_desc>(),
         kind: libra_dim_kind::LIBRA_DIM_RING as i32,

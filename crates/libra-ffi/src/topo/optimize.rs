@@ -8,10 +8,26 @@ use libra::topo::optimize::{optimize, Cmp, LinearConstraint, Objective, Optimize
 
 use super::types::*;
 
-/// Returns a libra_optimize_config with struct_size set: minimise time under the LIBRA model,
-/// no budget, bounds or constraints (set `total_bandwidth` or `dollar_budget`). Thread-safe.
+/// Fills `*config` with the defaults: minimise time under the LIBRA model, no budget, bounds or
+/// constraints (then set `total_bandwidth` or `dollar_budget`). Set `config->struct_size =
+/// sizeof(libra_optimize_config)` first: only `min(struct_size, sizeof(libra_optimize_config))`
+/// bytes are written and `struct_size` is kept, so a struct declared from another header is
+/// filled with the fields it has and nothing past it is written. Errors:
+/// LIBRA_ERR_NULL_ARGUMENT, LIBRA_ERR_INVALID_ARGUMENT (`config` misaligned, or `struct_size`
+/// below the first published layout, e.g. left unset: nothing written). Thread-safe.
+///
+/// Pointers: `config` NULL or a writable struct of the `struct_size` it declares.
 #[no_mangle]
-pub extern "C" fn libra_optimize_config_default() -> libra_optimize_config {
+pub unsafe extern "C" fn libra_optimize_config_default(config: *mut libra_optimize_config) -> libra_status {
+    entry!({
+        // SAFETY: `config` is NULL or holds the `struct_size` writable bytes it declares, per
+        // the contract above.
+        unsafe { write_versioned(config, optimize_config_defaults(), "config") }
+    })
+}
+
+/// The defaults `libra_optimize_config_default` writes, at today's size.
+pub(super) fn optimize_config_defaults() -> libra_optimize_config {
     libra_optimize_config {
         struct_size: std::mem::size_of::<libra_optimize_config>(),
         objective: libra_objective::LIBRA_OBJECTIVE_TIME as i32,

@@ -9,10 +9,26 @@ use libra::topo::schedule::{Policy, Schedule, ScheduleConfig, StepOp};
 
 use super::types::*;
 
-/// Returns a libra_schedule_config with struct_size set: Themis, 64 chunks, 4-byte elements.
+/// Fills `*config` with the defaults: Themis, 64 chunks, 4-byte elements. Set
+/// `config->struct_size = sizeof(libra_schedule_config)` first: only `min(struct_size,
+/// sizeof(libra_schedule_config))` bytes are written and `struct_size` is kept, so a struct
+/// declared from another header is filled with the fields it has and nothing past it is
+/// written. Errors: LIBRA_ERR_NULL_ARGUMENT, LIBRA_ERR_INVALID_ARGUMENT (`config` misaligned,
+/// or `struct_size` below the first published layout, e.g. left unset: nothing written).
 /// Thread-safe.
+///
+/// Pointers: `config` NULL or a writable struct of the `struct_size` it declares.
 #[no_mangle]
-pub extern "C" fn libra_schedule_config_default() -> libra_schedule_config {
+pub unsafe extern "C" fn libra_schedule_config_default(config: *mut libra_schedule_config) -> libra_status {
+    entry!({
+        // SAFETY: `config` is NULL or holds the `struct_size` writable bytes it declares, per
+        // the contract above.
+        unsafe { write_versioned(config, schedule_config_defaults(), "config") }
+    })
+}
+
+/// The defaults `libra_schedule_config_default` writes, at today's size.
+pub(super) fn schedule_config_defaults() -> libra_schedule_config {
     let d = ScheduleConfig::default();
     libra_schedule_config {
         struct_size: std::mem::size_of::<libra_schedule_config>(),

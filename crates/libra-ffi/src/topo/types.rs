@@ -234,11 +234,12 @@ pub struct libra_schedule {
     pub(super) inner: Schedule,
 }
 
-/// One network dimension. Fill with libra_dim_desc_default() first.
+/// One network dimension. Set `struct_size = sizeof(libra_dim_desc)`, fill it with
+/// libra_dim_desc_default(), then change fields.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct libra_dim_desc {
-    /// sizeof(libra_dim_desc), set by libra_dim_desc_default().
+    /// sizeof(libra_dim_desc), set by the caller before libra_dim_desc_default().
     pub struct_size: usize,
     pub kind: libra_dim_kind_raw,
     /// NPUs along the dimension (at least 2).
@@ -264,11 +265,12 @@ pub struct libra_linear_constraint {
     pub rhs: f64,
 }
 
-/// Optimiser settings. Fill with libra_optimize_config_default() first.
+/// Optimiser settings. Set `struct_size = sizeof(libra_optimize_config)`, fill it with
+/// libra_optimize_config_default(), then change fields.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct libra_optimize_config {
-    /// sizeof(libra_optimize_config), set by libra_optimize_config_default().
+    /// sizeof(libra_optimize_config), set by the caller before libra_optimize_config_default().
     pub struct_size: usize,
     pub objective: libra_objective_raw,
     pub model: libra_time_model_raw,
@@ -309,11 +311,12 @@ pub struct libra_optimize_result {
     pub solver_iterations: u32,
 }
 
-/// Scheduling settings. Fill with libra_schedule_config_default() first.
+/// Scheduling settings. Set `struct_size = sizeof(libra_schedule_config)`, fill it with
+/// libra_schedule_config_default(), then change fields.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct libra_schedule_config {
-    /// sizeof(libra_schedule_config), set by libra_schedule_config_default().
+    /// sizeof(libra_schedule_config), set by the caller before libra_schedule_config_default().
     pub struct_size: usize,
     pub policy: libra_schedule_policy_raw,
     /// Number of chunks (default 64; fewer when the collective has fewer elements).
@@ -364,7 +367,7 @@ pub const OPTIMIZE_RESULT_FIRST_SIZE: usize = std::mem::offset_of!(libra_optimiz
 unsafe impl Versioned for libra_dim_desc {
     const FIRST_SIZE: usize = std::mem::size_of::<Self>();
     fn defaults() -> Self {
-        super::libra_dim_desc_default()
+        super::network::dim_desc_defaults()
     }
 }
 
@@ -372,7 +375,7 @@ unsafe impl Versioned for libra_dim_desc {
 unsafe impl Versioned for libra_optimize_config {
     const FIRST_SIZE: usize = std::mem::size_of::<Self>();
     fn defaults() -> Self {
-        super::libra_optimize_config_default()
+        super::optimize::optimize_config_defaults()
     }
 }
 
@@ -397,7 +400,7 @@ unsafe impl Versioned for libra_optimize_result {
 unsafe impl Versioned for libra_schedule_config {
     const FIRST_SIZE: usize = std::mem::size_of::<Self>();
     fn defaults() -> Self {
-        super::libra_schedule_config_default()
+        super::schedule::schedule_config_defaults()
     }
 }
 
