@@ -57,7 +57,6 @@ enum Work {
     Moves(Direction, Vec<BlockMove>),
     Grouped(Direction, Vec<BlockMove>, SegmentGroups),
     Upload(Vec<u8>, Vec<u32>),
-    DeviceCopies(Vec<(u32, u32)>),
 }
 
 impl Work {
@@ -270,7 +269,6 @@ impl<B: Backend> FaultyBackend<B> {
             Work::Moves(d, m) => self.inner.submit_moves(*d, m),
             Work::Grouped(d, m, g) => self.inner.submit_moves_grouped(*d, m, *g),
             Work::Upload(bytes, blocks) => self.inner.submit_upload(bytes, blocks),
-            Work::DeviceCopies(p) => self.inner.submit_device_copies(p),
         }
     }
 
@@ -284,7 +282,6 @@ impl<B: Backend> FaultyBackend<B> {
                 self.inner.check_groups(*groups)
             }
             Work::Upload(bytes, blocks) => self.inner.check_upload(bytes, blocks),
-            Work::DeviceCopies(pairs) => self.inner.check_device_copies(pairs),
         }
     }
 
@@ -484,9 +481,6 @@ impl<B: Backend> Backend for FaultyBackend<B> {
     }
     fn submit_upload(&mut self, bytes: &[u8], blocks: &[u32]) -> Result<BatchId> {
         self.submit(Work::Upload(bytes.to_vec(), blocks.to_vec()))
-    }
-    fn submit_device_copies(&mut self, pairs: &[(u32, u32)]) -> Result<BatchId> {
-        self.submit(Work::DeviceCopies(pairs.to_vec()))
     }
     fn poll(&mut self, batch: BatchId) -> BatchState {
         self.state(batch, None)

@@ -3,7 +3,6 @@
 //! the fixtures the tests agree on.
 pub mod c_config;
 pub mod faulty;
+pub mod fixtures;
 pub mod fuzzing;
 pub mod requests;
-
-pub use fuzzing::fixtures;

@@ -1,7 +1,7 @@
 //! An open request's bookkeeping, kept by the randomized tests and the fuzz harness while they
 //! drive a cache as an engine would: what the match found, which blocks are allocated and not
 //! yet committed, and how far the prompt is covered.
-use crate::fuzzing::fixtures::pattern;
+use crate::fixtures::pattern;
 use libra::backend::Backend;
 use libra::cache::CacheCore;
 

@@ -3,7 +3,7 @@
 //! written for its prefix, in whichever tier it lives.
 use libra::backend::cpu::CpuBackend;
 use libra::cache::{CacheConfig, CacheCore, PolicyKind, RetentionHint};
-use libra_testkit::fuzzing::fixtures::{self, family_tokens, pattern, BLOCK_BYTES};
+use libra_testkit::fixtures::{self, family_tokens, pattern, BLOCK_BYTES};
 use libra_testkit::requests::Open;
 use proptest::prelude::*;
 

@@ -231,7 +231,7 @@ fn weights(a: u64, len: usize) -> Vec<u8> {
     (0..len as u64).map(|i| (a * 41 + i * 7) as u8).collect()
 }
 
-/// Swap-out under pressure, swap-in on a later match, adapter uploads, device copies: the whole
+/// Swap-out under pressure, swap-in on a later match, adapter uploads: the whole
 /// cycle under a cache, with every cached block's bytes checked at the end.
 fn swapper_cycle(c: &Cache, bb: usize, what: &str) {
     for a in 1..=3 {

@@ -93,19 +93,6 @@ fn exercise(cpu: &mut CpuBackend, gpu: &mut CudaBackend, batch_sizes: &[usize], 
             wait_done(gpu, g);
             assert_same(cpu, gpu, &format!("{what}: {dir:?} of {} blocks", moves.len()));
         }
-        // Device copies: low blocks onto distinct high blocks (sources never overwritten).
-        let k = (n / 2).max(1).min(gpu_blocks as usize / 2);
-        let srcs: Vec<u32> = (0..k as u32).collect();
-        let dsts: Vec<u32> =
-            (0..k as u32).map(|i| gpu_blocks - 1 - ((i + round as u32) % (gpu_blocks - k as u32))).collect();
-        let mut seen = std::collections::HashSet::new();
-        let pairs: Vec<(u32, u32)> =
-            srcs.into_iter().zip(dsts).filter(|&(s, d)| d >= k as u32 && s != d && seen.insert(d)).collect();
-        let c = cpu.submit_device_copies(&pairs).unwrap();
-        let g = gpu.submit_device_copies(&pairs).unwrap();
-        wait_done(cpu, c);
-        wait_done(gpu, g);
-        assert_same(cpu, gpu, &format!("{what}: {} device copies", pairs.len()));
         // Upload of an odd number of bytes: the last block is partly filled.
         let blocks: Vec<u32> = (0..n.min(4) as u32).map(|i| (i * 11 + round as u32) % gpu_blocks).collect();
         let mut uniq = blocks.clone();

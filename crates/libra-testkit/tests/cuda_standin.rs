@@ -234,12 +234,12 @@ fn child_standin_refuses_and_reports() {
     // 1024 threads x 72+ registers exceed the register file: out of resources at launch.
     let sm90 = kernels::swap_image((9, 0), Output::Cubin, None).unwrap();
     let module = ctx.load_module(cudarc::nvrtc::Ptx::from_binary(sm90.as_ref().clone())).unwrap();
-    let f = module.load_function("libra_copy_blocks").unwrap();
+    let f = module.load_function("libra_gather").unwrap();
     let stream = ctx.new_stream().unwrap();
-    let copy_blocks = |tables: params::Tables, list: u64, n: u32| {
-        params::swap_launch(params::SwapKernel::CopyBlocks, tables, list, n, &[], 1)
+    let gather = |tables: params::Tables, list: u64, n: u32| {
+        params::swap_launch(params::SwapKernel::Gather, tables, list, n, &[list, 4096], 1)
     };
-    let mut launch = copy_blocks(params::Tables { segments: 0, units: 0, units_per_block: 1 }, 0, 0);
+    let mut launch = gather(params::Tables { segments: 0, units: 0, units_per_block: 1 }, 0, 0);
     let mut params = launch.param_pointers();
     // SAFETY: the arguments match the kernel's signature; the launch is refused before it runs.
     let e = unsafe {
@@ -282,13 +282,13 @@ fn child_standin_refuses_and_reports() {
     // A kernel reading freed memory faults (its guard mapping): the context's error is sticky.
     let ctx = CudaContext::new(0).unwrap();
     let module = ctx.load_module(cudarc::nvrtc::Ptx::from_binary(sm90.as_ref().clone())).unwrap();
-    let f = module.load_function("libra_copy_blocks").unwrap();
+    let f = module.load_function("libra_gather").unwrap();
     let stream = ctx.new_stream().unwrap();
     // SAFETY: a plain allocation, freed once.
     let gone = unsafe { result::malloc_sync(4096) }.unwrap();
     // SAFETY: allocated above and not used by any queued work.
     unsafe { result::free_sync(gone) }.unwrap();
-    let mut launch = copy_blocks(params::Tables { segments: gone, units: gone, units_per_block: 1 }, gone, 1);
+    let mut launch = gather(params::Tables { segments: gone, units: gone, units_per_block: 1 }, gone, 1);
     let mut params = launch.param_pointers();
     // SAFETY: on the stand-in a kernel touching freed memory faults on its guard mapping (the
     // error the test expects) instead of touching anything live.

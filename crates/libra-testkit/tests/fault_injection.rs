@@ -8,7 +8,7 @@ use libra::backend::Backend;
 use libra::cache::{CacheConfig, CacheCore, PolicyKind, Readiness};
 use libra::{Cache, Status};
 use libra_testkit::faulty::{FaultCounters, FaultPlan, FaultyBackend};
-use libra_testkit::fuzzing::fixtures::{self, family_tokens, pattern, BLOCK_BYTES};
+use libra_testkit::fixtures::{self, family_tokens, pattern, BLOCK_BYTES};
 use libra_testkit::requests::Open;
 use std::collections::BTreeSet;
 

@@ -61,7 +61,6 @@ impl Exec {
                         SwapKernel::Scatter => {
                             reference::scatter(launch, segs, units, &pairs(), tail[0], tail[1])
                         }
-                        SwapKernel::CopyBlocks => reference::copy_blocks(launch, segs, units, &pairs()),
                         SwapKernel::Upload => {
                             reference::upload(launch, segs, units, list, tail[0], tail[1], tail[2])
                         }
@@ -225,30 +224,6 @@ fn check_gather_scatter(
     Ok(())
 }
 
-/// Copies between distinct GPU blocks `pairs` (source, destination).
-fn check_device_copies(
-    exec: Exec,
-    mut arena: Arena,
-    pairs: &[[u32; 2]],
-    launch: Launch,
-    chunk: u64,
-) -> Result<(), String> {
-    let mut want = arena.clone();
-    for p in pairs {
-        let b = arena.read_block(p[0]);
-        want.write_block(p[1], &b);
-    }
-    let layout = arena.layout();
-    let segs = tables::device_segments(&layout);
-    let units = tables::build_units(&layout, chunk);
-    // SAFETY: the tables describe `arena` and the pairs name its blocks.
-    unsafe { exec.run(SwapKernel::CopyBlocks, launch, &segs, &units, &flatten(pairs), &[])? };
-    if arena.mem != want.mem {
-        return Err("device copies differ".into());
-    }
-    Ok(())
-}
-
 /// Uploads `len` bytes (at misalignment `mis`) into `blocks`.
 #[allow(clippy::too_many_arguments)]
 fn check_upload(
@@ -311,21 +286,6 @@ proptest! {
         let moves: Vec<(u32, u32)> = gpu.into_iter().zip(host).collect();
         let r = on_both(|e| check_gather_scatter(e, arena.clone(), slots, &moves, launch, chunk, mis));
         prop_assert_eq!(r, Ok(()));
-    }
-
-    #[test]
-    fn device_copies_match_plain_copies(
-        pieces in prop::collection::vec(piece(), 1..5),
-        order in distinct(8, 8),
-        k in 1usize..4,
-        launch in launch(),
-        chunk in prop::sample::select(vec![16u64, 32, 80, DEFAULT_CHUNK_BYTES]),
-        seed in any::<u8>(),
-    ) {
-        let arena = sequential(&pieces, 8, seed);
-        // Sources and destinations disjoint: the first k are sources, the next k destinations.
-        let pairs: Vec<[u32; 2]> = (0..k).map(|i| [order[i], order[k + i]]).collect();
-        prop_assert_eq!(on_both(|e| check_device_copies(e, arena.clone(), &pairs, launch, chunk)), Ok(()));
     }
 
     #[test]
@@ -424,8 +384,6 @@ fn fixed_checks(exec: Exec) -> Result<(), String> {
                         mis,
                     )
                     .map_err(ctx)?;
-                    check_device_copies(exec, arena.clone(), &[[0, 5], [1, 3]], launch, chunk)
-                        .map_err(ctx)?;
                     let bb = arena.block_bytes();
                     for len in [1, bb - 1, 2 * bb + bb / 2] {
                         check_upload(exec, arena.clone(), &[4, 1, 2], len, launch, chunk, mis, 3)
@@ -517,7 +475,7 @@ fn launcher_knows_every_kernel_and_its_signature() {
     let globals = source.matches("__global__ void ").count();
     assert_eq!(globals, want.len(), "a kernel in swap.cu is missing from the launcher or KERNEL_NAMES");
     let tables = params::Tables { segments: 0, units: 0, units_per_block: 1 };
-    for kernel in [SwapKernel::Gather, SwapKernel::Scatter, SwapKernel::CopyBlocks, SwapKernel::Upload] {
+    for kernel in [SwapKernel::Gather, SwapKernel::Scatter, SwapKernel::Upload] {
         let tail = vec![0u64; kernel.tail_len()];
         let l = params::swap_launch(kernel, tables, 0, 1, &tail, 1);
         assert_eq!(k.param_sizes(kernel.name()), Some(l.param_sizes()), "{}", kernel.name());

@@ -7,7 +7,7 @@ use libra::backend::cpu::CpuBackend;
 use libra::backend::{Backend, Segment};
 use libra::cache::{CacheConfig, CacheCore, PolicyKind, Readiness};
 use libra_testkit::faulty::{FaultPlan, FaultyBackend};
-use libra_testkit::fuzzing::fixtures::{family_tokens, pattern, weights, BLOCK_BYTES};
+use libra_testkit::fixtures::{family_tokens, pattern, weights, BLOCK_BYTES};
 use libra_testkit::requests::Open;
 
 const SEGS: usize = 8;

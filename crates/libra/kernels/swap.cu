@@ -122,19 +122,6 @@ extern "C" __global__ void libra_scatter(const LibraSegment* __restrict__ segs,
     }
 }
 
-// GPU block -> GPU block. pairs[i] = (source block, destination block).
-extern "C" __global__ void libra_copy_blocks(const LibraSegment* __restrict__ segs,
-                                             const LibraUnit* __restrict__ units, u32 units_per_block,
-                                             const uint2* __restrict__ pairs, u32 npairs) {
-    const u64 total = (u64)npairs * units_per_block;
-    for (u64 w = blockIdx.x; w < total; w += gridDim.x) {
-        const uint2 p = pairs[w / units_per_block];
-        const LibraUnit u = units[w % units_per_block];
-        const LibraSegment seg = segs[u.segment];
-        libra_copy_range(libra_gpu_addr(seg, p.x, u), libra_gpu_addr(seg, p.y, u), u.len);
-    }
-}
-
 // A contiguous buffer of flat_len bytes -> blocks[0], blocks[1], ... in logical order; the last
 // block may be partly filled, so every unit is clipped to the bytes that exist.
 extern "C" __global__ void libra_upload(const LibraSegment* __restrict__ segs,

@@ -154,14 +154,6 @@ impl Backend for TimingBackend {
         self.bytes_to_gpu += (blocks.len() as f64 * self.real_block_bytes) as u64;
         Ok(self.enqueue(blocks.len()))
     }
-    fn submit_device_copies(&mut self, pairs: &[(u32, u32)]) -> LibResult<BatchId> {
-        // Device-local copies are not on the host link: done at once.
-        let _ = pairs;
-        let id = self.next;
-        self.next += 1;
-        self.pending.insert(id, self.now);
-        Ok(id)
-    }
     fn poll(&mut self, batch: BatchId) -> BatchState {
         match self.pending.get(&batch) {
             Some(&t) if t <= self.now => BatchState::Done,

@@ -63,7 +63,6 @@ struct Signature<void (*)(A...)> {
 const Kernel kKernels[] = {
     LIBRA_HOST_KERNEL(libra_gather),
     LIBRA_HOST_KERNEL(libra_scatter),
-    LIBRA_HOST_KERNEL(libra_copy_blocks),
     LIBRA_HOST_KERNEL(libra_upload),
 };
 constexpr int kCount = sizeof(kKernels) / sizeof(kKernels[0]);

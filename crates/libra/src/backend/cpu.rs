@@ -54,7 +54,6 @@ impl Drop for AlignedBuf {
 enum Op {
     Moves(Direction, Vec<BlockMove>, SegmentGroups),
     Upload(Vec<u8>, Vec<u32>),
-    DeviceCopies(Vec<(u32, u32)>),
 }
 
 /// The CPU backend.
@@ -194,13 +193,6 @@ impl CpuBackend {
                     };
                 }
             }
-            Op::DeviceCopies(pairs) => {
-                for s in self.layout.copy_spans(pairs) {
-                    // SAFETY: validated ids, so both pieces lie inside the GPU tier; `copy`
-                    // allows them to overlap (a block copied onto itself).
-                    unsafe { std::ptr::copy(s.gpu as *const u8, s.other as *mut u8, s.len as usize) };
-                }
-            }
         }
     }
 
@@ -264,10 +256,6 @@ impl Backend for CpuBackend {
     fn submit_upload(&mut self, bytes: &[u8], blocks: &[u32]) -> Result<BatchId> {
         self.check_upload(bytes, blocks)?;
         Ok(self.enqueue(Op::Upload(bytes.to_vec(), blocks.to_vec())))
-    }
-    fn submit_device_copies(&mut self, pairs: &[(u32, u32)]) -> Result<BatchId> {
-        self.check_device_copies(pairs)?;
-        Ok(self.enqueue(Op::DeviceCopies(pairs.to_vec())))
     }
     fn poll(&mut self, batch: BatchId) -> BatchState {
         if self.pending.contains_key(&batch) {

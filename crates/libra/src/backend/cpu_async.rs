@@ -216,12 +216,6 @@ impl Backend for AsyncCpuBackend {
         self.enqueue(&mut state, batch, bytes.len() as u64, 0);
         Ok(batch)
     }
-    fn submit_device_copies(&mut self, pairs: &[(u32, u32)]) -> Result<BatchId> {
-        let mut state = self.shared.lock();
-        let batch = state.io.submit_device_copies(pairs)?;
-        self.enqueue(&mut state, batch, pairs.len() as u64 * self.block_bytes(), 0);
-        Ok(batch)
-    }
     fn poll(&mut self, batch: BatchId) -> BatchState {
         self.shared.lock().io.poll(batch)
     }

@@ -141,14 +141,6 @@ pub trait Backend: Send {
         }
         Ok(())
     }
-    /// Refuses device copies naming a block outside the GPU tier.
-    fn check_device_copies(&self, pairs: &[(u32, u32)]) -> Result<()> {
-        for &(a, b) in pairs {
-            self.check_gpu_block(a)?;
-            self.check_gpu_block(b)?;
-        }
-        Ok(())
-    }
 
     /// Starts copying a batch of blocks between the tiers, all segments, in one submission.
     fn submit_moves(&mut self, direction: Direction, moves: &[BlockMove]) -> Result<BatchId>;
@@ -187,8 +179,6 @@ pub trait Backend: Send {
     /// Starts writing `bytes` (e.g. adapter weights) into GPU `blocks`, filling each block's
     /// logical bytes in order; the last block may be partly filled.
     fn submit_upload(&mut self, bytes: &[u8], blocks: &[u32]) -> Result<BatchId>;
-    /// Starts GPU-to-GPU block copies (copy-on-write of a shared prefix block, compaction).
-    fn submit_device_copies(&mut self, pairs: &[(u32, u32)]) -> Result<BatchId>;
     /// Non-blocking completion check.
     fn poll(&mut self, batch: BatchId) -> BatchState;
     /// Blocks until the batch completes or `timeout_us` passes (then `Pending`).

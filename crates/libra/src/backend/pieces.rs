@@ -66,16 +66,6 @@ impl TierLayout {
             self.block_spans(b, len.saturating_sub(start)).map(move |s| Span { other: start + s.other, ..s })
         })
     }
-
-    /// The pieces of GPU-to-GPU block copies: `gpu` is the source piece, `other` the address of
-    /// the destination's piece in the same segment.
-    pub fn copy_spans<'a>(&'a self, pairs: &'a [(u32, u32)]) -> impl Iterator<Item = Span> + 'a {
-        pairs.iter().flat_map(move |&(src, dst)| {
-            self.block_spans(src, u64::MAX)
-                .enumerate()
-                .map(move |(seg, s)| Span { other: self.segment_addr(dst, seg), ..s })
-        })
-    }
 }
 
 #[cfg(test)]
@@ -106,7 +96,7 @@ mod tests {
     }
 
     #[test]
-    fn moves_uploads_and_copies_address_both_sides() {
+    fn moves_and_uploads_address_both_sides() {
         let l = two_segments();
         let mv = [BlockMove { gpu_block: 1, host_block: 3 }];
         let m: Vec<Span> = l.move_spans(&mv, 1..2, 0x10_0000).collect();
@@ -115,7 +105,5 @@ mod tests {
         let u: Vec<Span> = l.upload_spans(&[3, 0], 30).collect();
         assert_eq!(u.len(), 3);
         assert_eq!(u[2], Span { gpu: 0x1000, other: 24, len: 6 });
-        let c: Vec<Span> = l.copy_spans(&[(0, 3)]).collect();
-        assert_eq!(c[1], Span { gpu: 0x9000, other: 0x9000 + 24, len: 8 });
     }
 }

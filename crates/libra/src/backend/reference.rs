@@ -146,17 +146,6 @@ pub unsafe fn scatter(
     });
 }
 
-/// `libra_copy_blocks`: pairs are (source block, destination block).
-///
-/// # Safety
-/// As for [`gather`].
-pub unsafe fn copy_blocks(launch: Launch, segs: &[DevSegment], units: &[Unit], pairs: &[[u32; 2]]) {
-    for_each_item(launch, pairs, segs, units, |_, p, u, seg| {
-        // SAFETY: valid, disjoint ranges (the caller's promise).
-        unsafe { copy_range(gpu_addr(seg, p[0], u), gpu_addr(seg, p[1], u), u.len, launch.threads as u64) };
-    });
-}
-
 /// `libra_upload`: `flat_len` bytes at `flat_base` fill `blocks` in logical order.
 ///
 /// # Safety

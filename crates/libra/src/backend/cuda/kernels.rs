@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 pub const SWAP_SOURCE: &str = include_str!("../../../kernels/swap.cu");
 
 /// Every kernel in [`SWAP_SOURCE`].
-pub const KERNEL_NAMES: &[&str] = &["libra_gather", "libra_scatter", "libra_copy_blocks", "libra_upload"];
+pub const KERNEL_NAMES: &[&str] = &["libra_gather", "libra_scatter", "libra_upload"];
 
 /// Environment variable naming a directory that holds `libnvrtc.so.12`.
 pub const NVRTC_DIR_ENV: &str = "LIBRA_NVRTC_DIR";

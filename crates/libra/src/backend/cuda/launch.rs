@@ -60,7 +60,6 @@ impl CudaBackend {
         let f = match kernel {
             params::SwapKernel::Gather => &k.gather,
             params::SwapKernel::Scatter => &k.scatter,
-            params::SwapKernel::CopyBlocks => &k.copy_blocks,
             params::SwapKernel::Upload => &k.upload,
         };
         let entries = u32::try_from(entries).map_err(|_| Error::invalid("too many blocks in one batch"))?;
@@ -218,25 +217,6 @@ impl CudaBackend {
             CopyPath::Memcpy => {
                 for s in self.layout.upload_spans(blocks, bytes.len() as u64) {
                     self.memcpy(s.gpu, flat + s.other, s.len)?;
-                }
-                Ok(())
-            }
-        }
-    }
-
-    pub(super) fn enqueue_device_copies(&mut self, pairs: &[(u32, u32)]) -> Result<()> {
-        if pairs.is_empty() {
-            return Ok(());
-        }
-        match self.path_for(pairs.len()) {
-            CopyPath::Kernel => {
-                let flat: Vec<[u32; 2]> = pairs.iter().map(|&(a, b)| [a, b]).collect();
-                let pairs_ptr = self.stage_list(as_bytes(&flat))?;
-                self.launch_over(params::SwapKernel::CopyBlocks, pairs_ptr, pairs.len(), &[])
-            }
-            CopyPath::Memcpy => {
-                for s in self.layout.copy_spans(pairs) {
-                    self.memcpy(s.other, s.gpu, s.len)?;
                 }
                 Ok(())
             }

@@ -305,14 +305,6 @@ impl Backend for CudaBackend {
             b.finish_batch()
         })
     }
-    fn submit_device_copies(&mut self, pairs: &[(u32, u32)]) -> Result<BatchId> {
-        self.check_device_copies(pairs)?;
-        let _keep = self.enter()?;
-        self.submit(|b| {
-            b.enqueue_device_copies(pairs)?;
-            b.finish_batch()
-        })
-    }
     fn poll(&mut self, batch: BatchId) -> BatchState {
         let Some(event) = self.batches.get(&batch).and_then(|e| e.last()) else {
             return BatchState::Failed(format!("unknown batch {batch}"));

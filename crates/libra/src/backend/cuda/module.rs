@@ -14,7 +14,6 @@ pub(super) struct Kernels {
     pub(super) from: String,
     pub(super) gather: CudaFunction,
     pub(super) scatter: CudaFunction,
-    pub(super) copy_blocks: CudaFunction,
     pub(super) upload: CudaFunction,
 }
 
@@ -103,11 +102,5 @@ fn load_image(
             .load_function(name)
             .map_err(|e| ImageError::Unavailable(dev_err(&format!("loading {name}"), e)))
     };
-    Ok(Kernels {
-        from,
-        gather: f("libra_gather")?,
-        scatter: f("libra_scatter")?,
-        copy_blocks: f("libra_copy_blocks")?,
-        upload: f("libra_upload")?,
-    })
+    Ok(Kernels { from, gather: f("libra_gather")?, scatter: f("libra_scatter")?, upload: f("libra_upload")? })
 }

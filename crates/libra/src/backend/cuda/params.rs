@@ -56,8 +56,6 @@ pub enum SwapKernel {
     Gather,
     /// Flat slots -> GPU blocks; as `Gather`.
     Scatter,
-    /// GPU block -> GPU block; list of (source, destination); no tail.
-    CopyBlocks,
     /// Contiguous bytes -> blocks; list of block ids; tail (flat base, block bytes, length).
     Upload,
 }
@@ -68,7 +66,6 @@ impl SwapKernel {
         match self {
             SwapKernel::Gather => "libra_gather",
             SwapKernel::Scatter => "libra_scatter",
-            SwapKernel::CopyBlocks => "libra_copy_blocks",
             SwapKernel::Upload => "libra_upload",
         }
     }
@@ -76,7 +73,6 @@ impl SwapKernel {
     pub fn tail_len(self) -> usize {
         match self {
             SwapKernel::Gather | SwapKernel::Scatter => 2,
-            SwapKernel::CopyBlocks => 0,
             SwapKernel::Upload => 3,
         }
     }
@@ -158,8 +154,8 @@ mod tests {
         assert_eq!(l.param_sizes(), vec![8, 8, 4, 8, 4, 8, 8, 8]);
         assert_eq!(l.args[4], Arg::U32(5));
         assert_eq!(l.shape.grid, 12, "15 work items, at most CTAS_PER_SM x 4 SMs resident");
-        let l = swap_launch(SwapKernel::CopyBlocks, t, 0x3000, 0, &[], 4);
-        assert_eq!(l.param_sizes(), vec![8, 8, 4, 8, 4]);
+        let l = swap_launch(SwapKernel::Gather, t, 0x3000, 0, &[0x4000, 64], 4);
+        assert_eq!(l.param_sizes(), vec![8, 8, 4, 8, 4, 8, 8]);
         assert_eq!(l.shape.grid, 1, "an empty launch still has one CTA");
     }
 
