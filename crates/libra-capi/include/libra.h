@@ -1431,7 +1431,7 @@ const char *libra_version(void);
  * sizeof(libra_dim_desc))` bytes are written and `struct_size` is kept, so a struct declared
  * from another header is filled with the fields it has and nothing past it is written.
  * Errors: LIBRA_ERR_NULL_ARGUMENT, LIBRA_ERR_INVALID_ARGUMENT (`desc` misaligned, or
- * `struct_size` below the first published layout, e.g. left unset: nothing written).
+ * `struct_size` below the first published layout, e.g. 0: nothing written).
  * Thread-safe.
  *
  * Pointers: `desc` NULL or a writable struct of the `struct_size` it declares.
@@ -1519,8 +1519,8 @@ enum libra_status libra_network_num_dims(const struct libra_network *network, si
 enum libra_status libra_network_npus(const struct libra_network *network, uint64_t *out);
 
 /**
- * Copies dimension `index` into `*out`, whose `struct_size` the caller sets (e.g. from
- * libra_dim_desc_default()); LIBRA_ERR_INVALID_ARGUMENT if `index` is out of range.
+ * Copies dimension `index` into `*out`, whose `struct_size` the caller sets (only that many
+ * bytes are written); LIBRA_ERR_INVALID_ARGUMENT if `index` is out of range.
  * Thread-safe on a const network.
  *
  * Pointers: `network` must be a valid handle or NULL; `out` writable or NULL.
@@ -1559,7 +1559,7 @@ enum libra_status libra_network_set_bandwidths(struct libra_network *network,
  * bytes are written and `struct_size` is kept, so a struct declared from another header is
  * filled with the fields it has and nothing past it is written. Errors:
  * LIBRA_ERR_NULL_ARGUMENT, LIBRA_ERR_INVALID_ARGUMENT (`config` misaligned, or `struct_size`
- * below the first published layout, e.g. left unset: nothing written). Thread-safe.
+ * below the first published layout, e.g. 0: nothing written). Thread-safe.
  *
  * Pointers: `config` NULL or a writable struct of the `struct_size` it declares.
  */
@@ -1592,7 +1592,7 @@ enum libra_status libra_optimize(const struct libra_network *network,
  * sizeof(libra_schedule_config))` bytes are written and `struct_size` is kept, so a struct
  * declared from another header is filled with the fields it has and nothing past it is
  * written. Errors: LIBRA_ERR_NULL_ARGUMENT, LIBRA_ERR_INVALID_ARGUMENT (`config` misaligned,
- * or `struct_size` below the first published layout, e.g. left unset: nothing written).
+ * or `struct_size` below the first published layout, e.g. 0: nothing written).
  * Thread-safe.
  *
  * Pointers: `config` NULL or a writable struct of the `struct_size` it declares.

@@ -17,7 +17,7 @@ use super::types::*;
 /// sizeof(libra_dim_desc))` bytes are written and `struct_size` is kept, so a struct declared
 /// from another header is filled with the fields it has and nothing past it is written.
 /// Errors: LIBRA_ERR_NULL_ARGUMENT, LIBRA_ERR_INVALID_ARGUMENT (`desc` misaligned, or
-/// `struct_size` below the first published layout, e.g. left unset: nothing written).
+/// `struct_size` below the first published layout, e.g. 0: nothing written).
 /// Thread-safe.
 ///
 /// Pointers: `desc` NULL or a writable struct of the `struct_size` it declares.
@@ -232,8 +232,8 @@ pub unsafe extern "C" fn libra_network_npus(network: *const libra_network, out: 
     })
 }
 
-/// Copies dimension `index` into `*out`, whose `struct_size` the caller sets (e.g. from
-/// libra_dim_desc_default()); LIBRA_ERR_INVALID_ARGUMENT if `index` is out of range.
+/// Copies dimension `index` into `*out`, whose `struct_size` the caller sets (only that many
+/// bytes are written); LIBRA_ERR_INVALID_ARGUMENT if `index` is out of range.
 /// Thread-safe on a const network.
 ///
 /// Pointers: `network` must be a valid handle or NULL; `out` writable or NULL.

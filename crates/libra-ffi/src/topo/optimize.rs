@@ -14,7 +14,7 @@ use super::types::*;
 /// bytes are written and `struct_size` is kept, so a struct declared from another header is
 /// filled with the fields it has and nothing past it is written. Errors:
 /// LIBRA_ERR_NULL_ARGUMENT, LIBRA_ERR_INVALID_ARGUMENT (`config` misaligned, or `struct_size`
-/// below the first published layout, e.g. left unset: nothing written). Thread-safe.
+/// below the first published layout, e.g. 0: nothing written). Thread-safe.
 ///
 /// Pointers: `config` NULL or a writable struct of the `struct_size` it declares.
 #[no_mangle]
