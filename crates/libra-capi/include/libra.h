@@ -29,9 +29,9 @@
 #include <stdint.h>
 #include <stdbool.h>
 #define LIBRA_VERSION_MAJOR 0
-#define LIBRA_VERSION_MINOR 1
+#define LIBRA_VERSION_MINOR 2
 #define LIBRA_VERSION_PATCH 0
-#define LIBRA_VERSION_STRING "0.1.0"
+#define LIBRA_VERSION_STRING "0.2.0"
 
 /**
  * `rank` value for an adapter whose rank the engine does not know (GGUF LoRA files carry
@@ -1420,7 +1420,7 @@ const char *libra_status_str(int32_t code);
 const char *libra_last_error_message(void);
 
 /**
- * Returns the library version as a static NUL-terminated string, e.g. "0.1.0". Compare with
+ * Returns the library version as a static NUL-terminated string, e.g. "0.2.0". Compare with
  * LIBRA_VERSION_STRING to detect a header/library mismatch. Never NULL. Thread-safe.
  */
 const char *libra_version(void);

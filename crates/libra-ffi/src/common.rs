@@ -25,7 +25,7 @@ pub extern "C" fn libra_last_error_message() -> *const c_char {
     crate::boundary::last_error_ptr()
 }
 
-/// Returns the library version as a static NUL-terminated string, e.g. "0.1.0". Compare with
+/// Returns the library version as a static NUL-terminated string, e.g. "0.2.0". Compare with
 /// LIBRA_VERSION_STRING to detect a header/library mismatch. Never NULL. Thread-safe.
 #[no_mangle]
 pub extern "C" fn libra_version() -> *const c_char {
