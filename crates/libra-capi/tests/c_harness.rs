@@ -127,19 +127,28 @@ fn sanitizer_runs(out_dir: &std::path::Path, flag: &str) -> bool {
     builds && Command::new(&probe).output().is_ok_and(|o| o.status.success())
 }
 
+/// The libraries built and an output folder `name` for programs built with `flag`, or `None`
+/// (after printing why the test skips) when the C compiler cannot build and run such a program.
+fn sanitizer_setup(name: &str, flag: &str) -> Option<(PathBuf, PathBuf)> {
+    let art = artifact_dir();
+    ensure_c_libraries(&art);
+    let out_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    std::fs::create_dir_all(&out_dir).unwrap();
+    if !sanitizer_runs(&out_dir, flag) {
+        println!("skipped: the C compiler cannot build and run a {flag} program here");
+        return None;
+    }
+    Some((art, out_dir))
+}
+
 /// Builds every C test with AddressSanitizer and UndefinedBehaviorSanitizer against the static
 /// library and runs it with leak detection: any leak, bad access or undefined behaviour in the
 /// C programs or at the boundary fails the test.
 #[test]
 fn c_harness_sanitizers() {
-    let art = artifact_dir();
-    ensure_c_libraries(&art);
-    let out_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ffi_asan");
-    std::fs::create_dir_all(&out_dir).unwrap();
-    if !sanitizer_runs(&out_dir, "-fsanitize=address,undefined") {
-        println!("skipped: the C compiler cannot build and run a -fsanitize=address,undefined program here");
+    let Some((art, out_dir)) = sanitizer_setup("ffi_asan", "-fsanitize=address,undefined") else {
         return;
-    }
+    };
     for src in c_sources() {
         let name = src.file_stem().unwrap().to_string_lossy().to_string();
         let exe = out_dir.join(&name);
@@ -166,14 +175,9 @@ fn c_harness_sanitizers() {
 /// (The library itself is not instrumented here; `tests/stress_threads.rs` covers its side.)
 #[test]
 fn c_harness_thread_sanitizer() {
-    let art = artifact_dir();
-    ensure_c_libraries(&art);
-    let out_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ffi_tsan");
-    std::fs::create_dir_all(&out_dir).unwrap();
-    if !sanitizer_runs(&out_dir, "-fsanitize=thread") {
-        println!("skipped: the C compiler cannot build and run a -fsanitize=thread program here");
+    let Some((art, out_dir)) = sanitizer_setup("ffi_tsan", "-fsanitize=thread") else {
         return;
-    }
+    };
     let threaded: Vec<PathBuf> = c_sources()
         .into_iter()
         .filter(|src| std::fs::read_to_string(src).is_ok_and(|text| text.contains("pthread_create")))
