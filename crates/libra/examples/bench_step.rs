@@ -64,6 +64,7 @@ fn main() {
         }
         let prompts = RESIDENT / PROMPT_BLOCKS;
         let mut x = 88172645463325252u64;
+        let mut back_adapter: Vec<u64> = Vec::with_capacity(prompts);
         for p in 0..prompts {
             x ^= x << 13;
             x ^= x >> 7;
@@ -75,6 +76,14 @@ fn main() {
             core.allocate(&mut io, m.request, toks.len(), now).unwrap();
             core.commit(m.request, &toks, now).unwrap();
             core.release(&mut io, m.request, now).unwrap();
+            // Some prompts come back, so that libra's reuse model has ages to rank by.
+            if p % 4 == 0 && p >= 100 {
+                let back: Vec<u32> =
+                    (0..(PROMPT_BLOCKS * BT) as u32).map(|t| ((p - 100) as u32) << 8 ^ t).collect();
+                let m = core.match_prefix(&mut io, back_adapter[p - 100], 0, &back, now).unwrap();
+                core.release(&mut io, m.request, now).unwrap();
+            }
+            back_adapter.push(x % adapters);
         }
         let before = core.stats();
         assert!(before.gpu_blocks_used as f64 > 0.8 * capacity as f64, "fill reaches the high watermark");

@@ -10,8 +10,9 @@ use super::events::{Event, EventKind, EventLog};
 use super::keyhash::PrefixHasher;
 use super::pool::BlockPool;
 use super::request_ids::next_cache_tag;
+use super::reuse::{bin_of, ReuseClass, ReuseModel};
 use super::stats::{KvNodeInfo, Stats};
-use super::tree::{Kind, Residency, Tree, NONE};
+use super::tree::{Kind, Residency, Tree, NONE, NO_BIN};
 use crate::backend::BatchId;
 use crate::error::{Error, Result};
 use std::collections::{HashMap, HashSet};
@@ -92,6 +93,8 @@ pub struct CacheCore {
     /// GPU KV nodes with a complete host copy (see `writethrough`).
     pub(crate) clean_blocks: u64,
     pub(crate) last_write_through: Option<u64>,
+    /// Observed reuse by age, which `libra`'s plans rank by (see `reuse`).
+    pub(crate) reuse: ReuseModel,
 }
 
 impl CacheCore {
@@ -139,6 +142,7 @@ impl CacheCore {
             last_prefetch: None,
             clean_blocks: 0,
             last_write_through: None,
+            reuse: ReuseModel::default(),
         })
     }
 
@@ -187,6 +191,42 @@ impl CacheCore {
         self.host.free(block).expect("host block owned exactly once");
     }
 
+    fn reuse_class(&self, n: u32) -> ReuseClass {
+        if self.tree.node(n).kind == Kind::Adapter {
+            ReuseClass::Adapter
+        } else {
+            ReuseClass::Kv
+        }
+    }
+
+    /// Pins `n` for a request; an idle node's reuse is recorded at its age. A node that left
+    /// the GPU was counted as ended there: had it stayed, this would have been its hit.
+    pub(crate) fn pin_used(&mut self, n: u32, now: u64) {
+        let class = self.reuse_class(n);
+        let node = self.tree.node(n);
+        if node.pins == 0 {
+            let (age, left) = (now.saturating_sub(node.last_use), node.left_gpu);
+            if left != NO_BIN {
+                self.reuse.unend(class, left as usize);
+                self.tree.set_left_gpu(n, NO_BIN);
+            }
+            self.reuse.hit(class, age);
+        }
+        self.tree.pin(n, now);
+    }
+
+    /// `n` leaves the GPU (swapped out, evicted clean, or an adapter freed): its lifetime
+    /// there ends at its age, unless it left before and has not been used since.
+    pub(crate) fn note_left_gpu(&mut self, n: u32) {
+        let node = self.tree.node(n);
+        if node.left_gpu != NO_BIN {
+            return;
+        }
+        let age = self.last_now.saturating_sub(node.last_use);
+        self.reuse.end(self.reuse_class(n), age);
+        self.tree.set_left_gpu(n, bin_of(age) as u8);
+    }
+
     /// Deletes a childless node, freeing whatever blocks it holds.
     pub(crate) fn delete_node(&mut self, n: u32, why: EventKind) {
         let node = self.tree.node(n).clone();
@@ -199,6 +239,9 @@ impl CacheCore {
                 self.clean_blocks -= 1;
             }
             self.free_host(node.host_block);
+        }
+        if node.left_gpu == NO_BIN {
+            self.reuse.end(ReuseClass::Kv, self.last_now.saturating_sub(node.last_use));
         }
         self.emit(why, n);
         self.tree.remove(n);

@@ -176,6 +176,7 @@ impl CacheCore {
 
     /// Frees an unpinned resident adapter's GPU blocks; its registered host copy remains.
     pub(crate) fn evict_adapter(&mut self, slot: u32) {
+        self.note_left_gpu(self.adapter(slot).node);
         self.drop_adapter_blocks(slot);
         self.emit(EventKind::Removed, self.adapter(slot).node);
     }

@@ -27,6 +27,9 @@ impl CacheCore {
     /// available for all of them.
     pub(crate) fn swap_out(&mut self, io: &mut dyn Backend, nodes: &[u32]) -> Result<BatchId> {
         debug_assert!(nodes.iter().all(|&n| !self.is_clean(n)), "clean blocks leave without a copy");
+        for &n in nodes {
+            self.note_left_gpu(n);
+        }
         self.copy(io, Direction::GpuToHost, nodes, Flight::ToHost)
     }
 

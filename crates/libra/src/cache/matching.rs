@@ -179,9 +179,9 @@ impl CacheCore {
         let need = adapter_need as usize + to_load.len();
         // Pin what we will use first, the host-resident run included, so that making room
         // can neither evict nor prune it.
-        self.tree.pin(adapter_node, now);
+        self.pin_used(adapter_node, now);
         for &n in path {
-            self.tree.pin(n, now);
+            self.pin_used(n, now);
         }
         if self.clean_blocks > 0 {
             self.used_again(path);

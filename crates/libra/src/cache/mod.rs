@@ -20,6 +20,7 @@ pub mod pool;
 pub mod request_ids;
 pub mod requests;
 pub mod retention;
+mod reuse;
 pub mod stats;
 pub mod swapper;
 #[cfg(test)]

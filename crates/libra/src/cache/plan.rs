@@ -4,9 +4,11 @@
 //! and the lowest-valued candidate is always taken next. A whole cold chain can leave in one
 //! plan, so the policy's ranking, not the tree's shape, decides what goes.
 //!
-//! Under both policies a parent is worth at least as much as its child (every use of a block
-//! passes through its ancestors, so they have at least its visits and at most its idle time),
-//! so the plan is also the k lowest-valued nodes overall among those that may legally leave.
+//! By last use and under the cost model a parent is worth at least as much as its child
+//! (every use of a block passes through its ancestors, so they have at least its visits and at
+//! most its idle time), so the plan is also the k lowest-valued nodes overall among those that
+//! may legally leave. By hit density (libra) a parent may be worth less than its child; it
+//! still leaves only after its children.
 //!
 //! Nodes holding an unexpired retention hint come after every other candidate, lowest hint
 //! priority first, then in policy order; a hint changes when a node leaves, never the rule
@@ -14,8 +16,10 @@
 use super::core::CacheCore;
 use super::cost;
 use super::policy::{retention_value, RankContext};
+use super::reuse::{bin_of, BINS, BIN_START_US};
 use super::tree::{Candidate, Kind, Residency, ROOT};
 use std::cmp::{Ordering, Reverse};
+use std::collections::BTreeSet;
 use std::collections::{BinaryHeap, HashMap};
 
 /// A tier: where a plan takes blocks from, or where a node is left resident (`settle`).
@@ -95,6 +99,8 @@ pub(crate) enum Scorer<'a> {
     /// A caller's value per node (lowest leaves first), e.g. an external policy's (see `plan_gpu_by`).
     /// Nothing bounds the entries not yet walked: every candidate is scored.
     Given(&'a dyn Fn(u32) -> f64),
+    /// Hit density by age (see `reuse`), oldest first within an age bin.
+    Density { density: Box<[[f64; BINS]; 2]>, now: u64 },
 }
 
 /// The band bound's eps is refreshed once per unit of key, so the exponential is rarely taken.
@@ -206,7 +212,13 @@ impl CacheCore {
         }
     }
 
-    pub(crate) fn scorer(&self, now: u64) -> Scorer<'static> {
+    /// How a plan of `tier` ranks under the configured policy. libra ranks the GPU tier by
+    /// hit density and prunes the host tier by last use (its observations of reuse come from
+    /// the host tier, which should keep what it holds as long as it can).
+    pub(crate) fn scorer(&self, tier: Tier, now: u64) -> Scorer<'static> {
+        if self.cfg.policy.ranks_by_density() && tier == Tier::Gpu {
+            return Scorer::Density { density: Box::new(self.reuse.densities()), now };
+        }
         if !self.cfg.policy.uses_cost_model() {
             return Scorer::LastUse;
         }
@@ -220,6 +232,11 @@ impl CacheCore {
         match scorer {
             Scorer::LastUse => Scored { value: c.last_use as f64, key: c.key, node: id },
             Scorer::Given(f) => Scored { value: f(id), key: c.key, node: id },
+            Scorer::Density { density, now } => Scored {
+                value: density[c.adapter as usize][bin_of(now.saturating_sub(c.last_use))],
+                key: c.key,
+                node: id,
+            },
             Scorer::Value { kv, ctx, .. } => {
                 let value = if c.adapter {
                     let node = self.tree.node(id);
@@ -261,7 +278,7 @@ impl CacheCore {
     /// entry not yet walked can be lower (see `Scorer`). It touches about as many set entries
     /// as the plan takes leaves, plus a band, and never scores the whole set.
     pub(crate) fn plan(&self, tier: Tier, blocks: usize, now: u64) -> Vec<u32> {
-        self.plan_with(tier, blocks, now, &self.scorer(now))
+        self.plan_with(tier, blocks, now, &self.scorer(tier, now))
     }
 
     /// `plan` under a given scorer.
@@ -288,9 +305,10 @@ impl CacheCore {
         for &id in hinted {
             plan.offer(self, scorer, id);
         }
-        // Under the cost model adapters have other constants than KV blocks: they are scored
-        // apart, exactly. By last use the set order is theirs too: they are walked in place.
-        let apart = matches!(scorer, Scorer::Value { .. });
+        // Under the cost model and by density adapters have other values than KV blocks: they
+        // are scored apart, exactly. By last use the set order is theirs too: they are walked
+        // in place.
+        let apart = matches!(scorer, Scorer::Value { .. } | Scorer::Density { .. });
         if tier == Tier::Gpu && apart {
             for a in self.adapters.iter().flatten() {
                 let node = self.tree.node(a.node);
@@ -300,7 +318,11 @@ impl CacheCore {
             }
         }
         let mut band = Band { segment_end: f64::NEG_INFINITY, eps: std::f64::consts::LN_2, slack: 0.0 };
-        'walk: for c in set.iter().filter(|c| !(apart && c.adapter)) {
+        let walk: Box<dyn Iterator<Item = &Candidate>> = match scorer {
+            Scorer::Density { density, now } => Box::new(density_walk(set, &density[0], *now)),
+            _ => Box::new(set.iter()),
+        };
+        'walk: for c in walk.filter(|c| !(apart && c.adapter)) {
             let bound = self.bound(scorer, &mut band, c);
             while let Some(&Reverse(top)) = plan.pending.peek() {
                 if top >= bound {
@@ -312,7 +334,7 @@ impl CacheCore {
                 }
             }
             let s = match scorer {
-                Scorer::LastUse => bound,
+                Scorer::LastUse | Scorer::Density { .. } => bound,
                 Scorer::Value { kv, .. } => Scored { value: kv.of(c), key: c.key, node: c.id },
                 Scorer::Given(_) => self.score(scorer, c.id),
             };
@@ -340,6 +362,8 @@ impl CacheCore {
         match scorer {
             Scorer::LastUse => Scored { value: c.last_use as f64, key: c.key, node: c.id },
             // No bound: nothing is handed out before the walk ends.
+            // The walk is in score order (see `density_walk`): an entry is its own bound.
+            Scorer::Density { .. } => self.score(scorer, c.id),
             Scorer::Given(_) => Scored { value: f64::NEG_INFINITY, key: 0, node: 0 },
             Scorer::Value { kv, now_s, .. } => {
                 if !kv.log_const.is_finite() {
@@ -364,6 +388,35 @@ impl CacheCore {
     pub fn plan_swap_out(&self, blocks: usize, now: u64) -> Vec<u32> {
         self.plan(Tier::Gpu, blocks, now)
     }
+}
+
+/// The KV entries of a last-use-ordered candidate set in density order: age bins from the
+/// lowest density up (of equal densities the older bin first), and within a bin by last use.
+/// Every entry of a bin has the bin's density, so this is the order of (density, last use):
+/// each entry is a bound for all that follow it.
+fn density_walk<'s>(
+    set: &'s BTreeSet<Candidate>,
+    density: &[f64; BINS],
+    now: u64,
+) -> impl Iterator<Item = &'s Candidate> + 's {
+    let mut bins: Vec<usize> = (0..BINS).collect();
+    bins.sort_by(|&a, &b| density[a].total_cmp(&density[b]).then(b.cmp(&a)));
+    bins.into_iter().flat_map(move |b| {
+        // Ages [start(b), start(b + 1)) are last uses (now - start(b + 1), now - start(b)].
+        let low = match BIN_START_US.get(b + 1) {
+            Some(&next) => now.saturating_add(1).saturating_sub(next),
+            None => 0,
+        };
+        let at = |key: u64| Candidate { key, last_use: 0, id: 0, adapter: false };
+        let range: Box<dyn Iterator<Item = &'s Candidate>> = if b == 0 {
+            Box::new(set.range(at(low)..))
+        } else if now < BIN_START_US[b] {
+            Box::new(std::iter::empty())
+        } else {
+            Box::new(set.range(at(low)..at(now - BIN_START_US[b] + 1)))
+        };
+        range
+    })
 }
 
 #[cfg(test)]

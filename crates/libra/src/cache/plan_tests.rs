@@ -2,6 +2,7 @@
 //! before every pick, and the decisions it lets the ranking make.
 use super::*;
 use crate::backend::cpu::CpuBackend;
+use crate::cache::reuse::ReuseClass;
 use crate::cache::{CacheConfig, PolicyKind, RetentionHint};
 use std::collections::HashSet;
 
@@ -9,7 +10,7 @@ use std::collections::HashSet;
 /// children in the tier already picked) is scored, and the lowest is taken, unhinted (or
 /// expired) before hinted, lower hint priority first.
 fn brute_force(core: &CacheCore, tier: Tier, blocks: usize, now: u64) -> Vec<u32> {
-    let scorer = core.scorer(now);
+    let scorer = core.scorer(tier, now);
     let ids: Vec<u32> = core.tree.live_ids().collect();
     let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
     for &id in &ids {
@@ -367,4 +368,51 @@ fn hints_hold_on_the_host_tier() {
     assert_eq!(core.prune_host(2, 30), 2);
     core.check_invariants().unwrap();
     assert_eq!(core.stats().kv_nodes_host, 2);
+}
+
+/// Conversations come back 200 s after their last turn or not at all (dropped at 250 s): a
+/// block idle for 150 s is about due, one idle for 1 s is far from its return. LRU sends the
+/// older block away; libra's hit density sends the fresh one, and its plan is the brute
+/// force's.
+#[test]
+fn libra_keeps_a_due_return_that_lru_sends_away() {
+    let cfg = CacheConfig { block_tokens: 1, policy: PolicyKind::Libra, ..Default::default() };
+    let mut io = CpuBackend::new(8, 64, 64).unwrap();
+    let mut core = CacheCore::new(cfg, 8, 64, 64).unwrap();
+    core.register_adapter(1, &[0u8; 8], 4, 0).unwrap();
+    for _ in 0..50 {
+        core.reuse.hit(ReuseClass::Kv, 200_000_000);
+        core.reuse.end(ReuseClass::Kv, 250_000_000);
+    }
+    let now = 300_000_000;
+    put(&mut core, &mut io, &[10], now - 150_000_000);
+    put(&mut core, &mut io, &[20], now - 1_000_000);
+    let due = core.tree.lookup(core.prefix_keys(1, 0, &[10])[0]).unwrap();
+    let fresh = core.tree.lookup(core.prefix_keys(1, 0, &[20])[0]).unwrap();
+    assert_eq!(core.plan_with(Tier::Gpu, 1, now, &Scorer::LastUse), vec![due]);
+    assert_eq!(core.plan_swap_out(1, now), vec![fresh]);
+    for k in 1..=3 {
+        assert_eq!(core.plan(Tier::Gpu, k, now), brute_force(&core, Tier::Gpu, k, now));
+    }
+}
+
+/// On random trees whose reuse model learned from their own history, libra's plans differ
+/// from last use's in many cases (the brute-force test checks that they are exact).
+#[test]
+fn libra_density_changes_victims() {
+    let (mut differ, mut plans) = (0, 0);
+    for seed in 1..=4u64 {
+        let (core, _io) = random_core(PolicyKind::Libra, 0, seed);
+        let d = core.reuse.densities();
+        assert!(d[0].iter().any(|&x| x > 0.0) && d[1].iter().any(|&x| x > 0.0), "seed {seed}: {d:?}");
+        for later in [0, 5_000_000, 90_000_000] {
+            let at = core.last_now + later;
+            for k in [2, 7, 30] {
+                plans += 1;
+                differ += (core.plan(Tier::Gpu, k, at) != core.plan_with(Tier::Gpu, k, at, &Scorer::LastUse))
+                    as u32;
+            }
+        }
+    }
+    assert!(differ * 4 > plans, "only {differ} of {plans} plans differ from last use");
 }

@@ -24,10 +24,11 @@ pub enum PolicyKind {
     HiCache,
     /// S-LoRA: one unified pool, adapters loaded on demand, finished requests' KV not kept.
     Slora,
-    /// The same tree ranked by last use (with chain-aware plans and write-through it measured
-    /// better than the cost model in the simulator; see the README), plus a host tier kept full
-    /// (pruned only when a swap-out needs the room), write-through host copies, and
-    /// recompute-or-load from the engine's cost hints.
+    /// The same tree with GPU eviction ranked by hit density by idle age, learned online from
+    /// the reuse it observes on both tiers (see `cache::reuse`; it measured better than last
+    /// use and than the cost model in the simulator, see the README), plus a host tier kept
+    /// full (pruned by last use, only when a swap-out needs the room), write-through host
+    /// copies, and recompute-or-load from the engine's cost hints.
     Libra,
 }
 
@@ -104,6 +105,10 @@ impl PolicyKind {
     /// threshold 1: a node is backed up once inserted, and a backed-up node stays backed up).
     pub fn backs_up_everything(self) -> bool {
         self == PolicyKind::HiCache
+    }
+    /// Whether GPU eviction ranks by the observed hit density by age (see `cache::reuse`).
+    pub fn ranks_by_density(self) -> bool {
+        self == PolicyKind::Libra
     }
     pub fn uses_cost_model(self) -> bool {
         self == PolicyKind::Elora
@@ -187,6 +192,7 @@ mod tests {
             kind,
             listed: 0,
             hinted: false,
+            left_gpu: crate::cache::tree::NO_BIN,
         }
     }
 

@@ -182,7 +182,7 @@ impl CacheCore {
             };
             let node = match self.tree.lookup(key) {
                 Some(existing) => {
-                    self.tree.pin(existing, now);
+                    self.pin_used(existing, now);
                     if self.clean_blocks > 0 {
                         self.used_again(&[existing]);
                     }

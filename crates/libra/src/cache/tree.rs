@@ -70,7 +70,13 @@ pub struct Node {
     pub listed: u8,
     /// Holds a retention hint (see `Hint`): listed in the hinted sets instead of the others.
     pub hinted: bool,
+    /// The age bin at which the node last left the GPU, counted then as an end of its
+    /// lifetime there (see `reuse`), or `NO_BIN`; a later use turns that end into a reuse.
+    pub left_gpu: u8,
 }
+
+/// `Node::left_gpu` of a node that has not left the GPU since its last use.
+pub const NO_BIN: u8 = u8::MAX;
 
 impl Node {
     /// A node without blocks, pins, visits or children, listed nowhere yet.
@@ -90,6 +96,7 @@ impl Node {
             kind,
             listed: 0,
             hinted: false,
+            left_gpu: NO_BIN,
         }
     }
 }
@@ -397,6 +404,11 @@ impl Tree {
         n.pins += 1;
         n.visits = n.visits.saturating_add(1);
         n.last_use = n.last_use.max(now);
+    }
+
+    /// Records the age bin at which `id` left the GPU (see `Node::left_gpu`).
+    pub fn set_left_gpu(&mut self, id: u32, bin: u8) {
+        self.node_mut(id).left_gpu = bin;
     }
 
     pub fn unpin(&mut self, id: u32, now: u64) {

@@ -27,6 +27,7 @@ impl CacheCore {
     /// Frees a clean node's GPU block: it is on the host tier now, without a copy.
     pub(crate) fn evict_clean(&mut self, n: u32) {
         debug_assert!(self.is_clean(n) && self.tree.node(n).gpu_children == 0);
+        self.note_left_gpu(n);
         self.settle(n, Tier::Host);
         self.clean_blocks -= 1;
         self.stats.instant_evictions += 1;
