@@ -61,6 +61,7 @@ impl CacheCore {
             blocks_needed: blocks_needed as u32,
             rank,
             gpu_blocks: Vec::new(),
+            mean_gap_us: 0.0,
             node,
             chain_key,
         });

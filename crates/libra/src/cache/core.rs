@@ -10,7 +10,7 @@ use super::events::{Event, EventKind, EventLog};
 use super::keyhash::PrefixHasher;
 use super::pool::BlockPool;
 use super::request_ids::next_cache_tag;
-use super::reuse::{bin_of, ReuseClass, ReuseModel};
+use super::reuse::{bin_of, smoothed_gap, ReuseClass, ReuseModel};
 use super::stats::{KvNodeInfo, Stats};
 use super::tree::{Kind, Residency, Tree, NONE, NO_BIN};
 use crate::backend::BatchId;
@@ -28,6 +28,9 @@ pub(crate) struct Adapter {
     pub rank: u32,
     /// GPU blocks while resident or uploading.
     pub gpu_blocks: Vec<u32>,
+    /// Smoothed time between this adapter's uses, microseconds; 0 before its second use
+    /// (see `reuse::adapter_rate`).
+    pub mean_gap_us: f64,
     pub node: u32,
     pub chain_key: u128,
 }
@@ -211,6 +214,12 @@ impl CacheCore {
                 self.tree.set_left_gpu(n, NO_BIN);
             }
             self.reuse.hit(class, age);
+            if class == ReuseClass::Adapter {
+                let slot = self.tree.node(n).adapter;
+                if let Some(a) = self.adapters[slot as usize].as_mut() {
+                    a.mean_gap_us = smoothed_gap(a.mean_gap_us, age);
+                }
+            }
         }
         self.tree.pin(n, now);
     }

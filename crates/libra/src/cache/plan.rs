@@ -16,7 +16,7 @@
 use super::core::CacheCore;
 use super::cost;
 use super::policy::{retention_value, RankContext};
-use super::reuse::{bin_of, BINS, BIN_START_US};
+use super::reuse::{adapter_rate, bin_of, BINS, BIN_START_US};
 use super::tree::{Candidate, Kind, Residency, ROOT};
 use std::cmp::{Ordering, Reverse};
 use std::collections::BTreeSet;
@@ -99,7 +99,8 @@ pub(crate) enum Scorer<'a> {
     /// A caller's value per node (lowest leaves first), e.g. an external policy's (see `plan_gpu_by`).
     /// Nothing bounds the entries not yet walked: every candidate is scored.
     Given(&'a dyn Fn(u32) -> f64),
-    /// Hit density by age (see `reuse`), oldest first within an age bin.
+    /// Hit density by age (see `reuse`), oldest first within an age bin; an adapter's is at
+    /// least its own rate of use (see `reuse::adapter_rate`).
     Density { density: Box<[[f64; BINS]; 2]>, now: u64 },
 }
 
@@ -232,11 +233,15 @@ impl CacheCore {
         match scorer {
             Scorer::LastUse => Scored { value: c.last_use as f64, key: c.key, node: id },
             Scorer::Given(f) => Scored { value: f(id), key: c.key, node: id },
-            Scorer::Density { density, now } => Scored {
-                value: density[c.adapter as usize][bin_of(now.saturating_sub(c.last_use))],
-                key: c.key,
-                node: id,
-            },
+            Scorer::Density { density, now } => {
+                let age = now.saturating_sub(c.last_use);
+                let mut value = density[c.adapter as usize][bin_of(age)];
+                if c.adapter {
+                    let gap = self.adapter(self.tree.node(id).adapter).mean_gap_us;
+                    value = value.max(adapter_rate(gap, age));
+                }
+                Scored { value, key: c.key, node: id }
+            }
             Scorer::Value { kv, ctx, .. } => {
                 let value = if c.adapter {
                     let node = self.tree.node(id);

@@ -69,6 +69,36 @@ fn bin_mid_us(b: usize) -> f64 {
     (start + end) / 2.0
 }
 
+/// Weight of the newest gap in an adapter's smoothed time between uses.
+const GAP_WEIGHT: f64 = 0.25;
+
+/// An adapter's smoothed time between uses after one more use `gap_us` after the last.
+pub(crate) fn smoothed_gap(mean_gap_us: f64, gap_us: u64) -> f64 {
+    let gap = gap_us as f64;
+    if mean_gap_us == 0.0 {
+        gap
+    } else {
+        (1.0 - GAP_WEIGHT) * mean_gap_us + GAP_WEIGHT * gap
+    }
+}
+
+/// An adapter's own hit density: uses per microsecond, from its smoothed gap, or from its
+/// idle time once that is longer (an adapter that stopped being used cools down). 0 before
+/// its second use.
+///
+/// Why beside the class's density by age: adapter popularity is skewed (Zipf in every
+/// serving trace we model), and arrivals to one adapter are close to memoryless, so its next
+/// use is about one mean gap away whatever its age; by age alone a rare adapter just used
+/// looks like a popular one. A node takes the higher of the two, so a popular adapter is kept
+/// through an idle spell and a rare one leaves with its last KV.
+pub(crate) fn adapter_rate(mean_gap_us: f64, age_us: u64) -> f64 {
+    if mean_gap_us <= 0.0 {
+        0.0
+    } else {
+        1.0 / mean_gap_us.max(age_us as f64).max(1.0)
+    }
+}
+
 impl ReuseModel {
     /// A node idle for `age_us` was used again.
     pub fn hit(&mut self, class: ReuseClass, age_us: u64) {
@@ -167,6 +197,18 @@ mod tests {
         assert_eq!(past, 0.0, "nothing comes back after 400 s");
         // The adapter class saw nothing.
         assert!(d[1].iter().all(|&x| x == 0.0));
+    }
+
+    #[test]
+    fn adapter_rate_follows_gaps_and_cools() {
+        assert_eq!(adapter_rate(0.0, 5), 0.0, "no second use yet");
+        let mut gap = smoothed_gap(0.0, 1_000_000);
+        assert_eq!(gap, 1_000_000.0);
+        gap = smoothed_gap(gap, 3_000_000);
+        assert_eq!(gap, 1_500_000.0);
+        assert_eq!(adapter_rate(gap, 10), 1.0 / 1_500_000.0);
+        // Idle for longer than its gap: the idle time is the estimate.
+        assert_eq!(adapter_rate(gap, 6_000_000), 1.0 / 6_000_000.0);
     }
 
     #[test]
