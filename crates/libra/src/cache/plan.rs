@@ -16,7 +16,7 @@
 use super::core::CacheCore;
 use super::cost;
 use super::policy::{retention_value, RankContext};
-use super::reuse::{adapter_rate, bin_of, BINS, BIN_START_US};
+use super::reuse::{adapter_rate, bin_of, ADAPTER_MISS_WEIGHT, BINS, BIN_START_US};
 use super::tree::{Candidate, Kind, Residency, ROOT};
 use std::cmp::{Ordering, Reverse};
 use std::collections::BTreeSet;
@@ -100,7 +100,8 @@ pub(crate) enum Scorer<'a> {
     /// Nothing bounds the entries not yet walked: every candidate is scored.
     Given(&'a dyn Fn(u32) -> f64),
     /// Hit density by age (see `reuse`), oldest first within an age bin; an adapter's is at
-    /// least its own rate of use (see `reuse::adapter_rate`).
+    /// least its own rate of use (see `reuse::adapter_rate`), weighted by what its miss costs
+    /// (`reuse::ADAPTER_MISS_WEIGHT`).
     Density { density: Box<[[f64; BINS]; 2]>, now: u64 },
 }
 
@@ -238,7 +239,7 @@ impl CacheCore {
                 let mut value = density[c.adapter as usize][bin_of(age)];
                 if c.adapter {
                     let gap = self.adapter(self.tree.node(id).adapter).mean_gap_us;
-                    value = value.max(adapter_rate(gap, age));
+                    value = value.max(adapter_rate(gap, age)) * ADAPTER_MISS_WEIGHT;
                 }
                 Scored { value, key: c.key, node: id }
             }

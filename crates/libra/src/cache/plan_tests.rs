@@ -416,3 +416,29 @@ fn libra_density_changes_victims() {
     }
     assert!(differ * 4 > plans, "only {differ} of {plans} plans differ from last use");
 }
+
+/// An adapter used every second until a second ago against one used twice, 100 s apart, the
+/// last time just now: LRU frees the first; libra, by each adapter's own rate, the second.
+#[test]
+fn libra_frees_the_rare_adapter_first() {
+    let cfg = CacheConfig { block_tokens: 1, policy: PolicyKind::Libra, ..Default::default() };
+    let mut io = CpuBackend::new(8, 16, 16).unwrap();
+    let mut core = CacheCore::new(cfg, 8, 16, 16).unwrap();
+    core.register_adapter(1, &[0u8; 8], 4, 0).unwrap();
+    core.register_adapter(2, &[0u8; 8], 4, 0).unwrap();
+    let mut use_adapter = |core: &mut CacheCore, id: u64, now: u64| {
+        let m = core.match_prefix(&mut io, id, 0, &[], now).unwrap();
+        core.release(&mut io, m.request, now).unwrap();
+    };
+    use_adapter(&mut core, 2, 0);
+    for s in 90..=99 {
+        use_adapter(&mut core, 1, s * 1_000_000);
+    }
+    use_adapter(&mut core, 2, 100_000_000);
+    let popular = core.adapter(core.slot_of(1).unwrap()).node;
+    let rare = core.adapter(core.slot_of(2).unwrap()).node;
+    let now = 101_000_000;
+    assert_eq!(core.plan_with(Tier::Gpu, 1, now, &Scorer::LastUse), vec![popular]);
+    assert_eq!(core.plan_swap_out(1, now), vec![rare]);
+    assert_eq!(core.plan(Tier::Gpu, 2, now), brute_force(&core, Tier::Gpu, 2, now));
+}
