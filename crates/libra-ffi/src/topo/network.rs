@@ -1,5 +1,6 @@
 //! Networks: built from dimension descriptions, a preset or a YAML text; queried, costed,
 //! exported and re-bandwidthed.
+use crate::boundary::Versioned;
 use crate::boundary::{
     check_ptr, deref, deref_mut, entry, read_versioned_at, slice, versioned_size, write_out, write_versioned,
 };
@@ -26,22 +27,8 @@ pub unsafe extern "C" fn libra_dim_desc_default(desc: *mut libra_dim_desc) -> li
     entry!({
         // SAFETY: `desc` is NULL or holds the `struct_size` writable bytes it declares, per the
         // contract above.
-        unsafe { write_versioned(desc, dim_desc_defaults(), "desc") }
+        unsafe { write_versioned(desc, libra_dim_desc::defaults(), "desc") }
     })
-}
-
-/// The defaults `libra_dim_desc_default` writes, at today's size.
-pub(super) fn dim_desc_defaults() -> libra_dim_desc {
-    libra_dim_desc {
-        struct_size: std::mem::size_of::<libra_dim_desc>(),
-        kind: libra_dim_kind::LIBRA_DIM_RING as i32,
-        size: 2,
-        bandwidth: 1.0,
-        latency: 0.0,
-        link_cost: 0.0,
-        switch_cost: 0.0,
-        nic_cost: 0.0,
-    }
 }
 
 /// Builds a network from `num_dims` dimension descriptions (dimension 0 first; NPU coordinates

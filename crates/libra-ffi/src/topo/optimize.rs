@@ -1,4 +1,5 @@
 //! The bandwidth optimiser.
+use crate::boundary::Versioned;
 use crate::boundary::{
     check_aligned, check_ptr, deref, entry, read_versioned, slice, versioned_size, write_versioned,
 };
@@ -22,24 +23,8 @@ pub unsafe extern "C" fn libra_optimize_config_default(config: *mut libra_optimi
     entry!({
         // SAFETY: `config` is NULL or holds the `struct_size` writable bytes it declares, per
         // the contract above.
-        unsafe { write_versioned(config, optimize_config_defaults(), "config") }
+        unsafe { write_versioned(config, libra_optimize_config::defaults(), "config") }
     })
-}
-
-/// The defaults `libra_optimize_config_default` writes, at today's size.
-pub(super) fn optimize_config_defaults() -> libra_optimize_config {
-    libra_optimize_config {
-        struct_size: std::mem::size_of::<libra_optimize_config>(),
-        objective: libra_objective::LIBRA_OBJECTIVE_TIME as i32,
-        model: libra_time_model::LIBRA_MODEL_LIBRA as i32,
-        total_bandwidth: 0.0,
-        dollar_budget: 0.0,
-        lower: std::ptr::null(),
-        upper: std::ptr::null(),
-        num_bounds: 0,
-        constraints: std::ptr::null(),
-        num_constraints: 0,
-    }
 }
 
 fn budget(v: f64, name: &str) -> Result<Option<f64>, Error> {

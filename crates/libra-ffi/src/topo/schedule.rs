@@ -1,4 +1,5 @@
 //! Collective schedules: built for a network, walked step by step, and run on host buffers.
+use crate::boundary::Versioned;
 use crate::boundary::{
     check_ptr, deref, deref_mut, entry, read_versioned, slice, versioned_size, write_out, write_versioned,
 };
@@ -23,19 +24,8 @@ pub unsafe extern "C" fn libra_schedule_config_default(config: *mut libra_schedu
     entry!({
         // SAFETY: `config` is NULL or holds the `struct_size` writable bytes it declares, per
         // the contract above.
-        unsafe { write_versioned(config, schedule_config_defaults(), "config") }
+        unsafe { write_versioned(config, libra_schedule_config::defaults(), "config") }
     })
-}
-
-/// The defaults `libra_schedule_config_default` writes, at today's size.
-pub(super) fn schedule_config_defaults() -> libra_schedule_config {
-    let d = ScheduleConfig::default();
-    libra_schedule_config {
-        struct_size: std::mem::size_of::<libra_schedule_config>(),
-        policy: libra_schedule_policy::LIBRA_SCHEDULE_POLICY_THEMIS as i32,
-        chunks: d.chunks,
-        elem_size: d.elem_size,
-    }
 }
 
 /// Schedules a collective `kind` (all-reduce, reduce-scatter, all-gather, or all-to-all, whose

@@ -366,16 +366,38 @@ pub const OPTIMIZE_RESULT_FIRST_SIZE: usize = std::mem::offset_of!(libra_optimiz
 // SAFETY: repr(C), `struct_size: usize` first, integer and float fields only.
 unsafe impl Versioned for libra_dim_desc {
     const FIRST_SIZE: usize = std::mem::size_of::<Self>();
+    /// What `libra_dim_desc_default` writes.
     fn defaults() -> Self {
-        super::network::dim_desc_defaults()
+        libra_dim_desc {
+            struct_size: std::mem::size_of::<libra_dim_desc>(),
+            kind: libra_dim_kind::LIBRA_DIM_RING as i32,
+            size: 2,
+            bandwidth: 1.0,
+            latency: 0.0,
+            link_cost: 0.0,
+            switch_cost: 0.0,
+            nic_cost: 0.0,
+        }
     }
 }
 
 // SAFETY: repr(C), `struct_size: usize` first, integer, float and raw-pointer fields only.
 unsafe impl Versioned for libra_optimize_config {
     const FIRST_SIZE: usize = std::mem::size_of::<Self>();
+    /// What `libra_optimize_config_default` writes.
     fn defaults() -> Self {
-        super::optimize::optimize_config_defaults()
+        libra_optimize_config {
+            struct_size: std::mem::size_of::<libra_optimize_config>(),
+            objective: libra_objective::LIBRA_OBJECTIVE_TIME as i32,
+            model: libra_time_model::LIBRA_MODEL_LIBRA as i32,
+            total_bandwidth: 0.0,
+            dollar_budget: 0.0,
+            lower: std::ptr::null(),
+            upper: std::ptr::null(),
+            num_bounds: 0,
+            constraints: std::ptr::null(),
+            num_constraints: 0,
+        }
     }
 }
 
@@ -399,8 +421,15 @@ unsafe impl Versioned for libra_optimize_result {
 // SAFETY: repr(C), `struct_size: usize` first, integer fields only.
 unsafe impl Versioned for libra_schedule_config {
     const FIRST_SIZE: usize = std::mem::size_of::<Self>();
+    /// What `libra_schedule_config_default` writes.
     fn defaults() -> Self {
-        super::schedule::schedule_config_defaults()
+        let d = libra::topo::schedule::ScheduleConfig::default();
+        libra_schedule_config {
+            struct_size: std::mem::size_of::<libra_schedule_config>(),
+            policy: libra_schedule_policy::LIBRA_SCHEDULE_POLICY_THEMIS as i32,
+            chunks: d.chunks,
+            elem_size: d.elem_size,
+        }
     }
 }
 
