@@ -9,6 +9,7 @@
 use libra::backend::{Backend, BatchState};
 use libra::cache::{CacheCore, NodeKind, NodeView, Residency, StepReport};
 use libra::error::{Error, Result};
+use std::collections::HashMap;
 
 /// When a block or adapter is next needed, in the engine clock; `u64::MAX` for never.
 pub trait NextUse {
@@ -89,6 +90,9 @@ impl Oracle<'_> {
         let victims = plan(self.core, blocks, now, self.hints);
         let mut freed = 0;
         let mut outgoing = Vec::new();
+        // Children of each node already in `outgoing`: a node may join the batch only with
+        // all its GPU children (a child left on the GPU this pass keeps its parent there).
+        let mut outgoing_children: HashMap<u32, u32> = HashMap::new();
         for (next, v) in victims {
             if freed + outgoing.len() >= blocks {
                 break;
@@ -116,8 +120,14 @@ impl Oracle<'_> {
                     self.core.evict_clean_node(v)?;
                     freed += 1;
                 }
+            } else if node.gpu_children != outgoing_children.get(&v).copied().unwrap_or(0) {
+                // A child stays on the GPU this pass: so does this node.
+                continue;
             } else if self.host_slot(next, outgoing.len()) {
                 outgoing.push(v);
+                if let Some(p) = node.parent {
+                    *outgoing_children.entry(p).or_default() += 1;
+                }
             } else if !waits_for_child {
                 self.core.drop_node(v)?;
                 freed += 1;

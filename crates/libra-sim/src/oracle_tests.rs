@@ -122,3 +122,31 @@ fn the_head_of_the_plan_is_written_through_and_leaves_without_a_copy() {
     core.check_invariants().unwrap();
     core.verify_contents(&mut io, &mut |key, bytes| bytes == pattern(key)).unwrap();
 }
+
+/// A clean block whose dirty child is on its way out stays on the GPU this pass, and so does
+/// its parent: the parent may not leave while a GPU child stays (this once made the oracle's
+/// swap-out batch illegal).
+#[test]
+fn a_parent_stays_while_its_clean_child_waits_for_its_own_child() {
+    let (mut core, mut io, next) = setup();
+    let ids: Vec<u32> =
+        core.prefix_keys(1, 0, &chain(8)).iter().map(|&k| core.node_by_key(k).unwrap().id).collect();
+    // Only the middle block of chain 8 gets a clean copy.
+    assert_eq!(core.write_through_nodes(&mut io, &ids[1..2]).unwrap(), 1);
+    complete_all(&mut io);
+    core.poll_copies(&mut io);
+    assert!(core.node(ids[1]).unwrap().clean && !core.node(ids[2]).unwrap().clean);
+    // Six blocks more than are free: chain 9 is dropped, then chain 8 is planned leaf first.
+    let r = Oracle { core: &mut core, io: &mut io, hints: &next }.make_room(15, 20_000);
+    if let Err(e) = &r {
+        assert_eq!(e.status, libra::error::Status::LIBRA_ERR_BUSY, "{e:?}");
+    }
+    assert_eq!(core.node(ids[2]).unwrap().residency, Residency::ToHost, "the leaf leaves");
+    assert_eq!(core.node(ids[1]).unwrap().residency, Residency::Gpu, "its clean parent waits");
+    assert_eq!(core.node(ids[0]).unwrap().residency, Residency::Gpu, "and so does the root");
+    core.check_invariants().unwrap();
+    complete_all(&mut io);
+    core.poll_copies(&mut io);
+    core.check_invariants().unwrap();
+    core.verify_contents(&mut io, &mut |key, bytes| bytes == pattern(key)).unwrap();
+}

@@ -55,11 +55,13 @@ impl CacheCore {
                 self.prepare_host_room(kv, now);
             }
             let mut outgoing = Vec::new();
+            let mut outgoing_children: HashMap<u32, u32> = HashMap::new();
             for v in victims {
                 let node = self.tree.node(v);
                 // A planned child may be on its way to the host in this pass: its parent then
                 // leaves in the same batch, or not before the copy completes.
                 let (kind, slot, waits_for_child) = (node.kind, node.adapter, node.gpu_children > 0);
+                let (node_gpu_children, parent) = (node.gpu_children, node.parent);
                 if kind == Kind::Adapter {
                     if !waits_for_child {
                         self.evict_adapter(slot);
@@ -68,8 +70,12 @@ impl CacheCore {
                     if !waits_for_child {
                         self.evict_clean(v);
                     }
+                } else if to_host && node_gpu_children != outgoing_children.get(&v).copied().unwrap_or(0) {
+                    // A child stays on the GPU this pass: so does this node.
+                    continue;
                 } else if to_host && self.host_slot_available(outgoing.len(), now) {
                     outgoing.push(v);
+                    *outgoing_children.entry(parent).or_default() += 1;
                 } else if !waits_for_child {
                     // No room on the host: the leaf goes, with any host subtree below it.
                     self.drop_subtree(v);

@@ -8,6 +8,7 @@ use super::policy::PolicyKind;
 use super::tree::{Kind, Residency};
 use crate::backend::Backend;
 use crate::error::Result;
+use std::collections::HashMap;
 
 /// What one `step` did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -79,6 +80,7 @@ impl CacheCore {
             self.prepare_host_room(kv.min(blocks), now);
         }
         let mut outgoing = Vec::new();
+        let mut outgoing_children: HashMap<u32, u32> = HashMap::new();
         let mut freed = 0usize;
         let mut host_full = false;
         for v in victims {
@@ -87,6 +89,7 @@ impl CacheCore {
             }
             let node = self.tree.node(v);
             let (kind, slot, waits_for_child) = (node.kind, node.adapter, node.gpu_children > 0);
+            let (gpu_children, parent) = (node.gpu_children, node.parent);
             if kind == Kind::Adapter {
                 // Its KV may still be on the way out in this pass: it goes in a later one.
                 if !waits_for_child {
@@ -105,9 +108,14 @@ impl CacheCore {
             } else if !to_host {
                 self.drop_subtree(v);
                 freed += 1;
+            } else if gpu_children != outgoing_children.get(&v).copied().unwrap_or(0) {
+                // A child stays on the GPU this pass (a clean one still waiting for its own
+                // child): so does this node.
+                continue;
             } else if self.host_slot_available(outgoing.len(), now) {
                 // Reserve the slot now so the next availability check sees it taken.
                 outgoing.push(v);
+                *outgoing_children.entry(parent).or_default() += 1;
                 freed += 1;
                 if self.host.free_count() as usize <= outgoing.len() {
                     let batch_now = std::mem::take(&mut outgoing);

@@ -149,3 +149,31 @@ fn making_room_for_a_match_keeps_its_host_prefix() {
         core.check_invariants().unwrap();
     }
 }
+
+/// A clean block whose dirty child is leaving in the same pass stays on the GPU (it waits for
+/// its child), and so does its dirty parent, without a copy: a copy of a node whose GPU child
+/// stays could not free its block, only take link time and a host block.
+#[test]
+fn a_parent_stays_while_its_clean_child_waits() {
+    let cfg = CacheConfig { block_tokens: 1, policy: PolicyKind::Lru, ..Default::default() };
+    let mut io = CpuBackend::new(8, 32, 32).unwrap();
+    let mut core = CacheCore::new(cfg, 8, 32, 32).unwrap();
+    core.register_adapter(1, &[0u8; 8], 4, 0).unwrap();
+    put(&mut core, &mut io, &[1, 2, 3], 10);
+    let ids: Vec<u32> =
+        core.prefix_keys(1, 0, &[1, 2, 3]).iter().map(|&k| core.tree.lookup(k).unwrap()).collect();
+    assert_eq!(core.write_through_nodes(&mut io, &ids[1..2]).unwrap(), 1);
+    core.poll_inflight(&mut io);
+    assert!(core.is_clean(ids[1]) && !core.is_clean(ids[2]));
+    // The whole chain is planned, leaf first.
+    assert_eq!(core.plan(Tier::Gpu, 3, 20), vec![ids[2], ids[1], ids[0]]);
+    let host_used = core.host.used_count();
+    assert_eq!(core.swap_out_some(&mut io, 3, 20).unwrap(), 1, "only the leaf is copied out");
+    assert_eq!(core.host.used_count(), host_used + 1);
+    core.poll_inflight(&mut io);
+    assert_eq!(core.tree.node(ids[2]).residency, Residency::Host, "the leaf left");
+    assert_eq!(core.tree.node(ids[1]).residency, Residency::Gpu, "its clean parent waited");
+    assert_eq!(core.tree.node(ids[0]).residency, Residency::Gpu, "and so did the root");
+    assert!(!core.is_clean(ids[0]), "the root got no copy");
+    core.check_invariants().unwrap();
+}
