@@ -3,6 +3,7 @@
 use super::*;
 use crate::backend::cpu::CpuBackend;
 use crate::cache::reuse::ReuseClass;
+use crate::cache::test_blocks::small_core;
 use crate::cache::{CacheConfig, PolicyKind, RetentionHint};
 use std::collections::HashSet;
 
@@ -376,10 +377,7 @@ fn hints_hold_on_the_host_tier() {
 /// force's.
 #[test]
 fn libra_keeps_a_due_return_that_lru_sends_away() {
-    let cfg = CacheConfig { block_tokens: 1, policy: PolicyKind::Libra, ..Default::default() };
-    let mut io = CpuBackend::new(8, 64, 64).unwrap();
-    let mut core = CacheCore::new(cfg, 8, 64, 64).unwrap();
-    core.register_adapter(1, &[0u8; 8], 4, 0).unwrap();
+    let (mut core, mut io) = small_core(PolicyKind::Libra, 64);
     for _ in 0..50 {
         core.reuse.hit(ReuseClass::Kv, 200_000_000);
         core.reuse.end(ReuseClass::Kv, 250_000_000);
@@ -421,10 +419,7 @@ fn libra_density_changes_victims() {
 /// last time just now: LRU frees the first; libra, by each adapter's own rate, the second.
 #[test]
 fn libra_frees_the_rare_adapter_first() {
-    let cfg = CacheConfig { block_tokens: 1, policy: PolicyKind::Libra, ..Default::default() };
-    let mut io = CpuBackend::new(8, 16, 16).unwrap();
-    let mut core = CacheCore::new(cfg, 8, 16, 16).unwrap();
-    core.register_adapter(1, &[0u8; 8], 4, 0).unwrap();
+    let (mut core, mut io) = small_core(PolicyKind::Libra, 16);
     core.register_adapter(2, &[0u8; 8], 4, 0).unwrap();
     let mut use_adapter = |core: &mut CacheCore, id: u64, now: u64| {
         let m = core.match_prefix(&mut io, id, 0, &[], now).unwrap();

@@ -1,6 +1,7 @@
 //! Tests of the swapper's moves: host room, pruning, recompute-or-load, subtree drops.
 use super::*;
 use crate::backend::cpu::CpuBackend;
+use crate::cache::test_blocks::small_core;
 use crate::cache::CacheConfig;
 
 /// Inserts one single-block prompt and releases it.
@@ -155,10 +156,7 @@ fn making_room_for_a_match_keeps_its_host_prefix() {
 /// stays could not free its block, only take link time and a host block.
 #[test]
 fn a_parent_stays_while_its_clean_child_waits() {
-    let cfg = CacheConfig { block_tokens: 1, policy: PolicyKind::Lru, ..Default::default() };
-    let mut io = CpuBackend::new(8, 32, 32).unwrap();
-    let mut core = CacheCore::new(cfg, 8, 32, 32).unwrap();
-    core.register_adapter(1, &[0u8; 8], 4, 0).unwrap();
+    let (mut core, mut io) = small_core(PolicyKind::Lru, 32);
     put(&mut core, &mut io, &[1, 2, 3], 10);
     let ids: Vec<u32> =
         core.prefix_keys(1, 0, &[1, 2, 3]).iter().map(|&k| core.tree.lookup(k).unwrap()).collect();
