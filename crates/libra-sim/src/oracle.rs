@@ -7,9 +7,8 @@
 //! have and differs from them only in its ranking. It is built only on `CacheCore`'s public
 //! mechanisms (see `cache::mechanism`), which keep the tree legal.
 use libra::backend::{Backend, BatchState};
-use libra::cache::{CacheCore, NodeKind, NodeView, Residency, StepReport};
+use libra::cache::{CacheCore, NodeKind, NodeView, Residency, StepReport, SwapOutBatch};
 use libra::error::{Error, Result};
-use std::collections::HashMap;
 
 /// When a block or adapter is next needed, in the engine clock; `u64::MAX` for never.
 pub trait NextUse {
@@ -89,10 +88,9 @@ impl Oracle<'_> {
     fn evict(&mut self, blocks: usize, now: u64) -> Result<(usize, Option<u64>)> {
         let victims = plan(self.core, blocks, now, self.hints);
         let mut freed = 0;
-        let mut outgoing = Vec::new();
-        // Children of each node already in `outgoing`: a node may join the batch only with
-        // all its GPU children (a child left on the GPU this pass keeps its parent there).
-        let mut outgoing_children: HashMap<u32, u32> = HashMap::new();
+        // A node joins the batch only with all its GPU children (a child left on the GPU this
+        // pass keeps its parent there).
+        let mut outgoing = SwapOutBatch::default();
         for (next, v) in victims {
             if freed + outgoing.len() >= blocks {
                 break;
@@ -120,21 +118,21 @@ impl Oracle<'_> {
                     self.core.evict_clean_node(v)?;
                     freed += 1;
                 }
-            } else if node.gpu_children != outgoing_children.get(&v).copied().unwrap_or(0) {
+            } else if !outgoing.may_take(v, node.gpu_children) {
                 // A child stays on the GPU this pass: so does this node.
                 continue;
             } else if self.host_slot(next, outgoing.len()) {
-                outgoing.push(v);
-                if let Some(p) = node.parent {
-                    *outgoing_children.entry(p).or_default() += 1;
-                }
+                outgoing.push(v, node.parent.expect("a KV node has a parent"));
             } else if !waits_for_child {
                 self.core.drop_node(v)?;
                 freed += 1;
             }
         }
-        let batch =
-            if outgoing.is_empty() { None } else { Some(self.core.swap_out_nodes(self.io, &outgoing)?) };
+        let batch = if outgoing.is_empty() {
+            None
+        } else {
+            Some(self.core.swap_out_nodes(self.io, outgoing.nodes())?)
+        };
         Ok((freed + outgoing.len(), batch))
     }
 

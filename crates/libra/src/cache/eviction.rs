@@ -4,6 +4,7 @@
 //! GPU-side block always has its parent (and adapter) on the GPU side.
 use super::core::CacheCore;
 use super::events::EventKind;
+use super::flight::SwapOutBatch;
 use super::plan::Tier;
 use super::tree::{Kind, Residency};
 use crate::backend::{Backend, BatchState};
@@ -54,8 +55,7 @@ impl CacheCore {
                     .count();
                 self.prepare_host_room(kv, now);
             }
-            let mut outgoing = Vec::new();
-            let mut outgoing_children: HashMap<u32, u32> = HashMap::new();
+            let mut outgoing = SwapOutBatch::default();
             for v in victims {
                 let node = self.tree.node(v);
                 // A planned child may be on its way to the host in this pass: its parent then
@@ -70,18 +70,17 @@ impl CacheCore {
                     if !waits_for_child {
                         self.evict_clean(v);
                     }
-                } else if to_host && node_gpu_children != outgoing_children.get(&v).copied().unwrap_or(0) {
+                } else if to_host && !outgoing.may_take(v, node_gpu_children) {
                     // A child stays on the GPU this pass: so does this node.
                     continue;
                 } else if to_host && self.host_slot_available(outgoing.len(), now) {
-                    outgoing.push(v);
-                    *outgoing_children.entry(parent).or_default() += 1;
+                    outgoing.push(v, parent);
                 } else if !waits_for_child {
                     // No room on the host: the leaf goes, with any host subtree below it.
                     self.drop_subtree(v);
                 }
             }
-            self.swap_out_and_wait(io, &outgoing)?;
+            self.swap_out_and_wait(io, outgoing.nodes())?;
         }
         Ok(())
     }

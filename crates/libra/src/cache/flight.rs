@@ -8,6 +8,49 @@ use super::plan::Tier;
 use super::tree::{Kind, Residency, NONE};
 use crate::backend::{Backend, BatchId, BatchState, BlockMove, Direction};
 use crate::error::{Error, Result};
+use std::collections::HashMap;
+
+/// A swap-out batch being put together. A node may join only once all its GPU-side children
+/// are in (in this batch, or in a part submitted earlier in the same pass): no node leaves
+/// the GPU while a child stays there. `take` hands out the part gathered so far and keeps the
+/// counts, for a pass that submits as it goes.
+#[derive(Debug, Default)]
+pub struct SwapOutBatch {
+    nodes: Vec<u32>,
+    children_in: HashMap<u32, u32>,
+}
+
+impl SwapOutBatch {
+    /// Whether node `id`, with `gpu_children` children on the GPU side, has all of them in.
+    pub fn may_take(&self, id: u32, gpu_children: u32) -> bool {
+        self.children_in.get(&id).copied().unwrap_or(0) == gpu_children
+    }
+
+    /// Adds node `id`, whose parent is `parent`.
+    pub fn push(&mut self, id: u32, parent: u32) {
+        self.nodes.push(id);
+        *self.children_in.entry(parent).or_default() += 1;
+    }
+
+    /// Nodes gathered and not yet taken.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// The nodes gathered and not yet taken, children before parents.
+    pub fn nodes(&self) -> &[u32] {
+        &self.nodes
+    }
+
+    /// Hands out the nodes gathered so far; what is in stays counted.
+    pub fn take(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.nodes)
+    }
+}
 
 impl CacheCore {
     /// The batch in flight that carries node `n`, if any.

@@ -13,11 +13,12 @@
 //! the wrong block but never corrupt the tree.
 use super::core::CacheCore;
 use super::events::EventKind;
+use super::flight::SwapOutBatch;
 use super::plan::{Scorer, Tier};
 use super::tree::{Kind, Residency, NONE, ROOT};
 use crate::backend::{Backend, BatchId};
 use crate::error::{Error, Result};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 /// What a node is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -233,24 +234,23 @@ impl CacheCore {
     /// freed. Each must be an unpinned GPU KV block without a host copy whose GPU-side children
     /// all come earlier in `ids` (children leave first), each once; free host blocks must be there for all.
     pub fn swap_out_nodes(&mut self, io: &mut dyn Backend, ids: &[u32]) -> Result<BatchId> {
-        let mut earlier: HashMap<u32, u32> = HashMap::new();
+        let mut batch = SwapOutBatch::default();
         let mut seen = HashSet::new();
         for &id in ids {
             self.live(id)?;
             let n = self.tree.node(id);
-            let listed = earlier.get(&id).copied().unwrap_or(0);
             if n.kind != Kind::Kv
                 || n.residency != Residency::Gpu
                 || n.host_block != NONE
                 || n.pins > 0
-                || n.gpu_children != listed
+                || !batch.may_take(id, n.gpu_children)
                 || !seen.insert(id)
             {
                 return Err(Error::invalid(format!(
                     "node {id} cannot be swapped out: not an unpinned dirty GPU KV block whose GPU children all precede it"
                 )));
             }
-            *earlier.entry(n.parent).or_default() += 1;
+            batch.push(id, n.parent);
         }
         self.swap_out(io, ids)
     }

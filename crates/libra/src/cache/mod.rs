@@ -33,6 +33,7 @@ pub use adapters::AdapterInfo;
 pub use config::CacheConfig;
 pub use core::CacheCore;
 pub use events::{Event, EventKind};
+pub use flight::SwapOutBatch;
 pub use layers::GroupReadiness;
 pub use matching::MatchResult;
 pub use mechanism::{NodeKind, NodeView, TierBlocks};

@@ -1,6 +1,7 @@
 //! The watermark driver: each `step` finishes completed copies, swaps out above the high
 //! watermark, prefetches below the idle mark, prunes the host tier and writes through.
 use super::core::CacheCore;
+use super::flight::SwapOutBatch;
 use super::plan::Tier;
 use super::policy::retention_value;
 #[cfg(test)]
@@ -8,7 +9,6 @@ use super::policy::PolicyKind;
 use super::tree::{Kind, Residency};
 use crate::backend::Backend;
 use crate::error::Result;
-use std::collections::HashMap;
 
 /// What one `step` did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -79,8 +79,7 @@ impl CacheCore {
                 victims.iter().filter(|&&v| self.tree.node(v).kind == Kind::Kv && !self.is_clean(v)).count();
             self.prepare_host_room(kv.min(blocks), now);
         }
-        let mut outgoing = Vec::new();
-        let mut outgoing_children: HashMap<u32, u32> = HashMap::new();
+        let mut outgoing = SwapOutBatch::default();
         let mut freed = 0usize;
         let mut host_full = false;
         for v in victims {
@@ -108,17 +107,16 @@ impl CacheCore {
             } else if !to_host {
                 self.drop_subtree(v);
                 freed += 1;
-            } else if gpu_children != outgoing_children.get(&v).copied().unwrap_or(0) {
+            } else if !outgoing.may_take(v, gpu_children) {
                 // A child stays on the GPU this pass (a clean one still waiting for its own
                 // child): so does this node.
                 continue;
             } else if self.host_slot_available(outgoing.len(), now) {
                 // Reserve the slot now so the next availability check sees it taken.
-                outgoing.push(v);
-                *outgoing_children.entry(parent).or_default() += 1;
+                outgoing.push(v, parent);
                 freed += 1;
                 if self.host.free_count() as usize <= outgoing.len() {
-                    let batch_now = std::mem::take(&mut outgoing);
+                    let batch_now = outgoing.take();
                     self.swap_out(io, &batch_now)?;
                 }
             } else {
@@ -128,7 +126,7 @@ impl CacheCore {
             }
         }
         if !outgoing.is_empty() {
-            self.swap_out(io, &outgoing)?;
+            self.swap_out(io, outgoing.nodes())?;
         }
         Ok(freed as u32)
     }
