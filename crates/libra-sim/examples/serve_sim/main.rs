@@ -134,7 +134,8 @@ fn real_main(a: Args) -> Result<(), String> {
                 print!("{hw}");
                 println!(
                     "engine: continuous batching, chunked prefill {} tokens/step, at most {} sequences, FCFS, \
-                     recompute preemption; every cache decision by libra's CacheCore",
+                     running sequences scheduled first and no admission in a step that preempted \
+                     (vLLM v1), recompute preemption; every cache decision by libra's CacheCore",
                     ec.max_batch_tokens, ec.max_seqs
                 );
                 if ec.layers_per_group > 0 {

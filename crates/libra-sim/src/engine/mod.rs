@@ -10,6 +10,8 @@
 mod knowledge;
 mod result;
 mod sched;
+#[cfg(test)]
+mod sched_tests;
 mod step;
 mod timing;
 
@@ -246,8 +248,7 @@ pub fn run(
         }
         sim.sample_invalid_kv();
         sim.cache_step()?;
-        let budget = sim.admit()?;
-        sim.grow_decodes()?;
+        let budget = sim.schedule()?;
         let mut batch = sim.batch(budget);
         sim.join_loading(&mut batch)?;
         if batch.is_empty() {

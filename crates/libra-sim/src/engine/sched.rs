@@ -1,6 +1,7 @@
-//! Which requests run: arrivals queue first come first served, admission takes them while the
-//! step has prefill budget, and a decoding sequence that needs a block and cannot get one
-//! preempts the youngest (recompute preemption).
+//! Which requests run, in vLLM v1's order: running sequences first (a decoding sequence that
+//! needs a block and cannot get one preempts the youngest, recompute preemption), then, only
+//! in a step that preempted nothing, arrivals first come first served while the step has
+//! prefill budget.
 use super::{adapter_id, err, Phase, Seq, Sim};
 use crate::oracle::Oracle;
 use crate::peers;
@@ -90,14 +91,29 @@ impl Sim<'_> {
         Ok(())
     }
 
+    /// vLLM v1's order: running sequences get their next blocks first, and new requests are
+    /// admitted only in a step that preempted none. Returns the step's token budget.
+    pub(super) fn schedule(&mut self) -> Result<u32, String> {
+        if self.grow_decodes()? == 0 {
+            self.admit()?;
+        }
+        Ok(self.token_budget())
+    }
+
+    /// The step's token budget: what decoding sequences leave of `max_batch_tokens`.
+    fn token_budget(&self) -> u32 {
+        let decoding = self.running.iter().filter(|s| s.phase == Phase::Decode).count() as u32;
+        self.ec.max_batch_tokens.saturating_sub(decoding)
+    }
+
     /// Admission, first come first served, while the step has prefill budget left. A request
     /// that cannot get memory (or, under a static split, an adapter slot) is passed over for
     /// a few later ones, as vLLM's scheduler skips requests whose LoRA cannot be scheduled.
-    /// Returns the step's token budget: what decoding sequences leave of `max_batch_tokens`.
-    pub(super) fn admit(&mut self) -> Result<u32, String> {
+    /// The caller skips it in a step that preempted: the pool is oversubscribed, and a new
+    /// request would take the blocks the next decode needs, to be preempted in its turn.
+    fn admit(&mut self) -> Result<(), String> {
         let wl = self.wl;
-        let decoding = self.running.iter().filter(|s| s.phase == Phase::Decode).count() as u32;
-        let budget = self.ec.max_batch_tokens.saturating_sub(decoding);
+        let budget = self.token_budget();
         let mut prefill_demand: u32 = self
             .running
             .iter()
@@ -143,7 +159,7 @@ impl Sim<'_> {
                 }
             }
         }
-        Ok(budget)
+        Ok(())
     }
 
     /// The running batch as S-LoRA's admission sees it.
@@ -223,8 +239,10 @@ impl Sim<'_> {
     }
 
     /// Decode slots: a sequence crossing a block boundary needs a new block; when none can be
-    /// had, the youngest sequence is preempted (vLLM's recompute preemption).
-    pub(super) fn grow_decodes(&mut self) -> Result<(), String> {
+    /// had, the youngest sequence is preempted (vLLM's recompute preemption). Returns how many
+    /// were preempted.
+    fn grow_decodes(&mut self) -> Result<u32, String> {
+        let mut preempted = 0;
         let bt = self.ec.block_tokens;
         let mut i = 0;
         self.running.sort_by_key(|s| s.order);
@@ -250,7 +268,8 @@ impl Sim<'_> {
             self.core.release(&mut self.io, victim.cache_req, now).map_err(err)?;
             self.waiting.push_front(victim.idx);
             self.res.preemptions += 1;
+            preempted += 1;
         }
-        Ok(())
+        Ok(preempted)
     }
 }
