@@ -44,6 +44,59 @@ pub fn run_all(
     out.into_inner().unwrap().into_iter().map(|r| r.expect("every job ran")).collect()
 }
 
+/// Runs every job on `seeds` independent workload samples (seeds `spec.seed` and up, the first
+/// being the job's own workload) and pools each job's runs (`RunResult::pool`): one sample's
+/// mean TTFT near the peak is decided by its largest burst of arrivals, a few samples' by the
+/// load.
+pub fn run_seeded(
+    jobs: &[Job],
+    seeds: u32,
+    threads: usize,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Vec<RunResult>, String> {
+    if seeds <= 1 {
+        return run_all(jobs, threads, progress);
+    }
+    Ok(run_samples(jobs, seeds, threads, progress)?.iter().map(|s| RunResult::pool(s)).collect())
+}
+
+/// Every job's runs on `seeds` workload samples, job by job, sample by sample (see
+/// `run_seeded`). Jobs that share a workload share its other samples too.
+pub fn run_samples(
+    jobs: &[Job],
+    seeds: u32,
+    threads: usize,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Vec<Vec<RunResult>>, String> {
+    let seeds = seeds.max(1) as usize;
+    let mut samples: Vec<(*const Workload, Vec<Arc<Workload>>)> = Vec::new();
+    let mut all = Vec::with_capacity(jobs.len() * seeds);
+    for j in jobs {
+        let key = Arc::as_ptr(&j.workload);
+        let k = match samples.iter().position(|(p, _)| *p == key) {
+            Some(k) => k,
+            None => {
+                let more =
+                    (1..seeds as u64).map(|d| Arc::new(generate(&with_seed(&j.spec, j.spec.seed + d))));
+                samples.push((key, std::iter::once(j.workload.clone()).chain(more).collect()));
+                samples.len() - 1
+            }
+        };
+        for (d, wl) in samples[k].1.iter().enumerate() {
+            let spec = with_seed(&j.spec, j.spec.seed + d as u64);
+            all.push(Job { workload: wl.clone(), spec, engine: j.engine.clone(), policy: j.policy });
+        }
+    }
+    let res = run_all(&all, threads, progress)?;
+    Ok(res.chunks(seeds).map(|c| c.to_vec()).collect())
+}
+
+fn with_seed(spec: &WorkloadSpec, seed: u64) -> WorkloadSpec {
+    let mut s = spec.clone();
+    s.seed = seed;
+    s
+}
+
 /// The scenario at another load multiplier.
 pub fn at_load(spec: &WorkloadSpec, rate_mult: f64) -> WorkloadSpec {
     let mut s = spec.clone();
@@ -67,12 +120,14 @@ pub struct PeakSearch {
     pub max_steps: u32,
     /// A probe whose oldest waiting request waits this long fails at once, microseconds.
     pub give_up_wait_us: u64,
+    /// Workload samples each probe runs on (`run_seeded`).
+    pub seeds: u32,
 }
 
 impl Default for PeakSearch {
     fn default() -> Self {
         // A 20 s wait is 40 times the bound: the backlog of an overloaded engine.
-        PeakSearch { bound_ms: 500.0, bisections: 4, max_steps: 5, give_up_wait_us: 20_000_000 }
+        PeakSearch { bound_ms: 500.0, bisections: 4, max_steps: 5, give_up_wait_us: 20_000_000, seeds: 1 }
     }
 }
 
@@ -105,7 +160,7 @@ pub fn peaks(
             engine.give_up_wait_us = Some(search.give_up_wait_us);
             jobs.push(Job { workload: Arc::new(generate(&s)), spec: s, engine, policy: policies[i] });
         }
-        let res = run_all(&jobs, threads, progress)?;
+        let res = run_seeded(&jobs, search.seeds, threads, progress)?;
         for (k, &i) in open.iter().enumerate() {
             let m = probe[i].expect("open");
             if res[k].ttft_mean_ms() < search.bound_ms && res[k].rejected == 0 && !res[k].gave_up {

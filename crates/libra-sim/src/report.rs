@@ -104,7 +104,13 @@ fn esc(s: &str) -> String {
 }
 
 /// Every parameter of a scenario, as a JSON object.
-pub fn scenario_json(spec: &WorkloadSpec, ec: &EngineConfig, requests: usize, prompt_tokens: u64) -> String {
+pub fn scenario_json(
+    spec: &WorkloadSpec,
+    ec: &EngineConfig,
+    requests: usize,
+    prompt_tokens: u64,
+    seeds: u32,
+) -> String {
     let hw = &ec.hw;
     let m = &hw.model;
     let g = &hw.gpu;
@@ -146,6 +152,7 @@ pub fn scenario_json(spec: &WorkloadSpec, ec: &EngineConfig, requests: usize, pr
         ("max_context", spec.max_context.to_string()),
         ("popularity_period_s", num(spec.popularity_period_s)),
         ("seed", spec.seed.to_string()),
+        ("seeds", seeds.to_string()),
         ("model", esc(m.name)),
         ("layers", m.layers.to_string()),
         ("hidden", m.hidden.to_string()),

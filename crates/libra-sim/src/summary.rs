@@ -13,6 +13,9 @@ pub struct ScenarioGrid {
     pub name: String,
     pub loads_rps: Vec<f64>,
     pub results: Vec<Vec<RunResult>>,
+    /// `top_samples[policy][sample]`: the highest load's runs on each workload sample before
+    /// pooling, when there was more than one.
+    pub top_samples: Vec<Vec<RunResult>>,
 }
 
 impl ScenarioGrid {
@@ -41,6 +44,12 @@ impl ScenarioGrid {
     /// `a` against `b` in mean TTFT over the grid.
     pub fn compare(&self, a: &str, b: &str) -> Option<Comparison> {
         Some(compare(&self.mean_ttft(a)?, &self.mean_ttft(b)?))
+    }
+    /// `a` against `b` in mean TTFT on each workload sample at the highest load.
+    pub fn top_sample_ratios(&self, a: &str, b: &str) -> Option<Vec<f64>> {
+        let (i, j) = (self.index(a)?, self.index(b)?);
+        let (sa, sb) = (self.top_samples.get(i)?, self.top_samples.get(j)?);
+        Some(sa.iter().zip(sb).map(|(x, y)| x.ttft_mean_ms() / y.ttft_mean_ms()).collect())
     }
     /// The peer and load where libra is slowest relative to a peer: (peer, load index, ratio).
     pub fn worst_against_peers(&self) -> Option<(String, usize, f64)> {
@@ -114,6 +123,48 @@ pub fn comparisons(g: &ScenarioGrid) -> String {
     line("libra", "oracle", "");
     if let Some(b) = &best {
         line("oracle", b, " (room left by the best peer)");
+    }
+    for b in best.iter().map(String::as_str).chain(["oracle"]) {
+        if let Some(r) = g.top_sample_ratios("libra", b).filter(|r| r.len() > 1) {
+            let per: Vec<String> = r.iter().map(|&x| pct(x)).collect();
+            let _ = writeln!(s, "  libra vs {b} at the highest load, per workload sample: {}", per.join(" "));
+        }
+    }
+    s
+}
+
+/// At the highest load, `libra` against the best peer and the oracle on each workload sample:
+/// one row per scenario, empty when every run was one sample.
+pub fn samples_table(grids: &[&ScenarioGrid]) -> String {
+    let mut s = String::new();
+    for g in grids {
+        let Some(peer) = g.best_peer() else { continue };
+        let (Some(vp), Some(vo)) =
+            (g.top_sample_ratios("libra", &peer), g.top_sample_ratios("libra", "oracle"))
+        else {
+            continue;
+        };
+        if vp.len() < 2 {
+            continue;
+        }
+        if s.is_empty() {
+            let _ = writeln!(
+                s,
+                "{:<18} {:<13} | libra/peer per sample | libra/oracle per sample",
+                "scenario", "best peer"
+            );
+        }
+        let ahead = vp.iter().filter(|&&r| r < 1.0).count();
+        let show = |v: &[f64]| v.iter().map(|&r| pct(r)).collect::<Vec<_>>().join(" ");
+        let _ = writeln!(
+            s,
+            "{:<18} {:<13} | {} (ahead in {ahead}/{}) | {}",
+            g.name,
+            peer,
+            show(&vp),
+            vp.len(),
+            show(&vo)
+        );
     }
     s
 }

@@ -77,6 +77,7 @@ const SERVE_SIM_OPTIONS: [(&str, &[&str]); 3] = [
             "--system-tokens",
             "--max-context",
             "--seed",
+            "--seeds",
         ],
     ),
     (
@@ -140,6 +141,7 @@ fn serve_sim_help_lists_every_option_under_its_heading() {
 fn serve_sim_refuses_malformed_command_lines_with_status_2() {
     assert_usage_error("serve_sim", &["--no-such-flag"], "--no-such-flag");
     assert_usage_error("serve_sim", &["--seed", "x"], "--seed");
+    assert_usage_error("serve_sim", &["--seeds", "0"], "--seeds");
     assert_usage_error("serve_sim", &["--duration"], "--duration");
     assert_usage_error("serve_sim", &["--scenario", "chatbot,nope"], "nope");
     assert_usage_error("serve_sim", &["--policies", "lru,fifo"], "fifo");
@@ -170,6 +172,34 @@ fn serve_sim_options_reach_the_run() {
     let so = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(so.contains("h200") && so.contains("ranks [16]"), "{so}");
+}
+
+/// With several workload samples, every figure pools them and the closing report shows each
+/// sample's ratios at the highest load.
+#[test]
+fn serve_sim_pools_workload_samples() {
+    let args = [
+        "--scenario",
+        "translation",
+        "--policies",
+        "libra,elora,oracle",
+        "--grid",
+        "2",
+        "--seeds",
+        "2",
+        "--duration",
+        "20",
+        "--quiet",
+        "--no-plots",
+    ];
+    let out = run("serve_sim", &args);
+    let so = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(so.contains("every run below is 2 workload samples (seeds 1-2"), "{so}");
+    assert!(so.contains("libra vs oracle at the highest load, per workload sample: "), "{so}");
+    let table = so.split("on each workload sample (seeds 1-2").nth(1).unwrap_or_else(|| panic!("{so}"));
+    let row = table.lines().find(|l| l.starts_with("translation")).unwrap_or_else(|| panic!("{so}"));
+    assert!(row.contains("ahead in ") && row.contains("/2)"), "{row}");
 }
 
 #[test]

@@ -89,7 +89,7 @@ fn json(seed: u64) -> String {
     let wl = sim::generate(&s);
     let res: Vec<RunResult> =
         SimPolicy::ALL.iter().map(|&p| sim::run(&wl, &s, &ec, p, &mut |_| {}).unwrap()).collect();
-    let sj = report::scenario_json(&s, &ec, wl.requests.len(), wl.prompt_tokens());
+    let sj = report::scenario_json(&s, &ec, wl.requests.len(), wl.prompt_tokens(), 1);
     report::scenario_results_json(&sj, &res, &[])
 }
 
@@ -117,4 +117,38 @@ fn simulates_much_faster_than_real_time() {
     // example prints its own ratio for the full trace.
     let need = if cfg!(debug_assertions) { 10.0 } else { 100.0 };
     assert!(speed >= need, "{speed:.0}x real time, want >= {need}x");
+}
+
+#[test]
+fn seeded_runs_pool_independent_samples() {
+    use libra_sim::grid::{run_all, run_seeded, Job};
+    use std::sync::Arc;
+    let ec = engine(4_000, 8_000);
+    let policies = [SimPolicy::Lib(PolicyKind::Libra), SimPolicy::Lib(PolicyKind::Lru)];
+    let jobs_at = |seed: u64| {
+        let s = spec(4.0, 30.0, seed);
+        let wl = Arc::new(sim::generate(&s));
+        policies
+            .iter()
+            .map(|&p| Job { workload: wl.clone(), spec: s.clone(), engine: ec.clone(), policy: p })
+            .collect::<Vec<_>>()
+    };
+    let one = run_all(&jobs_at(5), 2, &|_| {}).unwrap();
+    assert_eq!(run_seeded(&jobs_at(5), 1, 2, &|_| {}).unwrap(), one, "one sample is the plain run");
+    let pooled = run_seeded(&jobs_at(5), 3, 2, &|_| {}).unwrap();
+    let samples: Vec<Vec<RunResult>> =
+        (5..8).map(|seed| run_all(&jobs_at(seed), 2, &|_| {}).unwrap()).collect();
+    for (p, got) in pooled.iter().enumerate() {
+        let runs: Vec<&RunResult> = samples.iter().map(|s| &s[p]).collect();
+        // Every request of every sample, in sample order; counts summed.
+        let ttft: Vec<u64> = runs.iter().flat_map(|r| r.ttft_us.iter().copied()).collect();
+        assert_eq!(got.ttft_us, ttft);
+        assert_eq!(got.completed, runs.iter().map(|r| r.completed).sum::<u64>());
+        assert_eq!(got.prompt_tokens, runs.iter().map(|r| r.prompt_tokens).sum::<u64>());
+        assert_eq!(got.adapter_loads, runs.iter().map(|r| r.adapter_loads).sum::<u64>());
+        let mean = |r: &RunResult| r.ttft_mean_ms() * r.ttft_us.len() as f64;
+        let want = runs.iter().map(|r| mean(r)).sum::<f64>() / ttft.len() as f64;
+        assert!((got.ttft_mean_ms() - want).abs() < 1e-9);
+        assert!(samples[0][p].ttft_us != samples[1][p].ttft_us, "the samples differ");
+    }
 }

@@ -84,6 +84,11 @@ pub struct Args {
     /// Seed of everything generated
     #[arg(long, value_name = "N", help_heading = WORKLOAD, default_value_t = 1)]
     pub seed: u64,
+    /// Workload samples per run (seeds SEED, SEED+1, ...), pooled: near the peak one sample's
+    /// mean TTFT is decided by its largest burst of arrivals
+    #[arg(long, value_name = "N", help_heading = WORKLOAD, default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub seeds: u32,
 
     /// Model and hardware [default: llama3-8b-h800; the scenario's own where it has one]
     #[arg(long, value_name = "NAME", help_heading = ENGINE, value_parser = hardware_presets())]

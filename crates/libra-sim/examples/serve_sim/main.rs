@@ -34,6 +34,8 @@ const TUNE_AT: f64 = 0.7;
 
 struct Ctx {
     jobs: usize,
+    /// Workload samples every job runs on.
+    seeds: u32,
     bar: ProgressBar,
     runs: std::sync::atomic::AtomicUsize,
     sim_s: std::sync::atomic::AtomicU64,
@@ -48,7 +50,7 @@ impl Ctx {
         self.sim_s.fetch_add(s, Ordering::Relaxed);
     }
     fn run(&self, jobs: &[Job]) -> Result<Vec<RunResult>, String> {
-        grid::run_all(jobs, self.jobs, &|s| self.tick(s))
+        grid::run_seeded(jobs, self.seeds, self.jobs, &|s| self.tick(s))
     }
 }
 
@@ -120,9 +122,10 @@ fn real_main(a: Args) -> Result<(), String> {
     };
     let bar = if a.quiet { ProgressBar::hidden() } else { ProgressBar::no_length() };
     bar.set_style(ProgressStyle::with_template("{elapsed:>4} {pos} simulated s").map_err(|e| e.to_string())?);
-    let ctx = Ctx { jobs: a.jobs, bar, runs: Default::default(), sim_s: Default::default() };
+    let ctx = Ctx { jobs: a.jobs, seeds: a.seeds, bar, runs: Default::default(), sim_s: Default::default() };
     let mut described = Vec::new();
     let mut summary = Vec::new();
+    let mut grids = Vec::new();
     let mut json_parts = Vec::new();
     for name in &a.scenarios {
         let spec = workload_spec(&a, name, &rows)?;
@@ -162,6 +165,16 @@ fn real_main(a: Args) -> Result<(), String> {
             grid::load_rps(&wl)
         );
         print!("{}", wl.describe_turns());
+        if a.seeds > 1 {
+            println!(
+                "every run below is {} workload samples (seeds {}-{}, the figures above are seed {}'s): TTFT over \
+                 all their requests, counts summed",
+                a.seeds,
+                spec.seed,
+                spec.seed + a.seeds as u64 - 1,
+                spec.seed
+            );
+        }
         let has = |p: &str| a.policies.iter().any(|x| x.name() == p);
         let split = |p: &SimPolicy| p.kind().split_regions();
         let search: Vec<SimPolicy> =
@@ -170,7 +183,8 @@ fn real_main(a: Args) -> Result<(), String> {
         let find_peaks =
             |ps: Vec<SimPolicy>, ec: &EngineConfig| -> Result<Vec<(SimPolicy, Option<f64>)>, String> {
                 let engines = vec![ec.clone(); ps.len()];
-                let pk = grid::peaks(&spec, &engines, &ps, PeakSearch::default(), a.jobs, &|s| ctx.tick(s))?;
+                let search = PeakSearch { seeds: a.seeds, ..PeakSearch::default() };
+                let pk = grid::peaks(&spec, &engines, &ps, search, a.jobs, &|s| ctx.tick(s))?;
                 Ok(ps.into_iter().zip(pk).collect())
             };
         let top = |peaks: &[(SimPolicy, Option<f64>)]| peaks.iter().filter_map(|p| p.1).reduce(f64::max);
@@ -223,11 +237,14 @@ fn real_main(a: Args) -> Result<(), String> {
             jobs.extend(jobs_for(&s, &ec, &a.policies));
             specs.push(s);
         }
-        let res = ctx.run(&jobs)?;
+        let samples = grid::run_samples(&jobs, a.seeds, a.jobs, &|s| ctx.tick(s))?;
+        let res: Vec<RunResult> = samples.iter().map(|s| RunResult::pool(s)).collect();
         let per_load: Vec<Vec<RunResult>> = res.chunks(a.policies.len()).map(|c| c.to_vec()).collect();
         let loads_rps: Vec<f64> =
             jobs.chunks(a.policies.len()).map(|c| grid::load_rps(&c[0].workload)).collect();
-        let g = ScenarioGrid { name: spec.name.clone(), loads_rps, results: per_load };
+        let top_samples =
+            if a.seeds > 1 { samples[samples.len() - a.policies.len()..].to_vec() } else { Vec::new() };
+        let g = ScenarioGrid { name: spec.name.clone(), loads_rps, results: per_load, top_samples };
         ctx.bar.suspend(|| {
             if loads.len() > 1 {
                 print!("{}", summary::grid_table(&g));
@@ -259,11 +276,12 @@ fn real_main(a: Args) -> Result<(), String> {
                 println!("plot: {p}");
             }
         }
-        let sj = report::scenario_json(&spec, &ec, wl.requests.len(), wl.prompt_tokens());
+        let sj = report::scenario_json(&spec, &ec, wl.requests.len(), wl.prompt_tokens(), a.seeds);
         json_parts.push(report::grid_json(&sj, &g, &loads, &peaks_json));
         if let Some(row) = SummaryRow::of(&g) {
             summary.push(row);
         }
+        grids.push(g);
     }
     ctx.bar.finish_and_clear();
     if !summary.is_empty() {
@@ -271,6 +289,15 @@ fn real_main(a: Args) -> Result<(), String> {
             "\nlibra against the best peer per scenario (mean TTFT; best peer: lowest average over the grid)"
         );
         print!("{}", summary::final_table(&summary));
+        let per_sample = summary::samples_table(&grids.iter().collect::<Vec<_>>());
+        if !per_sample.is_empty() {
+            println!(
+                "\nat the highest load, on each workload sample (seeds {}-{}; mean TTFT, a sample's own):",
+                a.seed,
+                a.seed + a.seeds as u64 - 1
+            );
+            print!("{per_sample}");
+        }
     }
     if let Some(path) = &a.json {
         let all: Vec<String> = json_parts.iter().map(|p| p.replace('\n', "\n  ")).collect();

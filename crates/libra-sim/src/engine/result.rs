@@ -60,6 +60,38 @@ impl RunResult {
             gave_up: false,
         }
     }
+    /// Runs of one policy on independent workload samples taken as one: TTFT figures over all
+    /// their requests, counts and times summed, TPOT weighted by completed requests and the
+    /// invalid-KV share averaged. Given up if any run was.
+    pub fn pool(runs: &[RunResult]) -> RunResult {
+        let Some(first) = runs.first() else { return RunResult::new("") };
+        let mut p = RunResult::new(&first.policy);
+        let mut tpot_weighted = 0.0;
+        for r in runs {
+            p.ttft_us.extend_from_slice(&r.ttft_us);
+            tpot_weighted += r.tpot_mean_ms * r.completed as f64;
+            p.completed += r.completed;
+            p.rejected += r.rejected;
+            p.prompt_tokens += r.prompt_tokens;
+            p.gpu_hit_tokens += r.gpu_hit_tokens;
+            p.host_hit_tokens += r.host_hit_tokens;
+            p.invalid_kv_fraction += r.invalid_kv_fraction / runs.len() as f64;
+            p.host_link_bytes += r.host_link_bytes;
+            p.adapter_loads += r.adapter_loads;
+            p.swap_out_blocks += r.swap_out_blocks;
+            p.swap_in_blocks += r.swap_in_blocks;
+            p.preemptions += r.preemptions;
+            p.stalled_ms += r.stalled_ms;
+            p.joined_loading += r.joined_loading;
+            p.layer_wait_ms += r.layer_wait_ms;
+            p.sim_s += r.sim_s;
+            p.gave_up |= r.gave_up;
+        }
+        p.tpot_mean_ms = if p.completed > 0 { tpot_weighted / p.completed as f64 } else { 0.0 };
+        p.throughput_rps = if p.sim_s > 0.0 { p.completed as f64 / p.sim_s } else { 0.0 };
+        p
+    }
+
     pub fn ttft_ms_sorted(&self) -> Vec<f64> {
         let mut v: Vec<f64> = self.ttft_us.iter().map(|&t| t as f64 / 1e3).collect();
         v.sort_by(f64::total_cmp);
