@@ -324,6 +324,7 @@ static void test_old_config_filled_by_default(void) {
     big.c.struct_size = sizeof big.bytes;
     CHECK_OK(libra_cache_config_default(&big.c));
     CHECK(big.c.struct_size == sizeof big.bytes && big.c.write_through_blocks == now.write_through_blocks);
+    CHECK(big.c.layered_adapters == now.layered_adapters && now.layered_adapters == 0);
     check_untouched(big.bytes, sizeof(libra_cache_config), sizeof big.bytes);
 
     /* Below the first layout (e.g. never set): refused, nothing written. */

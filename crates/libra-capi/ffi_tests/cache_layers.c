@@ -143,8 +143,50 @@ static void test_config_layout_before_groups(void) {
     CHECK(strstr(libra_last_error_message(), "struct_size") != NULL);
 }
 
+/* Adapter weights registered layer by layer: the upload lands in the layer groups (at once on
+ * the CPU backend) and every byte sits where `libra_cache_adapter_blocks` says. */
+static void test_layered_adapter(void) {
+    libra_cache_config cfg;
+    libra_segment segs[SEGS];
+    libra_cache *c = make_cache(&cfg, segs);
+    CHECK(cfg.layered_adapters == 0); /* default: an upload lands whole */
+    libra_cache_free(c);
+    cfg.layered_adapters = 1;
+    c = NULL;
+    CHECK_OK(libra_cache_create(&cfg, &c));
+    enum { LEN = 700 }; /* three blocks of SEGS x PIECE bytes, the last partly filled */
+    uint8_t weights[LEN];
+    for (int i = 0; i < LEN; i++) weights[i] = (uint8_t)(i * 7 + 3);
+    CHECK_OK(libra_cache_register_adapter(c, 2, weights, LEN, 8, 0));
+    uint32_t tokens[BT] = {1, 2, 3, 4}, ids[1];
+    libra_match m;
+    CHECK_OK(libra_cache_match(c, 2, 0, tokens, BT, 1, ids, 1, &m));
+    libra_readiness r = LIBRA_PENDING;
+    uint32_t ready = 0, groups = 0;
+    CHECK_OK(libra_cache_poll_groups(c, m.request, &r, &ready, &groups));
+    CHECK(r == LIBRA_READY && ready == GROUPS && groups == GROUPS);
+    uint32_t blocks[4];
+    size_t n = 0;
+    CHECK_OK(libra_cache_adapter_blocks(c, 2, blocks, 4, &n));
+    CHECK(n == 3);
+    /* A block's logical bytes run through the segments in order, PIECE bytes each. */
+    for (int i = 0; i < LEN; i++) {
+        size_t in_block = (size_t)i % (SEGS * PIECE), block = blocks[(size_t)i / (SEGS * PIECE)];
+        CHECK(mem[in_block / PIECE][block * PIECE + in_block % PIECE] == weights[i]);
+    }
+    for (uint32_t g = 0; g < GROUPS; g++) {
+        void *ev = (void *)0x1;
+        CHECK_OK(libra_cache_group_event(c, m.request, g, &ev));
+        CHECK(ev == NULL);
+    }
+    CHECK_OK(libra_cache_release(c, m.request, 2));
+    CHECK_OK(libra_cache_check(c));
+    libra_cache_free(c);
+}
+
 int main(void) {
     test_groups_after_a_swap_in();
     test_config_layout_before_groups();
+    test_layered_adapter();
     PASS();
 }

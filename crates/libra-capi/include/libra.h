@@ -648,6 +648,16 @@ typedef struct libra_cache_config {
    * `struct_size` ends before this field get the default.
    */
   uint32_t write_through_blocks;
+  /**
+   * Nonzero (a `uint8_t` holding `true` or `false`): adapter weights are registered layer by
+   * layer, every layer's the same number of bytes, so an adapter upload lands in the same
+   * layer groups as a swap-in (group g of G holds bytes g x len / G .. (g + 1) x len / G of
+   * the weights) and `libra_cache_poll_groups` / `libra_cache_group_event` report a
+   * request's adapter group by group: layer L may run once group(L) of its adapter and KV
+   * is in. Zero (the default): an upload lands whole. Callers whose `struct_size` ends
+   * before this field get the default.
+   */
+  uint8_t layered_adapters;
 } libra_cache_config;
 
 /**

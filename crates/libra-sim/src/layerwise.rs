@@ -8,8 +8,9 @@ use libra::cache::CacheCore;
 use libra::error::Result;
 
 /// When each layer of a loading request may start: the landing time of its layer group in
-/// every copy the request waits for. None while it waits for an adapter upload, which has no
-/// groups: every layer reads the adapter, so the request waits for the step after it.
+/// every copy the request waits for. None while it waits for an adapter upload that lands
+/// whole (not registered layer by layer): every layer reads it, so the request waits for the
+/// step after it.
 pub fn landing_times(
     core: &CacheCore,
     io: &TimingBackend,

@@ -65,6 +65,13 @@ impl SimPolicy {
             cfg.value_time_unit_us = AUTHORS_TIME_UNIT_US;
         }
     }
+    /// Whether the policy loads adapters layer by layer when the engine registers them so
+    /// (`EngineConfig::layered_adapters`): `libra`'s mechanism, which the oracle gets too. The
+    /// peers load an adapter whole before its request runs, as vLLM's and SGLang's LoRA
+    /// managers do, and `lru` and `elora` are libra's tree without libra's own mechanisms.
+    pub fn layered_adapters(self) -> bool {
+        matches!(self, SimPolicy::Lib(PolicyKind::Libra) | SimPolicy::Oracle)
+    }
     /// Host tier blocks the policy uses out of `available`: `hicache` sizes its host pool at
     /// `HICACHE_RATIO` times its device KV pool (the KV region of the split), as SGLang does by
     /// default; the others use the whole host tier.

@@ -96,6 +96,7 @@ const SERVE_SIM_OPTIONS: [(&str, &[&str]); 3] = [
             "--max-seqs",
             "--layers-per-group",
             "--hints",
+            "--whole-adapters",
         ],
     ),
     (

@@ -15,14 +15,68 @@ fn spec() -> WorkloadSpec {
 }
 
 fn run(layers_per_group: u32, p: SimPolicy) -> RunResult {
+    run_on(&spec(), layers_per_group, true, p)
+}
+
+fn run_on(s: &WorkloadSpec, layers_per_group: u32, layered_adapters: bool, p: SimPolicy) -> RunResult {
     let mut ec = EngineConfig::new(Hardware::preset("llama3-8b-h800").unwrap());
     // Tight GPU memory and a large host tier, so that prefixes come back from the host.
     ec.gpu_blocks = Some(4_000);
     ec.host_blocks = Some(40_000);
     ec.layers_per_group = layers_per_group;
-    let s = spec();
-    let wl = sim::generate(&s);
-    sim::run(&wl, &s, &ec, p, &mut |_| {}).unwrap()
+    ec.layered_adapters = layered_adapters;
+    let wl = sim::generate(s);
+    sim::run(&wl, s, &ec, p, &mut |_| {}).unwrap()
+}
+
+#[test]
+fn layered_adapters_let_a_request_start_before_its_whole_adapter_is_in() {
+    // Many adapters in a small pool: adapters are loaded all the time.
+    let mut s = spec();
+    s.adapters = 64;
+    for p in [SimPolicy::Lib(PolicyKind::Libra), SimPolicy::Oracle] {
+        let whole = run_on(&s, 4, false, p);
+        let layered = run_on(&s, 4, true, p);
+        assert!(whole.adapter_loads > 50, "{}: {} adapter loads", p.name(), whole.adapter_loads);
+        println!(
+            "{}: mean TTFT {:.1} ms with whole adapters, {:.1} ms layer by layer ({} and {} joined)",
+            p.name(),
+            whole.ttft_mean_ms(),
+            layered.ttft_mean_ms(),
+            whole.joined_loading,
+            layered.joined_loading
+        );
+        assert!(layered.joined_loading > whole.joined_loading, "{}: no more joins", p.name());
+        assert!(layered.ttft_mean_ms() < whole.ttft_mean_ms(), "{}: no gain", p.name());
+    }
+    // The peers and libra's tree under other rankings load adapters whole either way.
+    for p in [SimPolicy::Lib(PolicyKind::Elora), SimPolicy::Lib(PolicyKind::HiCache)] {
+        assert_eq!(run_on(&s, 4, true, p).ttft_us, run_on(&s, 4, false, p).ttft_us, "{}", p.name());
+    }
+}
+
+#[test]
+fn a_grouped_upload_lands_group_by_group() {
+    let hw = Hardware::preset("llama3-8b-h800").unwrap();
+    let mut io = TimingBackend::new(64, 64, hw.kv_block_bytes(16), &hw, 3.0);
+    let bytes = vec![0u8; 8 * io.gpu_layout().block_bytes() as usize];
+    let blocks: Vec<u32> = (0..8).collect();
+    let whole = io.submit_upload(&bytes, &blocks).unwrap();
+    let grouped = io.submit_upload_grouped(&bytes, &blocks, &[2, 2, 5, 8]).unwrap();
+    assert!(!io.is_grouped(whole) && io.is_grouped(grouped));
+    let t: Vec<u64> = (0..4).map(|g| io.group_ready_at(grouped, g).unwrap()).collect();
+    let start = io.group_ready_at(whole, 0).unwrap();
+    // Each group's blocks cross the link after the group before, one launch (3 us) each; the
+    // empty group costs only its launch.
+    let per_block = (start as f64 - 20.0) / 8.0;
+    let want = [2.0, 2.0, 5.0, 8.0].map(|b| start as f64 + 20.0 + b * per_block);
+    for (g, (&got, w)) in t.iter().zip(want).enumerate() {
+        let w = w + 3.0 * g as f64;
+        assert!((got as f64 - w).abs() <= 1.5, "group {g}: {got} vs {w:.1} ({t:?})");
+    }
+    io.now = t[1];
+    assert_eq!(io.groups_done(grouped, 4), 2);
+    assert!(io.submit_upload_grouped(&bytes, &blocks, &[2, 9]).is_err());
 }
 
 #[test]

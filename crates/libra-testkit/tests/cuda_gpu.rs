@@ -105,6 +105,20 @@ fn exercise(cpu: &mut CpuBackend, gpu: &mut CudaBackend, batch_sizes: &[usize], 
         wait_done(cpu, c);
         wait_done(gpu, g);
         assert_same(cpu, gpu, &format!("{what}: upload of {len} bytes"));
+        // The same upload in layer groups (one empty): the same bytes, one event per group.
+        let n = uniq.len() as u32;
+        let ends = [n.div_ceil(2), n.div_ceil(2), n];
+        let data = pattern(round as u32, len, 0x5a);
+        let c = cpu.submit_upload_grouped(&data, &uniq, &ends).unwrap();
+        let g = gpu.submit_upload_grouped(&data, &uniq, &ends).unwrap();
+        let events: Vec<_> = (0..ends.len() as u32).map(|k| gpu.group_event(g, k)).collect();
+        assert!(events.iter().all(|e| !e.is_null()), "{what}: a grouped upload has an event per group");
+        assert!(events.windows(2).all(|w| w[0] != w[1]), "{what}: one event per group");
+        assert_eq!(gpu.wait(g, 20_000_000), BatchState::Done);
+        assert_eq!(gpu.groups_done(g, ends.len() as u32), ends.len() as u32);
+        wait_done(cpu, c);
+        wait_done(gpu, g);
+        assert_same(cpu, gpu, &format!("{what}: grouped upload of {len} bytes"));
     }
 }
 

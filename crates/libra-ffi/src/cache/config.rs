@@ -82,6 +82,14 @@ pub struct libra_cache_config {
     /// `LIBRA_POLICY_LIBRA` (default 1024; 0 disables write-through). Callers whose
     /// `struct_size` ends before this field get the default.
     pub write_through_blocks: u32,
+    /// Nonzero (a `uint8_t` holding `true` or `false`): adapter weights are registered layer by
+    /// layer, every layer's the same number of bytes, so an adapter upload lands in the same
+    /// layer groups as a swap-in (group g of G holds bytes g x len / G .. (g + 1) x len / G of
+    /// the weights) and `libra_cache_poll_groups` / `libra_cache_group_event` report a
+    /// request's adapter group by group: layer L may run once group(L) of its adapter and KV
+    /// is in. Zero (the default): an upload lands whole. Callers whose `struct_size` ends
+    /// before this field get the default.
+    pub layered_adapters: u8,
 }
 
 /// `sizeof(libra_cache_config)` as first published (ending at `event_capacity`), on 64-bit
@@ -150,6 +158,7 @@ fn default_config() -> libra_cache_config {
         event_capacity: c.event_capacity as u32,
         segments_per_group: c.segments_per_group,
         write_through_blocks: c.write_through_blocks,
+        layered_adapters: u8::from(c.layered_adapters),
     }
 }
 
@@ -197,6 +206,7 @@ pub(crate) fn cache_options(cfg: &libra_cache_config) -> Result<CacheOptions, Er
         event_capacity: cfg.event_capacity.max(1) as usize,
         segments_per_group: cfg.segments_per_group,
         write_through_blocks: cfg.write_through_blocks,
+        layered_adapters: cfg.layered_adapters != 0,
     };
     Ok(CacheOptions {
         config,

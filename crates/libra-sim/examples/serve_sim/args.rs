@@ -134,6 +134,10 @@ pub struct Args {
     /// open session held until the timeout.
     #[arg(long, help_heading = ENGINE)]
     pub hints: bool,
+    /// Adapters are registered whole: no policy may run a layer before its whole adapter is
+    /// in (by default they are registered layer by layer, which libra and the oracle use)
+    #[arg(long, help_heading = ENGINE)]
+    pub whole_adapters: bool,
 
     /// Policies to run, comma-separated [default: all]
     #[arg(long, value_name = "LIST", help_heading = OUTPUT, value_delimiter = ',',
@@ -253,6 +257,7 @@ pub fn engine_config(a: &Args, scenario_preset: Option<&str>) -> Result<EngineCo
     ec.gpu_blocks = a.gpu_blocks;
     ec.host_blocks = a.host_blocks;
     ec.retention_hints = a.hints;
+    ec.layered_adapters = !a.whole_adapters;
     if let Some(v) = a.max_batch_tokens {
         ec.max_batch_tokens = v;
     }

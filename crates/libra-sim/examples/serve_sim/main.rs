@@ -150,6 +150,14 @@ fn real_main(a: Args) -> Result<(), String> {
                 } else {
                     println!("no layer-wise readiness: a loading request waits for the step after its copy");
                 }
+                if ec.layered_adapters && ec.layers_per_group > 0 {
+                    println!(
+                        "adapters registered layer by layer: under libra and oracle layer L also waits only for \
+                         its group of the adapter's upload (the peers, lru and elora load an adapter whole)"
+                    );
+                } else {
+                    println!("adapters registered whole: a request waits for its whole adapter");
+                }
                 described.push(hw);
             }
             print!("{}", spec.describe());

@@ -58,6 +58,10 @@ pub struct EngineConfig {
     /// Give retention hints at release where a real engine knows the conversation continues
     /// (see `retention_hint`); the oracle never gets them.
     pub retention_hints: bool,
+    /// Adapters are registered layer by layer, so that policies that can (`libra`, the oracle)
+    /// let layer L of a loading request wait only for its group of the adapter's upload.
+    /// False: every policy waits for the whole adapter.
+    pub layered_adapters: bool,
 }
 
 impl EngineConfig {
@@ -76,6 +80,7 @@ impl EngineConfig {
             group_latency_us: 3.0,
             join_slack: 0.5,
             retention_hints: false,
+            layered_adapters: true,
         }
     }
     pub fn gpu_blocks(&self) -> u32 {
@@ -184,6 +189,7 @@ impl<'a> Sim<'a> {
             ..CacheConfig::default()
         };
         policy.configure(&mut cfg);
+        cfg.layered_adapters = ec.layered_adapters && policy.layered_adapters();
         let mut core = CacheCore::new(cfg, logical_bb, gpu_blocks, host_blocks).map_err(err)?;
         let mut adapter_blocks = Vec::new();
         for a in 0..spec.adapters.max(1) {

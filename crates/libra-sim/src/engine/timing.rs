@@ -80,7 +80,7 @@ impl TimingBackend {
         self.group_done.remove(&id);
         id
     }
-    /// Whether a batch in flight was submitted grouped (a swap-in, not an adapter upload).
+    /// Whether a batch in flight was submitted grouped (a grouped swap-in or upload).
     pub fn is_grouped(&self, batch: BatchId) -> bool {
         self.group_done.contains_key(&batch)
     }
@@ -93,6 +93,24 @@ impl TimingBackend {
         let times: Vec<u64> = (1..=groups.max(1))
             .map(|k| (start + k as f64 * per_group - self.group_latency_us).ceil() as u64)
             .collect();
+        self.register(times)
+    }
+    /// A batch whose parts (in blocks) cross the link one after the other, each part one more
+    /// launch.
+    fn enqueue_parts(&mut self, parts: &[f64]) -> BatchId {
+        let start = self.now.max(self.link_free_at) as f64 + self.batch_latency_us;
+        let mut t = start - self.group_latency_us;
+        let times: Vec<u64> = parts
+            .iter()
+            .map(|&blocks| {
+                t += blocks * self.real_block_bytes / self.link_bytes_per_us + self.group_latency_us;
+                t.ceil() as u64
+            })
+            .collect();
+        self.register(times)
+    }
+    /// A new batch whose groups land at `times` (the last completes it).
+    fn register(&mut self, times: Vec<u64>) -> BatchId {
         let done = *times.last().expect("at least one group");
         self.link_free_at = done;
         let id = self.next;
@@ -153,6 +171,26 @@ impl Backend for TimingBackend {
         let _ = bytes;
         self.bytes_to_gpu += (blocks.len() as f64 * self.real_block_bytes) as u64;
         Ok(self.enqueue(blocks.len()))
+    }
+    fn submit_upload_grouped(
+        &mut self,
+        bytes: &[u8],
+        blocks: &[u32],
+        group_ends: &[u32],
+    ) -> LibResult<BatchId> {
+        let _ = bytes;
+        self.check_upload_groups(blocks.len(), group_ends)?;
+        self.bytes_to_gpu += (blocks.len() as f64 * self.real_block_bytes) as u64;
+        let mut first = 0;
+        let parts: Vec<f64> = group_ends
+            .iter()
+            .map(|&end| {
+                let n = end - first;
+                first = end;
+                n as f64
+            })
+            .collect();
+        Ok(self.enqueue_parts(&parts))
     }
     fn poll(&mut self, batch: BatchId) -> BatchState {
         match self.pending.get(&batch) {

@@ -53,7 +53,17 @@ impl Drop for AlignedBuf {
 
 enum Op {
     Moves(Direction, Vec<BlockMove>, SegmentGroups),
-    Upload(Vec<u8>, Vec<u32>),
+    /// Bytes, blocks, and the block count at the end of each group (one group: all blocks).
+    Upload(Vec<u8>, Vec<u32>, Vec<u32>),
+}
+
+impl Op {
+    fn groups(&self) -> u32 {
+        match self {
+            Op::Moves(_, _, g) => g.count(),
+            Op::Upload(_, _, ends) => ends.len() as u32,
+        }
+    }
 }
 
 /// The CPU backend.
@@ -146,13 +156,12 @@ impl CpuBackend {
 
     /// Copies the next `n` groups of a deferred grouped batch (the last ones complete it).
     pub fn complete_groups(&mut self, batch: BatchId, n: u32) {
-        let Some(Op::Moves(dir, moves, groups)) = self.pending.get(&batch) else { return };
+        let Some(op) = self.pending.get(&batch) else { return };
+        let count = op.groups();
         let from = self.groups_copied.get(&batch).copied().unwrap_or(0);
-        let to = from.saturating_add(n).min(groups.count());
-        for g in from..to {
-            self.copy_segments(*dir, moves, groups.segments(g));
-        }
-        if to == groups.count() {
+        let to = from.saturating_add(n).min(count);
+        self.execute_groups(op, from..to);
+        if to == count {
             self.pending.remove(&batch);
             self.groups_copied.remove(&batch);
             self.finished.insert(batch, BatchState::Done);
@@ -178,19 +187,34 @@ impl CpuBackend {
 
     /// Runs `op`; a grouped batch from group `from_group` on (earlier ones were copied).
     fn execute(&self, op: &Op, from_group: u32) {
+        self.execute_groups(op, from_group..op.groups());
+    }
+
+    /// Copies groups `range` of `op`.
+    fn execute_groups(&self, op: &Op, range: std::ops::Range<u32>) {
         match op {
             Op::Moves(dir, moves, groups) => {
-                for g in from_group..groups.count() {
+                for g in range {
                     self.copy_segments(*dir, moves, groups.segments(g));
                 }
             }
-            Op::Upload(bytes, blocks) => {
-                for s in self.layout.upload_spans(blocks, bytes.len() as u64) {
-                    // SAFETY: validated block ids; the span lies inside the piece and inside
-                    // `bytes`.
-                    unsafe {
-                        std::ptr::copy(bytes.as_ptr().add(s.other as usize), s.gpu as *mut u8, s.len as usize)
-                    };
+            Op::Upload(bytes, blocks, ends) => {
+                let bb = self.layout.block_bytes() as usize;
+                for g in range {
+                    let first = if g == 0 { 0 } else { ends[g as usize - 1] as usize };
+                    let end = ends[g as usize] as usize;
+                    let (lo, hi) = ((first * bb).min(bytes.len()), (end * bb).min(bytes.len()));
+                    for s in self.layout.upload_spans(&blocks[first..end], (hi - lo) as u64) {
+                        // SAFETY: validated block ids; the span lies inside the piece and
+                        // inside `bytes[lo..hi]`.
+                        unsafe {
+                            std::ptr::copy(
+                                bytes.as_ptr().add(lo + s.other as usize),
+                                s.gpu as *mut u8,
+                                s.len as usize,
+                            )
+                        };
+                    }
                 }
             }
         }
@@ -255,7 +279,12 @@ impl Backend for CpuBackend {
     }
     fn submit_upload(&mut self, bytes: &[u8], blocks: &[u32]) -> Result<BatchId> {
         self.check_upload(bytes, blocks)?;
-        Ok(self.enqueue(Op::Upload(bytes.to_vec(), blocks.to_vec())))
+        Ok(self.enqueue(Op::Upload(bytes.to_vec(), blocks.to_vec(), vec![blocks.len() as u32])))
+    }
+    fn submit_upload_grouped(&mut self, bytes: &[u8], blocks: &[u32], group_ends: &[u32]) -> Result<BatchId> {
+        self.check_upload(bytes, blocks)?;
+        self.check_upload_groups(blocks.len(), group_ends)?;
+        Ok(self.enqueue(Op::Upload(bytes.to_vec(), blocks.to_vec(), group_ends.to_vec())))
     }
     fn poll(&mut self, batch: BatchId) -> BatchState {
         if self.pending.contains_key(&batch) {

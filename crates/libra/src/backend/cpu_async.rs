@@ -216,6 +216,12 @@ impl Backend for AsyncCpuBackend {
         self.enqueue(&mut state, batch, bytes.len() as u64, 0);
         Ok(batch)
     }
+    fn submit_upload_grouped(&mut self, bytes: &[u8], blocks: &[u32], group_ends: &[u32]) -> Result<BatchId> {
+        let mut state = self.shared.lock();
+        let batch = state.io.submit_upload_grouped(bytes, blocks, group_ends)?;
+        self.enqueue(&mut state, batch, bytes.len() as u64, group_ends.len() as u32);
+        Ok(batch)
+    }
     fn poll(&mut self, batch: BatchId) -> BatchState {
         self.shared.lock().io.poll(batch)
     }

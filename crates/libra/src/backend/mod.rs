@@ -130,6 +130,16 @@ pub trait Backend: Send {
         }
         Ok(())
     }
+    /// Refuses upload groups that are not non-decreasing block counts ending at `blocks`.
+    fn check_upload_groups(&self, blocks: usize, group_ends: &[u32]) -> Result<()> {
+        let ordered = group_ends.windows(2).all(|w| w[0] <= w[1]);
+        if group_ends.is_empty() || !ordered || group_ends.last() != Some(&(blocks as u32)) {
+            return Err(Error::invalid(format!(
+                "`group_ends` {group_ends:?} must be non-decreasing block counts ending at the upload's {blocks} blocks"
+            )));
+        }
+        Ok(())
+    }
     /// Refuses groups drawn over a different number of segments than the GPU tier has.
     fn check_groups(&self, groups: SegmentGroups) -> Result<()> {
         let n = self.gpu_layout().segments().len();
@@ -179,6 +189,15 @@ pub trait Backend: Send {
     /// Starts writing `bytes` (e.g. adapter weights) into GPU `blocks`, filling each block's
     /// logical bytes in order; the last block may be partly filled.
     fn submit_upload(&mut self, bytes: &[u8], blocks: &[u32]) -> Result<BatchId>;
+    /// Starts an upload like `submit_upload` that completes in `group_ends.len()` groups, in
+    /// order: group g is the leading `group_ends[g]` blocks (non-decreasing, the last one
+    /// `blocks.len()`), and `groups_done` and `group_event` report each group as it lands, as
+    /// for a grouped swap-in. Adapter weights laid out layer by layer thus land layer group by
+    /// layer group. The default submits the upload whole: every group completes with it.
+    fn submit_upload_grouped(&mut self, bytes: &[u8], blocks: &[u32], group_ends: &[u32]) -> Result<BatchId> {
+        self.check_upload_groups(blocks.len(), group_ends)?;
+        self.submit_upload(bytes, blocks)
+    }
     /// Non-blocking completion check.
     fn poll(&mut self, batch: BatchId) -> BatchState;
     /// Blocks until the batch completes or `timeout_us` passes (then `Pending`).

@@ -48,6 +48,11 @@ pub struct CacheConfig {
     /// prefill when the first layers' KV are in. One K and one V segment per layer: 2 x layers
     /// per group. 0: one group holding every segment.
     pub segments_per_group: u32,
+    /// Adapter weights are registered layer by layer, each layer's the same size: an upload
+    /// then lands in the swap-ins' layer groups (group g of G is bytes g x len / G ..
+    /// (g + 1) x len / G), and a request's layer L waits only for its adapter's group of L.
+    /// False: an adapter upload lands whole, before any layer may read it.
+    pub layered_adapters: bool,
 }
 
 impl Default for CacheConfig {
@@ -73,6 +78,7 @@ impl Default for CacheConfig {
             events: false,
             event_capacity: 1 << 16,
             segments_per_group: 0,
+            layered_adapters: false,
         }
     }
 }

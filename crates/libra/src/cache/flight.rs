@@ -142,9 +142,16 @@ impl CacheCore {
     pub(crate) fn load_adapter(&mut self, io: &mut dyn Backend, slot: u32) -> Result<BatchId> {
         let n = self.adapter(slot).blocks_needed as usize;
         let blocks = self.gpu.allocate_many(n).ok_or_else(|| Error::out_of_memory("GPU tier is full"))?;
+        let groups = self.layer_groups(io).count();
         let submitted = {
             let a = self.adapter(slot);
-            io.submit_upload(&a.weights, &blocks)
+            if self.cfg.layered_adapters && groups > 1 {
+                let ends =
+                    upload_group_ends(a.weights.len() as u64, io.gpu_layout().block_bytes(), n, groups);
+                io.submit_upload_grouped(&a.weights, &blocks, &ends)
+            } else {
+                io.submit_upload(&a.weights, &blocks)
+            }
         };
         let batch = match submitted {
             Ok(b) => b,
@@ -334,4 +341,13 @@ impl CacheCore {
             }
         }
     }
+}
+
+/// Blocks each layer group of a layered adapter upload needs: group g of `groups` holds bytes
+/// up to (g + 1) x `len` / `groups`, so it ends at the block holding that byte (the last group
+/// at the upload's last block).
+pub(crate) fn upload_group_ends(len: u64, block_bytes: u64, blocks: usize, groups: u32) -> Vec<u32> {
+    let g = groups.max(1) as u64;
+    let end_of = |k: u64| ((k * len).div_ceil(g).div_ceil(block_bytes.max(1)) as usize).min(blocks) as u32;
+    (1..=g).map(|k| if k == g { blocks as u32 } else { end_of(k) }).collect()
 }

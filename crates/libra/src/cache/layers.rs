@@ -1,8 +1,9 @@
 //! Layer-wise readiness: a swap-in completes per layer group (a run of segments), so an engine
 //! can run the first layers of a prefill while the later layers' KV are still on the link.
 //! A request is ready up to group g when every copy it waits for has landed group g: its
-//! swap-ins (its own and those it shares with other requests) group by group, an adapter
-//! upload only as a whole, since every layer reads the adapter.
+//! swap-ins (its own and those it shares with other requests) group by group, and its adapter's
+//! upload group by group too when adapters are registered layer by layer
+//! (`CacheConfig::layered_adapters`), else only as a whole.
 use super::core::{CacheCore, Flight};
 use super::requests::Readiness;
 use crate::backend::{Backend, SegmentGroups};
@@ -40,6 +41,9 @@ impl CacheCore {
                     .into_iter()
                     .map(|b| match self.inflight.get(&b) {
                         Some(Flight::ToGpu(_)) => io.groups_done(b, groups).min(groups),
+                        Some(Flight::Upload(_)) if self.cfg.layered_adapters => {
+                            io.groups_done(b, groups).min(groups)
+                        }
                         _ => 0,
                     })
                     .min()
@@ -65,6 +69,7 @@ impl CacheCore {
             None => std::ptr::null_mut(),
             Some(&b) => match self.inflight.get(&b) {
                 Some(Flight::ToGpu(_)) => io.group_event(b, group),
+                Some(Flight::Upload(_)) if self.cfg.layered_adapters => io.group_event(b, group),
                 _ => io.batch_event(b),
             },
         })

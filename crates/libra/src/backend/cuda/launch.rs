@@ -196,30 +196,79 @@ impl CudaBackend {
     }
 
     pub(super) fn enqueue_upload(&mut self, bytes: &[u8], blocks: &[u32]) -> Result<()> {
-        if bytes.is_empty() || blocks.is_empty() {
-            return Ok(());
-        }
-        let bb = self.layout.block_bytes();
-        // The kernel (or the copies) read the adapter bytes straight from pinned memory.
-        let staged = self.stage(&[bytes, as_bytes(blocks)])?;
-        let flat = staged[0].1;
-        match self.path_for(blocks.len()) {
-            CopyPath::Kernel => {
-                let blocks_ptr =
-                    self.list.fill_from_pinned(&self.stream, staged[1].0, std::mem::size_of_val(blocks))?;
-                self.launch_over(
-                    params::SwapKernel::Upload,
-                    blocks_ptr,
-                    blocks.len(),
-                    &[flat, bb, bytes.len() as u64],
-                )
-            }
-            CopyPath::Memcpy => {
-                for s in self.layout.upload_spans(blocks, bytes.len() as u64) {
-                    self.memcpy(s.gpu, flat + s.other, s.len)?;
+        self.enqueue_upload_parts(bytes, blocks, &[blocks.len() as u32], false).map(|_| ())
+    }
+
+    /// An upload in groups: group g copies blocks `group_ends[g - 1]..group_ends[g]` (their
+    /// share of `bytes`) and records its event, so the first layers' weights can be read while
+    /// the rest are on the link. One staging of the bytes and the block list for all groups.
+    pub(super) fn enqueue_upload_grouped(
+        &mut self,
+        bytes: &[u8],
+        blocks: &[u32],
+        group_ends: &[u32],
+    ) -> Result<Vec<Arc<CudaEvent>>> {
+        self.enqueue_upload_parts(bytes, blocks, group_ends, true)
+    }
+
+    /// Enqueues the upload part by part; records an event after each part when `events`.
+    fn enqueue_upload_parts(
+        &mut self,
+        bytes: &[u8],
+        blocks: &[u32],
+        group_ends: &[u32],
+        events: bool,
+    ) -> Result<Vec<Arc<CudaEvent>>> {
+        let mut recorded = Vec::with_capacity(if events { group_ends.len() } else { 0 });
+        let staged = if bytes.is_empty() || blocks.is_empty() {
+            None
+        } else {
+            // The kernel (or the copies) read the adapter bytes straight from pinned memory.
+            let staged = self.stage(&[bytes, as_bytes(blocks)])?;
+            let path = self.path_for(blocks.len());
+            let list = match path {
+                CopyPath::Kernel => {
+                    self.list.fill_from_pinned(&self.stream, staged[1].0, std::mem::size_of_val(blocks))?
                 }
-                Ok(())
+                CopyPath::Memcpy => 0,
+            };
+            Some((staged[0].1, list, path))
+        };
+        let bb = self.layout.block_bytes();
+        let mut first = 0usize;
+        for &end in group_ends {
+            let end = end as usize;
+            if let Some((flat, list, path)) = staged {
+                if end > first {
+                    let lo = first as u64 * bb;
+                    let len = (bytes.len() as u64).min(end as u64 * bb).saturating_sub(lo);
+                    let part = &blocks[first..end];
+                    match path {
+                        CopyPath::Kernel => self.launch_over(
+                            params::SwapKernel::Upload,
+                            list + first as u64 * std::mem::size_of::<u32>() as u64,
+                            part.len(),
+                            &[flat + lo, bb, len],
+                        )?,
+                        CopyPath::Memcpy => {
+                            for s in self.layout.upload_spans(part, len) {
+                                self.memcpy(s.gpu, flat + lo + s.other, s.len)?;
+                            }
+                        }
+                    }
+                }
+            }
+            first = end;
+            if events {
+                match self.record_event() {
+                    Ok(e) => recorded.push(e),
+                    Err(e) => {
+                        self.spare_events.extend(recorded);
+                        return Err(e);
+                    }
+                }
             }
         }
+        Ok(recorded)
     }
 }

@@ -305,6 +305,15 @@ impl Backend for CudaBackend {
             b.finish_batch()
         })
     }
+    fn submit_upload_grouped(&mut self, bytes: &[u8], blocks: &[u32], group_ends: &[u32]) -> Result<BatchId> {
+        self.check_upload(bytes, blocks)?;
+        self.check_upload_groups(blocks.len(), group_ends)?;
+        let _keep = self.enter()?;
+        self.submit(|b| {
+            let events = b.enqueue_upload_grouped(bytes, blocks, group_ends)?;
+            Ok(b.register(events))
+        })
+    }
     fn poll(&mut self, batch: BatchId) -> BatchState {
         let Some(event) = self.batches.get(&batch).and_then(|e| e.last()) else {
             return BatchState::Failed(format!("unknown batch {batch}"));
