@@ -51,9 +51,10 @@ pub struct EngineConfig {
     pub layers_per_group: u32,
     /// Link time one more readiness group adds to a swap-in (one more launch), microseconds.
     pub group_latency_us: f64,
-    /// Longest a joining request may make the step's layers wait for its copy, as a share of
-    /// the step: it would otherwise wait for the whole next step, and everyone in the batch
-    /// waits with it.
+    /// Most delay a joining request may add to the batch, as a share of the step: its layers'
+    /// wait for their groups times the sequences already in the batch, each of which waits
+    /// with it. The joiner gains about a step (it would otherwise wait for the next one), so
+    /// at 1.0 a request joins when the batch loses less than it gains.
     pub join_slack: f64,
     /// Give retention hints at release where a real engine knows the conversation continues
     /// (see `retention_hint`); the oracle never gets them.
@@ -78,7 +79,7 @@ impl EngineConfig {
             vllm_adapter_fraction: CacheConfig::default().vllm_adapter_fraction,
             layers_per_group: 4,
             group_latency_us: 3.0,
-            join_slack: 0.5,
+            join_slack: 1.0,
             retention_hints: false,
             layered_adapters: true,
         }

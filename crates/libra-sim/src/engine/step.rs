@@ -67,7 +67,8 @@ impl Sim<'_> {
     }
 
     /// Loading requests join the step in which their copies land (layer-wise readiness), as
-    /// long as their layers would wait at most `join_slack` of the step for their groups.
+    /// long as the wait they add (their layers' stall times the sequences in the batch) stays
+    /// within `join_slack` of the step.
     pub(super) fn join_loading(&mut self, b: &mut Batch) -> Result<(), String> {
         let (ec, spec) = (self.ec, self.spec);
         if ec.layers_per_group == 0 {
@@ -99,7 +100,9 @@ impl Sim<'_> {
             let (ov, lt) = (hw.step_overhead_s * 1e6, hw.layer_time_s(&trial) * 1e6);
             let mut merged = b.gates.clone();
             layerwise::merge_gates(&mut merged, &landing);
-            let slack = (dt as f64 * ec.join_slack) as u64;
+            // Everyone already in the batch waits as long as its layers do.
+            let waiting_with_it = (b.load.decode_seqs as usize + b.chunks.len()).max(1) as f64;
+            let slack = (dt as f64 * ec.join_slack / waiting_with_it) as u64;
             let stall = layerwise::stalled_end(now, ov, lt, &merged).saturating_sub(now + dt);
             if stall > slack {
                 // Not in this step; an idle engine starts the step its copy lands in.

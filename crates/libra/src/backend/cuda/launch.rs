@@ -168,15 +168,24 @@ impl CudaBackend {
                 }
                 CopyPath::Memcpy => self.memcpy_moves(direction, moves, segs)?,
             }
-            match self.record_event() {
-                Ok(e) => events.push(e),
-                Err(e) => {
-                    self.spare_events.extend(events);
-                    return Err(e);
-                }
-            }
+            self.record_group_event(&mut events)?;
         }
         Ok(events)
+    }
+
+    /// Records the next group's event; on failure the groups' events so far go back to the
+    /// spares and the batch is abandoned.
+    fn record_group_event(&mut self, events: &mut Vec<Arc<CudaEvent>>) -> Result<()> {
+        match self.record_event() {
+            Ok(e) => {
+                events.push(e);
+                Ok(())
+            }
+            Err(e) => {
+                self.spare_events.append(events);
+                Err(e)
+            }
+        }
     }
 
     /// One `cuMemcpyAsync` per block per segment in `segments`.
@@ -260,13 +269,7 @@ impl CudaBackend {
             }
             first = end;
             if events {
-                match self.record_event() {
-                    Ok(e) => recorded.push(e),
-                    Err(e) => {
-                        self.spare_events.extend(recorded);
-                        return Err(e);
-                    }
-                }
+                self.record_group_event(&mut recorded)?;
             }
         }
         Ok(recorded)
