@@ -389,7 +389,9 @@ pub unsafe extern "C" fn libra_cache_wait_event(
 /// blocks are usable now (all of them when LIBRA_READY, 0 when LIBRA_FAILED), and
 /// `*groups_out` (may be NULL) the number of layer groups (`segments_per_group` of the config;
 /// at least 1). The engine may run layer group g of the request's prefill once g < ready
-/// groups; commit still waits for LIBRA_READY. Should a later group's copy fail, the request
+/// groups; commit still waits for LIBRA_READY. An adapter upload the request waits for counts
+/// group by group when the config sets `layered_adapters`, else as a whole (0 ready groups
+/// until it lands). Should a later group's copy fail, the request
 /// turns LIBRA_FAILED and whatever was computed from it must be discarded with an abort.
 /// Errors: LIBRA_ERR_NULL_ARGUMENT, LIBRA_ERR_NOT_FOUND (request not open). Thread-safe.
 ///
@@ -424,8 +426,9 @@ pub unsafe extern "C" fn libra_cache_poll_groups(
 }
 
 /// `*event_out` receives a CUevent (as void *) that the engine's stream waits on before its
-/// kernels of layer group `group` (0-based) read the request's cached blocks, or NULL when
-/// nothing is pending or the backend has no events (CPU). Like `libra_cache_wait_event`'s, the
+/// kernels of layer group `group` (0-based) read the request's cached blocks (and, with
+/// `layered_adapters`, that group's layers of its adapter), or NULL when nothing is pending or
+/// the backend has no events (CPU). Like `libra_cache_wait_event`'s, the
 /// event is owned by the cache, stays a valid CUevent until the cache is freed, and may be
 /// recorded again for later copies once the request's copies have completed: make the stream
 /// wait on it right away (e.g. `cuStreamWaitEvent` before launching that group's layers)
