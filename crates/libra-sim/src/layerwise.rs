@@ -69,9 +69,26 @@ pub fn merge_gates(gates: &mut Vec<u64>, landing: &[u64]) {
     }
 }
 
+/// Most stall (microseconds) a joining request may add to a step of `step_us` with
+/// `batch_seqs` sequences already in it: each of them waits as long as the layers do, and the
+/// joiner gains about a step, so the batch's total added wait stays within `join_slack` steps.
+pub fn join_allowance(step_us: u64, batch_seqs: usize, join_slack: f64) -> u64 {
+    (step_us as f64 * join_slack / batch_seqs.max(1) as f64) as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_joiner_may_stall_a_full_batch_less() {
+        // Alone in the step it may stall it by up to a step; beside 100 sequences by 1%.
+        assert_eq!(join_allowance(30_000, 0, 1.0), 30_000);
+        assert_eq!(join_allowance(30_000, 1, 1.0), 30_000);
+        assert_eq!(join_allowance(30_000, 100, 1.0), 300);
+        assert_eq!(join_allowance(30_000, 100, 0.5), 150);
+        assert_eq!(join_allowance(30_000, 100, 0.0), 0);
+    }
 
     #[test]
     fn layers_wait_only_for_their_own_group() {

@@ -100,9 +100,8 @@ impl Sim<'_> {
             let (ov, lt) = (hw.step_overhead_s * 1e6, hw.layer_time_s(&trial) * 1e6);
             let mut merged = b.gates.clone();
             layerwise::merge_gates(&mut merged, &landing);
-            // Everyone already in the batch waits as long as its layers do.
-            let waiting_with_it = (b.load.decode_seqs as usize + b.chunks.len()).max(1) as f64;
-            let slack = (dt as f64 * ec.join_slack / waiting_with_it) as u64;
+            let in_batch = b.load.decode_seqs as usize + b.chunks.len();
+            let slack = layerwise::join_allowance(dt, in_batch, ec.join_slack);
             let stall = layerwise::stalled_end(now, ov, lt, &merged).saturating_sub(now + dt);
             if stall > slack {
                 // Not in this step; an idle engine starts the step its copy lands in.
