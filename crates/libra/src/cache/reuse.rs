@@ -71,11 +71,12 @@ fn bin_mid_us(b: usize) -> f64 {
 
 /// What a missed adapter block costs the first token, in missed KV blocks. Densities count
 /// hits per node and both kinds cost link time in proportion to their blocks, but a request
-/// can start its prefill only once its whole adapter is in (every layer reads it), while its
-/// KV lands layer by layer under the prefill (layer-wise readiness) or is recomputed when
-/// that is cheaper. Measured in the simulator at weights 1, 2, 4, 8 and 16: below the peak
-/// loads 4 was best or within 0.5% of best on every scenario, and higher weights change
-/// nothing more (see the README).
+/// can start its prefill only once its whole adapter is in, unless adapters are registered
+/// layer by layer (`CacheConfig::layered_adapters`), while its KV lands layer by layer under
+/// the prefill (layer-wise readiness) or is recomputed when that is cheaper. Measured in the
+/// simulator with whole adapters at weights 1, 2, 4, 8 and 16: below the peak loads 4 was
+/// best or within 0.5% of best on every scenario, and higher weights change nothing more (see
+/// the README); it was not measured again with layered adapters.
 pub(crate) const ADAPTER_MISS_WEIGHT: f64 = 4.0;
 
 /// Weight of the newest gap in an adapter's smoothed time between uses.
