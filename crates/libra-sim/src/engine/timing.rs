@@ -2,7 +2,7 @@
 //! link, one FIFO queue per GPU, has carried it.
 use crate::hw::Hardware;
 use libra::backend::{
-    Backend, BatchId, BatchState, BlockMove, Direction, Segment, SegmentGroups, TierLayout,
+    upload_parts, Backend, BatchId, BatchState, BlockMove, Direction, Segment, SegmentGroups, TierLayout,
 };
 use libra::error::Result as LibResult;
 use std::collections::{BTreeMap, HashMap};
@@ -181,15 +181,9 @@ impl Backend for TimingBackend {
         let _ = bytes;
         self.check_upload_groups(blocks.len(), group_ends)?;
         self.bytes_to_gpu += (blocks.len() as f64 * self.real_block_bytes) as u64;
-        let mut first = 0;
-        let parts: Vec<f64> = group_ends
-            .iter()
-            .map(|&end| {
-                let n = end - first;
-                first = end;
-                n as f64
-            })
-            .collect();
+        let bb = self.layout.block_bytes();
+        let parts: Vec<f64> =
+            upload_parts(group_ends, bb, blocks.len() * bb as usize).map(|p| p.blocks.len() as f64).collect();
         Ok(self.enqueue_parts(&parts))
     }
     fn poll(&mut self, batch: BatchId) -> BatchState {

@@ -2,7 +2,9 @@
 //! the one every test runs on. Copies run at submission, or, in deferred mode, when a test
 //! completes the batch (so tests can complete batches out of order or fail them), or group by
 //! group for a grouped swap.
-use super::{Backend, BatchId, BatchState, BlockMove, Direction, Segment, SegmentGroups, TierLayout};
+use super::{
+    upload_parts, Backend, BatchId, BatchState, BlockMove, Direction, Segment, SegmentGroups, TierLayout,
+};
 use crate::error::{Error, Result};
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::collections::HashMap;
@@ -199,17 +201,15 @@ impl CpuBackend {
                 }
             }
             Op::Upload(bytes, blocks, ends) => {
-                let bb = self.layout.block_bytes() as usize;
-                for g in range {
-                    let first = if g == 0 { 0 } else { ends[g as usize - 1] as usize };
-                    let end = ends[g as usize] as usize;
-                    let (lo, hi) = ((first * bb).min(bytes.len()), (end * bb).min(bytes.len()));
-                    for s in self.layout.upload_spans(&blocks[first..end], (hi - lo) as u64) {
+                let parts = upload_parts(ends, self.layout.block_bytes(), bytes.len());
+                for part in parts.skip(range.start as usize).take(range.len()) {
+                    let part_bytes = &bytes[part.bytes];
+                    for s in self.layout.upload_spans(&blocks[part.blocks], part_bytes.len() as u64) {
                         // SAFETY: validated block ids; the span lies inside the piece and
-                        // inside `bytes[lo..hi]`.
+                        // inside `part_bytes`.
                         unsafe {
                             std::ptr::copy(
-                                bytes.as_ptr().add(lo + s.other as usize),
+                                part_bytes.as_ptr().add(s.other as usize),
                                 s.gpu as *mut u8,
                                 s.len as usize,
                             )

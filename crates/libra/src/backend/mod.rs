@@ -28,6 +28,29 @@ pub struct BlockMove {
     pub host_block: u32,
 }
 
+/// One group of a grouped upload (`Backend::submit_upload_grouped`): the blocks it copies,
+/// as indices into the upload's block list, and their share of the upload's bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadPart {
+    pub blocks: std::ops::Range<usize>,
+    pub bytes: std::ops::Range<usize>,
+}
+
+/// The groups of an upload of `len` bytes into blocks of `block_bytes`, from its `group_ends`
+/// (validated by `Backend::check_upload_groups`), in order; an empty group is an empty part.
+pub fn upload_parts(
+    group_ends: &[u32],
+    block_bytes: u64,
+    len: usize,
+) -> impl Iterator<Item = UploadPart> + '_ {
+    let bb = block_bytes as usize;
+    let starts = std::iter::once(0).chain(group_ends.iter().map(|&e| e as usize));
+    starts.zip(group_ends.iter().map(|&e| e as usize)).map(move |(first, end)| UploadPart {
+        blocks: first..end,
+        bytes: (first * bb).min(len)..(end * bb).min(len),
+    })
+}
+
 /// Identifies a submitted batch; unique per backend instance.
 pub type BatchId = u64;
 
@@ -221,4 +244,23 @@ pub trait Backend: Send {
     fn write_gpu_block(&mut self, block: u32, data: &[u8]) -> Result<()>;
     /// Reads a host block. Synchronous.
     fn read_host_block(&mut self, block: u32, out: &mut [u8]) -> Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upload_parts_split_blocks_and_bytes_by_group() {
+        // 3 blocks of 256 bytes holding 700 bytes, in groups ending at blocks 1, 1 and 3.
+        let parts: Vec<UploadPart> = upload_parts(&[1, 1, 3], 256, 700).collect();
+        assert_eq!(
+            parts,
+            vec![
+                UploadPart { blocks: 0..1, bytes: 0..256 },
+                UploadPart { blocks: 1..1, bytes: 256..256 },
+                UploadPart { blocks: 1..3, bytes: 256..700 },
+            ]
+        );
+    }
 }

@@ -142,10 +142,10 @@ impl CacheCore {
     pub(crate) fn load_adapter(&mut self, io: &mut dyn Backend, slot: u32) -> Result<BatchId> {
         let n = self.adapter(slot).blocks_needed as usize;
         let blocks = self.gpu.allocate_many(n).ok_or_else(|| Error::out_of_memory("GPU tier is full"))?;
-        let groups = self.layer_groups(io).count();
+        let groups = if self.cfg.layered_adapters { self.layer_groups(io).count() } else { 1 };
         let submitted = {
             let a = self.adapter(slot);
-            if self.cfg.layered_adapters && groups > 1 {
+            if groups > 1 {
                 let ends =
                     upload_group_ends(a.weights.len() as u64, io.gpu_layout().block_bytes(), n, groups);
                 io.submit_upload_grouped(&a.weights, &blocks, &ends)

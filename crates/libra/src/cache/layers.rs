@@ -25,6 +25,16 @@ impl CacheCore {
         SegmentGroups::new(io.gpu_layout().segments().len(), self.cfg.segments_per_group)
     }
 
+    /// Whether a copy toward the GPU lands layer group by layer group: every swap-in, and an
+    /// adapter upload when adapters are registered layer by layer.
+    fn lands_in_groups(&self, flight: &Flight) -> bool {
+        match flight {
+            Flight::ToGpu(_) => true,
+            Flight::Upload(_) => self.cfg.layered_adapters,
+            _ => false,
+        }
+    }
+
     /// Whether the request's blocks are usable, and up to which layer group; finishes completed
     /// copies first. A request whose copy fails after some groups landed is `Failed` with no
     /// ready group: what was computed from those groups must be thrown away with the request.
@@ -40,10 +50,7 @@ impl CacheCore {
                 waits
                     .into_iter()
                     .map(|b| match self.inflight.get(&b) {
-                        Some(Flight::ToGpu(_)) => io.groups_done(b, groups).min(groups),
-                        Some(Flight::Upload(_)) if self.cfg.layered_adapters => {
-                            io.groups_done(b, groups).min(groups)
-                        }
+                        Some(f) if self.lands_in_groups(f) => io.groups_done(b, groups).min(groups),
                         _ => 0,
                     })
                     .min()
@@ -68,8 +75,7 @@ impl CacheCore {
         Ok(match self.req(slot).waits.iter().max() {
             None => std::ptr::null_mut(),
             Some(&b) => match self.inflight.get(&b) {
-                Some(Flight::ToGpu(_)) => io.group_event(b, group),
-                Some(Flight::Upload(_)) if self.cfg.layered_adapters => io.group_event(b, group),
+                Some(f) if self.lands_in_groups(f) => io.group_event(b, group),
                 _ => io.batch_event(b),
             },
         })

@@ -6,7 +6,7 @@ use super::module::KernelState;
 use super::probe::dev_err;
 use super::tables;
 use super::{params, CopyPath, CudaBackend};
-use crate::backend::{BatchId, BlockMove, Direction, SegmentGroups};
+use crate::backend::{upload_parts, BatchId, BlockMove, Direction, SegmentGroups};
 use crate::error::{Error, Result};
 use cudarc::driver::result as cu;
 use cudarc::driver::sys;
@@ -244,30 +244,24 @@ impl CudaBackend {
             Some((staged[0].1, list, path))
         };
         let bb = self.layout.block_bytes();
-        let mut first = 0usize;
-        for &end in group_ends {
-            let end = end as usize;
-            if let Some((flat, list, path)) = staged {
-                if end > first {
-                    let lo = first as u64 * bb;
-                    let len = (bytes.len() as u64).min(end as u64 * bb).saturating_sub(lo);
-                    let part = &blocks[first..end];
-                    match path {
-                        CopyPath::Kernel => self.launch_over(
-                            params::SwapKernel::Upload,
-                            list + first as u64 * std::mem::size_of::<u32>() as u64,
-                            part.len(),
-                            &[flat + lo, bb, len],
-                        )?,
-                        CopyPath::Memcpy => {
-                            for s in self.layout.upload_spans(part, len) {
-                                self.memcpy(s.gpu, flat + lo + s.other, s.len)?;
-                            }
+        for part in upload_parts(group_ends, bb, bytes.len()) {
+            if let Some((flat, list, path)) = staged.filter(|_| !part.blocks.is_empty()) {
+                let (lo, len) = (part.bytes.start as u64, part.bytes.len() as u64);
+                let blocks = &blocks[part.blocks.clone()];
+                match path {
+                    CopyPath::Kernel => self.launch_over(
+                        params::SwapKernel::Upload,
+                        list + (part.blocks.start * std::mem::size_of::<u32>()) as u64,
+                        blocks.len(),
+                        &[flat + lo, bb, len],
+                    )?,
+                    CopyPath::Memcpy => {
+                        for s in self.layout.upload_spans(blocks, len) {
+                            self.memcpy(s.gpu, flat + lo + s.other, s.len)?;
                         }
                     }
                 }
             }
-            first = end;
             if events {
                 self.record_group_event(&mut recorded)?;
             }
