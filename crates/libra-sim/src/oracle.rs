@@ -4,8 +4,10 @@
 //! copied to the host) and prefetch brings back the nearest-needed host blocks and adapters.
 //! Eviction plans whole chains, as the policies' plans do, and in idle link time the head of
 //! the plan is written through to the host, so the oracle has every mechanism the policies
-//! have and differs from them only in its ranking. It is built only on `CacheCore`'s public
-//! mechanisms (see `cache::mechanism`), which keep the tree legal.
+//! have and differs from them only in its ranking. It runs on `libra`'s tiers, so its
+//! matches recompute a host run that is cheaper to recompute than to load, as `libra`'s do.
+//! It is built only on `CacheCore`'s public mechanisms (see `cache::mechanism`), which keep
+//! the tree legal.
 use libra::backend::{Backend, BatchState};
 use libra::cache::{CacheCore, NodeKind, NodeView, Residency, StepReport, SwapOutBatch};
 use libra::error::{Error, Result};
@@ -48,8 +50,10 @@ impl Oracle<'_> {
         self.core.node(n).map_or(u64::MAX, |v| next_use_of(&v, self.hints))
     }
 
+    /// Whether evicted blocks go to the host tier: it exists, and loading a block back beats
+    /// recomputing it (`libra`'s recompute-or-load, which the oracle runs on).
     fn uses_host_tier(&self) -> bool {
-        self.core.config().policy.uses_host_tier()
+        self.core.config().policy.uses_host_tier() && self.core.host_copy_worthwhile()
     }
 
     /// Frees GPU blocks until `need` are free, choosing victims by farthest next use. Blocks that

@@ -2,7 +2,7 @@
 //! writes the head of its plan through to the host in idle link time.
 use super::*;
 use libra::backend::cpu::CpuBackend;
-use libra::cache::{CacheConfig, PolicyKind};
+use libra::cache::CacheConfig;
 use libra_testkit::fixtures::{pattern, BLOCK_BYTES};
 use std::collections::HashMap;
 
@@ -23,14 +23,14 @@ fn chain(c: u32) -> [u32; 3] {
     [c * 10, c * 10 + 1, c * 10 + 2]
 }
 
-/// The oracle's tiers (`lru`) over 40 GPU and 40 host blocks, copies completing only when
+/// The oracle's tiers (`libra`'s, with no cost hints: every host copy pays) over 40 GPU and 40 host blocks, copies completing only when
 /// told; ten 3-block chains and the adapter fill 31 blocks, between the low swap-out mark (28)
 /// and the high one (32). Chain 9 is never used again; chain c < 9 is next used at
 /// `100_000 + c`, so chain 8 is the next to leave after chain 9.
 fn setup() -> (CacheCore, CpuBackend, Table) {
     let cfg = CacheConfig {
         block_tokens: 1,
-        policy: PolicyKind::Lru,
+        policy: crate::peers::SimPolicy::Oracle.kind(),
         prefetch_interval_us: 0,
         swap_wait_us: 0,
         ..Default::default()
@@ -119,6 +119,46 @@ fn the_head_of_the_plan_is_written_through_and_leaves_without_a_copy() {
     assert!(io.pending_batches().is_empty(), "no copy on the allocation path");
     assert_eq!(core.node(leaf8.id).unwrap().residency, Residency::Host);
     assert_eq!(on_gpu(&core, 8), 2);
+    core.check_invariants().unwrap();
+    core.verify_contents(&mut io, &mut |key, bytes| bytes == pattern(key)).unwrap();
+}
+
+/// Recompute-or-load, as under `libra`: when the cost hints say a block is cheaper to
+/// recompute than to load, blocks needed again are dropped instead of copied, nothing is
+/// written through, and a match recomputes a host run instead of loading it.
+#[test]
+fn blocks_cheaper_to_recompute_get_no_host_copy() {
+    let (mut core, mut io, next) = setup();
+    // Prefill of a one-token block in 1 ns; loading a block over the link takes 1 us.
+    core.set_cost_hints(1_000.0, BLOCK_BYTES as f64).unwrap();
+    let r = Oracle { core: &mut core, io: &mut io, hints: &next }.step(20_000, 1, false).unwrap();
+    assert_eq!(r.written_through, 0);
+    // Four blocks more than are free: chain 9 and chain 8's leaf, needed again, are dropped.
+    Oracle { core: &mut core, io: &mut io, hints: &next }.make_room(13, 20_000).unwrap();
+    assert_eq!(core.stats().dropped_blocks, 4);
+    assert_eq!(core.stats().swap_out_blocks, 0);
+    assert!(io.pending_batches().is_empty());
+    assert_eq!(on_gpu(&core, 8), 2);
+    core.check_invariants().unwrap();
+    // With loading cheaper again, a block that did go to the host is loaded, not recomputed.
+    core.set_cost_hints(1e-9, BLOCK_BYTES as f64).unwrap();
+    // Copies complete only when told, so the swap-out is still in flight when it returns.
+    let r = Oracle { core: &mut core, io: &mut io, hints: &next }.make_room(16, 20_000);
+    assert_eq!(r.unwrap_err().status, libra::error::Status::LIBRA_ERR_BUSY);
+    complete_all(&mut io);
+    core.poll_copies(&mut io);
+    assert_eq!(on_gpu(&core, 7), 2, "chain 7's leaf went to the host");
+    // A match recomputes that host run while recomputing is cheaper, and loads it otherwise.
+    core.set_cost_hints(1_000.0, BLOCK_BYTES as f64).unwrap();
+    let m = core.match_prefix(&mut io, 1, 0, &chain(7), 30_000).unwrap();
+    assert_eq!((m.cached_tokens, m.recompute_tokens), (2, 1));
+    core.release(&mut io, m.request, 30_000).unwrap();
+    core.set_cost_hints(1e-9, BLOCK_BYTES as f64).unwrap();
+    let m = core.match_prefix(&mut io, 1, 0, &chain(7), 31_000).unwrap();
+    assert_eq!((m.cached_tokens, m.recompute_tokens), (3, 0));
+    complete_all(&mut io);
+    core.poll_copies(&mut io);
+    core.release(&mut io, m.request, 31_000).unwrap();
     core.check_invariants().unwrap();
     core.verify_contents(&mut io, &mut |key, bytes| bytes == pattern(key)).unwrap();
 }

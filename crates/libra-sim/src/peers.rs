@@ -49,13 +49,14 @@ impl SimPolicy {
         SimPolicy::Lib(PolicyKind::Libra),
         SimPolicy::Oracle,
     ];
-    /// The library policy that runs underneath (the oracle places blocks itself on top of the
-    /// tiers of `lru`).
+    /// The library policy that runs underneath. The oracle places blocks itself on top of
+    /// `libra`'s tiers, so it also gets `libra`'s recompute-or-load (a host run cheaper to
+    /// recompute than to load is recomputed, and gets no host copy).
     pub fn kind(self) -> PolicyKind {
         match self {
             SimPolicy::Lib(k) => k,
             SimPolicy::EloraAuthors => PolicyKind::Elora,
-            SimPolicy::Oracle => PolicyKind::Lru,
+            SimPolicy::Oracle => PolicyKind::Libra,
         }
     }
     /// The policy's adjustments to the cache configuration.
