@@ -1,15 +1,16 @@
 //! A backend wrapper that injects faults: submissions that fail (the call returns an error) and
 //! batches that fail on completion (the batch reports `Failed` and nothing is copied), at chosen
 //! submission numbers or at random with a seed. It can also hold batches until a test completes
-//! them, in any order, so copies finish late. Grouped swaps (layer-wise readiness) can be held
-//! and released group by group, and can fail at a chosen group after the earlier ones landed.
+//! them, in any order, so copies finish late. Grouped swaps (layer-wise readiness) and grouped
+//! uploads (adapters registered layer by layer) can be held and released group by group, and
+//! can fail at a chosen group after the earlier ones landed.
 //! Used by the fault-injection tests and the fuzzers.
 //!
 //! A failed batch never touches its destination beyond the groups that landed before the
 //! failure, so the rest keeps whatever stale bytes it held: if the cache ever trusted a failed
 //! copy, the data checks in the tests would see it.
 use libra::backend::{
-    Backend, BatchId, BatchState, BatchWaiter, BlockMove, Direction, SegmentGroups, TierLayout,
+    upload_parts, Backend, BatchId, BatchState, BatchWaiter, BlockMove, Direction, SegmentGroups, TierLayout,
 };
 use libra::error::{Error, Result};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -29,7 +30,7 @@ pub struct FaultPlan {
     pub fail_submissions: BTreeSet<u64>,
     /// Submission numbers whose batch fails on completion.
     pub fail_completions: BTreeSet<u64>,
-    /// Submission number -> group at which that grouped swap fails: the groups before it land,
+    /// Submission number -> group at which that grouped swap or upload fails: the groups before it land,
     /// that one and the later ones never do. On an ungrouped batch it fails the whole batch.
     pub fail_groups: BTreeMap<u64, u32>,
     /// Hold every batch until `FaultControl::complete` decides it.
@@ -57,14 +58,22 @@ enum Work {
     Moves(Direction, Vec<BlockMove>),
     Grouped(Direction, Vec<BlockMove>, SegmentGroups),
     Upload(Vec<u8>, Vec<u32>),
+    /// An upload landing in groups: bytes, blocks, and each group's end (a block count).
+    GroupedUpload(Vec<u8>, Vec<u32>, Vec<u32>),
 }
 
 impl Work {
     fn groups(&self) -> u32 {
         match self {
             Work::Grouped(_, _, g) => g.count(),
+            Work::GroupedUpload(_, _, ends) => ends.len() as u32,
             _ => 1,
         }
+    }
+    /// Whether the work's bytes land group by group (swap-ins and grouped uploads), so that
+    /// the groups before a failure are in place and reported; swap-outs land whole.
+    fn lands_in_groups(&self) -> bool {
+        matches!(self, Work::Grouped(Direction::HostToGpu, ..) | Work::GroupedUpload(..))
     }
 }
 
@@ -193,8 +202,8 @@ impl FaultControl {
             self.shared.decided.notify_all();
         }
     }
-    /// Lands the next `n` groups of a held grouped swap (the last ones complete it; a group the
-    /// plan dooms fails it). Held swap-outs land whole. Takes effect at the backend's next call.
+    /// Lands the next `n` groups of a held grouped swap or upload (the last ones complete it; a
+    /// group the plan dooms fails it). Held swap-outs land whole. Takes effect at the backend's next call.
     pub fn complete_groups(&self, batch: BatchId, n: u32) {
         let mut s = self.lock();
         if s.held.contains(&batch) && !s.decided_whole(batch) {
@@ -269,6 +278,7 @@ impl<B: Backend> FaultyBackend<B> {
             Work::Moves(d, m) => self.inner.submit_moves(*d, m),
             Work::Grouped(d, m, g) => self.inner.submit_moves_grouped(*d, m, *g),
             Work::Upload(bytes, blocks) => self.inner.submit_upload(bytes, blocks),
+            Work::GroupedUpload(bytes, blocks, ends) => self.inner.submit_upload_grouped(bytes, blocks, ends),
         }
     }
 
@@ -282,12 +292,19 @@ impl<B: Backend> FaultyBackend<B> {
                 self.inner.check_groups(*groups)
             }
             Work::Upload(bytes, blocks) => self.inner.check_upload(bytes, blocks),
+            Work::GroupedUpload(bytes, blocks, ends) => {
+                self.inner.check_upload(bytes, blocks)?;
+                self.inner.check_upload_groups(blocks.len(), ends)
+            }
         }
     }
 
-    /// Lands group `g` of a grouped swap-in now, through the inner backend's synchronous block
-    /// access: the group's bytes of every destination block, nothing else.
+    /// Lands group `g` of a grouped swap-in or upload now, through the inner backend's
+    /// synchronous block access: the group's bytes of every destination block, nothing else.
     fn land_group(&mut self, work: &Work, g: u32) -> Result<()> {
+        if let Work::GroupedUpload(bytes, blocks, ends) = work {
+            return self.land_upload_group(bytes, blocks, ends, g);
+        }
         let Work::Grouped(Direction::HostToGpu, moves, groups) = work else { return Ok(()) };
         let layout = self.inner.gpu_layout();
         let segs = groups.segments(g);
@@ -305,13 +322,26 @@ impl<B: Backend> FaultyBackend<B> {
         Ok(())
     }
 
+    /// Lands group `g` of an upload: its blocks' share of `bytes` (the last block's only in
+    /// part when the upload ends inside it).
+    fn land_upload_group(&mut self, bytes: &[u8], blocks: &[u32], ends: &[u32], g: u32) -> Result<()> {
+        let bb = self.inner.gpu_layout().block_bytes();
+        let Some(part) = upload_parts(ends, bb, bytes.len()).nth(g as usize) else { return Ok(()) };
+        let mut block = vec![0u8; bb as usize];
+        for (&b, chunk) in blocks[part.blocks].iter().zip(bytes[part.bytes].chunks(bb as usize)) {
+            self.inner.read_gpu_block(b, &mut block)?;
+            block[..chunk.len()].copy_from_slice(chunk);
+            self.inner.write_gpu_block(b, &block)?;
+        }
+        Ok(())
+    }
+
     /// Lands groups `from..to` of `work`; the group it is doomed at fails it. Returns the slot
     /// it ends in: still held, failed, or (every group landed) run whole by the inner backend.
     fn land(&mut self, id: BatchId, work: Work, fail_at: Option<u32>, from: u32, to: u32) -> Slot {
         let to = to.min(work.groups());
-        // Groups whose bytes are in: only swap-ins land group by group.
-        let shown =
-            |landed: u32| if matches!(work, Work::Grouped(Direction::HostToGpu, ..)) { landed } else { 0 };
+        // Groups whose bytes are in: only swap-ins and uploads land group by group.
+        let shown = |landed: u32| if work.lands_in_groups() { landed } else { 0 };
         let mut landed = from;
         while landed < to {
             if fail_at == Some(landed) {
@@ -321,7 +351,8 @@ impl<B: Backend> FaultyBackend<B> {
                     shown(landed),
                 );
             }
-            // Only swap-ins land bytes group by group; other work runs whole after its last.
+            // Only swap-ins and uploads land bytes group by group; other work runs whole after
+            // its last.
             if let Err(e) = self.land_group(&work, landed) {
                 let why = format!("group {landed} of batch {id} could not land: {}", e.message);
                 return Slot::Failed(why, shown(landed));
@@ -409,8 +440,7 @@ impl<B: Backend> FaultyBackend<B> {
                 }
                 Decision::All(false) => {
                     self.lock().counters.completion_faults += 1;
-                    let landed =
-                        if matches!(work, Work::Grouped(Direction::HostToGpu, ..)) { landed } else { 0 };
+                    let landed = if work.lands_in_groups() { landed } else { 0 };
                     Slot::Failed(format!("injected fault: held batch {id} failed"), landed)
                 }
             };
@@ -467,20 +497,18 @@ impl<B: Backend> Backend for FaultyBackend<B> {
         self.apply_decisions();
         match self.batches.get(&batch) {
             None => 0,
-            Some(Slot::Held { work, landed, .. }) => {
-                // Held swap-outs land whole: nothing of them is reported before.
-                if matches!(work, Work::Grouped(Direction::HostToGpu, ..)) {
-                    *landed
-                } else {
-                    0
-                }
-            }
+            // Held swap-outs land whole: nothing of them is reported before.
+            Some(Slot::Held { work, landed, .. }) if work.lands_in_groups() => *landed,
+            Some(Slot::Held { .. }) => 0,
             Some(&Slot::Failed(_, landed)) => landed,
             Some(&Slot::Inner(b)) => self.inner.groups_done(b, groups),
         }
     }
     fn submit_upload(&mut self, bytes: &[u8], blocks: &[u32]) -> Result<BatchId> {
         self.submit(Work::Upload(bytes.to_vec(), blocks.to_vec()))
+    }
+    fn submit_upload_grouped(&mut self, bytes: &[u8], blocks: &[u32], group_ends: &[u32]) -> Result<BatchId> {
+        self.submit(Work::GroupedUpload(bytes.to_vec(), blocks.to_vec(), group_ends.to_vec()))
     }
     fn poll(&mut self, batch: BatchId) -> BatchState {
         self.state(batch, None)

@@ -1,8 +1,9 @@
-//! Random request sequences over grouped swap-ins with faults: batches held and released group
-//! by group, batches failing at a chosen group after the earlier ones landed, refused and
-//! failed submissions. After every operation: the invariants hold, every cached block holds
-//! its prefix's bytes in the tier with its valid copy, a pending request's ready groups never
-//! go back, and every group reported ready holds the right bytes in each of its blocks.
+//! Random request sequences over grouped swap-ins and (adapters registered layer by layer)
+//! grouped adapter uploads with faults: batches held and released group by group, batches
+//! failing at a chosen group after the earlier ones landed, refused and failed submissions.
+//! After every operation: the invariants hold, every cached block holds its prefix's bytes in
+//! the tier with its valid copy, a pending request's ready groups never go back, and every
+//! group reported ready holds the right bytes in each of its blocks and of its adapter's.
 use libra::backend::cpu::CpuBackend;
 use libra::backend::{Backend, Segment};
 use libra::cache::{CacheConfig, CacheCore, PolicyKind, Readiness};
@@ -16,6 +17,10 @@ const PER_GROUP: u32 = 2;
 const GPU: u32 = 24;
 const HOST: u32 = 12;
 const BT: usize = 4;
+const GROUPS: usize = SEGS / PER_GROUP as usize;
+/// Adapter weights: two blocks whole, or (layered) three, the last one partly filled.
+const WEIGHTS: usize = 40;
+const LAYERED_WEIGHTS: usize = 90;
 
 struct Rng(u64);
 impl Rng {
@@ -34,8 +39,28 @@ struct Tally {
     completed: u64,
 }
 
-/// Groups `0..ready` of every matched block hold the prefix's bytes.
-fn check_groups(core: &CacheCore, io: &mut dyn Backend, o: &Open, ready: u32) -> Result<(), String> {
+/// Groups `0..ready` of every matched block hold the prefix's bytes, and a layered adapter's
+/// blocks hold the layers of those groups: the leading `ready / GROUPS` of its weights.
+fn check_groups(
+    core: &CacheCore,
+    io: &mut dyn Backend,
+    o: &Open,
+    ready: u32,
+    layered: bool,
+) -> Result<(), String> {
+    if layered {
+        let w = weights(o.adapter, LAYERED_WEIGHTS);
+        let mut landed = Vec::new();
+        let mut buf = vec![0u8; BLOCK_BYTES as usize];
+        for b in core.adapter_gpu_blocks(o.adapter).map_err(|e| e.message)? {
+            io.read_gpu_block(b, &mut buf).unwrap();
+            landed.extend_from_slice(&buf);
+        }
+        let end = ready as usize * w.len() / GROUPS;
+        if landed.len() < end || landed[..end] != w[..end] {
+            return Err(format!("request {}: its adapter is wrong in its {ready} ready groups", o.id));
+        }
+    }
     let keys = core.prefix_keys(o.adapter, 0, &o.tokens[..o.matched.len() * BT]);
     let mut buf = vec![0u8; BLOCK_BYTES as usize];
     let end = (ready * PER_GROUP) as usize * PIECE;
@@ -51,7 +76,7 @@ fn check_groups(core: &CacheCore, io: &mut dyn Backend, o: &Open, ready: u32) ->
     Ok(())
 }
 
-fn run(policy: PolicyKind, seed: u64, ops: usize) -> Tally {
+fn run(policy: PolicyKind, seed: u64, ops: usize, layered: bool) -> Tally {
     let mut mem: Vec<Vec<u8>> = (0..SEGS).map(|_| vec![0u8; GPU as usize * PIECE]).collect();
     let segs: Vec<Segment> = mem
         .iter_mut()
@@ -73,18 +98,20 @@ fn run(policy: PolicyKind, seed: u64, ops: usize) -> Tally {
         policy,
         swap_wait_us: 0,
         segments_per_group: PER_GROUP,
+        layered_adapters: layered,
         ..Default::default()
     };
     let mut core = CacheCore::new(cfg, BLOCK_BYTES, GPU, HOST).unwrap();
+    let len = if layered { LAYERED_WEIGHTS } else { WEIGHTS };
     for a in 1..4 {
-        core.register_adapter(a, &weights(a, 40), 8, 0).unwrap();
+        core.register_adapter(a, &weights(a, len), 8, 0).unwrap();
     }
     let mut rng = Rng(seed | 1);
     let mut open: Vec<Open> = Vec::new();
     let mut tally = Tally::default();
     for i in 0..ops {
         let now = 1000 * (i as u64 + 1);
-        let ctx = format!("{policy:?} seed {seed} op {i}");
+        let ctx = format!("{policy:?} seed {seed} layered {layered} op {i}");
         match if open.len() >= 5 { 9 } else { rng.below(16) } {
             0..=3 => {
                 let adapter = 1 + rng.below(3);
@@ -158,7 +185,8 @@ fn run(policy: PolicyKind, seed: u64, ops: usize) -> Tally {
                         tally.partial_checks += 1;
                     }
                     o.ready_groups = g.ready_groups;
-                    check_groups(&core, &mut io, o, g.ready_groups).unwrap_or_else(|e| panic!("{ctx}: {e}"));
+                    check_groups(&core, &mut io, o, g.ready_groups, layered)
+                        .unwrap_or_else(|e| panic!("{ctx}: {e}"));
                 }
             }
             k += 1;
@@ -179,11 +207,30 @@ fn grouped_swap_ins_under_faults_keep_every_byte() {
     let (mut partial, mut failed, mut completed) = (0, 0, 0);
     for (k, policy) in [PolicyKind::Lru, PolicyKind::Elora, PolicyKind::Libra].into_iter().enumerate() {
         for seed in [3u64, 4, 5, 6] {
-            let t = run(policy, seed * 977 + k as u64, 3000);
+            let t = run(policy, seed * 977 + k as u64, 3000, false);
             partial += t.partial_checks;
             failed += t.failed;
             completed += t.completed;
         }
+    }
+    println!(
+        "{partial} partial-readiness checks, {failed} requests failed and aborted, {completed} released"
+    );
+    assert!(partial > 50, "too few requests were seen partly ready: {partial}");
+    assert!(failed > 10, "too few copies failed: {failed}");
+}
+
+/// Layered adapter uploads under the same faults: a request is ready group by group as its
+/// adapter's layers land with its KV, and an upload failing at a group after the earlier ones
+/// landed fails its requests and leaves the adapter to load again.
+#[test]
+fn layered_adapter_uploads_under_faults_keep_every_byte() {
+    let (mut partial, mut failed, mut completed) = (0, 0, 0);
+    for seed in [7u64, 8, 9, 10, 11, 12] {
+        let t = run(PolicyKind::Libra, seed * 131, 3000, true);
+        partial += t.partial_checks;
+        failed += t.failed;
+        completed += t.completed;
     }
     println!(
         "{partial} partial-readiness checks, {failed} requests failed and aborted, {completed} released"

@@ -4,6 +4,7 @@
 use libra::backend::cpu::CpuBackend;
 use libra::backend::{Backend, Segment};
 use libra::cache::{CacheConfig, CacheCore, PolicyKind, Readiness};
+use libra_testkit::faulty::{FaultPlan, FaultyBackend};
 
 const SEGS: usize = 8;
 const PIECE: usize = 32;
@@ -18,14 +19,23 @@ fn weights() -> Vec<u8> {
     (0..WEIGHTS).map(|i| (i * 7 + 3) as u8).collect()
 }
 
-fn setup(mem: &mut [Vec<u8>], layered: bool) -> (CpuBackend, CacheCore) {
+/// A CPU backend over `mem`'s segments.
+fn adopt(mem: &mut [Vec<u8>]) -> CpuBackend {
     let segs: Vec<Segment> = mem
         .iter_mut()
         .map(|b| Segment { base: b.as_mut_ptr() as u64, bytes_per_block: PIECE as u64, stride: PIECE as u64 })
         .collect();
     // SAFETY: `mem` outlives the backend in every test and is not resized.
-    let mut io = unsafe { CpuBackend::adopt(segs, BLOCKS, BLOCKS) }.unwrap();
+    unsafe { CpuBackend::adopt(segs, BLOCKS, BLOCKS) }.unwrap()
+}
+
+fn setup(mem: &mut [Vec<u8>], layered: bool) -> (CpuBackend, CacheCore) {
+    let mut io = adopt(mem);
     io.set_deferred(true);
+    (io, cache(layered))
+}
+
+fn cache(layered: bool) -> CacheCore {
     let cfg = CacheConfig {
         block_tokens: 4,
         policy: PolicyKind::Libra,
@@ -35,11 +45,11 @@ fn setup(mem: &mut [Vec<u8>], layered: bool) -> (CpuBackend, CacheCore) {
     };
     let mut core = CacheCore::new(cfg, BLOCK as u64, BLOCKS, BLOCKS).unwrap();
     core.register_adapter(2, &weights(), 8, 0).unwrap();
-    (io, core)
+    core
 }
 
 /// Whether the adapter's block `i` holds its share of the weights.
-fn landed(io: &mut CpuBackend, blocks: &[u32], i: usize) -> bool {
+fn landed(io: &mut dyn Backend, blocks: &[u32], i: usize) -> bool {
     let mut out = vec![0u8; BLOCK];
     io.read_gpu_block(blocks[i], &mut out).unwrap();
     let w = weights();
@@ -105,4 +115,41 @@ fn upload_groups_must_end_at_the_upload() {
     assert_eq!(io.groups_done(b, 3), 1, "an empty group lands at once after the one before");
     io.complete(b, true);
     assert_eq!(io.groups_done(b, 3), 3);
+}
+
+/// An upload that fails after its first two groups landed fails the request that waits for
+/// it, though those groups' layers are in place: the adapter is not resident, its blocks are
+/// free again, and the next request loads it again, whole and right.
+#[test]
+fn a_layered_upload_failing_midway_fails_its_request_and_loads_again() {
+    let mut mem = vec![vec![0u8; BLOCKS as usize * PIECE]; SEGS];
+    let plan = FaultPlan { hold: true, ..Default::default() };
+    let mut io = FaultyBackend::new(adopt(&mut mem), plan);
+    let ctl = io.control();
+    let mut core = cache(true);
+    ctl.fail_group(0, 2);
+    let m = core.match_prefix(&mut io, 2, 0, &[1, 2, 3, 4], 1).unwrap();
+    let upload = ctl.held()[0];
+    let blocks = core.adapter_gpu_blocks(2).unwrap();
+    ctl.complete_groups(upload, 2);
+    let g = core.poll_groups(&mut io, m.request).unwrap();
+    assert_eq!((g.readiness, g.ready_groups), (Readiness::Pending, 2));
+    assert!(landed(&mut io, &blocks, 0) && landed(&mut io, &blocks, 1), "groups 0 and 1 are in");
+    ctl.complete_groups(upload, 1);
+    let g = core.poll_groups(&mut io, m.request).unwrap();
+    let Readiness::Failed(why) = &g.readiness else { panic!("{:?}", g.readiness) };
+    assert!(why.contains("group 2"), "{why}");
+    assert_eq!(g.ready_groups, 0, "no group of a failed copy is trusted");
+    core.abort(&mut io, m.request, 2).unwrap();
+    assert!(!core.adapter_info(2).unwrap().resident);
+    assert_eq!(core.tier_blocks().gpu_free, BLOCKS);
+    core.check_invariants().unwrap();
+    // Loaded again: every group lands, and every byte is right.
+    ctl.set_hold(false);
+    let m = core.match_prefix(&mut io, 2, 0, &[1, 2, 3, 4], 3).unwrap();
+    assert_eq!(core.poll_groups(&mut io, m.request).unwrap().readiness, Readiness::Ready);
+    let blocks = core.adapter_gpu_blocks(2).unwrap();
+    assert!((0..blocks.len()).all(|i| landed(&mut io, &blocks, i)));
+    core.release(&mut io, m.request, 4).unwrap();
+    core.check_invariants().unwrap();
 }
