@@ -127,3 +127,36 @@ fn a_grouped_copy_lands_group_by_group() {
     assert_eq!(io.groups_done(whole, 1), 1);
     assert!(io.submit_moves_grouped(Direction::HostToGpu, &moves, SegmentGroups::new(3, 1)).is_err());
 }
+
+/// The join rule in the engine: a loading request joins a step only if its layers' stall,
+/// times the sequences already in the batch, stays within `join_slack` steps. With no slack no
+/// step ever waits for a layer, yet requests still join when their groups land in time; the
+/// more slack, the more joins and the more time steps spend waiting.
+#[test]
+fn the_join_rule_bounds_the_stall_a_joiner_adds() {
+    let s = spec();
+    let wl = sim::generate(&s);
+    let run_slack = |slack: f64| {
+        let mut ec = EngineConfig::new(Hardware::preset("llama3-8b-h800").unwrap());
+        ec.gpu_blocks = Some(4_000);
+        ec.host_blocks = Some(40_000);
+        ec.join_slack = slack;
+        sim::run(&wl, &s, &ec, SimPolicy::Lib(PolicyKind::Libra), &mut |_| {}).unwrap()
+    };
+    let (none, default, unbounded) = (run_slack(0.0), run_slack(1.0), run_slack(1e9));
+    println!(
+        "joins / layer wait (ms): slack 0 {} / {:.3}, slack 1 {} / {:.3}, unbounded {} / {:.3}",
+        none.joined_loading,
+        none.layer_wait_ms,
+        default.joined_loading,
+        default.layer_wait_ms,
+        unbounded.joined_loading,
+        unbounded.layer_wait_ms
+    );
+    assert!(none.joined_loading > 0, "no request joined a step");
+    assert!(none.layer_wait_ms < 1e-3 * none.joined_loading as f64, "{} ms", none.layer_wait_ms);
+    assert!(
+        default.joined_loading >= none.joined_loading && unbounded.joined_loading >= default.joined_loading
+    );
+    assert!(unbounded.layer_wait_ms > default.layer_wait_ms && default.layer_wait_ms > none.layer_wait_ms);
+}
