@@ -202,32 +202,11 @@ fn run(policy: PolicyKind, seed: u64, ops: usize, layered: bool) -> Tally {
     tally
 }
 
-#[test]
-fn grouped_swap_ins_under_faults_keep_every_byte() {
+/// Sums the runs' tallies and checks that they saw enough partial readiness and failures for
+/// the checks to mean something.
+fn assert_enough(tallies: impl Iterator<Item = Tally>) {
     let (mut partial, mut failed, mut completed) = (0, 0, 0);
-    for (k, policy) in [PolicyKind::Lru, PolicyKind::Elora, PolicyKind::Libra].into_iter().enumerate() {
-        for seed in [3u64, 4, 5, 6] {
-            let t = run(policy, seed * 977 + k as u64, 3000, false);
-            partial += t.partial_checks;
-            failed += t.failed;
-            completed += t.completed;
-        }
-    }
-    println!(
-        "{partial} partial-readiness checks, {failed} requests failed and aborted, {completed} released"
-    );
-    assert!(partial > 50, "too few requests were seen partly ready: {partial}");
-    assert!(failed > 10, "too few copies failed: {failed}");
-}
-
-/// Layered adapter uploads under the same faults: a request is ready group by group as its
-/// adapter's layers land with its KV, and an upload failing at a group after the earlier ones
-/// landed fails its requests and leaves the adapter to load again.
-#[test]
-fn layered_adapter_uploads_under_faults_keep_every_byte() {
-    let (mut partial, mut failed, mut completed) = (0, 0, 0);
-    for seed in [7u64, 8, 9, 10, 11, 12] {
-        let t = run(PolicyKind::Libra, seed * 131, 3000, true);
+    for t in tallies {
         partial += t.partial_checks;
         failed += t.failed;
         completed += t.completed;
@@ -237,4 +216,24 @@ fn layered_adapter_uploads_under_faults_keep_every_byte() {
     );
     assert!(partial > 50, "too few requests were seen partly ready: {partial}");
     assert!(failed > 10, "too few copies failed: {failed}");
+}
+
+#[test]
+fn grouped_swap_ins_under_faults_keep_every_byte() {
+    let policies = [PolicyKind::Lru, PolicyKind::Elora, PolicyKind::Libra];
+    assert_enough(
+        policies.into_iter().enumerate().flat_map(|(k, policy)| {
+            [3u64, 4, 5, 6].map(|seed| run(policy, seed * 977 + k as u64, 3000, false))
+        }),
+    );
+}
+
+/// Layered adapter uploads under the same faults: a request is ready group by group as its
+/// adapter's layers land with its KV, and an upload failing at a group after the earlier ones
+/// landed fails its requests and leaves the adapter to load again.
+#[test]
+fn layered_adapter_uploads_under_faults_keep_every_byte() {
+    assert_enough(
+        [7u64, 8, 9, 10, 11, 12].into_iter().map(|seed| run(PolicyKind::Libra, seed * 131, 3000, true)),
+    );
 }
