@@ -23,10 +23,11 @@ fn chain(c: u32) -> [u32; 3] {
     [c * 10, c * 10 + 1, c * 10 + 2]
 }
 
-/// The oracle's tiers (`libra`'s, with no cost hints: every host copy pays) over 40 GPU and 40 host blocks, copies completing only when
-/// told; ten 3-block chains and the adapter fill 31 blocks, between the low swap-out mark (28)
-/// and the high one (32). Chain 9 is never used again; chain c < 9 is next used at
-/// `100_000 + c`, so chain 8 is the next to leave after chain 9.
+/// The oracle's tiers (`libra`'s, with no cost hints: every host copy pays) over 40 GPU and
+/// 40 host blocks, copies completing only when told; ten 3-block chains and the adapter fill
+/// 31 blocks, between the low swap-out mark (28) and the high one (32). Chain 9 is never used
+/// again; chain c < 9 is next used at `100_000 + c`, so chain 8 is the next to leave after
+/// chain 9.
 fn setup() -> (CacheCore, CpuBackend, Table) {
     let cfg = CacheConfig {
         block_tokens: 1,
