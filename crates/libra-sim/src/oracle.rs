@@ -53,7 +53,7 @@ impl Oracle<'_> {
     /// Whether evicted blocks go to the host tier: it exists, and loading a block back beats
     /// recomputing it (`libra`'s recompute-or-load, which the oracle runs on).
     fn uses_host_tier(&self) -> bool {
-        self.core.config().policy.uses_host_tier() && self.core.host_copy_worthwhile()
+        self.core.config().policy.uses_host_tier() && self.core.host_copy_pays()
     }
 
     /// Frees GPU blocks until `need` are free, choosing victims by farthest next use. Blocks that

@@ -240,8 +240,9 @@ impl CacheCore {
 
     /// Whether a block copied to the host tier could ever be worth loading back: not when the
     /// cost hints say recomputing it is faster (recompute-or-load would never load it), so the
-    /// copy would only spend link time and host room.
-    pub(crate) fn host_copy_pays(&self) -> bool {
+    /// copy would only spend link time and host room. Public for placement policies written
+    /// outside the crate (see `cache::mechanism`).
+    pub fn host_copy_pays(&self) -> bool {
         !self.should_recompute(1)
     }
 

@@ -273,13 +273,6 @@ impl CacheCore {
         self.swap_in(io, ids)
     }
 
-    /// Whether a KV block copied to the host could ever be worth loading back: false when the
-    /// cost hints say recomputing a block is faster than loading it (recompute-or-load, under
-    /// `libra`), so a host copy would only spend link time and host room.
-    pub fn host_copy_worthwhile(&self) -> bool {
-        self.host_copy_pays()
-    }
-
     /// Whether a write-through pass is due now (the link is idle, the GPU is past the low
     /// swap-out mark, the last pass is an interval old); if so, marks the pass and returns
     /// how many blocks the next swap-out takes. The policy's own pass starts the same way.
