@@ -55,9 +55,9 @@ impl Drop for Gate {
     }
 }
 
-/// Holds the backend's swap stream with a host function until the returned gate opens (on
-/// `store(true)` or on drop, so a failing test still lets the stream drain).
-fn hold_swap_stream(gpu: &CudaBackend) -> Box<Gate> {
+/// Holds the backend's swap stream of `direction` with a host function until the returned gate
+/// opens (on `store(true)` or on drop, so a failing test still lets the stream drain).
+fn hold_swap_stream(gpu: &CudaBackend, direction: Direction) -> Box<Gate> {
     extern "C" fn hold(gate: *mut std::ffi::c_void) {
         // SAFETY: `gate` is the AtomicBool inside the boxed Gate, which the caller keeps until
         // it has opened and the stream has drained.
@@ -68,7 +68,7 @@ fn hold_swap_stream(gpu: &CudaBackend) -> Box<Gate> {
     }
     let gate = Box::new(Gate(std::sync::atomic::AtomicBool::new(false)));
     gpu.context().bind_to_thread().unwrap();
-    let stream = gpu.stream_handle() as cudarc::driver::sys::CUstream;
+    let stream = gpu.stream_handle(direction) as cudarc::driver::sys::CUstream;
     let gate_ptr = &gate.0 as *const std::sync::atomic::AtomicBool as *mut std::ffi::c_void;
     // SAFETY: `hold` only reads the gate, which lives in a box the caller holds until the host
     // function has returned (opening it on drop at the latest).
@@ -103,7 +103,7 @@ fn batches_in_flight_are_polled_before_any_sync() {
         assert_eq!(gpu.wait(warm, 20_000_000), BatchState::Done);
         gpu.retire(warm);
         // Held until the first round of polls is over.
-        let gate = hold_swap_stream(&gpu);
+        let gate = hold_swap_stream(&gpu, Direction::GpuToHost);
         let batches: Vec<(u64, Vec<BlockMove>)> = (0..8u32)
             .map(|k| {
                 let moves: Vec<BlockMove> = (0..6)
@@ -148,6 +148,55 @@ fn batches_in_flight_are_polled_before_any_sync() {
             gpu.retire(*id);
         }
         println!("{policy:?}: {pending_seen} polls saw a batch still in flight");
+    }
+}
+
+/// The two directions run on their own streams: with every copy to the host held back, a
+/// swap-in completes, and both land their bytes once the hold is released.
+#[test]
+fn a_swap_in_does_not_queue_behind_a_held_swap_out() {
+    if !gpu_or_skip("a_swap_in_does_not_queue_behind_a_held_swap_out") {
+        return;
+    }
+    let bb = 8192 + 5;
+    let moves = |gpu: std::ops::Range<u32>, host: u32| -> Vec<BlockMove> {
+        gpu.enumerate().map(|(i, g)| BlockMove { gpu_block: g, host_block: host + i as u32 }).collect()
+    };
+    for policy in [CopyPolicy::kernel(), CopyPolicy::memcpy()] {
+        let mut gpu =
+            CudaBackend::new(bb, 64, 64, CudaOptions { copy_policy: policy, ..CudaOptions::from_env() })
+                .unwrap();
+        for b in 0..64 {
+            gpu.write_gpu_block(b, &pattern(b, bb as usize, 5)).unwrap();
+        }
+        // Host blocks 32..40 get GPU blocks 32..40's bytes; both list buffers exist before the
+        // hold (growing one waits for its stream).
+        let out = gpu.submit_moves(Direction::GpuToHost, &moves(32..40, 32)).unwrap();
+        assert_eq!(gpu.wait(out, 20_000_000), BatchState::Done);
+        gpu.retire(out);
+        let warm = gpu.submit_moves(Direction::HostToGpu, &moves(48..56, 32)).unwrap();
+        assert_eq!(gpu.wait(warm, 20_000_000), BatchState::Done);
+        gpu.retire(warm);
+        let gate = hold_swap_stream(&gpu, Direction::GpuToHost);
+        let held = gpu.submit_moves(Direction::GpuToHost, &moves(0..8, 0)).unwrap();
+        let back = gpu.submit_moves(Direction::HostToGpu, &moves(40..48, 32)).unwrap();
+        assert_eq!(gpu.wait(back, 20_000_000), BatchState::Done, "{policy:?}: the swap-in waited");
+        assert_eq!(gpu.poll(held), BatchState::Pending, "{policy:?}: the swap-out is still held");
+        gate.0.store(true, std::sync::atomic::Ordering::Release);
+        assert_eq!(gpu.wait(held, 20_000_000), BatchState::Done);
+        let mut buf = vec![0u8; bb as usize];
+        for i in 0..8u32 {
+            gpu.read_host_block(i, &mut buf).unwrap();
+            assert!(buf == pattern(i, bb as usize, 5), "{policy:?}: host block {i} after the swap-out");
+            gpu.read_gpu_block(40 + i, &mut buf).unwrap();
+            assert!(
+                buf == pattern(32 + i, bb as usize, 5),
+                "{policy:?}: GPU block {} after the swap-in",
+                40 + i
+            );
+        }
+        gpu.retire(held);
+        gpu.retire(back);
     }
 }
 
@@ -460,10 +509,15 @@ fn grouped_swap_ins_land_group_by_group() {
         let out = gpu.submit_moves(Direction::GpuToHost, &all).unwrap();
         assert_eq!(gpu.wait(out, 20_000_000), BatchState::Done);
         gpu.retire(out);
+        // The swap-in stream's list buffer exists before the gate (growing it waits for the
+        // stream).
+        let warm = gpu.submit_moves(Direction::HostToGpu, &all).unwrap();
+        assert_eq!(gpu.wait(warm, 20_000_000), BatchState::Done);
+        gpu.retire(warm);
         for b in 0..blocks {
             gpu.write_gpu_block(b, &vec![0u8; bb as usize]).unwrap();
         }
-        let gate = hold_swap_stream(&gpu);
+        let gate = hold_swap_stream(&gpu, Direction::HostToGpu);
         let groups = SegmentGroups::new(segs.len(), 2);
         let back = gpu.submit_moves_grouped(Direction::HostToGpu, &all, groups).unwrap();
         assert_eq!(gpu.groups_done(back, groups.count()), 0, "{policy:?}: held, nothing landed");

@@ -123,7 +123,6 @@ fn main() {
     let scratch =
         unsafe { cudarc::driver::result::malloc_sync((block_bytes * n as u64) as usize) }.expect("scratch");
     let host = b.host_tier_device_ptr();
-    let stream = b.stream_handle() as cudarc::driver::sys::CUstream;
     let device = ctx.name().unwrap_or_default();
     // A stand-in driver (tests/cuda_standin) measures nothing about a GPU.
     if device.contains("stand-in") {
@@ -176,6 +175,7 @@ fn main() {
                     Direction::GpuToHost => (host, scratch),
                     Direction::HostToGpu => (scratch, host),
                 };
+                let stream = b.stream_handle(dir) as cudarc::driver::sys::CUstream;
                 // SAFETY: both ranges hold `bytes` bytes (the host tier and the scratch buffer
                 // each span `n` blocks), and the copy is finished before the next one starts.
                 unsafe {

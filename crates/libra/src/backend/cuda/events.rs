@@ -3,7 +3,7 @@
 use super::context::{bind, KeepCurrent};
 use super::probe::dev_err;
 use super::CudaBackend;
-use crate::backend::{poll_until, BatchId, BatchWaiter};
+use crate::backend::{poll_until, BatchId, BatchWaiter, Direction};
 use crate::error::Result;
 use cudarc::driver::{CudaContext, CudaEvent};
 use std::sync::Arc;
@@ -39,14 +39,14 @@ impl Drop for EventWaiter {
 }
 
 impl CudaBackend {
-    /// Records an event after the work just enqueued.
-    pub(super) fn record_event(&mut self) -> Result<Arc<CudaEvent>> {
+    /// Records an event after the work just enqueued on `direction`'s stream.
+    pub(super) fn record_event(&mut self, direction: Direction) -> Result<Arc<CudaEvent>> {
         let free_spare = self.spare_events.iter().position(|e| Arc::strong_count(e) == 1);
         let event = match free_spare {
             Some(i) => self.spare_events.swap_remove(i),
             None => Arc::new(self.ctx.new_event(None).map_err(|e| dev_err("cuEventCreate", e))?),
         };
-        if let Err(e) = event.record(&self.stream) {
+        if let Err(e) = event.record(self.stream(direction)) {
             self.spare_events.push(event);
             return Err(dev_err("cuEventRecord", e));
         }
@@ -54,8 +54,8 @@ impl CudaBackend {
     }
 
     /// Records a new batch's event after the work just enqueued.
-    pub(super) fn finish_batch(&mut self) -> Result<BatchId> {
-        let event = self.record_event()?;
+    pub(super) fn finish_batch(&mut self, direction: Direction) -> Result<BatchId> {
+        let event = self.record_event(direction)?;
         Ok(self.register(vec![event]))
     }
 

@@ -79,26 +79,32 @@ impl CudaBackend {
                 (shape.grid, 1, 1),
                 (shape.threads, 1, 1),
                 0,
-                self.stream.cu_stream(),
+                self.stream(kernel.direction()).cu_stream(),
                 &mut ptrs,
             )
         }
         .map_err(|e| dev_err("cuLaunchKernel", e))
     }
 
-    fn memcpy(&self, dst: u64, src: u64, len: u64) -> Result<()> {
+    /// One copy on `direction`'s stream.
+    fn memcpy(&self, direction: Direction, dst: u64, src: u64, len: u64) -> Result<()> {
         // SAFETY: both ranges were validated at submission (unified addressing: any direction).
-        unsafe { sys::cuMemcpyAsync(dst, src, len as usize, self.stream.cu_stream()) }
+        unsafe { sys::cuMemcpyAsync(dst, src, len as usize, self.stream(direction).cu_stream()) }
             .result()
             .map_err(|e| dev_err("cuMemcpyAsync", e))
     }
 
-    /// Enqueues one batch and registers it. A failed submission waits for what it queued
-    /// before its staging buffer can be reused.
-    pub(super) fn submit(&mut self, enqueue: impl FnOnce(&mut Self) -> Result<BatchId>) -> Result<BatchId> {
+    /// Enqueues one batch on `direction`'s stream and registers it. A failed submission waits
+    /// for what it queued before its staging buffer can be reused.
+    pub(super) fn submit(
+        &mut self,
+        direction: Direction,
+        enqueue: impl FnOnce(&mut Self) -> Result<BatchId>,
+    ) -> Result<BatchId> {
         let r = enqueue(self);
         if let Some(slot) = self.staged.take() {
-            self.staging.release_after(slot, &self.stream);
+            let stream = self.stream(direction).clone();
+            self.staging.release_after(slot, &stream);
         }
         r
     }
@@ -131,10 +137,17 @@ impl CudaBackend {
             .collect())
     }
 
-    /// Stages a block list and enqueues its copy to the device; the device address.
-    fn stage_list(&mut self, list: &[u8]) -> Result<sys::CUdeviceptr> {
+    /// Stages a block list and enqueues its copy to the device on `direction`'s stream; the
+    /// device address.
+    fn stage_list(&mut self, direction: Direction, list: &[u8]) -> Result<sys::CUdeviceptr> {
         let (host, _) = self.stage(&[list])?[0];
-        self.list.fill_from_pinned(&self.stream, host, list.len())
+        self.fill_list(direction, host, list.len())
+    }
+
+    /// Enqueues the copy of a staged block list into `direction`'s list buffer.
+    fn fill_list(&mut self, direction: Direction, host: *const u8, len: usize) -> Result<sys::CUdeviceptr> {
+        let stream = self.streams[super::lane(direction)].clone();
+        self.lists[super::lane(direction)].fill_from_pinned(&stream, host, len)
     }
 
     /// Enqueues a swap: per readiness group, one launch (or its memcpy run) over the group's
@@ -150,7 +163,7 @@ impl CudaBackend {
         let pairs_ptr = match path {
             CopyPath::Kernel => {
                 let pairs: Vec<[u32; 2]> = moves.iter().map(|m| [m.gpu_block, m.host_block]).collect();
-                self.stage_list(as_bytes(&pairs))?
+                self.stage_list(direction, as_bytes(&pairs))?
             }
             CopyPath::Memcpy => 0,
         };
@@ -168,15 +181,15 @@ impl CudaBackend {
                 }
                 CopyPath::Memcpy => self.memcpy_moves(direction, moves, segs)?,
             }
-            self.record_group_event(&mut events)?;
+            self.record_group_event(direction, &mut events)?;
         }
         Ok(events)
     }
 
     /// Records the next group's event; on failure the groups' events so far go back to the
     /// spares and the batch is abandoned.
-    fn record_group_event(&mut self, events: &mut Vec<Arc<CudaEvent>>) -> Result<()> {
-        match self.record_event() {
+    fn record_group_event(&mut self, direction: Direction, events: &mut Vec<Arc<CudaEvent>>) -> Result<()> {
+        match self.record_event(direction) {
             Ok(e) => {
                 events.push(e);
                 Ok(())
@@ -197,8 +210,8 @@ impl CudaBackend {
     ) -> Result<()> {
         for s in self.layout.move_spans(moves, segments, self.host.dev) {
             match direction {
-                Direction::GpuToHost => self.memcpy(s.other, s.gpu, s.len)?,
-                Direction::HostToGpu => self.memcpy(s.gpu, s.other, s.len)?,
+                Direction::GpuToHost => self.memcpy(direction, s.other, s.gpu, s.len)?,
+                Direction::HostToGpu => self.memcpy(direction, s.gpu, s.other, s.len)?,
             }
         }
         Ok(())
@@ -237,7 +250,7 @@ impl CudaBackend {
             let path = self.path_for(blocks.len());
             let list = match path {
                 CopyPath::Kernel => {
-                    self.list.fill_from_pinned(&self.stream, staged[1].0, std::mem::size_of_val(blocks))?
+                    self.fill_list(Direction::HostToGpu, staged[1].0, std::mem::size_of_val(blocks))?
                 }
                 CopyPath::Memcpy => 0,
             };
@@ -257,13 +270,13 @@ impl CudaBackend {
                     )?,
                     CopyPath::Memcpy => {
                         for s in self.layout.upload_spans(blocks, len) {
-                            self.memcpy(s.gpu, flat + lo + s.other, s.len)?;
+                            self.memcpy(Direction::HostToGpu, s.gpu, flat + lo + s.other, s.len)?;
                         }
                     }
                 }
             }
             if events {
-                self.record_group_event(&mut recorded)?;
+                self.record_group_event(Direction::HostToGpu, &mut recorded)?;
             }
         }
         Ok(recorded)

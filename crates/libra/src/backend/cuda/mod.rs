@@ -1,9 +1,15 @@
 //! CUDA backend (cudarc, loaded at run time). The GPU tier is one owned device arena or the
 //! engine's own KV tensors (segments); the host tier is pinned, mapped host memory, so the swap
-//! kernels address it directly. Every batch runs on one dedicated stream, is one kernel launch
-//! (or, where that is measured to be faster, a run of `cuMemcpyAsync` calls) and records one
-//! event, which an engine's compute stream can wait on. A grouped swap is one launch and one
-//! event per readiness group, in group order on the same stream.
+//! kernels address it directly. Every batch runs on the dedicated stream of its direction, is
+//! one kernel launch (or, where that is measured to be faster, a run of `cuMemcpyAsync` calls)
+//! and records one event, which an engine's compute stream can wait on. A grouped swap is one
+//! launch and one event per readiness group, in group order on the same stream.
+//!
+//! Why a stream per direction: PCIe is full duplex, so a swap-in need not queue behind a
+//! write-back that is still on the link (vLLM's CPU offloading and SGLang's HiCache keep one
+//! stream per direction too). No copy depends on one in the other direction: the cache frees a
+//! GPU block only after its copy out completed, and a host block only after the copy in that
+//! it fed completed.
 //!
 //! Nothing here touches the driver before [`driver_present`] says libcuda can be loaded:
 //! cudarc panics when it cannot find the library.
@@ -48,7 +54,8 @@ pub use probe::{device_count, driver_present, unavailable_reason, usable};
 /// The CUDA backend.
 pub struct CudaBackend {
     ctx: Arc<CudaContext>,
-    stream: Arc<CudaStream>,
+    /// The swap streams, indexed by [`lane`].
+    streams: [Arc<CudaStream>; 2],
     layout: TierLayout,
     options: CudaOptions,
     arch: (i32, i32),
@@ -62,8 +69,8 @@ pub struct CudaBackend {
     /// The unit list, kept to slice it per readiness group.
     units: Vec<Unit>,
     max_piece: u64,
-    /// Device copy of each launch's block list.
-    list: DeviceList,
+    /// Device copy of each launch's block list, one per stream (read in that stream's order).
+    lists: [DeviceList; 2],
     /// Pinned copies of caller bytes, and the slot the batch being submitted uses.
     staging: Staging,
     staged: Option<usize>,
@@ -134,18 +141,20 @@ impl CudaBackend {
             .filter(|&t| t <= isize::MAX as u64)
             .ok_or_else(|| Error::invalid("host_blocks x block_bytes overflows"))?;
         let caps = context::device_caps(&ctx)?;
-        let stream = ctx.new_stream().map_err(|e| dev_err("cuStreamCreate", e))?;
+        let new_stream = || ctx.new_stream().map_err(|e| dev_err("cuStreamCreate", e));
+        let streams = [new_stream()?, new_stream()?];
+        let stream = &*streams[0];
         let host = PinnedBuf::new(&ctx, host_total as usize)?;
         let segs = tables::device_segments(&layout);
         let units = tables::build_units(&layout, options.chunk_bytes);
         let units_per_block = u32::try_from(units.len())
             .map_err(|_| Error::invalid("too many units per block: raise `chunk_bytes`"))?;
-        let dev_segments = DeviceBuf::upload_sync(&ctx, &stream, as_bytes(&segs))?;
-        let dev_units = DeviceBuf::upload_sync(&ctx, &stream, as_bytes(&units))?;
+        let dev_segments = DeviceBuf::upload_sync(&ctx, stream, as_bytes(&segs))?;
+        let dev_units = DeviceBuf::upload_sync(&ctx, stream, as_bytes(&units))?;
         let max_piece = layout.segments().iter().map(|s| s.bytes_per_block).max().unwrap_or(0);
         Ok(CudaBackend {
             ctx,
-            stream,
+            streams,
             layout,
             options,
             arch: caps.arch,
@@ -157,7 +166,7 @@ impl CudaBackend {
             units_per_block,
             units,
             max_piece,
-            list: DeviceList::new(),
+            lists: [DeviceList::new(), DeviceList::new()],
             staging: Staging::new(),
             staged: None,
             kernels: KernelState::NotLoaded,
@@ -174,9 +183,14 @@ impl CudaBackend {
         self.arch
     }
 
-    /// The swap stream (a `CUstream`), for engines that order their own work against it.
-    pub fn stream_handle(&self) -> *mut c_void {
-        self.stream.cu_stream() as *mut c_void
+    /// The swap stream of `direction` (a `CUstream`), for engines that order their own work
+    /// against it. Adapter uploads run on the host-to-GPU stream.
+    pub fn stream_handle(&self, direction: Direction) -> *mut c_void {
+        self.stream(direction).cu_stream() as *mut c_void
+    }
+
+    fn stream(&self, direction: Direction) -> &Arc<CudaStream> {
+        &self.streams[lane(direction)]
     }
 
     /// The context the backend runs in (the device's primary context).
@@ -241,8 +255,20 @@ impl CudaBackend {
         self.host.host.wrapping_add(block as usize * self.layout.block_bytes() as usize)
     }
 
+    /// Waits for everything queued in both directions.
     fn sync(&self) -> Result<()> {
-        self.stream.synchronize().map_err(|e| dev_err("cuStreamSynchronize", e))
+        for s in &self.streams {
+            s.synchronize().map_err(|e| dev_err("cuStreamSynchronize", e))?;
+        }
+        Ok(())
+    }
+}
+
+/// The index of `direction`'s stream.
+fn lane(direction: Direction) -> usize {
+    match direction {
+        Direction::HostToGpu => 0,
+        Direction::GpuToHost => 1,
     }
 }
 
@@ -251,7 +277,7 @@ impl Drop for CudaBackend {
         self.restore_on_drop = KeepCurrent::save().ok();
         // Nothing may be freed while queued work can still touch it.
         let _ = self.ctx.bind_to_thread();
-        let _ = self.stream.synchronize();
+        let _ = self.sync();
     }
 }
 
@@ -281,7 +307,7 @@ impl Backend for CudaBackend {
         self.check_moves(moves)?;
         self.check_groups(groups)?;
         let _keep = self.enter()?;
-        self.submit(|b| {
+        self.submit(direction, |b| {
             let events = b.enqueue_grouped(direction, moves, groups)?;
             Ok(b.register(events))
         })
@@ -300,16 +326,16 @@ impl Backend for CudaBackend {
     fn submit_upload(&mut self, bytes: &[u8], blocks: &[u32]) -> Result<BatchId> {
         self.check_upload(bytes, blocks)?;
         let _keep = self.enter()?;
-        self.submit(|b| {
+        self.submit(Direction::HostToGpu, |b| {
             b.enqueue_upload(bytes, blocks)?;
-            b.finish_batch()
+            b.finish_batch(Direction::HostToGpu)
         })
     }
     fn submit_upload_grouped(&mut self, bytes: &[u8], blocks: &[u32], group_ends: &[u32]) -> Result<BatchId> {
         self.check_upload(bytes, blocks)?;
         self.check_upload_groups(blocks.len(), group_ends)?;
         let _keep = self.enter()?;
-        self.submit(|b| {
+        self.submit(Direction::HostToGpu, |b| {
             let events = b.enqueue_upload_grouped(bytes, blocks, group_ends)?;
             Ok(b.register(events))
         })
@@ -364,6 +390,8 @@ impl Backend for CudaBackend {
     fn read_gpu_block(&mut self, block: u32, out: &mut [u8]) -> Result<()> {
         self.check_gpu_block(block)?;
         let _keep = self.enter()?;
+        // Ordered after every queued copy, in either direction, that may touch the block.
+        self.sync()?;
         for s in self.layout.block_spans(block, out.len() as u64) {
             // SAFETY: validated block id; the span lies inside the piece and inside `out`,
             // which outlives the synchronisation below.
@@ -372,7 +400,7 @@ impl Backend for CudaBackend {
                     out.as_mut_ptr().add(s.other as usize) as *mut c_void,
                     s.gpu,
                     s.len as usize,
-                    self.stream.cu_stream(),
+                    self.stream(Direction::GpuToHost).cu_stream(),
                 )
                 .result()
                 .map_err(|e| dev_err("cuMemcpyDtoHAsync", e))?;
@@ -386,6 +414,7 @@ impl Backend for CudaBackend {
             return Err(Error::invalid("data is larger than a block"));
         }
         let _keep = self.enter()?;
+        self.sync()?;
         for s in self.layout.block_spans(block, data.len() as u64) {
             // SAFETY: validated block id; the span lies inside the piece and inside `data`,
             // which outlives the synchronisation below.
@@ -394,7 +423,7 @@ impl Backend for CudaBackend {
                     s.gpu,
                     data.as_ptr().add(s.other as usize) as *const c_void,
                     s.len as usize,
-                    self.stream.cu_stream(),
+                    self.stream(Direction::HostToGpu).cu_stream(),
                 )
                 .result()
                 .map_err(|e| dev_err("cuMemcpyHtoDAsync", e))?;

@@ -2,6 +2,7 @@
 //! it to `cuLaunchKernel`, and the host-compiled kernels in the tests decode the same `void **`
 //! array from the kernels' own signatures. A pure function of its inputs, so both see identical
 //! bytes.
+use crate::backend::Direction;
 use std::ffi::c_void;
 
 /// Threads per CTA.
@@ -61,6 +62,14 @@ pub enum SwapKernel {
 }
 
 impl SwapKernel {
+    /// The direction its copies go, which picks the stream it runs on.
+    pub fn direction(self) -> Direction {
+        match self {
+            SwapKernel::Gather => Direction::GpuToHost,
+            SwapKernel::Scatter | SwapKernel::Upload => Direction::HostToGpu,
+        }
+    }
+
     /// The kernel's symbol in `kernels/swap.cu`.
     pub fn name(self) -> &'static str {
         match self {
