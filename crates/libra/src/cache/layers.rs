@@ -62,8 +62,9 @@ impl CacheCore {
 
     /// A handle (CUevent under CUDA) the engine's stream can wait on before its kernels of layer
     /// group `group` read the request's blocks, or NULL when nothing is pending or the backend
-    /// has no events. Copies run in submission order on one stream, so the group's event of the
-    /// latest copy the request waits for covers every earlier one.
+    /// has no events. Every copy a request waits for goes to the GPU, and copies to the GPU run
+    /// in submission order on one stream, so the group's event of the latest one covers every
+    /// earlier one.
     pub fn group_event(&self, io: &dyn Backend, request: u64, group: u32) -> Result<*mut std::ffi::c_void> {
         let groups = self.layer_groups(io).count();
         if group >= groups {
