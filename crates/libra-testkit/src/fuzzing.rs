@@ -6,15 +6,20 @@
 //! The cache harness drives the C API with a random sequence of calls and arguments, invalid
 //! ones included (NULL pointers, short arrays, unknown ids, huge counts, NaN hints), over a
 //! backend that fails submissions and copies and holds batches until the input completes them.
+//! Half the inputs run on a GPU tier of several segments, in layer groups, with adapters
+//! registered layer by layer, so grouped swap-ins and uploads land and fail group by group.
 use crate::faulty::{FaultControl, FaultPlan, FaultyBackend};
+pub use crate::fuzzing_topo::{parse_network, parse_workload};
 use crate::requests::Open;
 use libra::backend::cpu::CpuBackend;
+use libra::backend::Segment;
 use libra::cache::{CacheConfig, PolicyKind};
 use libra::handle::Cache;
 use libra_ffi::cache::*;
 use libra_ffi::libra_status as Status;
-use libra_ffi::topo::*;
-use std::ffi::CString;
+
+/// GPU-tier segments per block of a layered input (`BLOCK_BYTES` / 8 bytes each).
+const SEGMENTS: usize = 4;
 
 /// Reads the input a byte at a time; zeros once it runs out.
 struct Input<'a> {
@@ -53,7 +58,7 @@ impl<'a> Input<'a> {
 
 use crate::fixtures::{family_tokens, pattern, weights, BLOCK_BYTES};
 
-fn ok_or_expected(s: Status, what: &str) {
+pub(crate) fn ok_or_expected(s: Status, what: &str) {
     assert!(
         s != Status::LIBRA_ERR_PANIC && s != Status::LIBRA_ERR_POISONED,
         "{what} hit an internal fault: {}",
@@ -121,7 +126,11 @@ pub fn cache_ops(data: &[u8]) {
     }
     let policy = [PolicyKind::Elora, PolicyKind::Lru, PolicyKind::Vllm, PolicyKind::Slora, PolicyKind::Libra]
         [inp.u8() as usize % 5];
-    let bt = 1 + inp.u8() as usize % 4;
+    let shape = inp.u8();
+    let bt = 1 + shape as usize % 4;
+    // Layered: SEGMENTS segments per block, 1 or 2 per layer group.
+    let layered = shape / 4 % 2 == 1;
+    let segments_per_group = if layered { 1 + (shape / 8) as u32 % 2 } else { 0 };
     let gpu = 4 + inp.u8() as u32 % 28;
     let host = inp.u8() as u32 % 16;
     let rates = [0.0, 0.05, 0.2, 0.5];
@@ -138,9 +147,25 @@ pub fn cache_ops(data: &[u8]) {
         swap_wait_us: 0,
         events: true,
         event_capacity: 64,
+        segments_per_group,
+        layered_adapters: layered,
         ..Default::default()
     };
-    let io = FaultyBackend::new(CpuBackend::new(BLOCK_BYTES, gpu, host).expect("small tiers"), plan);
+    // Dropped after the cache is freed (declared first); on a panic the handle is leaked.
+    let piece = BLOCK_BYTES / SEGMENTS as u64;
+    let mut segment_memory: Vec<Vec<u8>> =
+        (0..if layered { SEGMENTS } else { 0 }).map(|_| vec![0u8; (gpu as u64 * piece) as usize]).collect();
+    let cpu = if layered {
+        let segs = segment_memory
+            .iter_mut()
+            .map(|m| Segment { base: m.as_mut_ptr() as u64, bytes_per_block: piece, stride: piece })
+            .collect();
+        // SAFETY: each segment holds `gpu` blocks and outlives the backend (freed below).
+        unsafe { CpuBackend::adopt(segs, gpu, host) }.expect("small tiers")
+    } else {
+        CpuBackend::new(BLOCK_BYTES, gpu, host).expect("small tiers")
+    };
+    let io = FaultyBackend::new(cpu, plan);
     let ctl: FaultControl = io.control();
     let cache = Cache::with_backend(cfg, Box::new(io), "fuzz".into()).expect("valid config");
     let handle = Box::into_raw(libra_cache::from_cache(cache).expect("handle"));
@@ -189,7 +214,8 @@ pub fn cache_ops(data: &[u8]) {
                     if m.ready {
                         check_ready(c.cache(), adapter, ns, &tokens, &blocks[..m.cached_blocks]);
                     }
-                    open.push(Open::new(m.request, adapter, ns, tokens, m.cached_tokens, Vec::new()));
+                    let matched = blocks[..m.cached_blocks].to_vec();
+                    open.push(Open::new(m.request, adapter, ns, tokens, m.cached_tokens, matched));
                 }
             }
             2 | 3 => {
@@ -284,19 +310,39 @@ pub fn cache_ops(data: &[u8]) {
                 );
             }
             9 => {
-                // poll / wait / wait_event; a failed request is aborted, as an engine would
+                // poll / wait / wait_event / poll_groups / group_event; a failed request is aborted, as an
+                // engine would
                 let id = pick(&mut inp, &open).map(|k| open[k].id).unwrap_or_else(|| inp.u64());
                 let mut r: libra_readiness = libra_readiness::LIBRA_PENDING;
-                let s = match inp.u8() % 3 {
+                let s = match inp.u8() % 5 {
                     // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
                     0 => unsafe { libra_cache_poll(handle, id, &mut r) },
                     // A held copy cannot complete during the wait: it times out (0-40 us).
                     // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
                     1 => unsafe { libra_cache_wait(handle, id, inp.u8() as u64 % 3 * 20, &mut r) },
-                    _ => {
+                    2 => {
                         let mut ev = std::ptr::null_mut();
                         // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
                         unsafe { libra_cache_wait_event(handle, id, &mut ev) }
+                    }
+                    3 => {
+                        let o =
+                            open.iter().find(|o| o.id == id).map(|o| (o, adapter_len[o.adapter as usize]));
+                        poll_groups(handle, c.cache(), o, segments_per_group, id, &mut r)
+                    }
+                    _ => {
+                        let group = inp.u8() as u32 % 6;
+                        let mut ev = std::ptr::null_mut();
+                        // SAFETY: NULL, handles this test owns, or pointers to live locals of the sizes passed.
+                        let s = unsafe { libra_cache_group_event(handle, id, group, &mut ev) };
+                        let groups = layer_groups(segments_per_group);
+                        if group >= groups && open.iter().any(|o| o.id == id) {
+                            assert_eq!(s, Status::LIBRA_ERR_INVALID_ARGUMENT, "group {group} of {groups}");
+                        }
+                        if s == Status::LIBRA_OK {
+                            assert!(ev.is_null(), "the CPU backend has no events");
+                        }
+                        s
                     }
                 };
                 ok_or_expected(s, "poll");
@@ -361,9 +407,13 @@ pub fn cache_ops(data: &[u8]) {
                 ok_or_expected(unsafe { libra_cache_unregister_adapter(handle, a) }, "unregister");
             }
             13 => {
+                // Held copies: left held, failed, landed a group or two at a time, or landed.
                 for b in ctl.held() {
-                    if inp.u8() % 4 != 0 {
-                        ctl.complete(b, inp.u8() % 8 != 0);
+                    match inp.u8() % 8 {
+                        0 | 1 => {}
+                        2 => ctl.complete(b, false),
+                        3 | 4 => ctl.complete_groups(b, 1 + inp.u8() as u32 % 2),
+                        _ => ctl.complete(b, true),
                     }
                 }
             }
@@ -430,6 +480,50 @@ pub fn cache_ops(data: &[u8]) {
     unsafe { libra_cache_free(handle) };
 }
 
+/// Layer groups of a tier of `SEGMENTS` segments at `segments_per_group` (0: one group).
+fn layer_groups(segments_per_group: u32) -> u32 {
+    if segments_per_group == 0 {
+        1
+    } else {
+        (SEGMENTS as u32).div_ceil(segments_per_group)
+    }
+}
+
+/// `libra_cache_poll_groups` on request `id` (`o` when it is open, with its adapter's weight
+/// length), with what its counts must say about the readiness beside them; the groups a pending
+/// request has must hold its bytes and its adapter's layers of those groups.
+fn poll_groups(
+    handle: *mut libra_cache,
+    cache: &Cache,
+    o: Option<(&Open, usize)>,
+    segments_per_group: u32,
+    id: u64,
+    r: &mut libra_readiness,
+) -> Status {
+    let (mut ready, mut groups) = (u32::MAX, 0u32);
+    // SAFETY: a handle this test owns and pointers to live locals.
+    let s = unsafe { libra_cache_poll_groups(handle, id, r, &mut ready, &mut groups) };
+    if s == Status::LIBRA_OK {
+        assert_eq!(groups, layer_groups(segments_per_group));
+        match *r {
+            libra_readiness::LIBRA_READY => assert_eq!(ready, groups, "a ready request has every group"),
+            libra_readiness::LIBRA_FAILED => assert_eq!(ready, 0, "a failed request has no group"),
+            _ => assert!(ready < groups, "a pending request has {ready} of {groups} groups"),
+        }
+        if let Some((o, adapter_len)) = o.filter(|_| *r == libra_readiness::LIBRA_PENDING && ready > 0) {
+            let bytes = (ready * segments_per_group) as usize * BLOCK_BYTES as usize / SEGMENTS;
+            check_blocks(cache, o.adapter, o.ns, &o.tokens, &o.matched, bytes);
+            check_adapter_layers(
+                cache,
+                o.adapter,
+                adapter_len,
+                ready as usize * adapter_len / groups as usize,
+            );
+        }
+    }
+    s
+}
+
 /// An index into `open` when it is non-empty and the input says so.
 fn pick(inp: &mut Input, open: &[Open]) -> Option<usize> {
     let b = inp.u8();
@@ -442,6 +536,33 @@ fn pick(inp: &mut Input, open: &[Open]) -> Option<usize> {
 
 /// A request reported ready: its prefix blocks and adapter blocks hold the right bytes.
 fn check_ready(cache: &Cache, adapter: u64, ns: u64, tokens: &[u32], blocks: &[u32]) {
+    check_blocks(cache, adapter, ns, tokens, blocks, BLOCK_BYTES as usize);
+    let resident = cache.with_parts(|core, _| !core.adapter_gpu_blocks(adapter).unwrap().is_empty());
+    assert!(resident.unwrap(), "ready request's adapter is not resident");
+}
+
+/// The leading `bytes` of adapter `adapter`'s weights (`len` bytes registered) are on the GPU.
+fn check_adapter_layers(cache: &Cache, adapter: u64, len: usize, bytes: usize) {
+    let w = weights(adapter, len);
+    let landed = cache.with_parts(|core, io| {
+        let mut landed = Vec::new();
+        let mut buf = vec![0u8; BLOCK_BYTES as usize];
+        for b in core.adapter_gpu_blocks(adapter).unwrap() {
+            io.read_gpu_block(b, &mut buf).unwrap();
+            landed.extend_from_slice(&buf);
+        }
+        landed
+    });
+    let landed = landed.unwrap();
+    assert!(
+        landed.len() >= bytes && landed[..bytes] == w[..bytes],
+        "adapter {adapter}: its ready layers are wrong"
+    );
+}
+
+/// The leading `bytes` of each of a request's matched `blocks` (the segments of the layer groups
+/// it may read) hold its prefix's bytes.
+fn check_blocks(cache: &Cache, adapter: u64, ns: u64, tokens: &[u32], blocks: &[u32], bytes: usize) {
     cache
         .with_parts(|core, io| {
             let bt = core.block_tokens();
@@ -449,112 +570,12 @@ fn check_ready(cache: &Cache, adapter: u64, ns: u64, tokens: &[u32], blocks: &[u
             let mut buf = vec![0u8; BLOCK_BYTES as usize];
             for (i, &b) in blocks.iter().enumerate() {
                 io.read_gpu_block(b, &mut buf).unwrap();
-                assert_eq!(buf, pattern(keys[i]), "ready request's block {i} holds the wrong bytes");
+                assert_eq!(
+                    buf[..bytes],
+                    pattern(keys[i])[..bytes],
+                    "block {i} holds the wrong bytes in the {bytes} bytes its request may read"
+                );
             }
-            assert!(
-                !core.adapter_gpu_blocks(adapter).unwrap().is_empty(),
-                "ready request's adapter is not resident"
-            );
         })
         .unwrap();
-}
-
-/// A dimension description holding the defaults, filled by `libra_dim_desc_default`.
-fn dim_desc() -> libra_dim_desc {
-    // SAFETY: all-zero bytes are a valid description (integers and floats).
-    let mut d: libra_dim_desc = unsafe { std::mem::zeroed() };
-    d.struct_size = std::mem::size_of::<libra_dim_desc>();
-    // SAFETY: `d` is a live, aligned description of the size it declares.
-    assert_eq!(unsafe { libra_dim_desc_default(&mut d) }, Status::LIBRA_OK);
-    d
-}
-
-/// Splits the input at its first NUL into two strings (lossy UTF-8, NULs dropped).
-fn two_texts(data: &[u8]) -> (CString, Option<CString>) {
-    let clean = |b: &[u8]| CString::new(String::from_utf8_lossy(b).replace('\0', "")).unwrap();
-    match data.iter().position(|&b| b == 0) {
-        Some(i) => (clean(&data[..i]), Some(clean(&data[i + 1..]))),
-        None => (clean(data), None),
-    }
-}
-
-/// Parses a LIBRA network YAML (and a cost YAML after the first NUL) through the C API, and
-/// uses the network when it parses.
-pub fn parse_network(data: &[u8]) {
-    let (net_yaml, cost_yaml) = two_texts(data);
-    let _ = libra::topo::parse::parse_yaml(net_yaml.to_str().unwrap());
-    let mut net: *mut libra_network = std::ptr::null_mut();
-    let cost_ptr = cost_yaml.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
-    // SAFETY: NUL-terminated strings and a writable out-pointer.
-    let s = unsafe { libra_network_parse(net_yaml.as_ptr(), cost_ptr, &mut net) };
-    ok_or_expected(s, "libra_network_parse");
-    if s != Status::LIBRA_OK {
-        assert!(net.is_null());
-        return;
-    }
-    // SAFETY: a live network until freed below.
-    unsafe {
-        let (mut dims, mut npus, mut cost) = (0usize, 0u64, 0.0f64);
-        assert_eq!(libra_network_num_dims(net, &mut dims), Status::LIBRA_OK);
-        assert_eq!(libra_network_npus(net, &mut npus), Status::LIBRA_OK);
-        assert!(dims >= 1 && npus >= 2 && npus <= u32::MAX as u64);
-        assert_eq!(libra_network_cost(net, std::ptr::null(), 0, &mut cost), Status::LIBRA_OK);
-        assert!(cost.is_finite() && cost >= 0.0, "cost {cost}");
-        let mut product = 1u64;
-        for i in 0..dims {
-            let mut d = dim_desc();
-            assert_eq!(libra_network_dim(net, i, &mut d), Status::LIBRA_OK);
-            assert!(d.size >= 2 && d.bandwidth > 0.0 && d.bandwidth.is_finite());
-            product *= d.size as u64;
-        }
-        assert_eq!(product, npus);
-        libra_network_free(net);
-    }
-}
-
-/// Parses an ASTRA-sim workload (and a communicator YAML after the first NUL) through the C
-/// API for a network of 1-4 dimensions chosen by the first byte, and times it on a network
-/// with matching dimensions when it parses.
-pub fn parse_workload(data: &[u8]) {
-    let Some((&first, rest)) = data.split_first() else { return };
-    let dims = 1 + first as usize % 4;
-    let (text, comm) = two_texts(rest);
-    let comm = comm.unwrap_or_else(|| CString::new("").unwrap());
-    let _ = libra::topo::parse::parse_astra_layers(text.to_str().unwrap());
-    let mut wl: *mut libra_workload = std::ptr::null_mut();
-    let overlap = (first / 4) as i32 % 3;
-    // SAFETY: NUL-terminated strings and a writable out-pointer.
-    let s = unsafe { libra_workload_parse(text.as_ptr(), comm.as_ptr(), dims, overlap, &mut wl) };
-    ok_or_expected(s, "libra_workload_parse");
-    if s != Status::LIBRA_OK {
-        assert!(wl.is_null());
-        return;
-    }
-    // SAFETY: live handles until freed below.
-    unsafe {
-        let mut phases = 0usize;
-        assert_eq!(libra_workload_num_phases(wl, &mut phases), Status::LIBRA_OK);
-        assert!(phases >= 1);
-        // A network of 2^k NPUs per dimension, so that many group sizes divide it.
-        let mut descs = vec![dim_desc(); dims];
-        for d in descs.iter_mut() {
-            d.size = 64;
-            d.bandwidth = 50.0;
-            d.latency = 100.0;
-        }
-        let mut net: *mut libra_network = std::ptr::null_mut();
-        assert_eq!(libra_network_new(descs.as_ptr(), dims, &mut net), Status::LIBRA_OK);
-        for model in
-            [libra_time_model::LIBRA_MODEL_LIBRA, libra_time_model::LIBRA_MODEL_ALPHA_BETA].map(i32::from)
-        {
-            let mut t = 0.0f64;
-            let s = libra_iteration_time(net, wl, model, &mut t);
-            ok_or_expected(s, "libra_iteration_time");
-            if s == Status::LIBRA_OK {
-                assert!(t >= 0.0 && !t.is_nan(), "iteration time {t}");
-            }
-        }
-        libra_network_free(net);
-        libra_workload_free(wl);
-    }
 }

@@ -5,4 +5,5 @@ pub mod c_config;
 pub mod faulty;
 pub mod fixtures;
 pub mod fuzzing;
+mod fuzzing_topo;
 pub mod requests;
