@@ -316,7 +316,7 @@ impl Hardware {
         let _ = writeln!(
             s,
             "gpu {} x{} (TP): {:.0} TFLOP/s bf16 x {:.2}, HBM {:.2} TB/s x {:.2}, {:.0} GB x {:.2}, \
-             host link {:.0} GB/s (one FIFO queue per GPU, {:.0} us per batch), NVLink {:.0} GB/s",
+             host link {:.0} GB/s each way (one FIFO queue per direction per GPU, {:.0} us per batch), NVLink {:.0} GB/s",
             g.name,
             self.tp,
             g.peak_flops / 1e12,

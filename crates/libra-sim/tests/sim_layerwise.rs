@@ -128,6 +128,31 @@ fn a_grouped_copy_lands_group_by_group() {
     assert!(io.submit_moves_grouped(Direction::HostToGpu, &moves, SegmentGroups::new(3, 1)).is_err());
 }
 
+/// The link is full duplex: copies to the GPU queue behind copies to the GPU only, so a swap-in
+/// or an upload submitted behind a long write-back lands as if the link were idle.
+#[test]
+fn copies_to_the_gpu_do_not_queue_behind_copies_to_the_host() {
+    let hw = Hardware::preset("llama3-8b-h800").unwrap();
+    let mut io = TimingBackend::new(64, 64, hw.kv_block_bytes(16), &hw, 3.0);
+    let moves =
+        |n: u32| -> Vec<BlockMove> { (0..n).map(|i| BlockMove { gpu_block: i, host_block: i }).collect() };
+    let alone = io.submit_moves(Direction::HostToGpu, &moves(4)).unwrap();
+    let alone_done = io.group_ready_at(alone, 0).unwrap();
+    io.now = alone_done;
+    let out = io.submit_moves(Direction::GpuToHost, &moves(60)).unwrap();
+    let back = io.submit_moves(Direction::HostToGpu, &moves(4)).unwrap();
+    let bytes = vec![0u8; 4 * io.gpu_layout().block_bytes() as usize];
+    let upload = io.submit_upload(&bytes, &[8, 9, 10, 11]).unwrap();
+    let (out_done, back_done) = (io.group_ready_at(out, 0).unwrap(), io.group_ready_at(back, 0).unwrap());
+    assert!(out_done > back_done, "the write-back is the longer copy");
+    assert_eq!(back_done - alone_done, alone_done, "the swap-in waited for the write-back");
+    // The upload queues behind the swap-in, the other copy to the GPU.
+    assert_eq!(io.group_ready_at(upload, 0).unwrap() - back_done, alone_done);
+    // A second write-back queues behind the first.
+    let out2 = io.submit_moves(Direction::GpuToHost, &moves(4)).unwrap();
+    assert_eq!(io.group_ready_at(out2, 0).unwrap() - out_done, alone_done);
+}
+
 /// The join rule in the engine: a loading request joins a step only if its layers' stall,
 /// times the sequences already in the batch, stays within `join_slack` steps. With no slack no
 /// step ever waits for a layer, yet requests still join when their groups land in time; the

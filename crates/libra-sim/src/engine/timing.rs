@@ -1,5 +1,5 @@
 //! The host link model: a backend that moves no bytes and completes each copy when a simulated
-//! link, one FIFO queue per GPU, has carried it.
+//! link, one FIFO queue per direction per GPU, has carried it.
 use crate::hw::Hardware;
 use libra::backend::{
     upload_parts, Backend, BatchId, BatchState, BlockMove, Direction, Segment, SegmentGroups, TierLayout,
@@ -8,7 +8,10 @@ use libra::error::Result as LibResult;
 use std::collections::{BTreeMap, HashMap};
 
 /// A backend that moves no bytes: each block stands for `real_block_bytes` on one GPU, and a
-/// batch completes when the host link, one FIFO queue shared by every transfer, has carried it.
+/// batch completes when the host link has carried it. The link is full duplex, as PCIe is, and
+/// each direction is one FIFO queue: copies to the GPU (swap-ins and adapter uploads) never wait
+/// behind copies to the host, as on libra's CUDA backend, vLLM's CPU offloading and SGLang's
+/// HiCache, which each run the two directions on their own streams.
 /// The GPU tier has one segment per model layer, so a grouped swap-in lands layer group by
 /// layer group, each group one more launch. Blocking waits advance the engine clock (the engine
 /// thread is stalled meanwhile).
@@ -21,7 +24,8 @@ pub struct TimingBackend {
     group_latency_us: f64,
     /// The engine clock, microseconds.
     pub now: u64,
-    link_free_at: u64,
+    /// When each direction's queue is free, indexed by [`lane`].
+    link_free_at: [u64; 2],
     next: BatchId,
     pending: BTreeMap<BatchId, u64>,
     /// When each group of a grouped batch lands.
@@ -55,7 +59,7 @@ impl TimingBackend {
             batch_latency_us: hw.link_batch_latency_s * 1e6,
             group_latency_us,
             now: 0,
-            link_free_at: 0,
+            link_free_at: [0, 0],
             next: 1,
             pending: BTreeMap::new(),
             group_done: HashMap::new(),
@@ -75,8 +79,8 @@ impl TimingBackend {
             }
         }
     }
-    fn enqueue(&mut self, blocks: usize) -> BatchId {
-        let id = self.enqueue_groups(blocks, 1);
+    fn enqueue(&mut self, direction: Direction, blocks: usize) -> BatchId {
+        let id = self.enqueue_groups(direction, blocks, 1);
         self.group_done.remove(&id);
         id
     }
@@ -85,20 +89,21 @@ impl TimingBackend {
         self.group_done.contains_key(&batch)
     }
     /// A batch whose bytes cross the link in `groups` equal parts, one after the other.
-    fn enqueue_groups(&mut self, blocks: usize, groups: u32) -> BatchId {
+    fn enqueue_groups(&mut self, direction: Direction, blocks: usize, groups: u32) -> BatchId {
         let bytes = blocks as f64 * self.real_block_bytes;
-        let start = self.now.max(self.link_free_at) as f64 + self.batch_latency_us;
+        let start = self.now.max(self.link_free_at[lane(direction)]) as f64 + self.batch_latency_us;
         let g = groups.max(1) as f64;
         let per_group = bytes / self.link_bytes_per_us / g + self.group_latency_us;
         let times: Vec<u64> = (1..=groups.max(1))
             .map(|k| (start + k as f64 * per_group - self.group_latency_us).ceil() as u64)
             .collect();
-        self.register(times)
+        self.register(direction, times)
     }
-    /// A batch whose parts (in blocks) cross the link one after the other, each part one more
+    /// An upload whose parts (in blocks) cross the link one after the other, each part one more
     /// launch.
     fn enqueue_parts(&mut self, parts: &[f64]) -> BatchId {
-        let start = self.now.max(self.link_free_at) as f64 + self.batch_latency_us;
+        let to_gpu = lane(Direction::HostToGpu);
+        let start = self.now.max(self.link_free_at[to_gpu]) as f64 + self.batch_latency_us;
         let mut t = start - self.group_latency_us;
         let times: Vec<u64> = parts
             .iter()
@@ -107,12 +112,12 @@ impl TimingBackend {
                 t.ceil() as u64
             })
             .collect();
-        self.register(times)
+        self.register(Direction::HostToGpu, times)
     }
-    /// A new batch whose groups land at `times` (the last completes it).
-    fn register(&mut self, times: Vec<u64>) -> BatchId {
+    /// A new batch in `direction` whose groups land at `times` (the last completes it).
+    fn register(&mut self, direction: Direction, times: Vec<u64>) -> BatchId {
         let done = *times.last().expect("at least one group");
-        self.link_free_at = done;
+        self.link_free_at[lane(direction)] = done;
         let id = self.next;
         self.next += 1;
         self.pending.insert(id, done);
@@ -132,6 +137,14 @@ impl TimingBackend {
     }
 }
 
+/// The index of `direction`'s queue.
+fn lane(direction: Direction) -> usize {
+    match direction {
+        Direction::HostToGpu => 0,
+        Direction::GpuToHost => 1,
+    }
+}
+
 impl Backend for TimingBackend {
     fn name(&self) -> &str {
         "timing"
@@ -147,7 +160,7 @@ impl Backend for TimingBackend {
     }
     fn submit_moves(&mut self, direction: Direction, moves: &[BlockMove]) -> LibResult<BatchId> {
         self.count_moves(direction, moves.len());
-        Ok(self.enqueue(moves.len()))
+        Ok(self.enqueue(direction, moves.len()))
     }
     fn submit_moves_grouped(
         &mut self,
@@ -157,7 +170,7 @@ impl Backend for TimingBackend {
     ) -> LibResult<BatchId> {
         self.check_groups(groups)?;
         self.count_moves(direction, moves.len());
-        Ok(self.enqueue_groups(moves.len(), groups.count()))
+        Ok(self.enqueue_groups(direction, moves.len(), groups.count()))
     }
     fn groups_done(&mut self, batch: BatchId, groups: u32) -> u32 {
         let now = self.now;
@@ -170,7 +183,7 @@ impl Backend for TimingBackend {
     fn submit_upload(&mut self, bytes: &[u8], blocks: &[u32]) -> LibResult<BatchId> {
         let _ = bytes;
         self.bytes_to_gpu += (blocks.len() as f64 * self.real_block_bytes) as u64;
-        Ok(self.enqueue(blocks.len()))
+        Ok(self.enqueue(Direction::HostToGpu, blocks.len()))
     }
     fn submit_upload_grouped(
         &mut self,
