@@ -52,9 +52,9 @@ pub enum libra_backend {
     /// CUDA when usable, else CPU; `libra_cache_backend_name` says which and why.
     LIBRA_BACKEND_AUTO = 2,
     /// Host memory like LIBRA_BACKEND_CPU, but a worker thread carries out every copy later,
-    /// one batch at a time in submission order, each taking its bytes / `link_bytes_per_us`:
-    /// requests are pending, waits block and allocations may be busy as on a GPU. Named
-    /// "cpu-async".
+    /// each direction one batch at a time in submission order, each taking its bytes /
+    /// `link_bytes_per_us` (the two directions at once, as on full-duplex PCIe): requests are
+    /// pending, waits block and allocations may be busy as on a GPU. Named "cpu-async".
     LIBRA_BACKEND_CPU_ASYNC = 3,
 }
 c_enum!(

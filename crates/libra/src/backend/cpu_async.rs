@@ -1,9 +1,11 @@
 //! Asynchronous host-memory backend: the CPU backend's tiers, with every copy carried out later
-//! by a worker thread, as a DMA engine would. Batches complete one at a time in submission
-//! order, each no earlier than its bytes divided by the link bandwidth after the previous one
-//! (or its own submission), so an engine driving the cache through the C API meets pending
-//! requests, waits and busy retries for real, as it would on a GPU. A grouped swap lands one
-//! readiness group at a time, its time split evenly over the groups.
+//! by a worker thread, as a DMA engine would. The link is full duplex, as PCIe is and as the
+//! CUDA backend's two streams use it: each direction completes its batches one at a time in
+//! submission order, each no earlier than its bytes divided by the link bandwidth after the
+//! previous one in that direction (or its own submission), so an engine driving the cache
+//! through the C API meets pending requests, waits and busy retries for real, as it would on a
+//! GPU. A grouped swap lands one readiness group at a time, its time split evenly over the
+//! groups.
 use super::cpu::CpuBackend;
 use super::{Backend, BatchId, BatchState, BatchWaiter, BlockMove, Direction, SegmentGroups, TierLayout};
 use crate::error::{Error, Result};
@@ -25,10 +27,10 @@ struct Job {
 struct State {
     /// A deferred CPU backend: it holds the tiers and the submitted copies until completed.
     io: CpuBackend,
-    /// Submitted batches, in submission order.
-    queue: VecDeque<Job>,
-    /// When the last queued batch completes: the next one starts no earlier.
-    link_free_at: Instant,
+    /// Submitted batches per direction (indexed by [`lane`]), in submission order.
+    queues: [VecDeque<Job>; 2],
+    /// When the last queued batch of each direction completes: its next one starts no earlier.
+    link_free_at: [Instant; 2],
     shutdown: bool,
 }
 
@@ -70,8 +72,8 @@ impl AsyncCpuBackend {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 io,
-                queue: VecDeque::new(),
-                link_free_at: Instant::now(),
+                queues: [VecDeque::new(), VecDeque::new()],
+                link_free_at: [Instant::now(); 2],
                 shutdown: false,
             }),
             changed: Condvar::new(),
@@ -91,15 +93,16 @@ impl AsyncCpuBackend {
         })
     }
 
-    /// Queues `batch` of `bytes` after the batches before it; `groups` > 0 lands it group by
-    /// group.
-    fn enqueue(&self, state: &mut State, batch: BatchId, bytes: u64, groups: u32) {
+    /// Queues `batch` of `bytes` after the batches before it in `direction`; `groups` > 0 lands
+    /// it group by group.
+    fn enqueue(&self, state: &mut State, direction: Direction, batch: BatchId, bytes: u64, groups: u32) {
         let now = Instant::now();
-        let start = state.link_free_at.max(now);
+        let lane = lane(direction);
+        let start = state.link_free_at[lane].max(now);
         let total = Duration::from_nanos((bytes as f64 * 1000.0 / self.bytes_per_us) as u64);
         let per_group = total / groups.max(1);
-        state.link_free_at = start + total;
-        state.queue.push_back(Job { batch, due: start + per_group, groups_left: groups, per_group });
+        state.link_free_at[lane] = start + total;
+        state.queues[lane].push_back(Job { batch, due: start + per_group, groups_left: groups, per_group });
         self.shared.changed.notify_all();
     }
 
@@ -108,32 +111,42 @@ impl AsyncCpuBackend {
     }
 }
 
-/// Completes queued batches in order, each at its due time, until shutdown.
+/// The index of `direction`'s queue.
+fn lane(direction: Direction) -> usize {
+    match direction {
+        Direction::HostToGpu => 0,
+        Direction::GpuToHost => 1,
+    }
+}
+
+/// Completes queued batches, each direction in order, each batch at its due time, until
+/// shutdown.
 fn run_worker(shared: &Shared) {
     let mut state = shared.lock();
     loop {
         if state.shutdown {
             return;
         }
-        let Some(job) = state.queue.front() else {
+        // The direction whose next batch is due first.
+        let next = (0..2).filter_map(|l| state.queues[l].front().map(|j| (j.due, l, j.batch))).min();
+        let Some((due, lane, batch)) = next else {
             state = shared.changed.wait(state).unwrap_or_else(|p| p.into_inner());
             continue;
         };
-        let (batch, due) = (job.batch, job.due);
         let now = Instant::now();
         if now < due {
             state = shared.changed.wait_timeout(state, due - now).unwrap_or_else(|p| p.into_inner()).0;
             continue;
         }
         // A batch retired before its copy ran is simply gone: `complete*` ignore it.
-        let job = state.queue.front_mut().expect("front checked above");
+        let job = state.queues[lane].front_mut().expect("front checked above");
         if job.groups_left > 1 {
             job.groups_left -= 1;
             job.due += job.per_group;
             state.io.complete_groups(batch, 1);
         } else {
             let grouped = job.groups_left == 1;
-            state.queue.pop_front();
+            state.queues[lane].pop_front();
             if grouped {
                 state.io.complete_groups(batch, 1);
             } else {
@@ -193,7 +206,7 @@ impl Backend for AsyncCpuBackend {
     fn submit_moves(&mut self, direction: Direction, moves: &[BlockMove]) -> Result<BatchId> {
         let mut state = self.shared.lock();
         let batch = state.io.submit_moves(direction, moves)?;
-        self.enqueue(&mut state, batch, moves.len() as u64 * self.block_bytes(), 0);
+        self.enqueue(&mut state, direction, batch, moves.len() as u64 * self.block_bytes(), 0);
         Ok(batch)
     }
     fn submit_moves_grouped(
@@ -204,7 +217,7 @@ impl Backend for AsyncCpuBackend {
     ) -> Result<BatchId> {
         let mut state = self.shared.lock();
         let batch = state.io.submit_moves_grouped(direction, moves, groups)?;
-        self.enqueue(&mut state, batch, moves.len() as u64 * self.block_bytes(), groups.count());
+        self.enqueue(&mut state, direction, batch, moves.len() as u64 * self.block_bytes(), groups.count());
         Ok(batch)
     }
     fn groups_done(&mut self, batch: BatchId, groups: u32) -> u32 {
@@ -213,13 +226,13 @@ impl Backend for AsyncCpuBackend {
     fn submit_upload(&mut self, bytes: &[u8], blocks: &[u32]) -> Result<BatchId> {
         let mut state = self.shared.lock();
         let batch = state.io.submit_upload(bytes, blocks)?;
-        self.enqueue(&mut state, batch, bytes.len() as u64, 0);
+        self.enqueue(&mut state, Direction::HostToGpu, batch, bytes.len() as u64, 0);
         Ok(batch)
     }
     fn submit_upload_grouped(&mut self, bytes: &[u8], blocks: &[u32], group_ends: &[u32]) -> Result<BatchId> {
         let mut state = self.shared.lock();
         let batch = state.io.submit_upload_grouped(bytes, blocks, group_ends)?;
-        self.enqueue(&mut state, batch, bytes.len() as u64, group_ends.len() as u32);
+        self.enqueue(&mut state, Direction::HostToGpu, batch, bytes.len() as u64, group_ends.len() as u32);
         Ok(batch)
     }
     fn poll(&mut self, batch: BatchId) -> BatchState {
@@ -232,7 +245,7 @@ impl Backend for AsyncCpuBackend {
     fn retire(&mut self, batch: BatchId) {
         let mut state = self.shared.lock();
         state.io.retire(batch);
-        state.queue.retain(|j| j.batch != batch);
+        state.queues.iter_mut().for_each(|q| q.retain(|j| j.batch != batch));
     }
     fn waiter(&self, batch: BatchId) -> Option<Box<dyn BatchWaiter>> {
         if self.shared.lock().io.poll(batch) != BatchState::Pending {
@@ -286,6 +299,23 @@ mod tests {
         assert_eq!(io.wait(b, 10_000_000), BatchState::Done);
         assert_eq!(io.poll(a), BatchState::Done, "a later batch finished before an earlier one");
         assert!(AsyncCpuBackend::new(CpuBackend::new(64, 1, 1).unwrap(), 0.0).is_err());
+    }
+
+    #[test]
+    fn a_swap_in_does_not_wait_behind_a_swap_out() {
+        // 1 MiB blocks at 1 byte/us: the swap-out takes about 1 s, the 4 KiB upload after it
+        // about 4 ms; on a queue shared by both directions it would land after the swap-out.
+        let cpu = CpuBackend::new(1 << 20, 2, 2).unwrap();
+        let mut io = AsyncCpuBackend::new(cpu, 1.0).unwrap();
+        let out =
+            io.submit_moves(Direction::GpuToHost, &[BlockMove { gpu_block: 0, host_block: 0 }]).unwrap();
+        let up = io.submit_upload(&[3u8; 4096], &[1]).unwrap();
+        assert_eq!(io.wait(up, 10_000_000), BatchState::Done);
+        assert_eq!(io.poll(out), BatchState::Pending, "the swap-in waited for the swap-out");
+        assert_eq!(io.wait(out, 10_000_000), BatchState::Done);
+        let mut gpu = vec![0u8; 4096];
+        io.read_gpu_block(1, &mut gpu).unwrap();
+        assert!(gpu.iter().all(|&x| x == 3));
     }
 
     #[test]
