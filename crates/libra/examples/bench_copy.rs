@@ -5,6 +5,10 @@
 //! - `memcpy`: one cudaMemcpyAsync per block per segment (how vLLM swaps);
 //! - `peak`:   one contiguous pinned memcpy of the same bytes (the link's practical peak).
 //!
+//! Then, on each path, a swap-out and a swap-in of half the largest batch each, one after the
+//! other and submitted together: the backend runs each direction on its own stream, so on a
+//! full-duplex link together takes about half the serial time (`duplex_speedup` near 2).
+//!
 //! Prints a table and writes JSON (`--json PATH`, default bench_copy.json). Without a GPU it
 //! says why and exits 0; on the libcuda stand-in it refuses (exit 3). `--precompile DIR` only
 //! compiles the kernels (cubins for `kernels::PREBUILT_ARCHS`, PTX for `kernels::PTX_ARCHS`) into a
@@ -54,6 +58,20 @@ fn time(reps: usize, mut f: impl FnMut()) -> f64 {
             })
             .collect(),
     )
+}
+
+/// A swap-out of `out` and a swap-in of `back`, submitted together, both waited for.
+fn run_both(b: &mut CudaBackend, out: &[BlockMove], back: &[BlockMove]) {
+    let ids = [
+        b.submit_moves(Direction::GpuToHost, out).expect("submit"),
+        b.submit_moves(Direction::HostToGpu, back).expect("submit"),
+    ];
+    for id in ids {
+        match b.wait(id, 60_000_000) {
+            BatchState::Done => b.retire(id),
+            other => panic!("batch failed: {other:?}"),
+        }
+    }
 }
 
 fn run_batch(b: &mut CudaBackend, dir: Direction, moves: &[BlockMove]) {
@@ -188,6 +206,27 @@ fn main() {
         }
     }
 
+    // Both directions at once, on disjoint blocks: out takes blocks 0..h, back h..2h (none
+    // below 2 blocks).
+    let h = n / 2;
+    let out: Vec<BlockMove> = (0..h).map(|i| BlockMove { gpu_block: i, host_block: i }).collect();
+    let back: Vec<BlockMove> = (h..2 * h).map(|i| BlockMove { gpu_block: i, host_block: i }).collect();
+    let mut duplex = vec![];
+    let paths = if h == 0 {
+        vec![]
+    } else {
+        vec![("kernel", CopyPolicy::kernel()), ("memcpy", CopyPolicy::memcpy())]
+    };
+    for (name, policy) in paths {
+        b.set_copy_policy(policy);
+        let serial_s = time(args.reps, || {
+            run_batch(&mut b, Direction::GpuToHost, &out);
+            run_batch(&mut b, Direction::HostToGpu, &back);
+        });
+        let together_s = time(args.reps, || run_both(&mut b, &out, &back));
+        duplex.push((name, serial_s, together_s));
+    }
+
     let gbps = |bytes: u64, s: f64| bytes as f64 / s / 1e9;
     println!(
         "{:<12} {:>6} {:>10} {:>10} {:>10} {:>9} {:>9}",
@@ -222,6 +261,14 @@ fn main() {
         format!("memcpy_below_pieces = {}", crossover_blocks as u64 * SEGMENTS as u64)
     };
     println!("kernel beats memcpy from {crossover_blocks} blocks up: {suggested}");
+    for (name, serial_s, together_s) in &duplex {
+        println!(
+            "{name}: {h} blocks out and {h} in, one after the other {:.2} ms, together {:.2} ms (x{:.2})",
+            serial_s * 1e3,
+            together_s * 1e3,
+            serial_s / together_s
+        );
+    }
 
     let mut json = String::new();
     json.push_str(&format!(
@@ -248,6 +295,14 @@ fn main() {
             100.0 * r.peak_s / r.kernel_s,
             r.memcpy_s / r.kernel_s,
             if i + 1 == rows.len() { "" } else { "," }
+        ));
+    }
+    json.push_str("  ],\n  \"duplex\": [\n");
+    for (i, (name, serial_s, together_s)) in duplex.iter().enumerate() {
+        json.push_str(&format!(
+            "    {{\"path\": \"{name}\", \"blocks_each_way\": {h}, \"serial_s\": {serial_s:.9}, \"together_s\": {together_s:.9}, \"duplex_speedup\": {:.3}}}{}\n",
+            serial_s / together_s,
+            if i + 1 == duplex.len() { "" } else { "," }
         ));
     }
     json.push_str("  ]\n}\n");
