@@ -24,7 +24,7 @@ pub struct TimingBackend {
     group_latency_us: f64,
     /// The engine clock, microseconds.
     pub now: u64,
-    /// When each direction's queue is free, indexed by [`lane`].
+    /// When each direction's queue is free, indexed by `Direction::lane`.
     link_free_at: [u64; 2],
     next: BatchId,
     pending: BTreeMap<BatchId, u64>,
@@ -91,7 +91,7 @@ impl TimingBackend {
     /// A batch whose bytes cross the link in `groups` equal parts, one after the other.
     fn enqueue_groups(&mut self, direction: Direction, blocks: usize, groups: u32) -> BatchId {
         let bytes = blocks as f64 * self.real_block_bytes;
-        let start = self.now.max(self.link_free_at[lane(direction)]) as f64 + self.batch_latency_us;
+        let start = self.now.max(self.link_free_at[direction.lane()]) as f64 + self.batch_latency_us;
         let g = groups.max(1) as f64;
         let per_group = bytes / self.link_bytes_per_us / g + self.group_latency_us;
         let times: Vec<u64> = (1..=groups.max(1))
@@ -102,7 +102,7 @@ impl TimingBackend {
     /// An upload whose parts (in blocks) cross the link one after the other, each part one more
     /// launch.
     fn enqueue_parts(&mut self, parts: &[f64]) -> BatchId {
-        let to_gpu = lane(Direction::HostToGpu);
+        let to_gpu = Direction::HostToGpu.lane();
         let start = self.now.max(self.link_free_at[to_gpu]) as f64 + self.batch_latency_us;
         let mut t = start - self.group_latency_us;
         let times: Vec<u64> = parts
@@ -117,7 +117,7 @@ impl TimingBackend {
     /// A new batch in `direction` whose groups land at `times` (the last completes it).
     fn register(&mut self, direction: Direction, times: Vec<u64>) -> BatchId {
         let done = *times.last().expect("at least one group");
-        self.link_free_at[lane(direction)] = done;
+        self.link_free_at[direction.lane()] = done;
         let id = self.next;
         self.next += 1;
         self.pending.insert(id, done);
@@ -134,14 +134,6 @@ impl TimingBackend {
     /// When the next copy in flight completes.
     pub fn next_completion(&self) -> Option<u64> {
         self.pending.values().copied().filter(|&t| t > self.now).min()
-    }
-}
-
-/// The index of `direction`'s queue.
-fn lane(direction: Direction) -> usize {
-    match direction {
-        Direction::HostToGpu => 0,
-        Direction::GpuToHost => 1,
     }
 }
 

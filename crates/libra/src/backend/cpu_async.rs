@@ -27,7 +27,7 @@ struct Job {
 struct State {
     /// A deferred CPU backend: it holds the tiers and the submitted copies until completed.
     io: CpuBackend,
-    /// Submitted batches per direction (indexed by [`lane`]), in submission order.
+    /// Submitted batches per direction (indexed by `Direction::lane`), in submission order.
     queues: [VecDeque<Job>; 2],
     /// When the last queued batch of each direction completes: its next one starts no earlier.
     link_free_at: [Instant; 2],
@@ -97,7 +97,7 @@ impl AsyncCpuBackend {
     /// it group by group.
     fn enqueue(&self, state: &mut State, direction: Direction, batch: BatchId, bytes: u64, groups: u32) {
         let now = Instant::now();
-        let lane = lane(direction);
+        let lane = direction.lane();
         let start = state.link_free_at[lane].max(now);
         let total = Duration::from_nanos((bytes as f64 * 1000.0 / self.bytes_per_us) as u64);
         let per_group = total / groups.max(1);
@@ -108,14 +108,6 @@ impl AsyncCpuBackend {
 
     fn block_bytes(&self) -> u64 {
         self.layout.block_bytes()
-    }
-}
-
-/// The index of `direction`'s queue.
-fn lane(direction: Direction) -> usize {
-    match direction {
-        Direction::HostToGpu => 0,
-        Direction::GpuToHost => 1,
     }
 }
 

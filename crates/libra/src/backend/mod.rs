@@ -21,6 +21,17 @@ pub enum Direction {
     HostToGpu,
 }
 
+impl Direction {
+    /// 0 for copies to the GPU, 1 for copies to the host: the index of a direction's queue or
+    /// stream, where a backend keeps one per direction (the link is full duplex).
+    pub fn lane(self) -> usize {
+        match self {
+            Direction::HostToGpu => 0,
+            Direction::GpuToHost => 1,
+        }
+    }
+}
+
 /// One block move: a GPU-tier block id and a host-tier block id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct BlockMove {

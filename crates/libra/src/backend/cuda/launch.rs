@@ -146,8 +146,8 @@ impl CudaBackend {
 
     /// Enqueues the copy of a staged block list into `direction`'s list buffer.
     fn fill_list(&mut self, direction: Direction, host: *const u8, len: usize) -> Result<sys::CUdeviceptr> {
-        let stream = self.streams[super::lane(direction)].clone();
-        self.lists[super::lane(direction)].fill_from_pinned(&stream, host, len)
+        let stream = self.streams[direction.lane()].clone();
+        self.lists[direction.lane()].fill_from_pinned(&stream, host, len)
     }
 
     /// Enqueues a swap: per readiness group, one launch (or its memcpy run) over the group's

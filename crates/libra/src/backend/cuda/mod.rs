@@ -54,7 +54,7 @@ pub use probe::{device_count, driver_present, unavailable_reason, usable};
 /// The CUDA backend.
 pub struct CudaBackend {
     ctx: Arc<CudaContext>,
-    /// The swap streams, indexed by [`lane`].
+    /// The swap streams, indexed by `Direction::lane`.
     streams: [Arc<CudaStream>; 2],
     layout: TierLayout,
     options: CudaOptions,
@@ -190,7 +190,7 @@ impl CudaBackend {
     }
 
     fn stream(&self, direction: Direction) -> &Arc<CudaStream> {
-        &self.streams[lane(direction)]
+        &self.streams[direction.lane()]
     }
 
     /// The context the backend runs in (the device's primary context).
@@ -264,20 +264,14 @@ impl CudaBackend {
     }
 }
 
-/// The index of `direction`'s stream.
-fn lane(direction: Direction) -> usize {
-    match direction {
-        Direction::HostToGpu => 0,
-        Direction::GpuToHost => 1,
-    }
-}
-
 impl Drop for CudaBackend {
     fn drop(&mut self) {
         self.restore_on_drop = KeepCurrent::save().ok();
         // Nothing may be freed while queued work can still touch it.
         let _ = self.ctx.bind_to_thread();
-        let _ = self.sync();
+        for s in &self.streams {
+            let _ = s.synchronize();
+        }
     }
 }
 
