@@ -310,8 +310,8 @@ pub fn cache_ops(data: &[u8]) {
                 );
             }
             9 => {
-                // poll / wait / wait_event / poll_groups / group_event; a failed request is aborted, as an
-                // engine would
+                // poll / wait / wait_event / poll_groups / group_event; a failed request is
+                // aborted, as an engine would
                 let id = pick(&mut inp, &open).map(|k| open[k].id).unwrap_or_else(|| inp.u64());
                 let mut r: libra_readiness = libra_readiness::LIBRA_PENDING;
                 let s = match inp.u8() % 5 {
