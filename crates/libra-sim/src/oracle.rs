@@ -68,13 +68,17 @@ impl Oracle<'_> {
             let short = need - self.core.tier_blocks().gpu_free as usize;
             let submitted = self.evict(short, now)?;
             if submitted.0 == 0 && submitted.1.is_none() {
-                if self.core.copies_in_flight() == 0 || rounds > 64 {
+                if !self.core.freeing_copies_in_flight() || rounds > 64 {
                     return Err(Error::out_of_memory(format!(
                         "{need} GPU blocks needed, {} free, and every cached block is pinned or in flight",
                         self.core.tier_blocks().gpu_free
                     )));
                 }
-                self.core.wait_copies(self.io);
+                // As allocation does: wait for the copies to the host only.
+                self.core.wait_copies_out(self.io);
+                if self.core.freeing_copies_in_flight() {
+                    return Err(Error::busy("every unpinned GPU block is in flight"));
+                }
                 continue;
             }
             if let Some(batch) = submitted.1 {
