@@ -616,7 +616,8 @@ typedef struct libra_cache_config {
    */
   uint64_t value_time_unit_us;
   /**
-   * Longest an allocation waits for its own swap-outs, microseconds (default 100 ms).
+   * Longest an allocation waits for each copy to the host in flight (its swap-outs,
+   * write-through), microseconds (default 100 ms). Loads are never waited for.
    */
   uint64_t swap_wait_us;
   /**
@@ -1211,9 +1212,11 @@ enum libra_status libra_cache_match_leaving(const struct libra_cache *cache,
  * Allocates ceil(n_tokens / block_tokens) GPU blocks for `request`, evicting or swapping out
  * unpinned cached blocks when the tier is full. Ids go to `blocks_out` (room for `capacity`),
  * their number to `*count_out`. Errors: LIBRA_ERR_NOT_FOUND (request not open),
- * LIBRA_ERR_OUT_OF_MEMORY (everything pinned: nothing allocated), LIBRA_ERR_BUSY (swap-outs
- * still in flight; retry after `libra_cache_step`), LIBRA_ERR_INVALID_ARGUMENT (capacity too
- * small, or more blocks than the whole GPU tier: nothing allocated). Thread-safe.
+ * LIBRA_ERR_OUT_OF_MEMORY (everything pinned, or on its way to the GPU for open requests:
+ * nothing allocated), LIBRA_ERR_BUSY (copies that would free blocks still in flight; retry
+ * after `libra_cache_step`), LIBRA_ERR_INVALID_ARGUMENT (capacity too small, or more blocks
+ * than the whole GPU tier: nothing allocated). It waits (`swap_wait_us`) only for copies to
+ * the host, never for loads. Thread-safe.
  *
  * Pointers: `cache` NULL or a live handle from libra_cache_create(); `blocks_out` NULL or room for
  * `capacity` ids; `count_out` NULL or writable.

@@ -61,7 +61,8 @@ pub struct libra_cache_config {
     pub popularity_window_us: u64,
     /// Unit of idle time in the cost model, microseconds; 0 = the default (1 s).
     pub value_time_unit_us: u64,
-    /// Longest an allocation waits for its own swap-outs, microseconds (default 100 ms).
+    /// Longest an allocation waits for each copy to the host in flight (its swap-outs,
+    /// write-through), microseconds (default 100 ms). Loads are never waited for.
     pub swap_wait_us: u64,
     /// Least time between two prefetch passes, microseconds (default 50 ms; a pass scans the
     /// tree).

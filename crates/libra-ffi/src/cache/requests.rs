@@ -197,9 +197,11 @@ pub(crate) unsafe fn match_into(
 /// Allocates ceil(n_tokens / block_tokens) GPU blocks for `request`, evicting or swapping out
 /// unpinned cached blocks when the tier is full. Ids go to `blocks_out` (room for `capacity`),
 /// their number to `*count_out`. Errors: LIBRA_ERR_NOT_FOUND (request not open),
-/// LIBRA_ERR_OUT_OF_MEMORY (everything pinned: nothing allocated), LIBRA_ERR_BUSY (swap-outs
-/// still in flight; retry after `libra_cache_step`), LIBRA_ERR_INVALID_ARGUMENT (capacity too
-/// small, or more blocks than the whole GPU tier: nothing allocated). Thread-safe.
+/// LIBRA_ERR_OUT_OF_MEMORY (everything pinned, or on its way to the GPU for open requests:
+/// nothing allocated), LIBRA_ERR_BUSY (copies that would free blocks still in flight; retry
+/// after `libra_cache_step`), LIBRA_ERR_INVALID_ARGUMENT (capacity too small, or more blocks
+/// than the whole GPU tier: nothing allocated). It waits (`swap_wait_us`) only for copies to
+/// the host, never for loads. Thread-safe.
 ///
 /// Pointers: `cache` NULL or a live handle from libra_cache_create(); `blocks_out` NULL or room for
 /// `capacity` ids; `count_out` NULL or writable.

@@ -31,7 +31,8 @@ pub struct CacheConfig {
     /// Unit of `t` in Eq. 5's `1 - sigmoid(t)`, microseconds: a block's retention value decays
     /// by about e per unit of idle time (`elora`). 0 picks the default, 1 s.
     pub value_time_unit_us: u64,
-    /// Longest a blocking allocation waits for its swap-outs, microseconds.
+    /// Longest a blocking allocation waits for each copy to the host in flight (swap-outs,
+    /// write-through), microseconds. Copies to the GPU are never waited for.
     pub swap_wait_us: u64,
     /// Least engine time between two prefetch passes, microseconds (a pass scans the tree);
     /// also between two write-through passes.
