@@ -67,15 +67,17 @@ fn run_both(b: &mut CudaBackend, out: &[BlockMove], back: &[BlockMove]) {
         b.submit_moves(Direction::HostToGpu, back).expect("submit"),
     ];
     for id in ids {
-        match b.wait(id, 60_000_000) {
-            BatchState::Done => b.retire(id),
-            other => panic!("batch failed: {other:?}"),
-        }
+        finish(b, id);
     }
 }
 
 fn run_batch(b: &mut CudaBackend, dir: Direction, moves: &[BlockMove]) {
     let id = b.submit_moves(dir, moves).expect("submit");
+    finish(b, id);
+}
+
+/// Waits for batch `id` and retires it; a failed copy ends the benchmark.
+fn finish(b: &mut CudaBackend, id: u64) {
     match b.wait(id, 60_000_000) {
         BatchState::Done => b.retire(id),
         other => panic!("batch failed: {other:?}"),

@@ -31,14 +31,14 @@ impl CacheCore {
             let short = need - self.gpu.free_count() as usize;
             let victims = self.plan(Tier::Gpu, short, now);
             if victims.is_empty() {
-                if !self.freeing_in_flight() || rounds > 64 {
+                if !self.freeing_copies_in_flight() || rounds > 64 {
                     return Err(Error::out_of_memory(format!(
                         "{need} GPU blocks needed, {} free, and every cached block is pinned or in flight",
                         self.gpu.free_count()
                     )));
                 }
-                self.wait_copies_out_inner(io);
-                if self.freeing_in_flight() {
+                self.wait_copies_out(io);
+                if self.freeing_copies_in_flight() {
                     // Copies still running after `swap_wait_us` may free or unpin blocks: the
                     // caller retries later rather than being told the tier is exhausted.
                     return Err(Error::busy(
@@ -138,10 +138,10 @@ impl CacheCore {
             let victims: Vec<u32> =
                 self.tree.gpu_leaves().iter().filter(|c| !c.adapter).take(over).map(|c| c.id).collect();
             if victims.is_empty() {
-                if !self.freeing_in_flight() {
+                if !self.freeing_copies_in_flight() {
                     break;
                 }
-                self.wait_copies_out_inner(io);
+                self.wait_copies_out(io);
                 continue;
             }
             let copies = victims.iter().filter(|&&v| !self.is_clean(v)).count();

@@ -176,7 +176,7 @@ impl CacheCore {
     /// Whether a batch in flight can free or unpin a GPU block when it lands: a copy to the
     /// host does (a swap-out frees its blocks, a write-through makes them clean), a swap-in or
     /// an upload only when a node it carries is pinned by no request (an aborted one's).
-    pub(crate) fn frees_on_landing(&self, f: &Flight) -> bool {
+    fn frees_on_landing(&self, f: &Flight) -> bool {
         match f {
             Flight::ToHost(_) | Flight::Clean(_) => true,
             Flight::ToGpu(nodes) => nodes.iter().any(|&n| self.tree.node(n).pins == 0),
@@ -186,8 +186,10 @@ impl CacheCore {
         }
     }
 
-    /// Whether any batch in flight can free or unpin a GPU block when it lands.
-    pub(crate) fn freeing_in_flight(&self) -> bool {
+    /// Whether a copy in flight can free or unpin a GPU block when it lands (see
+    /// `frees_on_landing`). When none can, an allocation that found no victim is out of memory
+    /// rather than busy; placement policies outside the crate follow the same rule.
+    pub fn freeing_copies_in_flight(&self) -> bool {
         self.inflight.values().any(|f| self.frees_on_landing(f))
     }
 
@@ -195,23 +197,13 @@ impl CacheCore {
     /// every batch done. Used when nothing else can free memory. Copies to the GPU are not
     /// waited for: most carry blocks their requests pin, so they would free nothing, and even
     /// an unpinned one lands only after every load queued before it on the link.
-    pub(crate) fn wait_copies_out_inner(&mut self, io: &mut dyn Backend) {
+    pub fn wait_copies_out(&mut self, io: &mut dyn Backend) {
         let mut ids: Vec<BatchId> = self
             .inflight
             .iter()
             .filter(|(_, f)| matches!(f, Flight::ToHost(_) | Flight::Clean(_)))
             .map(|(&b, _)| b)
             .collect();
-        ids.sort_unstable();
-        for b in ids {
-            io.wait(b, self.cfg.swap_wait_us);
-        }
-        self.poll_inflight(io);
-    }
-
-    /// Waits for every batch in flight.
-    pub(crate) fn wait_all(&mut self, io: &mut dyn Backend) {
-        let mut ids: Vec<BatchId> = self.inflight.keys().copied().collect();
         ids.sort_unstable();
         for b in ids {
             io.wait(b, self.cfg.swap_wait_us);

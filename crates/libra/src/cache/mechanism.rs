@@ -142,33 +142,9 @@ impl CacheCore {
         self.load.record_batch(batch_size, now);
     }
 
-    /// Copies in flight (swap-outs, swap-ins, uploads, write-through).
-    pub fn copies_in_flight(&self) -> usize {
-        self.inflight.len()
-    }
-
     /// Finishes every copy the backend reports complete or failed; returns how many.
     pub fn poll_copies(&mut self, io: &mut dyn Backend) -> u32 {
         self.poll_inflight(io)
-    }
-
-    /// Waits (up to `swap_wait_us` each) for every copy in flight, then finishes those done.
-    pub fn wait_copies(&mut self, io: &mut dyn Backend) {
-        self.wait_all(io);
-    }
-
-    /// What allocation waits for when no victim is left: the copies to the host in flight (up
-    /// to `swap_wait_us` each), then finishes every copy done. Copies to the GPU are not waited
-    /// for (see [`CacheCore::freeing_copies_in_flight`]).
-    pub fn wait_copies_out(&mut self, io: &mut dyn Backend) {
-        self.wait_copies_out_inner(io);
-    }
-
-    /// Whether a copy in flight can free or unpin a GPU block when it lands: a copy to the
-    /// host, or a copy to the GPU carrying a block no request pins. When none can, an
-    /// allocation that found no victim is out of memory rather than busy.
-    pub fn freeing_copies_in_flight(&self) -> bool {
-        self.freeing_in_flight()
     }
 
     /// The chain-aware plan for `blocks` GPU blocks under a caller's ranking, lowest `value`
