@@ -1,5 +1,7 @@
 /* Retention hints through the C API: defaults, every refused hint, the order they impose on
- * evictions, expiry, and stats read through an older, smaller stats struct. */
+ * evictions, expiry, and stats read through an older, smaller stats struct; and the opposite
+ * hint, libra_cache_expect_no_reuse: what it marks, and that marked blocks leave first
+ * without a host copy. */
 #include "libra.h"
 #include "check.h"
 #include <math.h>
@@ -190,8 +192,86 @@ static void test_write_through(uint32_t blocks_per_pass) {
     libra_cache_free(c);
 }
 
+/* Two prompts under a shared one-block system prompt, with a host tier: the newer one is
+ * declared finished for good. Its own block leaves first and is dropped although the host tier
+ * has room; the older prompt is copied to the host. A match reads the shared block again. */
+static void test_no_reuse(void) {
+    libra_cache_config cfg;
+    cfg.struct_size = sizeof cfg;
+    CHECK_OK(libra_cache_config_default(&cfg));
+    cfg.block_tokens = BT;
+    cfg.block_bytes = 64;
+    cfg.gpu_blocks = 8;
+    cfg.host_blocks = 16;
+    cfg.policy = LIBRA_POLICY_LRU;
+    libra_cache *c = NULL;
+    CHECK_OK(libra_cache_create(&cfg, &c));
+    uint8_t w[128] = {0};
+    CHECK_OK(libra_cache_register_adapter(c, 1, w, sizeof w, 8, 0)); /* 2 blocks */
+
+    CHECK_STATUS(libra_cache_expect_no_reuse(NULL, 1, 0, 0), LIBRA_ERR_NULL_ARGUMENT);
+    CHECK_STATUS(libra_cache_expect_no_reuse(c, 12345, 0, 0), LIBRA_ERR_NOT_FOUND);
+    CHECK(strstr(libra_last_error_message(), "not open") != NULL);
+
+    /* Both prompts start with the same block. */
+    uint32_t older[2 * BT], newer[2 * BT];
+    for (uint32_t i = 0; i < 2 * BT; i++) {
+        older[i] = i < BT ? 7 : 1000 + i;
+        newer[i] = i < BT ? 7 : 2000 + i;
+    }
+    uint32_t ids[4], blocks[4];
+    libra_match m;
+    size_t nb = 0, shared = 0;
+    CHECK_OK(libra_cache_match(c, 1, 0, older, 2 * BT, 10, ids, 4, &m));
+    CHECK_OK(libra_cache_allocate(c, m.request, 2 * BT, 10, blocks, 4, &nb));
+    CHECK_OK(libra_cache_commit(c, m.request, older, 2 * BT, 10, &shared));
+    CHECK_OK(libra_cache_release(c, m.request, 10));
+    CHECK_OK(libra_cache_match(c, 1, 0, newer, 2 * BT, 20, ids, 4, &m));
+    CHECK(m.cached_tokens == BT);
+    CHECK_OK(libra_cache_allocate(c, m.request, BT, 20, blocks, 4, &nb));
+    CHECK_OK(libra_cache_commit(c, m.request, newer + BT, BT, 20, &shared));
+    CHECK_OK(libra_cache_expect_no_reuse(c, m.request, 20, BT)); /* keep the shared block */
+    CHECK_OK(libra_cache_expect_no_reuse(c, m.request, 20, BT)); /* again: same effect */
+    libra_cache_stats st;
+    st.struct_size = sizeof st;
+    CHECK_OK(libra_cache_get_stats(c, &st));
+    CHECK(st.no_reuse_blocks == 0); /* marked at release */
+    CHECK_OK(libra_cache_release(c, m.request, 20));
+    CHECK_STATUS(libra_cache_expect_no_reuse(c, m.request, 20, 0), LIBRA_ERR_NOT_FOUND);
+    CHECK_OK(libra_cache_get_stats(c, &st));
+    CHECK(st.no_reuse_blocks == 1 && st.hinted_blocks == 0 && st.gpu_blocks_used == 5);
+
+    /* Five fresh blocks: three free, so two must leave: the marked block (dropped), then the
+     * older prompt's own block (copied to the host). */
+    uint32_t fresh[5 * BT], fids[8], fblocks[8];
+    for (uint32_t i = 0; i < 5 * BT; i++) fresh[i] = 5000 + i;
+    CHECK_OK(libra_cache_match(c, 1, 0, fresh, 5 * BT, 30, fids, 8, &m));
+    CHECK_OK(libra_cache_allocate(c, m.request, 5 * BT, 30, fblocks, 8, &nb));
+    CHECK(nb == 5);
+    CHECK_OK(libra_cache_get_stats(c, &st));
+    CHECK(st.dropped_blocks == 1 && st.swap_out_blocks == 1 && st.no_reuse_blocks == 0);
+    CHECK(st.kv_blocks_host == 1);
+    CHECK_OK(libra_cache_abort(c, m.request, 30));
+    CHECK_OK(libra_cache_check(c));
+
+    /* The newer prompt finds only the shared block; the older one all of it (one block on the
+     * host). */
+    CHECK_OK(libra_cache_match(c, 1, 0, newer, 2 * BT, 40, ids, 4, &m));
+    CHECK(m.cached_tokens == BT);
+    CHECK_OK(libra_cache_release(c, m.request, 40));
+    CHECK_OK(libra_cache_match(c, 1, 0, older, 2 * BT, 40, ids, 4, &m));
+    CHECK(m.cached_tokens == 2 * BT);
+    libra_readiness ready;
+    CHECK_OK(libra_cache_wait(c, m.request, 1000000, &ready));
+    CHECK(ready == LIBRA_READY);
+    CHECK_OK(libra_cache_release(c, m.request, 40));
+    CHECK_OK(libra_cache_check(c));
+    libra_cache_free(c);
+}
+
 int main(void) {
     test_errors();
+    test_no_reuse();
     test_order();
     test_write_through(16);
     test_write_through(0);

@@ -809,6 +809,11 @@ typedef struct libra_cache_stats {
    * `swap_out_blocks`).
    */
   uint64_t instant_evictions;
+  /**
+   * Cached KV blocks marked by `libra_cache_expect_no_reuse`: the first to leave, dropped
+   * rather than copied to the host (not counted in `hinted_blocks`).
+   */
+  uint64_t no_reuse_blocks;
 } libra_cache_stats;
 
 /**
@@ -1384,6 +1389,31 @@ enum libra_status libra_cache_set_retention(const struct libra_cache *cache,
                                             uint64_t request,
                                             uint64_t now_us,
                                             const struct libra_retention *hint);
+
+/**
+ * Says that none of an open request's own KV blocks will be read again once it ends: the
+ * engine knows the session was closed, the call was a one-shot API request, or the agent task
+ * returned its answer. The first `keep_tokens` tokens of its prompt (a system prompt, few-shot
+ * template or tool list that later requests share) are left alone; pass 0 when nothing is
+ * shared. At `libra_cache_release` (not at `libra_cache_abort`) the request's blocks past
+ * them are marked, from the deepest up, stopping at the first block that another open
+ * request holds, that has another branch below it, or that holds a retention hint. Marked
+ * blocks leave the GPU (and the host tier) before every other block and are dropped rather
+ * than copied to the host, so no host-link time or allocation wait is spent on them
+ * (TensorRT-LLM's `secondary_offload_min_priority` keeps low-priority blocks out of host
+ * memory the same way). A later match that reads a marked block takes its mark away. Marking
+ * frees nothing by itself. `libra_cache_stats.no_reuse_blocks` counts marked blocks. The
+ * `VLLM` baseline ignores it, as it ignores retention hints.
+ *
+ * Fails with LIBRA_ERR_NULL_ARGUMENT (`cache` NULL) or LIBRA_ERR_NOT_FOUND (request not open);
+ * nothing changes on failure. Calling it again replaces `keep_tokens`. Thread-safe.
+ *
+ * Pointers: `cache` NULL or a live handle from libra_cache_create().
+ */
+enum libra_status libra_cache_expect_no_reuse(const struct libra_cache *cache,
+                                              uint64_t request,
+                                              uint64_t now_us,
+                                              uint32_t keep_tokens);
 
 /**
  * Fills `*out` with statistics. Set `out->struct_size = sizeof(libra_cache_stats)` first: only

@@ -227,6 +227,9 @@ impl Cache {
     pub fn set_retention(&self, request: u64, hint: crate::cache::RetentionHint, now: u64) -> Result<()> {
         self.lock()?.core.set_retention(request, hint, now)
     }
+    pub fn expect_no_reuse(&self, request: u64, keep_tokens: u32, now: u64) -> Result<()> {
+        self.lock()?.core.expect_no_reuse(request, keep_tokens, now)
+    }
     pub fn abort(&self, request: u64, now: u64) -> Result<()> {
         let mut g = self.lock()?;
         let Inner { core, io } = &mut *g;

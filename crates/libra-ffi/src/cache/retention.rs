@@ -97,3 +97,35 @@ pub unsafe extern "C" fn libra_cache_set_retention(
         c.cache.set_retention(request, hint, now_us)
     })
 }
+
+/// Says that none of an open request's own KV blocks will be read again once it ends: the
+/// engine knows the session was closed, the call was a one-shot API request, or the agent task
+/// returned its answer. The first `keep_tokens` tokens of its prompt (a system prompt, few-shot
+/// template or tool list that later requests share) are left alone; pass 0 when nothing is
+/// shared. At `libra_cache_release` (not at `libra_cache_abort`) the request's blocks past
+/// them are marked, from the deepest up, stopping at the first block that another open
+/// request holds, that has another branch below it, or that holds a retention hint. Marked
+/// blocks leave the GPU (and the host tier) before every other block and are dropped rather
+/// than copied to the host, so no host-link time or allocation wait is spent on them
+/// (TensorRT-LLM's `secondary_offload_min_priority` keeps low-priority blocks out of host
+/// memory the same way). A later match that reads a marked block takes its mark away. Marking
+/// frees nothing by itself. `libra_cache_stats.no_reuse_blocks` counts marked blocks. The
+/// `VLLM` baseline ignores it, as it ignores retention hints.
+///
+/// Fails with LIBRA_ERR_NULL_ARGUMENT (`cache` NULL) or LIBRA_ERR_NOT_FOUND (request not open);
+/// nothing changes on failure. Calling it again replaces `keep_tokens`. Thread-safe.
+///
+/// Pointers: `cache` NULL or a live handle from libra_cache_create().
+#[no_mangle]
+pub unsafe extern "C" fn libra_cache_expect_no_reuse(
+    cache: *const libra_cache,
+    request: u64,
+    now_us: u64,
+    keep_tokens: u32,
+) -> libra_status {
+    entry!({
+        // SAFETY: `cache` is NULL or a live handle, per the contract above.
+        let c = unsafe { cache_ref(cache) }?;
+        c.cache.expect_no_reuse(request, keep_tokens, now_us)
+    })
+}

@@ -47,6 +47,9 @@ pub struct libra_cache_stats {
     /// Blocks that left the GPU without a copy because they were clean (also counted in
     /// `swap_out_blocks`).
     pub instant_evictions: u64,
+    /// Cached KV blocks marked by `libra_cache_expect_no_reuse`: the first to leave, dropped
+    /// rather than copied to the host (not counted in `hinted_blocks`).
+    pub no_reuse_blocks: u64,
 }
 
 /// `sizeof(libra_cache_stats)` as first published (ending at `events_dropped`), on 64-bit
@@ -114,6 +117,7 @@ pub unsafe extern "C" fn libra_cache_get_stats(
             clean_blocks: s.clean_blocks,
             write_through_bytes: s.write_through_bytes,
             instant_evictions: s.instant_evictions,
+            no_reuse_blocks: s.no_reuse_blocks,
         };
         // SAFETY: `out` holds `struct_size` writable bytes, per the contract above.
         unsafe { write_versioned(out, full, "out") }

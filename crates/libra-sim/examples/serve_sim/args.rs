@@ -128,10 +128,12 @@ pub struct Args {
     /// copy [default: 4]
     #[arg(long, value_name = "N", help_heading = ENGINE)]
     pub layers_per_group: Option<u32>,
-    /// The engine gives retention hints when a turn ends and its conversation continues
+    /// The engine gives retention hints when a turn ends: whether its conversation continues
     ///
-    /// agent: a pending tool call expected back after the mean think time; other scenarios: an
-    /// open session held until the timeout.
+    /// When it continues, agent: a pending tool call expected back after the mean think time;
+    /// other scenarios: an open session held until the timeout. When it ended (the session was
+    /// closed, the agent returned its answer, a single-turn request): the turn's blocks past
+    /// the shared system prompt will not be read again (libra_cache_expect_no_reuse).
     #[arg(long, help_heading = ENGINE)]
     pub hints: bool,
     /// Adapters are registered whole: no policy may run a layer before its whole adapter is

@@ -57,7 +57,9 @@ pub struct EngineConfig {
     /// at 1.0 a request joins when the batch loses less than it gains.
     pub join_slack: f64,
     /// Give retention hints at release where a real engine knows the conversation continues
-    /// (see `retention_hint`); the oracle never gets them.
+    /// (see `retention_hint`), and say that a turn's own blocks will not be read again where
+    /// it knows the conversation ended (`expect_no_reuse`, past the shared system prompt); the
+    /// oracle never gets either.
     pub retention_hints: bool,
     /// Adapters are registered layer by layer, so that policies that can (`libra`, the oracle)
     /// let layer L of a loading request wait only for its group of the adapter's upload.

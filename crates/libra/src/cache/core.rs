@@ -54,6 +54,8 @@ pub(crate) struct Request {
     pub failure: Option<String>,
     /// Retention hint for the request's blocks, applied again at release.
     pub retention: Option<super::tree::Hint>,
+    /// Set by `expect_no_reuse`: the prompt tokens to leave unmarked at release.
+    pub no_reuse_after: Option<u32>,
 }
 
 /// What a batch in flight carries.
@@ -205,6 +207,10 @@ impl CacheCore {
     /// Pins `n` for a request; an idle node's reuse is recorded at its age. A node that left
     /// the GPU was counted as ended there: had it stayed, this would have been its hit.
     pub(crate) fn pin_used(&mut self, n: u32, now: u64) {
+        if self.tree.is_no_reuse(n) {
+            // Read again after all: it ranks like any other block from now on.
+            self.tree.drop_hint(n);
+        }
         let class = self.reuse_class(n);
         let node = self.tree.node(n);
         if node.pins == 0 {
@@ -225,10 +231,12 @@ impl CacheCore {
     }
 
     /// `n` leaves the GPU (swapped out, evicted clean, or an adapter freed): its lifetime
-    /// there ends at its age, unless it left before and has not been used since.
+    /// there ends at its age, unless it left before and has not been used since. Blocks marked
+    /// `NO_REUSE` are not observed: the ranking learns from the blocks the engine did not
+    /// classify, which are the ones it ranks.
     pub(crate) fn note_left_gpu(&mut self, n: u32) {
         let node = self.tree.node(n);
-        if node.left_gpu != NO_BIN {
+        if node.left_gpu != NO_BIN || self.tree.is_no_reuse(n) {
             return;
         }
         let age = self.last_now.saturating_sub(node.last_use);
@@ -249,7 +257,7 @@ impl CacheCore {
             }
             self.free_host(node.host_block);
         }
-        if node.left_gpu == NO_BIN {
+        if node.left_gpu == NO_BIN && !self.tree.is_no_reuse(n) {
             self.reuse.end(ReuseClass::Kv, self.last_now.saturating_sub(node.last_use));
         }
         self.emit(why, n);
@@ -294,6 +302,7 @@ impl CacheCore {
         s.kv_nodes_host = kv.host;
         s.invalid_kv_blocks = kv.invalid;
         s.hinted_blocks = self.tree.hinted_nodes() as u64;
+        s.no_reuse_blocks = self.tree.no_reuse_nodes() as u64;
         s.clean_blocks = self.clean_blocks;
         s
     }

@@ -70,6 +70,9 @@ impl CacheCore {
                     if !waits_for_child {
                         self.evict_clean(v);
                     }
+                } else if self.unwanted(v) {
+                    // Nobody will read it: no copy, and nothing to wait for.
+                    self.drop_subtree(v);
                 } else if to_host && !outgoing.may_take(v, node_gpu_children) {
                     // A child stays on the GPU this pass: so does this node.
                     continue;

@@ -11,13 +11,14 @@
 //! still leaves only after its children.
 //!
 //! Nodes holding an unexpired retention hint come after every other candidate, lowest hint
-//! priority first, then in policy order; a hint changes when a node leaves, never the rule
-//! that children leave before their parents.
+//! priority first, then in policy order; nodes marked `NO_REUSE` come before every other
+//! candidate. A hint changes when a node leaves, never the rule that children leave before
+//! their parents.
 use super::core::CacheCore;
 use super::cost;
 use super::policy::{retention_value, RankContext};
 use super::reuse::{adapter_rate, bin_of, ADAPTER_MISS_WEIGHT, BINS, BIN_START_US};
-use super::tree::{Candidate, Kind, Residency, ROOT};
+use super::tree::{Candidate, Kind, Residency, NO_REUSE, ROOT};
 use std::cmp::{Ordering, Reverse};
 use std::collections::BTreeSet;
 use std::collections::{BinaryHeap, HashMap};
@@ -151,13 +152,21 @@ struct Plan {
 
 impl Plan {
     /// Files a candidate under the pending heap or, when it holds an unexpired hint (or the
-    /// plan is in its hinted phase), under the deferred one.
+    /// plan is in its hinted phase), under the deferred one. A `NO_REUSE` node scores below
+    /// everything, ties in set-key order.
     fn offer(&mut self, core: &CacheCore, scorer: &Scorer<'_>, id: u32) {
-        let s = core.score(scorer, id);
+        let mut s = core.score(scorer, id);
         let class = match core.tree.hint(id) {
             Some(h) if h.expires > self.now => h.priority,
             _ => 0.0,
         };
+        if class == NO_REUSE {
+            s.value = f64::NEG_INFINITY;
+            if !self.hinted_phase {
+                self.pending.push(Reverse(s));
+                return;
+            }
+        }
         if class > 0.0 || self.hinted_phase {
             self.deferred.push(Reverse(Deferred { class, s }));
         } else {

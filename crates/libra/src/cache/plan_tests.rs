@@ -8,8 +8,9 @@ use crate::cache::{CacheConfig, PolicyKind, RetentionHint};
 use std::collections::HashSet;
 
 /// The definition, literally: before each pick, every node that may leave now (all its
-/// children in the tier already picked) is scored, and the lowest is taken, unhinted (or
-/// expired) before hinted, lower hint priority first.
+/// children in the tier already picked) is scored, and the lowest is taken: marked
+/// `NO_REUSE` first (in set-key order), then unhinted (or expired), then hinted, lower hint
+/// priority first.
 fn brute_force(core: &CacheCore, tier: Tier, blocks: usize, now: u64) -> Vec<u32> {
     let scorer = core.scorer(tier, now);
     let ids: Vec<u32> = core.tree.live_ids().collect();
@@ -44,7 +45,11 @@ fn brute_force(core: &CacheCore, tier: Tier, blocks: usize, now: u64) -> Vec<u32
             .filter(|id| children.get(id).into_iter().flatten().all(|&c| !in_tier(c) || picked.contains(&c)))
             .map(|id| {
                 let class = core.tree.hint(id).filter(|h| h.expires > now).map_or(0.0, |h| h.priority);
-                (Deferred { class, s: core.score(&scorer, id) }, id)
+                let mut s = core.score(&scorer, id);
+                if class == NO_REUSE {
+                    s.value = f64::NEG_INFINITY;
+                }
+                (Deferred { class, s }, id)
             })
             .min();
         let Some((Deferred { s, .. }, _)) = best else { break };
@@ -113,6 +118,9 @@ fn random_core(policy: PolicyKind, unit: u64, seed: u64) -> (CacheCore, CpuBacke
             if hint.expiry(now).is_ok() {
                 core.set_retention(m.request, hint, now).unwrap();
             }
+        } else if rnd() % 6 == 0 {
+            // The engine expects the request's own blocks never back, past 0-2 shared tokens.
+            core.expect_no_reuse(m.request, (rnd() % 3) as u32, now).unwrap();
         }
         if open < 4 && rnd() % 16 == 0 {
             open += 1;
@@ -129,7 +137,7 @@ fn random_core(policy: PolicyKind, unit: u64, seed: u64) -> (CacheCore, CpuBacke
 
 #[test]
 fn chain_plan_equals_brute_force() {
-    let (mut chains, mut hinted_taken, mut hinted_left) = (0, 0, 0);
+    let (mut chains, mut hinted_taken, mut hinted_left, mut unwanted_taken) = (0, 0, 0, 0);
     for (policy, unit) in [
         (PolicyKind::Elora, 0),
         (PolicyKind::Libra, 0),
@@ -158,6 +166,7 @@ fn chain_plan_equals_brute_force() {
                         let hinted_in = got.iter().filter(|id| active(id)).count();
                         hinted_taken += (hinted_in > 0) as u32;
                         hinted_left += (hinted_in == 0 && core.tree.hinted_nodes() > 0) as u32;
+                        unwanted_taken += got.iter().any(|&id| core.tree.is_no_reuse(id)) as u32;
                     }
                 }
             }
@@ -167,6 +176,7 @@ fn chain_plan_equals_brute_force() {
     // are both in them and kept out of them.
     assert!(chains > 100, "only {chains} plans took a parent");
     assert!(hinted_taken > 50 && hinted_left > 50, "hinted blocks taken {hinted_taken}, left {hinted_left}");
+    assert!(unwanted_taken > 50, "only {unwanted_taken} plans met a block marked as never read again");
 }
 
 /// Inserts a prompt and releases it.

@@ -58,6 +58,7 @@ impl CacheCore {
             waits,
             failure: None,
             retention: None,
+            no_reuse_after: None,
         });
         self.stats.open_requests += 1;
         request_id(self.request_tag, slot, self.request_gen[slot as usize])
@@ -234,6 +235,9 @@ impl CacheCore {
         if let Some(h) = req.retention.filter(|h| !aborted && h.expires > now) {
             // Before unpinning, so the blocks enter the hinted candidate sets directly.
             self.hint_nodes(&req.pinned, h);
+        }
+        if let Some(keep_tokens) = req.no_reuse_after.filter(|_| !aborted) {
+            self.mark_no_reuse(&req.pinned, keep_tokens, now);
         }
         for &n in req.pinned.iter().rev() {
             self.tree.unpin(n, now);

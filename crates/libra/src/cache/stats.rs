@@ -36,6 +36,9 @@ pub struct Stats {
     /// Blocks that left the GPU without a copy because they were clean (also counted in
     /// `swap_out_blocks`).
     pub instant_evictions: u64,
+    /// Cached KV blocks the engine expects never to be read again (`expect_no_reuse`): the
+    /// first to leave, dropped rather than copied to the host.
+    pub no_reuse_blocks: u64,
 }
 
 /// A KV node as seen from outside, for tests and debugging tools.

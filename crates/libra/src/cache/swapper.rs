@@ -102,11 +102,12 @@ impl CacheCore {
                     self.evict_clean(v);
                     freed += 1;
                 }
-            } else if host_full {
-                continue;
-            } else if !to_host {
+            } else if !to_host || self.unwanted(v) {
+                // Not worth a host copy, or nobody will read it again.
                 self.drop_subtree(v);
                 freed += 1;
+            } else if host_full {
+                continue;
             } else if !outgoing.may_take(v, gpu_children) {
                 // A child stays on the GPU this pass (a clean one still waiting for its own
                 // child): so does this node.

@@ -102,12 +102,17 @@ impl Node {
 }
 
 /// A retention hint on a KV node: until `expires` (engine time) the node leaves its tier only
-/// after every unhinted candidate, lowest `priority` first.
+/// after every unhinted candidate, lowest `priority` first; or, at priority `NO_REUSE`, before
+/// every other candidate, without a host copy (see `CacheCore::expect_no_reuse`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Hint {
     pub priority: f64,
     pub expires: u64,
 }
+
+/// The priority of a block the engine expects never to be read again: the lowest there is, so
+/// merging it with any real hint keeps the real one.
+pub const NO_REUSE: f64 = f64::NEG_INFINITY;
 
 /// KV gauges kept in step with every residency change, so reading them costs nothing under the
 /// cache's lock however large the tree.
@@ -143,6 +148,8 @@ pub struct Tree {
     hint_expiry: BTreeSet<(u64, u32)>,
     hinted_gpu_leaves: BTreeSet<u32>,
     hinted_host_leaves: BTreeSet<u32>,
+    /// How many of `hints` are `NO_REUSE` marks.
+    no_reuse_marks: usize,
 }
 
 impl Tree {
@@ -162,6 +169,7 @@ impl Tree {
             hint_expiry: BTreeSet::new(),
             hinted_gpu_leaves: BTreeSet::new(),
             hinted_host_leaves: BTreeSet::new(),
+            no_reuse_marks: 0,
         }
     }
 

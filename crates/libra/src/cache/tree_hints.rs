@@ -11,10 +11,12 @@ impl Tree {
         let merged = match self.hints.get(&id) {
             Some(old) => {
                 self.hint_expiry.remove(&(old.expires, id));
+                self.no_reuse_marks -= (old.priority == NO_REUSE) as usize;
                 Hint { priority: old.priority.max(hint.priority), expires: old.expires.max(hint.expires) }
             }
             None => hint,
         };
+        self.no_reuse_marks += (merged.priority == NO_REUSE) as usize;
         self.hints.insert(id, merged);
         self.hint_expiry.insert((merged.expires, id));
         if !self.node(id).hinted {
@@ -35,8 +37,21 @@ impl Tree {
     pub(super) fn clear_hint(&mut self, id: u32) {
         if let Some(h) = self.hints.remove(&id) {
             self.hint_expiry.remove(&(h.expires, id));
+            self.no_reuse_marks -= (h.priority == NO_REUSE) as usize;
         }
         self.node_mut(id).hinted = false;
+    }
+
+    /// Whether node `id` is marked as never to be read again.
+    pub fn is_no_reuse(&self, id: u32) -> bool {
+        self.hint(id).is_some_and(|h| h.priority == NO_REUSE)
+    }
+
+    /// Takes node `id`'s hint away now: it ranks like any other node again.
+    pub fn drop_hint(&mut self, id: u32) {
+        self.unlist(id);
+        self.clear_hint(id);
+        self.refresh(id);
     }
 
     /// Drops every hint that expired by `now`, so its nodes rank like any other again.
@@ -47,17 +62,21 @@ impl Tree {
             if expires > now {
                 break;
             }
-            self.unlist(id);
-            self.clear_hint(id);
-            self.refresh(id);
+            self.drop_hint(id);
             n += 1;
         }
         n
     }
 
-    /// Nodes holding a hint (expired ones included until `expire_hints` runs).
+    /// Nodes holding a retention hint (expired ones included until `expire_hints` runs), not
+    /// counting `NO_REUSE` marks.
     pub fn hinted_nodes(&self) -> usize {
-        self.hints.len()
+        self.hints.len() - self.no_reuse_marks
+    }
+
+    /// Nodes marked `NO_REUSE`.
+    pub fn no_reuse_nodes(&self) -> usize {
+        self.no_reuse_marks
     }
 
     /// Hinted nodes that would otherwise be GPU (resp. host) leaves.

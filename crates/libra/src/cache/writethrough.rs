@@ -93,12 +93,16 @@ impl CacheCore {
         Some(((self.cfg.swap_out_high - self.cfg.swap_out_low) * cap).round().max(1.0) as usize)
     }
 
-    /// The KV blocks of `plan` without a host copy yet, at most `write_through_blocks`.
+    /// The KV blocks of `plan` without a host copy yet, at most `write_through_blocks`; blocks
+    /// nobody will read again get none.
     pub(crate) fn write_through_candidates(&self, plan: Vec<u32>) -> Vec<u32> {
         plan.into_iter()
             .filter(|&n| {
                 let node = self.tree.node(n);
-                node.kind == Kind::Kv && node.residency == Residency::Gpu && node.host_block == NONE
+                node.kind == Kind::Kv
+                    && node.residency == Residency::Gpu
+                    && node.host_block == NONE
+                    && !self.tree.is_no_reuse(n)
             })
             .take(self.cfg.write_through_blocks as usize)
             .collect()
