@@ -291,6 +291,32 @@ pub fn cache_ops(data: &[u8]) {
                     Some(k) => open.swap_remove(k).id,
                     None => inp.u64(),
                 };
+                // What the engine says of the request's blocks first: nothing, that they come
+                // back (a retention hint), or that nobody reads them again.
+                match inp.u8() % 4 {
+                    0 => {
+                        let keep = inp.u8() as u32 % 12;
+                        // SAFETY: `handle` is this run's live cache; ids are plain values.
+                        ok_or_expected(
+                            unsafe { libra_cache_expect_no_reuse(handle, id, now, keep) },
+                            "no_reuse",
+                        );
+                    }
+                    1 => {
+                        let hint = libra_retention {
+                            struct_size: std::mem::size_of::<libra_retention>(),
+                            priority: 1.0 + (inp.u8() % 3) as f64,
+                            duration_us: inp.u16() as u64 * 100,
+                            expect_back_us: 0,
+                        };
+                        // SAFETY: as above; `hint` is a live local of its declared size.
+                        ok_or_expected(
+                            unsafe { libra_cache_set_retention(handle, id, now, &hint) },
+                            "retention",
+                        );
+                    }
+                    _ => {}
+                }
                 let f = if abort { libra_cache_abort } else { libra_cache_release };
                 // SAFETY: `handle` is this run's live cache; ids are plain values.
                 ok_or_expected(unsafe { f(handle, id, now) }, "release");
@@ -366,6 +392,7 @@ pub fn cache_ops(data: &[u8]) {
                 ok_or_expected(s, "stats");
                 if s == Status::LIBRA_OK && st.struct_size == std::mem::size_of::<libra_cache_stats>() {
                     assert!(st.gpu_blocks_used <= st.gpu_blocks_total);
+                    assert!(st.no_reuse_blocks + st.hinted_blocks <= st.kv_blocks_gpu + st.kv_blocks_host);
                     assert_eq!(st.open_requests as usize, open.len());
                     if policy != PolicyKind::Vllm {
                         assert_eq!(st.invalid_kv_blocks, 0);
