@@ -14,6 +14,10 @@ pub enum SimPolicy {
     /// days): below some days of idle time and 1,000 visits the order is the same.
     EloraAuthors,
     Oracle,
+    /// The oracle without knowing which blocks are never read again: it knows the order of
+    /// next uses, with "never" as later than every use, so it copies to the host every block
+    /// it evicts, as an online policy must. An ablation of the bound, run only on request.
+    OracleCopies,
 }
 
 /// Time unit of `elora-authors`: the cache's largest.
@@ -29,11 +33,13 @@ impl SimPolicy {
             SimPolicy::Lib(k) => k.name(),
             SimPolicy::EloraAuthors => "elora-authors",
             SimPolicy::Oracle => "oracle",
+            SimPolicy::OracleCopies => "oracle-copies",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "oracle" => Some(SimPolicy::Oracle),
+            "oracle-copies" => Some(SimPolicy::OracleCopies),
             "elora-authors" => Some(SimPolicy::EloraAuthors),
             _ => PolicyKind::parse(s).map(SimPolicy::Lib),
         }
@@ -49,6 +55,13 @@ impl SimPolicy {
         SimPolicy::Lib(PolicyKind::Libra),
         SimPolicy::Oracle,
     ];
+    /// Policies that may be run by name besides `ALL`.
+    pub const ABLATIONS: [SimPolicy; 1] = [SimPolicy::OracleCopies];
+    /// Whether the policy places blocks with the workload's future (the oracle and its
+    /// ablation); such a policy gets no hints from the engine.
+    pub fn knows_the_future(self) -> bool {
+        matches!(self, SimPolicy::Oracle | SimPolicy::OracleCopies)
+    }
     /// The library policy that runs underneath. The oracle places blocks itself on top of
     /// `libra`'s tiers, so it also gets `libra`'s recompute-or-load (a host run cheaper to
     /// recompute than to load is recomputed, and gets no host copy).
@@ -56,7 +69,7 @@ impl SimPolicy {
         match self {
             SimPolicy::Lib(k) => k,
             SimPolicy::EloraAuthors => PolicyKind::Elora,
-            SimPolicy::Oracle => PolicyKind::Libra,
+            SimPolicy::Oracle | SimPolicy::OracleCopies => PolicyKind::Libra,
         }
     }
     /// The policy's adjustments to the cache configuration.
@@ -71,7 +84,7 @@ impl SimPolicy {
     /// peers load an adapter whole before its request runs, as vLLM's and SGLang's LoRA
     /// managers do, and `lru` and `elora` are libra's tree without libra's own mechanisms.
     pub fn layered_adapters(self) -> bool {
-        matches!(self, SimPolicy::Lib(PolicyKind::Libra) | SimPolicy::Oracle)
+        matches!(self, SimPolicy::Lib(PolicyKind::Libra)) || self.knows_the_future()
     }
     /// Host tier blocks the policy uses out of `available`: `hicache` sizes its host pool at
     /// `HICACHE_RATIO` times its device KV pool (the KV region of the split), as SGLang does by

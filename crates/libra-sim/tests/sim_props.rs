@@ -1,7 +1,7 @@
 //! Sanity properties of the serving simulator that no policy tuning can satisfy by accident:
 //! ample memory makes eviction policies indistinguishable, unique prompts leave nothing to
-//! gain, more load never lowers TTFT, a seed fixes the output bytes, and the simulator runs
-//! far faster than the time it simulates.
+//! gain, more load never lowers TTFT, a seed fixes the output bytes, the simulator runs far
+//! faster than the time it simulates, and the oracle drops what its ablation copies.
 use libra::PolicyKind;
 use libra_sim::report;
 use libra_sim::{self as sim, RunResult, SimPolicy};
@@ -154,4 +154,17 @@ fn seeded_runs_pool_independent_samples() {
         assert!((got.ttft_mean_ms() - want).abs() < 1e-9);
         assert!(samples[0][p].ttft_us != samples[1][p].ttft_us, "the samples differ");
     }
+}
+
+/// The oracle drops the blocks it evicts that no request reads again; its ablation, which
+/// does not know "never" from "late", copies them to the host like every other block.
+#[test]
+fn the_oracle_drops_dead_blocks_and_its_ablation_copies_them() {
+    let s = spec(6.0, 60.0, 3);
+    let ec = engine(3_000, 30_000);
+    let o = run(&s, &ec, SimPolicy::Oracle);
+    let c = run(&s, &ec, SimPolicy::OracleCopies);
+    assert_eq!((o.completed, c.completed), (o.completed, o.completed));
+    assert!(c.swap_out_blocks > 2 * o.swap_out_blocks, "{} vs {}", c.swap_out_blocks, o.swap_out_blocks);
+    assert!(c.host_link_bytes > o.host_link_bytes);
 }

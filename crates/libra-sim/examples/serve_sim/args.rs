@@ -141,7 +141,10 @@ pub struct Args {
     #[arg(long, help_heading = ENGINE)]
     pub whole_adapters: bool,
 
-    /// Policies to run, comma-separated [default: all]
+    /// Policies to run, comma-separated [default: all but oracle-copies]
+    ///
+    /// oracle-copies: the oracle without knowing which blocks are never read again (it copies
+    /// every block it evicts to the host), an ablation of the bound.
     #[arg(long, value_name = "LIST", help_heading = OUTPUT, value_delimiter = ',',
           action = ArgAction::Set, value_parser = policies())]
     pub policies: Vec<SimPolicy>,
@@ -215,7 +218,7 @@ fn followup_picks() -> impl TypedValueParser<Value = FollowupPick> {
 }
 
 fn policies() -> impl TypedValueParser<Value = SimPolicy> {
-    PossibleValuesParser::new(SimPolicy::ALL.map(|p| p.name()))
+    PossibleValuesParser::new(SimPolicy::ALL.iter().chain(&SimPolicy::ABLATIONS).map(|p| p.name()))
         .map(|s| SimPolicy::parse(&s).expect("a listed value"))
 }
 

@@ -14,11 +14,15 @@ pub(super) struct Future {
     arrival: Vec<u64>,
     /// Requests before this index have all been admitted (or are being served).
     pub(super) cursor: u32,
+    /// Whether "never used again" is told apart; without it, never reads as the latest time
+    /// short of never (see `SimPolicy::OracleCopies`).
+    knows_never: bool,
 }
 
 impl Future {
-    /// Every request's prefix blocks and adapter, under `core`'s prefix keys.
-    pub(super) fn of(wl: &Workload, spec: &WorkloadSpec, core: &CacheCore) -> Self {
+    /// Every request's prefix blocks and adapter, under `core`'s prefix keys; `knows_never`:
+    /// whether a block never used again is told apart from one used late.
+    pub(super) fn of(wl: &Workload, spec: &WorkloadSpec, core: &CacheCore, knows_never: bool) -> Self {
         let reqs = &wl.requests;
         let mut kv: HashMap<u128, Vec<u32>> = HashMap::new();
         let mut adapter = vec![Vec::new(); spec.adapters.max(1) as usize];
@@ -29,12 +33,13 @@ impl Future {
             }
             adapter[r.adapter as usize].push(i as u32);
         }
-        Future { kv, adapter, arrival: reqs.iter().map(|r| r.arrival_us).collect(), cursor: 0 }
+        Future { kv, adapter, arrival: reqs.iter().map(|r| r.arrival_us).collect(), cursor: 0, knows_never }
     }
 
     fn next(&self, list: &[u32]) -> u64 {
         let i = list.partition_point(|&r| r < self.cursor);
-        list.get(i).map_or(u64::MAX, |&r| self.arrival[r as usize])
+        let never = if self.knows_never { u64::MAX } else { u64::MAX - 1 };
+        list.get(i).map_or(never, |&r| self.arrival[r as usize])
     }
 }
 

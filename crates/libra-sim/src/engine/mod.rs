@@ -207,8 +207,9 @@ impl<'a> Sim<'a> {
             .map_err(err)?;
         }
         let n = wl.requests.len();
-        let continues = knowledge::continues(&wl.requests, ec.retention_hints && policy != SimPolicy::Oracle);
-        let future = (policy == SimPolicy::Oracle).then(|| Future::of(wl, spec, &core));
+        let continues = knowledge::continues(&wl.requests, ec.retention_hints && !policy.knows_the_future());
+        let future =
+            policy.knows_the_future().then(|| Future::of(wl, spec, &core, policy == SimPolicy::Oracle));
         Ok(Sim {
             wl,
             spec,

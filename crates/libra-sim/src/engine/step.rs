@@ -4,7 +4,7 @@
 //! for its group to land; then sequences advance, filled blocks are committed and finished
 //! requests released.
 use super::knowledge::retention_hint;
-use super::{err, Phase, Sim, SimPolicy};
+use super::{err, Phase, Sim};
 use crate::hw::StepLoad;
 use crate::layerwise;
 use libra::cache::Readiness;
@@ -242,7 +242,7 @@ impl Sim<'_> {
             let s = self.running.remove(k);
             if self.continues[s.idx as usize] {
                 self.core.set_retention(s.cache_req, retention_hint(self.spec, t_end), t_end).map_err(err)?;
-            } else if self.ec.retention_hints && self.policy != SimPolicy::Oracle {
+            } else if self.ec.retention_hints && !self.policy.knows_the_future() {
                 // The session was closed, or the agent returned its answer: past the system
                 // prompt every later request shares, nobody reads this turn's blocks again.
                 self.core.expect_no_reuse(s.cache_req, self.spec.system_tokens, t_end).map_err(err)?;
