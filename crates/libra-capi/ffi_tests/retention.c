@@ -10,18 +10,30 @@
 
 #define BT 4 /* tokens per block in these tests */
 
-static libra_cache *make_cache(uint32_t gpu_blocks) {
+/* The defaults, with BT-token blocks of 64 bytes, the tiers' sizes and a policy. */
+static libra_cache_config small_config(libra_policy policy, uint32_t gpu_blocks, uint32_t host_blocks) {
     libra_cache_config cfg;
     cfg.struct_size = sizeof cfg;
     CHECK_OK(libra_cache_config_default(&cfg));
+    CHECK(cfg.write_through_blocks == 1024);
     cfg.block_tokens = BT;
     cfg.block_bytes = 64;
     cfg.gpu_blocks = gpu_blocks;
-    cfg.host_blocks = 0; /* evictions drop: what stays is what the order kept */
-    cfg.policy = LIBRA_POLICY_LRU;
+    cfg.host_blocks = host_blocks;
+    cfg.policy = policy;
+    return cfg;
+}
+
+static libra_cache *create(const libra_cache_config *cfg) {
     libra_cache *c = NULL;
-    CHECK_OK(libra_cache_create(&cfg, &c));
+    CHECK_OK(libra_cache_create(cfg, &c));
     return c;
+}
+
+static libra_cache *make_cache(uint32_t gpu_blocks) {
+    /* No host tier: evictions drop, so what stays is what the order kept. */
+    libra_cache_config cfg = small_config(LIBRA_POLICY_LRU, gpu_blocks, 0);
+    return create(&cfg);
 }
 
 /* Matches, fills and commits a two-block prompt; returns the open request. */
@@ -152,21 +164,12 @@ static void test_order(void) {
  * which a step copies to the host while they stay on the GPU. A larger allocation then frees
  * them without a copy. With write_through_blocks = 0 nothing is copied ahead. */
 static void test_write_through(uint32_t blocks_per_pass) {
-    libra_cache_config cfg;
-    cfg.struct_size = sizeof cfg;
-    CHECK_OK(libra_cache_config_default(&cfg));
-    CHECK(cfg.write_through_blocks == 1024);
-    cfg.block_tokens = BT;
-    cfg.block_bytes = 64;
-    cfg.gpu_blocks = 40;
-    cfg.host_blocks = 40;
-    cfg.policy = LIBRA_POLICY_LIBRA;
+    libra_cache_config cfg = small_config(LIBRA_POLICY_LIBRA, 40, 40);
     cfg.swap_out_high = 0.6;
     cfg.swap_out_low = 0.5;
     cfg.prefetch_interval_us = 0;
     cfg.write_through_blocks = blocks_per_pass;
-    libra_cache *c = NULL;
-    CHECK_OK(libra_cache_create(&cfg, &c));
+    libra_cache *c = create(&cfg);
     uint8_t w[128] = {0};
     CHECK_OK(libra_cache_register_adapter(c, 1, w, sizeof w, 8, 0));
     for (uint32_t i = 0; i < 10; i++) CHECK_OK(libra_cache_release(c, put(c, 10 + i, 100 + i), 100 + i));
@@ -196,16 +199,8 @@ static void test_write_through(uint32_t blocks_per_pass) {
  * declared finished for good. Its own block leaves first and is dropped although the host tier
  * has room; the older prompt is copied to the host. A match reads the shared block again. */
 static void test_no_reuse(void) {
-    libra_cache_config cfg;
-    cfg.struct_size = sizeof cfg;
-    CHECK_OK(libra_cache_config_default(&cfg));
-    cfg.block_tokens = BT;
-    cfg.block_bytes = 64;
-    cfg.gpu_blocks = 8;
-    cfg.host_blocks = 16;
-    cfg.policy = LIBRA_POLICY_LRU;
-    libra_cache *c = NULL;
-    CHECK_OK(libra_cache_create(&cfg, &c));
+    libra_cache_config cfg = small_config(LIBRA_POLICY_LRU, 8, 16);
+    libra_cache *c = create(&cfg);
     uint8_t w[128] = {0};
     CHECK_OK(libra_cache_register_adapter(c, 1, w, sizeof w, 8, 0)); /* 2 blocks */
 

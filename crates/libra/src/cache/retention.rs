@@ -174,6 +174,13 @@ mod tests {
         m.request
     }
 
+    /// Serves `toks` as a request the engine says is finished for good past `keep` tokens.
+    fn serve_final(core: &mut CacheCore, io: &mut CpuBackend, toks: &[u32], keep: u32, now: u64) {
+        let r = open(core, io, toks, now);
+        core.expect_no_reuse(r, keep, now).unwrap();
+        core.release(io, r, now).unwrap();
+    }
+
     fn residency(core: &CacheCore, toks: &[u32]) -> Vec<Option<Residency>> {
         core.prefix_keys(1, 0, toks)
             .iter()
@@ -232,21 +239,15 @@ mod tests {
             // Two branches below [1, 2]; the mark (keep 0) stops above the branch point.
             let r = open(&mut core, &mut io, &[1, 2, 3, 4], 10);
             core.release(&mut io, r, 10).unwrap();
-            let r = open(&mut core, &mut io, &[1, 2, 5, 6], 20);
-            core.expect_no_reuse(r, 0, 20).unwrap();
-            core.release(&mut io, r, 20).unwrap();
+            serve_final(&mut core, &mut io, &[1, 2, 5, 6], 0, 20);
             assert_eq!(core.stats().no_reuse_blocks, 2, "{policy:?}: blocks 5 and 6 only");
             // Another open request holds [7, 8]: only 9 is marked.
             let holder = open(&mut core, &mut io, &[7, 8], 30);
-            let r = open(&mut core, &mut io, &[7, 8, 9], 30);
-            core.expect_no_reuse(r, 0, 30).unwrap();
-            core.release(&mut io, r, 30).unwrap();
+            serve_final(&mut core, &mut io, &[7, 8, 9], 0, 30);
             assert_eq!(core.stats().no_reuse_blocks, 3, "{policy:?}");
             core.release(&mut io, holder, 30).unwrap();
             // Keep 2 of 4 tokens: two marked.
-            let r = open(&mut core, &mut io, &[11, 12, 13, 14], 40);
-            core.expect_no_reuse(r, 2, 40).unwrap();
-            core.release(&mut io, r, 40).unwrap();
+            serve_final(&mut core, &mut io, &[11, 12, 13, 14], 2, 40);
             assert_eq!(core.stats().no_reuse_blocks, 5, "{policy:?}");
             // A hinted chain keeps its hint.
             let r = open(&mut core, &mut io, &[21, 22], 50);
