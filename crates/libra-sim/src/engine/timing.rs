@@ -88,10 +88,15 @@ impl TimingBackend {
     pub fn is_grouped(&self, batch: BatchId) -> bool {
         self.group_done.contains_key(&batch)
     }
+    /// When a batch submitted now in `direction` starts crossing the link: after every batch
+    /// queued before it in that direction, and the batch's own latency.
+    fn link_start(&self, direction: Direction) -> f64 {
+        self.now.max(self.link_free_at[direction.lane()]) as f64 + self.batch_latency_us
+    }
     /// A batch whose bytes cross the link in `groups` equal parts, one after the other.
     fn enqueue_groups(&mut self, direction: Direction, blocks: usize, groups: u32) -> BatchId {
         let bytes = blocks as f64 * self.real_block_bytes;
-        let start = self.now.max(self.link_free_at[direction.lane()]) as f64 + self.batch_latency_us;
+        let start = self.link_start(direction);
         let g = groups.max(1) as f64;
         let per_group = bytes / self.link_bytes_per_us / g + self.group_latency_us;
         let times: Vec<u64> = (1..=groups.max(1))
@@ -100,11 +105,10 @@ impl TimingBackend {
         self.register(direction, times)
     }
     /// An upload whose parts (in blocks) cross the link one after the other, each part one more
-    /// launch.
+    /// launch: `enqueue_groups` with unequal parts, summed part by part (the two round alike
+    /// only for equal parts, so each keeps its own arithmetic).
     fn enqueue_parts(&mut self, parts: &[f64]) -> BatchId {
-        let to_gpu = Direction::HostToGpu.lane();
-        let start = self.now.max(self.link_free_at[to_gpu]) as f64 + self.batch_latency_us;
-        let mut t = start - self.group_latency_us;
+        let mut t = self.link_start(Direction::HostToGpu) - self.group_latency_us;
         let times: Vec<u64> = parts
             .iter()
             .map(|&blocks| {
