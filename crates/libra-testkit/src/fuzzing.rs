@@ -9,6 +9,7 @@
 //! Half the inputs run on a GPU tier of several segments, in layer groups, with adapters
 //! registered layer by layer, so grouped swap-ins and uploads land and fail group by group.
 use crate::faulty::{FaultControl, FaultPlan, FaultyBackend};
+use crate::fuzz_input::Input;
 pub use crate::fuzzing_topo::{parse_network, parse_workload};
 use crate::requests::Open;
 use libra::backend::cpu::CpuBackend;
@@ -20,41 +21,6 @@ use libra_ffi::libra_status as Status;
 
 /// GPU-tier segments per block of a layered input (`BLOCK_BYTES` / 8 bytes each).
 const SEGMENTS: usize = 4;
-
-/// Reads the input a byte at a time; zeros once it runs out.
-struct Input<'a> {
-    data: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Input<'a> {
-    fn done(&self) -> bool {
-        self.pos >= self.data.len()
-    }
-    fn u8(&mut self) -> u8 {
-        let b = self.data.get(self.pos).copied().unwrap_or(0);
-        self.pos += 1;
-        b
-    }
-    fn u16(&mut self) -> u16 {
-        u16::from_le_bytes([self.u8(), self.u8()])
-    }
-    fn u64(&mut self) -> u64 {
-        (0..8).fold(0u64, |acc, _| (acc << 8) | self.u8() as u64)
-    }
-    fn bool(&mut self) -> bool {
-        self.u8() & 1 == 1
-    }
-    /// A size that is usually small and sometimes extreme.
-    fn size(&mut self, small: usize) -> usize {
-        match self.u8() {
-            0..=239 => self.u8() as usize % (small + 1),
-            240..=247 => usize::MAX,
-            248..=251 => usize::MAX / 4 + 1,
-            _ => 1 << 24 | 1,
-        }
-    }
-}
 
 use crate::fixtures::{family_tokens, pattern, weights, BLOCK_BYTES};
 
@@ -120,7 +86,7 @@ fn create_from_input(inp: &mut Input) {
 
 /// Runs a random sequence of C API calls on one cache; see the module comment.
 pub fn cache_ops(data: &[u8]) {
-    let mut inp = Input { data, pos: 0 };
+    let mut inp = Input::new(data);
     if inp.u8() % 8 == 0 {
         create_from_input(&mut inp);
     }

@@ -4,6 +4,7 @@
 pub mod c_config;
 pub mod faulty;
 pub mod fixtures;
+mod fuzz_input;
 pub mod fuzzing;
 mod fuzzing_topo;
 pub mod requests;
