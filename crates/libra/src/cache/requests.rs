@@ -237,7 +237,7 @@ impl CacheCore {
             self.hint_nodes(&req.pinned, h);
         }
         if let Some(keep_tokens) = req.no_reuse_after.filter(|_| !aborted) {
-            self.mark_no_reuse(&req.pinned, keep_tokens, now);
+            self.mark_no_reuse(&req.pinned, keep_tokens);
         }
         for &n in req.pinned.iter().rev() {
             self.tree.unpin(n, now);

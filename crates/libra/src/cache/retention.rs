@@ -106,7 +106,7 @@ impl CacheCore {
 
     /// Marks the request's own chain `NO_REUSE` at release (see `expect_no_reuse`); `pinned`
     /// is its pin list (the adapter, then its KV path in order), still pinned.
-    pub(crate) fn mark_no_reuse(&mut self, pinned: &[u32], keep_tokens: u32, now: u64) {
+    pub(crate) fn mark_no_reuse(&mut self, pinned: &[u32], keep_tokens: u32) {
         if self.cfg.policy.uncoupled() {
             return;
         }
@@ -114,7 +114,9 @@ impl CacheCore {
         let first_kv =
             pinned.iter().position(|&n| self.tree.node(n).kind == Kind::Kv).unwrap_or(pinned.len());
         let own = &pinned[(first_kv + kept).min(pinned.len())..];
-        let mark = Hint { priority: NO_REUSE, expires: now.saturating_add(MAX_HINT_US) };
+        // A mark does not expire: it goes when the block is read again or leaves the cache, so
+        // the plans and the drop-or-copy choice (`unwanted`) always agree on it.
+        let mark = Hint { priority: NO_REUSE, expires: u64::MAX };
         // The deepest block may have no child at all; above it, only the one just marked.
         let mut children_allowed = 0;
         for &n in own.iter().rev() {
@@ -227,6 +229,29 @@ mod tests {
             core.abort(&mut io, m.request, 3_000).unwrap();
             core.check_invariants().unwrap();
         }
+    }
+
+    /// A mark never expires, so it never merges with a real hint: a mark leaves a real hint as
+    /// it is (which still expires), and a real hint replaces a mark.
+    #[test]
+    fn marks_and_real_hints_do_not_merge() {
+        let (mut core, mut io) = core_with(PolicyKind::Libra, 16);
+        let r = open(&mut core, &mut io, &[1, 2], 10);
+        core.release(&mut io, r, 10).unwrap();
+        let [a, b] = [&[1u32][..], &[1, 2]]
+            .map(|t| core.tree.lookup(*core.prefix_keys(1, 0, t).last().unwrap()).unwrap());
+        let real = Hint { priority: 2.0, expires: 100 };
+        let mark = Hint { priority: NO_REUSE, expires: u64::MAX };
+        core.tree.set_hint(a, real);
+        core.tree.set_hint(a, mark);
+        assert_eq!(core.tree.hint(a), Some(real));
+        core.tree.set_hint(b, mark);
+        assert_eq!((core.tree.no_reuse_nodes(), core.tree.hinted_nodes()), (1, 1));
+        core.tree.set_hint(b, real);
+        assert_eq!(core.tree.hint(b), Some(real));
+        assert_eq!((core.tree.no_reuse_nodes(), core.tree.hinted_nodes()), (0, 2));
+        assert_eq!(core.tree.expire_hints(100), 2, "both still expire");
+        core.check_invariants().unwrap();
     }
 
     /// The mark stops at what others use: a block another open request holds, a block with a

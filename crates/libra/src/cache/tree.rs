@@ -110,8 +110,8 @@ pub struct Hint {
     pub expires: u64,
 }
 
-/// The priority of a block the engine expects never to be read again: the lowest there is, so
-/// merging it with any real hint keeps the real one.
+/// The priority of a block the engine expects never to be read again: the lowest there is. Such
+/// a mark never expires and never merges with a real hint (see `Tree::set_hint`).
 pub const NO_REUSE: f64 = f64::NEG_INFINITY;
 
 /// KV gauges kept in step with every residency change, so reading them costs nothing under the

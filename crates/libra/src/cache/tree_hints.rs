@@ -5,14 +5,22 @@ use super::*;
 
 impl Tree {
     /// Gives KV node `id` a hint, merged with one it holds (the higher priority, the later
-    /// expiry): a prefix shared by several hinted requests is kept for the longest of them.
+    /// expiry): a prefix shared by several hinted requests is kept for the longest of them. A
+    /// `NO_REUSE` mark never expires, so it does not merge: a real hint replaces a mark, and a
+    /// mark leaves a real hint as it is.
     pub fn set_hint(&mut self, id: u32, hint: Hint) {
         debug_assert_eq!(self.node(id).kind, Kind::Kv);
-        let merged = match self.hints.get(&id) {
+        let merged = match self.hints.get(&id).copied() {
             Some(old) => {
                 self.hint_expiry.remove(&(old.expires, id));
-                self.no_reuse_marks -= (old.priority == NO_REUSE) as usize;
-                Hint { priority: old.priority.max(hint.priority), expires: old.expires.max(hint.expires) }
+                if old.priority == NO_REUSE {
+                    self.no_reuse_marks -= 1;
+                    hint
+                } else if hint.priority == NO_REUSE {
+                    old
+                } else {
+                    Hint { priority: old.priority.max(hint.priority), expires: old.expires.max(hint.expires) }
+                }
             }
             None => hint,
         };
