@@ -67,6 +67,7 @@ static void test_groups_after_a_swap_in(void) {
     st.struct_size = sizeof st;
     CHECK_OK(libra_cache_get_stats(c, &st));
     CHECK(st.kv_blocks_host > 0);
+    uint64_t clean_before = st.clean_blocks, loaded_before = st.swap_in_blocks;
     memset(mem, 0xEE, sizeof mem);
 
     /* Matching again loads the host blocks back, per group (at once on the CPU backend). */
@@ -83,7 +84,10 @@ static void test_groups_after_a_swap_in(void) {
     for (size_t i = first_loaded; i < 4; i++)
         for (int s = 0; s < SEGS; s++) CHECK(mem[s][ids[i] * PIECE] == byte_of(i, s));
     CHECK_OK(libra_cache_get_stats(c, &st));
-    CHECK(st.swap_in_blocks > 0);
+    CHECK(st.swap_in_blocks > loaded_before);
+    /* The host keeps its copy of every block loaded back: each is clean, and none was given up. */
+    CHECK(st.clean_blocks == clean_before + (st.swap_in_blocks - loaded_before));
+    CHECK(st.reclaimed_host_copies == 0);
 
     /* One event per group; NULL on the CPU backend. */
     for (uint32_t g = 0; g < GROUPS; g++) {

@@ -797,7 +797,8 @@ typedef struct libra_cache_stats {
    */
   uint64_t hinted_blocks;
   /**
-   * GPU KV blocks with a complete host copy (write-through), which leave at once.
+   * GPU KV blocks with a complete host copy (written through, or kept when the block was
+   * swapped in), which leave the GPU at once, without a copy.
    */
   uint64_t clean_blocks;
   /**
@@ -814,6 +815,11 @@ typedef struct libra_cache_stats {
    * rather than copied to the host (not counted in `hinted_blocks`).
    */
   uint64_t no_reuse_blocks;
+  /**
+   * Host copies of GPU blocks given up because the host tier needed room and held no
+   * host-only block to prune (the blocks stay on the GPU, nothing is lost).
+   */
+  uint64_t reclaimed_host_copies;
 } libra_cache_stats;
 
 /**

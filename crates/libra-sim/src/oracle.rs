@@ -129,7 +129,7 @@ impl Oracle<'_> {
             } else if !outgoing.may_take(v, node.gpu_children) {
                 // A child stays on the GPU this pass: so does this node.
                 continue;
-            } else if self.host_slot(next, outgoing.len()) {
+            } else if self.host_slot(next, outgoing.len(), true) {
                 outgoing.push(v, node.parent.expect("a KV node has a parent"));
             } else if !waits_for_child {
                 self.core.drop_node(v)?;
@@ -161,7 +161,7 @@ impl Oracle<'_> {
             .collect();
         let mut todo = Vec::new();
         for n in self.core.write_through_targets(head) {
-            if !self.host_slot(self.next_use(n), todo.len()) {
+            if !self.host_slot(self.next_use(n), todo.len(), false) {
                 break;
             }
             todo.push(n);
@@ -170,8 +170,9 @@ impl Oracle<'_> {
     }
 
     /// Whether a host block can take a block next used at `next`, pruning a host leaf that is
-    /// needed later (or never) when the tier is full. `reserved` blocks are already promised.
-    fn host_slot(&mut self, next: u64, reserved: usize) -> bool {
+    /// needed later (or never) when the tier is full, else (`may_reclaim`) giving up host
+    /// copies of GPU blocks. `reserved` blocks are already promised.
+    fn host_slot(&mut self, next: u64, reserved: usize, may_reclaim: bool) -> bool {
         if self.core.tier_blocks().host_free as usize > reserved {
             return true;
         }
@@ -181,10 +182,17 @@ impl Oracle<'_> {
             .host_leaves()
             .map(|v| (next_use_of(&v, self.hints), v.last_use, v.id))
             .min_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
-        match cand {
+        let pruned = match cand {
             Some((u, _, h)) if u > next => self.core.prune_host_leaf(h).is_ok(),
             _ => false,
-        }
+        };
+        // As the policies do: for a swap-out (not for write-through, which would trade one
+        // clean copy for another), host copies of GPU blocks give way once no host-only
+        // block may.
+        pruned
+            || (may_reclaim
+                && self.core.give_up_host_copies(1) > 0
+                && self.core.tier_blocks().host_free as usize > reserved)
     }
 
     /// One scheduler iteration with future knowledge: finish copies; above the high watermark,

@@ -295,7 +295,7 @@ fn ops() -> usize {
 fn random_faults_with_late_completions() {
     let (mut injected, mut survived, mut ops_run) = (0, 0, 0);
     for (k, policy) in POLICIES.into_iter().enumerate() {
-        for seed in [11u64, 12, 13] {
+        for seed in [11u64, 12, 13, 14] {
             let plan = FaultPlan {
                 seed: seed_base() + seed * 7919 + k as u64,
                 submit_fail_rate: 0.08,

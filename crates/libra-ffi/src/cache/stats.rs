@@ -40,7 +40,8 @@ pub struct libra_cache_stats {
     /// KV blocks holding a retention hint not yet expired at the last `libra_cache_step`.
     /// Fields from here on were appended after the first published layout.
     pub hinted_blocks: u64,
-    /// GPU KV blocks with a complete host copy (write-through), which leave at once.
+    /// GPU KV blocks with a complete host copy (written through, or kept when the block was
+    /// swapped in), which leave the GPU at once, without a copy.
     pub clean_blocks: u64,
     /// Bytes copied to the host by write-through, for blocks that stayed on the GPU.
     pub write_through_bytes: u64,
@@ -50,6 +51,9 @@ pub struct libra_cache_stats {
     /// Cached KV blocks marked by `libra_cache_expect_no_reuse`: the first to leave, dropped
     /// rather than copied to the host (not counted in `hinted_blocks`).
     pub no_reuse_blocks: u64,
+    /// Host copies of GPU blocks given up because the host tier needed room and held no
+    /// host-only block to prune (the blocks stay on the GPU, nothing is lost).
+    pub reclaimed_host_copies: u64,
 }
 
 /// `sizeof(libra_cache_stats)` as first published (ending at `events_dropped`), on 64-bit
@@ -118,6 +122,7 @@ pub unsafe extern "C" fn libra_cache_get_stats(
             write_through_bytes: s.write_through_bytes,
             instant_evictions: s.instant_evictions,
             no_reuse_blocks: s.no_reuse_blocks,
+            reclaimed_host_copies: s.reclaimed_host_copies,
         };
         // SAFETY: `out` holds `struct_size` writable bytes, per the contract above.
         unsafe { write_versioned(out, full, "out") }

@@ -9,7 +9,7 @@ use super::plan::Tier;
 use super::tree::{Kind, Residency};
 use crate::backend::{Backend, BatchState};
 use crate::error::{Error, Result};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 impl CacheCore {
     /// Makes `need` GPU blocks free (of which `adapter_need` for an adapter, which the vLLM
@@ -56,7 +56,7 @@ impl CacheCore {
                 self.prepare_host_room(kv, now);
             }
             let mut outgoing = SwapOutBatch::default();
-            for v in victims {
+            for (i, &v) in victims.iter().enumerate() {
                 let node = self.tree.node(v);
                 // A planned child may be on its way to the host in this pass: its parent then
                 // leaves in the same batch, or not before the copy completes.
@@ -76,7 +76,7 @@ impl CacheCore {
                 } else if to_host && !outgoing.may_take(v, node_gpu_children) {
                     // A child stays on the GPU this pass: so does this node.
                     continue;
-                } else if to_host && self.host_slot_available(outgoing.len(), now) {
+                } else if to_host && self.host_slot_available(outgoing.len(), now, &victims[i + 1..]) {
                     outgoing.push(v, parent);
                 } else if !waits_for_child {
                     // No room on the host: the leaf goes, with any host subtree below it.
@@ -150,11 +150,11 @@ impl CacheCore {
             let copies = victims.iter().filter(|&&v| !self.is_clean(v)).count();
             self.prepare_host_room(copies, now);
             let mut outgoing = Vec::new();
-            for v in victims {
+            for (i, &v) in victims.iter().enumerate() {
                 if self.is_clean(v) {
                     // Written through (HiCache): its host copy is complete.
                     self.evict_clean(v);
-                } else if self.host_slot_available(outgoing.len(), now) {
+                } else if self.host_slot_available(outgoing.len(), now, &victims[i + 1..]) {
                     outgoing.push(v);
                 } else {
                     self.drop_subtree(v);
@@ -219,12 +219,17 @@ impl CacheCore {
     }
 
     /// Whether a host block beyond the `reserved` ones already promised is free now, or after
-    /// pruning one cold host leaf.
-    pub(crate) fn host_slot_available(&mut self, reserved: usize, now: u64) -> bool {
+    /// pruning one cold host leaf, or (when no host-only block may go) after giving up host
+    /// copies of GPU blocks other than those of `leaving` (the rest of the caller's plan, whose
+    /// clean blocks are about to leave on their copies).
+    pub(crate) fn host_slot_available(&mut self, reserved: usize, now: u64, leaving: &[u32]) -> bool {
         if self.host.free_count() as usize > reserved {
             return true;
         }
-        self.prune_host(1, now) > 0 && self.host.free_count() as usize > reserved
+        if self.prune_host(1, now) == 0 && self.clean_blocks > 0 {
+            self.reclaim_host_copies(1, leaving);
+        }
+        self.host.free_count() as usize > reserved
     }
 
     /// Under a policy that keeps the host tier full, prunes in one pass the cold host leaves that
@@ -239,8 +244,8 @@ impl CacheCore {
         }
     }
 
-    /// Deletes up to `k` cold host blocks (lowest value first, whole cold chains when they are
-    /// the coldest); returns how many.
+    /// Deletes up to `k` cold host-only blocks (lowest value first, whole cold chains when they
+    /// are the coldest); returns how many.
     pub(crate) fn prune_host(&mut self, k: usize, now: u64) -> u32 {
         let victims = self.plan(Tier::Host, k, now);
         // Children come before their parents in a plan: each is childless when deleted.
@@ -249,5 +254,35 @@ impl CacheCore {
         }
         self.stats.pruned_host_blocks += victims.len() as u64;
         victims.len() as u32
+    }
+
+    /// Gives up the host copies of at least `k` clean GPU blocks not in `leaving` (fewer if
+    /// there are not that many), which stay on the GPU as their only copy: nothing is lost, a later
+    /// eviction copies them again. Blocks in use go first (they cannot leave before their
+    /// requests end), then the most recently used, the least likely to leave soon. One scan
+    /// of the tree frees a batch (at least 1/64 of the host tier), so that a full host tier
+    /// does not scan the tree per swapped-out block.
+    pub(crate) fn reclaim_host_copies(&mut self, k: usize, leaving: &[u32]) -> u32 {
+        let batch = k.max(self.host.capacity() as usize / 64);
+        let leaving: HashSet<u32> = leaving.iter().copied().collect();
+        let mut copies: Vec<(bool, std::cmp::Reverse<u64>, u32)> = self
+            .tree
+            .live_ids()
+            .filter(|&n| self.is_clean(n) && !leaving.contains(&n))
+            .map(|n| {
+                let node = self.tree.node(n);
+                (node.pins == 0, std::cmp::Reverse(node.last_use), n)
+            })
+            .collect();
+        if copies.len() > batch {
+            copies.select_nth_unstable(batch);
+            copies.truncate(batch);
+        }
+        for &(_, _, n) in &copies {
+            self.settle(n, Tier::Gpu);
+            self.clean_blocks -= 1;
+        }
+        self.stats.reclaimed_host_copies += copies.len() as u64;
+        copies.len() as u32
     }
 }

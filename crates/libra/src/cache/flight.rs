@@ -327,9 +327,9 @@ impl CacheCore {
         }
     }
 
-    /// Ends a swap of `nodes` in `direction`: each node settles in the destination tier, or
-    /// (the copy failed, or a swap-out's node was wanted again meanwhile) back in the source
-    /// tier, whose copy stays authoritative.
+    /// Ends a swap of `nodes` in `direction`: each node settles in the destination tier (a
+    /// swap-in keeps the host copy too), or (the copy failed, or a swap-out's node was wanted
+    /// again meanwhile) back in the source tier, whose copy stays authoritative.
     fn land(&mut self, direction: Direction, nodes: Vec<u32>, failed: bool) {
         let to_gpu = direction == Direction::HostToGpu;
         let (source, destination) = if to_gpu { (Tier::Host, Tier::Gpu) } else { (Tier::Gpu, Tier::Host) };
@@ -342,12 +342,17 @@ impl CacheCore {
                 self.settle(n, source);
                 continue;
             }
-            self.settle(n, destination);
             if to_gpu {
+                // The host keeps its copy: KV never changes once committed, so the block is
+                // clean and leaves the GPU again without a copy (see `writethrough`).
+                let (g, h) = (self.tree.node(n).gpu_block, self.tree.node(n).host_block);
+                self.tree.set_residency(n, Residency::Gpu, g, h);
+                self.clean_blocks += 1;
                 self.stats.swap_in_blocks += 1;
                 self.stats.bytes_to_gpu += self.block_bytes;
                 self.emit(EventKind::ToGpu, n);
             } else {
+                self.settle(n, destination);
                 self.stats.swap_out_blocks += 1;
                 self.stats.bytes_to_host += self.block_bytes;
                 self.emit(EventKind::ToHost, n);

@@ -183,9 +183,6 @@ impl CacheCore {
         for &n in path {
             self.pin_used(n, now);
         }
-        if self.clean_blocks > 0 {
-            self.used_again(path);
-        }
         let started = self.make_room(io, need, adapter_need, now).and_then(|()| {
             let mut waits = HashSet::new();
             // Blocks already on their way to the GPU: wait for the copies that carry them.

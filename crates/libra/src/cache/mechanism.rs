@@ -220,6 +220,15 @@ impl CacheCore {
         Ok(())
     }
 
+    /// Gives up the host copies of at least `k` clean GPU blocks (in use first, then the most
+    /// recently used), which stay on the GPU; returns how many host blocks were freed.
+    pub fn give_up_host_copies(&mut self, k: usize) -> u32 {
+        if self.clean_blocks == 0 {
+            return 0;
+        }
+        self.reclaim_host_copies(k, &[])
+    }
+
     /// Submits one batch copying `ids` to the host tier, after which their GPU blocks are
     /// freed. Each must be an unpinned GPU KV block without a host copy whose GPU-side children
     /// all come earlier in `ids` (children leave first), each once; free host blocks must be there for all.

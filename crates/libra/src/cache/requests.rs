@@ -184,9 +184,6 @@ impl CacheCore {
             let node = match self.tree.lookup(key) {
                 Some(existing) => {
                     self.pin_used(existing, now);
-                    if self.clean_blocks > 0 {
-                        self.used_again(&[existing]);
-                    }
                     let e = self.tree.node(existing).clone();
                     if e.residency == Residency::Host {
                         // Recomputed a block the host tier had: keep the fresh GPU copy.

@@ -29,7 +29,8 @@ pub struct Stats {
     pub events_dropped: u64,
     /// KV blocks holding a retention hint that had not expired at the last `step`.
     pub hinted_blocks: u64,
-    /// GPU KV blocks with a complete host copy, which leave at once under pressure.
+    /// GPU KV blocks with a complete host copy (written through, or kept at swap-in), which
+    /// leave at once under pressure.
     pub clean_blocks: u64,
     /// Bytes copied to the host by write-through (blocks that stayed on the GPU).
     pub write_through_bytes: u64,
@@ -39,6 +40,9 @@ pub struct Stats {
     /// Cached KV blocks the engine expects never to be read again (`expect_no_reuse`): the
     /// first to leave, dropped rather than copied to the host.
     pub no_reuse_blocks: u64,
+    /// Host copies of GPU blocks given up because the host tier needed room and held no
+    /// host-only block to prune; those blocks stay on the GPU.
+    pub reclaimed_host_copies: u64,
 }
 
 /// A KV node as seen from outside, for tests and debugging tools.

@@ -82,7 +82,7 @@ impl CacheCore {
         let mut outgoing = SwapOutBatch::default();
         let mut freed = 0usize;
         let mut host_full = false;
-        for v in victims {
+        for (i, &v) in victims.iter().enumerate() {
             if freed >= blocks {
                 break;
             }
@@ -112,7 +112,7 @@ impl CacheCore {
                 // A child stays on the GPU this pass (a clean one still waiting for its own
                 // child): so does this node.
                 continue;
-            } else if self.host_slot_available(outgoing.len(), now) {
+            } else if self.host_slot_available(outgoing.len(), now, &victims[i + 1..]) {
                 // Reserve the slot now so the next availability check sees it taken.
                 outgoing.push(v, parent);
                 freed += 1;

@@ -3,6 +3,12 @@
 //! "clean": a GPU block with a complete host copy. Under pressure a clean block leaves at once
 //! by freeing its GPU block, so no copy sits on the allocation path.
 //!
+//! A swap-in leaves a clean block too: the host keeps its copy, as vLLM's CPU offloading
+//! connector and SGLang's HiCache keep theirs, because committed KV never changes. A block
+//! that churns between the tiers is then copied to the host once, not at every departure.
+//! Clean copies stay until their block leaves the GPU or is deleted, or until the host tier
+//! needs room and has no host-only block left to prune (`reclaim_host_copies`).
+//!
 //! Safety rules (checked by `check_invariants` and `verify_contents`):
 //! - A clean copy in flight never frees the GPU block; a failed one frees only the host block.
 //! - A node is clean only once its copy completed; only then may its GPU block be freed
@@ -35,21 +41,6 @@ impl CacheCore {
         self.emit(EventKind::ToHost, n);
     }
 
-    /// Blocks used again are no longer next in line to leave: their clean host copies go, so
-    /// clean copies stay a window at the head of the plan and never fill the host tier with
-    /// duplicates of hot blocks. (Blocks still being copied become clean when they land.)
-    pub(crate) fn used_again(&mut self, nodes: &[u32]) {
-        if self.cfg.policy.backs_up_everything() {
-            return;
-        }
-        for &n in nodes {
-            if self.is_clean(n) {
-                self.settle(n, Tier::Gpu);
-                self.clean_blocks -= 1;
-            }
-        }
-    }
-
     /// One write-through pass: when the link is idle and the GPU is past the low swap-out mark
     /// (a swap-out is coming), copies up to `write_through_blocks` of the blocks the next
     /// swap-out would take, in plan order, that are not clean yet. Returns the blocks started.
@@ -67,6 +58,7 @@ impl CacheCore {
         };
         let free = self.host.free_count() as usize;
         if todo.len() > free && self.cfg.policy.fills_host_tier() {
+            // Host-only blocks only: giving up one clean copy to make another gains nothing.
             self.prune_host(todo.len() - free, now);
         }
         todo.truncate(self.host.free_count() as usize);
@@ -163,3 +155,7 @@ impl CacheCore {
 #[cfg(test)]
 #[path = "writethrough_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "host_copies_tests.rs"]
+mod host_copies_tests;
