@@ -182,7 +182,17 @@ impl Sim<'_> {
         let toks = &wl.tokens(r)[..target as usize];
         if let Some(f) = self.future.as_ref() {
             let absent = self.core.adapter_gpu_blocks(adapter_id(r.adapter)).map_err(err)?.is_empty();
-            let need = target.div_ceil(bt) + if absent { self.adapter_blocks[r.adapter as usize] } else { 0 };
+            // Room for what the prompt lacks on the GPU: the blocks it finds there need none,
+            // and freeing room for them too would evict blocks the oracle wants kept.
+            let on_gpu = self
+                .core
+                .prefix_keys(adapter_id(r.adapter), 0, toks)
+                .iter()
+                .map_while(|&k| self.core.node_by_key(k))
+                .take_while(|v| v.residency.gpu_side())
+                .count() as u32;
+            let adapter_need = if absent { self.adapter_blocks[r.adapter as usize] } else { 0 };
+            let need = target.div_ceil(bt).saturating_sub(on_gpu) + adapter_need;
             let now = self.io.now;
             let mut oracle = Oracle { core: &mut self.core, io: &mut self.io, hints: f };
             if oracle.make_room(need as usize, now).is_err() {
