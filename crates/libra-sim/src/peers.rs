@@ -18,6 +18,10 @@ pub enum SimPolicy {
     /// next uses, with "never" as later than every use, so it copies to the host every block
     /// it evicts, as an online policy must. An ablation of the bound, run only on request.
     OracleCopies,
+    /// `libra` ranking GPU eviction by the observed hit density by age instead of ELoRA's
+    /// value (`CacheConfig::rank_by_hit_density`), an ablation of the ranking, run only on
+    /// request.
+    LibraDensity,
 }
 
 /// Time unit of `elora-authors`: the cache's largest.
@@ -34,12 +38,14 @@ impl SimPolicy {
             SimPolicy::EloraAuthors => "elora-authors",
             SimPolicy::Oracle => "oracle",
             SimPolicy::OracleCopies => "oracle-copies",
+            SimPolicy::LibraDensity => "libra-density",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "oracle" => Some(SimPolicy::Oracle),
             "oracle-copies" => Some(SimPolicy::OracleCopies),
+            "libra-density" => Some(SimPolicy::LibraDensity),
             "elora-authors" => Some(SimPolicy::EloraAuthors),
             _ => PolicyKind::parse(s).map(SimPolicy::Lib),
         }
@@ -56,7 +62,7 @@ impl SimPolicy {
         SimPolicy::Oracle,
     ];
     /// Policies that may be run by name besides `ALL`.
-    pub const ABLATIONS: [SimPolicy; 1] = [SimPolicy::OracleCopies];
+    pub const ABLATIONS: [SimPolicy; 2] = [SimPolicy::OracleCopies, SimPolicy::LibraDensity];
     /// Whether the policy places blocks with the workload's future (the oracle and its
     /// ablation); such a policy gets no hints from the engine.
     pub fn knows_the_future(self) -> bool {
@@ -69,7 +75,7 @@ impl SimPolicy {
         match self {
             SimPolicy::Lib(k) => k,
             SimPolicy::EloraAuthors => PolicyKind::Elora,
-            SimPolicy::Oracle | SimPolicy::OracleCopies => PolicyKind::Libra,
+            SimPolicy::Oracle | SimPolicy::OracleCopies | SimPolicy::LibraDensity => PolicyKind::Libra,
         }
     }
     /// The policy's adjustments to the cache configuration.
@@ -78,13 +84,14 @@ impl SimPolicy {
         if self == SimPolicy::EloraAuthors {
             cfg.value_time_unit_us = AUTHORS_TIME_UNIT_US;
         }
+        cfg.rank_by_hit_density = self == SimPolicy::LibraDensity;
     }
     /// Whether the policy loads adapters layer by layer when the engine registers them so
     /// (`EngineConfig::layered_adapters`): `libra`'s mechanism, which the oracle gets too. The
     /// peers load an adapter whole before its request runs, as vLLM's and SGLang's LoRA
     /// managers do, and `lru` and `elora` are libra's tree without libra's own mechanisms.
     pub fn layered_adapters(self) -> bool {
-        matches!(self, SimPolicy::Lib(PolicyKind::Libra)) || self.knows_the_future()
+        matches!(self, SimPolicy::Lib(PolicyKind::Libra) | SimPolicy::LibraDensity) || self.knows_the_future()
     }
     /// Host tier blocks the policy uses out of `available`: `hicache` sizes its host pool at
     /// `HICACHE_RATIO` times its device KV pool (the KV region of the split), as SGLang does by

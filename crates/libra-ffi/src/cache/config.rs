@@ -208,6 +208,8 @@ pub(crate) fn cache_options(cfg: &libra_cache_config) -> Result<CacheOptions, Er
         segments_per_group: cfg.segments_per_group,
         write_through_blocks: cfg.write_through_blocks,
         layered_adapters: cfg.layered_adapters != 0,
+        // The measured-slower alternative ranking stays out of the C ABI.
+        rank_by_hit_density: false,
     };
     Ok(CacheOptions {
         config,

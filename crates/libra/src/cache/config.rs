@@ -54,6 +54,10 @@ pub struct CacheConfig {
     /// (g + 1) x len / G), and a request's layer L waits only for its adapter's group of L.
     /// False: an adapter upload lands whole, before any layer may read it.
     pub layered_adapters: bool,
+    /// `libra` only: rank GPU eviction by the observed hit density by age (see `reuse`)
+    /// instead of ELoRA's value. Measured slower at every scenario's highest load once
+    /// swap-ins keep their host copies; kept for comparison.
+    pub rank_by_hit_density: bool,
 }
 
 impl Default for CacheConfig {
@@ -80,6 +84,7 @@ impl Default for CacheConfig {
             event_capacity: 1 << 16,
             segments_per_group: 0,
             layered_adapters: false,
+            rank_by_hit_density: false,
         }
     }
 }
@@ -98,6 +103,21 @@ pub const MAX_OPEN_REQUESTS: u32 = 1 << 22;
 pub const MAX_ADAPTERS: u32 = 1 << 20;
 
 impl CacheConfig {
+    /// Whether GPU eviction ranks by the observed hit density by age (see `cache::reuse`).
+    pub fn ranks_by_density(&self) -> bool {
+        self.policy == PolicyKind::Libra && self.rank_by_hit_density
+    }
+
+    /// Whether KV blocks are ranked by ELoRA's value (Eq. 6): `elora`, and `libra` unless it
+    /// ranks by hit density.
+    pub fn uses_cost_model(&self) -> bool {
+        match self.policy {
+            PolicyKind::Elora => true,
+            PolicyKind::Libra => !self.rank_by_hit_density,
+            _ => false,
+        }
+    }
+
     /// The unit of idle time in the cost model, after applying the policy default.
     pub fn time_unit_us(&self) -> f64 {
         match self.value_time_unit_us {

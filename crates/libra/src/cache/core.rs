@@ -124,7 +124,10 @@ impl CacheCore {
         }
         let events = EventLog::new(cfg.events, cfg.event_capacity);
         Ok(CacheCore {
-            tree: Tree::new(cfg.hash_key, super::policy::candidate_order(cfg.policy, cfg.time_unit_us())),
+            tree: Tree::new(
+                cfg.hash_key,
+                super::policy::candidate_order(cfg.uses_cost_model(), cfg.time_unit_us()),
+            ),
             load: LoadStats::new(cfg.popularity_window_us, 5_000_000),
             cfg,
             block_bytes,

@@ -16,7 +16,7 @@
 //! their parents.
 use super::core::CacheCore;
 use super::cost;
-use super::policy::{retention_value, RankContext};
+use super::policy::{retention_value, PolicyKind, RankContext};
 use super::reuse::{adapter_rate, bin_of, ADAPTER_MISS_WEIGHT, BINS, BIN_START_US};
 use super::tree::{Candidate, Kind, Residency, NO_REUSE, ROOT};
 use std::cmp::{Ordering, Reverse};
@@ -60,6 +60,12 @@ impl Ord for Scored {
 
 /// A KV block's log retention value: the same order as Eq. 6, no underflow for long-idle
 /// blocks, and no exponential at all once a block has been idle for more than ~36 units.
+/// Where `libra` puts a resident adapter in a plan ranked by ELoRA's value: above every KV
+/// block's log value (at most a few tens), least recently used first among adapters. An
+/// adapter leaves only once no KV block may: reloading one stalls every request that uses it,
+/// where a KV block stalls one (the README compares it with Eq. 6 for adapters).
+pub(crate) const ADAPTERS_AFTER_KV: f64 = 1e6;
+
 pub(crate) struct KvLogValue {
     now: u64,
     time_unit_us: f64,
@@ -223,14 +229,16 @@ impl CacheCore {
         }
     }
 
-    /// How a plan of `tier` ranks under the configured policy. libra ranks the GPU tier by
-    /// hit density and prunes the host tier by last use (its observations of reuse come from
-    /// the host tier, which should keep what it holds as long as it can).
+    /// How a plan of `tier` ranks under the configured policy. `libra` ranks KV blocks by
+    /// ELoRA's value and adapters after every KV block (`ADAPTERS_AFTER_KV`); with
+    /// `rank_by_hit_density` it ranks the GPU tier by hit density and prunes the host tier by
+    /// last use (its observations of reuse come from the host tier, which should keep what it
+    /// holds as long as it can).
     pub(crate) fn scorer(&self, tier: Tier, now: u64) -> Scorer<'static> {
-        if self.cfg.policy.ranks_by_density() && tier == Tier::Gpu {
+        if self.cfg.ranks_by_density() && tier == Tier::Gpu {
             return Scorer::Density { density: Box::new(self.reuse.densities()), now };
         }
-        if !self.cfg.policy.uses_cost_model() {
+        if !self.cfg.uses_cost_model() {
             return Scorer::LastUse;
         }
         let ctx = self.rank_ctx(now);
@@ -253,7 +261,9 @@ impl CacheCore {
                 Scored { value, key: c.key, node: id }
             }
             Scorer::Value { kv, ctx, .. } => {
-                let value = if c.adapter {
+                let value = if c.adapter && self.cfg.policy == PolicyKind::Libra {
+                    ADAPTERS_AFTER_KV + (1.0 + c.last_use as f64).ln()
+                } else if c.adapter {
                     let node = self.tree.node(id);
                     retention_value(self.cfg.policy, node, self.node_blocks(id), true, ctx).ln()
                 } else {

@@ -74,10 +74,16 @@ fn xorshift(seed: u64) -> impl FnMut() -> u64 {
 /// times span zero to far past the ln 2 band, visits from 1 to dozens, runs of equal last
 /// uses, some requests left open (pinned paths), and host-resident subtrees from swap-outs.
 fn random_core(policy: PolicyKind, unit: u64, seed: u64) -> (CacheCore, CpuBackend) {
+    random_core_ranked(policy, unit, seed, false)
+}
+
+/// `random_core`, with `libra` ranking by hit density when `density` is set.
+fn random_core_ranked(policy: PolicyKind, unit: u64, seed: u64, density: bool) -> (CacheCore, CpuBackend) {
     let cfg = CacheConfig {
         block_tokens: 1,
         policy,
         value_time_unit_us: unit,
+        rank_by_hit_density: density,
         swap_out_high: 0.6,
         swap_out_low: 0.5,
         ..Default::default()
@@ -138,24 +144,26 @@ fn random_core(policy: PolicyKind, unit: u64, seed: u64) -> (CacheCore, CpuBacke
 #[test]
 fn chain_plan_equals_brute_force() {
     let (mut chains, mut hinted_taken, mut hinted_left, mut unwanted_taken) = (0, 0, 0, 0);
-    for (policy, unit) in [
-        (PolicyKind::Elora, 0),
-        (PolicyKind::Libra, 0),
-        (PolicyKind::Elora, 30_000_000),
-        (PolicyKind::Lru, 0),
-        (PolicyKind::Elora, 50_000),
-        (PolicyKind::Elora, 3_000_000),
+    for (policy, unit, density) in [
+        (PolicyKind::Elora, 0, false),
+        (PolicyKind::Libra, 0, false),
+        (PolicyKind::Libra, 0, true),
+        (PolicyKind::Elora, 30_000_000, false),
+        (PolicyKind::Lru, 0, false),
+        (PolicyKind::Elora, 50_000, false),
+        (PolicyKind::Libra, 3_000_000, false),
     ] {
         for seed in 1..=4u64 {
-            let (core, _io) = random_core(policy, unit, seed);
+            let (core, _io) = random_core_ranked(policy, unit, seed, density);
             for later in [0, 200_000, 5_000_000, 90_000_000] {
                 let at = core.last_now + later;
                 for tier in [Tier::Gpu, Tier::Host] {
                     let n = core.tree.live_nodes();
                     for k in [1, 2, 7, 30, n / 4, n / 2, n] {
                         let got = core.plan(tier, k, at);
-                        let what =
-                            format!("{policy:?} unit {unit} seed {seed} +{later} {tier:?} k {k} of {n}");
+                        let what = format!(
+                            "{policy:?} unit {unit} density {density} seed {seed} +{later} {tier:?} k {k} of {n}"
+                        );
                         assert_eq!(got, brute_force(&core, tier, k, at), "{what}");
                         let leaves: HashSet<u32> = match tier {
                             Tier::Gpu => core.tree.gpu_leaves().iter().map(|c| c.id).collect(),
@@ -381,13 +389,27 @@ fn hints_hold_on_the_host_tier() {
     assert_eq!(core.stats().kv_nodes_host, 2);
 }
 
+/// `libra` ranking by hit density (`rank_by_hit_density`) over `blocks` blocks per tier, one
+/// token per block, adapter 1 (one block) registered.
+fn density_core(blocks: u32) -> (CacheCore, CpuBackend) {
+    let cfg = CacheConfig {
+        block_tokens: 1,
+        policy: PolicyKind::Libra,
+        rank_by_hit_density: true,
+        ..Default::default()
+    };
+    let io = CpuBackend::new(8, blocks, blocks).unwrap();
+    let mut core = CacheCore::new(cfg, 8, blocks, blocks).unwrap();
+    core.register_adapter(1, &[0u8; 8], 4, 0).unwrap();
+    (core, io)
+}
+
 /// Conversations come back 200 s after their last turn or not at all (dropped at 250 s): a
 /// block idle for 150 s is about due, one idle for 1 s is far from its return. LRU sends the
-/// older block away; libra's hit density sends the fresh one, and its plan is the brute
-/// force's.
+/// older block away; hit density sends the fresh one, and its plan is the brute force's.
 #[test]
 fn libra_keeps_a_due_return_that_lru_sends_away() {
-    let (mut core, mut io) = small_core(PolicyKind::Libra, 64);
+    let (mut core, mut io) = density_core(64);
     for _ in 0..50 {
         core.reuse.hit(ReuseClass::Kv, 200_000_000);
         core.reuse.end(ReuseClass::Kv, 250_000_000);
@@ -404,13 +426,13 @@ fn libra_keeps_a_due_return_that_lru_sends_away() {
     }
 }
 
-/// On random trees whose reuse model learned from their own history, libra's plans differ
-/// from last use's in many cases (the brute-force test checks that they are exact).
+/// On random trees whose reuse model learned from their own history, hit density's plans
+/// differ from last use's in many cases (the brute-force test checks that they are exact).
 #[test]
 fn libra_density_changes_victims() {
     let (mut differ, mut plans) = (0, 0);
     for seed in 1..=4u64 {
-        let (core, _io) = random_core(PolicyKind::Libra, 0, seed);
+        let (core, _io) = random_core_ranked(PolicyKind::Libra, 0, seed, true);
         let d = core.reuse.densities();
         assert!(d[0].iter().any(|&x| x > 0.0) && d[1].iter().any(|&x| x > 0.0), "seed {seed}: {d:?}");
         for later in [0, 5_000_000, 90_000_000] {
@@ -426,10 +448,11 @@ fn libra_density_changes_victims() {
 }
 
 /// An adapter used every second until a second ago against one used twice, 100 s apart, the
-/// last time just now: LRU frees the first; libra, by each adapter's own rate, the second.
+/// last time just now: LRU frees the first; hit density, by each adapter's own rate, the
+/// second.
 #[test]
 fn libra_frees_the_rare_adapter_first() {
-    let (mut core, mut io) = small_core(PolicyKind::Libra, 16);
+    let (mut core, mut io) = density_core(16);
     core.register_adapter(2, &[0u8; 8], 4, 0).unwrap();
     let mut use_adapter = |core: &mut CacheCore, id: u64, now: u64| {
         let m = core.match_prefix(&mut io, id, 0, &[], now).unwrap();
@@ -446,4 +469,29 @@ fn libra_frees_the_rare_adapter_first() {
     assert_eq!(core.plan_with(Tier::Gpu, 1, now, &Scorer::LastUse), vec![popular]);
     assert_eq!(core.plan_swap_out(1, now), vec![rare]);
     assert_eq!(core.plan(Tier::Gpu, 2, now), brute_force(&core, Tier::Gpu, 2, now));
+}
+
+/// `libra`'s default ranking: KV blocks by ELoRA's value, adapters after every KV block. An
+/// idle adapter whose KV is all gone stays while any KV block of the other adapter may leave,
+/// however fresh; `elora` frees the idle adapter first by Eq. 6.
+#[test]
+fn libra_frees_adapters_only_after_every_kv_block() {
+    for policy in [PolicyKind::Libra, PolicyKind::Elora] {
+        let (mut core, mut io) = small_core(policy, 16);
+        core.register_adapter(2, &[0u8; 8], 4, 0).unwrap();
+        let m = core.match_prefix(&mut io, 2, 0, &[], 0).unwrap();
+        core.release(&mut io, m.request, 0).unwrap();
+        for (i, t) in [[1u32, 2], [3, 4], [5, 6]].iter().enumerate() {
+            put(&mut core, &mut io, t, 100_000_000 + i as u64);
+        }
+        let idle = core.adapter(core.slot_of(2).unwrap()).node;
+        let now = 100_000_010;
+        let plan = core.plan(Tier::Gpu, 3, now);
+        assert_eq!(plan, brute_force(&core, Tier::Gpu, 3, now), "{policy:?}");
+        if policy == PolicyKind::Libra {
+            assert!(!plan.contains(&idle), "libra: three KV blocks leave before the adapter: {plan:?}");
+        } else {
+            assert_eq!(plan[0], idle, "elora: the idle adapter leaves first");
+        }
+    }
 }

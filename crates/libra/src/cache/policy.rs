@@ -106,13 +106,6 @@ impl PolicyKind {
     pub fn backs_up_everything(self) -> bool {
         self == PolicyKind::HiCache
     }
-    /// Whether GPU eviction ranks by the observed hit density by age (see `cache::reuse`).
-    pub fn ranks_by_density(self) -> bool {
-        self == PolicyKind::Libra
-    }
-    pub fn uses_cost_model(self) -> bool {
-        self == PolicyKind::Elora
-    }
 }
 
 /// What the cost model needs to know beside the node itself.
@@ -162,9 +155,9 @@ pub fn retention_value(
     }
 }
 
-/// How the tree should keep its candidate sets for `policy`.
-pub fn candidate_order(policy: PolicyKind, time_unit_us: f64) -> CandidateOrder {
-    if policy.uses_cost_model() {
+/// How the tree should keep its candidate sets: by ELoRA's value when the cache ranks by it.
+pub fn candidate_order(uses_cost_model: bool, time_unit_us: f64) -> CandidateOrder {
+    if uses_cost_model {
         CandidateOrder::Value { time_unit_us }
     } else {
         CandidateOrder::LastUse

@@ -151,7 +151,7 @@ impl CacheCore {
                 _ => false,
             };
             if candidate {
-                let value = if policy.uses_cost_model() {
+                let value = if self.cfg.uses_cost_model() {
                     retention_value(policy, n, self.node_blocks(id), false, &ctx)
                 } else {
                     n.last_use as f64
