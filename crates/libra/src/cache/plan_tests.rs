@@ -73,11 +73,7 @@ fn xorshift(seed: u64) -> impl FnMut() -> u64 {
 /// A random tree: branching prompts of 1-6 blocks under three adapters, leaves whose idle
 /// times span zero to far past the ln 2 band, visits from 1 to dozens, runs of equal last
 /// uses, some requests left open (pinned paths), and host-resident subtrees from swap-outs.
-fn random_core(policy: PolicyKind, unit: u64, seed: u64) -> (CacheCore, CpuBackend) {
-    random_core_ranked(policy, unit, seed, false)
-}
-
-/// `random_core`, with `libra` ranking by hit density when `density` is set.
+/// `density`: `libra` ranks by hit density.
 fn random_core_ranked(policy: PolicyKind, unit: u64, seed: u64, density: bool) -> (CacheCore, CpuBackend) {
     let cfg = CacheConfig {
         block_tokens: 1,
