@@ -146,11 +146,10 @@ enum libra_policy
    */
   LIBRA_POLICY_SLORA = 3,
   /**
-   * The tree with GPU eviction ranked by hit density by idle age, learned from the reuse
-   * the cache observes (adapters also by their own rate of use), the host tier kept full
-   * (pruned by last use, only for room), write-through host copies of the blocks next in
-   * line to leave, and recompute-or-load from the cost hints (blocks not worth loading are
-   * not copied out).
+   * The tree with KV blocks ranked by ELORA's cost model and resident adapters freed only
+   * after every KV block that may leave, the host tier kept full (pruned only for room),
+   * write-through host copies of the blocks next in line to leave, and recompute-or-load
+   * from the cost hints (blocks not worth loading are not copied out).
    */
   LIBRA_POLICY_LIBRA = 4,
 };

@@ -24,11 +24,11 @@ pub enum PolicyKind {
     HiCache,
     /// S-LoRA: one unified pool, adapters loaded on demand, finished requests' KV not kept.
     Slora,
-    /// The same tree with GPU eviction ranked by hit density by idle age, learned online from
-    /// the reuse it observes on both tiers (see `cache::reuse`; it measured better than last
-    /// use and than the cost model in the simulator, see the README), plus a host tier kept
-    /// full (pruned by last use, only when a swap-out needs the room), write-through host
-    /// copies, and recompute-or-load from the engine's cost hints.
+    /// The same tree with KV blocks ranked by ELoRA's value and resident adapters freed only
+    /// after every KV block that may leave (see `plan::ADAPTERS_AFTER_KV`; hit density by age,
+    /// `CacheConfig::rank_by_hit_density`, measured slower, see the README), plus a host tier
+    /// kept full (pruned only when a swap-out needs the room), write-through host copies, and
+    /// recompute-or-load from the engine's cost hints.
     Libra,
 }
 
