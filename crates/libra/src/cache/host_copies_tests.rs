@@ -3,7 +3,7 @@
 //! host-only block left to make room with.
 use super::*;
 use crate::backend::cpu::CpuBackend;
-use crate::cache::test_blocks::{pattern, BLOCK_BYTES};
+use crate::cache::test_blocks::{fill_and_commit, pattern, BLOCK_BYTES};
 use crate::cache::{CacheConfig, PolicyKind};
 
 /// One token per block; the adapter takes one GPU block. Copies complete at submission.
@@ -20,13 +20,7 @@ fn core_with(policy: PolicyKind, gpu: u32, host: u32) -> (CacheCore, CpuBackend)
 fn open(core: &mut CacheCore, io: &mut CpuBackend, toks: &[u32], now: u64) -> u64 {
     let m = core.match_prefix(io, 1, 0, toks, now).unwrap();
     assert!(m.ready, "copies complete at submission");
-    let rest = &toks[m.cached_tokens..];
-    let blocks = core.allocate(io, m.request, rest.len(), now).unwrap();
-    let keys = core.prefix_keys(1, 0, toks);
-    for (i, &b) in blocks.iter().enumerate() {
-        io.write_gpu_block(b, &pattern(keys[m.cached_tokens + i])).unwrap();
-    }
-    core.commit(m.request, rest, now).unwrap();
+    fill_and_commit(core, io, m.request, toks, m.cached_tokens, now);
     m.request
 }
 

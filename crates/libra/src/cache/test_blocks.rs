@@ -22,3 +22,23 @@ pub fn small_core(
     core.register_adapter(1, &[0u8; 8], 4, 0).unwrap();
     (core, io)
 }
+
+/// Allocates blocks for `toks` past the `cached` tokens request `request` matched (under
+/// adapter 1, namespace 0), fills each with its pattern and commits them.
+pub fn fill_and_commit(
+    core: &mut crate::cache::CacheCore,
+    io: &mut crate::backend::cpu::CpuBackend,
+    request: u64,
+    toks: &[u32],
+    cached: usize,
+    now: u64,
+) {
+    use crate::backend::Backend;
+    let rest = &toks[cached..];
+    let blocks = core.allocate(io, request, rest.len(), now).unwrap();
+    let keys = core.prefix_keys(1, 0, toks);
+    for (i, &b) in blocks.iter().enumerate() {
+        io.write_gpu_block(b, &pattern(keys[cached + i])).unwrap();
+    }
+    core.commit(request, rest, now).unwrap();
+}

@@ -2,7 +2,7 @@
 //! no failure, match or full host tier loses a GPU copy.
 use super::*;
 use crate::backend::cpu::CpuBackend;
-use crate::cache::test_blocks::{pattern, BLOCK_BYTES};
+use crate::cache::test_blocks::{fill_and_commit, pattern, BLOCK_BYTES};
 use crate::cache::{CacheConfig, PolicyKind};
 
 /// `libra` over 40 GPU and `host` host blocks, copies completing only when told; ten 3-block
@@ -36,13 +36,7 @@ fn put(core: &mut CacheCore, io: &mut CpuBackend, toks: &[u32], now: u64) {
         complete_all(io, true);
         core.poll_inflight(io);
     }
-    let rest = &toks[m.cached_tokens..];
-    let blocks = core.allocate(io, m.request, rest.len(), now).unwrap();
-    let keys = core.prefix_keys(1, 0, toks);
-    for (i, &b) in blocks.iter().enumerate() {
-        io.write_gpu_block(b, &pattern(keys[m.cached_tokens + i])).unwrap();
-    }
-    core.commit(m.request, rest, now).unwrap();
+    fill_and_commit(core, io, m.request, toks, m.cached_tokens, now);
     core.release(io, m.request, now).unwrap();
 }
 
