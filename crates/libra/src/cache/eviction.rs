@@ -11,6 +11,32 @@ use crate::backend::{Backend, BatchState};
 use crate::error::{Error, Result};
 use std::collections::{HashMap, HashSet};
 
+/// What became of one planned victim of an eviction pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Departure {
+    /// It stays this pass: a child is still on the GPU side.
+    Stays,
+    /// Its GPU blocks are free now (an adapter freed, a clean block evicted, a block dropped).
+    Freed(usize),
+    /// It joined the pass's swap-out batch, a host slot reserved for it.
+    Copied,
+    /// It wants a host copy and the host tier has no room for one.
+    NoHostRoom,
+}
+
+/// How an eviction pass treats its victims.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Departing<'a> {
+    /// Whether dirty KV blocks go to the host tier (else they are dropped).
+    pub to_host: bool,
+    /// Whether the host may still have room this pass (false once a copy found none).
+    pub host_room: bool,
+    /// Whether a block that finds no host room is dropped (the allocation path) or stays.
+    pub drop_without_room: bool,
+    /// The victims after this one: their clean copies are not given up for this one's room.
+    pub plan_rest: &'a [u32],
+}
+
 impl CacheCore {
     /// Makes `need` GPU blocks free (of which `adapter_need` for an adapter, which the vLLM
     /// baseline counts against its adapter region), by dropping, freeing or swapping out
@@ -57,35 +83,77 @@ impl CacheCore {
             }
             let mut outgoing = SwapOutBatch::default();
             for (i, &v) in victims.iter().enumerate() {
-                let node = self.tree.node(v);
-                // A planned child may be on its way to the host in this pass: its parent then
-                // leaves in the same batch, or not before the copy completes.
-                let (kind, slot, waits_for_child) = (node.kind, node.adapter, node.gpu_children > 0);
-                let (node_gpu_children, parent) = (node.gpu_children, node.parent);
-                if kind == Kind::Adapter {
-                    if !waits_for_child {
-                        self.evict_adapter(slot);
-                    }
-                } else if self.is_clean(v) {
-                    if !waits_for_child {
-                        self.evict_clean(v);
-                    }
-                } else if self.unwanted(v) {
-                    // Nobody will read it: no copy, and nothing to wait for.
-                    self.drop_subtree(v);
-                } else if to_host && !outgoing.may_take(v, node_gpu_children) {
-                    // A child stays on the GPU this pass: so does this node.
-                    continue;
-                } else if to_host && self.host_slot_available(outgoing.len(), now, &victims[i + 1..]) {
-                    outgoing.push(v, parent);
-                } else if !waits_for_child {
-                    // No room on the host: the leaf goes, with any host subtree below it.
-                    self.drop_subtree(v);
-                }
+                // On the allocation path a block without host room goes, with any host
+                // subtree below it; the loop comes back for what stayed.
+                let how = Departing {
+                    to_host,
+                    host_room: true,
+                    drop_without_room: true,
+                    plan_rest: &victims[i + 1..],
+                };
+                self.depart(v, &mut outgoing, how, now);
             }
             self.swap_out_and_wait(io, outgoing.nodes())?;
         }
         Ok(())
+    }
+
+    /// Carries out how planned victim `v` leaves the GPU in an eviction pass (see `Departure`).
+    /// Victims come in plan order, children first: a node whose GPU child is still there, or
+    /// on its way out in this pass, stays until that copy completes (or joins `outgoing`
+    /// behind it).
+    pub(crate) fn depart(
+        &mut self,
+        v: u32,
+        outgoing: &mut SwapOutBatch,
+        how: Departing,
+        now: u64,
+    ) -> Departure {
+        let node = self.tree.node(v);
+        let (kind, slot, waits_for_child) = (node.kind, node.adapter, node.gpu_children > 0);
+        let (gpu_children, parent) = (node.gpu_children, node.parent);
+        if kind == Kind::Adapter {
+            if waits_for_child {
+                return Departure::Stays;
+            }
+            let blocks = self.adapter(slot).blocks_needed as usize;
+            self.evict_adapter(slot);
+            return Departure::Freed(blocks);
+        }
+        if self.is_clean(v) {
+            // Its host copy is complete: it leaves without one.
+            if waits_for_child {
+                return Departure::Stays;
+            }
+            self.evict_clean(v);
+            return Departure::Freed(1);
+        }
+        if !how.to_host || self.unwanted(v) {
+            // Not worth a host copy, or nobody will read it again.
+            if waits_for_child {
+                return Departure::Stays;
+            }
+            self.drop_subtree(v);
+            return Departure::Freed(1);
+        }
+        if !how.host_room {
+            return Departure::NoHostRoom;
+        }
+        if !outgoing.may_take(v, gpu_children) {
+            // A child stays on the GPU this pass (a clean one still waiting for its own
+            // child): so does this node.
+            return Departure::Stays;
+        }
+        if self.host_slot_available(outgoing.len(), now, how.plan_rest) {
+            // Reserve the slot now so the next availability check sees it taken.
+            outgoing.push(v, parent);
+            return Departure::Copied;
+        }
+        if how.drop_without_room && !waits_for_child {
+            self.drop_subtree(v);
+            return Departure::Freed(1);
+        }
+        Departure::NoHostRoom
     }
 
     /// Copies `nodes` to the host and waits (up to `swap_wait_us`) for their GPU blocks.

@@ -1,6 +1,7 @@
 //! The watermark driver: each `step` finishes completed copies, swaps out above the high
 //! watermark, prefetches below the idle mark, prunes the host tier and writes through.
 use super::core::CacheCore;
+use super::eviction::{Departing, Departure};
 use super::flight::SwapOutBatch;
 use super::plan::Tier;
 use super::policy::retention_value;
@@ -86,44 +87,25 @@ impl CacheCore {
             if freed >= blocks {
                 break;
             }
-            let node = self.tree.node(v);
-            let (kind, slot, waits_for_child) = (node.kind, node.adapter, node.gpu_children > 0);
-            let (gpu_children, parent) = (node.gpu_children, node.parent);
-            if kind == Kind::Adapter {
-                // Its KV may still be on the way out in this pass: it goes in a later one.
-                if !waits_for_child {
-                    freed += self.adapter(slot).blocks_needed as usize;
-                    self.evict_adapter(slot);
-                }
-            } else if self.is_clean(v) {
-                // Its host copy is complete: it leaves without one, unless a child is still
-                // on its way out.
-                if !waits_for_child {
-                    self.evict_clean(v);
+            let how = Departing {
+                to_host,
+                host_room: !host_full,
+                drop_without_room: false,
+                plan_rest: &victims[i + 1..],
+            };
+            match self.depart(v, &mut outgoing, how, now) {
+                Departure::Stays => {}
+                Departure::Freed(n) => freed += n,
+                Departure::Copied => {
                     freed += 1;
+                    if self.host.free_count() as usize <= outgoing.len() {
+                        let batch_now = outgoing.take();
+                        self.swap_out(io, &batch_now)?;
+                    }
                 }
-            } else if !to_host || self.unwanted(v) {
-                // Not worth a host copy, or nobody will read it again.
-                self.drop_subtree(v);
-                freed += 1;
-            } else if host_full {
-                continue;
-            } else if !outgoing.may_take(v, gpu_children) {
-                // A child stays on the GPU this pass (a clean one still waiting for its own
-                // child): so does this node.
-                continue;
-            } else if self.host_slot_available(outgoing.len(), now, &victims[i + 1..]) {
-                // Reserve the slot now so the next availability check sees it taken.
-                outgoing.push(v, parent);
-                freed += 1;
-                if self.host.free_count() as usize <= outgoing.len() {
-                    let batch_now = outgoing.take();
-                    self.swap_out(io, &batch_now)?;
-                }
-            } else {
-                // The host tier is full of blocks that may not be pruned: only clean blocks
-                // can still go.
-                host_full = true;
+                // The host tier is full of blocks that may not be pruned: only blocks that
+                // need no copy can still go.
+                Departure::NoHostRoom => host_full = true,
             }
         }
         if !outgoing.is_empty() {
