@@ -141,15 +141,16 @@ pub struct Args {
     #[arg(long, help_heading = ENGINE)]
     pub whole_adapters: bool,
 
-    /// Policies to run, comma-separated [default: all but oracle-copies]
+    /// Policies to run, comma-separated [default: all but oracle-copies and libra-density]
     ///
     /// oracle-copies: the oracle without knowing which blocks are never read again (it copies
-    /// every block it evicts to the host), an ablation of the bound.
+    /// every block it evicts to the host), an ablation of the bound. libra-density: libra
+    /// ranking GPU eviction by hit density by idle age, an ablation of the ranking.
     #[arg(long, value_name = "LIST", help_heading = OUTPUT, value_delimiter = ',',
           action = ArgAction::Set, value_parser = policies())]
     pub policies: Vec<SimPolicy>,
     /// Share of GPU blocks in vllm's adapter region; without it, each scenario's is tuned: the
-    /// best mean TTFT over 0.02-0.4, sweep printed
+    /// best mean TTFT over 0.05-0.6 at 70% of the run's highest load, sweep printed
     #[arg(long = "vllm-adapter-fraction", value_name = "F", help_heading = OUTPUT)]
     pub vllm_fraction: Option<f64>,
     /// Loads per scenario, from 10% to the peak load; 0: only the scenario's own load

@@ -28,8 +28,8 @@ fn main() {
 const VLLM_FRACTIONS: [f64; 6] = [0.05, 0.1, 0.2, 0.3, 0.45, 0.6];
 /// Policies whose peak is searched; the grid ends at the highest.
 const PEAK_POLICIES: [&str; 5] = ["libra", "elora", "vllm-offload", "vllm", "hicache"];
-/// `vllm`'s adapter share is tuned at this share of the other policies' peak: a high load that
-/// the engine still sustains, where the split matters most.
+/// `vllm`'s adapter share is tuned at this share of the other policies' peak (of the one load, with
+/// `--grid 0`): a high load that the engine still sustains, where the split matters most.
 const TUNE_AT: f64 = 0.7;
 
 struct Ctx {
@@ -203,7 +203,9 @@ fn real_main(a: Args) -> Result<(), String> {
         ec.vllm_adapter_fraction = match a.vllm_fraction {
             Some(f) => f,
             None if has("vllm") || has("vllm-offload") || has("hicache") => {
-                let m = top(&peaks).map_or(spec.rate_mult, |t| TUNE_AT * t);
+                // Below the run's highest load (the top peak, or the one load of `--grid 0`):
+                // at an overloaded load every share fails and the sweep would say nothing.
+                let m = TUNE_AT * top(&peaks).unwrap_or(spec.rate_mult);
                 tune_vllm(&ctx, &grid::at_load(&spec, m), &ec)?
             }
             None => ec.vllm_adapter_fraction,
