@@ -81,6 +81,7 @@ struct Tally {
     completed_requests: u64,
     write_through_bytes: u64,
     instant_evictions: u64,
+    reclaimed_host_copies: u64,
 }
 
 fn run(policy: PolicyKind, seed: u64, ops: usize, plan: FaultPlan) -> Tally {
@@ -89,12 +90,17 @@ fn run(policy: PolicyKind, seed: u64, ops: usize, plan: FaultPlan) -> Tally {
 }
 
 fn run_with(cfg: CacheConfig, seed: u64, ops: usize, plan: FaultPlan) -> Tally {
+    run_tiers(cfg, (24, 12), seed, ops, plan)
+}
+
+/// `run_with` over `tiers` (GPU, host) blocks.
+fn run_tiers(cfg: CacheConfig, tiers: (u32, u32), seed: u64, ops: usize, plan: FaultPlan) -> Tally {
     let policy = cfg.policy;
-    let mut cpu = CpuBackend::new(BLOCK_BYTES, 24, 12).unwrap();
+    let mut cpu = CpuBackend::new(BLOCK_BYTES, tiers.0, tiers.1).unwrap();
     cpu.set_deferred(false);
     let mut io = FaultyBackend::new(cpu, plan);
     let ctl = io.control();
-    let mut core = CacheCore::new(cfg, BLOCK_BYTES, 24, 12).unwrap();
+    let mut core = CacheCore::new(cfg, BLOCK_BYTES, tiers.0, tiers.1).unwrap();
     for a in 1..4 {
         core.register_adapter(a, &weights(a), 8, 0).unwrap();
     }
@@ -274,6 +280,7 @@ fn run_with(cfg: CacheConfig, seed: u64, ops: usize, plan: FaultPlan) -> Tally {
     tally.faults = ctl.counters();
     let s = core.stats();
     (tally.write_through_bytes, tally.instant_evictions) = (s.write_through_bytes, s.instant_evictions);
+    tally.reclaimed_host_copies = s.reclaimed_host_copies;
     // Faults injected while draining were checked above too.
     tally.survived = tally.faults.faults();
     tally
@@ -316,6 +323,36 @@ fn random_faults_with_late_completions() {
     }
     println!("late completions: {injected} faults injected, {survived} survived, over {ops_run} operations");
     assert!(injected > 500, "too few faults injected: {injected}");
+}
+
+/// A host tier of 4 blocks beside 24 GPU blocks fills with the host copies that swap-ins
+/// keep, so swap-outs give copies up (`reclaimed_host_copies`) under faults, with the
+/// invariants and every block's bytes checked after each operation.
+#[test]
+fn random_faults_with_a_host_tier_full_of_copies() {
+    let (mut injected, mut reclaimed) = (0, 0);
+    for (k, policy) in [PolicyKind::Lru, PolicyKind::Elora, PolicyKind::Libra].into_iter().enumerate() {
+        for seed in [21u64, 22] {
+            let plan = FaultPlan {
+                seed: seed_base() + seed * 131 + k as u64,
+                submit_fail_rate: 0.08,
+                complete_fail_rate: 0.08,
+                ..Default::default()
+            };
+            let cfg = CacheConfig { block_tokens: BT as u32, policy, swap_wait_us: 0, ..Default::default() };
+            let t = run_tiers(cfg, (24, 4), seed_base() * 7 + seed + k as u64 * 100, ops(), plan);
+            assert_eq!(t.survived, t.faults.faults(), "{policy:?}");
+            println!(
+                "{policy:?} seed {seed}: {} faults injected, {} host copies given up",
+                t.faults.faults(),
+                t.reclaimed_host_copies
+            );
+            injected += t.faults.faults();
+            reclaimed += t.reclaimed_host_copies;
+        }
+    }
+    assert!(injected > 100, "too few faults injected: {injected}");
+    assert!(reclaimed > 0, "no host copy was ever given up: the path went untested");
 }
 
 #[test]
