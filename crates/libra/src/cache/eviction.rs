@@ -294,7 +294,7 @@ impl CacheCore {
         if self.host.free_count() as usize > reserved {
             return true;
         }
-        if self.prune_host(1, now) == 0 && self.clean_blocks > 0 {
+        if self.prune_host(1, now) == 0 {
             self.reclaim_host_copies(1, leaving);
         }
         self.host.free_count() as usize > reserved
@@ -331,6 +331,9 @@ impl CacheCore {
     /// of the tree frees a batch (at least 1/64 of the host tier), so that a full host tier
     /// does not scan the tree per swapped-out block.
     pub(crate) fn reclaim_host_copies(&mut self, k: usize, leaving: &[u32]) -> u32 {
+        if self.clean_blocks == 0 {
+            return 0;
+        }
         let batch = k.max(self.host.capacity() as usize / 64);
         let leaving: HashSet<u32> = leaving.iter().copied().collect();
         let mut copies: Vec<(bool, std::cmp::Reverse<u64>, u32)> = self

@@ -33,6 +33,17 @@ fn nodes_of(core: &CacheCore, toks: &[u32]) -> Vec<u32> {
     core.prefix_keys(1, 0, toks).iter().map(|&k| core.tree.lookup(k).expect("cached")).collect()
 }
 
+/// The first prompt of the tests, four blocks.
+const A: [u32; 4] = [1, 2, 3, 4];
+/// A nine-block prompt: on ten GPU blocks (one the adapter's) every other KV block leaves.
+const NINE: [u32; 9] = [20, 21, 22, 23, 24, 25, 26, 27, 28];
+
+/// Serves `A`, then `NINE`.
+fn serve_a_then_nine(core: &mut CacheCore, io: &mut CpuBackend) {
+    serve(core, io, &A, 10);
+    serve(core, io, &NINE, 20);
+}
+
 fn check(core: &CacheCore, io: &mut CpuBackend) {
     core.check_invariants().unwrap();
     core.verify_contents(io, &mut |key, bytes| bytes == pattern(key)).unwrap();
@@ -46,10 +57,9 @@ fn a_block_swapped_back_in_leaves_again_without_a_copy() {
     for policy in [PolicyKind::Lru, PolicyKind::Elora, PolicyKind::Libra] {
         // Ten GPU blocks: the adapter, then room for nine KV blocks.
         let (mut core, mut io) = core_with(policy, 10, 40);
-        let a = [1, 2, 3, 4];
-        serve(&mut core, &mut io, &a, 10);
+        let a = A;
         // Nine blocks for another prompt: every unpinned KV block must leave, `a` included.
-        serve(&mut core, &mut io, &[20, 21, 22, 23, 24, 25, 26, 27, 28], 20);
+        serve_a_then_nine(&mut core, &mut io);
         let an = nodes_of(&core, &a);
         assert!(an.iter().all(|&n| core.tree.node(n).residency == Residency::Host), "{policy:?}");
         let host_blocks: Vec<u32> = an.iter().map(|&n| core.tree.node(n).host_block).collect();
@@ -86,10 +96,8 @@ fn a_block_swapped_back_in_leaves_again_without_a_copy() {
 fn a_full_host_tier_gives_up_a_copy_before_dropping_a_block() {
     // Ten GPU blocks, four host blocks.
     let (mut core, mut io) = core_with(PolicyKind::Lru, 10, 4);
-    let a = [1, 2, 3, 4];
-    serve(&mut core, &mut io, &a, 10);
-    let c = [20, 21, 22, 23, 24, 25, 26, 27, 28];
-    serve(&mut core, &mut io, &c, 20);
+    let (a, c) = (A, NINE);
+    serve_a_then_nine(&mut core, &mut io);
     // `a` fills the host; matching it brings it back, pinned, and drops four of `c`'s blocks
     // (the host has no room but `a`'s, which the match holds).
     let r = open(&mut core, &mut io, &a, 30);
@@ -122,9 +130,8 @@ fn a_failed_swap_in_leaves_no_clean_copy() {
     // Room for both prompts: `a` leaves by an explicit swap-out, so the match below needs no
     // eviction and its only copy is the swap-in.
     let (mut core, mut io) = core_with(PolicyKind::Libra, 14, 40);
-    let a = [1, 2, 3, 4];
-    serve(&mut core, &mut io, &a, 10);
-    serve(&mut core, &mut io, &[20, 21, 22, 23, 24, 25, 26, 27, 28], 20);
+    let a = A;
+    serve_a_then_nine(&mut core, &mut io);
     let mut deepest_first = nodes_of(&core, &a);
     deepest_first.reverse();
     core.swap_out(&mut io, &deepest_first).unwrap();

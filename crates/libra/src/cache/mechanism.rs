@@ -223,9 +223,6 @@ impl CacheCore {
     /// Gives up the host copies of at least `k` clean GPU blocks (in use first, then the most
     /// recently used), which stay on the GPU; returns how many host blocks were freed.
     pub fn give_up_host_copies(&mut self, k: usize) -> u32 {
-        if self.clean_blocks == 0 {
-            return 0;
-        }
         self.reclaim_host_copies(k, &[])
     }
 

@@ -58,14 +58,14 @@ impl Ord for Scored {
     }
 }
 
-/// A KV block's log retention value: the same order as Eq. 6, no underflow for long-idle
-/// blocks, and no exponential at all once a block has been idle for more than ~36 units.
 /// Where `libra` puts a resident adapter in a plan ranked by ELoRA's value: above every KV
 /// block's log value (at most a few tens), least recently used first among adapters. An
 /// adapter leaves only once no KV block may: reloading one stalls every request that uses it,
 /// where a KV block stalls one (the README compares it with Eq. 6 for adapters).
 pub(crate) const ADAPTERS_AFTER_KV: f64 = 1e6;
 
+/// A KV block's log retention value: the same order as Eq. 6, no underflow for long-idle
+/// blocks, and no exponential at all once a block has been idle for more than ~36 units.
 pub(crate) struct KvLogValue {
     now: u64,
     time_unit_us: f64,
